@@ -1,0 +1,370 @@
+"""The calsync command line (Typer + Rich)."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from calsync.engine.inbound import SyncResult
+from calsync.engine.sync import sync_once
+from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
+from calsync.providers import SUPPORTED, provider_for
+from calsync.providers.base import ProviderError
+from calsync.store import repo
+from calsync.store.db import open_engine
+from calsync.views import binding_json, event_json, jsonable
+
+app = typer.Typer(help="Keep calendars, and the video conferences on their events, in sync.", no_args_is_help=True)
+account_app = typer.Typer(help="Calendar accounts (Google now; Outlook and CalDAV later).", no_args_is_help=True)
+calendar_app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
+events_app = typer.Typer(help="Events in the local store.", no_args_is_help=True)
+conflicts_app = typer.Typer(help="Events changed on both sides that wait for a decision.", no_args_is_help=True)
+emulator_app = typer.Typer(help="Local stand-ins for provider APIs, for tests and demos.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+app.add_typer(calendar_app, name="calendar")
+app.add_typer(events_app, name="events")
+app.add_typer(conflicts_app, name="conflicts")
+app.add_typer(emulator_app, name="emulator")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option("--db", help="Database URL or SQLite file (default: $CALSYNC_DB, else a file in the user data dir)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[Engine]:
+    """A migrated engine, with store errors turned into one clear line."""
+    try:
+        engine = open_engine(url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise fail(f"cannot open database {url or '(default)'}: {exc}") from exc
+    try:
+        yield engine
+    except repo.NotFound as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=False) + "\n")
+
+
+# --- emulators --------------------------------------------------------------------------
+
+
+@emulator_app.command("google")
+def emulator_google(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Run the Google Calendar API v3 emulator until Ctrl-C."""
+    from calsync.emulators.google import GoogleEmulator, create_app
+    from calsync.emulators.server import serve_forever
+
+    err.print(f"Google Calendar emulator on http://{host}:{port}/calendar/v3/ (admin: /emulator/...)")
+    serve_forever(create_app(GoogleEmulator()), host=host, port=port)
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+@account_app.command("add")
+def account_add(
+    provider: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED)}.")],
+    name: Annotated[str, typer.Option(help="A name to recognise the account by.")],
+    token: Annotated[Optional[str], typer.Option(
+        envvar="CALSYNC_TOKEN", help="Bearer token (prompted for, hidden, when not given).")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="API root, e.g. an emulator's URL.")] = None,
+    verify: Annotated[bool, typer.Option(help="Check the credentials by listing calendars first.")] = True,
+    db: DbOption = None,
+) -> None:
+    """Add an account and print its id."""
+    if provider not in SUPPORTED:
+        raise fail(f"unknown provider {provider!r}; supported: {', '.join(SUPPORTED)}", 2)
+    if not name.strip():
+        raise fail("--name must not be empty", 2)
+    if token is None:
+        if not sys.stdin.isatty():
+            raise fail("--token is required (or set CALSYNC_TOKEN)", 2)
+        token = typer.prompt("Token", hide_input=True)
+    if not token.strip():
+        raise fail("the token must not be empty", 2)
+    from calsync.model import Account
+
+    if verify:
+        client = provider_for(Account("", provider, name, base_url, {"token": token}))
+        try:
+            client.list_calendars()
+        except (ProviderError, OSError) as exc:
+            raise fail(f"the account does not answer: {exc}") from exc
+        finally:
+            client.close()
+    with database(db) as engine, engine.begin() as conn:
+        account_id = repo.create_account(conn, provider, name.strip(), base_url, {"token": token})
+    console.print(account_id, highlight=False)
+
+
+@account_app.command("list")
+def account_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List accounts (credentials are never printed)."""
+    with database(db) as engine, engine.begin() as conn:
+        rows = repo.list_accounts(conn)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "provider", "name", "state", "base url")
+    for r in rows:
+        table.add_row(r["id"], r["provider"], r["name"], r["state"], r["base_url"] or "")
+    console.print(table)
+
+
+# --- calendars --------------------------------------------------------------------------
+
+
+@calendar_app.command("remote")
+def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the calendars an account can see at its provider."""
+    with database(db) as engine, engine.begin() as conn:
+        account = repo.get_account(conn, account_id)
+    client = provider_for(account)
+    try:
+        calendars = client.list_calendars()
+    except ProviderError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        client.close()
+    if as_json:
+        print_json([c.__dict__ for c in calendars])
+        return
+    table = Table("remote id", "name", "time zone", "primary", "access")
+    for c in calendars:
+        table.add_row(c.remote_id, c.name, c.time_zone or "", "yes" if c.primary else "", c.access_role or "")
+    console.print(table)
+
+
+@calendar_app.command("bind")
+def calendar_bind(
+    account_id: str,
+    remote_calendar_id: str,
+    name: Annotated[Optional[str], typer.Option(help="Local calendar name (default: the remote name).")] = None,
+    direction: Annotated[str, typer.Option(help="two-way, pull or push.")] = "two-way",
+    policy: Annotated[str, typer.Option(help="Conflict policy: ask, local-wins, remote-wins, latest-wins.")] = "ask",
+    calendar: Annotated[Optional[str], typer.Option(
+        help="Bind to this existing local calendar instead of making a new one (mirroring).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bind a remote calendar to a local one; prints the local calendar id and the binding id."""
+    if direction not in DIRECTIONS:
+        raise fail(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}", 2)
+    if policy not in CONFLICT_POLICIES:
+        raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
+    with database(db) as engine:
+        with engine.begin() as conn:
+            account = repo.get_account(conn, account_id)
+            if repo.find_binding(conn, account_id, remote_calendar_id):
+                raise fail(f"{remote_calendar_id!r} is already bound for this account")
+            if calendar and not repo.calendar_exists(conn, calendar):
+                raise fail(f"no local calendar with id {calendar!r}")
+        client = provider_for(account)
+        try:
+            remote = {c.remote_id: c for c in client.list_calendars()}
+        except ProviderError as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            client.close()
+        if remote_calendar_id not in remote:
+            raise fail(f"the account has no calendar {remote_calendar_id!r}; see `calsync calendar remote {account_id}`")
+        info = remote[remote_calendar_id]
+        with engine.begin() as conn:
+            calendar_id = calendar or repo.create_calendar(conn, name or info.name, info.time_zone, info.color)
+            binding_id = repo.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction, policy)
+    if as_json:
+        print_json({"calendar_id": calendar_id, "binding_id": binding_id})
+    else:
+        console.print(f"calendar {calendar_id}\nbinding {binding_id}", highlight=False)
+
+
+@calendar_app.command("list")
+def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Local calendars with their bindings."""
+    with database(db) as engine, engine.begin() as conn:
+        calendars = repo.list_calendars(conn)
+        bindings = repo.list_bindings(conn)
+        counts = {c["id"]: repo.count_events(conn, c["id"]) for c in calendars}
+    now = utcnow()
+    out = [
+        {**c, "events": counts[c["id"]],
+         "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]]}
+        for c in calendars
+    ]
+    if as_json:
+        print_json(out)
+        return
+    table = Table("id", "name", "events", "bindings")
+    for c in out:
+        table.add_row(c["id"], c["name"], str(c["events"]),
+                      "\n".join(f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]))
+    console.print(table)
+
+
+# --- sync -------------------------------------------------------------------------------
+
+
+@app.command("sync")
+def sync(
+    binding: Annotated[Optional[list[str]], typer.Option(help="Only this binding (repeatable).")] = None,
+    full: Annotated[bool, typer.Option(help="Ignore stored tokens and list everything again.")] = False,
+    force: Annotated[bool, typer.Option(help="Let a full sync delete most of a calendar (mass-delete guard off).")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sync once: everything that is due, then print a summary."""
+    with database(db) as engine:
+        results = run_sync(engine, binding_ids=binding or None, full=full, force=force, show_progress=not as_json)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        print_results(results)
+    if any(r.status not in ("ok", "skipped") for r in results):
+        raise typer.Exit(1)
+
+
+def run_sync(
+    engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
+    show_progress: bool = True,
+) -> list[SyncResult]:
+    """sync_once with a Rich progress line for long listings when a person is watching."""
+    if not (show_progress and console.is_terminal):
+        return sync_once(engine, binding_ids=binding_ids, full=full, force=force)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("syncing", total=None, detail="")
+
+        def on_page(pages: int, result: SyncResult) -> None:
+            seen = result.created + result.updated + result.deleted + result.unchanged
+            progress.update(task, description=f"{'full' if result.full else 'incremental'} sync {result.binding_id[:8]}",
+                            detail=f"page {pages}, {seen} events")
+
+        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=on_page)
+
+
+def print_results(results: list[SyncResult]) -> None:
+    table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "conflicts", "status")
+    for r in results:
+        kind = "full" + (" (token reset)" if r.token_reset else "") if r.full else "incremental"
+        status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.message}"
+        table.add_row(r.binding_id[:12], kind, str(r.pages), str(r.requests), str(r.created), str(r.updated),
+                      str(r.deleted), str(r.conflicts), status)
+    console.print(table)
+
+
+@app.command("status")
+def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Sync health per binding: last sync, token age, last status and error."""
+    now = utcnow()
+    with database(db) as engine, engine.begin() as conn:
+        accounts = repo.list_accounts(conn)
+        bindings = [binding_json(b, now) for b in repo.list_bindings(conn)]
+        open_conflicts = len(repo.list_conflicts(conn))
+    if as_json:
+        print_json({"accounts": accounts, "bindings": bindings, "open_conflicts": open_conflicts})
+        return
+    table = Table("binding", "remote calendar", "last sync", "token age", "status", "error")
+    for b in bindings:
+        age = f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token"
+        table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_sync_at"] or "never", age,
+                      b["last_sync_status"] or "", b["last_error"] or "")
+    console.print(table)
+    console.print(f"open conflicts: {open_conflicts}")
+
+
+# --- events and conflicts ---------------------------------------------------------------
+
+
+@events_app.command("list")
+def events_list(
+    calendar: Annotated[Optional[str], typer.Option(help="Only this local calendar.")] = None,
+    include_deleted: Annotated[bool, typer.Option(help="Show tombstones too.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List events of the local store, by start time."""
+    with database(db) as engine, engine.begin() as conn:
+        if calendar and not repo.calendar_exists(conn, calendar):
+            raise fail(f"no local calendar with id {calendar!r}")
+        rows = repo.list_events(conn, calendar_id=calendar, include_deleted=include_deleted)
+    if as_json:
+        print_json([event_json(r) for r in rows])
+        return
+    table = Table("start", "end", "title", "status", "v", "source", "id")
+    for r in rows:
+        table.add_row(r["start"], r["end"], r["title"], r["status"] + (" (deleted)" if r["deleted"] else ""),
+                      str(r["version"]), r["updated_at_source"], r["id"])
+    console.print(table)
+
+
+@conflicts_app.command("list")
+def conflicts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Open conflicts with both sides."""
+    with database(db) as engine, engine.begin() as conn:
+        rows = repo.list_conflicts(conn)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "event", "binding", "kind", "local title", "remote title")
+    for r in rows:
+        table.add_row(r["id"], r["event_id"], r["binding_id"][:12], r["kind"],
+                      (r["local"] or {}).get("title", "(deleted)"), (r["remote"] or {}).get("title", "(deleted)"))
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Create or migrate the schema to the newest revision."""
+    with database(db):
+        pass
+    console.print("database is at the newest schema")
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option(help="Port for the in-process Google emulator (0: any free port).")] = 0,
+    keep_running: Annotated[bool, typer.Option(help="Keep the emulator up after the demo until Ctrl-C.")] = False,
+) -> None:
+    """Emulated Google accounts with sample calendars, bound and synced, end to end."""
+    from calsync.demo import run_demo
+
+    run_demo(db, port=port, keep_running=keep_running, console=console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,95 @@
+"""Run an ASGI app with uvicorn on loopback, in a background thread or in the foreground.
+
+Tests and benchmarks need real HTTP (the official client libraries speak it), so
+emulators are served by a real uvicorn server rather than an in-process transport.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+_START_TIMEOUT_S = 10.0
+
+
+class RunningServer:
+    """Handle on a uvicorn server running in a daemon thread."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port: int = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url: str = f"http://{shown}:{port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask uvicorn to shut down and wait for the thread to finish."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __repr__(self) -> str:
+        return f"RunningServer(url={self.url!r})"
+
+
+def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """Quiet uvicorn settings: the emulators' own request log is the record, not access logs."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="asyncio",
+        timeout_keep_alive=30,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket here so port 0 yields a known free port before uvicorn starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _wait_until_accepting(server: uvicorn.Server, thread: threading.Thread, host: str, port: int) -> None:
+    """Block until uvicorn reports started and a TCP connect succeeds, so callers can use the URL at once."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("emulator server thread exited during start-up")
+        if server.started:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.01)
+    server.should_exit = True
+    raise RuntimeError(f"emulator server on {host}:{port} did not start within {_START_TIMEOUT_S}s")
+
+
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Serve ``app`` in a daemon thread; ``port=0`` picks a free port. Returns once connections are accepted."""
+    sock = _bind(host, port)
+    actual_port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(app, host, actual_port))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"emulator-{actual_port}", daemon=True
+    )
+    thread.start()
+    _wait_until_accepting(server, thread, host, actual_port)
+    return RunningServer(server, thread, host, actual_port)
+
+
+def serve_forever(app: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve ``app`` in the foreground until interrupted (used by ``calsync emulator ...``)."""
+    uvicorn.Server(_config(app, host, port)).run()

@@ -1,0 +1,337 @@
+"""Pull remote changes into the store, one binding at a time.
+
+Incremental with the binding's own token; full (with reconciliation of remote deletions) when
+there is none or the provider rejects it. Each page is applied in one transaction; the new token is
+written only in the transaction of the last page, so a crash anywhere re-applies pages harmlessly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, Engine
+
+from calsync.engine.conflicts import Decision, Sides, conflict_kind, decide
+from calsync.model import ChangePage, EventData, RemoteDeletion, RemoteEvent, utcnow
+from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
+from calsync.store import repo
+
+
+@dataclass
+class MassDeleteGuard:
+    """A full listing that would delete more than `ratio` of the linked events (and at least
+    `minimum` of them) is taken for an empty or truncated answer, not for the truth."""
+
+    ratio: float = 0.5
+    minimum: int = 10
+
+    def blocks(self, doomed: int, live: int) -> bool:
+        return doomed >= self.minimum and doomed > live * self.ratio
+
+
+class MassDeleteBlocked(Exception):
+    def __init__(self, doomed: int, live: int) -> None:
+        super().__init__(
+            f"full sync would delete {doomed} of {live} events; refusing (run `calsync sync --full --force` "
+            "if the calendar really was emptied)"
+        )
+        self.doomed = doomed
+        self.live = live
+
+
+@dataclass
+class SyncResult:
+    binding_id: str
+    full: bool = False
+    pages: int = 0
+    requests: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    token_reset: bool = False  # the provider rejected our token and a full sync followed
+    status: str = "ok"  # ok | skipped | blocked | auth-failed | error
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PageHook = Callable[[int, SyncResult], None]
+
+
+@dataclass
+class _Binding:
+    id: str
+    calendar_id: str
+    remote_calendar_id: str
+    policy: str
+    source: str
+    sync_token: str | None
+
+
+def sync_binding(
+    engine: Engine, provider: Provider, binding_id: str, *, full: bool = False, force: bool = False,
+    guard: MassDeleteGuard | None = None, after_page: PageHook | None = None,
+) -> SyncResult:
+    """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
+    with engine.begin() as conn:
+        row = repo.get_binding(conn, binding_id)
+        account = repo.get_account(conn, row["account_id"])
+    result = SyncResult(binding_id=binding_id)
+    if row["direction"] == "push":
+        result.status = "skipped"
+        result.message = "push-only binding"
+        return result
+    binding = _Binding(
+        id=binding_id, calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
+        policy=row["conflict_policy"], source=f"{account.provider}:{binding_id}",
+        sync_token=None if full else row["sync_token"],
+    )
+    start_requests = provider.request_count
+    try:
+        try:
+            _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+        except SyncTokenInvalid:
+            with engine.begin() as conn:
+                repo.forget_sync_token(conn, binding_id)
+            result.token_reset = True
+            binding.sync_token = None
+            _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+    except MassDeleteBlocked as exc:
+        result.status, result.message = "blocked", str(exc)
+        _record_failure(engine, binding_id, "blocked", str(exc))
+    except AuthError as exc:
+        result.status, result.message = "auth-failed", str(exc)
+        _record_failure(engine, binding_id, "auth-failed", str(exc))
+        with engine.begin() as conn:
+            repo.set_account_state(conn, account.id, "auth-failed", str(exc))
+    except (ProviderError, httpx.TransportError) as exc:
+        result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
+        _record_failure(engine, binding_id, "error", result.message)
+    finally:
+        result.requests = provider.request_count - start_requests
+    return result
+
+
+def _record_failure(engine: Engine, binding_id: str, status: str, message: str) -> None:
+    with engine.begin() as conn:
+        repo.record_sync_failure(conn, binding_id, status, message)
+
+
+def _walk(
+    engine: Engine, provider: Provider, binding: _Binding, result: SyncResult, force: bool,
+    guard: MassDeleteGuard, after_page: PageHook | None,
+) -> None:
+    generation: int | None = None
+    if binding.sync_token is None:
+        result.full = True
+        with engine.begin() as conn:
+            generation = repo.start_full_sync(conn, binding.id)
+    for page in provider.list_changes(binding.remote_calendar_id, binding.sync_token):
+        with engine.begin() as conn:
+            _apply_page(conn, binding, page, generation, result)
+            if page.last:
+                if generation is not None:
+                    _reconcile(conn, binding, generation, result, force, guard)
+                repo.attach_orphan_exceptions(conn, binding.id)
+                assert page.sync_token is not None
+                stats = {k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
+                repo.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
+        result.pages += 1
+        if after_page:
+            after_page(result.pages, result)
+
+
+def _reconcile(
+    conn: Connection, binding: _Binding, generation: int, result: SyncResult, force: bool, guard: MassDeleteGuard
+) -> None:
+    """What the binding links to but the full listing no longer had was deleted remotely."""
+    doomed = repo.count_unseen_links(conn, binding.id, generation)
+    if not doomed:
+        return
+    live = repo.count_live_links(conn, binding.id)
+    if not force and guard.blocks(doomed, live):
+        raise MassDeleteBlocked(doomed, live)
+    after = 0
+    while batch := repo.unseen_remote_ids(conn, binding.id, generation, after, 1000):
+        after = batch[-1][0]
+        page = ChangePage(items=[RemoteDeletion(remote_id) for _, remote_id in batch], full=True, last=False)
+        _apply_page(conn, binding, page, None, result)
+
+
+@dataclass
+class _PageWrites:
+    new_events: list[dict[str, Any]] = field(default_factory=list)
+    new_links: list[dict[str, Any]] = field(default_factory=list)
+    event_updates: list[dict[str, Any]] = field(default_factory=list)
+    link_updates: list[dict[str, Any]] = field(default_factory=list)
+    tombstones: list[str] = field(default_factory=list)
+
+
+def _apply_page(
+    conn: Connection, binding: _Binding, page: ChangePage, generation: int | None, result: SyncResult
+) -> None:
+    """Apply one page with a handful of batched statements, whatever its size."""
+    items = {item.remote_id: item for item in page.items}  # a repeated id within a page: the last one wins
+    links = repo.links_by_remote_id(conn, binding.id, list(items))
+    unknown = [rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteEvent)]
+    adoptable = repo.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, unknown) if unknown else set()
+    series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
+    series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
+    now = utcnow()
+    writes = _PageWrites()
+    for rid in unknown:  # ids for new events first, so exceptions can find a series created on this page
+        if rid not in adoptable:
+            series[rid] = repo.new_id()
+    for rid, item in items.items():
+        link = links.get(rid)
+        if isinstance(item, RemoteEvent) and link is None:
+            if rid in adoptable:
+                _adopt(conn, binding, item, rid, now, writes, result)
+            else:
+                _create(binding, item, series, now, writes, result)
+        elif link is None:
+            result.unchanged += 1  # deletion of something we never had
+        else:
+            _three_way(conn, binding, item, link, series, now, writes, result)
+    repo.insert_events(conn, writes.new_events)
+    repo.insert_links(conn, writes.new_links)
+    repo.update_events(conn, writes.event_updates)
+    repo.update_links(conn, writes.link_updates)
+    if writes.tombstones:
+        doomed = writes.tombstones + repo.live_exception_ids(conn, writes.tombstones)
+        repo.tombstone_events(conn, doomed, binding.source)
+        repo.agree_links_with_versions(conn, doomed, binding.id)
+    if generation is not None:
+        repo.mark_seen(conn, binding.id, list(items), generation)
+
+
+def _event_row(data: EventData, *, version: int, source: str, now: datetime, series_id: str | None) -> dict[str, Any]:
+    return {
+        **repo.event_columns(data), "version": version, "updated_at_source": source, "updated_at": now,
+        "deleted": False, "deleted_at": None, "recurring_event_id": series_id,
+    }
+
+
+def _link_row(item: RemoteEvent, data: EventData, version: int, now: datetime) -> dict[str, Any]:
+    return {
+        "etag": item.etag, "base_version": version, "base_hash": data.content_hash(),
+        "base_snapshot": data.to_json(), "remote_updated": item.updated, "remote_deleted": False,
+        "series_remote_id": item.series_remote_id, "updated_at": now,
+    }
+
+
+def _create(
+    binding: _Binding, item: RemoteEvent, series: dict[str, str], now: datetime, writes: _PageWrites,
+    result: SyncResult,
+) -> None:
+    event_id = series[item.remote_id]
+    series_id = series.get(item.series_remote_id) if item.series_remote_id else None
+    writes.new_events.append({
+        "id": event_id, "calendar_id": binding.calendar_id, "source": binding.source, "created_at": now,
+        **_event_row(item.data, version=1, source=binding.source, now=now, series_id=series_id),
+    })
+    writes.new_links.append({
+        "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
+        "seen_generation": 0, **_link_row(item, item.data, 1, now),
+    })
+    result.created += 1
+
+
+def _adopt(
+    conn: Connection, binding: _Binding, item: RemoteEvent, event_id: str, now: datetime, writes: _PageWrites,
+    result: SyncResult,
+) -> None:
+    """The remote copy of a local event that our outbox created: link it, don't import it twice."""
+    local_version, local_hash = repo.event_version_and_hash(conn, event_id)
+    version = local_version if local_hash == item.data.content_hash() else 0
+    writes.new_links.append({
+        "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
+        "seen_generation": 0, **_link_row(item, item.data, version, now),
+    })
+    result.unchanged += 1
+
+
+def _three_way(
+    conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent,
+    series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
+) -> None:
+    remote = item if isinstance(item, RemoteEvent) else None
+    sides = Sides(
+        link_etag=link.etag, remote_etag=remote.etag if remote else None, base_version=link.base_version,
+        local_version=link.version, local_hash=link.content_hash,
+        remote_hash=remote.data.content_hash() if remote else None, local_deleted=link.deleted,
+        remote_deleted=remote is None, link_remote_deleted=link.remote_deleted,
+        local_updated=link.updated_at, remote_updated=_parse_updated(remote.updated if remote else None),
+    )
+    decision = decide(sides, binding.policy)
+    if decision is Decision.NOTHING:
+        result.unchanged += 1
+    elif decision is Decision.TAKE_REMOTE:
+        _take_remote(binding, remote, link, series, now, writes, result)
+    elif decision is Decision.FAST_FORWARD:
+        if remote:
+            writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, remote.data, link.version, now)})
+        else:
+            writes.link_updates.append(_link_keep(link, now, base_version=link.version, remote_deleted=True))
+        result.unchanged += 1
+    elif decision is Decision.LOCAL_WINS:
+        if remote:  # adopt the remote ETag so the queued local write applies over it
+            writes.link_updates.append(_link_keep(link, now, etag=remote.etag))
+        else:  # gone remotely: the push will have to create it again
+            writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
+        result.unchanged += 1
+    else:
+        repo.record_conflict(
+            conn, event_id=link.event_id, binding_id=binding.id, kind=conflict_kind(sides),
+            local=None if link.deleted else link.data.to_json(), remote=remote.data.to_json() if remote else None,
+            base=link.base_snapshot, remote_etag=remote.etag if remote else None,
+        )
+        result.conflicts += 1
+
+
+def _take_remote(
+    binding: _Binding, remote: RemoteEvent | None, link: repo.LinkedEvent, series: dict[str, str],
+    now: datetime, writes: _PageWrites, result: SyncResult,
+) -> None:
+    if remote is None:
+        if not link.deleted:
+            writes.tombstones.append(link.event_id)
+            result.deleted += 1
+        else:
+            writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
+        return
+    version = link.version + 1
+    series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
+    writes.event_updates.append({
+        "event_id": link.event_id,
+        **_event_row(remote.data, version=version, source=binding.source, now=now, series_id=series_id),
+    })
+    writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, remote.data, version, now)})
+    result.updated += 1
+
+
+def _link_keep(link: repo.LinkedEvent, now: datetime, **changes: Any) -> dict[str, Any]:
+    """A link update that keeps everything but `changes`."""
+    row = {
+        "link_id": link.link_id, "etag": link.etag, "base_version": link.base_version, "base_hash": link.base_hash,
+        "base_snapshot": link.base_snapshot, "remote_updated": link.remote_updated,
+        "remote_deleted": link.remote_deleted, "series_remote_id": link.series_remote_id, "updated_at": now,
+    }
+    row.update(changes)
+    return row
+
+
+def _parse_updated(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+

@@ -1,0 +1,147 @@
+"""Plain typed values shared by the engine, the store and the providers. No I/O here."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+Direction = Literal["two-way", "pull", "push"]
+DIRECTIONS: tuple[str, ...] = ("two-way", "pull", "push")
+ConflictPolicy = Literal["ask", "local-wins", "remote-wins", "latest-wins"]
+CONFLICT_POLICIES: tuple[str, ...] = ("ask", "local-wins", "remote-wins", "latest-wins")
+EVENT_STATUSES: tuple[str, ...] = ("confirmed", "tentative", "cancelled")
+LOCAL_SOURCE = "local"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def canonical_instant(value: datetime) -> str:
+    """One spelling per instant (UTC, seconds), so equal times compare equal as strings."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: an offset or time zone is required")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse RFC 3339 (with offset or Z) into an aware datetime."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"time {text!r} has no offset")
+    return value
+
+
+def canonical_time(text: str, all_day: bool) -> str:
+    """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise."""
+    if all_day:
+        return date.fromisoformat(text[:10]).isoformat()
+    return canonical_instant(parse_instant(text))
+
+
+def range_key(text: str) -> str:
+    """Sortable UTC key of a canonical boundary (all-day dates count from 00:00 UTC)."""
+    return f"{text}T00:00:00Z" if len(text) == 10 else text
+
+
+@dataclass
+class Attendee:
+    email: str
+    name: str | None = None
+    response: str = "needsAction"
+    optional: bool = False
+    organizer: bool = False
+
+
+@dataclass
+class EventData:
+    """The provider-neutral content of one event (what the three-way decision compares)."""
+
+    title: str = ""
+    start: str = ""
+    end: str = ""
+    all_day: bool = False
+    time_zone: str | None = None
+    description: str | None = None
+    location: str | None = None
+    status: str = "confirmed"
+    recurrence: list[str] | None = None
+    original_start: str | None = None
+    attendees: list[Attendee] = field(default_factory=list)
+    conference: dict[str, Any] | None = None
+    ical_uid: str | None = None
+    sequence: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EventData:
+        values = dict(data)
+        values["attendees"] = [Attendee(**a) for a in values.get("attendees") or []]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def content_hash(self) -> str:
+        """Hash of the fields a person edits; equal hashes mean 'same content' in the three-way rule.
+
+        `sequence` and `extra` are provider bookkeeping, so they are left out.
+        """
+        body = self.to_json()
+        body.pop("sequence", None)
+        body.pop("extra", None)
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class RemoteEvent:
+    """An event as a provider lists it: its id there, its ETag and its content."""
+
+    remote_id: str
+    etag: str
+    data: EventData
+    series_remote_id: str | None = None
+    updated: str | None = None
+
+
+@dataclass
+class RemoteDeletion:
+    """A provider saying an event is gone; only the id is guaranteed."""
+
+    remote_id: str
+
+
+RemoteChange = RemoteEvent | RemoteDeletion
+
+
+@dataclass
+class ChangePage:
+    """One page of a change listing. `sync_token` is set on the last page only."""
+
+    items: list[RemoteChange]
+    full: bool
+    last: bool
+    sync_token: str | None = None
+
+
+@dataclass
+class RemoteCalendar:
+    remote_id: str
+    name: str
+    time_zone: str | None = None
+    color: str | None = None
+    primary: bool = False
+    access_role: str | None = None
+
+
+@dataclass
+class Account:
+    id: str
+    provider: str
+    name: str
+    base_url: str | None
+    credentials: dict[str, Any]
+    state: str = "ok"

@@ -1,0 +1,65 @@
+"""The contract every calendar provider implements, and the errors the engine understands."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from calsync.model import ChangePage, EventData, RemoteCalendar, RemoteEvent
+
+
+class ProviderError(Exception):
+    """A provider answered with an error the engine cannot retry its way out of."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class AuthError(ProviderError):
+    """Credentials rejected (401): the account needs re-authorisation."""
+
+
+class NotFoundError(ProviderError):
+    """The remote calendar or event does not exist (any more)."""
+
+
+class SyncTokenInvalid(ProviderError):
+    """The stored sync token is no longer accepted: a full sync is required."""
+
+
+class PreconditionFailed(ProviderError):
+    """If-Match did not match: someone else changed the remote object."""
+
+
+class AlreadyExists(ProviderError):
+    """A create with a client-chosen id met an existing object (a retried create)."""
+
+
+class RateLimited(ProviderError):
+    """Retries for 429 / rate-limit / 5xx were exhausted."""
+
+
+class Provider(Protocol):
+    """One account's view of one calendar service."""
+
+    request_count: int
+
+    def list_calendars(self) -> list[RemoteCalendar]: ...
+
+    def list_changes(self, calendar_id: str, sync_token: str | None) -> Iterator[ChangePage]:
+        """Pages of changes since `sync_token`, or a full listing when it is None.
+
+        Raises SyncTokenInvalid when the token is no longer accepted.
+        """
+        ...
+
+    def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None: ...
+
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent: ...
+
+    def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent: ...
+
+    def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,279 @@
+"""Google Calendar API v3 over httpx: listing with sync tokens, and ETag-guarded writes."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from calsync.model import (
+    Account,
+    Attendee,
+    ChangePage,
+    EventData,
+    RemoteCalendar,
+    RemoteChange,
+    RemoteDeletion,
+    RemoteEvent,
+    canonical_time,
+)
+from calsync.providers.base import (
+    AlreadyExists,
+    AuthError,
+    NotFoundError,
+    PreconditionFailed,
+    ProviderError,
+    RateLimited,
+    SyncTokenInvalid,
+)
+from calsync.providers.http import RetryingClient, RetryPolicy, error_reason, is_retryable
+
+DEFAULT_BASE_URL = "https://www.googleapis.com"
+MAX_PAGE = 2500  # the largest page events.list allows
+# Google fields calsync does not model but must carry back unchanged when it writes an event.
+PRESERVED_FIELDS = (
+    "extendedProperties", "conferenceData", "reminders", "transparency", "visibility", "colorId",
+    "guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "source", "eventType",
+)
+
+
+class GoogleProvider:
+    """One Google account (one bearer token)."""
+
+    name = "google"
+
+    def __init__(
+        self, token: str, base_url: str | None = None, *, page_size: int = MAX_PAGE,
+        retry: RetryPolicy | None = None, send_updates: str = "none",
+    ) -> None:
+        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.http = RetryingClient(f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry)
+        self.page_size = page_size
+        self.send_updates = send_updates
+
+    @classmethod
+    def from_account(cls, account: Account, **options: Any) -> GoogleProvider:
+        return cls(account.credentials["token"], account.base_url, **options)
+
+    @property
+    def request_count(self) -> int:
+        return self.http.request_count
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def list_calendars(self) -> list[RemoteCalendar]:
+        found: list[RemoteCalendar] = []
+        params: dict[str, Any] = {"maxResults": 250}
+        while True:
+            body = self._json("GET", "/users/me/calendarList", params=params)
+            for item in body.get("items", []):
+                found.append(RemoteCalendar(
+                    remote_id=item["id"], name=item.get("summaryOverride") or item.get("summary", item["id"]),
+                    time_zone=item.get("timeZone"), color=item.get("backgroundColor"),
+                    primary=bool(item.get("primary")), access_role=item.get("accessRole"),
+                ))
+            if not body.get("nextPageToken"):
+                return found
+            params["pageToken"] = body["nextPageToken"]
+
+    def list_changes(self, calendar_id: str, sync_token: str | None) -> Iterator[ChangePage]:
+        """Walk events.list page by page; the same query is repeated with each pageToken."""
+        base: dict[str, Any] = {"maxResults": self.page_size}
+        if sync_token:
+            base["syncToken"] = sync_token
+        path = f"/calendars/{_q(calendar_id)}/events"
+        page_token: str | None = None
+        while True:
+            params = dict(base, pageToken=page_token) if page_token else base
+            response = self.http.request("GET", path, params=params)
+            if response.status_code == 410:
+                raise SyncTokenInvalid("sync token no longer valid", status=410, reason=error_reason(response))
+            body = _checked(response)
+            items = [change_from_google(item) for item in body.get("items", [])]
+            page_token = body.get("nextPageToken")
+            if page_token:
+                yield ChangePage(items=items, full=sync_token is None, last=False)
+                continue
+            token = body.get("nextSyncToken")
+            if not token:
+                raise ProviderError("events.list ended without nextSyncToken", status=response.status_code)
+            yield ChangePage(items=items, full=sync_token is None, last=True, sync_token=token)
+            return
+
+    def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
+        response = self.http.request("GET", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}")
+        if response.status_code in (404, 410):
+            return None
+        change = change_from_google(_checked(response))
+        return change if isinstance(change, RemoteEvent) else None
+
+    # --- writing ---------------------------------------------------------------------
+
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent:
+        body = event_to_google(data)
+        if remote_id:
+            body["id"] = remote_id
+        response = self.http.request(
+            "POST", f"/calendars/{_q(calendar_id)}/events", json=body, idempotent=remote_id is not None,
+            params={"conferenceDataVersion": 1, "sendUpdates": self.send_updates},
+        )
+        if response.status_code == 409:
+            raise AlreadyExists("event id already exists", status=409, reason=error_reason(response))
+        return _as_event(_checked(response))
+
+    def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
+        headers = {"If-Match": if_match} if if_match else {}
+        response = self.http.request(
+            "PUT", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}", json=event_to_google(data),
+            headers=headers, params={"conferenceDataVersion": 1, "sendUpdates": self.send_updates},
+        )
+        return _as_event(_checked(response))
+
+    def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
+        headers = {"If-Match": if_match} if if_match else {}
+        response = self.http.request(
+            "DELETE", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}", headers=headers,
+            params={"sendUpdates": self.send_updates},
+        )
+        if response.status_code in (404, 410):
+            return  # already gone: deleting is idempotent
+        _checked(response)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return _checked(self.http.request(method, path, **kwargs))
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _checked(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a success, or the matching ProviderError."""
+    if response.status_code < 300:
+        return response.json() if response.content else {}
+    reason = error_reason(response)
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    status = response.status_code
+    text = f"Google {status} {reason or ''}: {message}".strip()
+    if status == 401:
+        raise AuthError(text, status=status, reason=reason)
+    if status in (404, 410):
+        raise NotFoundError(text, status=status, reason=reason)
+    if status == 412:
+        raise PreconditionFailed(text, status=status, reason=reason)
+    if is_retryable(response):
+        raise RateLimited(text, status=status, reason=reason)
+    raise ProviderError(text, status=status, reason=reason)
+
+
+def _as_event(body: dict[str, Any]) -> RemoteEvent:
+    change = change_from_google(body)
+    if not isinstance(change, RemoteEvent):
+        raise ProviderError("Google returned a cancelled event for a write")
+    return change
+
+
+# --- mapping -----------------------------------------------------------------------------
+
+
+def _boundary(value: dict[str, Any] | None) -> tuple[str, bool, str | None]:
+    """(canonical time, all-day?, time zone) of a Google EventDateTime."""
+    if not value:
+        return "", False, None
+    if "date" in value:
+        return value["date"], True, value.get("timeZone")
+    return canonical_time(value["dateTime"], False), False, value.get("timeZone")
+
+
+def change_from_google(item: dict[str, Any]) -> RemoteChange:
+    """A Google event as a neutral change. A cancelled non-instance is a deletion (only its id is sure)."""
+    series = item.get("recurringEventId")
+    if item.get("status") == "cancelled" and not series:
+        return RemoteDeletion(remote_id=item["id"])
+    original, _, _ = _boundary(item.get("originalStartTime"))
+    start, all_day, tz = _boundary(item.get("start"))
+    end, _, _ = _boundary(item.get("end"))
+    if not start:  # a cancelled instance carries no times: it occupies its original slot
+        start = end = original
+        all_day = len(original) == 10
+    data = EventData(
+        title=item.get("summary") or "",
+        start=start,
+        end=end or start,
+        all_day=all_day,
+        time_zone=tz,
+        description=item.get("description"),
+        location=item.get("location"),
+        status=item.get("status") or "confirmed",
+        recurrence=item.get("recurrence"),
+        original_start=original or None,
+        attendees=[
+            Attendee(
+                email=a.get("email", ""), name=a.get("displayName"), response=a.get("responseStatus", "needsAction"),
+                optional=bool(a.get("optional")), organizer=bool(a.get("organizer")),
+            )
+            for a in item.get("attendees") or []
+        ],
+        conference=conference_summary(item.get("conferenceData")),
+        ical_uid=item.get("iCalUID"),
+        sequence=int(item.get("sequence") or 0),
+        extra={"google": {k: item[k] for k in PRESERVED_FIELDS if k in item}},
+    )
+    return RemoteEvent(
+        remote_id=item["id"], etag=item.get("etag", ""), data=data, series_remote_id=series,
+        updated=item.get("updated"),
+    )
+
+
+def conference_summary(conference: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The provider-neutral part of conferenceData: solution, conference id and join link."""
+    if not conference:
+        return None
+    solution = conference.get("conferenceSolution") or {}
+    video = next((e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
+    return {
+        "type": (solution.get("key") or {}).get("type"),
+        "name": solution.get("name"),
+        "conference_id": conference.get("conferenceId"),
+        "join_url": video.get("uri"),
+    }
+
+
+def _google_time(value: str, all_day: bool, time_zone: str | None) -> dict[str, Any]:
+    if all_day:
+        return {"date": value[:10]}
+    out: dict[str, Any] = {"dateTime": value}
+    if time_zone:
+        out["timeZone"] = time_zone
+    return out
+
+
+def event_to_google(data: EventData) -> dict[str, Any]:
+    """Body for insert/update: the modelled fields, plus preserved Google fields carried back as they were."""
+    body: dict[str, Any] = dict((data.extra or {}).get("google") or {})
+    body.update({
+        "summary": data.title,
+        "start": _google_time(data.start, data.all_day, data.time_zone),
+        "end": _google_time(data.end, data.all_day, data.time_zone),
+        "status": data.status,
+    })
+    for key, value in (("description", data.description), ("location", data.location),
+                       ("recurrence", data.recurrence)):
+        if value is not None:
+            body[key] = value
+    if data.attendees:
+        body["attendees"] = [
+            {k: v for k, v in {
+                "email": a.email, "displayName": a.name, "responseStatus": a.response,
+                "optional": a.optional or None,
+            }.items() if v is not None}
+            for a in data.attendees
+        ]
+    return body

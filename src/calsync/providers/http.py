@@ -1,0 +1,94 @@
+"""An httpx client that retries what is worth retrying: 429, rate-limit 403s, 5xx and broken connections."""
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+
+def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Retry-After as seconds, whether given as a number or as an HTTP date."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - now()) if parsed else None
+
+
+def error_reason(response: httpx.Response) -> str | None:
+    """The `reason` of a Google-style error body, if there is one."""
+    try:
+        body = response.json()
+        errors = body.get("error", {}).get("errors") or []
+        return errors[0].get("reason") if errors else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def is_retryable(response: httpx.Response) -> bool:
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
+
+
+class RetryingClient:
+    """Wraps httpx.Client; counts requests so sync summaries can report them."""
+
+    def __init__(
+        self, base_url: str, headers: dict[str, str], *, policy: RetryPolicy | None = None,
+        timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        self.policy = policy or RetryPolicy()
+        self.request_count = 0
+        self.retries = 0
+        self._sleep = sleep
+        self._random = random.Random()
+
+    def request(self, method: str, url: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send, retrying with exponential backoff and full jitter; Retry-After wins when given."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.request_count += 1
+                response = self._client.request(method, url, **kwargs)
+            except (httpx.TransportError,) as exc:
+                if not idempotent or attempt >= self.policy.attempts:
+                    raise
+                self._pause(attempt, None, exc)
+                continue
+            if not is_retryable(response) or attempt >= self.policy.attempts:
+                return response
+            self._pause(attempt, retry_after_seconds(response), None)
+
+    def _pause(self, attempt: int, retry_after: float | None, _exc: Exception | None) -> None:
+        self.retries += 1
+        if retry_after is not None:
+            delay = min(retry_after, self.policy.max_retry_after)
+        else:
+            ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1))
+            delay = self._random.uniform(ceiling / 2, ceiling)
+        self._sleep(delay)
+
+    def close(self) -> None:
+        self._client.close()

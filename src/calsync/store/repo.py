@@ -1,0 +1,493 @@
+"""The queries the engine and the CLI need, one function per intent. All SQL lives here."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from calsync.model import Account, EventData, canonical_time, range_key, utcnow
+from calsync.store.schema import accounts, bindings, calendars, conflicts, event_links, events
+
+
+class NotFound(LookupError):
+    """A row the caller named does not exist."""
+
+
+def new_id() -> str:
+    """Stable ids: 32 lowercase hex characters (also valid Google base32hex event ids)."""
+    return uuid.uuid4().hex
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+def create_account(
+    conn: Connection, provider: str, name: str, base_url: str | None, credentials: dict[str, Any]
+) -> str:
+    now = utcnow()
+    account_id = new_id()
+    conn.execute(
+        accounts.insert().values(
+            id=account_id, provider=provider, name=name, base_url=base_url,
+            credentials=credentials, state="ok", created_at=now, updated_at=now,
+        )
+    )
+    return account_id
+
+
+def get_account(conn: Connection, account_id: str) -> Account:
+    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no account with id {account_id!r}")
+    return Account(
+        id=row["id"], provider=row["provider"], name=row["name"], base_url=row["base_url"],
+        credentials=dict(row["credentials"]), state=row["state"],
+    )
+
+
+def list_accounts(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(select(accounts).order_by(accounts.c.created_at)).mappings()
+    return [{k: v for k, v in row.items() if k != "credentials"} for row in rows]
+
+
+def set_account_state(conn: Connection, account_id: str, state: str, error: str | None = None) -> None:
+    conn.execute(
+        accounts.update().where(accounts.c.id == account_id)
+        .values(state=state, last_error=error, updated_at=utcnow())
+    )
+
+
+# --- calendars and bindings ----------------------------------------------------------------
+
+
+def create_calendar(conn: Connection, name: str, time_zone: str | None = None, color: str | None = None) -> str:
+    now = utcnow()
+    calendar_id = new_id()
+    conn.execute(
+        calendars.insert().values(
+            id=calendar_id, name=name, time_zone=time_zone, color=color, created_at=now, updated_at=now
+        )
+    )
+    return calendar_id
+
+
+def list_calendars(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()]
+
+
+def calendar_exists(conn: Connection, calendar_id: str) -> bool:
+    return conn.execute(select(calendars.c.id).where(calendars.c.id == calendar_id)).first() is not None
+
+
+def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(bindings).where(
+            bindings.c.account_id == account_id, bindings.c.remote_calendar_id == remote_calendar_id
+        )
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def create_binding(
+    conn: Connection, calendar_id: str, account_id: str, remote_calendar_id: str,
+    direction: str, conflict_policy: str = "ask",
+) -> str:
+    now = utcnow()
+    binding_id = new_id()
+    conn.execute(
+        bindings.insert().values(
+            id=binding_id, calendar_id=calendar_id, account_id=account_id,
+            remote_calendar_id=remote_calendar_id, direction=direction, conflict_policy=conflict_policy,
+            full_sync_generation=0, created_at=now, updated_at=now,
+        )
+    )
+    return binding_id
+
+
+def get_binding(conn: Connection, binding_id: str) -> dict[str, Any]:
+    row = conn.execute(select(bindings).where(bindings.c.id == binding_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no binding with id {binding_id!r}")
+    return dict(row)
+
+
+def list_bindings(conn: Connection, account_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(bindings).order_by(bindings.c.created_at)
+    if account_id:
+        query = query.where(bindings.c.account_id == account_id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def start_full_sync(conn: Connection, binding_id: str) -> int:
+    """Number a new full sync; links it sees get this number, the rest were deleted remotely."""
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(full_sync_generation=bindings.c.full_sync_generation + 1, updated_at=utcnow())
+    )
+    return int(conn.execute(
+        select(bindings.c.full_sync_generation).where(bindings.c.id == binding_id)
+    ).scalar_one())
+
+
+def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool, stats: dict[str, Any]) -> None:
+    """Written in the transaction of the last page only: the checkpoint of a completed listing."""
+    now = utcnow()
+    current = get_binding(conn, binding_id)
+    values: dict[str, Any] = {
+        "sync_token": token, "sync_token_updated_at": now, "last_sync_at": now,
+        "last_sync_status": "ok", "last_sync_stats": stats, "last_error": None, "updated_at": now,
+    }
+    if token != current["sync_token"]:
+        values["sync_token_obtained_at"] = now
+    if full:
+        values["last_full_sync_at"] = now
+    conn.execute(bindings.update().where(bindings.c.id == binding_id).values(**values))
+
+
+def forget_sync_token(conn: Connection, binding_id: str) -> None:
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(sync_token=None, sync_token_obtained_at=None, sync_token_updated_at=None, updated_at=utcnow())
+    )
+
+
+def record_sync_failure(conn: Connection, binding_id: str, status: str, error: str) -> None:
+    now = utcnow()
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(last_sync_at=now, last_sync_status=status, last_error=error, updated_at=now)
+    )
+
+
+# --- events and links -------------------------------------------------------------------
+
+
+@dataclass
+class LinkedEvent:
+    """A link of one binding together with the local event it points at."""
+
+    link_id: int
+    event_id: str
+    remote_id: str
+    etag: str | None
+    base_version: int
+    base_hash: str
+    base_snapshot: dict[str, Any]
+    remote_deleted: bool
+    remote_updated: str | None
+    series_remote_id: str | None
+    version: int
+    deleted: bool
+    content_hash: str
+    updated_at: datetime
+    recurring_event_id: str | None
+    data: EventData
+
+
+def event_columns(data: EventData) -> dict[str, Any]:
+    """The event table's content columns for one EventData (times in canonical form)."""
+    start = canonical_time(data.start, data.all_day)
+    end = canonical_time(data.end, data.all_day)
+    return {
+        "title": data.title, "description": data.description, "location": data.location,
+        "start": start, "end": end, "range_start": range_key(start), "range_end": range_key(end),
+        "all_day": data.all_day, "time_zone": data.time_zone, "status": data.status,
+        "recurrence": data.recurrence,
+        "original_start": data.original_start, "attendees": [a.__dict__ for a in data.attendees],
+        "conference": data.conference, "ical_uid": data.ical_uid, "sequence": data.sequence,
+        "extra": data.extra, "content_hash": data.content_hash(),
+    }
+
+
+def row_to_data(row: Any) -> EventData:
+    return EventData.from_json({
+        "title": row["title"], "start": row["start"], "end": row["end"], "all_day": row["all_day"],
+        "time_zone": row["time_zone"], "description": row["description"], "location": row["location"],
+        "status": row["status"], "recurrence": row["recurrence"], "original_start": row["original_start"],
+        "attendees": row["attendees"], "conference": row["conference"], "ical_uid": row["ical_uid"],
+        "sequence": row["sequence"], "extra": row["extra"],
+    })
+
+
+_LINKED_COLUMNS = [
+    event_links.c.id.label("link_id"), event_links.c.remote_id, event_links.c.etag,
+    event_links.c.base_version, event_links.c.base_hash, event_links.c.base_snapshot,
+    event_links.c.remote_deleted, event_links.c.remote_updated, event_links.c.series_remote_id, events,
+]
+
+
+def _linked(row: Any) -> LinkedEvent:
+    return LinkedEvent(
+        link_id=row["link_id"], event_id=row["id"], remote_id=row["remote_id"], etag=row["etag"],
+        base_version=row["base_version"], base_hash=row["base_hash"], base_snapshot=row["base_snapshot"],
+        remote_deleted=row["remote_deleted"], remote_updated=row["remote_updated"],
+        series_remote_id=row["series_remote_id"], version=row["version"], deleted=row["deleted"],
+        content_hash=row["content_hash"], updated_at=row["updated_at"],
+        recurring_event_id=row["recurring_event_id"], data=row_to_data(row),
+    )
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[str]) -> dict[str, LinkedEvent]:
+    """One query per 500 ids: the page's links with their events."""
+    found: dict[str, LinkedEvent] = {}
+    for chunk in _chunks(remote_ids):
+        query = (
+            select(*_LINKED_COLUMNS).join(events, events.c.id == event_links.c.event_id)
+            .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
+        )
+        for row in conn.execute(query).mappings():
+            found[row["remote_id"]] = _linked(row)
+    return found
+
+
+def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str, ids: Sequence[str]) -> set[str]:
+    """Local events of the calendar whose id is one of `ids` and that have no link to the binding.
+
+    A remote event whose id is a local event id was created by our own outbox (client-chosen id);
+    adopting it instead of importing it again is what keeps a crashed push from duplicating.
+    """
+    adoptable: set[str] = set()
+    linked = select(event_links.c.event_id).where(event_links.c.binding_id == binding_id)
+    for chunk in _chunks(ids):
+        query = select(events.c.id).where(
+            events.c.calendar_id == calendar_id, events.c.id.in_(chunk), events.c.id.not_in(linked)
+        )
+        adoptable.update(conn.execute(query).scalars())
+    return adoptable
+
+
+def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str]:
+    row = conn.execute(select(events.c.version, events.c.content_hash).where(events.c.id == event_id)).one()
+    return int(row.version), str(row.content_hash)
+
+
+def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(set(remote_ids))
+    result: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        query = select(event_links.c.remote_id, event_links.c.event_id).where(
+            event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk)
+        )
+        result.update({r: e for r, e in conn.execute(query)})
+    return result
+
+
+def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(events.insert(), rows)
+
+
+def insert_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(event_links.insert(), rows)
+
+
+_EVENT_UPDATE_KEYS = (
+    "title", "description", "location", "start", "end", "range_start", "range_end", "all_day", "time_zone",
+    "status", "recurrence", "original_start", "attendees", "conference", "ical_uid", "sequence",
+    "extra", "content_hash", "version", "updated_at_source", "updated_at", "deleted", "deleted_at",
+    "recurring_event_id",
+)
+
+
+def update_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Batch update; every row carries `event_id` and all of _EVENT_UPDATE_KEYS."""
+    if rows:
+        stmt = (
+            update(events).where(events.c.id == bindparam("event_id"))
+            .values({k: bindparam(k) for k in _EVENT_UPDATE_KEYS})
+        )
+        conn.execute(stmt, rows)
+
+
+def tombstone_events(conn: Connection, event_ids: Sequence[str], source: str) -> None:
+    """Mark events deleted (kept as tombstones so later work, like conference deletion, can see them)."""
+    now = utcnow()
+    for chunk in _chunks(list(event_ids)):
+        conn.execute(
+            events.update().where(events.c.id.in_(chunk), events.c.deleted.is_(False))
+            .values(deleted=True, deleted_at=now, updated_at=now, updated_at_source=source,
+                    version=events.c.version + 1)
+        )
+
+
+_LINK_UPDATE_KEYS = ("etag", "base_version", "base_hash", "base_snapshot", "remote_updated", "remote_deleted",
+                     "series_remote_id", "updated_at")
+
+
+def update_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Batch update; every row carries `link_id` and all of _LINK_UPDATE_KEYS."""
+    if rows:
+        stmt = (
+            update(event_links).where(event_links.c.id == bindparam("link_id"))
+            .values({k: bindparam(k) for k in _LINK_UPDATE_KEYS})
+        )
+        conn.execute(stmt, rows)
+
+
+def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], binding_id: str) -> None:
+    """After a local tombstone caused by the remote, the link's base follows the event's new version."""
+    for chunk in _chunks(list(event_ids)):
+        version = select(events.c.version).where(events.c.id == event_links.c.event_id).scalar_subquery()
+        conn.execute(
+            event_links.update()
+            .where(event_links.c.binding_id == binding_id, event_links.c.event_id.in_(chunk))
+            .values(base_version=version, remote_deleted=True, updated_at=utcnow())
+        )
+
+
+def mark_seen(conn: Connection, binding_id: str, remote_ids: Sequence[str], generation: int) -> None:
+    for chunk in _chunks(list(remote_ids)):
+        conn.execute(
+            event_links.update()
+            .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
+            .values(seen_generation=generation)
+        )
+
+
+def count_live_links(conn: Connection, binding_id: str) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(event_links)
+        .where(event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
+    ).scalar_one())
+
+
+def _unseen_condition(binding_id: str, generation: int) -> Any:
+    return and_(
+        event_links.c.binding_id == binding_id,
+        event_links.c.remote_deleted.is_(False),
+        event_links.c.seen_generation < generation,
+    )
+
+
+def count_unseen_links(conn: Connection, binding_id: str, generation: int) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(event_links).where(_unseen_condition(binding_id, generation))
+    ).scalar_one())
+
+
+def unseen_remote_ids(conn: Connection, binding_id: str, generation: int, after: int, limit: int) -> list[tuple[int, str]]:
+    """(link id, remote id) of links the current full sync has not seen, keyset-paged by link id."""
+    query = (
+        select(event_links.c.id, event_links.c.remote_id)
+        .where(_unseen_condition(binding_id, generation), event_links.c.id > after)
+        .order_by(event_links.c.id).limit(limit)
+    )
+    return [(i, r) for i, r in conn.execute(query)]
+
+
+def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]:
+    found: list[str] = []
+    for chunk in _chunks(list(series_ids)):
+        found.extend(conn.execute(
+            select(events.c.id).where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))
+        ).scalars())
+    return found
+
+
+def attach_orphan_exceptions(conn: Connection, binding_id: str) -> int:
+    """Link exceptions that arrived before their series to it, once the series is known."""
+    orphan_links = select(event_links.c.event_id, event_links.c.series_remote_id).where(
+        event_links.c.binding_id == binding_id, event_links.c.series_remote_id.is_not(None)
+    ).subquery()
+    rows = conn.execute(
+        select(orphan_links.c.event_id, orphan_links.c.series_remote_id)
+        .join(events, events.c.id == orphan_links.c.event_id)
+        .where(events.c.recurring_event_id.is_(None))
+    ).all()
+    if not rows:
+        return 0
+    series = event_ids_for_remote_ids(conn, binding_id, [r.series_remote_id for r in rows])
+    updates = [{"eid": r.event_id, "sid": series[r.series_remote_id]} for r in rows if r.series_remote_id in series]
+    if updates:
+        conn.execute(
+            update(events).where(events.c.id == bindparam("eid")).values(recurring_event_id=bindparam("sid")),
+            updates,
+        )
+    return len(updates)
+
+
+# --- conflicts ---------------------------------------------------------------------------
+
+
+def record_conflict(
+    conn: Connection, *, event_id: str, binding_id: str, kind: str,
+    local: dict[str, Any] | None, remote: dict[str, Any] | None, base: dict[str, Any] | None,
+    remote_etag: str | None,
+) -> str:
+    """Open a conflict, or refresh the remote side of the one already open for this event and binding."""
+    now = utcnow()
+    existing = conn.execute(
+        select(conflicts.c.id).where(
+            conflicts.c.event_id == event_id, conflicts.c.binding_id == binding_id, conflicts.c.status == "open"
+        )
+    ).scalar()
+    if existing:
+        conn.execute(
+            conflicts.update().where(conflicts.c.id == existing)
+            .values(kind=kind, local=local, remote=remote, remote_etag=remote_etag, updated_at=now)
+        )
+        return str(existing)
+    conflict_id = new_id()
+    conn.execute(conflicts.insert().values(
+        id=conflict_id, event_id=event_id, binding_id=binding_id, status="open", kind=kind,
+        local=local, remote=remote, base=base, remote_etag=remote_etag, created_at=now, updated_at=now,
+    ))
+    return conflict_id
+
+
+def list_conflicts(conn: Connection, status: str | None = "open") -> list[dict[str, Any]]:
+    query = select(conflicts).order_by(conflicts.c.created_at)
+    if status:
+        query = query.where(conflicts.c.status == status)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+# --- reading events ---------------------------------------------------------------------
+
+
+def list_events(
+    conn: Connection, *, calendar_id: str | None = None, include_deleted: bool = False,
+    start: str | None = None, end: str | None = None,
+) -> list[dict[str, Any]]:
+    """Events with their links, ordered by start. `start`/`end` are UTC range keys (overlap test)."""
+    query = select(events).order_by(events.c.range_start, events.c.id)
+    if calendar_id:
+        query = query.where(events.c.calendar_id == calendar_id)
+    if not include_deleted:
+        query = query.where(events.c.deleted.is_(False))
+    if start:
+        query = query.where(or_(events.c.range_end > start, events.c.recurrence.is_not(None)))
+    if end:
+        query = query.where(events.c.range_start < end)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    links: dict[str, list[dict[str, Any]]] = {}
+    ids = [r["id"] for r in rows]
+    for chunk in _chunks(ids):
+        for link in conn.execute(
+            select(event_links.c.event_id, event_links.c.binding_id, event_links.c.remote_id,
+                   event_links.c.etag, event_links.c.base_version, event_links.c.remote_deleted)
+            .where(event_links.c.event_id.in_(chunk))
+        ).mappings():
+            links.setdefault(link["event_id"], []).append(dict(link))
+    for row in rows:
+        row["links"] = links.get(row["id"], [])
+    return rows
+
+
+def count_events(conn: Connection, calendar_id: str | None = None, include_deleted: bool = False) -> int:
+    query = select(func.count()).select_from(events)
+    if calendar_id:
+        query = query.where(events.c.calendar_id == calendar_id)
+    if not include_deleted:
+        query = query.where(events.c.deleted.is_(False))
+    return int(conn.execute(query).scalar_one())

@@ -1,0 +1,181 @@
+"""SQLAlchemy 2 tables. SQLite by default, PostgreSQL at scale; the schema itself is made by Alembic."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, whatever the backend stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("base_url", Text),
+    Column("credentials", JsonType, nullable=False),
+    Column("state", String(32), nullable=False, default="ok"),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+calendars = Table(
+    "calendars",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("color", String(16)),
+    Column("time_zone", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+bindings = Table(
+    "bindings",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("calendar_id", String(32), ForeignKey("calendars.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(32), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("remote_calendar_id", Text, nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("conflict_policy", String(16), nullable=False, default="ask"),
+    # The provider's sync token for this binding alone, and when it was obtained / last confirmed.
+    Column("sync_token", Text),
+    Column("sync_token_obtained_at", UTCDateTime),
+    Column("sync_token_updated_at", UTCDateTime),
+    # Full syncs are numbered; links seen by the current one carry its number (mark and sweep).
+    Column("full_sync_generation", Integer, nullable=False, default=0),
+    Column("last_sync_at", UTCDateTime),
+    Column("last_full_sync_at", UTCDateTime),
+    Column("last_sync_status", String(32)),
+    Column("last_sync_stats", JsonType),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "remote_calendar_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),  # stable id, never reused
+    Column("calendar_id", String(32), ForeignKey("calendars.id", ondelete="CASCADE"), nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("description", Text),
+    Column("location", Text),
+    Column("start", String(32), nullable=False),
+    Column("end", String(32), nullable=False),
+    Column("range_start", String(32), nullable=False),
+    Column("range_end", String(32), nullable=False),
+    Column("all_day", Boolean, nullable=False, default=False),
+    Column("time_zone", String(64)),
+    Column("status", String(16), nullable=False, default="confirmed"),
+    Column("recurrence", JsonType),
+    Column("recurring_event_id", String(32), ForeignKey("events.id", ondelete="SET NULL")),
+    Column("original_start", String(32)),
+    Column("attendees", JsonType, nullable=False),
+    Column("conference", JsonType),
+    Column("ical_uid", Text),
+    Column("sequence", Integer, nullable=False, default=0),
+    Column("extra", JsonType, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("source", String(64), nullable=False),
+    Column("updated_at_source", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("deleted_at", UTCDateTime),
+    Index(None, "calendar_id", "range_start"),
+    Index(None, "recurring_event_id"),
+)
+
+event_links = Table(
+    "event_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("binding_id", String(32), ForeignKey("bindings.id", ondelete="CASCADE"), nullable=False),
+    Column("remote_id", Text, nullable=False),
+    Column("etag", Text),
+    # The local version last agreed with this binding, and that version's content (the three-way base).
+    Column("base_version", Integer, nullable=False),
+    Column("base_hash", String(64), nullable=False),
+    Column("base_snapshot", JsonType, nullable=False),
+    Column("series_remote_id", Text),
+    Column("remote_updated", String(40)),
+    Column("remote_deleted", Boolean, nullable=False, default=False),
+    Column("seen_generation", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("binding_id", "remote_id"),
+    UniqueConstraint("event_id", "binding_id"),
+)
+
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("binding_id", String(32), ForeignKey("bindings.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False, default="open"),
+    Column("kind", String(32), nullable=False),  # edit-edit, remote-delete, local-delete
+    Column("local", JsonType),
+    Column("remote", JsonType),
+    Column("base", JsonType),
+    Column("remote_etag", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Column("resolution", String(32)),
+    Index(None, "binding_id", "status"),
+    Index(None, "event_id", "status"),
+)

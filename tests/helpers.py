@@ -1,0 +1,106 @@
+"""Test helpers: another Google client (plain httpx against the emulator) and store shortcuts."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, select, update
+
+from calsync.model import EventData
+from calsync.store import repo
+from calsync.store.schema import bindings, events
+
+
+class GoogleApi:
+    """Changes the remote side as some other Google Calendar client would."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=f"{base_url}/calendar/v3", headers={"Authorization": f"Bearer {token}"})
+
+    def primary_id(self) -> str:
+        return self.http.get("/calendars/primary").raise_for_status().json()["id"]
+
+    def create_calendar(self, summary: str) -> str:
+        return self.http.post("/calendars", json={"summary": summary}).raise_for_status().json()["id"]
+
+    def insert(self, calendar_id: str, summary: str, start: datetime | None = None, **fields: Any) -> dict[str, Any]:
+        start = start or datetime(2026, 12, 1, 9, tzinfo=UTC)
+        body = {
+            "summary": summary, "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": (start + timedelta(hours=1)).isoformat()}, **fields,
+        }
+        return self.http.post(f"/calendars/{calendar_id}/events", json=body).raise_for_status().json()
+
+    def patch(self, calendar_id: str, event_id: str, **fields: Any) -> dict[str, Any]:
+        return self.http.patch(f"/calendars/{calendar_id}/events/{event_id}", json=fields).raise_for_status().json()
+
+    def delete(self, calendar_id: str, event_id: str) -> None:
+        self.http.delete(f"/calendars/{calendar_id}/events/{event_id}").raise_for_status()
+
+    def list_all(self, calendar_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"maxResults": 2500}
+        while True:
+            body = self.http.get(f"/calendars/{calendar_id}/events", params=params).raise_for_status().json()
+            items.extend(body["items"])
+            if "nextPageToken" not in body:
+                return items
+            params["pageToken"] = body["nextPageToken"]
+
+    def seed(self, calendar_id: str, count: int, **options: Any) -> None:
+        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7, **options}
+        httpx.post(f"{self.base_url}/emulator/calendars/{calendar_id}/seed", json=body).raise_for_status()
+
+
+def admin(base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, f"{base_url}/emulator{path}", **kwargs).raise_for_status()
+
+
+def bind(engine: Engine, base_url: str, token: str, calendar_id: str, **options: Any) -> str:
+    """An account (reused per token) and a binding of `calendar_id` to a new local calendar."""
+    with engine.begin() as conn:
+        existing = [a for a in repo.list_accounts(conn) if a["name"] == token]
+        account_id = existing[0]["id"] if existing else repo.create_account(
+            conn, "google", token, base_url, {"token": token})
+        calendar = repo.create_calendar(conn, f"{token}:{calendar_id}")
+        return repo.create_binding(conn, calendar, account_id, calendar_id,
+                                   options.get("direction", "two-way"), options.get("policy", "ask"))
+
+
+def local_events(engine: Engine, binding_id: str, include_deleted: bool = False) -> dict[str, dict[str, Any]]:
+    """The binding's events keyed by remote id (asserting no remote id maps to two events)."""
+    with engine.begin() as conn:
+        calendar_id = repo.get_binding(conn, binding_id)["calendar_id"]
+        rows = repo.list_events(conn, calendar_id=calendar_id, include_deleted=include_deleted)
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for link in row["links"]:
+            if link["binding_id"] == binding_id:
+                assert link["remote_id"] not in out, f"duplicate local event for {link['remote_id']}"
+                out[link["remote_id"]] = row
+    return out
+
+
+def token_of(engine: Engine, binding_id: str) -> str | None:
+    with engine.begin() as conn:
+        return conn.execute(select(bindings.c.sync_token).where(bindings.c.id == binding_id)).scalar()
+
+
+def local_edit(engine: Engine, event_id: str, **changes: Any) -> None:
+    """A local edit as the store records it (the REST API of a later issue does the same): content + version."""
+    with engine.begin() as conn:
+        row = conn.execute(select(events).where(events.c.id == event_id)).mappings().one()
+        data = repo.row_to_data(row)
+        for key, value in changes.items():
+            setattr(data, key, value)
+        conn.execute(update(events).where(events.c.id == event_id).values(
+            **repo.event_columns(data), version=row["version"] + 1, updated_at_source="local",
+            updated_at=datetime.now(UTC),
+        ))
+
+
+def event_data(engine: Engine, event_id: str) -> EventData:
+    with engine.begin() as conn:
+        return repo.row_to_data(conn.execute(select(events).where(events.c.id == event_id)).mappings().one())
