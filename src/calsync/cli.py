@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Optional
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -16,9 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from calsync.engine.inbound import SyncResult
 from calsync.engine.sync import sync_once
-from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
+from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account, utcnow
 from calsync.providers import SUPPORTED, provider_for
 from calsync.providers.base import ProviderError
+from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.db import open_engine
 from calsync.views import binding_json, event_json, jsonable
@@ -111,13 +113,11 @@ def account_add(
         token = typer.prompt("Token", hide_input=True)
     if not token.strip():
         raise fail("the token must not be empty", 2)
-    from calsync.model import Account
-
     if verify:
-        client = provider_for(Account("", provider, name, base_url, {"token": token}))
+        client = provider_for(Account("", provider, name, base_url, {"token": token}), retry=RetryPolicy(attempts=2))
         try:
             client.list_calendars()
-        except (ProviderError, OSError) as exc:
+        except (ProviderError, httpx.HTTPError) as exc:
             raise fail(f"the account does not answer: {exc}") from exc
         finally:
             client.close()
@@ -151,7 +151,7 @@ def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = 
     client = provider_for(account)
     try:
         calendars = client.list_calendars()
-    except ProviderError as exc:
+    except (ProviderError, httpx.HTTPError) as exc:
         raise fail(str(exc)) from exc
     finally:
         client.close()
@@ -191,7 +191,7 @@ def calendar_bind(
         client = provider_for(account)
         try:
             remote = {c.remote_id: c for c in client.list_calendars()}
-        except ProviderError as exc:
+        except (ProviderError, httpx.HTTPError) as exc:
             raise fail(str(exc)) from exc
         finally:
             client.close()

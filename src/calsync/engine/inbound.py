@@ -178,11 +178,17 @@ def _apply_page(
 ) -> None:
     """Apply one page with a handful of batched statements, whatever its size."""
     items = {item.remote_id: item for item in page.items}  # a repeated id within a page: the last one wins
+    series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
+    series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
+    if series:  # a cancelled instance of a series we already deleted is just another deletion
+        dead = repo.deleted_event_ids(conn, series.values())
+        for rid, item in items.items():
+            if (isinstance(item, RemoteEvent) and item.data.status == "cancelled"
+                    and series.get(item.series_remote_id or "") in dead):
+                items[rid] = RemoteDeletion(rid)
     links = repo.links_by_remote_id(conn, binding.id, list(items))
     unknown = [rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteEvent)]
     adoptable = repo.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, unknown) if unknown else set()
-    series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
-    series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
     now = utcnow()
     writes = _PageWrites()
     for rid in unknown:  # ids for new events first, so exceptions can find a series created on this page

@@ -281,6 +281,16 @@ def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iter
     return result
 
 
+def deleted_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    ids = list(set(event_ids))
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update(conn.execute(
+            select(events.c.id).where(events.c.id.in_(chunk), events.c.deleted.is_(True))
+        ).scalars())
+    return found
+
+
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         conn.execute(events.insert(), rows)

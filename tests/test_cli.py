@@ -1,0 +1,96 @@
+"""The CLI as a user runs it: real processes, the emulator over HTTP, a SQLite file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import GoogleApi
+
+
+def calsync(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("CALSYNC_DB", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "calsync.cli", *args, "--db", str(db)],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120,
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr + done.stdout
+    return done
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(done.stdout)
+
+
+def test_account_bind_sync_list(tmp_path: Path, google_url: str) -> None:
+    db = tmp_path / "cli.db"
+    api = GoogleApi(google_url, "carol")
+    calendar = api.primary_id()
+    api.seed(calendar, 30)
+    account = calsync("account", "add", "google", "--name", "work", "--token", "carol",
+                      "--base-url", google_url, db=db).stdout.strip()
+    assert len(account) == 32
+    remote = as_json(calsync("calendar", "remote", account, "--json", db=db))
+    assert [c["remote_id"] for c in remote] == [calendar]
+    bound = as_json(calsync("calendar", "bind", account, calendar, "--name", "Work", "--json", db=db))
+    assert set(bound) == {"calendar_id", "binding_id"}
+
+    summary = as_json(calsync("sync", "--json", db=db))
+    assert summary[0]["created"] == 30 and summary[0]["full"] is True and summary[0]["status"] == "ok"
+    again = as_json(calsync("sync", "--json", db=db))
+    assert again[0]["requests"] == 1 and again[0]["full"] is False
+
+    events = as_json(calsync("events", "list", "--calendar", bound["calendar_id"], "--json", db=db))
+    assert len(events) == 30
+    required = {"id", "calendar_id", "title", "description", "start", "end", "all_day", "status", "version",
+                "source", "updated_at_source", "created_at", "updated_at", "links"}
+    assert required <= set(events[0])
+    assert events[0]["links"][0]["binding_id"] == bound["binding_id"]
+    assert {"binding_id", "remote_id", "etag"} <= set(events[0]["links"][0])
+    assert [e["start"] for e in events] == sorted(e["start"] for e in events)
+
+    status = as_json(calsync("status", "--json", db=db))
+    assert status["bindings"][0]["has_sync_token"] is True
+    assert status["bindings"][0]["last_sync_status"] == "ok"
+    human = calsync("sync", "--full", db=db).stdout
+    assert "full" in human and "ok" in human
+
+
+@pytest.mark.parametrize("args,message", [
+    (["calendar", "bind", "nope", "x"], "no account with id 'nope'"),
+    (["events", "list", "--calendar", "nope"], "no local calendar with id 'nope'"),
+    (["account", "add", "outlook2", "--name", "x", "--token", "t"], "unknown provider"),
+    (["account", "add", "google", "--name", "x"], "--token is required"),
+])
+def test_bad_input_gets_a_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
+    done = calsync(*args, db=tmp_path / "bad.db", ok=False)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bind_checks_direction_and_remote_calendar(tmp_path: Path, google_url: str) -> None:
+    db = tmp_path / "bind.db"
+    account = calsync("account", "add", "google", "--name", "w", "--token", "dave",
+                      "--base-url", google_url, db=db).stdout.strip()
+    wrong = calsync("calendar", "bind", account, "dave@example.com", "--direction", "sideways", db=db, ok=False)
+    assert wrong.returncode == 2 and "--direction must be one of" in wrong.stderr
+    missing = calsync("calendar", "bind", account, "nobody@example.com", db=db, ok=False)
+    assert missing.returncode == 1 and "has no calendar" in missing.stderr
+    calsync("calendar", "bind", account, "dave@example.com", db=db)
+    twice = calsync("calendar", "bind", account, "dave@example.com", db=db, ok=False)
+    assert "already bound" in twice.stderr
+    assert len(as_json(calsync("calendar", "list", "--json", db=db))) == 1
+
+
+def test_unreachable_account_is_refused(tmp_path: Path) -> None:
+    done = calsync("account", "add", "google", "--name", "w", "--token", "t",
+                   "--base-url", "http://127.0.0.1:9", db=tmp_path / "u.db", ok=False)
+    assert done.returncode == 1 and "does not answer" in done.stderr
