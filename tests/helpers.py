@@ -25,8 +25,9 @@ class GoogleApi:
     def create_calendar(self, summary: str) -> str:
         return self.http.post("/calendars", json={"summary": summary}).raise_for_status().json()["id"]
 
-    def insert(self, calendar_id: str, summary: str, start: datetime | None = None, **fields: Any) -> dict[str, Any]:
-        start = start or datetime(2026, 12, 1, 9, tzinfo=UTC)
+    def insert(self, calendar_id: str, summary: str, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+        """Insert an event; `at` gives a one-hour slot unless `fields` carry their own start/end."""
+        start = at or datetime(2026, 12, 1, 9, tzinfo=UTC)
         body = {
             "summary": summary, "start": {"dateTime": start.isoformat()},
             "end": {"dateTime": (start + timedelta(hours=1)).isoformat()}, **fields,

@@ -283,12 +283,12 @@ def test_reapplying_a_full_listing_changes_nothing(engine: Engine, alice: Google
 def test_recurring_series_stored_as_given_with_exceptions(engine: Engine, alice: GoogleApi, google_url: str) -> None:
     calendar = alice.primary_id()
     start = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    # Google requires a time zone on a recurring event's start: it is the zone the rule expands in
     series = alice.insert(
-        calendar, "Weekly sync", start=start, recurrence=["RRULE:FREQ=WEEKLY;COUNT=10"],
+        calendar, "Weekly sync", recurrence=["RRULE:FREQ=WEEKLY;COUNT=10"],
+        start={"dateTime": start.isoformat(), "timeZone": "UTC"},
+        end={"dateTime": (start + timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
     )
-    # Google needs a time zone on recurring events' start; give one and keep it
-    series = alice.patch(calendar, series["id"], start={"dateTime": start.isoformat(), "timeZone": "UTC"},
-                         end={"dateTime": (start + timedelta(hours=1)).isoformat(), "timeZone": "UTC"})
     instances = alice.http.get(f"/calendars/{calendar}/events/{series['id']}/instances").raise_for_status().json()
     moved, cancelled = instances["items"][1], instances["items"][2]
     alice.patch(calendar, moved["id"], summary="Weekly sync (moved)",
@@ -408,7 +408,7 @@ def test_conflict_policies(engine: Engine, alice: GoogleApi, google_url: str, po
 def test_event_fields_are_mapped(engine: Engine, alice: GoogleApi, google_url: str) -> None:
     calendar = alice.primary_id()
     created = alice.insert(
-        calendar, "Design review", start=datetime(2026, 12, 3, 15, tzinfo=UTC),
+        calendar, "Design review", at=datetime(2026, 12, 3, 15, tzinfo=UTC),
         description="Bring sketches", location="Room 2",
         attendees=[{"email": "bob@example.com", "displayName": "Bob", "responseStatus": "accepted"}],
         extendedProperties={"private": {"crm": "42"}},

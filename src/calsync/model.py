@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -76,7 +77,10 @@ class EventData:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """A plain dict (shallow: nested provider dicts are shared, not copied; asdict is 20x slower)."""
+        body = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        body["attendees"] = [dict(a.__dict__) for a in self.attendees]
+        return body
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EventData:
@@ -90,10 +94,13 @@ class EventData:
 
         `sequence` and `extra` are provider bookkeeping, so they are left out.
         """
-        body = self.to_json()
-        body.pop("sequence", None)
-        body.pop("extra", None)
+        body = {name: getattr(self, name) for name in _HASHED_FIELDS}
+        body["attendees"] = [a.__dict__ for a in self.attendees]
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(EventData))
+_HASHED_FIELDS = tuple(f for f in _EVENT_FIELDS if f not in ("sequence", "extra"))
 
 
 @dataclass
@@ -105,6 +112,11 @@ class RemoteEvent:
     data: EventData
     series_remote_id: str | None = None
     updated: str | None = None
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Computed once: a page applies it to the event, the link base and the three-way test."""
+        return self.data.content_hash()
 
 
 @dataclass

@@ -217,17 +217,19 @@ def _apply_page(
         repo.mark_seen(conn, binding.id, list(items), generation)
 
 
-def _event_row(data: EventData, *, version: int, source: str, now: datetime, series_id: str | None) -> dict[str, Any]:
+def _event_row(
+    data: EventData, *, version: int, source: str, now: datetime, series_id: str | None, content_hash: str
+) -> dict[str, Any]:
     return {
-        **repo.event_columns(data), "version": version, "updated_at_source": source, "updated_at": now,
+        **repo.event_columns(data, content_hash), "version": version, "updated_at_source": source, "updated_at": now,
         "deleted": False, "deleted_at": None, "recurring_event_id": series_id,
     }
 
 
-def _link_row(item: RemoteEvent, data: EventData, version: int, now: datetime) -> dict[str, Any]:
+def _link_row(item: RemoteEvent, version: int, now: datetime) -> dict[str, Any]:
     return {
-        "etag": item.etag, "base_version": version, "base_hash": data.content_hash(),
-        "base_snapshot": data.to_json(), "remote_updated": item.updated, "remote_deleted": False,
+        "etag": item.etag, "base_version": version, "base_hash": item.content_hash,
+        "base_snapshot": item.data.to_json(), "remote_updated": item.updated, "remote_deleted": False,
         "series_remote_id": item.series_remote_id, "updated_at": now,
     }
 
@@ -240,11 +242,12 @@ def _create(
     series_id = series.get(item.series_remote_id) if item.series_remote_id else None
     writes.new_events.append({
         "id": event_id, "calendar_id": binding.calendar_id, "source": binding.source, "created_at": now,
-        **_event_row(item.data, version=1, source=binding.source, now=now, series_id=series_id),
+        **_event_row(item.data, version=1, source=binding.source, now=now, series_id=series_id,
+                     content_hash=item.content_hash),
     })
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
-        "seen_generation": 0, **_link_row(item, item.data, 1, now),
+        "seen_generation": 0, **_link_row(item, 1, now),
     })
     result.created += 1
 
@@ -255,10 +258,10 @@ def _adopt(
 ) -> None:
     """The remote copy of a local event that our outbox created: link it, don't import it twice."""
     local_version, local_hash = repo.event_version_and_hash(conn, event_id)
-    version = local_version if local_hash == item.data.content_hash() else 0
+    version = local_version if local_hash == item.content_hash else 0
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
-        "seen_generation": 0, **_link_row(item, item.data, version, now),
+        "seen_generation": 0, **_link_row(item, version, now),
     })
     result.unchanged += 1
 
@@ -271,7 +274,7 @@ def _three_way(
     sides = Sides(
         link_etag=link.etag, remote_etag=remote.etag if remote else None, base_version=link.base_version,
         local_version=link.version, local_hash=link.content_hash,
-        remote_hash=remote.data.content_hash() if remote else None, local_deleted=link.deleted,
+        remote_hash=remote.content_hash if remote else None, local_deleted=link.deleted,
         remote_deleted=remote is None, link_remote_deleted=link.remote_deleted,
         local_updated=link.updated_at, remote_updated=_parse_updated(remote.updated if remote else None),
     )
@@ -282,7 +285,7 @@ def _three_way(
         _take_remote(binding, remote, link, series, now, writes, result)
     elif decision is Decision.FAST_FORWARD:
         if remote:
-            writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, remote.data, link.version, now)})
+            writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, link.version, now)})
         else:
             writes.link_updates.append(_link_keep(link, now, base_version=link.version, remote_deleted=True))
         result.unchanged += 1
@@ -316,9 +319,10 @@ def _take_remote(
     series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
     writes.event_updates.append({
         "event_id": link.event_id,
-        **_event_row(remote.data, version=version, source=binding.source, now=now, series_id=series_id),
+        **_event_row(remote.data, version=version, source=binding.source, now=now, series_id=series_id,
+                     content_hash=remote.content_hash),
     })
-    writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, remote.data, version, now)})
+    writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, version, now)})
     result.updated += 1
 
 

@@ -1,6 +1,7 @@
 """The queries the engine and the CLI need, one function per intent. All SQL lives here."""
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from calsync.model import Account, EventData, canonical_time, range_key, utcnow
 from calsync.store.schema import accounts, bindings, calendars, conflicts, event_links, events
+
+
+_LOCAL_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class NotFound(LookupError):
@@ -188,7 +192,7 @@ class LinkedEvent:
     data: EventData
 
 
-def event_columns(data: EventData) -> dict[str, Any]:
+def event_columns(data: EventData, content_hash: str | None = None) -> dict[str, Any]:
     """The event table's content columns for one EventData (times in canonical form)."""
     start = canonical_time(data.start, data.all_day)
     end = canonical_time(data.end, data.all_day)
@@ -199,7 +203,7 @@ def event_columns(data: EventData) -> dict[str, Any]:
         "recurrence": data.recurrence,
         "original_start": data.original_start, "attendees": [a.__dict__ for a in data.attendees],
         "conference": data.conference, "ical_uid": data.ical_uid, "sequence": data.sequence,
-        "extra": data.extra, "content_hash": data.content_hash(),
+        "extra": data.extra, "content_hash": content_hash or data.content_hash(),
     }
 
 
@@ -254,13 +258,17 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
 
     A remote event whose id is a local event id was created by our own outbox (client-chosen id);
     adopting it instead of importing it again is what keeps a crashed push from duplicating.
+    Only ids shaped like ours (32 hex digits) are looked up, so server-made ids cost nothing.
     """
+    candidates = [i for i in ids if _LOCAL_ID.fullmatch(i)]
     adoptable: set[str] = set()
-    linked = select(event_links.c.event_id).where(event_links.c.binding_id == binding_id)
-    for chunk in _chunks(ids):
-        query = select(events.c.id).where(
-            events.c.calendar_id == calendar_id, events.c.id.in_(chunk), events.c.id.not_in(linked)
-        )
+    linked = (
+        select(event_links.c.id)
+        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id)
+        .exists()
+    )
+    for chunk in _chunks(candidates):
+        query = select(events.c.id).where(events.c.calendar_id == calendar_id, events.c.id.in_(chunk), ~linked)
         adoptable.update(conn.execute(query).scalars())
     return adoptable
 

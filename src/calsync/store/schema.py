@@ -51,7 +51,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: a Python None is SQL NULL (not the JSON text "null"), so IS NULL filters work.
+JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 accounts = Table(
     "accounts",
