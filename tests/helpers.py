@@ -105,3 +105,16 @@ def local_edit(engine: Engine, event_id: str, **changes: Any) -> None:
 def event_data(engine: Engine, event_id: str) -> EventData:
     with engine.begin() as conn:
         return repo.row_to_data(conn.execute(select(events).where(events.c.id == event_id)).mappings().one())
+
+
+def local_create(engine: Engine, calendar_id: str, data: EventData) -> str:
+    """A locally born event, as the store records it (the REST API of a later issue does the same)."""
+    now = datetime.now(UTC)
+    event_id = repo.new_id()
+    with engine.begin() as conn:
+        repo.insert_events(conn, [{
+            "id": event_id, "calendar_id": calendar_id, "source": "local", "created_at": now,
+            **repo.event_columns(data), "version": 1, "updated_at_source": "local", "updated_at": now,
+            "deleted": False, "deleted_at": None, "recurring_event_id": None,
+        }])
+    return event_id

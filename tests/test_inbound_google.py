@@ -12,13 +12,22 @@ from sqlalchemy import Engine, func, select
 
 from calsync.engine.inbound import MassDeleteGuard, SyncResult
 from calsync.engine.sync import sync_once
-from calsync.model import Account
+from calsync.model import Account, EventData
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.db import open_engine
 from calsync.store.schema import conflicts, event_links, events
-from tests.helpers import GoogleApi, admin, bind, event_data, local_edit, local_events, token_of
+from tests.helpers import (
+    GoogleApi,
+    admin,
+    bind,
+    event_data,
+    local_create,
+    local_edit,
+    local_events,
+    token_of,
+)
 
 
 @pytest.fixture()
@@ -450,3 +459,22 @@ def test_pull_only_and_push_only_bindings(engine: Engine, alice: GoogleApi, goog
     assert by_binding[b_push].status == "skipped" and by_binding[b_push].requests == 0
     assert local_events(engine, b_push) == {}
 
+
+
+def test_remote_copy_of_a_local_event_is_adopted_not_duplicated(
+    engine: Engine, alice: GoogleApi, google_url: str
+) -> None:
+    """Our outbox creates remote events with the local id; if it crashed before recording the link,
+    the inbound sync must link the remote copy instead of importing a second event."""
+    calendar = alice.primary_id()
+    binding = bind(engine, google_url, "alice", calendar)
+    with engine.begin() as conn:
+        local_calendar = repo.get_binding(conn, binding)["calendar_id"]
+    data = EventData(title="Pushed by calsync", start="2026-12-02T10:00:00Z", end="2026-12-02T11:00:00Z")
+    event_id = local_create(engine, local_calendar, data)
+    alice.insert(calendar, "Pushed by calsync", at=datetime(2026, 12, 2, 10, tzinfo=UTC), id=event_id)
+    result = one(run(engine))
+    assert result.created == 0
+    stored = local_events(engine, binding)
+    assert list(stored) == [event_id] and stored[event_id]["id"] == event_id
+    assert stored[event_id]["links"][0]["base_version"] == 1  # same content: already agreed

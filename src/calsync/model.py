@@ -92,7 +92,7 @@ class EventData:
     def content_hash(self) -> str:
         """Hash of the fields a person edits; equal hashes mean 'same content' in the three-way rule.
 
-        `sequence` and `extra` are provider bookkeeping, so they are left out.
+        `sequence`, `ical_uid` and `extra` are provider bookkeeping, so they are left out.
         """
         body = {name: getattr(self, name) for name in _HASHED_FIELDS}
         body["attendees"] = [a.__dict__ for a in self.attendees]
@@ -100,7 +100,7 @@ class EventData:
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(EventData))
-_HASHED_FIELDS = tuple(f for f in _EVENT_FIELDS if f not in ("sequence", "extra"))
+_HASHED_FIELDS = tuple(f for f in _EVENT_FIELDS if f not in ("sequence", "extra", "ical_uid"))
 
 
 @dataclass
