@@ -118,3 +118,36 @@ def local_create(engine: Engine, calendar_id: str, data: EventData) -> str:
             "deleted": False, "deleted_at": None, "recurring_event_id": None,
         }])
     return event_id
+
+
+class ZoomApi:
+    """Looks at the Zoom emulator through Zoom's own API, as an operator would."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        token = httpx.post(
+            f"{base_url}/oauth/token", params={"grant_type": "account_credentials", "account_id": "acct"},
+            auth=("client", "secret"),
+        ).raise_for_status().json()["access_token"]
+        self.http = httpx.Client(base_url=f"{base_url}/v2", headers={"Authorization": f"Bearer {token}"})
+
+    def meeting(self, meeting_id: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/meetings/{meeting_id}")
+        if response.status_code == 404:
+            return None
+        return response.raise_for_status().json()
+
+    def api_calls(self) -> list[dict[str, Any]]:
+        """Meeting API calls in the emulator's request log (token requests left out)."""
+        log = httpx.get(f"{self.base_url}/emulator/requests").raise_for_status().json()["requests"]
+        return [r for r in log if r["path"].startswith("/v2/")]
+
+    def clear_log(self) -> None:
+        httpx.delete(f"{self.base_url}/emulator/requests").raise_for_status()
+
+
+def zoom_settings(zoom_url: str) -> dict[str, str]:
+    return {
+        "CALSYNC_ZOOM_BASE_URL": f"{zoom_url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom_url}/oauth/token",
+        "CALSYNC_ZOOM_ACCOUNT_ID": "acct", "CALSYNC_ZOOM_CLIENT_ID": "client", "CALSYNC_ZOOM_CLIENT_SECRET": "secret",
+    }

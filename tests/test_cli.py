@@ -42,9 +42,9 @@ def test_account_bind_sync_list(tmp_path: Path, google_url: str) -> None:
     bound = as_json(calsync("calendar", "bind", account, calendar, "--name", "Work", "--json", db=db))
     assert set(bound) == {"calendar_id", "binding_id"}
 
-    summary = as_json(calsync("sync", "--json", db=db))
+    summary = as_json(calsync("sync", "--json", db=db))["inbound"]
     assert summary[0]["created"] == 30 and summary[0]["full"] is True and summary[0]["status"] == "ok"
-    again = as_json(calsync("sync", "--json", db=db))
+    again = as_json(calsync("sync", "--json", db=db))["inbound"]
     assert again[0]["requests"] == 1 and again[0]["full"] is False
 
     events = as_json(calsync("events", "list", "--calendar", bound["calendar_id"], "--json", db=db))

@@ -49,7 +49,7 @@ def run(
         return GoogleProvider.from_account(account, page_size=page_size, retry=RetryPolicy(base_delay=0.05))
 
     return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=after_page,
-                     make_provider=make, guard=guard)
+                     make_provider=make, guard=guard).inbound
 
 
 def one(results: list[SyncResult]) -> SyncResult:

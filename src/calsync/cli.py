@@ -15,8 +15,14 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from calsync.config import ConfigError, load_settings
+from calsync.conferencing import configured_adapters
+from calsync.conferencing.base import ConferenceAdapter, ConferenceError
+from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.inbound import SyncResult
-from calsync.engine.sync import sync_once
+from calsync.engine.pool import ProviderPool
+from calsync.engine.sync import SyncReport, sync_once
+from calsync.store import conferences as conference_store
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account, utcnow
 from calsync.providers import SUPPORTED, provider_for
 from calsync.providers.base import ProviderError
@@ -30,12 +36,14 @@ account_app = typer.Typer(help="Calendar accounts (Google now; Outlook and CalDA
 calendar_app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
 events_app = typer.Typer(help="Events in the local store.", no_args_is_help=True)
 conflicts_app = typer.Typer(help="Events changed on both sides that wait for a decision.", no_args_is_help=True)
+conference_app = typer.Typer(help="Video conferences kept in step with their events.", no_args_is_help=True)
 emulator_app = typer.Typer(help="Local stand-ins for provider APIs, for tests and demos.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(events_app, name="events")
 app.add_typer(conflicts_app, name="conflicts")
+app.add_typer(conference_app, name="conference")
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(db_app, name="db")
 
@@ -47,6 +55,10 @@ DbOption = Annotated[
     typer.Option("--db", help="Database URL or SQLite file (default: $CALSYNC_DB, else a file in the user data dir)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ConfigOption = Annotated[
+    Optional[str],
+    typer.Option("--config", help="TOML settings file (default: $CALSYNC_CONFIG, else config.toml in the user config dir)."),
+]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -239,26 +251,38 @@ def sync(
     full: Annotated[bool, typer.Option(help="Ignore stored tokens and list everything again.")] = False,
     force: Annotated[bool, typer.Option(help="Let a full sync delete most of a calendar (mass-delete guard off).")] = False,
     db: DbOption = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Sync once: everything that is due, then print a summary."""
+    """Sync once: everything that is due (inbound, then conference work), then print a summary."""
+    adapters = conference_adapters(config)
     with database(db) as engine:
-        results = run_sync(engine, binding_ids=binding or None, full=full, force=force, show_progress=not as_json)
+        report = run_sync(engine, binding_ids=binding or None, full=full, force=force, show_progress=not as_json,
+                          adapters=adapters)
+    for adapter in adapters.values():
+        adapter.close()
     if as_json:
-        print_json([r.as_dict() for r in results])
+        print_json(report.as_dict())
     else:
-        print_results(results)
-    if any(r.status not in ("ok", "skipped") for r in results):
+        print_report(report)
+    if not report.ok:
         raise typer.Exit(1)
+
+
+def conference_adapters(config: str | None) -> dict[str, ConferenceAdapter]:
+    try:
+        return configured_adapters(load_settings(config))
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from exc
 
 
 def run_sync(
     engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
-    show_progress: bool = True,
-) -> list[SyncResult]:
+    show_progress: bool = True, adapters: dict[str, ConferenceAdapter] | None = None,
+) -> SyncReport:
     """sync_once with a Rich progress line for long listings when a person is watching."""
     if not (show_progress and console.is_terminal):
-        return sync_once(engine, binding_ids=binding_ids, full=full, force=force)
+        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, adapters=adapters)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=console, transient=True,
@@ -270,37 +294,59 @@ def run_sync(
             progress.update(task, description=f"{'full' if result.full else 'incremental'} sync {result.binding_id[:8]}",
                             detail=f"page {pages}, {seen} events")
 
-        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=on_page)
+        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=on_page,
+                         adapters=adapters)
 
 
-def print_results(results: list[SyncResult]) -> None:
+def print_report(report: SyncReport) -> None:
     table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "conflicts", "status")
-    for r in results:
+    for r in report.inbound:
         kind = "full" + (" (token reset)" if r.token_reset else "") if r.full else "incremental"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.message}"
         table.add_row(r.binding_id[:12], kind, str(r.pages), str(r.requests), str(r.created), str(r.updated),
                       str(r.deleted), str(r.conflicts), status)
     console.print(table)
+    c = report.conferences
+    if c.processed:
+        console.print(f"conferences: {c.processed} checked, {c.created} created, {c.updated} updated, "
+                      f"{c.deleted} deleted, {c.unchanged} unchanged, {c.retried} to retry, {c.failed} failed")
+        for error in c.errors[:5]:
+            err.print(f"  [yellow]conference work:[/yellow] {error}")
 
 
 @app.command("status")
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Sync health per binding: last sync, token age, last status and error."""
+    """Sync health: per binding last sync, token age, channel, status and error; backlogs; conflicts."""
     now = utcnow()
     with database(db) as engine, engine.begin() as conn:
         accounts = repo.list_accounts(conn)
-        bindings = [binding_json(b, now) for b in repo.list_bindings(conn)]
+        channels = {c["binding_id"]: c for c in conference_store.list_channels(conn) if c["state"] != "stopped"}
+        bindings = [
+            binding_json(b, now) | {"channel": _channel_json(channels.get(b["id"]))} for b in repo.list_bindings(conn)
+        ]
         open_conflicts = len(repo.list_conflicts(conn))
+        backlog = conference_store.backlog(conn)
     if as_json:
-        print_json({"accounts": accounts, "bindings": bindings, "open_conflicts": open_conflicts})
+        print_json({"accounts": accounts, "bindings": bindings, "open_conflicts": open_conflicts,
+                    "conference_backlog": backlog})
         return
-    table = Table("binding", "remote calendar", "last sync", "token age", "status", "error")
+    table = Table("binding", "remote calendar", "last sync", "token age", "channel", "status", "error")
     for b in bindings:
         age = f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token"
-        table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_sync_at"] or "never", age,
+        channel = (b["channel"] or {}).get("state") or "none"
+        table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_sync_at"] or "never", age, channel,
                       b["last_sync_status"] or "", b["last_error"] or "")
     console.print(table)
-    console.print(f"open conflicts: {open_conflicts}")
+    for a in accounts:
+        if a["state"] != "ok":
+            console.print(f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] {a['last_error'] or ''}")
+    console.print(f"open conflicts: {open_conflicts}   conference work waiting: {backlog}")
+
+
+def _channel_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"state": row["state"], "channel_id": row["channel_id"], "expiration": jsonable(row["expiration"])}
 
 
 # --- events and conflicts ---------------------------------------------------------------
@@ -340,6 +386,61 @@ def conflicts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     for r in rows:
         table.add_row(r["id"], r["event_id"], r["binding_id"][:12], r["kind"],
                       (r["local"] or {}).get("title", "(deleted)"), (r["remote"] or {}).get("title", "(deleted)"))
+    console.print(table)
+
+
+def conference_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "event_id": row["event_id"], "provider": row["provider"],
+        "conference_id": row["conference_id"], "join_url": row["join_url"], "state": row["state"],
+        "last_synced_at": row["last_synced_at"], "last_error": row["last_error"],
+    }
+
+
+@conference_app.command("create")
+def conference_create(
+    event_id: str,
+    provider: Annotated[str, typer.Option(help="Conference system: zoom, webhook or jitsi (as configured).")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a meeting for an event and put it on the calendar event."""
+    adapters = conference_adapters(config)
+    with database(db) as engine:
+        pool = ProviderPool(engine)
+        try:
+            row = ConferenceEngine(engine, adapters, pool).create(event_id, provider)
+        except (ConferenceWorkError, ConferenceError, ProviderError, httpx.HTTPError) as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            pool.close()
+            for adapter in adapters.values():
+                adapter.close()
+    if as_json:
+        print_json(conference_json(row))
+    else:
+        console.print(f"{row['provider']} conference {row['conference_id']}: {row['join_url']}", highlight=False)
+
+
+@conference_app.command("list")
+def conference_list(
+    state: Annotated[Optional[str], typer.Option(help="Only active or deleted ones.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Conferences calsync manages, with their state."""
+    if state not in (None, "active", "deleted"):
+        raise fail("--state must be active or deleted", 2)
+    with database(db) as engine, engine.begin() as conn:
+        rows = [conference_json(r) for r in conference_store.list_conferences(conn, state)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("event", "provider", "conference id", "state", "join url", "last synced")
+    for r in rows:
+        table.add_row(r["event_id"], r["provider"], r["conference_id"], r["state"], r["join_url"] or "",
+                      jsonable(r["last_synced_at"]) or "")
     console.print(table)
 
 

@@ -4,8 +4,10 @@ It reproduces what a sync engine depends on (see docs/reference provider-semanti
 and the emulator checklist 5.1): sync tokens and their invalidation, paging that stays
 correct while the calendar changes, deleted events in incremental results, recurring
 series and their exceptions, ETags and conditional requests, conference data and Google's
-error bodies. It imports only the standard library, starlette, python-dateutil and the
-shared fault module, so it can be lifted out and run alone.
+error bodies. Push notifications (events.watch, channels.stop, delivery to a receiver with
+retries and fault switches) live in ``google_push``; every committed event change notifies
+the calendar's channels once. It imports only the standard library, starlette, httpx,
+python-dateutil and the sibling emulator modules, so it can be lifted out and run alone.
 
 Storage layout per calendar, chosen for the hot paths:
 
@@ -31,10 +33,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrule, rruleset, rrulestr
@@ -45,6 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog
+from calsync.emulators.google_push import DEFAULT_TTL_SECONDS, PushError, PushHub, parse_watch, push_admin_routes
 
 __all__ = ["ApiError", "GoogleEmulator", "create_app", "DEFAULT_SWITCHES", "API_PREFIX"]
 
@@ -78,6 +83,15 @@ DEFAULT_SWITCHES: dict[str, Any] = {
     "updated_min_horizon_seconds": None,
     # outcome of a hangoutsMeet createRequest: "success" or "failure"
     "conference_create_status": "success",
+    # events.watch: accept plain-http receiver addresses on loopback hosts (tests); never elsewhere
+    "push_allow_http": True,
+    # events.watch: the longest channel lifetime granted; Google publishes no maximum for Calendar
+    "push_max_ttl_seconds": DEFAULT_TTL_SECONDS,
+    # push delivery: first retry delay (doubling per attempt) and attempts per message, for 5xx/transport errors
+    "push_retry_base_ms": 200,
+    "push_max_attempts": 5,
+    # push delivery to non-loopback receivers (off: they are logged as skipped, so tests never reach out)
+    "push_deliver_remote": False,
 }
 
 _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
@@ -87,6 +101,11 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
     "sync_token_ttl_seconds": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
     "updated_min_horizon_seconds": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
     "conference_create_status": lambda v: v in ("success", "failure"),
+    "push_allow_http": lambda v: isinstance(v, bool),
+    "push_max_ttl_seconds": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10 * 365 * 86400,
+    "push_retry_base_ms": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 60_000,
+    "push_max_attempts": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
+    "push_deliver_remote": lambda v: isinstance(v, bool),
 }
 
 # Query parameters that do not change what a list returns, so page tokens ignore them.
@@ -915,7 +934,9 @@ class GoogleEmulator:
         self._seed = seed
         self.faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
         self.requests = RequestLog()
+        self._write_depth = 0
         self._reset_state()
+        self.push = PushHub(lambda: self.switches, seed=seed)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -926,13 +947,33 @@ class GoogleEmulator:
         self._etag_counter = 0
         self.switches: dict[str, Any] = dict(DEFAULT_SWITCHES)
         self._rng = random.Random(self._seed)
+        self._dirty: set[str] = set()  # calendars whose events changed in the current write
 
     def reset(self) -> None:
-        """Drop everything: users, calendars, events, tokens, faults, request log, switches."""
+        """Drop everything: users, calendars, events, tokens, faults, request log, switches, channels."""
         with self._lock:
             self._reset_state()
+            self.push.reset()
         self.faults.clear()
         self.requests.clear()
+
+    @contextmanager
+    def _changes(self) -> Iterator[None]:
+        """Hold the lock for a write; afterwards notify watchers of each calendar it changed, once.
+
+        Only ``_touch`` marks a calendar, and it runs after validation, so a failed write
+        (400, 404, 412 ...) notifies nobody while a committed one always does.
+        """
+        with self._lock:
+            self._write_depth += 1
+            try:
+                yield
+            finally:
+                self._write_depth -= 1
+                if self._write_depth == 0 and self._dirty:
+                    changed, self._dirty = self._dirty, set()
+                    for cal_id in changed:
+                        self.push.notify(cal_id, "exists")
 
     def set_switches(self, values: Any) -> dict[str, Any]:
         """Flip documented-variant behaviours; unknown names or bad values raise ValueError."""
@@ -998,6 +1039,7 @@ class GoogleEmulator:
         ev.cache.clear()
         cal.updated = ev.updated
         cal.events_etag = ev.etag
+        self._dirty.add(cal.id)
 
     def _store_new(self, cal: _Calendar, ev: _Event, now: float, now_text: str | None = None) -> None:
         ev.ordinal = len(cal.order)
@@ -1080,6 +1122,7 @@ class GoogleEmulator:
                 raise ApiError(400, "cannotDeletePrimaryCalendar", "Cannot delete primary calendar; use clear instead.")
             del self._calendars[cal.id]
             self._owned[user].remove(cal.id)
+            self.push.notify(cal.id, "not_exists")
 
     @staticmethod
     def _calendar_fields(body: dict[str, Any], base: _Calendar | None) -> dict[str, Any]:
@@ -1271,7 +1314,7 @@ class GoogleEmulator:
 
     def insert_event(self, user: str, cal_ref: str, body: Any, params: Params, import_: bool = False) -> dict[str, Any]:
         """events.insert and events.import (import updates the event with the same iCalUID)."""
-        with self._lock:
+        with self._changes():
             cal = self._calendar(user, cal_ref)
             if not isinstance(body, dict):
                 raise _invalid("Invalid event body.")
@@ -1339,7 +1382,7 @@ class GoogleEmulator:
     def write_event(self, user: str, cal_ref: str, event_id: str, body: Any, params: Params,
                     if_match: str | None, patch: bool) -> dict[str, Any]:
         """events.update (PUT) and events.patch; an instance id creates the exception on first write."""
-        with self._lock:
+        with self._changes():
             cal = self._calendar(user, cal_ref)
             if not isinstance(body, dict):
                 raise _invalid("Invalid event body.")
@@ -1384,7 +1427,7 @@ class GoogleEmulator:
 
     def delete_event(self, user: str, cal_ref: str, event_id: str, if_match: str | None) -> None:
         """events.delete: leaves a cancelled tombstone; deleting a series cancels its exceptions."""
-        with self._lock:
+        with self._changes():
             cal = self._calendar(user, cal_ref)
             ev = cal.events.get(event_id)
             now = time.time()
@@ -1743,12 +1786,33 @@ class GoogleEmulator:
             if after_key is None or key > after_key:
                 yield items[key]
 
+    # -- push notifications ---------------------------------------------------------------------
+
+    def watch_events(self, user: str, cal_ref: str, body: dict[str, Any], base_url: str) -> dict[str, Any]:
+        """events.watch: open a channel on a calendar the user owns; its sync message is queued at once."""
+        with self._lock:
+            cal = self._calendar(user, cal_ref)
+            uri = f"{base_url}{API_PREFIX}/calendars/{quote(cal_ref, safe='@')}/events?alt=json"
+            try:
+                request = parse_watch(body, int(time.time() * 1000), bool(self.switches["push_allow_http"]),
+                                      int(self.switches["push_max_ttl_seconds"]))
+                return self.push.open_channel(request, cal.id, user, uri).resource()
+            except PushError as err:
+                raise _push_api_error(err) from None
+
+    def stop_channel(self, user: str, body: dict[str, Any]) -> None:
+        """channels.stop: only the user who created the channel may stop it."""
+        try:
+            self.push.stop(body, user)
+        except PushError as err:
+            raise _push_api_error(err) from None
+
     # -- seeding --------------------------------------------------------------------------------
 
     def seed(self, calendar_id: str, spec: Any) -> int:
         """Create ``count`` realistic events in one go (benchmarks need 100,000 in seconds)."""
         options = _seed_options(spec)
-        with self._lock:
+        with self._changes():
             cal = self._calendars.get(calendar_id)
             if cal is None and _is_user_email(calendar_id):
                 cal = self.ensure_user(calendar_id)
@@ -1851,6 +1915,11 @@ def _conference_version(params: Params) -> int:
         raise _invalid("Invalid value for: conferenceDataVersion. Values must be within the range: [0, 1]",
                        "conferenceDataVersion")
     return value
+
+
+def _push_api_error(err: PushError) -> ApiError:
+    return ApiError(err.status, err.reason, err.message, err.domain,
+                    "parameter" if err.location else None, err.location)
 
 
 def _is_user_email(calendar_id: str) -> bool:
@@ -2025,6 +2094,7 @@ class _Call:
     headers: Any
     body: Any
     args: dict[str, str]
+    base_url: str = ""
 
 
 _Handler = Callable[[_Call], Response]
@@ -2099,6 +2169,15 @@ def _h_events_delete(c: _Call) -> Response:
     return Response(status_code=204)
 
 
+def _h_events_watch(c: _Call) -> Response:
+    return _ok(c.emu.watch_events(c.user, c.args["cal"], _object_body(c.body), c.base_url))
+
+
+def _h_channels_stop(c: _Call) -> Response:
+    c.emu.stop_channel(c.user, _object_body(c.body))
+    return Response(status_code=204)
+
+
 _CAL = r"(?P<cal>[^/]+)"
 _EV = r"(?P<ev>[^/]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
@@ -2113,6 +2192,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
         ("GET", rf"/calendars/{_CAL}/events", _h_events_list),
         ("POST", rf"/calendars/{_CAL}/events", _h_events_insert),
         ("POST", rf"/calendars/{_CAL}/events/import", _h_events_import),
+        ("POST", rf"/calendars/{_CAL}/events/watch", _h_events_watch),
+        ("POST", r"/channels/stop", _h_channels_stop),
         ("GET", rf"/calendars/{_CAL}/events/{_EV}/instances", _h_events_instances),
         ("GET", rf"/calendars/{_CAL}/events/{_EV}", _h_events_get),
         ("PUT", rf"/calendars/{_CAL}/events/{_EV}", _h_events_update),
@@ -2160,7 +2241,8 @@ async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -
         handler, args = found
         body = await _read_json(request) if request.method in ("POST", "PUT", "PATCH") else None
         emu.ensure_user(user)
-        call = _Call(emu, user, Params(list(request.query_params.multi_items())), request.headers, body, args)
+        call = _Call(emu, user, Params(list(request.query_params.multi_items())), request.headers, body, args,
+                     str(request.base_url).rstrip("/"))
         return handler(call)
     except ApiError as err:
         return _error_response(err)
@@ -2265,4 +2347,4 @@ def _admin_routes(emu: GoogleEmulator) -> list[Route]:
         Route("/emulator/faults", faults, methods=["GET", "DELETE"]),
         Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
         Route("/emulator/switches", switches, methods=["GET", "POST"]),
-    ]
+    ] + push_admin_routes(emu.push)

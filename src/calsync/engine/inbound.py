@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Engine
 
+from calsync.engine import conferences
 from calsync.engine.conflicts import Decision, Sides, conflict_kind, decide
-from calsync.model import ChangePage, EventData, RemoteDeletion, RemoteEvent, utcnow
+from calsync.model import ChangePage, EventData, RemoteChange, RemoteDeletion, RemoteEvent, utcnow
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
 from calsync.store import repo
 
@@ -87,11 +88,9 @@ def sync_binding(
         result.status = "skipped"
         result.message = "push-only binding"
         return result
-    binding = _Binding(
-        id=binding_id, calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
-        policy=row["conflict_policy"], source=f"{account.provider}:{binding_id}",
-        sync_token=None if full else row["sync_token"],
-    )
+    binding = _binding(row, account.provider)
+    if full:
+        binding.sync_token = None
     start_requests = provider.request_count
     try:
         try:
@@ -115,6 +114,23 @@ def sync_binding(
         _record_failure(engine, binding_id, "error", result.message)
     finally:
         result.requests = provider.request_count - start_requests
+    return result
+
+
+def _binding(row: dict[str, Any], provider_name: str) -> _Binding:
+    return _Binding(
+        id=row["id"], calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
+        policy=row["conflict_policy"], source=f"{provider_name}:{row['id']}", sync_token=row["sync_token"],
+    )
+
+
+def apply_remote_changes(engine: Engine, binding_id: str, changes: list[RemoteChange]) -> SyncResult:
+    """Apply changes learnt outside a listing (the answer to our own write) by the same rules, in one transaction."""
+    result = SyncResult(binding_id=binding_id)
+    with engine.begin() as conn:
+        row = repo.get_binding(conn, binding_id)
+        binding = _binding(row, repo.get_account(conn, row["account_id"]).provider)
+        _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
     return result
 
 
@@ -209,10 +225,12 @@ def _apply_page(
     repo.insert_links(conn, writes.new_links)
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)
+    doomed: list[str] = []
     if writes.tombstones:
         doomed = writes.tombstones + repo.live_exception_ids(conn, writes.tombstones)
         repo.tombstone_events(conn, doomed, binding.source)
         repo.agree_links_with_versions(conn, doomed, binding.id)
+    conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
     if generation is not None:
         repo.mark_seen(conn, binding.id, list(items), generation)
 

@@ -1,43 +1,67 @@
-"""One deterministic pass over the bindings that are due (inbound now; outbound and conferences later)."""
+"""One deterministic pass over everything that is due: inbound sync, then conference work.
+
+(The outbound outbox joins between the two when two-way sync lands.)
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
+from calsync.conferencing.base import ConferenceAdapter
+from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import MassDeleteGuard, PageHook, SyncResult, sync_binding
+from calsync.engine.pool import ProviderPool
+from calsync.model import Account
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
 from calsync.store import repo
 
-ProviderFactory = Callable[..., Provider]
+
+@dataclass
+class SyncReport:
+    inbound: list[SyncResult] = field(default_factory=list)
+    conferences: ConferenceRun = field(default_factory=ConferenceRun)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("ok", "skipped") for r in self.inbound) and not self.conferences.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"inbound": [r.as_dict() for r in self.inbound], "conferences": self.conferences.as_dict()}
 
 
 def sync_once(
     engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
     guard: MassDeleteGuard | None = None, after_page: PageHook | None = None,
-    make_provider: ProviderFactory = provider_for,
-) -> list[SyncResult]:
-    """Sync each binding once. A failing binding is recorded and reported; the others still run."""
+    make_provider: Callable[[Account], Provider] = provider_for,
+    adapters: dict[str, ConferenceAdapter] | None = None, now: datetime | None = None,
+) -> SyncReport:
+    """Sync each binding once (a failing binding is recorded and reported; the others still run),
+    then work the conference outbox that the changes filled (when `adapters` are given; work for a
+    conference system that is not configured here waits in the outbox)."""
     with engine.begin() as conn:
         rows = [repo.get_binding(conn, b) for b in binding_ids] if binding_ids else repo.list_bindings(conn)
         accounts = {r["account_id"]: repo.get_account(conn, r["account_id"]) for r in rows}
-    providers: dict[str, Provider] = {}
-    results: list[SyncResult] = []
+    pool = ProviderPool(engine, make_provider)
+    report = SyncReport()
     try:
         for row in rows:
-            account = accounts[row["account_id"]]
-            if account.state == "auth-failed":
-                results.append(SyncResult(
+            if accounts[row["account_id"]].state == "auth-failed":
+                report.inbound.append(SyncResult(
                     binding_id=row["id"], status="auth-failed",
                     message="account credentials were rejected; re-add the account",
                 ))
                 continue
-            provider = providers.get(account.id) or providers.setdefault(account.id, make_provider(account))
-            results.append(sync_binding(
-                engine, provider, row["id"], full=full, force=force, guard=guard, after_page=after_page
+            report.inbound.append(sync_binding(
+                engine, pool.get(row["account_id"]), row["id"], full=full, force=force, guard=guard,
+                after_page=after_page,
             ))
+        if adapters is not None:
+            report.conferences = ConferenceEngine(engine, adapters, pool).run(now=now)
     finally:
-        for provider in providers.values():
-            provider.close()
-    return results
+        pool.close()
+    return report

@@ -32,6 +32,7 @@ from calsync.providers.http import RetryingClient, RetryPolicy, error_reason, is
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 MAX_PAGE = 2500  # the largest page events.list allows
 # Google fields calsync does not model but must carry back unchanged when it writes an event.
+PROVIDER_PARAMETER = "calsyncProvider"
 PRESERVED_FIELDS = (
     "extendedProperties", "conferenceData", "reminders", "transparency", "visibility", "colorId",
     "guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "source", "eventType",
@@ -233,17 +234,35 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
 
 
 def conference_summary(conference: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The provider-neutral part of conferenceData: solution, conference id and join link."""
-    if not conference:
+    """The provider-neutral part of conferenceData: solution, conference id, join link, and the
+    calsync adapter that made it (a private add-on parameter we stamp on our own conferences)."""
+    if not conference or not conference.get("conferenceSolution"):
         return None
     solution = conference.get("conferenceSolution") or {}
     video = next((e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
+    parameters = ((conference.get("parameters") or {}).get("addOnParameters") or {}).get("parameters") or {}
     return {
         "type": (solution.get("key") or {}).get("type"),
         "name": solution.get("name"),
         "conference_id": conference.get("conferenceId"),
         "join_url": video.get("uri"),
+        "provider": parameters.get(PROVIDER_PARAMETER),
     }
+
+
+def conference_data(summary: dict[str, Any]) -> dict[str, Any]:
+    """Google conferenceData for a third-party (add-on) conference described by a neutral summary."""
+    data: dict[str, Any] = {
+        "conferenceSolution": {"key": {"type": summary.get("type") or "addOn"}, "name": summary.get("name") or ""},
+        "conferenceId": summary.get("conference_id"),
+        "entryPoints": [{
+            "entryPointType": "video", "uri": summary["join_url"],
+            "label": summary["join_url"].split("://", 1)[-1][:512],
+        }],
+    }
+    if summary.get("provider"):
+        data["parameters"] = {"addOnParameters": {"parameters": {PROVIDER_PARAMETER: summary["provider"]}}}
+    return data
 
 
 def _google_time(value: str, all_day: bool, time_zone: str | None) -> dict[str, Any]:
@@ -258,6 +277,10 @@ def _google_time(value: str, all_day: bool, time_zone: str | None) -> dict[str, 
 def event_to_google(data: EventData) -> dict[str, Any]:
     """Body for insert/update: the modelled fields, plus preserved Google fields carried back as they were."""
     body: dict[str, Any] = dict((data.extra or {}).get("google") or {})
+    raw_conference = body.pop("conferenceData", None)
+    if data.conference is not None:  # keep Google's own copy (and its signature) when it still matches
+        same = raw_conference is not None and conference_summary(raw_conference) == data.conference
+        body["conferenceData"] = raw_conference if same else conference_data(data.conference)
     body.update({
         "summary": data.title,
         "start": _google_time(data.start, data.all_day, data.time_zone),

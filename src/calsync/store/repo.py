@@ -235,7 +235,7 @@ def _linked(row: Any) -> LinkedEvent:
     )
 
 
-def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -243,7 +243,7 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
 def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[str]) -> dict[str, LinkedEvent]:
     """One query per 500 ids: the page's links with their events."""
     found: dict[str, LinkedEvent] = {}
-    for chunk in _chunks(remote_ids):
+    for chunk in chunks(remote_ids):
         query = (
             select(*_LINKED_COLUMNS).join(events, events.c.id == event_links.c.event_id)
             .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
@@ -267,7 +267,7 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
         .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id)
         .exists()
     )
-    for chunk in _chunks(candidates):
+    for chunk in chunks(candidates):
         query = select(events.c.id).where(events.c.calendar_id == calendar_id, events.c.id.in_(chunk), ~linked)
         adoptable.update(conn.execute(query).scalars())
     return adoptable
@@ -281,7 +281,7 @@ def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str]:
 def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(remote_ids))
     result: dict[str, str] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         query = select(event_links.c.remote_id, event_links.c.event_id).where(
             event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk)
         )
@@ -292,7 +292,7 @@ def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iter
 def deleted_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     ids = list(set(event_ids))
     found: set[str] = set()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         found.update(conn.execute(
             select(events.c.id).where(events.c.id.in_(chunk), events.c.deleted.is_(True))
         ).scalars())
@@ -330,7 +330,7 @@ def update_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def tombstone_events(conn: Connection, event_ids: Sequence[str], source: str) -> None:
     """Mark events deleted (kept as tombstones so later work, like conference deletion, can see them)."""
     now = utcnow()
-    for chunk in _chunks(list(event_ids)):
+    for chunk in chunks(list(event_ids)):
         conn.execute(
             events.update().where(events.c.id.in_(chunk), events.c.deleted.is_(False))
             .values(deleted=True, deleted_at=now, updated_at=now, updated_at_source=source,
@@ -354,7 +354,7 @@ def update_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], binding_id: str) -> None:
     """After a local tombstone caused by the remote, the link's base follows the event's new version."""
-    for chunk in _chunks(list(event_ids)):
+    for chunk in chunks(list(event_ids)):
         version = select(events.c.version).where(events.c.id == event_links.c.event_id).scalar_subquery()
         conn.execute(
             event_links.update()
@@ -364,7 +364,7 @@ def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], bindin
 
 
 def mark_seen(conn: Connection, binding_id: str, remote_ids: Sequence[str], generation: int) -> None:
-    for chunk in _chunks(list(remote_ids)):
+    for chunk in chunks(list(remote_ids)):
         conn.execute(
             event_links.update()
             .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
@@ -405,7 +405,7 @@ def unseen_remote_ids(conn: Connection, binding_id: str, generation: int, after:
 
 def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]:
     found: list[str] = []
-    for chunk in _chunks(list(series_ids)):
+    for chunk in chunks(list(series_ids)):
         found.extend(conn.execute(
             select(events.c.id).where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))
         ).scalars())
@@ -487,10 +487,20 @@ def list_events(
         query = query.where(or_(events.c.range_end > start, events.c.recurrence.is_not(None)))
     if end:
         query = query.where(events.c.range_start < end)
-    rows = [dict(r) for r in conn.execute(query).mappings()]
+    return _with_links(conn, [dict(r) for r in conn.execute(query).mappings()])
+
+
+def get_events(conn: Connection, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Events (tombstones included) with their links, in no particular order."""
+    rows: list[dict[str, Any]] = []
+    for chunk in chunks(list(event_ids)):
+        rows.extend(dict(r) for r in conn.execute(select(events).where(events.c.id.in_(chunk))).mappings())
+    return _with_links(conn, rows)
+
+
+def _with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     links: dict[str, list[dict[str, Any]]] = {}
-    ids = [r["id"] for r in rows]
-    for chunk in _chunks(ids):
+    for chunk in chunks([r["id"] for r in rows]):
         for link in conn.execute(
             select(event_links.c.event_id, event_links.c.binding_id, event_links.c.remote_id,
                    event_links.c.etag, event_links.c.base_version, event_links.c.remote_deleted)
@@ -500,6 +510,23 @@ def list_events(
     for row in rows:
         row["links"] = links.get(row["id"], [])
     return rows
+
+
+def event_data(conn: Connection, event_id: str) -> EventData:
+    row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    return row_to_data(row)
+
+
+def set_local_conference(conn: Connection, event_id: str, conference: dict[str, Any] | None) -> None:
+    """A local change of the event's conference: new content, next version, changed by 'local'."""
+    data = event_data(conn, event_id)
+    data.conference = conference
+    conn.execute(events.update().where(events.c.id == event_id).values(
+        conference=conference, content_hash=data.content_hash(), version=events.c.version + 1,
+        updated_at_source="local", updated_at=utcnow(),
+    ))
 
 
 def count_events(conn: Connection, calendar_id: str | None = None, include_deleted: bool = False) -> int:

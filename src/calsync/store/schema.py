@@ -180,3 +180,62 @@ conflicts = Table(
     Index(None, "binding_id", "status"),
     Index(None, "event_id", "status"),
 )
+
+# Conferences we manage: one row per meeting made for an event (a restored event gets a new row).
+conferences = Table(
+    "conferences",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(32), nullable=False),  # the adapter's name: zoom, webhook, jitsi
+    Column("conference_id", Text, nullable=False),
+    Column("join_url", Text),
+    Column("details", JsonType),
+    Column("state", String(16), nullable=False),  # active | deleted
+    # Fingerprint of the event fields the meeting was last made from (MeetingSpec): same -> no call.
+    Column("spec_hash", String(64)),
+    Column("spec", JsonType),
+    Column("idempotency_key", Text, nullable=False),
+    Column("last_synced_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "event_id", "state"),
+)
+
+# Conference work, written in the same transaction as the event change that calls for it.
+# At most one pending row per event: the worker reconciles the event's current state, so
+# repeated changes (or duplicate deliveries of one change) collapse into one piece of work.
+conference_outbox = Table(
+    "conference_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | failed
+    Column("reason", String(32), nullable=False),  # inbound | local | create
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "event_id", "status"),
+)
+
+# Change-notification channels per binding. `intent` rows are created with the first conference
+# on a calendar; the notifications work turns them into live provider channels.
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("binding_id", String(32), ForeignKey("bindings.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(16), nullable=False),  # intent | active | stopped
+    Column("channel_id", Text),
+    Column("resource_id", Text),
+    Column("token", Text),
+    Column("address", Text),
+    Column("expiration", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "binding_id", "state"),
+)

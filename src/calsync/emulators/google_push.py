@@ -1,0 +1,791 @@
+"""Push notifications for the Google Calendar emulator: events.watch, channels.stop, delivery.
+
+Google's push is a *hint* that something changed (provider-semantics 1.8): a ``sync`` message
+(number 1) right after a watch, then an empty-bodied ``exists`` POST per change, with the
+channel's identity in ``X-Goog-*`` headers. Messages can be late, lost, duplicated, out of
+order, or arrive after ``channels.stop``, and a sync engine has to survive all of that, so
+every one of those can be switched on here (``PushFaults``) with seeded, repeatable dice.
+
+Delivery runs in one background thread with its own httpx client, so an API write never
+waits for a receiver. The queue is a heap of (due time, sequence) so delays and retry
+backoff never block other channels; it is bounded, and each message gets a bounded number
+of attempts, so a receiver that is down cannot make the emulator work forever.
+
+This module imports only the standard library, starlette and httpx (like the emulator).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import ipaddress
+import itertools
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+__all__ = ["Channel", "PushError", "PushFaults", "PushHub", "WatchRequest", "parse_watch", "push_admin_routes",
+           "resource_id_for", "DEFAULT_TTL_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_SECONDS = 604_800  # params.ttl default documented for the Calendar watch methods
+CHANNEL_ID_MAX = 64
+TOKEN_MAX = 256
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+MAX_QUEUE = 10_000  # messages waiting or in flight; more are refused and logged as queue_full
+MAX_CHANNELS = 10_000  # live channels; dead ones are pruned first
+MAX_LOG = 10_000
+DELIVERY_TIMEOUT_S = 5.0
+FLUSH_TIMEOUT_MAX_S = 120.0
+USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
+_CHANNEL_ID_RE = re.compile(r"^[A-Za-z0-9\-_+/=]+$")
+_CHANNEL_TYPES = ("web_hook", "webhook")
+
+
+class PushError(Exception):
+    """A watch/stop request Google would refuse; google.py renders it in Google's error shape."""
+
+    def __init__(self, status: int, reason: str, message: str, domain: str = "global",
+                 location: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.domain = domain
+        self.location = location
+
+
+def _bad(message: str, location: str | None = None, reason: str = "invalid") -> PushError:
+    return PushError(400, reason, message, location=location)
+
+
+# ---------------------------------------------------------------------------------------------
+# Watch requests
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    """A validated watch body: what the channel needs besides the calendar and the user."""
+
+    id: str
+    address: str
+    token: str | None
+    expiration_ms: int
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a URL host is this machine (http is allowed there, and only there, for tests)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _channel_id(value: Any) -> str:
+    if value is None or value == "":
+        raise PushError(400, "required", "Required: channel id.", location="id")
+    if not isinstance(value, str) or not _CHANNEL_ID_RE.match(value):
+        raise _bad(r"Channel id must match [A-Za-z0-9\-_\+/=]+", "id")
+    if len(value) > CHANNEL_ID_MAX:
+        raise _bad(f"Channel id must be at most {CHANNEL_ID_MAX} characters.", "id")
+    return value
+
+
+def _channel_type(value: Any) -> None:
+    if value is None or value == "":
+        raise PushError(400, "required", "Required: channel type.", location="type")
+    if not isinstance(value, str) or value.lower() not in _CHANNEL_TYPES:
+        raise _bad(f"Channel type not supported: {value}", "type", reason="push.channelTypeNotSupported")
+
+
+def _address(value: Any, allow_http: bool) -> str:
+    """The receiver URL: HTTPS, or plain HTTP to a loopback host when the switch allows it."""
+    if value is None or value == "":
+        raise PushError(400, "required", "Required: channel address.", location="address")
+    if not isinstance(value, str):
+        raise _bad("Invalid channel address.", "address")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        host = None
+    if not host:
+        raise _bad(f"WebHook callback must have a host or address: {value}", "address",
+                   reason="push.webhookUrlNoHostOrAddress")
+    scheme = parts.scheme.lower()
+    if scheme == "https" or (scheme == "http" and allow_http and is_loopback(host)):
+        return value
+    raise _bad(f"WebHook callback must be HTTPS: {value}", "address", reason="push.webhookUrlNotHttps")
+
+
+def _token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad("Invalid channel token.", "token")
+    if len(value) > TOKEN_MAX:
+        raise _bad(f"Channel token must be at most {TOKEN_MAX} characters.", "token")
+    return value
+
+
+def _positive_int(value: Any) -> int | None:
+    """An int given as a JSON number or a decimal string (Google's int64-as-string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        number = int(value)
+        return number if number > 0 else None
+    return None
+
+
+def _ttl_seconds(params: Any) -> int:
+    if params is None:
+        return DEFAULT_TTL_SECONDS
+    if not isinstance(params, dict):
+        raise _bad("Invalid channel params.", "params")
+    if params.get("ttl") is None:
+        return DEFAULT_TTL_SECONDS
+    ttl = _positive_int(params["ttl"])
+    if ttl is None:
+        raise _bad(f"Invalid value for: params.ttl: {params['ttl']!r}", "params.ttl")
+    return ttl
+
+
+def _requested_expiration(value: Any, now_ms: int) -> int | None:
+    if value is None:
+        return None
+    wanted = _positive_int(value)
+    if wanted is None:
+        raise _bad(f"Invalid value for: expiration: {value!r}", "expiration")
+    if wanted <= now_ms:
+        raise _bad("Invalid value for: expiration: it must lie in the future.", "expiration")
+    return wanted
+
+
+def parse_watch(body: Mapping[str, Any], now_ms: int, allow_http: bool, max_ttl_seconds: int) -> WatchRequest:
+    """Validate a Channel body; the expiry is the earliest of ttl, the cap and the asked expiration."""
+    channel_id = _channel_id(body.get("id"))
+    _channel_type(body.get("type"))
+    address = _address(body.get("address"), allow_http)
+    token = _token(body.get("token"))
+    expiration = now_ms + min(_ttl_seconds(body.get("params")), max_ttl_seconds) * 1000
+    wanted = _requested_expiration(body.get("expiration"), now_ms)
+    if wanted is not None:
+        expiration = min(expiration, wanted)
+    return WatchRequest(channel_id, address, token, expiration)
+
+
+def resource_id_for(calendar_id: str, user: str) -> str:
+    """Opaque and stable per (calendar, user), the shape Google uses (27 URL-safe characters)."""
+    digest = hashlib.sha256(f"events\n{calendar_id}\n{user}".encode()).digest()[:20]
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels and messages
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(eq=False)
+class Channel:
+    """One notification channel and its delivery counters (changed only under the hub's lock)."""
+
+    id: str
+    resource_id: str
+    resource_uri: str
+    calendar_id: str
+    user: str
+    address: str
+    token: str | None
+    expiration_ms: int
+    created: float
+    stopped: bool = False
+    last_number: int = 0
+    messages: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+    def expired(self, now: float) -> bool:
+        return now * 1000 >= self.expiration_ms
+
+    def state(self, now: float) -> str:
+        """live, stopped or expired (stopped wins: it was the client's decision)."""
+        if self.stopped:
+            return "stopped"
+        return "expired" if self.expired(now) else "live"
+
+    def resource(self) -> dict[str, Any]:
+        """The Channel resource events.watch answers with."""
+        out: dict[str, Any] = {"kind": "api#channel", "id": self.id, "resourceId": self.resource_id,
+                               "resourceUri": self.resource_uri}
+        if self.token is not None:
+            out["token"] = self.token
+        out["expiration"] = str(self.expiration_ms)
+        return out
+
+    def headers(self, number: int, state: str) -> dict[str, str]:
+        """The headers of one notification; token only when set, as Google documents."""
+        out = {"Content-Type": "application/json; utf-8", "User-Agent": USER_AGENT,
+               "X-Goog-Channel-ID": self.id}
+        if self.token is not None:
+            out["X-Goog-Channel-Token"] = self.token
+        out.update({
+            "X-Goog-Channel-Expiration": formatdate(self.expiration_ms / 1000.0, usegmt=True),
+            "X-Goog-Resource-ID": self.resource_id,
+            "X-Goog-Resource-URI": self.resource_uri,
+            "X-Goog-Resource-State": state,
+            "X-Goog-Message-Number": str(number),
+        })
+        return out
+
+    def admin_dict(self, now: float) -> dict[str, Any]:
+        """The channel as GET /emulator/channels shows it."""
+        out = self.resource()
+        out.update({"calendarId": self.calendar_id, "user": self.user, "address": self.address,
+                    "state": self.state(now), "created": _rfc3339(self.created),
+                    "messagesSent": self.messages, "delivered": self.delivered, "failed": self.failed,
+                    "dropped": self.dropped, "lastMessageNumber": self.last_number})
+        return out
+
+
+@dataclass(eq=False)
+class _Message:
+    """One notification on its way; duplicates are separate objects with the same number."""
+
+    channel: Channel
+    number: int
+    state: str
+    generation: int
+    due: float
+    attempt: int = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault switches
+
+
+_FAULT_KEYS = {"drop_rate", "drop_count", "duplicate_rate", "delay_ms", "reorder", "reorder_batch",
+               "reorder_window_ms", "deliver_after_stop", "seed"}
+
+
+def _rate(spec: Mapping[str, Any], key: str, default: float) -> float:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{key} must be a number in [0, 1]")
+    return float(value)
+
+
+def _whole(spec: Mapping[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
+    value = spec.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _flag(spec: Mapping[str, Any], key: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
+
+
+@dataclass
+class PushFaults:
+    """Misbehaviour of Google's push service, as the field reports it (provider-semantics 1.8).
+
+    drop: a message is lost with probability ``drop_rate``, at most ``drop_count`` times
+    (``drop_count`` alone drops the next N). duplicate: delivered twice, same number.
+    delay: every message waits ``delay_ms``. reorder: messages are held in batches of
+    ``reorder_batch`` (or until ``reorder_window_ms`` passes) and released shuffled.
+    deliver_after_stop: stopped channels keep receiving messages.
+    """
+
+    drop_rate: float = 0.0
+    drop_remaining: int | None = None
+    drop_count: int | None = None
+    duplicate_rate: float = 0.0
+    delay_ms: int = 0
+    reorder: bool = False
+    reorder_batch: int = 4
+    reorder_window_ms: int = 200
+    deliver_after_stop: bool = False
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Any) -> PushFaults:
+        """Validate a spec dict; raises ValueError (answered as 400) on anything odd."""
+        if not isinstance(spec, dict):
+            raise ValueError("push faults must be a JSON object")
+        unknown = set(spec) - _FAULT_KEYS
+        if unknown:
+            raise ValueError(f"unknown push fault keys: {sorted(unknown)}; known: {sorted(_FAULT_KEYS)}")
+        count = _whole(spec, "drop_count", None, 0, 10**9)
+        return cls(
+            drop_rate=_rate(spec, "drop_rate", 1.0 if count is not None else 0.0),
+            drop_remaining=count,
+            drop_count=count,
+            duplicate_rate=_rate(spec, "duplicate_rate", 0.0),
+            delay_ms=_whole(spec, "delay_ms", 0, 0, 600_000) or 0,
+            reorder=_flag(spec, "reorder"),
+            reorder_batch=_whole(spec, "reorder_batch", 4, 2, 1000) or 4,
+            reorder_window_ms=_whole(spec, "reorder_window_ms", 200, 1, 600_000) or 200,
+            deliver_after_stop=_flag(spec, "deliver_after_stop"),
+            seed=_whole(spec, "seed", None, -(2**63), 2**63),
+        )
+
+    def should_drop(self, rng: random.Random) -> bool:
+        """Roll the drop dice once (no roll when dropping is off, so other dice stay repeatable)."""
+        if self.drop_rate <= 0.0 or self.drop_remaining == 0:
+            return False
+        if self.drop_rate < 1.0 and rng.random() >= self.drop_rate:
+            return False
+        if self.drop_remaining is not None:
+            self.drop_remaining -= 1
+        return True
+
+    def copies(self, rng: random.Random) -> int:
+        if self.duplicate_rate <= 0.0:
+            return 1
+        return 2 if self.duplicate_rate >= 1.0 or rng.random() < self.duplicate_rate else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"drop_rate": self.drop_rate, "duplicate_rate": self.duplicate_rate,
+                               "delay_ms": self.delay_ms, "reorder": self.reorder,
+                               "deliver_after_stop": self.deliver_after_stop}
+        if self.drop_count is not None:
+            out["drop_count"] = self.drop_count
+            out["drop_remaining"] = self.drop_remaining
+        if self.reorder:
+            out["reorder_batch"] = self.reorder_batch
+            out["reorder_window_ms"] = self.reorder_window_ms
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The hub: channels, queue, worker
+
+
+_COUNTERS = ("delivered", "failed", "retried", "dropped", "skipped", "queue_full")
+#: Delivery-log outcome -> the flush counter it adds to (gave_up = failed after the last retry).
+_OUTCOME_COUNTER = {"delivered": "delivered", "failed": "failed", "gave_up": "failed", "retry": "retried",
+                    "dropped": "dropped", "skipped": "skipped", "queue_full": "queue_full"}
+
+
+class PushHub:
+    """Channels and their delivery queue; one condition lock guards everything here.
+
+    ``settings`` returns the emulator's switch dict (read at use, so switch changes apply at
+    once): push_retry_base_ms, push_max_attempts and push_deliver_remote are used here.
+    """
+
+    def __init__(self, settings: Callable[[], Mapping[str, Any]], seed: int = 0,
+                 max_queue: int = MAX_QUEUE, transport: httpx.BaseTransport | None = None) -> None:
+        self._settings = settings
+        self._seed = seed
+        self._max_queue = max_queue
+        self._transport = transport
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._generation = 0
+        self._in_flight = 0
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        """Forget channels, queue, faults and log; in-flight results of the old generation are ignored."""
+        self._generation += 1
+        self._channels: dict[str, Channel] = {}
+        self._by_calendar: dict[str, dict[str, Channel]] = {}
+        self._heap: list[tuple[float, int, _Message]] = []
+        self._held: list[_Message] = []
+        self._held_deadline: float | None = None
+        self._faults = PushFaults()
+        self._fault_rng = random.Random(self._seed)
+        self._number_rng = random.Random(self._seed)
+        self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+
+    def reset(self) -> None:
+        """Drop every channel, queued message, fault and log entry (POST /emulator/reset)."""
+        with self._cond:
+            self._clear()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the worker thread (the emulator's server normally just lets the daemon die)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(DELIVERY_TIMEOUT_S + 1)
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def open_channel(self, req: WatchRequest, calendar_id: str, user: str, resource_uri: str) -> Channel:
+        """Register a channel and queue its sync message; the id must not name a live channel."""
+        with self._cond:
+            now = time.time()
+            existing = self._channels.get(req.id)
+            if existing is not None and existing.state(now) == "live":
+                raise PushError(400, "channelIdNotUnique", "Channel id not unique")
+            self._make_room(now)
+            channel = Channel(req.id, resource_id_for(calendar_id, user), resource_uri, calendar_id, user,
+                              req.address, req.token, req.expiration_ms, now)
+            if existing is not None:
+                self._by_calendar.get(existing.calendar_id, {}).pop(existing.id, None)
+            self._channels[channel.id] = channel
+            self._by_calendar.setdefault(calendar_id, {})[channel.id] = channel
+            self._enqueue(channel, "sync")
+            return channel
+
+    def _make_room(self, now: float) -> None:
+        """Keep the registry bounded: prune dead channels, then refuse when live ones fill it."""
+        if len(self._channels) < MAX_CHANNELS:
+            return
+        for channel in [c for c in self._channels.values() if c.state(now) != "live"]:
+            del self._channels[channel.id]
+            self._by_calendar.get(channel.calendar_id, {}).pop(channel.id, None)
+        if len(self._channels) >= MAX_CHANNELS:
+            raise PushError(403, "quotaExceeded", "Too many live notification channels.", domain="usageLimits")
+
+    def stop(self, body: Mapping[str, Any], user: str) -> None:
+        """channels.stop: id + resourceId of a live channel this user created, else 404."""
+        channel_id, resource_id = body.get("id"), body.get("resourceId")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise PushError(400, "required", "Required: channel id.", location="id")
+        if not isinstance(resource_id, str) or not resource_id:
+            raise PushError(400, "required", "Required: resourceId.", location="resourceId")
+        with self._cond:
+            channel = self._channels.get(channel_id)
+            if channel is None or channel.resource_id != resource_id or channel.user != user or \
+                    channel.state(time.time()) != "live":
+                raise PushError(404, "notFound", f"Channel '{channel_id}' not found for project 'calsync-emulator'")
+            channel.stopped = True
+
+    def expire(self, channel_id: str) -> dict[str, Any] | None:
+        """Admin: the channel expires now (no renewal, no more messages); None when unknown."""
+        with self._cond:
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                return None
+            now = time.time()
+            channel.expiration_ms = min(channel.expiration_ms, int(now * 1000))
+            return channel.admin_dict(now)
+
+    def channels(self, include_dead: bool = False) -> list[dict[str, Any]]:
+        with self._cond:
+            now = time.time()
+            return [c.admin_dict(now) for c in self._channels.values()
+                    if include_dead or c.state(now) == "live"]
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def notify(self, calendar_id: str, state: str = "exists") -> int:
+        """Queue one message for every channel on the calendar that may still receive; returns how many."""
+        with self._cond:
+            now = time.time()
+            queued = 0
+            for channel in list(self._by_calendar.get(calendar_id, {}).values()):
+                if channel.expired(now) or (channel.stopped and not self._faults.deliver_after_stop):
+                    continue
+                self._enqueue(channel, state)
+                queued += 1
+            return queued
+
+    def _next_number(self, channel: Channel, state: str) -> int:
+        """1 for sync, then increasing but not sequential, as Google documents."""
+        number = 1 if state == "sync" else channel.last_number + 1 + self._number_rng.randrange(3)
+        channel.last_number = number
+        channel.messages += 1
+        return number
+
+    def _enqueue(self, channel: Channel, state: str) -> None:
+        """Under the lock: number the message, apply drop/duplicate/delay/reorder, queue it."""
+        number = self._next_number(channel, state)
+        faults = self._faults
+        if faults.should_drop(self._fault_rng):
+            channel.dropped += 1
+            self._record(channel, number, state, 0, "dropped", error="dropped by push fault")
+            return
+        due = time.monotonic() + faults.delay_ms / 1000.0
+        for _ in range(faults.copies(self._fault_rng)):
+            if self._pending() >= self._max_queue:
+                self._record(channel, number, state, 0, "queue_full", error="delivery queue is full")
+                return
+            message = _Message(channel, number, state, self._generation, due)
+            if faults.reorder:
+                self._hold(message)
+            else:
+                self._push(message)
+        self._cond.notify_all()
+        self._ensure_worker()
+
+    def _pending(self) -> int:
+        return len(self._heap) + len(self._held) + self._in_flight
+
+    def _push(self, message: _Message) -> None:
+        heapq.heappush(self._heap, (message.due, next(self._seq), message))
+
+    def _hold(self, message: _Message) -> None:
+        if not self._held:
+            self._held_deadline = time.monotonic() + self._faults.reorder_window_ms / 1000.0
+        self._held.append(message)
+        if len(self._held) >= self._faults.reorder_batch:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Shuffle the held batch and queue it in that order (same due time, so order is the shuffle)."""
+        batch, self._held, self._held_deadline = self._held, [], None
+        if not batch:
+            return
+        self._fault_rng.shuffle(batch)
+        due = max(m.due for m in batch)
+        for message in batch:
+            message.due = due
+            self._push(message)
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="google-push-delivery", daemon=True)
+            self._worker.start()
+
+    # -- the worker -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Deliver due messages one at a time until closed; a crash in one delivery never kills it."""
+        with httpx.Client(timeout=DELIVERY_TIMEOUT_S, trust_env=False, follow_redirects=False,
+                          transport=self._transport) as client:
+            while True:
+                with self._cond:
+                    message = self._take_due()
+                    if message is None:
+                        return
+                status, error = self._post(client, message)
+                with self._cond:
+                    self._in_flight -= 1
+                    self._settle(message, status, error)
+                    self._cond.notify_all()
+
+    def _take_due(self) -> _Message | None:
+        """Under the lock: wait for the next due message that may still be delivered."""
+        while not self._closed:
+            now = time.monotonic()
+            if self._held and self._held_deadline is not None and now >= self._held_deadline:
+                self._release_held()
+            if self._heap and self._heap[0][0] <= now:
+                message = heapq.heappop(self._heap)[2]
+                if self._deliverable(message):
+                    self._in_flight += 1
+                    return message
+                self._cond.notify_all()  # a flush may be waiting for the queue to drain
+                continue
+            self._cond.wait(self._wait_seconds(now))
+        return None
+
+    def _wait_seconds(self, now: float) -> float | None:
+        deadlines = [d for d in (self._heap[0][0] if self._heap else None, self._held_deadline) if d is not None]
+        return max(min(deadlines) - now, 0.001) if deadlines else None
+
+    def _deliverable(self, message: _Message) -> bool:
+        """Under the lock: skip messages of a reset, or for expired, stopped or (by switch) remote channels."""
+        if message.generation != self._generation:
+            return False
+        channel = message.channel
+        reason = None
+        if channel.expired(time.time()):
+            reason = "channel expired"
+        elif channel.stopped and not self._faults.deliver_after_stop:
+            reason = "channel stopped"
+        elif not self._remote_allowed(channel.address):
+            reason = "not a loopback address (switch push_deliver_remote is off)"
+        if reason is None:
+            return True
+        self._record(channel, message.number, message.state, message.attempt, "skipped", error=reason)
+        return False
+
+    def _remote_allowed(self, address: str) -> bool:
+        """Loopback receivers always; others only when switched on, so tests never reach the internet."""
+        return bool(self._settings().get("push_deliver_remote")) or is_loopback(urlsplit(address).hostname or "")
+
+    @staticmethod
+    def _post(client: httpx.Client, message: _Message) -> tuple[int | None, str | None]:
+        """One attempt, outside the lock: (status, None) or (None, transport error)."""
+        channel = message.channel
+        try:
+            response = client.post(channel.address, headers=channel.headers(message.number, message.state),
+                                   content=b"")
+            return response.status_code, None
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bad URL or a library bug must not kill the worker
+            log.exception("google push: delivery to %s failed", channel.address)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _settle(self, message: _Message, status: int | None, error: str | None) -> None:
+        """Under the lock: log the attempt; retry 5xx-retryable and transport errors with backoff."""
+        if message.generation != self._generation:
+            return
+        channel = message.channel
+        retryable = status is None or status in RETRY_STATUSES
+        if status is not None and 200 <= status < 300:
+            channel.delivered += 1
+            outcome = "delivered"
+        elif retryable and message.attempt < int(self._settings().get("push_max_attempts", 5)):
+            outcome = "retry"
+        else:
+            channel.failed += 1
+            outcome = "gave_up" if retryable else "failed"
+        self._record(channel, message.number, message.state, message.attempt, outcome, status, error)
+        if outcome == "retry":
+            base = float(self._settings().get("push_retry_base_ms", 200)) / 1000.0
+            message.due = time.monotonic() + base * 2 ** (message.attempt - 1)
+            message.attempt += 1
+            self._push(message)
+
+    def _record(self, channel: Channel, number: int, state: str, attempt: int, outcome: str,
+                status: int | None = None, error: str | None = None) -> None:
+        """Under the lock: one delivery-log entry and its counter."""
+        self._counts[_OUTCOME_COUNTER[outcome]] += 1
+        now = time.time()
+        self._log.append({"channelId": channel.id, "resourceId": channel.resource_id, "address": channel.address,
+                          "messageNumber": number, "state": state, "attempt": attempt, "outcome": outcome,
+                          "status": status, "error": error, "time": _rfc3339(now), "epoch": now})
+
+    # -- test support ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> dict[str, Any]:
+        """Block until nothing is queued, held or in flight (or the timeout passes); returns counts."""
+        deadline = time.monotonic() + max(0.0, min(timeout, FLUSH_TIMEOUT_MAX_S))
+        started = time.monotonic()
+        with self._cond:
+            while True:
+                if self._held:
+                    self._release_held()
+                    self._cond.notify_all()
+                remaining = deadline - time.monotonic()
+                if self._pending() == 0 or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return {"idle": self._pending() == 0, "pending": self._pending(),
+                    "waitedMs": int((time.monotonic() - started) * 1000), **self._counts}
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self._log)
+
+    def clear_deliveries(self) -> None:
+        with self._cond:
+            self._log.clear()
+
+    def set_faults(self, spec: Any) -> dict[str, Any]:
+        """Replace the push faults; the dice are re-seeded so a run repeats exactly."""
+        faults = PushFaults.parse(spec)
+        with self._cond:
+            if self._held and not faults.reorder:
+                self._release_held()
+            self._faults = faults
+            self._fault_rng = random.Random(self._seed if faults.seed is None else faults.seed)
+            self._cond.notify_all()
+            return faults.as_dict()
+
+    def clear_faults(self) -> None:
+        self.set_faults({})
+
+    def faults(self) -> dict[str, Any]:
+        with self._cond:
+            return self._faults.as_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin surface
+
+
+def _admin_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_object(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    return json.loads(raw)
+
+
+def push_admin_routes(hub: PushHub) -> list[Route]:
+    """/emulator endpoints for channels, deliveries, push faults and flushing the queue."""
+
+    async def channels(request: Request) -> Response:
+        include_dead = request.query_params.get("all", "").lower() in ("1", "true")
+        return JSONResponse({"channels": hub.channels(include_dead)})
+
+    async def expire(request: Request) -> Response:
+        found = hub.expire(request.path_params["channel_id"])
+        return JSONResponse(found) if found is not None else _admin_error(404, "no such channel")
+
+    async def deliveries(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({"deliveries": hub.deliveries()})
+        hub.clear_deliveries()
+        return Response(status_code=204)
+
+    async def push_faults(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(hub.faults())
+        if request.method == "DELETE":
+            hub.clear_faults()
+            return Response(status_code=204)
+        try:
+            return JSONResponse(hub.set_faults(await _json_object(request)))
+        except ValueError as exc:
+            return _admin_error(400, str(exc))
+
+    async def flush(request: Request) -> Response:
+        try:
+            body = await _json_object(request)
+            timeout = body.get("timeout", 10) if isinstance(body, dict) else None
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+                    not 0 <= timeout <= FLUSH_TIMEOUT_MAX_S:
+                raise ValueError(f"timeout must be a number of seconds in [0, {FLUSH_TIMEOUT_MAX_S:g}]")
+        except ValueError as exc:
+            return _admin_error(400, str(exc))
+        return JSONResponse(await run_in_threadpool(hub.flush, float(timeout)))
+
+    return [
+        Route("/emulator/channels", channels, methods=["GET"]),
+        Route("/emulator/channels/{channel_id:path}/expire", expire, methods=["POST"]),
+        Route("/emulator/deliveries", deliveries, methods=["GET", "DELETE"]),
+        Route("/emulator/push-faults", push_faults, methods=["GET", "POST", "DELETE"]),
+        Route("/emulator/push/flush", flush, methods=["POST"]),
+    ]

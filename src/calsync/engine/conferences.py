@@ -1,0 +1,291 @@
+"""Conference lifecycle: the meetings we made follow their calendar events.
+
+Every event change that could matter (inbound or local) queues one piece of conference work for
+the event, in the same transaction as the change. The worker then reconciles the event's *current*
+state with the meeting: deleted or cancelled -> delete it; conference removed by the user -> delete
+it; the fields a meeting depends on changed -> update exactly those; nothing relevant changed ->
+no call at all. Ownership is decided by data, never by display name: a conference is ours when we
+have a record of it or it carries the add-on parameter we stamp on our own conferences.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, Engine
+
+from calsync.conferencing.base import Conference, ConferenceAdapter, ConferenceError, MeetingSpec
+from calsync.engine import inbound
+from calsync.engine.pool import ProviderPool
+from calsync.model import RemoteEvent, utcnow
+from calsync.providers.base import PreconditionFailed, Provider, ProviderError
+from calsync.store import conferences as store
+from calsync.store import repo
+
+WRITE_BACK_ATTEMPTS = 4
+
+
+class ConferenceWorkError(Exception):
+    """A conference request the user made cannot be carried out (the message says why)."""
+
+
+# --- queueing (called inside the transaction that changed the events) ---------------------
+
+
+def enqueue_for_changed_events(conn: Connection, changed_rows: list[dict[str, Any]], deleted_ids: list[str]) -> int:
+    """Queue conference work for changed events that carry one of our conferences or had one."""
+    carrying = [
+        r.get("id") or r["event_id"] for r in changed_rows
+        if r.get("conference") and r["conference"].get("provider") and not r.get("recurring_event_id")
+    ]
+    ids = [r.get("id") or r["event_id"] for r in changed_rows] + deleted_ids
+    had = store.events_with_active_conferences(conn, ids) if ids else set()
+    wanted = set(carrying) | had
+    return store.enqueue(conn, wanted, "inbound") if wanted else 0
+
+
+# --- the meeting a calendar event asks for -------------------------------------------------
+
+
+def meeting_spec(event: dict[str, Any]) -> MeetingSpec:
+    return MeetingSpec(
+        title=event["title"], start=event["start"], end=event["end"], time_zone=event["time_zone"],
+        description=event["description"],
+        attendees=tuple(sorted(a["email"] for a in event["attendees"] or [] if a.get("email"))),
+    )
+
+
+def conference_summary(adapter: ConferenceAdapter, conference: Conference) -> dict[str, Any]:
+    """How the event carries the conference (providers turn this into their own format)."""
+    return {
+        "type": "addOn", "name": adapter.solution_name, "conference_id": conference.conference_id,
+        "join_url": conference.join_url, "provider": adapter.name,
+    }
+
+
+@dataclass
+class ConferenceRun:
+    """What one pass over the conference outbox did."""
+
+    processed: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class ConferenceEngine:
+    """Creates conferences on request and keeps them in step with their events."""
+
+    def __init__(self, engine: Engine, adapters: dict[str, ConferenceAdapter], providers: ProviderPool,
+                 *, base_delay: float = 5.0, max_delay: float = 3600.0) -> None:
+        self.engine = engine
+        self.adapters = adapters
+        self.providers = providers
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    # --- creating ---------------------------------------------------------------------
+
+    def create(self, event_id: str, provider: str) -> dict[str, Any]:
+        """Make a meeting for the event, put it on the calendar event, and start watching the calendar."""
+        adapter = self._adapter(provider)
+        with self.engine.begin() as conn:
+            event = _event(conn, event_id)
+            if event["deleted"] or event["status"] == "cancelled":
+                raise ConferenceWorkError(f"event {event_id} is deleted or cancelled")
+            if event["recurring_event_id"]:
+                raise ConferenceWorkError("add the conference to the recurring series, not to one occurrence")
+            if store.active_conference(conn, event_id):
+                raise ConferenceWorkError(f"event {event_id} already has a conference")
+            calendar_bindings = [b for b in repo.list_bindings(conn) if b["calendar_id"] == event["calendar_id"]]
+        self._start_watching(calendar_bindings)
+        record = self._make_meeting(adapter, event)
+        self._write_back(event_id, _summary_of(adapter, record))
+        with self.engine.begin() as conn:
+            return store.active_conference(conn, event_id) or record
+
+    def _make_meeting(self, adapter: ConferenceAdapter, event: dict[str, Any]) -> dict[str, Any]:
+        """Create (idempotently: the key only changes once a meeting is recorded) and record the meeting."""
+        with self.engine.begin() as conn:
+            key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
+        spec = meeting_spec(event)
+        made = adapter.create(spec, idempotency_key=key)
+        now = utcnow()
+        values = {
+            "event_id": event["id"], "provider": adapter.name, "conference_id": made.conference_id,
+            "join_url": made.join_url, "details": made.details, "state": "active", "spec_hash": spec.fingerprint(),
+            "spec": spec.__dict__ | {"attendees": list(spec.attendees)}, "idempotency_key": key,
+            "last_synced_at": now,
+        }
+        with self.engine.begin() as conn:
+            row_id = store.insert_conference(conn, **values)
+        return {"id": row_id, **values}
+
+    def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
+        """The first conference on a calendar: a notification channel (only if none exists) and a token."""
+        for binding in calendar_bindings:
+            with self.engine.begin() as conn:
+                store.ensure_channel_intent(conn, binding["id"])
+            if binding["direction"] != "push" and not binding["sync_token"]:
+                inbound.sync_binding(self.engine, self.providers.get(binding["account_id"]), binding["id"])
+
+    # --- keeping in step ---------------------------------------------------------------
+
+    def run(self, now: datetime | None = None, limit: int = 500) -> ConferenceRun:
+        """Work the due part of the conference outbox once."""
+        result = ConferenceRun()
+        with self.engine.begin() as conn:
+            work = store.due_work(conn, now or utcnow(), limit)
+        for item in work:
+            result.processed += 1
+            try:
+                outcome = self._reconcile(item["event_id"])
+            except ConferenceError as exc:
+                self._retry_or_fail(item, exc, exc.retryable, exc.retry_after, result)
+                continue
+            except (ProviderError, httpx.HTTPError) as exc:
+                self._retry_or_fail(item, exc, True, None, result)
+                continue
+            except ConferenceWorkError as exc:
+                self._retry_or_fail(item, exc, False, None, result)
+                continue
+            setattr(result, outcome, getattr(result, outcome) + 1)
+            with self.engine.begin() as conn:
+                store.finish_work(conn, item["id"])
+        return result
+
+    def _retry_or_fail(self, item: dict[str, Any], exc: Exception, retryable: bool, retry_after: float | None,
+                       result: ConferenceRun) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        result.errors.append(message)
+        with self.engine.begin() as conn:
+            if retryable:
+                ceiling = min(self.max_delay, self.base_delay * 2 ** item["attempts"])
+                delay = max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+                store.retry_work_later(conn, item["id"], utcnow() + timedelta(seconds=delay), message)
+                result.retried += 1
+            else:
+                store.finish_work(conn, item["id"], "failed", message)
+                result.failed += 1
+
+    def _reconcile(self, event_id: str) -> str:
+        """Bring the meeting in line with the event as it is now; returns what was done."""
+        with self.engine.begin() as conn:
+            event = _event(conn, event_id)
+            record = store.active_conference(conn, event_id)
+            latest = record or store.latest_conference(conn, event_id)
+        summary = event["conference"] or {}
+        gone = event["deleted"] or event["status"] == "cancelled"
+        if event["recurring_event_id"]:
+            return "unchanged"  # occurrences share their series' meeting
+        if record is None:
+            if gone or not summary.get("provider"):
+                return "unchanged"  # not one of ours (or nothing left to do)
+            if summary["provider"] not in self.adapters:
+                raise ConferenceError(f"conference provider {summary['provider']!r} is not configured here")
+            if latest and latest["conference_id"] == summary.get("conference_id"):
+                # restored after its meeting was deleted: it gets a new meeting
+                record = self._make_meeting(self.adapters[summary["provider"]], event)
+                self._write_back(event_id, _summary_of(self.adapters[record["provider"]], record))
+                return "created"
+            record = self._adopt(event, summary)
+        if record["provider"] not in self.adapters:
+            raise ConferenceError(f"conference provider {record['provider']!r} is not configured here")
+        adapter = self.adapters[record["provider"]]
+        if gone or summary.get("conference_id") != record["conference_id"]:
+            adapter.delete(record["conference_id"])  # deleted, cancelled, or conference removed by the user
+            with self.engine.begin() as conn:
+                store.update_conference(conn, record["id"], state="deleted", last_synced_at=utcnow(), last_error=None)
+            return "deleted"
+        spec = meeting_spec(event)
+        if spec.fingerprint() == record["spec_hash"]:
+            return "unchanged"
+        previous = MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])}) \
+            if record["spec"] else None
+        updated = adapter.update(record["conference_id"], spec, spec.changed_fields(previous))
+        with self.engine.begin() as conn:
+            store.update_conference(
+                conn, record["id"], spec_hash=spec.fingerprint(), spec=spec.__dict__ | {"attendees": list(spec.attendees)},
+                join_url=updated.join_url, details=updated.details, last_synced_at=utcnow(), last_error=None,
+            )
+        if updated.join_url != summary.get("join_url"):
+            self._write_back(event_id, conference_summary(adapter, updated))
+        return "updated"
+
+    def _adopt(self, event: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+        """Our stamp without our record (e.g. a restored database): record it so it is kept in step."""
+        values = {
+            "event_id": event["id"], "provider": summary["provider"], "conference_id": summary["conference_id"],
+            "join_url": summary.get("join_url"), "details": {}, "state": "active", "spec_hash": None, "spec": None,
+            "idempotency_key": f"{event['id']}:adopted",
+        }
+        with self.engine.begin() as conn:
+            row_id = store.insert_conference(conn, **values)
+        return {"id": row_id, **values}
+
+    # --- writing the conference onto the calendar event ---------------------------------
+
+    def _write_back(self, event_id: str, summary: dict[str, Any]) -> None:
+        """Put the conference on every writable remote copy with If-Match; a 412 means re-read and retry,
+        so a concurrent edit by the user is kept, never overwritten."""
+        with self.engine.begin() as conn:
+            event = _event(conn, event_id)
+            links = [
+                (link, repo.get_binding(conn, link["binding_id"])) for link in event["links"]
+                if not link["remote_deleted"]
+            ]
+        written = False
+        for link, binding in links:
+            if binding["direction"] == "pull":
+                continue
+            provider = self.providers.get(binding["account_id"])
+            remote = self._put_conference(provider, binding["remote_calendar_id"], link, event_id, summary)
+            if remote is not None:
+                inbound.apply_remote_changes(self.engine, binding["id"], [remote])
+                written = True
+        if not written:
+            with self.engine.begin() as conn:
+                repo.set_local_conference(conn, event_id, summary)
+
+    def _put_conference(self, provider: Provider, calendar_id: str, link: dict[str, Any], event_id: str,
+                        summary: dict[str, Any]) -> RemoteEvent | None:
+        with self.engine.begin() as conn:
+            data = repo.event_data(conn, event_id)
+        etag = link["etag"]
+        for _ in range(WRITE_BACK_ATTEMPTS):
+            data.conference = summary
+            try:
+                return provider.update_event(calendar_id, link["remote_id"], data, if_match=etag)
+            except PreconditionFailed:
+                fresh = provider.get_event(calendar_id, link["remote_id"])
+                if fresh is None:
+                    return None  # deleted meanwhile: the inbound sync will delete the meeting
+                data, etag = fresh.data, fresh.etag
+        raise ConferenceError("the event kept changing while the conference was written to it", retryable=True)
+
+    def _adapter(self, name: str) -> ConferenceAdapter:
+        if name not in self.adapters:
+            configured = ", ".join(self.adapters) or "none"
+            raise ConferenceWorkError(f"conference provider {name!r} is not configured (configured: {configured})")
+        return self.adapters[name]
+
+
+def _summary_of(adapter: ConferenceAdapter, record: dict[str, Any]) -> dict[str, Any]:
+    return conference_summary(adapter, Conference(adapter.name, record["conference_id"], record["join_url"] or ""))
+
+
+def _event(conn: Connection, event_id: str) -> dict[str, Any]:
+    rows = repo.get_events(conn, [event_id])
+    if not rows:
+        raise repo.NotFound(f"no event with id {event_id!r}")
+    return rows[0]

@@ -1,0 +1,130 @@
+"""Queries for conferences, the conference outbox and notification channels."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from calsync.model import utcnow
+from calsync.store.repo import chunks, new_id
+from calsync.store.schema import channels, conference_outbox, conferences
+
+
+def active_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "active")
+        .order_by(conferences.c.created_at.desc())
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def latest_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(conferences).where(conferences.c.event_id == event_id).order_by(conferences.c.created_at.desc())
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def count_conferences(conn: Connection, event_id: str) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(conferences).where(conferences.c.event_id == event_id)
+    ).scalar_one())
+
+
+def insert_conference(conn: Connection, **values: Any) -> str:
+    now = utcnow()
+    conference_id = new_id()
+    conn.execute(conferences.insert().values(id=conference_id, created_at=now, updated_at=now, **values))
+    return conference_id
+
+
+def update_conference(conn: Connection, row_id: str, **values: Any) -> None:
+    conn.execute(conferences.update().where(conferences.c.id == row_id).values(updated_at=utcnow(), **values))
+
+
+def list_conferences(conn: Connection, state: str | None = None) -> list[dict[str, Any]]:
+    query = select(conferences).order_by(conferences.c.created_at)
+    if state:
+        query = query.where(conferences.c.state == state)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in chunks(list(set(event_ids))):
+        found.update(conn.execute(
+            select(conferences.c.event_id).where(conferences.c.event_id.in_(chunk), conferences.c.state == "active")
+        ).scalars())
+    return found
+
+
+def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: datetime | None = None) -> int:
+    """One pending row per event: events that already have one are left alone (the work collapses)."""
+    now = now or utcnow()
+    ids = list(set(event_ids))
+    pending: set[str] = set()
+    for chunk in chunks(ids):
+        pending.update(conn.execute(
+            select(conference_outbox.c.event_id)
+            .where(conference_outbox.c.event_id.in_(chunk), conference_outbox.c.status == "pending")
+        ).scalars())
+    rows = [
+        {"event_id": e, "status": "pending", "reason": reason, "attempts": 0, "next_attempt_at": now,
+         "created_at": now, "updated_at": now}
+        for e in ids if e not in pending
+    ]
+    if rows:
+        conn.execute(conference_outbox.insert(), rows)
+    return len(rows)
+
+
+def due_work(conn: Connection, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+    query = (
+        select(conference_outbox)
+        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now)
+        .order_by(conference_outbox.c.id).limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def finish_work(conn: Connection, row_id: int, status: str = "done", error: str | None = None) -> None:
+    conn.execute(
+        conference_outbox.update().where(conference_outbox.c.id == row_id)
+        .values(status=status, last_error=error, updated_at=utcnow())
+    )
+
+
+def retry_work_later(conn: Connection, row_id: int, when: datetime, error: str) -> None:
+    conn.execute(
+        conference_outbox.update().where(conference_outbox.c.id == row_id)
+        .values(attempts=conference_outbox.c.attempts + 1, next_attempt_at=when, last_error=error,
+                updated_at=utcnow())
+    )
+
+
+def backlog(conn: Connection) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(conference_outbox).where(conference_outbox.c.status == "pending")
+    ).scalar_one())
+
+
+def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
+    """Record that the binding needs change notifications, unless a channel (or intent) exists already."""
+    existing = conn.execute(
+        select(channels.c.id).where(channels.c.binding_id == binding_id, channels.c.state != "stopped")
+    ).first()
+    if existing:
+        return False
+    now = utcnow()
+    conn.execute(channels.insert().values(id=new_id(), binding_id=binding_id, state="intent",
+                                          created_at=now, updated_at=now))
+    return True
+
+
+def list_channels(conn: Connection, binding_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(channels).order_by(channels.c.created_at)
+    if binding_id:
+        query = query.where(channels.c.binding_id == binding_id)
+    return [dict(r) for r in conn.execute(query).mappings()]
