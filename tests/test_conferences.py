@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from calsync.conferencing.base import ConferenceAdapter
+from calsync.conferencing.base import ConferenceAdapter, ConferenceError
 from calsync.conferencing.zoom import ZoomAdapter
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.inbound import apply_remote_changes
@@ -299,3 +299,28 @@ def test_local_only_event_keeps_its_conference_locally(world: World, zoom: ZoomA
         data = repo.event_data(conn, event_id)
     assert data.conference is not None and data.conference["conference_id"] == row["conference_id"]
     assert zoom.meeting(row["conference_id"]) is not None  # in Zoom, though no calendar carries it yet
+
+
+def test_a_create_lost_in_a_crash_is_adopted_not_made_twice(
+    world: World, zoom: ZoomApi, zoom_url: str
+) -> None:
+    event = world.api.insert(world.calendar, "Kickoff", at=START)
+    world.sync()
+    zoom.clear_log()
+    # Zoom makes the meeting, then the answer is lost as if the worker died before recording it
+    admin(zoom_url, "POST", "/faults", json={"status": 400, "count": 1, "after_commit": True,
+                                             "methods": ["POST"], "path_prefix": "/v2/"})
+    with pytest.raises(ConferenceError):
+        world.create(event["id"])
+    admin(zoom_url, "DELETE", "/faults")
+    record = world.create(event["id"])
+    listed = zoom.http.get("/users/me/meetings", params={"page_size": 300}).raise_for_status().json()["meetings"]
+    assert [str(m["id"]) for m in listed] == [record["conference_id"]]
+
+
+def test_a_first_create_does_not_pay_for_a_lookup(world: World, zoom: ZoomApi) -> None:
+    event = world.api.insert(world.calendar, "Kickoff", at=START)
+    world.sync()
+    zoom.clear_log()
+    world.create(event["id"])
+    assert [c["method"] for c in zoom.api_calls()] == ["POST"]

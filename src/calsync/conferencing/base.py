@@ -59,14 +59,21 @@ class ConferenceAdapter(Protocol):
     solution_name: str  # shown as conferenceSolution.name on calendar events; identifies our conferences
     request_count: int  # HTTP requests made so far (0 for adapters without a remote API)
 
-    def create(self, spec: MeetingSpec, *, idempotency_key: str) -> Conference: ...
+    def create(self, spec: MeetingSpec, *, idempotency_key: str, maybe_exists: bool = True) -> Conference:
+        """Make a meeting. `maybe_exists` says an earlier attempt with this key may have succeeded
+        unseen (the caller knows: it records its intent first), so the adapter must look before it
+        posts; False lets adapters that pay for the lookup skip it."""
+        ...
 
     def get(self, conference_id: str) -> Conference | None:
         """The meeting, or None when it no longer exists."""
         ...
 
-    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference:
-        """Change the meeting to match `spec`; `fields` names what changed (adapters may send only those)."""
+    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference | None:
+        """Change the meeting to match `spec`; `fields` names what changed (adapters send only those).
+
+        Returns the meeting when the system answered with it (its join details may have changed),
+        or None when the answer carried none (the join details are unchanged)."""
         ...
 
     def delete(self, conference_id: str) -> None: ...

@@ -54,14 +54,14 @@ class JitsiAdapter:
     def _room(self, room: str) -> Conference:
         return Conference(self.name, room, f"{self.base_url}/{room}", {"room": room})
 
-    def create(self, spec: MeetingSpec, *, idempotency_key: str) -> Conference:
+    def create(self, spec: MeetingSpec, *, idempotency_key: str, maybe_exists: bool = True) -> Conference:
         return self._room(room_name(self._secret, idempotency_key))
 
     def get(self, conference_id: str) -> Conference | None:
         """The room rebuilt from its name; None for a name this adapter could not have made."""
         return self._room(conference_id) if _ROOM_RE.match(conference_id) else None
 
-    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference:
+    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference | None:
         """A room has no title or time to change: the same room."""
         return self._room(conference_id)
 

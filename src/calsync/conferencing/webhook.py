@@ -324,7 +324,7 @@ class WebhookAdapter:
             f"conference webhook {action} answered {response.status_code}: {error_message(response)}",
             status=response.status_code, retryable=False)
 
-    def create(self, spec: MeetingSpec, *, idempotency_key: str) -> Conference:
+    def create(self, spec: MeetingSpec, *, idempotency_key: str, maybe_exists: bool = True) -> Conference:
         payload = {"action": "create", "idempotency_key": idempotency_key, "meeting": meeting_payload(spec)}
         return self._conference(self._post(payload), "create")
 
@@ -334,7 +334,7 @@ class WebhookAdapter:
             return None
         return self._conference(response, "get")
 
-    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference:
+    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference | None:
         """404 (gone) raises a non-retryable ConferenceError with status 404."""
         payload = {"action": "update", "conference_id": conference_id, "fields": list(fields),
                    "meeting": meeting_payload(spec)}

@@ -272,11 +272,11 @@ class ZoomAdapter:
 
     # -- ConferenceAdapter ----------------------------------------------------------------------
 
-    def create(self, spec: MeetingSpec, *, idempotency_key: str) -> Conference:
+    def create(self, spec: MeetingSpec, *, idempotency_key: str, maybe_exists: bool = True) -> Conference:
         """Create, or adopt the meeting an earlier attempt with the same key already made."""
         mark = marker(idempotency_key)
         body = meeting_body(spec, mark)
-        look = [self._lookup_before_create or idempotency_key in self._uncertain]
+        look = [(maybe_exists and self._lookup_before_create) or idempotency_key in self._uncertain]
 
         def attempt() -> Conference:
             if look[0]:
@@ -347,8 +347,11 @@ class ZoomAdapter:
         meeting = self._http.run(lambda: self._fetch(conference_id), "Zoom get meeting")
         return _conference(meeting) if meeting is not None else None
 
-    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference:
-        """PATCH only what changed, then GET (join details may change). Gone: ConferenceError 404."""
+    def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference | None:
+        """PATCH only what changed: one call (two when the agenda changes, to keep the create marker).
+
+        Zoom answers a PATCH with 204 and no body, and a PATCH of these fields keeps the join
+        link, so None (join details unchanged) is returned. Gone: ConferenceError 404."""
         mark = None
         if "description" in fields:  # keep the create marker that ends the agenda
             current = self._http.run(lambda: self._fetch(conference_id), "Zoom get meeting")
@@ -358,12 +361,11 @@ class ZoomAdapter:
         changes = patch_body(spec, fields, mark)
         if changes:
             response = self._call("PATCH", self._path(conference_id), json=changes)
+            if response.status_code == 404:
+                raise ConferenceError(f"Zoom meeting {conference_id} no longer exists", status=404, retryable=False)
             if response.status_code not in (200, 204):
                 raise _failure(response, "update meeting")
-        updated = self.get(conference_id)
-        if updated is None:
-            raise ConferenceError(f"Zoom meeting {conference_id} no longer exists", status=404, retryable=False)
-        return updated
+        return None
 
     def delete(self, conference_id: str) -> None:
         """Gone already (404) is success: the retried delete of a lost answer lands here."""

@@ -115,21 +115,31 @@ class ConferenceEngine:
             return store.active_conference(conn, event_id) or record
 
     def _make_meeting(self, adapter: ConferenceAdapter, event: dict[str, Any]) -> dict[str, Any]:
-        """Create (idempotently: the key only changes once a meeting is recorded) and record the meeting."""
+        """Record the intent, create the meeting, then record the meeting.
+
+        The intent row carries the idempotency key: if we crash after the conference system made
+        the meeting but before we recorded it, the retry finds the intent, reuses its key and tells
+        the adapter to look for the meeting first, so no second meeting is made.
+        """
         with self.engine.begin() as conn:
-            key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
+            intent = store.creating_conference(conn, event["id"])
+            if intent is None:
+                key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
+                intent = {"id": store.insert_conference(
+                    conn, event_id=event["id"], provider=adapter.name, conference_id="", state="creating",
+                    idempotency_key=key), "idempotency_key": key, "retry": False}
+            else:
+                intent["retry"] = True
         spec = meeting_spec(event)
-        made = adapter.create(spec, idempotency_key=key)
-        now = utcnow()
+        made = adapter.create(spec, idempotency_key=intent["idempotency_key"], maybe_exists=intent["retry"])
         values = {
             "event_id": event["id"], "provider": adapter.name, "conference_id": made.conference_id,
             "join_url": made.join_url, "details": made.details, "state": "active", "spec_hash": spec.fingerprint(),
-            "spec": spec.__dict__ | {"attendees": list(spec.attendees)}, "idempotency_key": key,
-            "last_synced_at": now,
+            "spec": _spec_json(spec), "idempotency_key": intent["idempotency_key"], "last_synced_at": utcnow(),
         }
         with self.engine.begin() as conn:
-            row_id = store.insert_conference(conn, **values)
-        return {"id": row_id, **values}
+            store.update_conference(conn, intent["id"], **values)
+        return {"id": intent["id"], **values}
 
     def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
         """The first conference on a calendar: a notification channel (only if none exists) and a token."""
@@ -142,10 +152,19 @@ class ConferenceEngine:
     # --- keeping in step ---------------------------------------------------------------
 
     def run(self, now: datetime | None = None, limit: int = 500) -> ConferenceRun:
-        """Work the due part of the conference outbox once."""
+        """Work everything due in the conference outbox, `limit` rows at a time (keyset on the row id,
+        so work retried later in this pass is not picked up again)."""
         result = ConferenceRun()
-        with self.engine.begin() as conn:
-            work = store.due_work(conn, now or utcnow(), limit)
+        after = 0
+        while True:
+            with self.engine.begin() as conn:
+                work = store.due_work(conn, now or utcnow(), after, limit)
+            if not work:
+                return result
+            after = work[-1]["id"]
+            self._work(work, result)
+
+    def _work(self, work: list[dict[str, Any]], result: ConferenceRun) -> None:
         for item in work:
             result.processed += 1
             try:
@@ -162,7 +181,6 @@ class ConferenceEngine:
             setattr(result, outcome, getattr(result, outcome) + 1)
             with self.engine.begin() as conn:
                 store.finish_work(conn, item["id"])
-        return result
 
     def _retry_or_fail(self, item: dict[str, Any], exc: Exception, retryable: bool, retry_after: float | None,
                        result: ConferenceRun) -> None:
@@ -213,12 +231,11 @@ class ConferenceEngine:
         previous = MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])}) \
             if record["spec"] else None
         updated = adapter.update(record["conference_id"], spec, spec.changed_fields(previous))
+        details = {"join_url": updated.join_url, "details": updated.details} if updated else {}
         with self.engine.begin() as conn:
-            store.update_conference(
-                conn, record["id"], spec_hash=spec.fingerprint(), spec=spec.__dict__ | {"attendees": list(spec.attendees)},
-                join_url=updated.join_url, details=updated.details, last_synced_at=utcnow(), last_error=None,
-            )
-        if updated.join_url != summary.get("join_url"):
+            store.update_conference(conn, record["id"], spec_hash=spec.fingerprint(), spec=_spec_json(spec),
+                                    last_synced_at=utcnow(), last_error=None, **details)
+        if updated and updated.join_url != summary.get("join_url"):  # new join details go onto the event
             self._write_back(event_id, conference_summary(adapter, updated))
         return "updated"
 
@@ -251,7 +268,7 @@ class ConferenceEngine:
             provider = self.providers.get(binding["account_id"])
             remote = self._put_conference(provider, binding["remote_calendar_id"], link, event_id, summary)
             if remote is not None:
-                inbound.apply_remote_changes(self.engine, binding["id"], [remote])
+                inbound.apply_remote_changes(self.engine, binding["id"], [remote], conference_work=False)
                 written = True
         if not written:
             with self.engine.begin() as conn:
@@ -278,6 +295,10 @@ class ConferenceEngine:
             configured = ", ".join(self.adapters) or "none"
             raise ConferenceWorkError(f"conference provider {name!r} is not configured (configured: {configured})")
         return self.adapters[name]
+
+
+def _spec_json(spec: MeetingSpec) -> dict[str, Any]:
+    return {**spec.__dict__, "attendees": list(spec.attendees)}
 
 
 def _summary_of(adapter: ConferenceAdapter, record: dict[str, Any]) -> dict[str, Any]:

@@ -124,13 +124,17 @@ def _binding(row: dict[str, Any], provider_name: str) -> _Binding:
     )
 
 
-def apply_remote_changes(engine: Engine, binding_id: str, changes: list[RemoteChange]) -> SyncResult:
-    """Apply changes learnt outside a listing (the answer to our own write) by the same rules, in one transaction."""
+def apply_remote_changes(
+    engine: Engine, binding_id: str, changes: list[RemoteChange], *, conference_work: bool = True
+) -> SyncResult:
+    """Apply changes learnt outside a listing (the answer to our own write) by the same rules, in one
+    transaction. `conference_work=False` when the change is the conference engine's own write-back."""
     result = SyncResult(binding_id=binding_id)
     with engine.begin() as conn:
         row = repo.get_binding(conn, binding_id)
         binding = _binding(row, repo.get_account(conn, row["account_id"]).provider)
-        _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
+        page = ChangePage(items=changes, full=False, last=False)
+        _apply_page(conn, binding, page, None, result, conference_work=conference_work)
     return result
 
 
@@ -190,7 +194,8 @@ class _PageWrites:
 
 
 def _apply_page(
-    conn: Connection, binding: _Binding, page: ChangePage, generation: int | None, result: SyncResult
+    conn: Connection, binding: _Binding, page: ChangePage, generation: int | None, result: SyncResult,
+    *, conference_work: bool = True,
 ) -> None:
     """Apply one page with a handful of batched statements, whatever its size."""
     items = {item.remote_id: item for item in page.items}  # a repeated id within a page: the last one wins
@@ -230,7 +235,8 @@ def _apply_page(
         doomed = writes.tombstones + repo.live_exception_ids(conn, writes.tombstones)
         repo.tombstone_events(conn, doomed, binding.source)
         repo.agree_links_with_versions(conn, doomed, binding.id)
-    conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
+    if conference_work:
+        conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
     if generation is not None:
         repo.mark_seen(conn, binding.id, list(items), generation)
 

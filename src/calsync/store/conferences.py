@@ -20,9 +20,18 @@ def active_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def creating_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
+    """An unfinished create (intent recorded, meeting not yet): its key must be reused."""
+    row = conn.execute(
+        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "creating")
+    ).mappings().first()
+    return dict(row) if row else None
+
+
 def latest_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
     row = conn.execute(
-        select(conferences).where(conferences.c.event_id == event_id).order_by(conferences.c.created_at.desc())
+        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state != "creating")
+        .order_by(conferences.c.created_at.desc())
     ).mappings().first()
     return dict(row) if row else None
 
@@ -80,10 +89,11 @@ def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: dateti
     return len(rows)
 
 
-def due_work(conn: Connection, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
     query = (
         select(conference_outbox)
-        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now)
+        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
+               conference_outbox.c.id > after)
         .order_by(conference_outbox.c.id).limit(limit)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
