@@ -94,3 +94,36 @@ def test_unreachable_account_is_refused(tmp_path: Path) -> None:
     done = calsync("account", "add", "google", "--name", "w", "--token", "t",
                    "--base-url", "http://127.0.0.1:9", db=tmp_path / "u.db", ok=False)
     assert done.returncode == 1 and "does not answer" in done.stderr
+
+
+def test_conference_create_and_list(tmp_path: Path, google_url: str, zoom_url: str) -> None:
+    from tests.helpers import zoom_settings
+
+    db = tmp_path / "conf.db"
+    config = tmp_path / "calsync.toml"
+    settings = zoom_settings(zoom_url)
+    config.write_text("[zoom]\n" + "".join(
+        f'{key.removeprefix("CALSYNC_ZOOM_").lower()} = "{value}"\n' for key, value in settings.items()))
+    api = GoogleApi(google_url, "erin")
+    calendar = api.primary_id()
+    api.insert(calendar, "Sprint review")
+    account = calsync("account", "add", "google", "--name", "w", "--token", "erin", "--base-url", google_url,
+                      db=db).stdout.strip()
+    calsync("calendar", "bind", account, calendar, db=db)
+    calsync("sync", "--config", str(config), db=db)
+    (event,) = as_json(calsync("events", "list", "--json", db=db))
+    made = as_json(calsync("conference", "create", event["id"], "--provider", "zoom", "--config", str(config),
+                           "--json", db=db))
+    assert {"event_id", "provider", "conference_id", "join_url", "state", "last_synced_at"} <= set(made)
+    assert made["state"] == "active" and made["provider"] == "zoom" and made["event_id"] == event["id"]
+    assert as_json(calsync("conference", "list", "--json", db=db)) == [made]
+    again = calsync("conference", "create", event["id"], "--provider", "zoom", "--config", str(config), db=db,
+                    ok=False)
+    assert again.returncode == 1 and "already has a conference" in again.stderr
+    unknown = calsync("conference", "create", event["id"], "--provider", "jitsi", db=db, ok=False)
+    assert "not configured" in unknown.stderr
+    api.delete(calendar, api.list_all(calendar)[0]["id"])
+    calsync("sync", "--config", str(config), db=db)
+    assert as_json(calsync("conference", "list", "--json", db=db))[0]["state"] == "deleted"
+    bad = calsync("sync", "--config", str(tmp_path / "missing.toml"), db=db, ok=False)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -101,6 +101,35 @@ def emulator_google(
     serve_forever(create_app(GoogleEmulator()), host=host, port=port)
 
 
+@emulator_app.command("zoom")
+def emulator_zoom(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8766,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Run the Zoom-compatible emulator (/v2/... and /oauth/token) until Ctrl-C."""
+    from calsync.emulators.server import serve_forever
+    from calsync.emulators.zoom import ZoomEmulator
+    from calsync.emulators.zoom import create_app as create_zoom_app
+
+    err.print(f"Zoom emulator on http://{host}:{port}/v2/ (OAuth: /oauth/token, admin: /emulator/...)")
+    serve_forever(create_zoom_app(ZoomEmulator()), host=host, port=port)
+
+
+@emulator_app.command("confhook")
+def emulator_confhook(
+    secret: Annotated[str, typer.Option(envvar="CALSYNC_CONFHOOK_SECRET", help="Shared HMAC secret.")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8767,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Run the reference conference system that speaks calsync's signed webhook protocol."""
+    from calsync.emulators.confhook import ConfhookEmulator
+    from calsync.emulators.confhook import create_app as create_confhook_app
+    from calsync.emulators.server import serve_forever
+
+    err.print(f"webhook conference system on http://{host}:{port}/hook (admin: /emulator/...)")
+    serve_forever(create_confhook_app(ConfhookEmulator(secret)), host=host, port=port)
+
+
 # --- accounts ---------------------------------------------------------------------------
 
 

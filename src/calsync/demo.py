@@ -9,9 +9,15 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import Engine
 
+from calsync.conferencing.zoom import ZoomAdapter
 from calsync.emulators.google import GoogleEmulator, create_app
-from calsync.emulators.server import serve_in_thread
+from calsync.emulators.server import RunningServer, serve_in_thread
+from calsync.emulators.zoom import ZoomEmulator
+from calsync.emulators.zoom import create_app as create_zoom_app
+from calsync.engine.conferences import ConferenceEngine
+from calsync.engine.pool import ProviderPool
 from calsync.engine.sync import sync_once
 from calsync.providers.google import GoogleProvider
 from calsync.store import repo
@@ -38,7 +44,7 @@ def _seed(base: str, start: datetime) -> list[tuple[str, str]]:
                 ).raise_for_status().json()["id"]
         httpx.post(f"{base}/emulator/calendars/{calendar_id}/seed", json={
             "count": count, "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "days": 42, "seed": n + 1,
-            "conference_every": 6, "recurring_every": 30,
+            "recurring_every": 30,
         }).raise_for_status()
         made.append((token, calendar_id))
     return made
@@ -68,11 +74,63 @@ def _results_table(title: str, results: list) -> Table:  # type: ignore[type-arg
     return table
 
 
+def _zoom_adapter(zoom: RunningServer) -> ZoomAdapter:
+    adapter = ZoomAdapter.from_settings({
+        "CALSYNC_ZOOM_BASE_URL": f"{zoom.url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom.url}/oauth/token",
+        "CALSYNC_ZOOM_ACCOUNT_ID": "demo", "CALSYNC_ZOOM_CLIENT_ID": "demo", "CALSYNC_ZOOM_CLIENT_SECRET": "demo",
+    })
+    assert adapter is not None
+    return adapter
+
+
+def _add_conferences(engine: Engine, adapter: ZoomAdapter, console: Console, count: int = 12) -> list[dict]:  # type: ignore[type-arg]
+    """Zoom meetings for the next few single events of the first calendar."""
+    with engine.begin() as conn:
+        first_calendar = repo.list_calendars(conn)[0]["id"]
+        upcoming = [
+            r for r in repo.list_events(conn, calendar_id=first_calendar,
+                                        start=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if r["recurrence"] is None and r["recurring_event_id"] is None
+        ][:count]
+    pool = ProviderPool(engine)
+    made = [ConferenceEngine(engine, {"zoom": adapter}, pool).create(r["id"], "zoom") for r in upcoming]
+    pool.close()
+    console.print(f"  {len(made)} Zoom meetings created and written onto their Google events")
+    return made
+
+
+def _move_one(base: str, engine: Engine, conference: dict, console: Console) -> str:  # type: ignore[type-arg]
+    """Move an event with a meeting, as its owner would in Google Calendar; returns the remote id."""
+    with engine.begin() as conn:
+        event = repo.get_events(conn, [conference["event_id"]])[0]
+        binding = repo.get_binding(conn, event["links"][0]["binding_id"])
+        account = repo.get_account(conn, binding["account_id"])
+    remote_id = event["links"][0]["remote_id"]
+    start = datetime.fromisoformat(event["start"].replace("Z", "+00:00")) + timedelta(hours=2)
+    with httpx.Client(base_url=f"{base}/calendar/v3",
+                      headers={"Authorization": f"Bearer {account.credentials['token']}"}) as api:
+        api.patch(f"/calendars/{binding['remote_calendar_id']}/events/{remote_id}", json={
+            "summary": event["title"] + " (moved)", "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": (start + timedelta(minutes=45)).isoformat()},
+        }).raise_for_status()
+    console.print(f"  moved '{event['title']}' by two hours in Google Calendar")
+    return remote_id
+
+
+def _meeting(zoom: RunningServer, adapter: ZoomAdapter, conference_id: str) -> str:
+    got = adapter.get(conference_id)
+    details = got.details if got else {}
+    return f"{details.get('topic')} at {details.get('start_time')} for {details.get('duration')} min"
+
+
 def run_demo(db: str | None, *, port: int = 0, keep_running: bool = False, console: Console) -> None:
     db_url = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='calsync-demo-')) / 'calsync.db'}"
     server = serve_in_thread(create_app(GoogleEmulator()), port=port)
+    zoom = serve_in_thread(create_zoom_app(ZoomEmulator()))
+    adapter = _zoom_adapter(zoom)
     try:
-        console.print(f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {server.url}\n  database: {db_url}")
+        console.print(f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {server.url}\n"
+                      f"  Zoom emulator: {zoom.url}\n  database: {db_url}")
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
         calendars = _seed(server.url, start)
         engine = open_engine(db_url)
@@ -91,11 +149,18 @@ def run_demo(db: str | None, *, port: int = 0, keep_running: bool = False, conso
                 repo.create_binding(conn, local, accounts[token], calendar_id, "two-way")
         console.print(f"  {len(accounts)} accounts, {len(calendars)} calendars bound")
         t0 = time.perf_counter()
-        first = sync_once(engine)
-        console.print(_results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first))
+        first = sync_once(engine, adapters={"zoom": adapter})
+        console.print(_results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first.inbound))
+        conferences = _add_conferences(engine, adapter, console)
         _remote_edits(server.url, *calendars[0], console)
-        second = sync_once(engine)
-        console.print(_results_table("incremental sync (one request per calendar with nothing new)", second))
+        _move_one(server.url, engine, conferences[0], console)
+        console.print(f"  Zoom meeting before the sync: {_meeting(zoom, adapter, conferences[0]['conference_id'])}")
+        second = sync_once(engine, adapters={"zoom": adapter})
+        console.print(_results_table("incremental sync (one request per calendar with nothing new)", second.inbound))
+        c = second.conferences
+        console.print(f"  conference work: {c.updated} updated, {c.deleted} deleted, {c.unchanged} unchanged "
+                      f"({adapter.request_count} Zoom requests in all)")
+        console.print(f"  Zoom meeting after the sync:  {_meeting(zoom, adapter, conferences[0]['conference_id'])}")
         with engine.begin() as conn:
             total = repo.count_events(conn)
             upcoming = [
@@ -106,13 +171,16 @@ def run_demo(db: str | None, *, port: int = 0, keep_running: bool = False, conso
         for r in upcoming:
             table.add_row(r["start"], r["title"], (r["conference"] or {}).get("join_url") or "")
         console.print(table)
-        console.print(f"Explore: calsync events list --db {db_url}\n         calsync status --db {db_url}")
+        console.print(f"Explore: calsync events list --db {db_url}\n         calsync status --db {db_url}\n"
+                      f"         calsync conference list --db {db_url}")
         engine.dispose()
         if keep_running:
-            console.print("Emulator keeps running; tokens: alice, bob. Ctrl-C to stop.")
+            console.print("Emulators keep running; Google tokens: alice, bob. Ctrl-C to stop.")
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        adapter.close()
+        zoom.stop()
         server.stop()
