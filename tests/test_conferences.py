@@ -324,3 +324,23 @@ def test_a_first_create_does_not_pay_for_a_lookup(world: World, zoom: ZoomApi) -
     zoom.clear_log()
     world.create(event["id"])
     assert [c["method"] for c in zoom.api_calls()] == ["POST"]
+
+
+def test_an_occurrence_change_leaves_the_series_meeting_alone(world: World, zoom: ZoomApi) -> None:
+    series = world.api.insert(
+        world.calendar, "Weekly 1:1", recurrence=["RRULE:FREQ=WEEKLY;COUNT=8"],
+        start={"dateTime": START.isoformat(), "timeZone": "UTC"},
+        end={"dateTime": (START + timedelta(minutes=30)).isoformat(), "timeZone": "UTC"},
+    )
+    world.sync()
+    record = world.create(series["id"])
+    zoom.clear_log()
+    instances = world.api.http.get(f"/calendars/{world.calendar}/events/{series['id']}/instances").json()["items"]
+    moved = world.api.patch(world.calendar, instances[2]["id"], summary="Weekly 1:1 (this week only)")
+    assert moved["conferenceData"]["conferenceId"] == record["conference_id"]  # the occurrence carries a copy
+    world.sync()
+    assert zoom.api_calls() == [], "one occurrence must not rewrite the series' meeting"
+    meeting = zoom.meeting(record["conference_id"])
+    assert meeting is not None and meeting["topic"] == "Weekly 1:1"
+    world.api.patch(world.calendar, series["id"], summary="Weekly 1:1 with Bob")
+    assert world.sync().conferences.updated == 1
