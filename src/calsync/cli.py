@@ -21,6 +21,7 @@ from calsync.conferencing.base import ConferenceAdapter, ConferenceError
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.inbound import SyncResult
 from calsync.engine.pool import ProviderPool
+from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.store import conferences as conference_store
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account, utcnow
@@ -479,6 +480,105 @@ def db_upgrade(db: DbOption = None) -> None:
     with database(db):
         pass
     console.print("database is at the newest schema")
+
+
+# --- service ----------------------------------------------------------------------------
+
+
+def worker_settings(config: str | None, public_url: str | None, poll_interval: float | None,
+                    lease_seconds: float | None) -> WorkerSettings:
+    """Flags win over CALSYNC_* settings, which win over the defaults."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from exc
+    defaults = WorkerSettings()
+
+    def number(flag: float | None, key: str, default: float) -> float:
+        if flag is not None:
+            return flag
+        try:
+            return float(settings.get(key, default))
+        except ValueError as exc:
+            raise fail(f"{key} must be a number, not {settings[key]!r}", 2) from exc
+
+    url = public_url or settings.get("CALSYNC_PUBLIC_URL") or None
+    if url and not url.startswith(("http://", "https://")):
+        raise fail(f"--public-url must be an http(s) URL, not {url!r}", 2)
+    return WorkerSettings(
+        poll_interval=number(poll_interval, "CALSYNC_POLL_INTERVAL", defaults.poll_interval),
+        lease_seconds=number(lease_seconds, "CALSYNC_LEASE_SECONDS", defaults.lease_seconds),
+        public_url=url,
+    )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    public_url: Annotated[Optional[str], typer.Option(
+        help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only.")] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker threads in this process (keep 1 on SQLite).")] = 1,
+    poll_interval: Annotated[Optional[float], typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
+    lease_seconds: Annotated[Optional[float], typer.Option(help="How long a claim on work lasts.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the service: REST API, webhook receivers and (unless --no-workers) background workers."""
+    import uvicorn
+
+    from calsync.service.app import WorkerPool, create_app
+    from calsync.service.metrics import Metrics
+
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    adapters = conference_adapters(config)
+    with database(db) as engine:
+        metrics = Metrics()
+        pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
+        app_ = create_app(engine, metrics, wake=pool.wake if pool else None)
+        if pool:
+            pool.start()
+        err.print(f"calsync on http://{host}:{port} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
+                  f"workers: {0 if pool is None else pool.count}; notifications: {settings.public_url or 'off (polling)'}")
+        try:
+            uvicorn.run(app_, host=host, port=port, log_level="warning")
+        finally:
+            if pool:
+                pool.stop()
+
+
+@app.command("worker")
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    public_url: Annotated[Optional[str], typer.Option(help="Base URL providers call back, for channel set-up.")] = None,
+    poll_interval: Annotated[Optional[float], typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
+    lease_seconds: Annotated[Optional[float], typer.Option(help="How long a claim on work lasts.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run workers only (scale-out): they share the database's work with every other worker."""
+    import signal
+    import threading
+
+    from calsync.service.app import WorkerPool
+    from calsync.service.metrics import Metrics
+
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    adapters = conference_adapters(config)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with database(db) as engine:
+        pool = WorkerPool(engine, settings, adapters, Metrics(), count=max(1, concurrency))
+        pool.start()
+        err.print(f"calsync worker: {pool.count} thread(s); Ctrl-C or SIGTERM to stop")
+        try:
+            while not done.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            pool.stop()
 
 
 # --- demo -------------------------------------------------------------------------------

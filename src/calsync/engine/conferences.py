@@ -162,9 +162,10 @@ class ConferenceEngine:
             if not work:
                 return result
             after = work[-1]["id"]
-            self._work(work, result)
+            self.work(work, result)
 
-    def _work(self, work: list[dict[str, Any]], result: ConferenceRun) -> None:
+    def work(self, work: list[dict[str, Any]], result: ConferenceRun) -> None:
+        """Reconcile each claimed outbox row; done, retried later, or failed."""
         for item in work:
             result.processed += 1
             try:

@@ -57,6 +57,7 @@ class SyncResult:
     token_reset: bool = False  # the provider rejected our token and a full sync followed
     status: str = "ok"  # ok | skipped | blocked | auth-failed | error
     message: str | None = None
+    retry_after: float | None = None  # what the provider asked us to wait, after a rate limit or outage
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +112,7 @@ def sync_binding(
             repo.set_account_state(conn, account.id, "auth-failed", str(exc))
     except (ProviderError, httpx.TransportError) as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
+        result.retry_after = getattr(exc, "retry_after", None)
         _record_failure(engine, binding_id, "error", result.message)
     finally:
         result.requests = provider.request_count - start_requests

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from calsync.model import ChangePage, EventData, RemoteCalendar, RemoteEvent
@@ -10,10 +12,12 @@ from calsync.model import ChangePage, EventData, RemoteCalendar, RemoteEvent
 class ProviderError(Exception):
     """A provider answered with an error the engine cannot retry its way out of."""
 
-    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class AuthError(ProviderError):
@@ -40,6 +44,16 @@ class RateLimited(ProviderError):
     """Retries for 429 / rate-limit / 5xx were exhausted."""
 
 
+@dataclass
+class Channel:
+    """A push-notification channel as the provider confirmed it."""
+
+    channel_id: str
+    resource_id: str
+    expiration: datetime | None
+    token: str | None = None
+
+
 class Provider(Protocol):
     """One account's view of one calendar service."""
 
@@ -61,5 +75,13 @@ class Provider(Protocol):
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent: ...
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
+
+    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+        """Ask the provider to POST change notifications for the calendar to `address`."""
+        ...
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        """Stop a channel; one that is already gone counts as stopped."""
+        ...
 
     def close(self) -> None: ...

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,13 +22,14 @@ from calsync.model import (
 from calsync.providers.base import (
     AlreadyExists,
     AuthError,
+    Channel,
     NotFoundError,
     PreconditionFailed,
     ProviderError,
     RateLimited,
     SyncTokenInvalid,
 )
-from calsync.providers.http import RetryingClient, RetryPolicy, error_reason, is_retryable
+from calsync.providers.http import RetryingClient, RetryPolicy, error_reason, is_retryable, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 MAX_PAGE = 2500  # the largest page events.list allows
@@ -49,7 +51,8 @@ class GoogleProvider:
         retry: RetryPolicy | None = None, send_updates: str = "none",
     ) -> None:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.http = RetryingClient(f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry)
+        self.http = RetryingClient(f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry,
+                                   provider="google")
         self.page_size = page_size
         self.send_updates = send_updates
 
@@ -144,6 +147,25 @@ class GoogleProvider:
             return  # already gone: deleting is idempotent
         _checked(response)
 
+    # --- push notifications ---------------------------------------------------------
+
+    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+        body: dict[str, Any] = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
+        if ttl_seconds:
+            body["params"] = {"ttl": str(ttl_seconds)}
+        answer = self._json("POST", f"/calendars/{_q(calendar_id)}/events/watch", json=body)
+        expiration = answer.get("expiration")
+        return Channel(
+            channel_id=answer.get("id", channel_id), resource_id=answer["resourceId"], token=answer.get("token"),
+            expiration=datetime.fromtimestamp(int(expiration) / 1000, UTC) if expiration else None,
+        )
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        response = self.http.request("POST", "/channels/stop", json={"id": channel_id, "resourceId": resource_id})
+        if response.status_code == 404:
+            return  # already stopped or expired
+        _checked(response)
+
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return _checked(self.http.request(method, path, **kwargs))
 
@@ -170,7 +192,7 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     if status == 412:
         raise PreconditionFailed(text, status=status, reason=reason)
     if is_retryable(response):
-        raise RateLimited(text, status=status, reason=reason)
+        raise RateLimited(text, status=status, reason=reason, retry_after=retry_after_seconds(response))
     raise ProviderError(text, status=status, reason=reason)
 
 

@@ -19,7 +19,9 @@ class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
-    max_retry_after: float = 120.0
+    # A longer Retry-After is not slept through inside one request: the error goes up, and the
+    # scheduler backs the whole account off for that long instead of holding a worker.
+    max_inline_retry_after: float = 10.0
 
 
 def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
@@ -50,13 +52,24 @@ def is_retryable(response: httpx.Response) -> bool:
     return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
 
 
+ResponseObserver = Callable[[str, int], None]
+_observers: list[ResponseObserver] = []
+
+
+def observe_responses(observer: ResponseObserver) -> None:
+    """Call `observer(provider, status)` for every provider response (status 0: no response); for metrics."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
 class RetryingClient:
     """Wraps httpx.Client; counts requests so sync summaries can report them."""
 
     def __init__(
         self, base_url: str, headers: dict[str, str], *, policy: RetryPolicy | None = None,
-        timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep, provider: str = "http",
     ) -> None:
+        self.provider = provider
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
         self.policy = policy or RetryPolicy()
         self.request_count = 0
@@ -73,22 +86,31 @@ class RetryingClient:
                 self.request_count += 1
                 response = self._client.request(method, url, **kwargs)
             except (httpx.TransportError,) as exc:
+                self._notify(0)
                 if not idempotent or attempt >= self.policy.attempts:
                     raise
                 self._pause(attempt, None, exc)
                 continue
+            self._notify(response.status_code)
             if not is_retryable(response) or attempt >= self.policy.attempts:
                 return response
-            self._pause(attempt, retry_after_seconds(response), None)
+            wait = retry_after_seconds(response)
+            if wait is not None and wait > self.policy.max_inline_retry_after:
+                return response
+            self._pause(attempt, wait, None)
 
     def _pause(self, attempt: int, retry_after: float | None, _exc: Exception | None) -> None:
         self.retries += 1
         if retry_after is not None:
-            delay = min(retry_after, self.policy.max_retry_after)
+            delay = retry_after
         else:
             ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1))
             delay = self._random.uniform(ceiling / 2, ceiling)
         self._sleep(delay)
+
+    def _notify(self, status: int) -> None:
+        for observer in _observers:
+            observer(self.provider, status)
 
     def close(self) -> None:
         self._client.close()

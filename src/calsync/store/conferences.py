@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from calsync.model import utcnow
 from calsync.store.repo import chunks, new_id
@@ -93,7 +93,8 @@ def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) 
     query = (
         select(conference_outbox)
         .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
-               conference_outbox.c.id > after)
+               conference_outbox.c.id > after,
+               or_(conference_outbox.c.lease_until.is_(None), conference_outbox.c.lease_until < now))
         .order_by(conference_outbox.c.id).limit(limit)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
@@ -110,7 +111,7 @@ def retry_work_later(conn: Connection, row_id: int, when: datetime, error: str) 
     conn.execute(
         conference_outbox.update().where(conference_outbox.c.id == row_id)
         .values(attempts=conference_outbox.c.attempts + 1, next_attempt_at=when, last_error=error,
-                updated_at=utcnow())
+                lease_owner=None, lease_until=None, updated_at=utcnow())
     )
 
 
@@ -123,7 +124,8 @@ def backlog(conn: Connection) -> int:
 def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     """Record that the binding needs change notifications, unless a channel (or intent) exists already."""
     existing = conn.execute(
-        select(channels.c.id).where(channels.c.binding_id == binding_id, channels.c.state != "stopped")
+        select(channels.c.id).where(channels.c.binding_id == binding_id,
+                                    channels.c.state.in_(("intent", "pending", "active")))
     ).first()
     if existing:
         return False

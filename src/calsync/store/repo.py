@@ -126,6 +126,10 @@ def list_bindings(conn: Connection, account_id: str | None = None) -> list[dict[
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def delete_binding(conn: Connection, binding_id: str) -> None:
+    conn.execute(bindings.delete().where(bindings.c.id == binding_id))
+
+
 def start_full_sync(conn: Connection, binding_id: str) -> int:
     """Number a new full sync; links it sees get this number, the rest were deleted remotely."""
     conn.execute(

@@ -64,6 +64,9 @@ accounts = Table(
     Column("credentials", JsonType, nullable=False),
     Column("state", String(32), nullable=False, default="ok"),
     Column("last_error", Text),
+    # Per-account backoff after rate limits / server errors: no work for the account before this.
+    Column("backoff_until", UTCDateTime),
+    Column("backoff_attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -99,9 +102,16 @@ bindings = Table(
     Column("last_sync_status", String(32)),
     Column("last_sync_stats", JsonType),
     Column("last_error", Text),
+    # Scheduling: dirty since a notification (null = clean), next poll (null = due now), and the
+    # lease of the worker syncing it (a crashed worker's lease simply runs out).
+    Column("dirty_at", UTCDateTime),
+    Column("next_poll_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("account_id", "remote_calendar_id"),
+    Index(None, "lease_until"),
 )
 
 events = Table(
@@ -216,6 +226,8 @@ conference_outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "status", "next_attempt_at"),
@@ -235,7 +247,11 @@ channels = Table(
     Column("token", Text),
     Column("address", Text),
     Column("expiration", UTCDateTime),
+    Column("confirmed_at", UTCDateTime),  # the provider's `sync` message arrived
+    Column("last_message_at", UTCDateTime),
+    Column("messages", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "binding_id", "state"),
+    Index(None, "channel_id"),
 )

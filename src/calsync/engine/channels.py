@@ -1,0 +1,93 @@
+"""Push-notification channels: one live channel per pulled binding, renewed before it expires
+(new channel first, then the old one stopped), stopped when the binding goes away."""
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import Engine
+
+from calsync.engine.pool import ProviderPool
+from calsync.model import utcnow
+from calsync.providers.base import ProviderError
+from calsync.store import repo, scheduling
+
+WEBHOOK_PATH = "/webhooks/google"
+
+
+@dataclass
+class ChannelRun:
+    created: int = 0
+    renewed: int = 0
+    stopped: int = 0
+    failed: int = 0
+
+
+def ensure_channel(
+    engine: Engine, pool: ProviderPool, binding_id: str, public_url: str, *, now: datetime | None = None,
+    renew_before: timedelta = timedelta(hours=6), ttl_seconds: int | None = None, run: ChannelRun | None = None,
+) -> ChannelRun:
+    """Give a pulled binding a live channel that does not expire within `renew_before`.
+
+    Called by the worker that holds the binding's lease, so two workers never race to make two
+    channels for one binding. Renewal makes the new channel first and stops the old one after,
+    so there is no gap in which changes go unnoticed."""
+    now = now or utcnow()
+    run = run or ChannelRun()
+    with engine.begin() as conn:
+        binding = repo.get_binding(conn, binding_id)
+        previous = scheduling.open_channels(conn, binding_id)
+    if binding["direction"] == "push":
+        return run
+    fresh_until = now + renew_before
+    if any(c["state"] == "active" and c["expiration"] and c["expiration"] > fresh_until for c in previous):
+        return run
+    row_id = uuid.uuid4().hex
+    token = secrets.token_urlsafe(32)
+    address = public_url.rstrip("/") + WEBHOOK_PATH
+    with engine.begin() as conn:  # recorded first: the provider's `sync` message may beat its answer
+        scheduling.add_channel(conn, row_id, binding_id, {
+            "state": "pending", "channel_id": row_id, "token": token, "address": address})
+    try:
+        channel = pool.get(binding["account_id"]).watch(
+            binding["remote_calendar_id"], row_id, address, token, ttl_seconds)
+    except (ProviderError, httpx.HTTPError):
+        with engine.begin() as conn:
+            scheduling.set_channel_state(conn, row_id, "failed")
+        run.failed += 1
+        return run
+    with engine.begin() as conn:
+        scheduling.activate_channel(conn, row_id, channel.resource_id, channel.expiration)
+    if any(c["state"] == "active" for c in previous):
+        run.renewed += 1
+    else:
+        run.created += 1
+    for old in previous:
+        run.stopped += _stop(engine, pool, binding["account_id"], old)
+    return run
+
+
+def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) -> int:  # type: ignore[type-arg]
+    """Stop one channel at the provider (an intent has nothing to stop) and mark it stopped."""
+    if channel["state"] == "active" and channel["channel_id"] and channel["resource_id"]:
+        try:
+            pool.get(account_id).stop_channel(channel["channel_id"], channel["resource_id"])
+        except (ProviderError, httpx.HTTPError):
+            pass  # it expires on its own; stray messages from it are rejected by the receiver
+    with engine.begin() as conn:
+        scheduling.set_channel_state(conn, channel["id"], "stopped")
+    return 1 if channel["state"] == "active" else 0
+
+
+def unbind(engine: Engine, pool: ProviderPool, binding_id: str) -> int:
+    """Remove a binding: stop its channels first, then delete it (links and conflicts go with it)."""
+    with engine.begin() as conn:
+        binding = repo.get_binding(conn, binding_id)
+        live = scheduling.open_channels(conn, binding_id)
+    stopped = sum(_stop(engine, pool, binding["account_id"], c) for c in live)
+    with engine.begin() as conn:
+        repo.delete_binding(conn, binding_id)
+    return stopped

@@ -1,0 +1,68 @@
+"""The FastAPI application and the process that runs it with its workers (`calsync serve`)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import Engine
+
+from calsync import __version__
+from calsync.conferencing.base import ConferenceAdapter
+from calsync.engine.scheduler import Worker, WorkerSettings
+from calsync.service.api import api_router
+from calsync.service.metrics import Metrics
+from calsync.service.webhooks import google_router
+from calsync.store import conferences as conference_store
+from calsync.store import scheduling
+
+
+def create_app(
+    engine: Engine, metrics: Metrics | None = None, wake: threading.Event | None = None, debounce: float = 0.2
+) -> FastAPI:
+    metrics = metrics or Metrics()
+    app = FastAPI(title="calsync", version=__version__)
+    app.include_router(api_router(engine))
+    app.include_router(google_router(engine, metrics, wake, debounce))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> PlainTextResponse:
+        with engine.begin() as conn:
+            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn))
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+@dataclass
+class WorkerPool:
+    """Worker threads inside one process, woken early by the webhook receivers."""
+
+    engine: Engine
+    settings: WorkerSettings
+    adapters: dict[str, ConferenceAdapter]
+    metrics: Metrics
+    count: int = 1
+    wake: threading.Event = field(default_factory=threading.Event)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for n in range(self.count):
+            worker = Worker(self.engine, settings=self.settings, adapters=self.adapters,
+                            on_sync=self.metrics.sync_done)
+            thread = threading.Thread(target=worker.run_forever, args=(self.stop_event, self.wake),
+                                      name=f"calsync-worker-{n}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        self.wake.set()
+        for thread in self.threads:
+            thread.join(timeout)

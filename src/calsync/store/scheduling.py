@@ -1,0 +1,184 @@
+"""Queries for scheduling: dirty bindings, leases, account backoff, channels.
+
+Claims are one guarded UPDATE after a `SELECT ... FOR UPDATE SKIP LOCKED` (PostgreSQL; on SQLite
+the FOR UPDATE is dropped and the single writer plus the guard make the claim atomic), so any
+number of workers share the work and a crashed worker's lease simply runs out.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select, update
+
+from calsync.model import utcnow
+from calsync.store.schema import accounts, bindings, channels, conference_outbox
+
+
+def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, debounce: float = 0.2) -> None:
+    """A notification: the binding becomes due `debounce` seconds from now (unless it is due sooner),
+    so the notifications of one burst are settled by one sync."""
+    now = now or utcnow()
+    soon = now + timedelta(seconds=debounce)
+    conn.execute(update(bindings).where(bindings.c.id == binding_id).values(
+        dirty_at=now,
+        next_poll_at=case(
+            (or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at > soon), soon),
+            else_=bindings.c.next_poll_at,
+        ),
+    ))
+
+
+def sync_pending(conn: Connection, binding_id: str, now: datetime) -> bool:
+    """Dirty and not yet claimed: the sync that will run covers any change notified now, so a
+    notification needs no write at all (which keeps a burst of them cheap)."""
+    row = conn.execute(
+        select(bindings.c.dirty_at, bindings.c.lease_until).where(bindings.c.id == binding_id)
+    ).first()
+    return row is not None and row.dirty_at is not None and (row.lease_until is None or row.lease_until < now)
+
+
+def _free(table: Any, now: datetime) -> Any:
+    return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
+
+
+def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> dict[str, Any] | None:
+    """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
+    poll timer, or shortly after a notification (mark_dirty brings the time forward)."""
+    due = and_(
+        bindings.c.direction != "push",
+        or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now),
+        _free(bindings, now),
+        accounts.c.state == "ok",
+        or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),
+    )
+    candidate = conn.execute(
+        select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(due)
+        .order_by(bindings.c.next_poll_at.is_not(None), bindings.c.next_poll_at)
+        .limit(1)
+        .with_for_update(of=bindings, skip_locked=True)
+    ).mappings().first()
+    if candidate is None:
+        return None
+    claimed = conn.execute(
+        update(bindings).where(bindings.c.id == candidate["id"], _free(bindings, now))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+    ).rowcount
+    return dict(candidate) if claimed == 1 else None
+
+
+def extend_binding_lease(conn: Connection, binding_id: str, owner: str, until: datetime) -> bool:
+    """A long sync keeps its lease alive page by page; False if the lease was lost meanwhile."""
+    return conn.execute(
+        update(bindings).where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
+        .values(lease_until=until)
+    ).rowcount == 1
+
+
+def release_binding(
+    conn: Connection, binding_id: str, owner: str, now: datetime, poll_interval: float,
+    seen_dirty_at: datetime | None, debounce: float = 0.2,
+) -> None:
+    """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
+    keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs."""
+    settled = bindings.c.dirty_at.is_(None)
+    if seen_dirty_at is not None:
+        settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
+    conn.execute(
+        update(bindings).where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
+        .values(
+            lease_owner=None, lease_until=None,
+            dirty_at=case((settled, None), else_=bindings.c.dirty_at),
+            next_poll_at=case(
+                (settled, now + timedelta(seconds=poll_interval)), else_=now + timedelta(seconds=debounce)
+            ),
+        )
+    )
+
+
+def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
+    """Back an account off until `until` (None clears it); returns the consecutive backoff count."""
+    if until is None:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(backoff_until=None,
+                                                                                backoff_attempts=0))
+        return 0
+    conn.execute(update(accounts).where(accounts.c.id == account_id)
+                 .values(backoff_until=until, backoff_attempts=accounts.c.backoff_attempts + 1))
+    return int(conn.execute(select(accounts.c.backoff_attempts).where(accounts.c.id == account_id)).scalar_one())
+
+
+def backoff_attempts(conn: Connection, account_id: str) -> int:
+    return int(conn.execute(select(accounts.c.backoff_attempts).where(accounts.c.id == account_id)).scalar_one())
+
+
+def claim_conference_work(
+    conn: Connection, owner: str, now: datetime, lease_seconds: float, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Due conference outbox rows, leased to `owner`."""
+    rows = conn.execute(
+        select(conference_outbox)
+        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
+               _free(conference_outbox, now))
+        .order_by(conference_outbox.c.id).limit(limit)
+        .with_for_update(skip_locked=True)
+    ).mappings().all()
+    claimed: list[dict[str, Any]] = []
+    for row in rows:
+        if conn.execute(
+            update(conference_outbox).where(conference_outbox.c.id == row["id"], _free(conference_outbox, now))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        ).rowcount == 1:
+            claimed.append(dict(row))
+    return claimed
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+def channel_by_channel_id(conn: Connection, channel_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(channels).where(channels.c.channel_id == channel_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def record_channel_message(conn: Connection, row_id: str, now: datetime, *, confirmation: bool) -> None:
+    values: dict[str, Any] = {"last_message_at": now, "messages": channels.c.messages + 1}
+    if confirmation:
+        values["confirmed_at"] = now
+    conn.execute(update(channels).where(channels.c.id == row_id).values(**values))
+
+
+def channel_health(conn: Connection) -> dict[str, dict[str, Any]]:
+    """binding id -> its live channel (for status pages)."""
+    rows = conn.execute(select(channels).where(channels.c.state == "active")).mappings()
+    return {r["binding_id"]: dict(r) for r in rows}
+
+
+def dirty_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(bindings).where(bindings.c.dirty_at.is_not(None)))
+               .scalar_one())
+
+
+def open_channels(conn: Connection, binding_id: str) -> list[dict[str, Any]]:
+    """The binding's channels that are live or only intended (oldest first)."""
+    rows = conn.execute(
+        select(channels).where(channels.c.binding_id == binding_id, channels.c.state.in_(("intent", "pending", "active")))
+        .order_by(channels.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def add_channel(conn: Connection, row_id: str, binding_id: str, values: dict[str, Any]) -> None:
+    now = utcnow()
+    conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now,
+                                          **values))
+
+
+def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration: datetime | None) -> None:
+    conn.execute(update(channels).where(channels.c.id == row_id).values(
+        state="active", resource_id=resource_id, expiration=expiration, updated_at=utcnow()))
+
+
+def set_channel_state(conn: Connection, row_id: str, state: str) -> None:
+    conn.execute(update(channels).where(channels.c.id == row_id).values(state=state, updated_at=utcnow()))
