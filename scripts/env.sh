@@ -14,3 +14,6 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
 fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"
+# PostgreSQL for the tests is NOT started here (the demo needs none): scripts/test calls calsync_pg_url,
+# which prints the URL of a server it found or started (scripts/postgres.sh) and fails when there is none.
+calsync_pg_url() { bash "$ROOT/scripts/postgres.sh" start; }

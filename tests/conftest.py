@@ -1,7 +1,11 @@
-"""Shared fixtures: real emulators over loopback HTTP, real SQLite stores."""
+"""Shared fixtures: real emulators over loopback HTTP, real SQLite stores, real PostgreSQL databases."""
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -40,3 +44,80 @@ def zoom_server() -> Iterator[RunningServer]:
 def zoom_url(zoom_server: RunningServer) -> str:
     httpx.post(f"{zoom_server.url}/emulator/reset").raise_for_status()
     return zoom_server.url
+
+
+# --- PostgreSQL: a real server (scripts/test starts or finds one and sets CALSYNC_TEST_PG_URL) ----------------
+
+NO_PG_REASON = "no PostgreSQL server: run ./scripts/test or set CALSYNC_TEST_PG_URL"
+
+
+def _no_postgres(reason: str) -> NoReturn:
+    """Skip, except in CI, where a missing server is a failure (an explicit CALSYNC_SKIP_PG=1 still skips)."""
+    if os.environ.get("CI") == "true" and os.environ.get("CALSYNC_SKIP_PG") != "1":
+        pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _admin_conninfo(url: str) -> str:
+    """A libpq URL (what psycopg.connect takes) for a SQLAlchemy or plain postgresql:// URL."""
+    from sqlalchemy.engine import make_url
+
+    from calsync.store.db import normalise_url
+
+    return make_url(normalise_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The PostgreSQL server the tests may create databases on (CALSYNC_TEST_PG_URL), checked to answer."""
+    from sqlalchemy.engine import make_url
+
+    from calsync.store.db import normalise_url
+
+    url = os.environ.get("CALSYNC_TEST_PG_URL", "").strip()
+    if not url:
+        _no_postgres(NO_PG_REASON if os.environ.get("CALSYNC_SKIP_PG") != "1" else "CALSYNC_SKIP_PG=1")
+    try:
+        import psycopg
+    except ImportError:
+        _no_postgres("psycopg is not installed: pip install -e '.[postgres]'")
+    try:
+        with psycopg.connect(_admin_conninfo(url), connect_timeout=5) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        shown = make_url(normalise_url(url)).render_as_string(hide_password=True)
+        _no_postgres(f"PostgreSQL at CALSYNC_TEST_PG_URL={shown} does not answer: {exc}")
+    return url
+
+
+@pytest.fixture()
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """SQLAlchemy URL (postgresql+psycopg://) of a fresh, empty database of its own, dropped after the test."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from calsync.store.db import normalise_url
+
+    name = f"calsync_test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    admin = _admin_conninfo(pg_server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(normalise_url(pg_server_url)).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            # FORCE (PostgreSQL 13+) also ends connections a still-running thread opened in between
+            force = sql.SQL(" WITH (FORCE)" if conn.info.server_version >= 130000 else "")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend: a SQLite file, then a PostgreSQL database (see pg_url)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'calsync.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -18,7 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from calsync.config import ConfigError, load_settings
 from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter, ConferenceError
+from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
+from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import SyncResult
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
@@ -272,6 +274,18 @@ def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     console.print(table)
 
 
+@calendar_app.command("unbind")
+def calendar_unbind(binding_id: str, db: DbOption = None) -> None:
+    """Remove a binding: its notification channels are stopped first; local events stay."""
+    with database(db) as engine:
+        pool = ProviderPool(engine)
+        try:
+            stopped = unbind(engine, pool, binding_id)
+        finally:
+            pool.close()
+    console.print(f"binding {binding_id} removed ({stopped} channel(s) stopped)", highlight=False)
+
+
 # --- sync -------------------------------------------------------------------------------
 
 
@@ -346,37 +360,27 @@ def print_report(report: SyncReport) -> None:
 
 @app.command("status")
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Sync health: per binding last sync, token age, channel, status and error; backlogs; conflicts."""
-    now = utcnow()
-    with database(db) as engine, engine.begin() as conn:
-        accounts = repo.list_accounts(conn)
-        channels = {c["binding_id"]: c for c in conference_store.list_channels(conn) if c["state"] != "stopped"}
-        bindings = [
-            binding_json(b, now) | {"channel": _channel_json(channels.get(b["id"]))} for b in repo.list_bindings(conn)
-        ]
-        open_conflicts = len(repo.list_conflicts(conn))
-        backlog = conference_store.backlog(conn)
+    """Sync health: per binding last sync, token age, channel expiry, dirty, last error; per account
+    state and backoff; conflicts and conference backlog."""
+    with database(db) as engine:
+        snapshot = status_snapshot(engine)
     if as_json:
-        print_json({"accounts": accounts, "bindings": bindings, "open_conflicts": open_conflicts,
-                    "conference_backlog": backlog})
+        print_json(snapshot)
         return
-    table = Table("binding", "remote calendar", "last sync", "token age", "channel", "status", "error")
-    for b in bindings:
+    table = Table("binding", "remote calendar", "last sync", "token age", "channel expires", "dirty", "status", "error")
+    for b in snapshot["bindings"]:
         age = f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token"
-        channel = (b["channel"] or {}).get("state") or "none"
+        channel = (b["channel"] or {}).get("expiration") or "none"
         table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_sync_at"] or "never", age, channel,
-                      b["last_sync_status"] or "", b["last_error"] or "")
+                      "yes" if b["dirty"] else "", b["last_sync_status"] or "", b["last_error"] or "")
     console.print(table)
-    for a in accounts:
-        if a["state"] != "ok":
-            console.print(f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] {a['last_error'] or ''}")
-    console.print(f"open conflicts: {open_conflicts}   conference work waiting: {backlog}")
-
-
-def _channel_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"state": row["state"], "channel_id": row["channel_id"], "expiration": jsonable(row["expiration"])}
+    for a in snapshot["accounts"]:
+        if a["state"] != "ok" or a["backoff_until"]:
+            console.print(f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] "
+                          f"{('backing off until ' + a['backoff_until']) if a['backoff_until'] else ''} "
+                          f"{a['last_error'] or ''}")
+    console.print(f"open conflicts: {snapshot['open_conflicts']}   "
+                  f"conference work waiting: {snapshot['conference_backlog']}")
 
 
 # --- events and conflicts ---------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""Sync health, as the status API, `calsync status` and the web page show it."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from calsync.model import utcnow
+from calsync.store import conferences as conference_store
+from calsync.store import repo, scheduling
+from calsync.views import binding_json, jsonable
+
+
+def status_snapshot(engine: Engine) -> dict[str, Any]:
+    """Per binding: last sync, token age, channel expiry, dirty/queued, last error; per account: state."""
+    now = utcnow()
+    with engine.begin() as conn:
+        channels = scheduling.channel_health(conn)
+        bindings = []
+        for row in repo.list_bindings(conn):
+            channel = channels.get(row["id"])
+            bindings.append(binding_json(row, now) | {
+                "dirty": row["dirty_at"] is not None,
+                "leased": row["lease_until"] is not None and row["lease_until"] > now,
+                "next_poll_at": jsonable(row["next_poll_at"]),
+                "channel": None if channel is None else {
+                    "expiration": jsonable(channel["expiration"]), "confirmed": channel["confirmed_at"] is not None,
+                    "last_message_at": jsonable(channel["last_message_at"]), "messages": channel["messages"],
+                },
+            })
+        accounts = [
+            {"id": a["id"], "provider": a["provider"], "name": a["name"], "state": a["state"],
+             "last_error": a["last_error"], "backoff_until": jsonable(a["backoff_until"])}
+            for a in repo.list_accounts(conn)
+        ]
+        return {
+            "accounts": accounts, "bindings": bindings, "open_conflicts": len(repo.list_conflicts(conn)),
+            "conference_backlog": conference_store.backlog(conn),
+        }

@@ -1,0 +1,118 @@
+"""Worker processes sharing one PostgreSQL database: leases, SKIP LOCKED, crashes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from calsync.store import repo
+from calsync.store.db import open_engine
+from calsync.store.schema import bindings
+from tests.helpers import GoogleApi, admin, bind, local_events, token_of
+
+
+@pytest.fixture()
+def engine(pg_url: str) -> Iterator[Engine]:
+    engine = open_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+def start_worker(db_url: str, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "calsync.cli", "worker", "--db", db_url, "--poll-interval", "3600", *extra],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def stop(worker: subprocess.Popen[str]) -> str:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        out, _ = worker.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        out, _ = worker.communicate()
+    return out or ""
+
+
+def synced_count(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(bindings).where(bindings.c.sync_token.is_not(None))).scalar_one())
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_workers_share_fifty_bindings_without_doing_any_twice(
+    engine: Engine, pg_url: str, google_url: str
+) -> None:
+    calendars: list[str] = []
+    for user in range(5):
+        api = GoogleApi(google_url, f"user{user}")
+        calendars.append(api.primary_id())
+        calendars.extend(api.create_calendar(f"calendar {n}") for n in range(9))
+        for calendar in calendars[-10:]:
+            api.insert(calendar, f"event of {calendar}")
+    for n, calendar in enumerate(calendars):
+        bind(engine, google_url, f"user{n // 10}", calendar)
+    admin(google_url, "DELETE", "/requests")
+    # each list takes a while, so the two workers really run side by side
+    admin(google_url, "POST", "/faults", json={"latency_ms": 60, "methods": ["GET"]})
+    workers = [start_worker(pg_url, "--lease-seconds", "30") for _ in range(2)]
+    try:
+        wait_until(lambda: synced_count(engine) == 50, 90, "all 50 bindings to sync")
+    finally:
+        outputs = [stop(w) for w in workers]
+    log = admin(google_url, "GET", "/requests").json()["requests"]
+    lists = Counter(r["path"].split("/calendars/")[1].split("/")[0] for r in log
+                    if r["method"] == "GET" and r["path"].endswith("/events"))
+    per_calendar = {unquote(k): v for k, v in lists.items()}
+    assert set(per_calendar) == set(calendars)
+    assert set(per_calendar.values()) == {1}, f"some binding was synced twice: {per_calendar}\n{outputs}"
+    with engine.begin() as conn:
+        assert all(b["lease_owner"] is None for b in repo.list_bindings(conn))
+
+
+def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
+    engine: Engine, pg_url: str, google_url: str
+) -> None:
+    api = GoogleApi(google_url, "big")
+    calendar = api.primary_id()
+    api.seed(calendar, 3000)  # two pages of 2,500
+    binding = bind(engine, google_url, "big", calendar)
+    admin(google_url, "POST", "/faults", json={"latency_ms": 1500, "methods": ["GET"], "path_prefix": "/calendar/v3/calendars/"})
+    first = start_worker(pg_url, "--lease-seconds", "3")
+    wait_until(lambda: len(local_events(engine, binding)) == 2500, 30, "the first page to be applied")
+    first.send_signal(signal.SIGKILL)  # dies while fetching the second page, holding the lease
+    first.wait(timeout=10)
+    killed_at = time.monotonic()
+    with engine.begin() as conn:
+        assert repo.get_binding(conn, binding)["lease_owner"] is not None
+    assert token_of(engine, binding) is None
+    second = start_worker(pg_url, "--lease-seconds", "3")
+    try:
+        wait_until(lambda: token_of(engine, binding) is not None, 60, "the second worker to finish")
+    finally:
+        stop(second)
+    assert time.monotonic() - killed_at >= 1.0
+    stored = local_events(engine, binding)  # asserts no remote id maps to two events
+    assert set(stored) == {e["id"] for e in api.list_all(calendar)}
+    assert len(stored) == 3000
