@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calsync.engine.conflicts import Decision, Sides, decide
+from calsync.engine.threeway import Decision, Sides, decide
 from calsync.model import CONFLICT_POLICIES
 
 

@@ -35,8 +35,7 @@ from calsync.conferencing.webhook import (
     ReplayGuard,
     signature_problem,
 )
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog
-from calsync.emulators.zoom import add_fault, list_faults
+from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
 
 __all__ = ["HOOK_PATH", "ConfhookEmulator", "HookError", "create_app"]
 

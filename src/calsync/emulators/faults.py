@@ -228,3 +228,18 @@ class RequestLog:
         with self._lock:
             return len(self._entries)
 
+
+def add_fault(before: FaultInjector, after: FaultInjector, spec: Any) -> dict[str, Any]:
+    """Add a rule to the right injector: ``after_commit`` rules answer after the work is done."""
+    if isinstance(spec, dict) and "after_commit" in spec:
+        spec = dict(spec)
+        flag = spec.pop("after_commit")
+        if not isinstance(flag, bool):
+            raise FaultSpecError("after_commit must be true or false")
+        if flag:
+            return {**after.add(spec), "after_commit": True}
+    return before.add(spec)
+
+
+def list_faults(before: FaultInjector, after: FaultInjector) -> list[dict[str, Any]]:
+    return before.rules() + [{**r, "after_commit": True} for r in after.rules()]

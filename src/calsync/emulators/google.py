@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog
+from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
 from calsync.emulators.google_push import DEFAULT_TTL_SECONDS, PushError, PushHub, parse_watch, push_admin_routes
 
 __all__ = ["ApiError", "GoogleEmulator", "create_app", "DEFAULT_SWITCHES", "API_PREFIX"]
@@ -933,6 +933,8 @@ class GoogleEmulator:
         self._lock = threading.RLock()
         self._seed = seed
         self.faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
+        # `"after_commit": true` rules: the request is carried out, then its answer is replaced (a lost answer)
+        self.commit_faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
         self.requests = RequestLog()
         self._write_depth = 0
         self._reset_state()
@@ -955,6 +957,7 @@ class GoogleEmulator:
             self._reset_state()
             self.push.reset()
         self.faults.clear()
+        self.commit_faults.clear()
         self.requests.clear()
 
     @contextmanager
@@ -2262,6 +2265,7 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
         response = await emu.faults.maybe_fail(request.method, request.url.path)
         if response is None:
             response = await _handle_api(emu, request, user)
+            response = await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
         emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, user)
         return response
 
@@ -2302,17 +2306,18 @@ def _admin_routes(emu: GoogleEmulator) -> list[Route]:
             return _admin_error(404, "no such calendar")
         return JSONResponse({"calendarId": request.path_params["cal"], "epoch": epoch})
 
-    async def add_fault(request: Request) -> Response:
+    async def add_fault_rule(request: Request) -> Response:
         try:
-            rule = emu.faults.add(await _admin_json(request))
+            rule = add_fault(emu.faults, emu.commit_faults, await _admin_json(request))
         except (FaultSpecError, ValueError) as exc:
             return _admin_error(400, str(exc))
         return JSONResponse(rule, status_code=201)
 
     async def faults(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse({"faults": emu.faults.rules()})
+            return JSONResponse({"faults": list_faults(emu.faults, emu.commit_faults)})
         emu.faults.clear()
+        emu.commit_faults.clear()
         return Response(status_code=204)
 
     async def requests_(request: Request) -> Response:
@@ -2343,7 +2348,7 @@ def _admin_routes(emu: GoogleEmulator) -> list[Route]:
         Route("/emulator/reset", reset, methods=["POST"]),
         Route("/emulator/calendars/{cal}/invalidate-tokens", invalidate, methods=["POST"]),
         Route("/emulator/calendars/{cal}/seed", seed, methods=["POST"]),
-        Route("/emulator/faults", add_fault, methods=["POST"]),
+        Route("/emulator/faults", add_fault_rule, methods=["POST"]),
         Route("/emulator/faults", faults, methods=["GET", "DELETE"]),
         Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
         Route("/emulator/switches", switches, methods=["GET", "POST"]),

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog
+from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
 
 __all__ = ["API_PREFIX", "TOKEN_PATH", "OAuthError", "ZoomApiError", "ZoomEmulator", "add_fault", "create_app",
            "list_faults"]
@@ -687,22 +687,6 @@ async def _admin_json(request: Request) -> Any:
     if not raw.strip():
         return {}
     return json.loads(raw)
-
-
-def add_fault(before: FaultInjector, after: FaultInjector, spec: Any) -> dict[str, Any]:
-    """Add a rule to the right injector: ``after_commit`` rules answer after the work is done."""
-    if isinstance(spec, dict) and "after_commit" in spec:
-        spec = dict(spec)
-        flag = spec.pop("after_commit")
-        if not isinstance(flag, bool):
-            raise FaultSpecError("after_commit must be true or false")
-        if flag:
-            return {**after.add(spec), "after_commit": True}
-    return before.add(spec)
-
-
-def list_faults(before: FaultInjector, after: FaultInjector) -> list[dict[str, Any]]:
-    return before.rules() + [{**r, "after_commit": True} for r in after.rules()]
 
 
 def _admin_routes(emu: ZoomEmulator) -> list[Route]:

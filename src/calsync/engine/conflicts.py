@@ -1,65 +1,74 @@
-"""The three-way decision for one remote change against the link's base (see docs/ARCHITECTURE.md)."""
+"""Conflicts: events changed on both sides since they last agreed, waiting for a person's decision.
+
+The decision itself (engine/threeway.py) records them; this module settles them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from enum import Enum
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from calsync.engine import conferences, local
+from calsync.model import EventData
+from calsync.store import outbox as outbox_store
+from calsync.store import repo
 
 
-class Decision(Enum):
-    # Remote unchanged since we last agreed: our own writes echo back this way, and a local change
-    # (if any) is left to the outbox.
-    NOTHING = "nothing"
-    TAKE_REMOTE = "take-remote"  # only the remote changed, or policy says the remote wins
-    FAST_FORWARD = "fast-forward"  # both changed to the same content: agree without writing anything
-    LOCAL_WINS = "local-wins"  # both changed, policy keeps local: adopt the remote ETag so the push applies
-    CONFLICT = "conflict"  # both changed differently: pause the event for this binding and ask
+class ConflictResolved(Exception):
+    """The conflict was already decided."""
 
 
-@dataclass(frozen=True)
-class Sides:
-    """What the decision needs to know about one event on one binding."""
+def resolve_conflict(
+    engine: Engine, conflict_id: str, keep: str | None = None, merged: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Settle a conflict by keeping the local side, the remote side, or a merged event.
 
-    link_etag: str | None
-    remote_etag: str | None  # None for a remote deletion
-    base_version: int
-    local_version: int
-    local_hash: str
-    remote_hash: str | None  # None for a remote deletion
-    local_deleted: bool
-    remote_deleted: bool
-    link_remote_deleted: bool = False
-    local_updated: datetime | None = None
-    remote_updated: datetime | None = None
-
-
-def decide(sides: Sides, policy: str) -> Decision:
-    """Compare local and remote against the base; `policy` settles edits on both sides."""
-    if sides.remote_deleted:
-        if sides.link_remote_deleted:
-            return Decision.NOTHING
-    elif sides.remote_etag is not None and sides.remote_etag == sides.link_etag and not sides.link_remote_deleted:
-        return Decision.NOTHING
-    local_changed = sides.local_version != sides.base_version
-    if not local_changed:
-        return Decision.TAKE_REMOTE
-    same_content = (sides.local_deleted and sides.remote_deleted) or (
-        not sides.local_deleted and not sides.remote_deleted and sides.local_hash == sides.remote_hash
-    )
-    if same_content:
-        return Decision.FAST_FORWARD
-    if policy == "remote-wins":
-        return Decision.TAKE_REMOTE
-    if policy == "local-wins":
-        return Decision.LOCAL_WINS
-    if policy == "latest-wins" and sides.local_updated and sides.remote_updated:
-        return Decision.TAKE_REMOTE if sides.remote_updated > sides.local_updated else Decision.LOCAL_WINS
-    return Decision.CONFLICT
+    Keeping local (or a merge) adopts the remote ETag so the queued push applies over it; keeping
+    remote takes the remote content (or deletion) and drops the held push. Either way the held
+    outbox rows are released and the calendar's other bindings get the outcome."""
+    if (keep is None) == (merged is None) or keep not in (None, "local", "remote"):
+        raise local.InvalidEvent("keep", "give exactly one of keep=local, keep=remote, or a merged event")
+    with engine.begin() as conn:
+        conflict = repo.get_conflict(conn, conflict_id)
+        if conflict["status"] != "open":
+            raise ConflictResolved(f"conflict {conflict_id} is already {conflict['status']}")
+        binding = repo.get_binding(conn, conflict["binding_id"])
+        (event,) = repo.get_events(conn, [conflict["event_id"]])
+        if keep == "remote":
+            _keep_remote(conn, conflict, binding, event)
+        else:
+            data = local.validated(repo.row_to_data(event), merged, creating=False) if merged is not None else None
+            _keep_local(conn, conflict, binding, event, data)
+        repo.close_conflict(conn, conflict_id, keep or "merged")
+        return repo.get_conflict(conn, conflict_id)
 
 
-def conflict_kind(sides: Sides) -> str:
-    if sides.remote_deleted:
-        return "remote-delete"
-    if sides.local_deleted:
-        return "local-delete"
-    return "edit-edit"
+def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any]) -> None:
+    source = f"{repo.get_account(conn, binding['account_id']).provider}:{binding['id']}"
+    if conflict["remote"] is None:  # deleted remotely
+        doomed = [event["id"], *repo.live_exception_ids(conn, [event["id"]])]
+        repo.tombstone_events(conn, doomed, source)
+        repo.agree_links_with_versions(conn, doomed, binding["id"])
+        version = event["version"] + 1
+    else:
+        data = EventData.from_json(conflict["remote"])
+        version = event["version"] + 1
+        repo.save_event_from(conn, event["id"], data, version, source, undelete=True)
+        repo.agree_link(conn, event["id"], binding["id"], repo.link_of(conn, event["id"], binding["id"])["remote_id"],
+                        conflict["remote_etag"], version, data, create=False)
+    outbox_store.release(conn, binding["id"], event["id"], drop=True)
+    outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])
+    conferences.enqueue_for_changed_events(conn, [{"event_id": event["id"], "conference": None}], [event["id"]])
+
+
+def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any],
+                merged: EventData | None) -> None:
+    version = event["version"]
+    if merged is not None:
+        version += 1
+        repo.save_local_event(conn, event["id"], merged, version)
+    repo.adopt_remote_etag(conn, event["id"], binding["id"], conflict["remote_etag"],
+                           remote_deleted=conflict["remote"] is None)
+    outbox_store.release(conn, binding["id"], event["id"], drop=False)
+    others = None if merged is not None else [binding["id"]]
+    outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], bindings_to=others)
+    conferences.enqueue_for_changed_events(conn, [{"event_id": event["id"], "conference": None}], [event["id"]])

@@ -15,9 +15,10 @@ import httpx
 from sqlalchemy import Connection, Engine
 
 from calsync.engine import conferences
-from calsync.engine.conflicts import Decision, Sides, conflict_kind, decide
+from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
 from calsync.model import ChangePage, EventData, RemoteChange, RemoteDeletion, RemoteEvent, utcnow
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
+from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
 
@@ -239,8 +240,22 @@ def _apply_page(
         repo.agree_links_with_versions(conn, doomed, binding.id)
     if conference_work:
         conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
+    _mirror(conn, binding, writes, doomed)
     if generation is not None:
         repo.mark_seen(conn, binding.id, list(items), generation)
+
+
+def _mirror(conn: Connection, binding: _Binding, writes: _PageWrites, doomed: list[str]) -> None:
+    """Changes that came from this binding go out to the calendar's other push-enabled bindings
+    (never back to this one: that is how the hub mirrors without echoing)."""
+    if not (writes.new_events or writes.event_updates or doomed):
+        return
+    others = [b for b in outbox_store.push_bindings(conn, binding.calendar_id) if b != binding.id]
+    if others:
+        changed = [(r["id"], r["version"]) for r in writes.new_events]
+        changed += [(r["event_id"], r["version"]) for r in writes.event_updates]
+        changed += [(e, 0) for e in doomed]
+        outbox_store.enqueue(conn, binding.calendar_id, changed, bindings_to=others)
 
 
 def _event_row(
@@ -327,6 +342,7 @@ def _three_way(
             local=None if link.deleted else link.data.to_json(), remote=remote.data.to_json() if remote else None,
             base=link.base_snapshot, remote_etag=remote.etag if remote else None,
         )
+        outbox_store.hold(conn, binding.id, link.event_id)  # the event waits; everything else syncs on
         result.conflicts += 1
 
 

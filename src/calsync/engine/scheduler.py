@@ -25,6 +25,7 @@ from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.channels import ChannelRun, ensure_channel
 from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import SyncResult, sync_binding
+from calsync.engine.outbound import Pusher
 from calsync.engine.pool import ProviderPool
 from calsync.model import Account, utcnow
 from calsync.providers import provider_for
@@ -122,7 +123,9 @@ class Worker:
                 scheduling.extend_binding_lease(conn, claim["id"], self.owner, utcnow() + timedelta(seconds=lease))
 
         result = sync_binding(self.engine, self.pool.get(claim["account_id"]), claim["id"], after_page=keep_lease)
-        if self.settings.public_url and result.status == "ok":  # still ours: the lease covers the channel too
+        if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
+            Pusher(self.engine, self.pool.get(claim["account_id"]), claim["id"]).run()
+        if self.settings.public_url and result.status == "ok":  # ... and its channel
             ensure_channel(self.engine, self.pool, claim["id"], self.settings.public_url,
                            renew_before=timedelta(seconds=self.settings.channel_renew_before),
                            ttl_seconds=self.settings.channel_ttl, run=self.stats.channels)

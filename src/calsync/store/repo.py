@@ -438,7 +438,54 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str) -> int:
     return len(updates)
 
 
+def link_of(conn: Connection, event_id: str, binding_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(event_links).where(
+        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def agree_link(
+    conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str, version: int, data: EventData,
+    *, create: bool,
+) -> None:
+    """After a successful push: the link records the remote copy's id and ETag, and `version` as base."""
+    now = utcnow()
+    values = {"remote_id": remote_id, "etag": etag, "base_version": version, "base_hash": data.content_hash(),
+              "base_snapshot": data.to_json(), "remote_deleted": False, "updated_at": now}
+    if create:
+        conn.execute(event_links.insert().values(event_id=event_id, binding_id=binding_id, created_at=now,
+                                                 seen_generation=0, **values))
+    else:
+        conn.execute(event_links.update().where(
+            event_links.c.event_id == event_id, event_links.c.binding_id == binding_id).values(**values))
+
+
+def mark_link_deleted(conn: Connection, event_id: str, binding_id: str, version: int) -> None:
+    conn.execute(event_links.update().where(
+        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
+    ).values(remote_deleted=True, base_version=version, updated_at=utcnow()))
+
+
 # --- conflicts ---------------------------------------------------------------------------
+
+
+def has_open_conflict(conn: Connection, event_id: str, binding_id: str) -> bool:
+    return conn.execute(select(conflicts.c.id).where(
+        conflicts.c.event_id == event_id, conflicts.c.binding_id == binding_id, conflicts.c.status == "open",
+    )).first() is not None
+
+
+def get_conflict(conn: Connection, conflict_id: str) -> dict[str, Any]:
+    row = conn.execute(select(conflicts).where(conflicts.c.id == conflict_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no conflict with id {conflict_id!r}")
+    return dict(row)
+
+
+def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> None:
+    now = utcnow()
+    conn.execute(conflicts.update().where(conflicts.c.id == conflict_id).values(
+        status="resolved", resolution=resolution, resolved_at=now, updated_at=now))
 
 
 def record_conflict(
@@ -521,6 +568,30 @@ def event_data(conn: Connection, event_id: str) -> EventData:
     if row is None:
         raise NotFound(f"no event with id {event_id!r}")
     return row_to_data(row)
+
+
+def save_local_event(conn: Connection, event_id: str, data: EventData, version: int) -> None:
+    """A local edit: new content, the given next version, changed by 'local'."""
+    conn.execute(events.update().where(events.c.id == event_id).values(
+        **event_columns(data), version=version, updated_at_source="local", updated_at=utcnow()))
+
+
+def save_event_from(conn: Connection, event_id: str, data: EventData, version: int, source: str,
+                    *, undelete: bool = False) -> None:
+    """The event takes content from `source` (a binding), at the given next version."""
+    values: dict[str, Any] = {**event_columns(data), "version": version, "updated_at_source": source,
+                              "updated_at": utcnow()}
+    if undelete:
+        values.update(deleted=False, deleted_at=None)
+    conn.execute(events.update().where(events.c.id == event_id).values(**values))
+
+
+def adopt_remote_etag(conn: Connection, event_id: str, binding_id: str, etag: str | None, *,
+                      remote_deleted: bool) -> None:
+    """Keep-local: the next push carries the remote's current ETag (or re-creates a deleted copy)."""
+    conn.execute(event_links.update().where(
+        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
+    ).values(etag=etag, remote_deleted=remote_deleted, updated_at=utcnow()))
 
 
 def set_local_conference(conn: Connection, event_id: str, conference: dict[str, Any] | None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, or_, select, update
 
 from calsync.model import utcnow
-from calsync.store.schema import accounts, bindings, channels, conference_outbox
+from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
 
 
 def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, debounce: float = 0.2) -> None:
@@ -45,9 +45,17 @@ def _free(table: Any, now: datetime) -> Any:
 def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> dict[str, Any] | None:
     """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
     poll timer, or shortly after a notification (mark_dirty brings the time forward)."""
+    queued = (
+        select(outbox.c.id)
+        .where(outbox.c.binding_id == bindings.c.id, outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+        .exists()
+    )
     due = and_(
-        bindings.c.direction != "push",
-        or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now),
+        or_(
+            and_(bindings.c.direction != "push",
+                 or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now)),
+            queued,
+        ),
         _free(bindings, now),
         accounts.c.state == "ok",
         or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),

@@ -255,3 +255,23 @@ channels = Table(
     Index(None, "binding_id", "state"),
     Index(None, "channel_id"),
 )
+
+# The transactional outbox of local changes: one row per push-enabled binding, written in the
+# same transaction as the event change. Drained per binding in order; a row is marked done in the
+# same transaction as the link it updates (the checkpoint).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("binding_id", String(32), ForeignKey("bindings.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),  # the event version this row asks to push
+    Column("status", String(16), nullable=False),  # pending | held (conflict) | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "binding_id", "status", "id"),
+    Index(None, "event_id", "binding_id", "status"),
+)

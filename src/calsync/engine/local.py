@@ -1,0 +1,180 @@
+"""Local changes to events (REST API, CLI, library): validate, write the event with its next version,
+and queue it for every push-enabled binding, all in one transaction (the transactional outbox).
+Nothing here calls a provider: pushing is the outbox worker's job."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, Engine
+
+from calsync.engine.conferences import enqueue_for_changed_events
+from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
+from calsync.store import outbox as outbox_store
+from calsync.store import repo
+
+EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
+MAX_TEXT = {"title": 1024, "description": 8192, "location": 1024}
+
+
+class InvalidEvent(ValueError):
+    """Bad input, naming the field at fault (the API answers 422 with it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class StaleVersion(Exception):
+    """The caller's If-Match names an older version than the event has (the API answers 412)."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the event is at version {current}")
+        self.current = current
+
+
+@dataclass
+class LocalChange:
+    event_id: str
+    version: int
+    queued: int  # outbox rows written
+
+
+def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> LocalChange:
+    """A new local event, queued for every push-enabled binding of its calendar."""
+    data = validated(EventData(), fields, creating=True)
+    now = utcnow()
+    event_id = repo.new_id()
+    with engine.begin() as conn:
+        if not repo.calendar_exists(conn, calendar_id):
+            raise InvalidEvent("calendar_id", f"no calendar with id {calendar_id!r}")
+        repo.insert_events(conn, [{
+            "id": event_id, "calendar_id": calendar_id, "source": LOCAL_SOURCE, "created_at": now,
+            **repo.event_columns(data), "version": 1, "updated_at_source": LOCAL_SOURCE, "updated_at": now,
+            "deleted": False, "deleted_at": None, "recurring_event_id": None,
+        }])
+        queued = outbox_store.enqueue(conn, calendar_id, [(event_id, 1)])
+    return LocalChange(event_id, 1, queued)
+
+
+def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_version: int | None) -> LocalChange:
+    """Change some fields of a live event; `if_version` guards against overwriting a newer version."""
+    with engine.begin() as conn:
+        row = _live_row(conn, event_id, if_version)
+        data = validated(repo.row_to_data(row), changes, creating=False)
+        version = row["version"] + 1
+        repo.save_local_event(conn, event_id, data, version)
+        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        _conference_work(conn, event_id, data)
+    return LocalChange(event_id, version, queued)
+
+
+def delete_event(engine: Engine, event_id: str, if_version: int | None) -> LocalChange:
+    """Delete locally (a tombstone, so the delete can be pushed and the conference removed)."""
+    with engine.begin() as conn:
+        row = _live_row(conn, event_id, if_version)
+        doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
+        repo.tombstone_events(conn, doomed, LOCAL_SOURCE)
+        version = row["version"] + 1
+        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        enqueue_for_changed_events(conn, [], doomed)
+    return LocalChange(event_id, version, queued)
+
+
+def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[str, Any]:
+    rows = repo.get_events(conn, [event_id])
+    if not rows or rows[0]["deleted"]:
+        raise repo.NotFound(f"no event with id {event_id!r}")
+    row = rows[0]
+    if if_version is not None and if_version != row["version"]:
+        raise StaleVersion(row["version"])
+    return row
+
+
+def _conference_work(conn: Connection, event_id: str, data: EventData) -> None:
+    enqueue_for_changed_events(conn, [{"event_id": event_id, "conference": data.conference,
+                                       "recurring_event_id": None}], [])
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validated(base: EventData, fields: dict[str, Any], *, creating: bool) -> EventData:
+    """`base` with `fields` applied, or InvalidEvent naming the first bad field."""
+    unknown = set(fields) - set(EDITABLE) - {"calendar_id"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidEvent(name, "is not a field that can be set")
+    if creating:
+        for required in ("title", "start", "end"):
+            if fields.get(required) in (None, ""):
+                raise InvalidEvent(required, "is required")
+    data = EventData(**{**base.to_json(), "attendees": list(base.attendees)})
+    for name, limit in MAX_TEXT.items():
+        if name in fields:
+            value = fields[name]
+            if value is not None and not isinstance(value, str):
+                raise InvalidEvent(name, "must be a string")
+            if value is not None and len(value) > limit:
+                raise InvalidEvent(name, f"must be at most {limit} characters")
+            setattr(data, name, value if name != "title" else (value or ""))
+    if "status" in fields:
+        if fields["status"] not in ("confirmed", "tentative"):
+            raise InvalidEvent("status", "must be confirmed or tentative (delete the event to cancel it)")
+        data.status = fields["status"]
+    if "time_zone" in fields:
+        data.time_zone = _zone(fields["time_zone"])
+    if "all_day" in fields:
+        if not isinstance(fields["all_day"], bool):
+            raise InvalidEvent("all_day", "must be true or false")
+        data.all_day = fields["all_day"]
+    if "attendees" in fields:
+        data.attendees = _attendees(fields["attendees"])
+    for name in ("start", "end"):
+        if name in fields:
+            setattr(data, name, _time(name, fields[name], data.all_day))
+        elif data.all_day != base.all_day:
+            setattr(data, name, _time(name, getattr(data, name), data.all_day))
+    if data.end <= data.start:
+        raise InvalidEvent("end", "must be after start")
+    return data
+
+
+def _time(name: str, value: Any, all_day: bool) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(name, "must be a string (RFC 3339 date-time, or YYYY-MM-DD for all-day events)")
+    try:
+        if all_day:
+            return date.fromisoformat(value[:10]).isoformat()
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise InvalidEvent(name, "needs an offset or Z (e.g. 2026-12-01T09:00:00Z)")
+        return canonical_time(value, False)
+    except ValueError as exc:
+        raise InvalidEvent(name, f"is not a valid {'date' if all_day else 'RFC 3339 date-time'}: {value!r}") from exc
+
+
+def _zone(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidEvent("time_zone", f"unknown IANA time zone {value!r}") from exc
+    return str(value)
+
+
+def _attendees(value: Any) -> list[Attendee]:
+    if not isinstance(value, list):
+        raise InvalidEvent("attendees", "must be a list")
+    out: list[Attendee] = []
+    for item in value:
+        entry = {"email": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict) or not isinstance(entry.get("email"), str) or "@" not in entry["email"]:
+            raise InvalidEvent("attendees", f"each attendee needs an e-mail address, got {item!r}")
+        out.append(Attendee(email=entry["email"], name=entry.get("name"), optional=bool(entry.get("optional")),
+                            response=entry.get("response", "needsAction")))
+    return out

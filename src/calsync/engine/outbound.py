@@ -1,0 +1,201 @@
+"""Push local changes from the outbox, one binding at a time, strictly in order.
+
+Each outbox row names an event; the worker pushes the event as it is *now* (so queued edits
+collapse into one write), with If-Match on the link's ETag. The row is marked done in the same
+transaction as the link update (remote id, ETag, base version): that is the checkpoint. A crash
+between the remote write and the checkpoint is harmless: the retried update meets 412 (our own
+write changed the ETag), the re-read shows the same content, and the three-way rule fast-forwards;
+a retried create meets 409 (the id is the local id) and adopts the remote copy.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+
+from calsync.engine import inbound
+from calsync.model import EventData, RemoteDeletion, RemoteEvent, utcnow
+from calsync.providers.base import (
+    AlreadyExists,
+    AuthError,
+    NotFoundError,
+    PreconditionFailed,
+    Provider,
+    ProviderError,
+)
+from calsync.store import outbox as queue
+from calsync.store import repo
+
+REDECIDE_LIMIT = 3
+
+
+@dataclass
+class PushResult:
+    binding_id: str
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    held: int = 0
+    retried: int = 0
+    failed: int = 0
+    requests: int = 0
+    status: str = "ok"  # ok | skipped | waiting (a retry is scheduled) | auth-failed
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WriteHook = Callable[[str, str], None]  # (event id, what was done) after the remote write, before the checkpoint
+
+
+class Pusher:
+    """Drains one binding's outbox with one provider client."""
+
+    def __init__(self, engine: Engine, provider: Provider, binding_id: str, *, base_delay: float = 5.0,
+                 max_delay: float = 900.0, after_write: WriteHook | None = None) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.after_write = after_write
+        with engine.begin() as conn:
+            self.binding = repo.get_binding(conn, binding_id)
+        self.result = PushResult(binding_id=binding_id)
+
+    def run(self, now: datetime | None = None) -> PushResult:
+        """Push queued rows in order until the queue is empty or a row must wait for a retry."""
+        if self.binding["direction"] == "pull":
+            self.result.status = "skipped"
+            return self.result
+        now = now or utcnow()
+        start = self.provider.request_count
+        try:
+            while True:
+                with self.engine.begin() as conn:
+                    rows = queue.pending_for_binding(conn, self.binding["id"], now, limit=100)
+                if not rows:
+                    break
+                if not self._work(rows, now):
+                    break
+        finally:
+            self.result.requests = self.provider.request_count - start
+        return self.result
+
+    def _work(self, rows: list[dict[str, Any]], now: datetime) -> bool:
+        """False when the queue must stop here (strict order): a retry is scheduled."""
+        for row in rows:
+            if row["next_attempt_at"] > now:
+                self.result.status = "waiting"
+                return False
+            try:
+                outcome = self._push(row)
+            except AuthError as exc:
+                self.result.status, self.result.message = "auth-failed", str(exc)
+                with self.engine.begin() as conn:
+                    repo.set_account_state(conn, self.binding["account_id"], "auth-failed", str(exc))
+                return False
+            except (ProviderError, httpx.HTTPError) as exc:
+                self._retry_later(row, exc)
+                return False
+            setattr(self.result, outcome, getattr(self.result, outcome) + 1)
+        return True
+
+    def _retry_later(self, row: dict[str, Any], exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        retryable = not isinstance(exc, ProviderError) or exc.status is None or exc.status >= 500 \
+            or exc.status in (403, 429)
+        with self.engine.begin() as conn:
+            if retryable:
+                ceiling = min(self.max_delay, self.base_delay * 2 ** row["attempts"])
+                delay = max(getattr(exc, "retry_after", None) or 0.0, random.uniform(ceiling / 2, ceiling))
+                queue.retry_later(conn, row["id"], utcnow() + timedelta(seconds=delay), message)
+                self.result.retried += 1
+            else:
+                queue.fail(conn, row["id"], message)
+                self.result.failed += 1
+        self.result.status, self.result.message = "waiting", message
+
+    # --- one row -----------------------------------------------------------------------
+
+    def _push(self, row: dict[str, Any], attempt: int = 0) -> str:
+        """Make the remote match the event as it is now; returns the outcome's counter name."""
+        with self.engine.begin() as conn:
+            (event,) = repo.get_events(conn, [row["event_id"]])
+            if repo.has_open_conflict(conn, event["id"], self.binding["id"]):
+                queue.hold(conn, self.binding["id"], event["id"])
+                return "held"
+            link = repo.link_of(conn, event["id"], self.binding["id"])
+            data = repo.row_to_data(event)
+        version = event["version"]
+        if link is None or link["remote_deleted"]:
+            if event["deleted"] or event["status"] == "cancelled":
+                return self._settle(event["id"], version, "unchanged")
+            remote = self._create(event["id"], data, link)
+            self._hook(event["id"], "created")
+            return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None)
+        if link["base_version"] == version:
+            return self._settle(event["id"], version, "unchanged")
+        try:
+            if event["deleted"]:
+                self.provider.delete_event(self._calendar, link["remote_id"], if_match=link["etag"])
+                self._hook(event["id"], "deleted")
+                return self._checkpoint(event["id"], version, data, None, "deleted")
+            remote = self.provider.update_event(self._calendar, link["remote_id"], data, if_match=link["etag"])
+            self._hook(event["id"], "updated")
+            return self._checkpoint(event["id"], version, data, remote, "updated")
+        except (PreconditionFailed, NotFoundError):
+            if attempt >= REDECIDE_LIMIT:
+                raise
+            self._redecide(link["remote_id"])
+            return self._push(row, attempt + 1)
+
+    @property
+    def _calendar(self) -> str:
+        return str(self.binding["remote_calendar_id"])
+
+    def _create(self, event_id: str, data: EventData, link: dict[str, Any] | None) -> RemoteEvent:
+        """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy."""
+        remote_id = link["remote_id"] if link else event_id
+        try:
+            return self.provider.insert_event(self._calendar, data, remote_id=remote_id)
+        except AlreadyExists:
+            existing = self.provider.get_event(self._calendar, remote_id)
+            if existing is not None and existing.content_hash == data.content_hash():
+                return existing  # our own earlier insert whose answer was lost
+            # a deleted copy (ids are kept) or a stale one: write ours over it
+            return self.provider.update_event(self._calendar, remote_id, data, if_match=None)
+
+    def _redecide(self, remote_id: str) -> None:
+        """Someone else changed the remote copy (412) or deleted it: read it again and let the
+        three-way rule decide (conflict, fast-forward, or policy), never overwrite blindly."""
+        fresh = self.provider.get_event(self._calendar, remote_id)
+        change = fresh if fresh is not None else RemoteDeletion(remote_id)
+        inbound.apply_remote_changes(self.engine, self.binding["id"], [change])
+
+    def _hook(self, event_id: str, what: str) -> None:
+        if self.after_write:
+            self.after_write(event_id, what)
+
+    def _settle(self, event_id: str, version: int, outcome: str) -> str:
+        with self.engine.begin() as conn:
+            queue.settle(conn, self.binding["id"], event_id, version)
+        return outcome
+
+    def _checkpoint(self, event_id: str, version: int, data: EventData, remote: RemoteEvent | None,
+                    outcome: str, new_link: bool = False) -> str:
+        """The link now agrees with `version`; the rows asking for it are done. One transaction."""
+        with self.engine.begin() as conn:
+            if remote is None:
+                repo.mark_link_deleted(conn, event_id, self.binding["id"], version)
+            else:
+                repo.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
+                                create=new_link)
+            queue.settle(conn, self.binding["id"], event_id, version)
+        return outcome
