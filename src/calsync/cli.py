@@ -22,6 +22,7 @@ from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import SyncResult
+from calsync.engine.outbound import queue_calendar
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import SyncReport, sync_once
@@ -245,6 +246,8 @@ def calendar_bind(
         with engine.begin() as conn:
             calendar_id = calendar or repo.create_calendar(conn, name or info.name, info.time_zone, info.color)
             binding_id = repo.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction, policy)
+        if calendar:
+            queue_calendar(engine, binding_id)  # mirroring: the calendar's events go out to the new binding
     if as_json:
         print_json({"calendar_id": calendar_id, "binding_id": binding_id})
     else:

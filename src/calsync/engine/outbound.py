@@ -199,3 +199,15 @@ class Pusher:
                                 create=new_link)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
+
+
+def queue_calendar(engine: Engine, binding_id: str) -> int:
+    """A binding added to a calendar that already has events: queue them all for it. Its first sync
+    adopts the remote copies calsync made earlier (same id), so nothing is duplicated."""
+    with engine.begin() as conn:
+        binding = repo.get_binding(conn, binding_id)
+        if binding["direction"] == "pull":
+            return 0
+        live = [(e["id"], e["version"]) for e in repo.list_events(conn, calendar_id=binding["calendar_id"])
+                if e["recurring_event_id"] is None]
+        return queue.enqueue(conn, binding["calendar_id"], live, bindings_to=[binding_id])

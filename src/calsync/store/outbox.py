@@ -38,11 +38,11 @@ def enqueue(
     for binding_id in targets:
         pending: dict[str, int] = {}
         for chunk in chunks(list(versions)):
-            pending.update(conn.execute(
+            pending.update((e, i) for e, i in conn.execute(
                 select(outbox.c.event_id, outbox.c.id).where(
                     outbox.c.binding_id == binding_id, outbox.c.event_id.in_(chunk),
                     outbox.c.status.in_(("pending", "held")))
-            ).tuples())
+            ))
         bumps = [{"row_id": pending[e], "v": v} for e, v in versions.items() if e in pending]
         if bumps:
             conn.execute(
@@ -135,8 +135,8 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
                                 .where(outbox.c.event_id.in_(chunk), outbox.c.status.in_(("pending", "held", "failed")))):
             state = "error" if row.status == "failed" or row.attempts > 0 else "pending"
             queued[(row.event_id, row.binding_id)] = state
-        conflicted.update(conn.execute(select(conflicts.c.event_id, conflicts.c.binding_id).where(
-            and_(conflicts.c.event_id.in_(chunk), conflicts.c.status == "open"))).tuples())
+        conflicted.update((e, b) for e, b in conn.execute(select(conflicts.c.event_id, conflicts.c.binding_id).where(
+            and_(conflicts.c.event_id.in_(chunk), conflicts.c.status == "open"))))
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         states = []
