@@ -68,6 +68,8 @@ def test_account_bind_sync_list(tmp_path: Path, google_url: str) -> None:
     (["events", "list", "--calendar", "nope"], "no local calendar with id 'nope'"),
     (["account", "add", "outlook2", "--name", "x", "--token", "t"], "unknown provider"),
     (["account", "add", "google", "--name", "x"], "--token is required"),
+    (["conflicts", "resolve", "nope", "--keep", "local"], "no conflict with id 'nope'"),
+    (["conflicts", "resolve", "nope", "--keep", "both"], "--keep must be local or remote"),
 ])
 def test_bad_input_gets_a_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
     done = calsync(*args, db=tmp_path / "bad.db", ok=False)

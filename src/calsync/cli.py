@@ -20,6 +20,7 @@ from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter, ConferenceError
 from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
+from calsync.engine.conflicts import ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import SyncResult
 from calsync.engine.outbound import queue_calendar
@@ -353,6 +354,14 @@ def print_report(report: SyncReport) -> None:
         table.add_row(r.binding_id[:12], kind, str(r.pages), str(r.requests), str(r.created), str(r.updated),
                       str(r.deleted), str(r.conflicts), status)
     console.print(table)
+    pushed = [r for r in report.outbound if r.created or r.updated or r.deleted or r.held or r.status != "ok"]
+    if pushed:
+        out = Table("binding", "created", "updated", "deleted", "held (conflict)", "requests", "status")
+        for r in pushed:
+            status = r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]: {r.message or ''}"
+            out.add_row(r.binding_id[:12], str(r.created), str(r.updated), str(r.deleted), str(r.held),
+                        str(r.requests), status)
+        console.print(out)
     c = report.conferences
     if c.processed:
         console.print(f"conferences: {c.processed} checked, {c.created} created, {c.updated} updated, "
@@ -479,6 +488,28 @@ def conference_list(
         table.add_row(r["event_id"], r["provider"], r["conference_id"], r["state"], r["join_url"] or "",
                       jsonable(r["last_synced_at"]) or "")
     console.print(table)
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    conflict_id: str,
+    keep: Annotated[str, typer.Option(help="Which side wins: local or remote.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle a conflict; the held changes are released and the next sync carries the outcome."""
+    if keep not in ("local", "remote"):
+        raise fail("--keep must be local or remote", 2)
+    with database(db) as engine:
+        try:
+            row = resolve_conflict(engine, conflict_id, keep=keep)
+        except ConflictResolved as exc:
+            raise fail(str(exc)) from exc
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"conflict {conflict_id} resolved: kept {keep}; run `calsync sync` to carry it out",
+                      highlight=False)
 
 
 @db_app.command("upgrade")
