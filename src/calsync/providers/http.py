@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email.utils
+import weakref
 import random
 import time
 from collections.abc import Callable
@@ -53,13 +54,13 @@ def is_retryable(response: httpx.Response) -> bool:
 
 
 ResponseObserver = Callable[[str, int], None]
-_observers: list[ResponseObserver] = []
+_observers: list[weakref.WeakMethod[ResponseObserver]] = []
 
 
 def observe_responses(observer: ResponseObserver) -> None:
-    """Call `observer(provider, status)` for every provider response (status 0: no response); for metrics."""
-    if observer not in _observers:
-        _observers.append(observer)
+    """Call the bound method `observer(provider, status)` for every provider response (status 0: no
+    response), for metrics. Held weakly: a metrics object that goes away stops observing."""
+    _observers.append(weakref.WeakMethod(observer))  # type: ignore[arg-type]
 
 
 class RetryingClient:
@@ -109,8 +110,12 @@ class RetryingClient:
         self._sleep(delay)
 
     def _notify(self, status: int) -> None:
-        for observer in _observers:
-            observer(self.provider, status)
+        for ref in list(_observers):
+            observer = ref()
+            if observer is None:
+                _observers.remove(ref)
+            else:
+                observer(self.provider, status)
 
     def close(self) -> None:
         self._client.close()

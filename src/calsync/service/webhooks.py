@@ -16,9 +16,10 @@ def google_router(engine: Engine, metrics: Metrics, wake: threading.Event | None
     router = APIRouter()
 
     @router.post("/webhooks/google", include_in_schema=False)
-    async def google(request: Request) -> Response:
+    def google(request: Request) -> Response:
         """A Google Calendar push notification: verify the channel and its secret token, then mark
-        the binding dirty. `sync` messages only confirm a new channel."""
+        the binding dirty. `sync` messages only confirm a new channel. A plain `def`: FastAPI runs it
+        in its thread pool, so a database wait never stalls the event loop (and the other requests)."""
         channel_id = request.headers.get("x-goog-channel-id", "")
         token = request.headers.get("x-goog-channel-token", "")
         resource_id = request.headers.get("x-goog-resource-id", "")
