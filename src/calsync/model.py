@@ -24,7 +24,7 @@ def canonical_instant(value: datetime) -> str:
     """One spelling per instant (UTC, seconds), so equal times compare equal as strings."""
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: an offset or time zone is required")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"  # year always 4 digits
 
 
 def parse_instant(text: str) -> datetime:

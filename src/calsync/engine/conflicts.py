@@ -29,8 +29,9 @@ def resolve_conflict(
         raise local.InvalidEvent("keep", "give exactly one of keep=local, keep=remote, or a merged event")
     with engine.begin() as conn:
         conflict = repo.get_conflict(conn, conflict_id)
-        if conflict["status"] != "open":
-            raise ConflictResolved(f"conflict {conflict_id} is already {conflict['status']}")
+        # closing first, guarded on 'open', is what makes two concurrent resolutions settle it once
+        if conflict["status"] != "open" or not repo.close_conflict(conn, conflict_id, keep or "merged"):
+            raise ConflictResolved(f"conflict {conflict_id} is already resolved")
         binding = repo.get_binding(conn, conflict["binding_id"])
         (event,) = repo.get_events(conn, [conflict["event_id"]])
         if keep == "remote":
@@ -38,7 +39,6 @@ def resolve_conflict(
         else:
             data = local.validated(repo.row_to_data(event), merged, creating=False) if merged is not None else None
             _keep_local(conn, conflict, binding, event, data)
-        repo.close_conflict(conn, conflict_id, keep or "merged")
         return repo.get_conflict(conn, conflict_id)
 
 
@@ -65,7 +65,8 @@ def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, A
     version = event["version"]
     if merged is not None:
         version += 1
-        repo.save_local_event(conn, event["id"], merged, version)
+        if not repo.save_local_event(conn, event["id"], merged, version):
+            raise local.StaleVersion(event["version"])
     repo.adopt_remote_etag(conn, event["id"], binding["id"], conflict["remote_etag"],
                            remote_deleted=conflict["remote"] is None)
     outbox_store.release(conn, binding["id"], event["id"], drop=False)

@@ -17,6 +17,7 @@ from calsync.store import repo
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
 MAX_TEXT = {"title": 1024, "description": 8192, "location": 1024}
+MIN_YEAR, MAX_YEAR = 1900, 2999
 
 
 class InvalidEvent(ValueError):
@@ -66,7 +67,8 @@ def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_vers
         row = _live_row(conn, event_id, if_version)
         data = validated(repo.row_to_data(row), changes, creating=False)
         version = row["version"] + 1
-        repo.save_local_event(conn, event_id, data, version)
+        if not repo.save_local_event(conn, event_id, data, version):  # someone else wrote it meanwhile
+            raise StaleVersion(_current_version(conn, event_id))
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _conference_work(conn, event_id, data)
     return LocalChange(event_id, version, queued)
@@ -76,9 +78,11 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None) -> Local
     """Delete locally (a tombstone, so the delete can be pushed and the conference removed)."""
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
-        doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
-        repo.tombstone_events(conn, doomed, LOCAL_SOURCE)
         version = row["version"] + 1
+        if not repo.tombstone_local_event(conn, event_id, version):
+            raise StaleVersion(_current_version(conn, event_id))
+        doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
+        repo.tombstone_events(conn, doomed[1:], LOCAL_SOURCE)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         enqueue_for_changed_events(conn, [], doomed)
     return LocalChange(event_id, version, queued)
@@ -92,6 +96,10 @@ def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[s
     if if_version is not None and if_version != row["version"]:
         raise StaleVersion(row["version"])
     return row
+
+
+def _current_version(conn: Connection, event_id: str) -> int:
+    return int(repo.get_events(conn, [event_id])[0]["version"])
 
 
 def _conference_work(conn: Connection, event_id: str, data: EventData) -> None:
@@ -146,25 +154,31 @@ def validated(base: EventData, fields: dict[str, Any], *, creating: bool) -> Eve
 def _time(name: str, value: Any, all_day: bool) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(name, "must be a string (RFC 3339 date-time, or YYYY-MM-DD for all-day events)")
+    kind = "date" if all_day else "RFC 3339 date-time"
     try:
-        if all_day:
-            return date.fromisoformat(value[:10]).isoformat()
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise InvalidEvent(name, "needs an offset or Z (e.g. 2026-12-01T09:00:00Z)")
-        return canonical_time(value, False)
+        parsed = date.fromisoformat(value[:10]) if all_day else datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise InvalidEvent(name, f"is not a valid {'date' if all_day else 'RFC 3339 date-time'}: {value!r}") from exc
+        raise InvalidEvent(name, f"is not a valid {kind}: {value[:64]!r}") from exc
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise InvalidEvent(name, f"must lie between the years {MIN_YEAR} and {MAX_YEAR}")
+    if isinstance(parsed, datetime) and parsed.tzinfo is None:
+        raise InvalidEvent(name, "needs an offset or Z (e.g. 2026-12-01T09:00:00Z)")
+    try:
+        return parsed.isoformat() if all_day else canonical_time(value, False)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidEvent(name, f"is not a valid {kind}: {value[:64]!r}") from exc
 
 
 def _zone(value: Any) -> str | None:
     if value is None:
         return None
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise InvalidEvent("time_zone", "must be an IANA time zone name such as Europe/Berlin")
     try:
-        ZoneInfo(str(value))
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder such as "America"
         raise InvalidEvent("time_zone", f"unknown IANA time zone {value!r}") from exc
-    return str(value)
+    return value
 
 
 def _attendees(value: Any) -> list[Attendee]:

@@ -482,10 +482,11 @@ def get_conflict(conn: Connection, conflict_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> None:
+def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
+    """Close an open conflict; False if it was not open any more (someone else resolved it first)."""
     now = utcnow()
-    conn.execute(conflicts.update().where(conflicts.c.id == conflict_id).values(
-        status="resolved", resolution=resolution, resolved_at=now, updated_at=now))
+    return conn.execute(conflicts.update().where(conflicts.c.id == conflict_id, conflicts.c.status == "open").values(
+        status="resolved", resolution=resolution, resolved_at=now, updated_at=now)).rowcount == 1
 
 
 def record_conflict(
@@ -570,10 +571,19 @@ def event_data(conn: Connection, event_id: str) -> EventData:
     return row_to_data(row)
 
 
-def save_local_event(conn: Connection, event_id: str, data: EventData, version: int) -> None:
-    """A local edit: new content, the given next version, changed by 'local'."""
-    conn.execute(events.update().where(events.c.id == event_id).values(
-        **event_columns(data), version=version, updated_at_source="local", updated_at=utcnow()))
+def save_local_event(conn: Connection, event_id: str, data: EventData, version: int) -> bool:
+    """A local edit: new content at `version`, changed by 'local'. Guarded on the version before it,
+    so of two concurrent edits from the same version exactly one wins (False for the loser)."""
+    return conn.execute(events.update().where(events.c.id == event_id, events.c.version == version - 1).values(
+        **event_columns(data), version=version, updated_at_source="local", updated_at=utcnow())).rowcount == 1
+
+
+def tombstone_local_event(conn: Connection, event_id: str, version: int) -> bool:
+    """A local delete at `version`, guarded like save_local_event."""
+    now = utcnow()
+    return conn.execute(events.update().where(
+        events.c.id == event_id, events.c.version == version - 1, events.c.deleted.is_(False),
+    ).values(deleted=True, deleted_at=now, updated_at=now, updated_at_source="local", version=version)).rowcount == 1
 
 
 def save_event_from(conn: Connection, event_id: str, data: EventData, version: int, source: str,

@@ -1,0 +1,59 @@
+"""Keyset pages of events for the REST API, and per-calendar event counts.
+
+Offsets get slower and skip or repeat rows while events change; a keyset on (range_start, id),
+the order `repo.list_events` uses, resumes exactly after the last row a client saw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from calsync.store import repo
+from calsync.store.schema import events
+
+
+@dataclass
+class EventPage:
+    rows: list[dict[str, Any]]  # live events with their links, ordered by (range_start, id)
+    more: bool  # another page follows the last row
+
+
+def page_events(
+    conn: Connection, *, calendar_id: str | None = None, start: str | None = None, end: str | None = None,
+    after: tuple[str, str] | None = None, limit: int = 500,
+) -> EventPage:
+    """Live events overlapping [start, end) (UTC range keys), after the keyset `after`, at most `limit`.
+
+    The overlap test is repo.list_events' own: series with a recurrence rule always overlap a
+    window that has a start, because their last occurrence is not stored.
+    """
+    query = select(events.c.id).where(events.c.deleted.is_(False))
+    if calendar_id is not None:
+        query = query.where(events.c.calendar_id == calendar_id)
+    if start is not None:
+        query = query.where(or_(events.c.range_end > start, events.c.recurrence.is_not(None)))
+    if end is not None:
+        query = query.where(events.c.range_start < end)
+    if after is not None:
+        last_start, last_id = after
+        query = query.where(or_(
+            events.c.range_start > last_start, and_(events.c.range_start == last_start, events.c.id > last_id)
+        ))
+    ids = list(conn.execute(query.order_by(events.c.range_start, events.c.id).limit(limit + 1)).scalars())
+    more = len(ids) > limit
+    ids = ids[:limit]
+    position = {event_id: n for n, event_id in enumerate(ids)}
+    rows = sorted(repo.get_events(conn, ids), key=lambda row: position[row["id"]])
+    return EventPage(rows=rows, more=more)
+
+
+def event_counts(conn: Connection) -> dict[str, int]:
+    """calendar id -> number of live events, in one grouped query (calendars without events are absent)."""
+    query = (
+        select(events.c.calendar_id, func.count())
+        .where(events.c.deleted.is_(False))
+        .group_by(events.c.calendar_id)
+    )
+    return {calendar_id: int(count) for calendar_id, count in conn.execute(query)}
