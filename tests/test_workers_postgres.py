@@ -8,13 +8,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from calsync.store import repo
+from calsync.store import repo, scheduling
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings
 from tests.helpers import GoogleApi, admin, bind, local_events, token_of
@@ -61,7 +62,7 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_two_workers_share_fifty_bindings_without_doing_any_twice(
+def test_two_workers_share_fifty_dirty_bindings_without_doing_any_twice(
     engine: Engine, pg_url: str, google_url: str
 ) -> None:
     calendars: list[str] = []
@@ -71,8 +72,12 @@ def test_two_workers_share_fifty_bindings_without_doing_any_twice(
         calendars.extend(api.create_calendar(f"calendar {n}") for n in range(9))
         for calendar in calendars[-10:]:
             api.insert(calendar, f"event of {calendar}")
+    later = datetime.now(UTC) + timedelta(hours=1)
     for n, calendar in enumerate(calendars):
-        bind(engine, google_url, f"user{n // 10}", calendar)
+        binding = bind(engine, google_url, f"user{n // 10}", calendar)
+        with engine.begin() as conn:  # not due by the poll timer: only because a notification said so
+            conn.execute(bindings.update().where(bindings.c.id == binding).values(next_poll_at=later))
+            scheduling.mark_dirty(conn, binding)
     admin(google_url, "DELETE", "/requests")
     # each list takes a while, so the two workers really run side by side
     admin(google_url, "POST", "/faults", json={"latency_ms": 60, "methods": ["GET"]})

@@ -379,12 +379,14 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(snapshot)
         return
-    table = Table("binding", "remote calendar", "last sync", "token age", "channel expires", "dirty", "status", "error")
+    table = Table("binding", "remote calendar", "last success", "token age", "channel expires", "dirty", "queued",
+                  "status", "error")
     for b in snapshot["bindings"]:
         age = f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token"
         channel = (b["channel"] or {}).get("expiration") or "none"
-        table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_sync_at"] or "never", age, channel,
-                      "yes" if b["dirty"] else "", b["last_sync_status"] or "", b["last_error"] or "")
+        table.add_row(b["id"][:12], b["remote_calendar_id"], b["last_success_at"] or "never", age, channel,
+                      "yes" if b["dirty"] else "", str(b["outbox_backlog"]), b["last_sync_status"] or "",
+                      b["last_error"] or "")
     console.print(table)
     for a in snapshot["accounts"]:
         if a["state"] != "ok" or a["backoff_until"]:

@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from calsync.model import utcnow
 from calsync.store import conferences as conference_store
+from calsync.store import outbox as outbox_store
 from calsync.store import repo, scheduling
 from calsync.views import binding_json, jsonable
 
@@ -20,6 +21,8 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
         for row in repo.list_bindings(conn):
             channel = channels.get(row["id"])
             bindings.append(binding_json(row, now) | {
+                "last_success_at": jsonable(row["sync_token_updated_at"]),
+                "outbox_backlog": outbox_store.backlog(conn, row["id"]),
                 "dirty": row["dirty_at"] is not None,
                 "leased": row["lease_until"] is not None and row["lease_until"] > now,
                 "next_poll_at": jsonable(row["next_poll_at"]),
@@ -36,4 +39,5 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
         return {
             "accounts": accounts, "bindings": bindings, "open_conflicts": len(repo.list_conflicts(conn)),
             "conference_backlog": conference_store.backlog(conn),
+            "outbox_backlog": outbox_store.backlog(conn),
         }

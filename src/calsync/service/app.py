@@ -15,6 +15,7 @@ from calsync.service.api import api_router
 from calsync.service.metrics import Metrics
 from calsync.service.webhooks import google_router
 from calsync.store import conferences as conference_store
+from calsync.store import outbox as outbox_store
 from calsync.store import scheduling
 
 
@@ -33,7 +34,7 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> PlainTextResponse:
         with engine.begin() as conn:
-            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn))
+            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn), outbox_store.backlog(conn))
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app

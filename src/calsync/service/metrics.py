@@ -24,6 +24,8 @@ class Metrics:
         self.conference_backlog = Gauge("calsync_conference_outbox_depth", "Conference work waiting.",
                                         registry=self.registry)
         self.dirty = Gauge("calsync_dirty_bindings", "Bindings marked dirty and not yet synced.", registry=self.registry)
+        self.outbox = Gauge("calsync_outbox_depth", "Local changes waiting to be pushed (pending or held).",
+                            registry=self.registry)
         observe_responses(self._response)
 
     def _response(self, provider: str, status: int) -> None:
@@ -34,7 +36,8 @@ class Metrics:
         if dirty_at is not None and result.status == "ok":
             self.latency.observe(max(0.0, (finished - dirty_at).total_seconds()))
 
-    def render(self, backlog: int, dirty: int) -> bytes:
+    def render(self, backlog: int, dirty: int, outbox: int) -> bytes:
         self.conference_backlog.set(backlog)
         self.dirty.set(dirty)
+        self.outbox.set(outbox)
         return generate_latest(self.registry)

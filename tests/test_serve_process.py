@@ -1,0 +1,92 @@
+"""`calsync serve --no-workers` as a real process, settled by `calsync sync` runs: the deterministic
+two-step a test (or an operator) uses to queue local edits, change the remote side, then settle."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import GoogleApi
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    done = subprocess.run([sys.executable, "-m", "calsync.cli", *args, "--db", str(db)], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    db = tmp_path / "calsync.db"
+    run("db", "upgrade", db=db)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    server = subprocess.Popen([sys.executable, "-m", "calsync.cli", "serve", "--no-workers", "--port", str(port),
+                               "--db", str(db)], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url, db
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_api_edits_are_settled_by_calsync_sync(served: tuple[str, Path], google_url: str) -> None:
+    url, db = served
+    api = GoogleApi(google_url, "frank")
+    calendar = api.primary_id()
+    kept = api.insert(calendar, "Kept remote")
+    account = run("account", "add", "google", "--name", "frank", "--token", "frank", "--base-url", google_url,
+                  db=db).stdout.strip()
+    run("calendar", "bind", account, calendar, db=db)
+    run("sync", db=db)
+    (local_calendar,) = httpx.get(f"{url}/api/v1/calendars").json()["calendars"]
+
+    created = httpx.post(f"{url}/api/v1/events", json={
+        "calendar_id": local_calendar["id"], "title": "Made through the API",
+        "start": "2026-12-04T10:00:00Z", "end": "2026-12-04T11:00:00Z"})
+    assert created.status_code == 201
+    event: dict[str, Any] = created.json()
+    assert [s["state"] for s in event["sync"]] == ["pending"]
+    api.patch(calendar, kept["id"], summary="Kept remote (edited)")
+
+    run("sync", db=db)  # one deterministic step: inbound, then outbox, then conferences
+    titles = {e["summary"] for e in api.list_all(calendar)}
+    assert titles == {"Made through the API", "Kept remote (edited)"}
+    fetched = httpx.get(f"{url}/api/v1/events/{event['id']}").json()
+    assert [s["state"] for s in fetched["sync"]] == ["synced"]
+    listed = httpx.get(f"{url}/api/v1/events", params={"calendar_id": local_calendar["id"]}).json()["events"]
+    assert {e["title"] for e in listed} == titles
+
+    stale = httpx.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "x"}, headers={"If-Match": '"0-x"'})
+    assert stale.status_code == 412
+    moved = httpx.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "Moved by the API"},
+                        headers={"If-Match": fetched["etag"]})
+    assert moved.status_code == 200
+    run("sync", db=db)
+    assert api.http.get(f"/calendars/{calendar}/events/{event['id']}").json()["summary"] == "Moved by the API"
+    status = httpx.get(f"{url}/api/v1/status").json()
+    assert status["bindings"][0]["outbox_backlog"] == 0 and status["outbox_backlog"] == 0
