@@ -52,7 +52,7 @@ def run(google_url: str, zoom_url: str, count: int, changed_share: float) -> Non
     with engine.begin() as conn:
         account = repo.create_account(conn, "google", "bench", google_url, {"token": "bench"})
         local = repo.create_calendar(conn, "bench")
-        binding = repo.create_binding(conn, local, account, calendar, "two-way")
+        repo.create_binding(conn, local, account, calendar, "two-way")
     zoom = ZoomAdapter.from_settings({
         "CALSYNC_ZOOM_BASE_URL": f"{zoom_url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom_url}/oauth/token",
         "CALSYNC_ZOOM_ACCOUNT_ID": "a", "CALSYNC_ZOOM_CLIENT_ID": "c", "CALSYNC_ZOOM_CLIENT_SECRET": "s",

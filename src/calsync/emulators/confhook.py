@@ -35,7 +35,11 @@ from calsync.conferencing.webhook import (
     ReplayGuard,
     signature_problem,
 )
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
+from calsync.emulators.faults import (
+    FaultInjector,
+    RequestLog,
+    common_admin_routes,
+)
 
 __all__ = ["HOOK_PATH", "ConfhookEmulator", "HookError", "create_app"]
 
@@ -254,38 +258,9 @@ def create_app(emulator: ConfhookEmulator | None = None, *, secret: str = "confh
 
 
 def _admin_routes(emu: ConfhookEmulator) -> list[Route]:
-    async def reset(request: Request) -> Response:
-        emu.reset()
-        return JSONResponse({"reset": True})
-
-    async def faults_post(request: Request) -> Response:
-        try:
-            raw = await request.body()
-            rule = add_fault(emu.faults, emu.commit_faults, json.loads(raw) if raw.strip() else {})
-        except (FaultSpecError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(rule, status_code=201)
-
-    async def faults(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"faults": list_faults(emu.faults, emu.commit_faults)})
-        emu.faults.clear()
-        emu.commit_faults.clear()
-        return Response(status_code=204)
-
-    async def requests_(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"requests": emu.requests.entries()})
-        emu.requests.clear()
-        return Response(status_code=204)
-
     async def meetings(request: Request) -> Response:
         return JSONResponse({"meetings": emu.meetings()})
 
-    return [
-        Route("/emulator/reset", reset, methods=["POST"]),
-        Route("/emulator/faults", faults_post, methods=["POST"]),
-        Route("/emulator/faults", faults, methods=["GET", "DELETE"]),
-        Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
+    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
         Route("/emulator/meetings", meetings, methods=["GET"]),
     ]

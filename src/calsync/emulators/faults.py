@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.responses import Response
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 #: Renders an injected error: (status, reason or None, the rule as a dict) -> response.
 ErrorRenderer = Callable[[int, "str | None", dict[str, Any]], Response]
@@ -243,3 +247,51 @@ def add_fault(before: FaultInjector, after: FaultInjector, spec: Any) -> dict[st
 
 def list_faults(before: FaultInjector, after: FaultInjector) -> list[dict[str, Any]]:
     return before.rules() + [{**r, "after_commit": True} for r in after.rules()]
+
+
+def admin_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def admin_json(request: Request) -> Any:
+    """The admin request's JSON body ({} when empty); ValueError when it is not JSON."""
+    raw = await request.body()
+    return json.loads(raw) if raw.strip() else {}
+
+
+def common_admin_routes(
+    reset: Callable[[], Any], faults: FaultInjector, commit_faults: FaultInjector, log: RequestLog
+) -> list[Route]:
+    """The admin surface every emulator shares: reset, fault rules (before or after the work is
+    done), and the request log. Admin requests are never logged or faulted."""
+
+    async def reset_(request: Request) -> Response:
+        reset()
+        return JSONResponse({"reset": True})
+
+    async def add_rule(request: Request) -> Response:
+        try:
+            rule = add_fault(faults, commit_faults, await admin_json(request))
+        except (FaultSpecError, ValueError) as exc:
+            return admin_error(400, str(exc))
+        return JSONResponse(rule, status_code=201)
+
+    async def rules(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({"faults": list_faults(faults, commit_faults)})
+        faults.clear()
+        commit_faults.clear()
+        return Response(status_code=204)
+
+    async def requests_(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({"requests": log.entries()})
+        log.clear()
+        return Response(status_code=204)
+
+    return [
+        Route("/emulator/reset", reset_, methods=["POST"]),
+        Route("/emulator/faults", add_rule, methods=["POST"]),
+        Route("/emulator/faults", rules, methods=["GET", "DELETE"]),
+        Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
+    ]

@@ -48,7 +48,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
+from calsync.emulators.faults import (
+    FaultInjector,
+    RequestLog,
+    admin_error,
+    admin_json,
+    common_admin_routes,
+)
 from calsync.emulators.google_push import DEFAULT_TTL_SECONDS, PushError, PushHub, parse_watch, push_admin_routes
 
 __all__ = ["ApiError", "GoogleEmulator", "create_app", "DEFAULT_SWITCHES", "API_PREFIX"]
@@ -2281,75 +2287,38 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
     return app
 
 
-def _admin_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-async def _admin_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    return json.loads(raw)
 
 
 def _admin_routes(emu: GoogleEmulator) -> list[Route]:
     """POST/DELETE endpoints tests and benchmarks use to steer the emulator (never logged or faulted)."""
 
-    async def reset(request: Request) -> Response:
-        emu.reset()
-        return JSONResponse({"reset": True})
-
     async def invalidate(request: Request) -> Response:
         try:
             epoch = emu.invalidate_tokens(request.path_params["cal"])
         except ApiError:
-            return _admin_error(404, "no such calendar")
+            return admin_error(404, "no such calendar")
         return JSONResponse({"calendarId": request.path_params["cal"], "epoch": epoch})
-
-    async def add_fault_rule(request: Request) -> Response:
-        try:
-            rule = add_fault(emu.faults, emu.commit_faults, await _admin_json(request))
-        except (FaultSpecError, ValueError) as exc:
-            return _admin_error(400, str(exc))
-        return JSONResponse(rule, status_code=201)
-
-    async def faults(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"faults": list_faults(emu.faults, emu.commit_faults)})
-        emu.faults.clear()
-        emu.commit_faults.clear()
-        return Response(status_code=204)
-
-    async def requests_(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"requests": emu.requests.entries()})
-        emu.requests.clear()
-        return Response(status_code=204)
 
     async def seed(request: Request) -> Response:
         try:
-            spec = await _admin_json(request)
+            spec = await admin_json(request)
             created = await run_in_threadpool(emu.seed, request.path_params["cal"], spec)
         except ApiError:
-            return _admin_error(404, "no such calendar")
+            return admin_error(404, "no such calendar")
         except ValueError as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
         return JSONResponse({"created": created})
 
     async def switches(request: Request) -> Response:
         if request.method == "GET":
             return JSONResponse(dict(emu.switches))
         try:
-            return JSONResponse(emu.set_switches(await _admin_json(request)))
+            return JSONResponse(emu.set_switches(await admin_json(request)))
         except ValueError as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
 
-    return [
-        Route("/emulator/reset", reset, methods=["POST"]),
+    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
         Route("/emulator/calendars/{cal}/invalidate-tokens", invalidate, methods=["POST"]),
         Route("/emulator/calendars/{cal}/seed", seed, methods=["POST"]),
-        Route("/emulator/faults", add_fault_rule, methods=["POST"]),
-        Route("/emulator/faults", faults, methods=["GET", "DELETE"]),
-        Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
         Route("/emulator/switches", switches, methods=["GET", "POST"]),
     ] + push_admin_routes(emu.push)

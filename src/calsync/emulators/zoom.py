@@ -37,10 +37,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.faults import FaultInjector, FaultSpecError, RequestLog, add_fault, list_faults
+from calsync.emulators.faults import (
+    FaultInjector,
+    RequestLog,
+    admin_error,
+    admin_json,
+    common_admin_routes,
+)
 
-__all__ = ["API_PREFIX", "TOKEN_PATH", "OAuthError", "ZoomApiError", "ZoomEmulator", "add_fault", "create_app",
-           "list_faults"]
+__all__ = ["API_PREFIX", "TOKEN_PATH", "OAuthError", "ZoomApiError", "ZoomEmulator", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -678,43 +683,10 @@ def create_app(emulator: ZoomEmulator | None = None) -> Starlette:
     return app
 
 
-def _admin_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-async def _admin_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    return json.loads(raw)
 
 
 def _admin_routes(emu: ZoomEmulator) -> list[Route]:
     """Endpoints tests use to steer the emulator (never logged or faulted)."""
-
-    async def reset(request: Request) -> Response:
-        emu.reset()
-        return JSONResponse({"reset": True})
-
-    async def faults_post(request: Request) -> Response:
-        try:
-            rule = add_fault(emu.faults, emu.commit_faults, await _admin_json(request))
-        except (FaultSpecError, ValueError) as exc:
-            return _admin_error(400, str(exc))
-        return JSONResponse(rule, status_code=201)
-
-    async def faults(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"faults": list_faults(emu.faults, emu.commit_faults)})
-        emu.faults.clear()
-        emu.commit_faults.clear()
-        return Response(status_code=204)
-
-    async def requests_(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"requests": emu.requests.entries()})
-        emu.requests.clear()
-        return Response(status_code=204)
 
     async def expire(request: Request) -> Response:
         return JSONResponse({"expired": emu.expire_tokens()})
@@ -723,15 +695,11 @@ def _admin_routes(emu: ZoomEmulator) -> list[Route]:
         if request.method == "GET":
             return JSONResponse(emu.config())
         try:
-            return JSONResponse(emu.set_config(await _admin_json(request)))
+            return JSONResponse(emu.set_config(await admin_json(request)))
         except ValueError as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
 
-    return [
-        Route("/emulator/reset", reset, methods=["POST"]),
-        Route("/emulator/faults", faults_post, methods=["POST"]),
-        Route("/emulator/faults", faults, methods=["GET", "DELETE"]),
-        Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
+    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
         Route("/emulator/expire-tokens", expire, methods=["POST"]),
         Route("/emulator/config", config, methods=["GET", "POST"]),
     ]
