@@ -9,9 +9,11 @@ from typing import NoReturn
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 
 from calsync.emulators.google import GoogleEmulator, create_app
 from calsync.emulators.server import RunningServer, serve_in_thread
+from tests.helpers import GoogleApi
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +123,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'calsync.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite store in the test's own folder."""
+    from calsync.store.db import open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def alice(google_url: str) -> GoogleApi:
+    """Another Google client, signed in as alice, on a freshly reset emulator."""
+    return GoogleApi(google_url, "alice")

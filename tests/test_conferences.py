@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,16 +18,11 @@ from calsync.model import EventData
 from calsync.providers.google import GoogleProvider
 from calsync.store import conferences as store
 from calsync.store import repo
-from calsync.store.db import open_engine
 from calsync.store.schema import conference_outbox
 from tests.helpers import GoogleApi, ZoomApi, admin, bind, local_create, local_events, zoom_settings
 
 START = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
-
-@pytest.fixture()
-def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
 
 
 @pytest.fixture()
@@ -38,10 +32,6 @@ def adapters(zoom_url: str) -> Iterator[dict[str, ConferenceAdapter]]:
     yield {"zoom": zoom}
     zoom.close()
 
-
-@pytest.fixture()
-def alice(google_url: str) -> GoogleApi:
-    return GoogleApi(google_url, "alice")
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -15,7 +14,6 @@ from calsync.model import Account, EventData
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
-from calsync.store.db import open_engine
 from calsync.store.schema import conflicts, event_links, events
 from tests.helpers import (
     GoogleApi,
@@ -29,14 +27,6 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture()
-def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
-
-
-@pytest.fixture()
-def alice(google_url: str) -> GoogleApi:
-    return GoogleApi(google_url, "alice")
 
 
 def run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from calsync.service.metrics import Metrics
 from calsync.emulators.server import serve_in_thread
 from calsync.model import utcnow
 from calsync.store import repo, scheduling
-from calsync.store.db import open_engine
 from calsync.store.schema import channels
 from tests.helpers import GoogleApi, admin, bind, local_events
 
@@ -32,14 +30,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture()
-def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
-
-
-@pytest.fixture()
-def alice(google_url: str) -> GoogleApi:
-    return GoogleApi(google_url, "alice")
 
 
 def start_service(engine: Engine, debounce: float = 0.2, **settings: Any) -> tuple[str, WorkerPool, Callable[[], None]]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,21 +16,12 @@ from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
 from calsync.store import outbox as queue
 from calsync.store import repo
-from calsync.store.db import open_engine
 from calsync.store.schema import conflicts
 from tests.helpers import GoogleApi, admin, bind, event_data, local_events
 
 LATER = timedelta(days=1)
 
 
-@pytest.fixture()
-def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
-
-
-@pytest.fixture()
-def alice(google_url: str) -> GoogleApi:
-    return GoogleApi(google_url, "alice")
 
 
 def sync(engine: Engine, *, later: bool = False, **kwargs: Any) -> SyncReport:
