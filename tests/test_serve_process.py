@@ -72,8 +72,12 @@ def test_api_edits_are_settled_by_calsync_sync(served: tuple[str, Path], google_
     event: dict[str, Any] = created.json()
     assert [s["state"] for s in event["sync"]] == ["pending"]
     api.patch(calendar, kept["id"], summary="Kept remote (edited)")
+    # the insert's answer is lost once: the retry meets 409 and adopts the copy, no duplicate
+    httpx.post(f"{google_url}/emulator/faults",
+               json={"status": 503, "count": 1, "after_commit": True, "methods": ["POST"]}).raise_for_status()
 
     run("sync", db=db)  # one deterministic step: inbound, then outbox, then conferences
+    assert [e["id"] for e in api.list_all(calendar) if e["summary"] == "Made through the API"] == [event["id"]]
     titles = {e["summary"] for e in api.list_all(calendar)}
     assert titles == {"Made through the API", "Kept remote (edited)"}
     fetched = httpx.get(f"{url}/api/v1/events/{event['id']}").json()

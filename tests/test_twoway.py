@@ -250,3 +250,24 @@ def test_mirroring_through_the_hub_does_not_loop(engine: Engine, alice: GoogleAp
         assert all(r.updated == r.created == r.deleted == 0 for r in report.inbound + report.outbound)
     assert writes(google_url) == [], "quiet: nothing echoes back and forth"
     assert len(alice.list_all(a_id)) == len(alice.list_all(b_id)) == 2
+
+
+def test_a_local_delete_against_a_remote_edit_is_a_conflict(
+    engine: Engine, alice: GoogleApi, google_url: str
+) -> None:
+    calendar_id = alice.primary_id()
+    binding = bind(engine, google_url, "alice", calendar_id)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    sync(engine)
+    local.delete_event(engine, event_id, if_version=1)
+    alice.patch(calendar_id, event_id, summary="Still needed")
+    report = sync(engine)
+    assert report.inbound[0].conflicts == 1 and report.outbound[0].deleted == 0
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert conflict["kind"] == "local-delete" and conflict["remote"]["title"] == "Still needed"
+    assert [e["summary"] for e in alice.list_all(calendar_id)] == ["Still needed"], "nothing deleted blindly"
+    resolve_conflict(engine, conflict["id"], keep="remote")
+    sync(engine)
+    assert event_data(engine, event_id).title == "Still needed"
+    assert local_events(engine, binding)[event_id]["deleted"] is False
