@@ -60,3 +60,8 @@ def test_properties(policy: str, local_version: int, base_version: int, local_ha
         assert decision is not Decision.TAKE_REMOTE or policy in ("remote-wins", "latest-wins")
         if policy == "ask" and decision is not Decision.FAST_FORWARD:
             assert decision is Decision.CONFLICT  # 'ask' never silently drops a local edit
+
+
+def test_a_remote_change_outside_the_modelled_fields_lets_the_local_edit_through() -> None:
+    # base content B, local changed to L, remote ETag changed but its content is still B
+    assert decide(sides(local_version=4, local_hash="L", remote_hash="B", base_hash="B"), "ask") is Decision.LOCAL_WINS

@@ -120,6 +120,20 @@ def emulator_zoom(
     serve_forever(create_zoom_app(ZoomEmulator()), host=host, port=port)
 
 
+@emulator_app.command("graph")
+def emulator_graph(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8768,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Run the Microsoft Graph (Outlook calendars) emulator until Ctrl-C."""
+    from calsync.emulators.graph import GraphEmulator
+    from calsync.emulators.graph import create_app as create_graph_app
+    from calsync.emulators.server import serve_forever
+
+    err.print(f"Microsoft Graph emulator on http://{host}:{port}/v1.0/ (admin: /emulator/...)")
+    serve_forever(create_graph_app(GraphEmulator()), host=host, port=port)
+
+
 @emulator_app.command("confhook")
 def emulator_confhook(
     secret: Annotated[str, typer.Option(envvar="CALSYNC_CONFHOOK_SECRET", help="Shared HMAC secret.")],
@@ -141,26 +155,43 @@ def emulator_confhook(
 @account_app.command("add")
 def account_add(
     provider: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED)}.")],
-    name: Annotated[str, typer.Option(help="A name to recognise the account by.")],
+    name: Annotated[Optional[str], typer.Option(
+        help="A name to recognise the account by (CalDAV: user@host when not given).")] = None,
     token: Annotated[Optional[str], typer.Option(
         envvar="CALSYNC_TOKEN", help="Bearer token (prompted for, hidden, when not given).")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="API root, e.g. an emulator's URL.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(
+        "--base-url", "--url", help="API root, e.g. an emulator's URL; for CalDAV, the server URL.")] = None,
+    username: Annotated[Optional[str], typer.Option(help="CalDAV user name.")] = None,
+    password: Annotated[Optional[str], typer.Option(
+        envvar="CALSYNC_CALDAV_PASSWORD", show_default=False,
+        help="CalDAV password (prompted for, hidden, when not given).")] = None,
     verify: Annotated[bool, typer.Option(help="Check the credentials by listing calendars first.")] = True,
     db: DbOption = None,
 ) -> None:
     """Add an account and print its id."""
     if provider not in SUPPORTED:
         raise fail(f"unknown provider {provider!r}; supported: {', '.join(SUPPORTED)}", 2)
-    if not name.strip():
+    if provider == "caldav":
+        if not base_url or not username:
+            raise fail("CalDAV needs --url and --username", 2)
+        if password is None:
+            if not sys.stdin.isatty():
+                raise fail("--password is required (or set CALSYNC_CALDAV_PASSWORD)", 2)
+            password = typer.prompt("Password", hide_input=True)
+        credentials: dict[str, Any] = {"username": username, "password": password}
+        name = name if name is not None else f"{username}@{httpx.URL(base_url).host}"
+    else:
+        if token is None:
+            if not sys.stdin.isatty():
+                raise fail("--token is required (or set CALSYNC_TOKEN)", 2)
+            token = typer.prompt("Token", hide_input=True)
+        if not token.strip():
+            raise fail("the token must not be empty", 2)
+        credentials = {"token": token}
+    if name is None or not name.strip():
         raise fail("--name must not be empty", 2)
-    if token is None:
-        if not sys.stdin.isatty():
-            raise fail("--token is required (or set CALSYNC_TOKEN)", 2)
-        token = typer.prompt("Token", hide_input=True)
-    if not token.strip():
-        raise fail("the token must not be empty", 2)
     if verify:
-        client = provider_for(Account("", provider, name, base_url, {"token": token}), retry=RetryPolicy(attempts=2))
+        client = provider_for(Account("", provider, name, base_url, credentials), retry=RetryPolicy(attempts=2))
         try:
             client.list_calendars()
         except (ProviderError, httpx.HTTPError) as exc:
@@ -168,7 +199,7 @@ def account_add(
         finally:
             client.close()
     with database(db) as engine, engine.begin() as conn:
-        account_id = repo.create_account(conn, provider, name.strip(), base_url, {"token": token})
+        account_id = repo.create_account(conn, provider, name.strip(), base_url, credentials)
     console.print(account_id, highlight=False)
 
 
@@ -576,7 +607,7 @@ def serve(
     with database(db) as engine:
         metrics = Metrics()
         pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
-        app_ = create_app(engine, metrics, wake=pool.wake if pool else None)
+        app_ = create_app(engine, metrics, wake=pool.wake if pool else None, adapters=adapters)
         if pool:
             pool.start()
         err.print(f"calsync on http://{host}:{port} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
@@ -627,13 +658,15 @@ def worker(
 @app.command("demo")
 def demo(
     db: DbOption = None,
-    port: Annotated[int, typer.Option(help="Port for the in-process Google emulator (0: any free port).")] = 0,
-    keep_running: Annotated[bool, typer.Option(help="Keep the emulator up after the demo until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(help="Port of the demo service: web page, API, webhooks (0: any free port).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address the demo service listens on.")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")] = False,
+    keep_running: Annotated[bool, typer.Option(hidden=True, help="Kept for old scripts: serving is the default.")] = False,
 ) -> None:
-    """Emulated Google accounts with sample calendars, bound and synced, end to end."""
+    """The whole service on SQLite with emulated Google accounts and Zoom, sample data, until Ctrl-C."""
     from calsync.demo import run_demo
 
-    run_demo(db, port=port, keep_running=keep_running, console=console)
+    run_demo(db, host=host, port=port, once=once, console=console)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ from calsync.engine.pool import ProviderPool
 from calsync.model import RemoteEvent, utcnow
 from calsync.providers.base import PreconditionFailed, Provider, ProviderError
 from calsync.store import conferences as store
+from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
 WRITE_BACK_ATTEMPTS = 4
@@ -271,9 +272,11 @@ class ConferenceEngine:
             if remote is not None:
                 inbound.apply_remote_changes(self.engine, binding["id"], [remote], conference_work=False)
                 written = True
-        if not written:
+        if not written:  # no remote copy yet: a local change, queued like any other
             with self.engine.begin() as conn:
                 repo.set_local_conference(conn, event_id, summary)
+                (row,) = repo.get_events(conn, [event_id])
+                outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])])
 
     def _put_conference(self, provider: Provider, calendar_id: str, link: dict[str, Any], event_id: str,
                         summary: dict[str, Any]) -> RemoteEvent | None:

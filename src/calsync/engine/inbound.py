@@ -318,6 +318,7 @@ def _three_way(
         remote_hash=remote.content_hash if remote else None, local_deleted=link.deleted,
         remote_deleted=remote is None, link_remote_deleted=link.remote_deleted,
         local_updated=link.updated_at, remote_updated=_parse_updated(remote.updated if remote else None),
+        base_hash=link.base_hash,
     )
     decision = decide(sides, binding.policy)
     if decision is Decision.NOTHING:

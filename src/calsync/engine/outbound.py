@@ -197,6 +197,8 @@ class Pusher:
             else:
                 repo.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
                                 create=new_link)
+                # keep what the provider answered (its unmodelled fields), so the next write patches this copy
+                repo.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
 

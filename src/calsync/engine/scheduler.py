@@ -125,7 +125,8 @@ class Worker:
         result = sync_binding(self.engine, self.pool.get(claim["account_id"]), claim["id"], after_page=keep_lease)
         if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
             Pusher(self.engine, self.pool.get(claim["account_id"]), claim["id"]).run()
-        if self.settings.public_url and result.status == "ok":  # ... and its channel
+        push_capable = getattr(self.pool.get(claim["account_id"]), "supports_push", True)
+        if self.settings.public_url and result.status == "ok" and push_capable:  # ... and its channel
             ensure_channel(self.engine, self.pool, claim["id"], self.settings.public_url,
                            renew_before=timedelta(seconds=self.settings.channel_renew_before),
                            ttl_seconds=self.settings.channel_ttl, run=self.stats.channels)

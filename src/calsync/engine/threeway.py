@@ -32,6 +32,7 @@ class Sides:
     link_remote_deleted: bool = False
     local_updated: datetime | None = None
     remote_updated: datetime | None = None
+    base_hash: str | None = None  # content of the last agreed version
 
 
 def decide(sides: Sides, policy: str) -> Decision:
@@ -44,6 +45,10 @@ def decide(sides: Sides, policy: str) -> Decision:
     local_changed = sides.local_version != sides.base_version
     if not local_changed:
         return Decision.TAKE_REMOTE
+    if not sides.remote_deleted and sides.base_hash is not None and sides.remote_hash == sides.base_hash:
+        # the remote copy changed only in what calsync does not model (an alarm, an X- property):
+        # only the local side really changed, so the push goes ahead over the new ETag
+        return Decision.LOCAL_WINS
     same_content = (sides.local_deleted and sides.remote_deleted) or (
         not sides.local_deleted and not sides.remote_deleted and sides.local_hash == sides.remote_hash
     )

@@ -6,7 +6,7 @@ from typing import Any
 from calsync.model import Account
 from calsync.providers.base import Provider
 
-SUPPORTED = ("google",)
+SUPPORTED = ("google", "caldav")
 
 
 def provider_for(account: Account, **options: Any) -> Provider:
@@ -15,4 +15,8 @@ def provider_for(account: Account, **options: Any) -> Provider:
         from calsync.providers.google import GoogleProvider
 
         return GoogleProvider.from_account(account, **options)
+    if account.provider == "caldav":
+        from calsync.providers.caldav import CalDAVProvider
+
+        return CalDAVProvider.from_account(account, **options)
     raise ValueError(f"unsupported provider {account.provider!r} (supported: {', '.join(SUPPORTED)})")

@@ -13,6 +13,7 @@ from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.metrics import Metrics
+from calsync.service.web_api import DemoControl, mount_web, web_router
 from calsync.service.webhooks import google_router
 from calsync.store import conferences as conference_store
 from calsync.store import outbox as outbox_store
@@ -20,12 +21,15 @@ from calsync.store import scheduling
 
 
 def create_app(
-    engine: Engine, metrics: Metrics | None = None, wake: threading.Event | None = None, debounce: float = 0.2
+    engine: Engine, metrics: Metrics | None = None, wake: threading.Event | None = None, debounce: float = 0.2,
+    *, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None,
 ) -> FastAPI:
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
     app.include_router(api_router(engine))
+    app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
+    mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

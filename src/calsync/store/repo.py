@@ -596,6 +596,11 @@ def save_event_from(conn: Connection, event_id: str, data: EventData, version: i
     conn.execute(events.update().where(events.c.id == event_id).values(**values))
 
 
+def set_event_extra(conn: Connection, event_id: str, extra: dict[str, Any]) -> None:
+    """Provider bookkeeping only: not content, so no new version and no change of hash."""
+    conn.execute(events.update().where(events.c.id == event_id).values(extra=extra))
+
+
 def adopt_remote_etag(conn: Connection, event_id: str, binding_id: str, etag: str | None, *,
                       remote_deleted: bool) -> None:
     """Keep-local: the next push carries the remote's current ETag (or re-creates a deleted copy)."""

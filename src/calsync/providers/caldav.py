@@ -1,0 +1,704 @@
+"""CalDAV (RFC 4791) over httpx, with RFC 6578 sync-collection for incremental sync.
+
+Plain httpx and a few xml.etree helpers rather than python-caldav: calsync needs exact control of
+every request (If-Match / If-None-Match, Depth, batch sizes, the 507 continuation, the invalid
+token signal, request counts) and its own mapping to EventData; python-caldav's object model and
+its own fallbacks would sit between the engine and those answers.
+
+Ids
+- A calendar's id is its collection path ("/alice/calendar/").
+- An event's id is its href relative to the calendar: `<name>` for `<collection><name>.ics`
+  (the name kept percent-encoded as the server spells it), or the absolute path for any other
+  href. calsync creates `<local id>.ics`, so the remote id of its own creates *is* the local event
+  id: that is what lets the engine adopt the copy of a create whose answer was lost (it only adopts
+  remote ids equal to local ids), instead of importing it a second time.
+- An overridden instance of a series is `<id>#<recurrence key>` (see providers/ical.py).
+
+Sync tokens (one opaque string per binding)
+- `dav:<DAV:sync-token>`: RFC 6578. An empty token lists everything; changed members come back
+  with their ETag and are fetched with calendar-multiget in batches (`batch_size` hrefs, one
+  ChangePage each); removed members (404) become RemoteDeletions; a 507 on the request-URI
+  (truncated answer) is continued with the token that came with it. Any 4xx to a REPORT that
+  carries a token (403/409/412 with DAV:valid-sync-token in practice) raises SyncTokenInvalid.
+- `etags:<digest>` (fallback for servers without sync-collection): a full listing is a Depth-1
+  PROPFIND of the members' ETags, then multiget; the token is a digest of the (href, ETag) list.
+  A later run PROPFINDs again: same digest -> one empty page and the same token (one request);
+  a different digest -> SyncTokenInvalid, so the engine does a full listing with reconciliation
+  (which finds deletions; unchanged ETags apply as no-ops). Simple and correct, but every change
+  costs a full multiget.
+
+No push notifications: `watch` raises ProviderError and the scheduler's poll timer covers it.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlparse
+from xml.sax.saxutils import escape
+
+import httpx
+
+from calsync.model import (
+    Account,
+    ChangePage,
+    EventData,
+    RemoteCalendar,
+    RemoteChange,
+    RemoteDeletion,
+    RemoteEvent,
+)
+from calsync.providers import ical
+from calsync.providers.base import (
+    AlreadyExists,
+    AuthError,
+    Channel,
+    NotFoundError,
+    PreconditionFailed,
+    ProviderError,
+    RateLimited,
+    SyncTokenInvalid,
+)
+from calsync.providers.http import (
+    RetryingClient,
+    RetryPolicy,
+    is_retryable,
+    retry_after_seconds,
+)
+
+log = logging.getLogger(__name__)
+
+DAV = "DAV:"
+CALDAV = "urn:ietf:params:xml:ns:caldav"
+APPLE = "http://apple.com/ns/ical/"
+CS = "http://calendarserver.org/ns/"
+XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
+ICS_TYPE = "text/calendar; charset=utf-8"
+BATCH_SIZE = 200  # hrefs per calendar-multiget: stock Radicale refuses very large answers
+DAV_TOKEN, ETAGS_TOKEN = "dav:", "etags:"
+SAFE_PATH = "/:@!$&'()*+,;=-._~"
+
+
+def _t(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+class _NoSyncCollection(Exception):
+    """The server refused an initial sync-collection REPORT: use the ETag listing instead."""
+
+
+@dataclass
+class _Response:
+    """One DAV:response of a multistatus."""
+
+    href: str
+    status: int | None = None
+    props: dict[str, ET.Element] = field(default_factory=dict)  # properties found (2xx propstat)
+    missing: dict[str, int] = field(default_factory=dict)  # properties with a non-2xx propstat
+
+
+class CalDAVProvider:
+    """One CalDAV account (server URL + username/password, HTTP Basic)."""
+
+    name = "caldav"
+    supports_push = False  # no watch channels: polling only (the engine may skip channel set-up)
+
+    def __init__(
+        self, url: str, username: str | None = None, password: str | None = None, *,
+        batch_size: int = BATCH_SIZE, retry: RetryPolicy | None = None, timeout: float = 30.0,
+        sync_collection: bool | None = None,
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"CalDAV URL must be http(s)://host[:port][/path], got {url!r}")
+        self.origin = f"{parsed.scheme}://{parsed.netloc}"
+        self.root = parsed.path or "/"
+        headers = {"User-Agent": "calsync"}
+        if username is not None:
+            secret = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {secret}"
+        self.http = RetryingClient(self.origin, headers, policy=retry, timeout=timeout, provider="caldav")
+        self.batch_size = max(1, batch_size)
+        # None: use sync-collection when the server takes it; False: always the ETag listing.
+        self.sync_collection = sync_collection
+
+    @classmethod
+    def from_account(cls, account: Account, **options: Any) -> CalDAVProvider:
+        if not account.base_url:
+            raise ValueError("a CalDAV account needs the server URL (base_url)")
+        credentials = account.credentials or {}
+        return cls(account.base_url, credentials.get("username"), credentials.get("password"), **options)
+
+    @property
+    def request_count(self) -> int:
+        return self.http.request_count
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- discovery --------------------------------------------------------------------
+
+    def list_calendars(self) -> list[RemoteCalendar]:
+        """current-user-principal -> calendar-home-set -> the calendars in it (VEVENT ones)."""
+        start = self._propfind(self.root, 0, [(DAV, "current-user-principal"), (CALDAV, "calendar-home-set"),
+                                              (DAV, "resourcetype")], follow=True)
+        homes: list[str] = []
+        direct: list[str] = []
+        for response in start:
+            homes += _hrefs(response.props.get(_t(CALDAV, "calendar-home-set")))
+            if _is_calendar(response):
+                direct.append(self._path(response.href))
+            for principal in _hrefs(response.props.get(_t(DAV, "current-user-principal"))):
+                for found in self._propfind(principal, 0, [(CALDAV, "calendar-home-set")], follow=True):
+                    homes += _hrefs(found.props.get(_t(CALDAV, "calendar-home-set")))
+        if not homes and not direct:
+            homes = [self.root]
+        found_calendars: dict[str, RemoteCalendar] = {}
+        props = [(DAV, "resourcetype"), (DAV, "displayname"), (CALDAV, "supported-calendar-component-set"),
+                 (APPLE, "calendar-color"), (CALDAV, "calendar-timezone"), (DAV, "current-user-privilege-set")]
+        for home in dict.fromkeys(self._path(h) for h in [*homes, *direct]):
+            for response in self._propfind(home, 1, props, follow=True):
+                if not _is_calendar(response) or not _takes_events(response):
+                    continue
+                path = _collection_path(self._path(response.href))
+                found_calendars.setdefault(path, RemoteCalendar(
+                    remote_id=path,
+                    name=_text(response.props.get(_t(DAV, "displayname"))) or path.rstrip("/").rsplit("/", 1)[-1],
+                    time_zone=_tzid(_text(response.props.get(_t(CALDAV, "calendar-timezone")))),
+                    color=_text(response.props.get(_t(APPLE, "calendar-color"))),
+                    access_role=_access_role(response.props.get(_t(DAV, "current-user-privilege-set"))),
+                ))
+        calendars = list(found_calendars.values())
+        if calendars:
+            calendars[0].primary = True  # CalDAV has no "primary": the first one stands for it
+        return calendars
+
+    # --- reading ----------------------------------------------------------------------
+
+    def list_changes(self, calendar_id: str, sync_token: str | None) -> Iterator[ChangePage]:
+        collection = self._collection(calendar_id)
+        if sync_token is None:
+            if self.sync_collection is not False:
+                try:
+                    yield from self._sync_collection(collection, "")
+                    return
+                except _NoSyncCollection:
+                    if self.sync_collection:
+                        raise ProviderError("the server refused the sync-collection REPORT") from None
+            yield from self._etag_listing(collection)
+            return
+        if sync_token.startswith(DAV_TOKEN):
+            yield from self._sync_collection(collection, sync_token[len(DAV_TOKEN):])
+        elif sync_token.startswith(ETAGS_TOKEN):
+            yield from self._etag_check(collection, sync_token)
+        else:
+            raise SyncTokenInvalid(f"not a CalDAV sync token: {sync_token[:40]!r}")
+
+    def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
+        collection = self._collection(calendar_id)
+        base, _ = ical.split_remote_id(remote_id)
+        fetched = self._get(self._href(collection, base))
+        if fetched is None:
+            return None
+        text, etag = fetched
+        try:
+            return _pick(ical.remote_events(base, etag, text), remote_id)
+        except ical.InvalidCalendarData as exc:
+            raise ProviderError(f"{remote_id}: {exc}", status=422) from exc
+
+    # --- writing ----------------------------------------------------------------------
+
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent:
+        """PUT a new `<remote id>.ics` with If-None-Match: * (412 -> AlreadyExists). An instance of
+        a series (original_start set) is added to the resource that holds its series (found by UID)."""
+        collection = self._collection(calendar_id)
+        if data.original_start:
+            return self._insert_override(collection, data)
+        name = remote_id or _new_name()
+        if "/" in name or "#" in name:
+            raise ProviderError(f"unusable CalDAV resource name {name!r}", status=400)
+        cal, comp = ical.new_resource(data, uid=name)
+        ical.apply_event_data(comp, data, creating=True)
+        text = ical.render(cal)
+        href = self._href(collection, name)
+        response = self._put(href, text, {"If-None-Match": "*"})
+        if response.status_code == 412 and not _mentions(response, "no-uid-conflict"):
+            raise AlreadyExists(f"{href} already exists", status=412)
+        self._check_write(response, href)
+        return self._written(collection, href, name, text, response, name)
+
+    def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
+        collection = self._collection(calendar_id)
+        base, key = ical.split_remote_id(remote_id)
+        href = self._href(collection, base)
+        if key is None and not ical.is_component_etag(if_match):
+            # The resource holds this one event (the ETag is the resource's): patch our copy of it.
+            cal, comp = self._copy_to_patch(data, base)
+            ical.apply_event_data(comp, data)
+            text = ical.render(cal)
+            response = self._put(href, text, {"If-Match": if_match} if if_match else {})
+            self._check_write(response, href)
+            return self._written(collection, href, base, text, response, remote_id)
+
+        def patch(cal: Any) -> Any:
+            comp = ical.find_vevent(cal, key)
+            if comp is None:
+                raise NotFoundError(f"{remote_id} is not in {href} any more", status=404)
+            ical.apply_event_data(comp, data)
+            return cal
+
+        written, response = self._rewrite(href, remote_id, if_match, patch)
+        assert written is not None
+        return self._written(collection, href, base, written, response, remote_id)
+
+    def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
+        """DELETE with If-Match (404: already gone). Deleting an override removes that VEVENT and
+        excludes the instance from the series (EXDATE), rewriting the resource."""
+        collection = self._collection(calendar_id)
+        base, key = ical.split_remote_id(remote_id)
+        href = self._href(collection, base)
+        if key is None and not ical.is_component_etag(if_match):
+            self._delete(href, if_match)
+            return
+
+        def drop(cal: Any) -> Any:
+            comp = ical.find_vevent(cal, key)
+            if key is None:
+                return None  # the series goes, with its overrides
+            master = ical.find_vevent(cal, None)
+            if comp is not None:
+                cal.subcomponents.remove(comp)
+            if master is not None:
+                ical.add_exdate(master, key, comp)
+            return cal if ical.vevents(cal) else None
+
+        try:
+            self._rewrite(href, remote_id, if_match, drop)
+        except NotFoundError:
+            return
+
+    # --- push notifications: none in CalDAV ------------------------------------------------
+
+    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+        raise ProviderError("CalDAV has no push notifications")
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        raise ProviderError("CalDAV has no push notifications")
+
+    # --- sync-collection (RFC 6578) --------------------------------------------------------
+
+    def _sync_collection(self, collection: str, token: str) -> Iterator[ChangePage]:
+        """REPORT sync-collection from `token` ("" = everything), then multiget what changed. A 507
+        on the request-URI (truncated answer) is continued from the token that came with it. One page
+        is held back, so the last one can carry the new token."""
+        full = token == ""
+        current = token
+        pending: list[RemoteChange] | None = None
+        while True:
+            body = (
+                f'<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:">'
+                f"<d:sync-token>{escape(current)}</d:sync-token><d:sync-level>1</d:sync-level>"
+                f"<d:prop><d:getetag/></d:prop></d:sync-collection>"
+            )
+            response = self.http.request("REPORT", collection, content=body,
+                                         headers={**XML_HEADERS, "Depth": "0"})
+            status = response.status_code
+            if 400 <= status < 500 and status not in (401, 429):
+                if current:
+                    marker = ", DAV:valid-sync-token" if _mentions(response, "valid-sync-token") else ""
+                    raise SyncTokenInvalid(f"sync token refused ({status}{marker})", status=status,
+                                           reason="valid-sync-token")
+                raise _NoSyncCollection()
+            if status == 501 and not current:
+                raise _NoSyncCollection()
+            _check(response, f"REPORT sync-collection {collection}")
+            responses, new_token = _multistatus(response.content)
+            if new_token is None:
+                raise ProviderError(f"sync-collection answer for {collection} has no sync-token")
+            changed: list[str] = []
+            removed: list[str] = []
+            truncated = False
+            for item in responses:
+                path = self._path(item.href)
+                if _collection_path(path) == collection:
+                    truncated = truncated or item.status == 507
+                    continue
+                if path.endswith("/"):
+                    continue  # a child collection, not an event
+                if item.status in (404, 410) or (item.status is None and not item.props and item.missing):
+                    removed.append(path)  # (older Xandikos: a 404 propstat instead of a 404 status)
+                elif item.status is None or 200 <= item.status < 300:
+                    changed.append(path)
+            for items in self._pages(collection, removed, changed):
+                if pending is not None:
+                    yield ChangePage(items=pending, full=full, last=False)
+                pending = items
+            current = new_token
+            if not truncated:
+                break
+        yield ChangePage(items=pending or [], full=full, last=True, sync_token=DAV_TOKEN + current)
+
+    def _pages(self, collection: str, removed: list[str], changed: list[str]) -> Iterator[list[RemoteChange]]:
+        """Bounded pages: deletions, then the changed members fetched `batch_size` at a time."""
+        for chunk in _chunks(removed, self.batch_size):
+            yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
+        for chunk in _chunks(changed, self.batch_size):
+            yield self._multiget(collection, chunk)
+
+    # --- ETag listing fallback (no sync-collection) -------------------------------------------
+
+    def _members(self, collection: str) -> list[tuple[str, str]]:
+        """(path, ETag) of the collection's calendar object resources, sorted."""
+        responses = self._propfind(collection, 1, [(DAV, "getetag"), (DAV, "resourcetype"), (DAV, "getcontenttype")])
+        members: list[tuple[str, str]] = []
+        for item in responses:
+            path = self._path(item.href)
+            if path.endswith("/") or _collection_path(path) == collection:
+                continue
+            kind = _text(item.props.get(_t(DAV, "getcontenttype"))) or ""
+            if kind and "calendar" not in kind.lower():
+                continue
+            members.append((path, _text(item.props.get(_t(DAV, "getetag"))) or ""))
+        return sorted(members)
+
+    @staticmethod
+    def _digest(members: list[tuple[str, str]]) -> str:
+        lines = "\n".join(f"{path}\t{etag}" for path, etag in members)
+        return ETAGS_TOKEN + hashlib.sha256(lines.encode()).hexdigest()
+
+    def _etag_listing(self, collection: str) -> Iterator[ChangePage]:
+        members = self._members(collection)
+        token = self._digest(members)
+        batches = list(_chunks([path for path, _ in members], self.batch_size)) or [[]]
+        for i, batch in enumerate(batches):
+            items = self._multiget(collection, batch) if batch else []
+            last = i == len(batches) - 1
+            yield ChangePage(items=items, full=True, last=last, sync_token=token if last else None)
+
+    def _etag_check(self, collection: str, token: str) -> Iterator[ChangePage]:
+        if self._digest(self._members(collection)) != token:
+            raise SyncTokenInvalid("the collection changed (no sync-collection: a full listing follows)",
+                                   reason="etag-listing")
+        yield ChangePage(items=[], full=False, last=True, sync_token=token)
+
+    # --- fetching ------------------------------------------------------------------------
+
+    def _multiget(self, collection: str, paths: list[str]) -> list[RemoteChange]:
+        """calendar-multiget of `paths`: RemoteEvents, and RemoteDeletions for members gone meanwhile."""
+        hrefs = "".join(f"<d:href>{escape(p)}</d:href>" for p in paths)
+        body = (
+            f'<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="{CALDAV}">'
+            f"<d:prop><d:getetag/><c:calendar-data/></d:prop>{hrefs}</c:calendar-multiget>"
+        )
+        response = self.http.request("REPORT", collection, content=body, headers={**XML_HEADERS, "Depth": "1"})
+        _check(response, f"REPORT calendar-multiget {collection}")
+        responses, _ = _multistatus(response.content)
+        answered: dict[str, _Response] = {self._path(r.href): r for r in responses}
+        out: list[RemoteChange] = []
+        for path in paths:
+            base = self._remote_id(collection, path)
+            item = answered.get(path)
+            if item is None:  # left out of the answer: fetch it alone
+                fetched = self._get(path)
+                if fetched is None:
+                    out.append(RemoteDeletion(base))
+                else:
+                    out.extend(_events(base, fetched[1], fetched[0]))
+                continue
+            data = _text(item.props.get(_t(CALDAV, "calendar-data")))
+            if item.status in (404, 410) or (data is None and item.missing.get(_t(CALDAV, "calendar-data")) == 404):
+                out.append(RemoteDeletion(base))
+                continue
+            if data is None:
+                raise ProviderError(f"multiget gave no calendar-data for {path}", status=item.status)
+            etag = _text(item.props.get(_t(DAV, "getetag"))) or ""
+            out.extend(_events(base, etag, data))
+        return out
+
+    def _get(self, href: str) -> tuple[str, str] | None:
+        """(text, ETag) of one resource, or None when it does not exist."""
+        response = self.http.request("GET", href, headers={"Accept": "text/calendar"})
+        if response.status_code in (404, 410):
+            return None
+        _check(response, f"GET {href}")
+        etag = response.headers.get("ETag") or ""
+        if not etag or etag.startswith("W/"):
+            found = self._propfind(href, 0, [(DAV, "getetag")])
+            etag = next((_text(r.props.get(_t(DAV, "getetag"))) or "" for r in found), "")
+        return response.text, etag
+
+    def _propfind(self, path: str, depth: int, props: list[tuple[str, str]], *, follow: bool = False) -> list[_Response]:
+        names = "".join(f'<x:{name} xmlns:x="{ns}"/>' for ns, name in props)
+        body = f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>{names}</d:prop></d:propfind>'
+        response = self.http.request("PROPFIND", path, content=body, follow_redirects=follow,
+                                     headers={**XML_HEADERS, "Depth": str(depth)})
+        if response.status_code in (404, 410):
+            raise NotFoundError(f"PROPFIND {path}: not found", status=response.status_code)
+        _check(response, f"PROPFIND {path}")
+        return _multistatus(response.content)[0]
+
+    # --- writing helpers ---------------------------------------------------------------------
+
+    def _put(self, href: str, text: str, headers: dict[str, str]) -> httpx.Response:
+        return self.http.request("PUT", href, content=text.encode(), headers={"Content-Type": ICS_TYPE, **headers})
+
+    def _check_write(self, response: httpx.Response, href: str) -> None:
+        if response.status_code == 412:
+            if _mentions(response, "no-uid-conflict"):
+                raise ProviderError(f"PUT {href}: the UID is already used by another resource", status=409,
+                                    reason="no-uid-conflict")
+            raise PreconditionFailed(f"PUT {href}: the resource changed (412)", status=412)
+        if response.status_code in (403, 409) and _mentions(response, "no-uid-conflict"):
+            raise ProviderError(f"PUT {href}: the UID is already used by another resource", status=409,
+                                reason="no-uid-conflict")
+        _check(response, f"PUT {href}")
+
+    def _written(self, collection: str, href: str, base: str, sent: str, response: httpx.Response,
+                 remote_id: str) -> RemoteEvent:
+        """The event as stored after our PUT. An ETag in the answer means the server stored what we
+        sent (RFC 4791 5.3.4); without one (the server changed the data) the object is read again."""
+        etag = response.headers.get("ETag")
+        if etag and not etag.startswith("W/"):
+            found = _pick(ical.remote_events(base, etag, sent), remote_id)
+            if found is not None:
+                return found
+        fetched = self._get(href)
+        if fetched is None:
+            raise ProviderError(f"{href} is gone right after it was written")
+        found = _pick(ical.remote_events(base, fetched[1], fetched[0]), remote_id)
+        if found is None:
+            raise ProviderError(f"{href} does not hold {remote_id} after it was written")
+        return found
+
+    def _copy_to_patch(self, data: EventData, base: str) -> tuple[Any, Any]:
+        """The copy of the resource kept with the event (the remote text as last read), to patch."""
+        return ical.new_resource(data, uid=base)
+
+    def _rewrite(self, href: str, remote_id: str, if_match: str | None,
+                 change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
+        """Read the resource, check `if_match` against the component (or resource) ETag, apply
+        `change`, and write it back with If-Match on the resource's ETag (DELETE when nothing is left)."""
+        fetched = self._get(href)
+        if fetched is None:
+            raise NotFoundError(f"{href} does not exist", status=404)
+        text, resource_etag = fetched
+        cal = ical.parse_calendar(text)
+        _, key = ical.split_remote_id(remote_id)
+        comp = ical.find_vevent(cal, key)
+        if if_match is not None:
+            current = (ical.component_etag(comp) if comp is not None else None) \
+                if ical.is_component_etag(if_match) else resource_etag
+            if current != if_match:
+                raise PreconditionFailed(f"{remote_id} changed on the server", status=412)
+        result = change(cal)
+        if result is None:
+            self._delete(href, resource_etag or None)
+            return None, httpx.Response(204)
+        new_text = ical.render(result)
+        response = self._put(href, new_text, {"If-Match": resource_etag} if resource_etag else {})
+        self._check_write(response, href)
+        return new_text, response
+
+    def _delete(self, href: str, if_match: str | None) -> None:
+        response = self.http.request("DELETE", href, headers={"If-Match": if_match} if if_match else {})
+        if response.status_code in (404, 410):
+            return  # already gone: deleting is idempotent
+        if response.status_code == 412:
+            raise PreconditionFailed(f"DELETE {href}: the resource changed (412)", status=412)
+        _check(response, f"DELETE {href}")
+
+    def _insert_override(self, collection: str, data: EventData) -> RemoteEvent:
+        """An overridden instance whose series lives in this calendar: add it to that resource."""
+        path = self._find_by_uid(collection, data.ical_uid) if data.ical_uid else None
+        if path is None:
+            raise ProviderError(
+                f"cannot create an instance of a series that is not in {collection} (UID {data.ical_uid!r})",
+                status=409, reason="series-not-found")
+        base = self._remote_id(collection, path)
+        keys: list[str | None] = []
+
+        def add(cal: Any) -> Any:
+            master = ical.find_vevent(cal, None)
+            probe = ical.new_vevent(data.ical_uid or base)
+            ical.set_recurrence_id(probe, data.original_start or "", master)
+            keys.append(ical.recurrence_key(probe))
+            comp = ical.find_vevent(cal, keys[0])
+            creating = comp is None
+            if comp is None:
+                comp = probe
+                cal.add_component(comp)
+            ical.apply_event_data(comp, data, creating=creating)
+            return cal
+
+        text, response = self._rewrite(path, base, None, add)
+        assert text is not None
+        return self._written(collection, path, base, text, response, f"{base}#{keys[0]}")
+
+    def _find_by_uid(self, collection: str, uid: str) -> str | None:
+        """The path of the resource holding UID `uid` (calendar-query, RFC 4791 7.8)."""
+        body = (
+            f'<?xml version="1.0" encoding="utf-8"?><c:calendar-query xmlns:d="DAV:" xmlns:c="{CALDAV}">'
+            f'<d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">'
+            f'<c:prop-filter name="UID"><c:text-match collation="i;octet">{escape(uid)}</c:text-match>'
+            f"</c:prop-filter></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"
+        )
+        response = self.http.request("REPORT", collection, content=body, headers={**XML_HEADERS, "Depth": "1"})
+        _check(response, f"REPORT calendar-query {collection}")
+        for item in _multistatus(response.content)[0]:
+            path = self._path(item.href)
+            if not path.endswith("/") and (item.status is None or item.status < 300):
+                return path
+        return None
+
+    # --- hrefs and ids ---------------------------------------------------------------------
+
+    def _path(self, href: str) -> str:
+        """An href as a normalised absolute path (servers may answer with full URLs or other escaping)."""
+        path = urlparse(urljoin(self.origin + "/", href.strip())).path or "/"
+        return quote(unquote(path), safe=SAFE_PATH)
+
+    def _collection(self, calendar_id: str) -> str:
+        return _collection_path(self._path(calendar_id))
+
+    def _remote_id(self, collection: str, path: str) -> str:
+        rest = path[len(collection):] if path.startswith(collection) else ""
+        if rest.endswith(".ics") and len(rest) > 4 and "/" not in rest and "#" not in rest:
+            return rest[:-4]
+        return path
+
+    def _href(self, collection: str, base: str) -> str:
+        if base.startswith("/"):
+            return base
+        return collection + quote(unquote(base), safe=SAFE_PATH) + ".ics"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _new_name() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _collection_path(path: str) -> str:
+    return path if path.endswith("/") else path + "/"
+
+
+def _events(base: str, etag: str, text: str) -> list[RemoteChange]:
+    """The events of one resource; an unreadable one is skipped (and logged) rather than failing
+    every sync of the calendar from now on."""
+    try:
+        return list(ical.remote_events(base, etag, text))
+    except ical.InvalidCalendarData as exc:
+        log.warning("skipping unreadable calendar object %s: %s", base, exc)
+        return []
+
+
+def _pick(events: list[RemoteEvent], remote_id: str) -> RemoteEvent | None:
+    return next((e for e in events if e.remote_id == remote_id), None)
+
+
+def _mentions(response: httpx.Response, element: str) -> bool:
+    return element in response.text
+
+
+def _status_code(text: str | None) -> int | None:
+    parts = (text or "").split()
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _multistatus(content: bytes) -> tuple[list[_Response], str | None]:
+    """The responses of a DAV:multistatus, and its DAV:sync-token if any."""
+    try:
+        root = ET.fromstring(content)
+    except ET.ParseError as exc:
+        raise ProviderError(f"unreadable DAV answer: {exc}") from exc
+    token_element = root.find(_t(DAV, "sync-token"))
+    token = token_element.text.strip() if token_element is not None and token_element.text else None
+    out: list[_Response] = []
+    for element in root.findall(_t(DAV, "response")):
+        href = element.findtext(_t(DAV, "href")) or ""
+        item = _Response(href=href.strip(), status=_status_code(element.findtext(_t(DAV, "status"))))
+        for propstat in element.findall(_t(DAV, "propstat")):
+            status = _status_code(propstat.findtext(_t(DAV, "status"))) or 200
+            prop = propstat.find(_t(DAV, "prop"))
+            for child in list(prop) if prop is not None else []:
+                if 200 <= status < 300:
+                    item.props[child.tag] = child
+                else:
+                    item.missing[child.tag] = status
+        out.append(item)
+    return out, token
+
+
+def _text(element: ET.Element | None) -> str | None:
+    if element is None:
+        return None
+    text = "".join(element.itertext())
+    return text if text.strip() else None
+
+
+def _hrefs(element: ET.Element | None) -> list[str]:
+    if element is None:
+        return []
+    return [h.text.strip() for h in element.iter(_t(DAV, "href")) if h.text and h.text.strip()]
+
+
+def _is_calendar(response: _Response) -> bool:
+    kind = response.props.get(_t(DAV, "resourcetype"))
+    return kind is not None and kind.find(_t(CALDAV, "calendar")) is not None
+
+
+def _takes_events(response: _Response) -> bool:
+    components = response.props.get(_t(CALDAV, "supported-calendar-component-set"))
+    if components is None:
+        return True  # not stated: any component (RFC 4791 5.2.3)
+    return any((c.get("name") or "").upper() == "VEVENT" for c in components.iter(_t(CALDAV, "comp")))
+
+
+def _tzid(vtimezone: str | None) -> str | None:
+    if not vtimezone:
+        return None
+    for line in vtimezone.splitlines():
+        if line.upper().startswith("TZID:"):
+            return line[5:].strip() or None
+    return None
+
+
+def _access_role(privileges: ET.Element | None) -> str | None:
+    if privileges is None:
+        return None
+    names = {child.tag for privilege in privileges.iter(_t(DAV, "privilege")) for child in privilege}
+    if _t(DAV, "all") in names or _t(DAV, "write") in names or _t(DAV, "write-content") in names:
+        return "writer"
+    if _t(DAV, "read") in names:
+        return "reader"
+    return None
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 300:
+        return
+    text = f"CalDAV {what}: {status} {response.reason_phrase}".strip()
+    if status == 401:
+        raise AuthError(text, status=status)
+    if status in (404, 410):
+        raise NotFoundError(text, status=status)
+    if status == 412:
+        raise PreconditionFailed(text, status=status)
+    if is_retryable(response):
+        raise RateLimited(text, status=status, retry_after=retry_after_seconds(response))
+    raise ProviderError(text, status=status)

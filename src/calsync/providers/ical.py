@@ -1,0 +1,573 @@
+"""iCalendar (RFC 5545) <-> EventData, for the CalDAV provider. No I/O here.
+
+Reading: one calendar object resource holds one event, or a recurring series (the VEVENT without
+RECURRENCE-ID, "the master") with its overridden instances (VEVENTs with RECURRENCE-ID, same UID).
+Each VEVENT becomes one RemoteEvent: the master under the resource's id, an override under
+`<resource id>#<recurrence key>` with `series_remote_id` = the resource's id.
+
+Writing never rebuilds a resource from scratch when there is one: the original text (kept in
+`EventData.extra["caldav"]["ics"]`, or fetched again) is parsed, and only the properties calsync
+models are changed in the one VEVENT being written, and only those whose modelled value differs.
+Alarms, categories, X- properties, attachments, ORGANIZER, other VEVENTs of the series... stay as
+they were (property order and line folding may change; meaning does not).
+
+ETags: a resource holding one VEVENT gives that VEVENT the resource's ETag. A resource holding a
+series with overrides gives each VEVENT a *component ETag* (`calsync-c:<digest of that VEVENT>`), so
+an edit to one override does not look like a change of every other instance (which would raise
+false conflicts and echo writes to the other bindings). Writes with a component ETag re-read the
+resource, compare the component, and write with If-Match on the resource's real ETag.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from icalendar import Calendar, Event, vCalAddress, vText
+
+from calsync.model import (
+    Attendee,
+    EventData,
+    RemoteEvent,
+    canonical_instant,
+    parse_instant,
+)
+
+PRODID = "-//calsync//calsync//EN"
+COMPONENT_ETAG_PREFIX = "calsync-c:"
+RECURRENCE_PROPERTIES = ("RRULE", "EXRULE", "RDATE", "EXDATE")
+STRUCTURE = ("BEGIN", "END")
+# Hosts whose links in a bare URL property are read as a video conference (when no CONFERENCE is given).
+VIDEO_HOSTS = ("zoom.us", "meet.google.com", "teams.microsoft.com", "teams.live.com", "meet.jit.si",
+               "whereby.com", "webex.com", "gotomeeting.com", "bigbluebutton")
+# X- parameters on our CONFERENCE property: the neutral conference fields iCalendar has no place for.
+X_TYPE, X_ID, X_PROVIDER = "X-CALSYNC-TYPE", "X-CALSYNC-CONFERENCE-ID", "X-CALSYNC-PROVIDER"
+
+PARTSTAT_TO_RESPONSE = {"NEEDS-ACTION": "needsAction", "ACCEPTED": "accepted", "DECLINED": "declined",
+                        "TENTATIVE": "tentative"}
+RESPONSE_TO_PARTSTAT = {v: k for k, v in PARTSTAT_TO_RESPONSE.items()}
+OPTIONAL_ROLES = ("OPT-PARTICIPANT", "NON-PARTICIPANT")
+
+
+class InvalidCalendarData(ValueError):
+    """The text is not iCalendar calsync can read."""
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def parse_calendar(text: str | bytes) -> Calendar:
+    try:
+        cal = Calendar.from_ical(text)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise InvalidCalendarData(f"unreadable iCalendar data: {exc}") from exc
+    if not isinstance(cal, Calendar):
+        raise InvalidCalendarData("not a VCALENDAR")
+    return cal
+
+
+def vevents(cal: Calendar) -> list[Event]:
+    return [c for c in cal.subcomponents if isinstance(c, Event)]
+
+
+def recurrence_key(vevent: Event) -> str | None:
+    """The instance a VEVENT overrides, spelt for a remote id: YYYYMMDD, or UTC YYYYMMDDTHHMMSSZ."""
+    prop = vevent.get("RECURRENCE-ID")
+    if prop is None:
+        return None
+    return _key_of(prop.dt)
+
+
+def _key_of(value: date | datetime) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # floating
+            return value.strftime("%Y%m%dT%H%M%S")
+        return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return value.strftime("%Y%m%d")
+
+
+def split_remote_id(remote_id: str) -> tuple[str, str | None]:
+    """`name#key` -> (name, key); a master's id -> (id, None)."""
+    base, sep, key = remote_id.partition("#")
+    return base, (key if sep else None)
+
+
+def find_vevent(cal: Calendar, key: str | None) -> Event | None:
+    """The master (key None) or the override with that recurrence key."""
+    for comp in vevents(cal):
+        if recurrence_key(comp) == key:
+            return comp
+    return None
+
+
+def component_etag(vevent: Event) -> str:
+    """A digest of what one VEVENT says, blind to property order, folding and DTSTAMP."""
+    return COMPONENT_ETAG_PREFIX + hashlib.sha256(_canonical(vevent).encode()).hexdigest()[:40]
+
+
+def is_component_etag(etag: str | None) -> bool:
+    return bool(etag) and str(etag).startswith(COMPONENT_ETAG_PREFIX)
+
+
+def _canonical(comp: Any) -> str:
+    lines = sorted(
+        str(comp.content_line(name, value))
+        for name, value in comp.property_items(recursive=False, sorted=False)
+        if name not in STRUCTURE and name != "DTSTAMP"
+    )
+    subs = sorted(_canonical(sub) for sub in comp.subcomponents)
+    return "\n".join([f"BEGIN:{comp.name}", *lines, *subs, f"END:{comp.name}"])
+
+
+def remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]:
+    """The VEVENTs of one calendar object resource as RemoteEvents (master first)."""
+    cal = parse_calendar(text)
+    comps = [c for c in vevents(cal) if "DTSTART" in c]  # (DTSTART may only be missing in iTIP messages)
+    if not comps:
+        return []  # a VTODO or VJOURNAL resource: not an event
+    comps.sort(key=lambda c: "RECURRENCE-ID" in c)
+    multi = len(vevents(cal)) > 1  # several VEVENTs: component ETags, and writes re-read the resource
+    out: list[RemoteEvent] = []
+    seen: set[str | None] = set()
+    for comp in comps:
+        key = recurrence_key(comp)
+        if key in seen:
+            continue  # a second master or a repeated override: invalid; the first one counts
+        seen.add(key)
+        ics = calendar_for(cal, comp) if multi else text
+        data = event_data(comp, ics)
+        out.append(RemoteEvent(
+            remote_id=base_id if key is None else f"{base_id}#{key}",
+            etag=component_etag(comp) if multi else etag,
+            data=data,
+            series_remote_id=None if key is None else base_id,
+            updated=_updated(comp),
+        ))
+    return out
+
+
+def calendar_for(cal: Calendar, comp: Event) -> str:
+    """A VCALENDAR with the calendar's own properties, the time zones `comp` uses, and `comp` only."""
+    out = Calendar()
+    for name, value in cal.property_items(recursive=False, sorted=False):
+        if name not in STRUCTURE:
+            out.add(name, value, encode=False)
+    used = _tzids(comp)
+    for tz in cal.subcomponents:
+        if tz.name == "VTIMEZONE" and str(tz.get("TZID")) in used:
+            out.add_component(tz)
+    out.add_component(comp)
+    return out.to_ical().decode()
+
+
+def _tzids(comp: Event) -> set[str]:
+    found: set[str] = set()
+    for _, value in comp.property_items(recursive=True, sorted=False):
+        params = getattr(value, "params", None)
+        if params and "TZID" in params:
+            found.add(str(params["TZID"]))
+    return found
+
+
+def _updated(comp: Event) -> str | None:
+    for name in ("LAST-MODIFIED", "DTSTAMP"):
+        prop = comp.get(name)
+        if prop is not None and isinstance(prop.dt, datetime):
+            value = prop.dt if prop.dt.tzinfo else prop.dt.replace(tzinfo=UTC)
+            return canonical_instant(value)
+    return None
+
+
+# --- VEVENT -> EventData ----------------------------------------------------------------------
+
+
+def event_data(comp: Event, ics: str | None = None) -> EventData:
+    """The modelled content of one VEVENT; `ics` is kept in extra for writing it back later."""
+    start, all_day, zone = _boundary(comp.get("DTSTART"))
+    end = _end(comp, start, all_day)
+    original = comp.get("RECURRENCE-ID")
+    data = EventData(
+        title=_text(comp, "SUMMARY") or "",
+        start=start,
+        end=end,
+        all_day=all_day,
+        time_zone=zone,
+        description=_text(comp, "DESCRIPTION"),
+        location=_text(comp, "LOCATION"),
+        status=_status(comp),
+        recurrence=recurrence_lines(comp),
+        original_start=_boundary(original)[0] if original is not None else None,
+        attendees=_attendees(comp),
+        conference=conference_summary(comp),
+        ical_uid=str(comp["UID"]) if "UID" in comp else None,
+        sequence=_int(comp.get("SEQUENCE")),
+        extra={"caldav": {"ics": ics}} if ics else {},
+    )
+    return data
+
+
+def _text(comp: Event, name: str) -> str | None:
+    value = comp.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _status(comp: Event) -> str:
+    value = (_text(comp, "STATUS") or "CONFIRMED").strip().lower()
+    return value if value in ("confirmed", "tentative", "cancelled") else "confirmed"
+
+
+def zone_name(prop: Any, value: datetime) -> str | None:
+    """The IANA zone of a DATE-TIME property, or None for UTC / unknown zones."""
+    params = getattr(prop, "params", {}) or {}
+    if "TZID" not in params:
+        return None
+    for candidate in (getattr(value.tzinfo, "key", None), str(params["TZID"])):
+        if candidate and _zoneinfo(candidate) is not None:
+            return candidate
+    return None
+
+
+def _zoneinfo(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _boundary(prop: Any) -> tuple[str, bool, str | None]:
+    """(canonical time, all-day?, IANA zone) of a DTSTART / DTEND / RECURRENCE-ID property."""
+    if prop is None:
+        return "", False, None
+    value = prop.dt
+    if isinstance(value, datetime):
+        zone = zone_name(prop, value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # floating time: read as UTC
+        return canonical_instant(value), False, zone
+    return value.isoformat(), True, None
+
+
+def _end(comp: Event, start: str, all_day: bool) -> str:
+    if "DTEND" in comp:
+        end, _, _ = _boundary(comp["DTEND"])
+        if all_day and len(end) > 10:
+            end = end[:10]
+        return end or start
+    if not start:
+        return ""
+    first = date.fromisoformat(start) if all_day else parse_instant(start)
+    if "DURATION" in comp:
+        duration: Any = comp["DURATION"]
+        value = first + duration.dt
+    else:  # RFC 5545 3.6.1: a day for a DATE start, nothing for a DATE-TIME start
+        value = first + timedelta(days=1) if all_day else first
+    if all_day:
+        return (value if not isinstance(value, datetime) else value.date()).isoformat()
+    return canonical_instant(value)  # type: ignore[arg-type]
+
+
+def recurrence_lines(comp: Event) -> list[str] | None:
+    """RRULE / EXRULE / RDATE / EXDATE as iCalendar content lines (the form Google uses too)."""
+    lines: list[tuple[int, str]] = []
+    for name, value in comp.property_items(recursive=False, sorted=False):
+        if name in RECURRENCE_PROPERTIES:
+            lines.append((RECURRENCE_PROPERTIES.index(name), str(comp.content_line(name, value))))
+    lines.sort(key=lambda pair: pair[0])  # servers reorder properties: RRULE, EXRULE, RDATE, EXDATE
+    return [line for _, line in lines] or None
+
+
+def _same_recurrence(a: list[str] | None, b: list[str] | None) -> bool:
+    return sorted(a or []) == sorted(b or [])
+
+
+def _email(address: Any) -> str:
+    text = str(address).strip()
+    return text[7:] if text.lower().startswith("mailto:") else text
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _attendees(comp: Event) -> list[Attendee]:
+    organizer = comp.get("ORGANIZER")
+    organizer_email = _email(organizer).lower() if organizer is not None else None
+    out: list[Attendee] = []
+    for prop in _as_list(comp.get("ATTENDEE")):
+        params = prop.params
+        email = _email(prop)
+        out.append(Attendee(
+            email=email,
+            name=str(params["CN"]) if params.get("CN") else None,
+            response=PARTSTAT_TO_RESPONSE.get(str(params.get("PARTSTAT", "NEEDS-ACTION")).upper(), "needsAction"),
+            optional=str(params.get("ROLE", "")).upper() in OPTIONAL_ROLES,
+            organizer=organizer_email is not None and email.lower() == organizer_email,
+        ))
+    return out
+
+
+def _conference_prop(comp: Event) -> Any | None:
+    """The CONFERENCE property calsync reads: ours (stamped), else the first video one, else the first."""
+    props = _as_list(comp.get("CONFERENCE"))
+    for test in (lambda p: X_PROVIDER in p.params,
+                 lambda p: "VIDEO" in [str(f).upper() for f in _as_list(p.params.get("FEATURE"))],
+                 lambda p: True):
+        for prop in props:
+            if test(prop):
+                return prop
+    return None
+
+
+def _is_video_link(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) or h in host for h in VIDEO_HOSTS)
+
+
+def conference_summary(comp: Event) -> dict[str, Any] | None:
+    """The neutral conference of a VEVENT: RFC 7986 CONFERENCE, else a video link in URL."""
+    prop = _conference_prop(comp)
+    if prop is not None:
+        params = prop.params
+        return {
+            "type": str(params[X_TYPE]) if params.get(X_TYPE) else None,
+            "name": str(params["LABEL"]) if params.get("LABEL") else None,
+            "conference_id": str(params[X_ID]) if params.get(X_ID) else None,
+            "join_url": str(prop),
+            "provider": str(params[X_PROVIDER]) if params.get(X_PROVIDER) else None,
+        }
+    url = _text(comp, "URL")
+    if url and _is_video_link(url):
+        return {"type": None, "name": None, "conference_id": None, "join_url": url, "provider": None}
+    return None
+
+
+# --- EventData -> VEVENT ----------------------------------------------------------------------
+
+
+def new_calendar() -> Calendar:
+    cal = Calendar()
+    cal.add("VERSION", "2.0")
+    cal.add("PRODID", PRODID)
+    return cal
+
+
+def new_vevent(uid: str) -> Event:
+    comp = Event()
+    comp.add("UID", uid)
+    comp.add("DTSTAMP", datetime.now(UTC).replace(microsecond=0))
+    return comp
+
+
+def render(cal: Calendar) -> str:
+    """The text to PUT, with a VTIMEZONE for every TZID used (generated from the IANA database,
+    covering the years from the earliest start on, to keep it short)."""
+    starts: list[Any] = [c["DTSTART"] for c in vevents(cal) if "DTSTART" in c]
+    years = [prop.dt.year for prop in starts]
+    first = date(max(1970, min(years) - 1), 1, 1) if years else date(1970, 1, 1)
+    cal.add_missing_timezones(first_date=first, last_date=max(date(2038, 1, 1), date(first.year + 10, 1, 1)))
+    return cal.to_ical().decode()
+
+
+def apply_event_data(comp: Event, data: EventData, *, creating: bool = False, now: datetime | None = None) -> bool:
+    """Change the modelled properties of `comp` whose value differs from `data`. True if any did.
+
+    Unmodelled properties, parameters of untouched properties, and subcomponents are left alone.
+    A significant change (times, recurrence, status) of an existing event bumps SEQUENCE, as an
+    organizer's client would; `creating` leaves it as it is.
+    """
+    old = event_data(comp)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    changed = significant = False
+    if old.title != data.title:
+        _set_text(comp, "SUMMARY", data.title or None)
+        changed = True
+    for name, attr in (("DESCRIPTION", "description"), ("LOCATION", "location")):
+        if getattr(old, attr) != getattr(data, attr):
+            _set_text(comp, name, getattr(data, attr))
+            changed = True
+    if (old.start, old.end, old.all_day, old.time_zone) != (data.start, data.end, data.all_day, data.time_zone) \
+            and data.start and data.end:
+        _set_times(comp, data)
+        changed = significant = True
+    if old.status != data.status:
+        comp.pop("STATUS", None)
+        if data.status != "confirmed" or old.status != "confirmed":
+            comp.add("STATUS", data.status.upper())
+        changed = significant = True
+    if not _same_recurrence(old.recurrence, data.recurrence):
+        _set_recurrence(comp, data.recurrence or [])
+        changed = significant = True
+    if [a.__dict__ for a in old.attendees] != [a.__dict__ for a in data.attendees]:
+        _set_attendees(comp, data.attendees)
+        changed = True
+    if old.conference != data.conference:
+        _set_conference(comp, old.conference, data.conference)
+        changed = True
+    if changed:
+        _set_stamp(comp, "DTSTAMP", now)
+        if "LAST-MODIFIED" in comp:
+            _set_stamp(comp, "LAST-MODIFIED", now)
+        if significant and not creating and "SEQUENCE" in comp:
+            comp.pop("SEQUENCE")
+            comp.add("SEQUENCE", max(old.sequence, data.sequence) + 1)
+    return changed
+
+
+def new_resource(data: EventData, uid: str) -> tuple[Calendar, Event]:
+    """A new calendar object for `data`: its preserved original if it has one (mirrored from another
+    CalDAV calendar), else a fresh VCALENDAR. Returns (calendar, the VEVENT to patch)."""
+    original = ((data.extra or {}).get("caldav") or {}).get("ics")
+    if original:
+        try:
+            cal = parse_calendar(original)
+        except InvalidCalendarData:
+            cal = None
+        if cal is not None:
+            comp = find_vevent(cal, None) or (vevents(cal)[0] if vevents(cal) else None)
+            if comp is not None:
+                for other in [c for c in vevents(cal) if c is not comp]:
+                    cal.subcomponents.remove(other)
+                return cal, comp
+    cal = new_calendar()
+    comp = new_vevent(data.ical_uid or uid)
+    if data.sequence:
+        comp.add("SEQUENCE", data.sequence)
+    cal.add_component(comp)
+    return cal, comp
+
+
+def set_recurrence_id(comp: Event, original_start: str, like: Event | None) -> None:
+    """RECURRENCE-ID for a new override, in the master's zone when it has one."""
+    comp.pop("RECURRENCE-ID", None)
+    if len(original_start) == 10:
+        comp.add("RECURRENCE-ID", date.fromisoformat(original_start))
+        return
+    value = parse_instant(original_start)
+    master_start = like.get("DTSTART") if like is not None else None
+    if master_start is not None and isinstance(master_start.dt, datetime):
+        zone = zone_name(master_start, master_start.dt)
+        if zone:
+            value = value.astimezone(ZoneInfo(zone))
+        elif master_start.dt.tzinfo is None:  # floating series: floating recurrence ids
+            comp.add("RECURRENCE-ID", value.astimezone(UTC).replace(tzinfo=None))
+            return
+    comp.add("RECURRENCE-ID", value)
+
+
+def add_exdate(master: Event, override_key: str, override: Event | None) -> None:
+    """Exclude one instance from the master's rule (a deleted occurrence)."""
+    prop = override.get("RECURRENCE-ID") if override is not None else None
+    if prop is not None:
+        value = prop.dt
+    elif len(override_key) == 8:
+        value = datetime.strptime(override_key, "%Y%m%d").date()
+    elif override_key.endswith("Z"):
+        value = datetime.strptime(override_key, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    else:
+        value = datetime.strptime(override_key, "%Y%m%dT%H%M%S")
+    master.add("EXDATE", value)
+
+
+def _set_text(comp: Event, name: str, value: str | None) -> None:
+    old = comp.get(name)
+    params: Any = old.params if old is not None and getattr(old, "params", None) else None
+    comp.pop(name, None)
+    if value is not None:
+        comp.add(name, vText(value), parameters=params)
+
+
+def _set_stamp(comp: Event, name: str, now: datetime) -> None:
+    comp.pop(name, None)
+    comp.add(name, now)
+
+
+def _set_times(comp: Event, data: EventData) -> None:
+    for name in ("DTSTART", "DTEND", "DURATION"):
+        comp.pop(name, None)
+    if data.all_day:
+        comp.add("DTSTART", date.fromisoformat(data.start[:10]))
+        comp.add("DTEND", date.fromisoformat(data.end[:10]))
+        return
+    zone = _zoneinfo(data.time_zone)
+    start, end = parse_instant(data.start), parse_instant(data.end)
+    if zone is not None and data.time_zone != "UTC":
+        start, end = start.astimezone(zone), end.astimezone(zone)
+    else:
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+    comp.add("DTSTART", start)
+    comp.add("DTEND", end)
+
+
+def _set_recurrence(comp: Event, lines: list[str]) -> None:
+    for name in RECURRENCE_PROPERTIES:
+        comp.pop(name, None)
+    if not lines:
+        return
+    text = "BEGIN:VEVENT\r\n" + "\r\n".join(line.strip() for line in lines) + "\r\nEND:VEVENT\r\n"
+    try:
+        parsed = Event.from_ical(text)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise InvalidCalendarData(f"bad recurrence lines {lines!r}: {exc}") from exc
+    for name, value in parsed.property_items(recursive=False, sorted=False):
+        if name in RECURRENCE_PROPERTIES:
+            comp.add(name, value, encode=False)
+
+
+def _set_attendees(comp: Event, attendees: list[Attendee]) -> None:
+    """Rewrite ATTENDEE lines; an attendee who stays keeps the parameters calsync does not model
+    (RSVP, CUTYPE, X-...). ORGANIZER is left as it is."""
+    before = {_email(p).lower(): p for p in _as_list(comp.get("ATTENDEE"))}
+    comp.pop("ATTENDEE", None)
+    for attendee in attendees:
+        previous = before.get(attendee.email.lower())
+        params: dict[str, Any] = dict(previous.params) if previous is not None else {}
+        if attendee.name:
+            params["CN"] = attendee.name
+        else:
+            params.pop("CN", None)
+        if attendee.response != "needsAction" or "PARTSTAT" in params:
+            params["PARTSTAT"] = RESPONSE_TO_PARTSTAT.get(attendee.response, "NEEDS-ACTION")
+        was_optional = str(params.get("ROLE", "")).upper() in OPTIONAL_ROLES
+        if attendee.optional != was_optional:
+            params["ROLE"] = "OPT-PARTICIPANT" if attendee.optional else "REQ-PARTICIPANT"
+        comp.add("ATTENDEE", vCalAddress(f"mailto:{attendee.email}"), parameters=params)
+
+
+def _set_conference(comp: Event, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    """Replace the CONFERENCE calsync read (others stay); keep URL pointing at the join link when it
+    was ours to set. LOCATION and DESCRIPTION are never touched for a conference."""
+    chosen = _conference_prop(comp)
+    if chosen is not None:
+        remaining = [p for p in _as_list(comp.get("CONFERENCE")) if p is not chosen]
+        comp.pop("CONFERENCE", None)
+        for prop in remaining:
+            comp.add("CONFERENCE", prop, encode=False)
+    old_url = (old or {}).get("join_url")
+    url = _text(comp, "URL")
+    if url is not None and url == old_url:
+        comp.pop("URL", None)
+        url = None
+    if not new or not new.get("join_url"):
+        return
+    params: dict[str, Any] = {"VALUE": "URI", "FEATURE": "VIDEO"}
+    for key, field in (("LABEL", "name"), (X_TYPE, "type"), (X_ID, "conference_id"), (X_PROVIDER, "provider")):
+        if new.get(field):
+            params[key] = str(new[field])
+    comp.add("CONFERENCE", new["join_url"], parameters=params)
+    if url is None:
+        comp.add("URL", new["join_url"])

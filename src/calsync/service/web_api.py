@@ -1,0 +1,176 @@
+"""What the web page needs beyond the REST API of api.py: conferences on events, and the demo control.
+
+`GET /api/v1/conference-providers`, `POST` / `DELETE /api/v1/events/{id}/conference`, and, only when
+the service runs as `calsync demo`, `GET /api/v1/demo` and `POST /api/v1/demo/remote-change`.
+`mount_web` serves the page itself (`/` and `/static/...`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import httpx
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine
+
+from calsync.conferencing.base import ConferenceAdapter, ConferenceError
+from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError, enqueue_for_changed_events
+from calsync.engine.pool import ProviderPool
+from calsync.providers.base import ProviderError
+from calsync.service.api import PREFIX, SafeValidationRoute, etag_of, event_bodies, if_match_versions
+from calsync.store import outbox as outbox_store
+from calsync.store import repo
+
+WEB_DIR = Path(__file__).parent / "web"
+
+DemoKind = Literal["create", "rename", "move", "conflict"]
+
+
+class DemoControl(Protocol):
+    """What `calsync demo` hands the router: a way to change the emulated remote side."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def remote_change(self, kind: str, start: str | None = None) -> dict[str, Any]: ...
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ConferenceRequest(_Strict):
+    provider: Annotated[str, Field(max_length=64, examples=["zoom"])]
+
+
+class RemoteChangeRequest(_Strict):
+    kind: DemoKind = "move"
+    start: Annotated[str | None, Field(max_length=64, description="where a created event goes (RFC 3339); "
+                                       "default: the next full hour")] = None
+
+
+EventId = Annotated[str, PathParam(max_length=64)]
+
+
+def _live(conn: Connection, event_id: str) -> dict[str, Any]:
+    rows = repo.get_events(conn, [event_id]) if len(event_id) == 32 else []
+    if not rows or rows[0]["deleted"]:
+        raise HTTPException(404, detail=f"no event with id {event_id!r}")
+    return rows[0]
+
+
+def _body(conn: Connection, event_id: str, response: Response) -> dict[str, Any]:
+    (body,) = event_bodies(conn, [_live(conn, event_id)])
+    response.headers["ETag"] = body["etag"]
+    return body
+
+
+def _check_if_match(if_match: str | None, event_id: str, current: int) -> None:
+    """If-Match is optional here (a conference change is not a content edit), but honoured when sent."""
+    if not if_match or not if_match.strip():
+        return
+    wanted = if_match_versions(if_match, event_id)
+    if wanted is not None and current not in wanted:
+        tag = etag_of(event_id, current)
+        raise HTTPException(412, headers={"ETag": tag}, detail={
+            "msg": f"the event has changed: it is at version {current}; re-read it and retry",
+            "etag": tag, "version": current})
+
+
+def _queue_unpushed(conn: Connection, event_id: str) -> None:
+    """A conference made before the event's first push is written on the local event only: make sure
+    the version that carries it is queued for every push-enabled binding that has not agreed on it."""
+    row = _live(conn, event_id)
+    agreed = {link["binding_id"]: link["base_version"] for link in row["links"]}
+    behind = [b for b in outbox_store.push_bindings(conn, row["calendar_id"]) if agreed.get(b, 0) < row["version"]]
+    if behind:
+        outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])], bindings_to=behind)
+
+
+def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None,
+               demo: DemoControl | None = None) -> APIRouter:
+    adapters = adapters if adapters is not None else {}
+    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
+
+    @router.get("/conference-providers")
+    def conference_providers() -> dict[str, Any]:
+        """The conference systems configured here (what `POST /events/{id}/conference` accepts)."""
+        return {"providers": [{"name": name, "label": getattr(a, "solution_name", name) or name}
+                              for name, a in adapters.items()]}
+
+    @router.post("/events/{event_id}/conference", status_code=201)
+    def add_conference(event_id: EventId, body: ConferenceRequest, response: Response) -> dict[str, Any]:
+        """Create a meeting for the event and put it on its calendar events (409 if it has a conference)."""
+        if body.provider not in adapters:
+            configured = ", ".join(adapters) or "none"
+            raise HTTPException(422, detail=[{"loc": ["body", "provider"], "type": "value_error",
+                                              "msg": f"unknown conference provider (configured: {configured})"}])
+        with engine.begin() as conn:
+            row = _live(conn, event_id)
+        if row["conference"]:
+            shown = row["conference"].get("name") or row["conference"].get("provider") or "a conference"
+            raise HTTPException(409, detail=f"the event already has a conference ({shown}); remove it first")
+        pool = ProviderPool(engine)
+        try:
+            ConferenceEngine(engine, adapters, pool).create(event_id, body.provider)
+        except ConferenceWorkError as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
+        except repo.NotFound as exc:
+            raise HTTPException(404, detail=f"no event with id {event_id!r}") from exc
+        except (ConferenceError, ProviderError, httpx.HTTPError) as exc:
+            raise HTTPException(502, detail=f"could not create the conference: {exc}") from exc
+        finally:
+            pool.close()
+        with engine.begin() as conn:
+            _queue_unpushed(conn, event_id)
+            return _body(conn, event_id, response)
+
+    @router.delete("/events/{event_id}/conference")
+    def remove_conference(event_id: EventId, response: Response,
+                          if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Take the conference off the event: a local change pushed to every binding; a meeting calsync
+        made is deleted by the conference worker."""
+        with engine.begin() as conn:
+            row = _live(conn, event_id)
+            _check_if_match(if_match, event_id, row["version"])
+            if not row["conference"]:
+                raise HTTPException(409, detail="the event has no conference")
+            repo.set_local_conference(conn, event_id, None)
+            version = int(_live(conn, event_id)["version"])
+            outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+            enqueue_for_changed_events(conn, [{"event_id": event_id, "conference": None,
+                                               "recurring_event_id": row["recurring_event_id"]}], [])
+            return _body(conn, event_id, response)
+
+    if demo is not None:
+        @router.get("/demo")
+        def demo_info() -> dict[str, Any]:
+            """Only in `calsync demo`: the emulators behind this service."""
+            return demo.describe()
+
+        @router.post("/demo/remote-change")
+        def demo_remote_change(body: RemoteChangeRequest) -> dict[str, Any]:
+            """Only in `calsync demo`: change the emulated Google calendar as another client would."""
+            try:
+                return demo.remote_change(body.kind, body.start)
+            except LookupError as exc:
+                raise HTTPException(409, detail=str(exc)) from exc
+            except ValueError as exc:
+                raise HTTPException(422, detail=[{"loc": ["body", "start"], "type": "value_error",
+                                                  "msg": f"not an RFC 3339 date-time: {exc}"}]) from exc
+
+    return router
+
+
+def mount_web(app: FastAPI) -> None:
+    """The page at `/`, its files at `/static/...`."""
+    index = WEB_DIR / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

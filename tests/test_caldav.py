@@ -1,0 +1,641 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.caldav_servers are parameters here)
+"""The CalDAV provider against real servers (Radicale and Xandikos), through the engine and alone.
+
+Remote changes are made by *another* client: plain httpx PUT / DELETE of .ics resources.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from icalendar import Calendar
+from sqlalchemy import Engine, select, update
+
+from calsync.engine import local
+from calsync.engine.inbound import SyncResult
+from calsync.engine.outbound import Pusher
+from calsync.engine.sync import SyncReport, sync_once
+from calsync.model import Account, EventData
+from calsync.providers import SUPPORTED, ical, provider_for
+from calsync.providers.base import (
+    AlreadyExists,
+    PreconditionFailed,
+    ProviderError,
+    SyncTokenInvalid,
+)
+from calsync.providers.caldav import CalDAVProvider
+from calsync.store import repo
+from calsync.store.db import open_engine
+from calsync.store.schema import bindings, conflicts
+from tests.caldav_servers import DavCalendar, caldav_server, dav, ics, provider_options  # noqa: F401 (fixtures)
+from tests.helpers import local_events, token_of
+
+SERIES = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//other client//test//EN
+X-WR-CALNAME:Team
+BEGIN:VTIMEZONE
+TZID:Europe/Berlin
+BEGIN:STANDARD
+DTSTART:19701025T030000
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+TZNAME:CET
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:19700329T020000
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+TZNAME:CEST
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:weekly-standup@other
+DTSTAMP:20260101T000000Z
+SEQUENCE:2
+DTSTART;TZID=Europe/Berlin:20261201T090000
+DTEND;TZID=Europe/Berlin:20261201T093000
+RRULE:FREQ=WEEKLY;COUNT=6
+EXDATE;TZID=Europe/Berlin:20261208T090000
+SUMMARY:Standup
+LOCATION:Room 1
+ORGANIZER;CN=Alice:mailto:alice@example.org
+ATTENDEE;CN=Bob;PARTSTAT=ACCEPTED;RSVP=TRUE;X-NOTE=keep:mailto:bob@example.org
+CATEGORIES:work,daily
+X-OTHER-CLIENT-FLAG;X-P=1:keep me
+CLASS:PRIVATE
+BEGIN:VALARM
+ACTION:DISPLAY
+TRIGGER:-PT15M
+DESCRIPTION:Standup soon
+END:VALARM
+END:VEVENT
+BEGIN:VEVENT
+UID:weekly-standup@other
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;TZID=Europe/Berlin:20261215T090000
+DTSTART;TZID=Europe/Berlin:20261215T110000
+DTEND;TZID=Europe/Berlin:20261215T113000
+SUMMARY:Standup (moved)
+X-OVERRIDE-FLAG:still here
+END:VEVENT
+END:VCALENDAR
+""".replace("\n", "\r\n")
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Engine:
+    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+
+
+def bind(engine: Engine, dav: DavCalendar, **options: Any) -> str:
+    """A caldav account and a binding of the test's collection to a new local calendar."""
+    with engine.begin() as conn:
+        account = repo.create_account(conn, "caldav", f"{dav.server.username}@{dav.server.kind}", dav.url,
+                                      {"username": dav.server.username, "password": dav.server.password})
+        calendar = repo.create_calendar(conn, f"caldav:{dav.path}")
+        return repo.create_binding(conn, calendar, account, dav.path, options.get("direction", "two-way"),
+                                   options.get("policy", "ask"))
+
+
+def maker(**options: Any) -> Callable[[Account], CalDAVProvider]:
+    def make(account: Account) -> CalDAVProvider:
+        return CalDAVProvider.from_account(account, **provider_options(**options))
+    return make
+
+
+def sync(engine: Engine, binding: str, **options: Any) -> SyncReport:
+    return sync_once(engine, binding_ids=[binding], make_provider=maker(**options))
+
+
+def inbound(report: SyncReport) -> SyncResult:
+    (result,) = report.inbound
+    assert result.status == "ok", result.message
+    return result
+
+
+def calendar_of(engine: Engine, binding: str) -> str:
+    with engine.begin() as conn:
+        return str(repo.get_binding(conn, binding)["calendar_id"])
+
+
+def titles(engine: Engine, binding: str) -> dict[str, str]:
+    return {rid: row["title"] for rid, row in local_events(engine, binding).items()}
+
+
+def remote_titles(dav: DavCalendar) -> dict[str, str]:
+    out = {}
+    for name in dav.names():
+        text, etag = dav.get(name)
+        for event in ical.remote_events(name, etag, text):
+            out[event.remote_id] = event.data.title
+    return out
+
+
+def provider(dav: DavCalendar, **options: Any) -> CalDAVProvider:
+    return CalDAVProvider(dav.url, dav.server.username, dav.server.password, **provider_options(**options))
+
+
+def parsed(dav: DavCalendar, name: str) -> Calendar:
+    return Calendar.from_ical(dav.get(name)[0])
+
+
+# --- discovery and listing ------------------------------------------------------------------------
+
+
+def test_caldav_is_a_supported_provider(dav: DavCalendar) -> None:
+    account = Account(id="a", provider="caldav", name="x", base_url=dav.url,
+                      credentials={"username": dav.server.username, "password": dav.server.password})
+    assert "caldav" in SUPPORTED
+    client = provider_for(account)
+    assert isinstance(client, CalDAVProvider)
+    client.close()
+
+
+def test_discovery_finds_the_calendar_through_principal_and_home(dav: DavCalendar) -> None:
+    client = provider(dav)
+    found = {c.remote_id: c for c in client.list_calendars()}
+    assert dav.path in found
+    assert found[dav.path].name == "Test calendar"
+    assert found[dav.path].access_role == "writer"
+    assert all(path.endswith("/") for path in found)
+
+
+def test_initial_full_sync_pages_through_everything(engine: Engine, dav: DavCalendar) -> None:
+    dav.seed(25)
+    binding = bind(engine, dav)
+    result = inbound(sync(engine, binding, batch_size=10))
+    assert result.full and not result.token_reset
+    # one sync-collection REPORT, then three calendar-multiget batches of at most 10 hrefs
+    assert (result.pages, result.requests, result.created) == (3, 4, 25)
+    assert (token_of(engine, binding) or "").startswith("dav:")
+    assert titles(engine, binding) == remote_titles(dav)
+    sample = next(iter(local_events(engine, binding).values()))
+    assert sample["source"] == f"caldav:{binding}" and sample["ical_uid"].endswith("@other")
+
+
+def test_incremental_sync_gets_exactly_another_clients_changes(engine: Engine, dav: DavCalendar) -> None:
+    names = dav.seed(6)
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    first_token = token_of(engine, binding)
+
+    dav.put("fresh", ics("fresh@other", "Fresh"))  # created
+    dav.put(names[1], ics(f"{names[1]}@other", "Renamed"))  # updated
+    dav.delete(names[2])  # deleted
+    result = inbound(sync(engine, binding))
+    assert not result.full
+    assert (result.created, result.updated, result.deleted, result.conflicts) == (1, 1, 1, 0)
+    assert result.requests == 2  # sync-collection + one multiget of the two changed members
+    assert token_of(engine, binding) != first_token
+    assert titles(engine, binding) == remote_titles(dav)
+    assert titles(engine, binding)[names[1]] == "Renamed" and names[2] not in titles(engine, binding)
+
+    quiet = inbound(sync(engine, binding))
+    assert quiet.requests == 1  # nothing changed: one REPORT, nothing else
+    assert (quiet.created, quiet.updated, quiet.deleted, quiet.unchanged) == (0, 0, 0, 0)
+
+
+def test_invalid_token_means_a_full_sync_that_reconciles_deletions(engine: Engine, dav: DavCalendar) -> None:
+    names = dav.seed(12)
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    with engine.begin() as conn:  # a token the server never gave (or forgot: Radicale prunes old ones)
+        bogus = "dav:http://radicale.org/ns/sync/0000" if dav.server.kind == "radicale" else "dav:" + "0" * 40
+        conn.execute(update(bindings).where(bindings.c.id == binding).values(sync_token=bogus))
+    client = provider(dav)
+    with pytest.raises(SyncTokenInvalid):
+        list(client.list_changes(dav.path, bogus))
+
+    dav.delete(names[0])
+    dav.put(names[3], ics(f"{names[3]}@other", "Changed meanwhile"))
+    dav.put("late", ics("late@other", "Late"))
+    result = inbound(sync(engine, binding))
+    assert result.token_reset and result.full
+    assert (result.created, result.updated, result.deleted) == (1, 1, 1)
+    assert titles(engine, binding) == remote_titles(dav)
+    assert inbound(sync(engine, binding)).requests == 1
+
+
+def test_etag_listing_fallback_without_sync_collection(engine: Engine, dav: DavCalendar) -> None:
+    names = dav.seed(5)
+    binding = bind(engine, dav)
+    first = inbound(sync(engine, binding, sync_collection=False))
+    assert first.full and first.created == 5 and (token_of(engine, binding) or "").startswith("etags:")
+    quiet = inbound(sync(engine, binding, sync_collection=False))
+    assert quiet.requests == 1 and quiet.unchanged == 0
+    dav.delete(names[4])
+    dav.put(names[0], ics(f"{names[0]}@other", "Changed"))
+    changed = inbound(sync(engine, binding, sync_collection=False))
+    assert changed.token_reset and (changed.updated, changed.deleted) == (1, 1)
+    assert titles(engine, binding) == remote_titles(dav)
+
+
+# --- pushing local changes -----------------------------------------------------------------------
+
+
+def test_local_create_update_delete_arrive_on_the_server(engine: Engine, dav: DavCalendar) -> None:
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    calendar = calendar_of(engine, binding)
+    made = local.create_event(engine, calendar, {
+        "title": "Lunch", "start": "2026-12-03T11:00:00Z", "end": "2026-12-03T12:00:00Z",
+        "time_zone": "Europe/Berlin", "location": "Canteen",
+        "attendees": [{"email": "bob@example.org", "name": "Bob"}],
+    })
+    report = sync(engine, binding)
+    assert report.outbound[0].created == 1 and report.ok
+    assert dav.names() == {made.event_id}  # <local id>.ics
+    vevent = parsed(dav, made.event_id).events[0]
+    assert str(vevent["SUMMARY"]) == "Lunch" and str(vevent["LOCATION"]) == "Canteen"
+    assert vevent["DTSTART"].params["TZID"] == "Europe/Berlin"
+    assert str(vevent["ATTENDEE"]) == "mailto:bob@example.org"
+    echo = inbound(sync(engine, binding))
+    assert (echo.created, echo.updated, echo.conflicts) == (0, 0, 0)  # our own write comes back as a no-op
+
+    local.update_event(engine, made.event_id, {"title": "Long lunch", "end": "2026-12-03T13:00:00Z"}, None)
+    report = sync(engine, binding)
+    assert report.outbound[0].updated == 1
+    vevent = parsed(dav, made.event_id).events[0]
+    assert str(vevent["SUMMARY"]) == "Long lunch" and str(vevent["LOCATION"]) == "Canteen"
+    assert inbound(sync(engine, binding)).updated == 0
+
+    local.delete_event(engine, made.event_id, None)
+    report = sync(engine, binding)
+    assert report.outbound[0].deleted == 1
+    assert not dav.exists(made.event_id)
+    assert titles(engine, binding) == {}
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(engine: Engine, dav: DavCalendar) -> None:
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    made = local.create_event(engine, calendar_of(engine, binding), {
+        "title": "Once", "start": "2026-12-04T10:00:00Z", "end": "2026-12-04T11:00:00Z"})
+
+    def crash(event_id: str, what: str) -> None:
+        raise RuntimeError("worker died after the PUT, before the checkpoint")
+
+    with pytest.raises(RuntimeError):
+        sync_once(engine, binding_ids=[binding], make_provider=maker(), after_write=crash)
+    assert dav.names() == {made.event_id}
+    report = sync(engine, binding)  # the listing adopts the copy (its id is the local id); nothing is re-sent
+    assert report.ok and report.inbound[0].created == 0
+    assert report.outbound[0].created == 0
+    assert list(local_events(engine, binding)) == [made.event_id]
+    assert dav.names() == {made.event_id}
+
+
+def test_create_with_if_none_match_meets_the_existing_copy(dav: DavCalendar) -> None:
+    client = provider(dav)
+    data = EventData(title="Mine", start="2026-12-05T10:00:00Z", end="2026-12-05T11:00:00Z")
+    created = client.insert_event(dav.path, data, remote_id="0123abcd")
+    assert created.remote_id == "0123abcd" and created.etag
+    with pytest.raises(AlreadyExists):
+        client.insert_event(dav.path, data, remote_id="0123abcd")
+    got = client.get_event(dav.path, "0123abcd")
+    assert got is not None and got.etag == created.etag and got.content_hash == created.content_hash
+    # the same UID under another name: the server's no-uid-conflict, not "already exists"
+    with pytest.raises(ProviderError) as caught:
+        client.insert_event(dav.path, EventData(**{**data.to_json(), "ical_uid": "0123abcd", "attendees": []}),
+                            remote_id="other-name")
+    assert not isinstance(caught.value, AlreadyExists) and caught.value.reason == "no-uid-conflict"
+    stale = created.etag
+    updated = client.update_event(dav.path, "0123abcd", EventData(**{**created.data.to_json(), "title": "v2",
+                                                                      "attendees": []}), if_match=stale)
+    with pytest.raises(PreconditionFailed):
+        client.update_event(dav.path, "0123abcd", created.data, if_match=stale)
+    with pytest.raises(PreconditionFailed):
+        client.delete_event(dav.path, "0123abcd", if_match=stale)
+    client.delete_event(dav.path, "0123abcd", if_match=updated.etag)
+    client.delete_event(dav.path, "0123abcd", if_match=updated.etag)  # gone already: still fine
+    assert not dav.exists("0123abcd")
+    with pytest.raises(ProviderError, match="no push"):
+        client.watch(dav.path, "c", "http://x", "t")
+
+
+def test_a_concurrent_edit_meets_412_and_becomes_a_conflict(engine: Engine, dav: DavCalendar) -> None:
+    dav.put("shared", ics("shared@other", "Planning"))
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    (event_id,) = [row["id"] for row in local_events(engine, binding).values()]
+    local.update_event(engine, event_id, {"title": "Planning (local)"}, None)
+    _, etag = dav.get("shared")
+    dav.put("shared", ics("shared@other", "Planning (remote)"), if_match=etag)
+
+    client = CalDAVProvider.from_account(_account(engine, binding), **provider_options())
+    result = Pusher(engine, client, binding).run()
+    assert result.held == 1 and result.updated == 0
+    with engine.begin() as conn:
+        rows = conn.execute(select(conflicts).where(conflicts.c.event_id == event_id)).mappings().all()
+    assert len(rows) == 1 and rows[0]["kind"] == "edit-edit" and rows[0]["status"] == "open"
+    assert rows[0]["remote"]["title"] == "Planning (remote)" and rows[0]["local"]["title"] == "Planning (local)"
+    assert str(parsed(dav, "shared").events[0]["SUMMARY"]) == "Planning (remote)"  # never overwritten
+
+
+def _account(engine: Engine, binding: str) -> Account:
+    with engine.begin() as conn:
+        return repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+
+
+# --- recurring series and unmodelled properties ----------------------------------------------------
+
+
+def _unmodelled(vevent: Any) -> dict[str, Any]:
+    """What calsync does not model, in comparable form."""
+    alarm = vevent.subcomponents[0] if vevent.subcomponents else None
+    return {
+        "categories": [str(c) for c in vevent["CATEGORIES"].cats] if "CATEGORIES" in vevent else None,
+        "x": (str(vevent.get("X-OTHER-CLIENT-FLAG")), dict(vevent["X-OTHER-CLIENT-FLAG"].params))
+        if "X-OTHER-CLIENT-FLAG" in vevent else None,
+        "class": str(vevent.get("CLASS")),
+        "organizer": (str(vevent.get("ORGANIZER")), dict(vevent["ORGANIZER"].params)) if "ORGANIZER" in vevent else None,
+        "attendee_params": dict(vevent["ATTENDEE"].params) if "ATTENDEE" in vevent else None,
+        "alarm": None if alarm is None else (str(alarm["ACTION"]), alarm["TRIGGER"].dt, str(alarm["DESCRIPTION"])),
+    }
+
+
+def test_a_series_with_override_and_exdate_round_trips(engine: Engine, dav: DavCalendar) -> None:
+    dav.put("standup", SERIES)
+    original = parsed(dav, "standup")
+    master_before = next(c for c in original.events if "RECURRENCE-ID" not in c)
+    binding = bind(engine, dav)
+    result = inbound(sync(engine, binding))
+    assert result.created == 2
+    events = local_events(engine, binding)
+    master, override = events["standup"], events["standup#20261215T080000Z"]
+    assert master["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=6", "EXDATE;TZID=Europe/Berlin:20261208T090000"]
+    assert master["time_zone"] == "Europe/Berlin" and master["start"] == "2026-12-01T08:00:00Z"
+    assert master["attendees"][0]["response"] == "accepted" and master["ical_uid"] == "weekly-standup@other"
+    assert override["recurring_event_id"] == master["id"]
+    assert override["original_start"] == "2026-12-15T08:00:00Z" and override["start"] == "2026-12-15T10:00:00Z"
+
+    # rename the series locally: only SUMMARY (and the stamps) change in the master; the override stays
+    local.update_event(engine, master["id"], {"title": "Daily standup"}, None)
+    assert sync(engine, binding).outbound[0].updated == 1
+    after = parsed(dav, "standup")
+    master_after = next(c for c in after.events if "RECURRENCE-ID" not in c)
+    override_after = next(c for c in after.events if "RECURRENCE-ID" in c)
+    assert str(master_after["SUMMARY"]) == "Daily standup"
+    assert _unmodelled(master_after) == _unmodelled(master_before)
+    assert ical.recurrence_lines(master_after) == ical.recurrence_lines(master_before)
+    assert str(master_after["LOCATION"]) == "Room 1" and int(master_after["SEQUENCE"]) == 2
+    assert str(override_after["SUMMARY"]) == "Standup (moved)" and str(override_after["X-OVERRIDE-FLAG"]) == "still here"
+    assert str(after["X-WR-CALNAME"]) == "Team"
+
+    # the write to the master did not make the override look changed (component ETags): no echo work
+    quiet = inbound(sync(engine, binding))
+    assert (quiet.updated, quiet.created, quiet.conflicts) == (0, 0, 0)
+
+    # edit the override locally: the same resource is rewritten, the master is untouched
+    local.update_event(engine, override["id"], {"title": "Standup (moved longer)", "end": "2026-12-15T11:00:00Z"},
+                       None)
+    assert sync(engine, binding).outbound[0].updated == 1
+    after = parsed(dav, "standup")
+    override_after = next(c for c in after.events if "RECURRENCE-ID" in c)
+    master_again = next(c for c in after.events if "RECURRENCE-ID" not in c)
+    assert str(override_after["SUMMARY"]) == "Standup (moved longer)"
+    assert str(override_after["X-OVERRIDE-FLAG"]) == "still here"
+    assert ical.component_etag(master_again) == ical.component_etag(master_after)
+    quiet = inbound(sync(engine, binding))
+    assert (quiet.updated, quiet.created, quiet.conflicts) == (0, 0, 0)
+
+    # another client edits the override: exactly that instance changes locally
+    text, etag = dav.get("standup")
+    dav.put("standup", text.replace("Standup (moved longer)", "Standup (their edit)"), if_match=etag)
+    changed = inbound(sync(engine, binding))
+    assert (changed.updated, changed.conflicts) == (1, 0)
+    assert titles(engine, binding)["standup#20261215T080000Z"] == "Standup (their edit)"
+
+    # delete the occurrence locally: the override goes and the instance is excluded
+    local.delete_event(engine, override["id"], None)
+    assert sync(engine, binding).outbound[0].deleted == 1
+    after = parsed(dav, "standup")
+    assert len(after.events) == 1
+    lines = ical.recurrence_lines(after.events[0]) or []
+    assert any(line.startswith("EXDATE") and "20261215T090000" in line for line in lines)
+    assert _unmodelled(after.events[0]) == _unmodelled(master_before)
+    final = inbound(sync(engine, binding))
+    assert final.conflicts == 0
+    assert set(titles(engine, binding)) == {"standup"}
+
+
+def test_another_clients_series_delete_removes_series_and_overrides(engine: Engine, dav: DavCalendar) -> None:
+    dav.put("standup", SERIES)
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    dav.delete("standup")
+    result = inbound(sync(engine, binding))
+    assert result.deleted == 1
+    assert titles(engine, binding) == {}
+
+
+def test_conference_is_written_as_conference_and_url(dav: DavCalendar) -> None:
+    client = provider(dav)
+    data = EventData(title="Call", start="2026-12-06T10:00:00Z", end="2026-12-06T11:00:00Z",
+                     description="Agenda: none", location="Online")
+    created = client.insert_event(dav.path, data, remote_id="callevent")
+    conference = {"type": "addOn", "name": "Zoom", "conference_id": "987",
+                  "join_url": "https://zoom.example/j/987", "provider": "zoom"}
+    with_call = EventData(**{**created.data.to_json(), "conference": conference, "attendees": []})
+    updated = client.update_event(dav.path, "callevent", with_call, if_match=created.etag)
+    assert updated.data.conference == conference
+    vevent = parsed(dav, "callevent").events[0]
+    assert str(vevent["CONFERENCE"]) == "https://zoom.example/j/987"
+    assert vevent["CONFERENCE"].params["LABEL"] == "Zoom"
+    assert "VIDEO" in str(vevent["CONFERENCE"].params["FEATURE"])
+    assert str(vevent["URL"]) == "https://zoom.example/j/987"
+    assert str(vevent["DESCRIPTION"]) == "Agenda: none" and str(vevent["LOCATION"]) == "Online"
+    fetched = client.get_event(dav.path, "callevent")
+    assert fetched is not None and fetched.data.conference == conference
+    gone = client.update_event(dav.path, "callevent", EventData(**{**with_call.to_json(), "conference": None,
+                                                                    "attendees": []}), if_match=updated.etag)
+    vevent = parsed(dav, "callevent").events[0]
+    assert gone.data.conference is None and "CONFERENCE" not in vevent and "URL" not in vevent
+
+
+# --- protocol details without a server -----------------------------------------------------------
+
+
+def test_a_truncated_sync_answer_507_is_continued() -> None:
+    """RFC 6578 3.6: a 507 for the request-URI means "more": ask again with the token given."""
+    calls: list[str] = []
+    member = ("<d:response><d:href>/cal/{n}.ics</d:href><d:propstat><d:prop><d:getetag>\"{n}\"</d:getetag>"
+              "</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.content.decode()
+        calls.append(f"{request.method} {request.headers.get('Depth')}")
+        if "sync-collection" in body:
+            if "<d:sync-token></d:sync-token>" in body:
+                answer = (member.format(n="a") + "<d:response><d:href>/cal/</d:href>"
+                          "<d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response>"
+                          "<d:sync-token>t1</d:sync-token>")
+            else:
+                assert "<d:sync-token>t1</d:sync-token>" in body
+                answer = (member.format(n="b") + "<d:response><d:href>/cal/gone.ics</d:href>"
+                          "<d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:sync-token>t2</d:sync-token>")
+            return httpx.Response(207, text=f'<d:multistatus xmlns:d="DAV:">{answer}</d:multistatus>')
+        assert "calendar-multiget" in body
+        parts = []
+        for name in ("a", "b"):
+            if f"/cal/{name}.ics" in body:
+                parts.append(
+                    f'<d:response><d:href>/cal/{name}.ics</d:href><d:propstat><d:prop><d:getetag>"{name}"</d:getetag>'
+                    f"<c:calendar-data>{ics(name, name.upper())}</c:calendar-data></d:prop>"
+                    "<d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>")
+        return httpx.Response(207, text='<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+                                        + "".join(parts) + "</d:multistatus>")
+
+    client = CalDAVProvider("http://dav.invalid/", "u", "p")
+    client.http._client = httpx.Client(base_url="http://dav.invalid", transport=httpx.MockTransport(handler))
+    pages = list(client.list_changes("/cal/", None))
+    assert [p.last for p in pages] == [False, False, True] and pages[-1].sync_token == "dav:t2"
+    items = [(type(i).__name__, i.remote_id) for p in pages for i in p.items]
+    assert items == [("RemoteEvent", "a"), ("RemoteDeletion", "gone"), ("RemoteEvent", "b")]
+    assert calls == ["REPORT 0", "REPORT 1", "REPORT 0", "REPORT 1"]
+
+
+def test_a_server_without_sync_collection_gets_the_etag_listing() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.content.decode()
+        seen.append(request.method)
+        if "sync-collection" in body:
+            return httpx.Response(501, text="not implemented")
+        if request.method == "PROPFIND":
+            return httpx.Response(207, text=(
+                '<d:multistatus xmlns:d="DAV:"><d:response><d:href>/cal/</d:href><d:propstat><d:prop><d:resourcetype>'
+                "<d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+                '<d:response><d:href>http://dav.invalid/cal/x.ics</d:href><d:propstat><d:prop><d:getetag>"1"</d:getetag>'
+                "<d:getcontenttype>text/calendar</d:getcontenttype></d:prop><d:status>HTTP/1.1 200 OK</d:status>"
+                "</d:propstat></d:response></d:multistatus>"))
+        return httpx.Response(207, text=(
+            '<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:response><d:href>/cal/x.ics'
+            '</d:href><d:propstat><d:prop><d:getetag>"1"</d:getetag><c:calendar-data>' + ics("x", "X")
+            + "</c:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+            "</d:multistatus>"))
+
+    client = CalDAVProvider("http://dav.invalid/", "u", "p")
+    client.http._client = httpx.Client(base_url="http://dav.invalid", transport=httpx.MockTransport(handler))
+    (page,) = list(client.list_changes("/cal/", None))
+    assert page.full and page.last and (page.sync_token or "").startswith("etags:")
+    assert [(type(i).__name__, i.remote_id) for i in page.items] == [("RemoteEvent", "x")]
+    assert seen == ["REPORT", "PROPFIND", "REPORT"]
+    assert next(iter(client.list_changes("/cal/", page.sync_token))).items == []  # unchanged: one PROPFIND
+
+
+def test_a_put_answered_without_etag_is_read_back() -> None:
+    """RFC 4791 5.3.4: no ETag after a PUT means the server changed what it stored: read it again."""
+    stored: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            assert request.headers["If-None-Match"] == "*"
+            stored["text"] = request.content.decode().replace("SUMMARY:Mine", "SUMMARY:Mine (normalised)")
+            return httpx.Response(201)
+        assert request.method == "GET"
+        return httpx.Response(200, text=stored["text"], headers={"ETag": '"server-1"'})
+
+    client = CalDAVProvider("http://dav.invalid/", "u", "p")
+    client.http._client = httpx.Client(base_url="http://dav.invalid", transport=httpx.MockTransport(handler))
+    made = client.insert_event("/cal/", EventData(title="Mine", start="2026-12-05T10:00:00Z",
+                                                  end="2026-12-05T11:00:00Z"), remote_id="abc")
+    assert (made.remote_id, made.etag, made.data.title) == ("abc", '"server-1"', "Mine (normalised)")
+    assert client.request_count == 2
+
+
+def test_an_instance_from_elsewhere_joins_its_series_resource(dav: DavCalendar) -> None:
+    """An exception mirrored from another calendar (e.g. a Google instance) is added to the resource
+    that holds its series here (found by UID), not created as a resource of its own."""
+    client = provider(dav)
+    series = EventData(title="Weekly", start="2026-12-01T08:00:00Z", end="2026-12-01T09:00:00Z",
+                       time_zone="Europe/Berlin", recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"], ical_uid="series-uid")
+    master = client.insert_event(dav.path, series, remote_id="seriesname")
+    instance = EventData(title="Weekly (moved)", start="2026-12-08T10:00:00Z", end="2026-12-08T11:00:00Z",
+                         time_zone="Europe/Berlin", original_start="2026-12-08T08:00:00Z", ical_uid="series-uid")
+    created = client.insert_event(dav.path, instance, remote_id="0" * 32)
+    assert created.remote_id == "seriesname#20261208T080000Z"
+    assert created.data.original_start == "2026-12-08T08:00:00Z" and created.data.title == "Weekly (moved)"
+    assert dav.names() == {"seriesname"}
+    stored = parsed(dav, "seriesname")
+    override = next(c for c in stored.events if "RECURRENCE-ID" in c)
+    assert override["RECURRENCE-ID"].params["TZID"] == "Europe/Berlin"
+    again = client.get_event(dav.path, "seriesname")
+    assert again is not None and again.data.title == "Weekly" and again.etag != master.etag
+    lonely = EventData(**{**instance.to_json(), "ical_uid": "nowhere", "attendees": []})
+    with pytest.raises(ProviderError) as caught:
+        client.insert_event(dav.path, lonely, remote_id="1" * 32)
+    assert caught.value.status == 409 and caught.value.reason == "series-not-found"
+
+
+@pytest.mark.parametrize("data", [
+    EventData(title="Timed", start="2026-12-01T08:00:00Z", end="2026-12-01T09:30:00Z", time_zone="Europe/Berlin",
+              description="Line 1\nLine 2, with; punctuation", location="Room", status="tentative",
+              attendees=[], recurrence=["RRULE:FREQ=DAILY;COUNT=3"], sequence=4),
+    EventData(title="All day", start="2026-12-24", end="2026-12-26", all_day=True),
+    EventData(title="UTC", start="2026-12-01T08:00:00Z", end="2026-12-01T09:00:00Z",
+              conference={"type": "addOn", "name": "Jitsi", "conference_id": "room-1",
+                          "join_url": "https://meet.example/room-1", "provider": "jitsi"}),
+])
+def test_event_data_round_trips_through_icalendar(data: EventData) -> None:
+    from calsync.model import Attendee
+
+    if data.title == "Timed":
+        data.attendees = [Attendee(email="bob@example.org", name="Bob", response="accepted"),
+                          Attendee(email="eve@example.org", optional=True)]
+    cal, comp = ical.new_resource(data, uid="uid-1")
+    ical.apply_event_data(comp, data, creating=True)
+    (back,) = ical.remote_events("x", '"e"', ical.render(cal))
+    assert back.data.content_hash() == data.content_hash()
+    assert back.data.ical_uid == "uid-1" and back.data.sequence == data.sequence
+
+
+def test_component_etags_ignore_order_and_dtstamp() -> None:
+    cal = Calendar.from_ical(SERIES)
+    master = cal.events[0]
+    before = ical.component_etag(master)
+    master.pop("DTSTAMP")
+    master.add("DTSTAMP", master["DTSTART"].dt)
+    reordered = Calendar.from_ical(Calendar.from_ical(SERIES).to_ical())  # canonical property order
+    assert ical.component_etag(master) == before == ical.component_etag(reordered.events[0])
+    master["SUMMARY"] = "changed"
+    assert ical.component_etag(master) != before
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_adds_a_caldav_account_binds_and_syncs(tmp_path: Path, dav: DavCalendar) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    dav.seed(3)
+    db = tmp_path / "cli.db"
+    env = {**os.environ, "COLUMNS": "200", "CALSYNC_CALDAV_PASSWORD": dav.server.password}
+    env.pop("CALSYNC_DB", None)
+
+    def calsync(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "calsync.cli", *args, "--db", str(db)], capture_output=True,
+                              text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert dav.server.password not in done.stdout + done.stderr  # never echoed
+        return done.stdout
+
+    account = calsync("account", "add", "caldav", "--url", dav.url, "--username", dav.server.username).strip()
+    assert len(account) == 32
+    remote = json.loads(calsync("calendar", "remote", account, "--json"))
+    assert dav.path in [c["remote_id"] for c in remote]
+    calsync("calendar", "bind", account, dav.path, "--json")
+    summary = json.loads(calsync("sync", "--json"))["inbound"]
+    assert summary[0]["created"] == 3 and summary[0]["status"] == "ok"
+    accounts = json.loads(calsync("account", "list", "--json"))
+    assert accounts[0]["provider"] == "caldav" and accounts[0]["name"] == f"{dav.server.username}@127.0.0.1"
