@@ -93,60 +93,55 @@ def print_json(value: Any) -> None:
 # --- emulators --------------------------------------------------------------------------
 
 
-@emulator_app.command("google")
-def emulator_google(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-) -> None:
-    """Run the Google Calendar API v3 emulator until Ctrl-C."""
-    from calsync.emulators.google import GoogleEmulator, create_app
+HostOption = Annotated[str, typer.Option(help="Address to listen on (loopback by default).")]
+
+
+_EMULATORS = {"google": "GoogleEmulator", "zoom": "ZoomEmulator", "graph": "GraphEmulator",
+              "confhook": "ConfhookEmulator"}
+
+
+def _serve_emulator(kind: str, host: str, port: int, banner: str, **options: Any) -> None:
+    """Start one emulator (module calsync.emulators.<kind>) in the foreground."""
+    import importlib
+
     from calsync.emulators.server import serve_forever
 
-    err.print(f"Google Calendar emulator on http://{host}:{port}/calendar/v3/ (admin: /emulator/...)")
-    serve_forever(create_app(GoogleEmulator()), host=host, port=port)
+    module = importlib.import_module(f"calsync.emulators.{kind}")
+    emulator = getattr(module, _EMULATORS[kind])(**options)
+    err.print(banner.format(base=f"http://{host}:{port}"))
+    serve_forever(module.create_app(emulator), host=host, port=port)
+
+
+@emulator_app.command("google")
+def emulator_google(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+                    host: HostOption = "127.0.0.1") -> None:
+    """Run the Google Calendar API v3 emulator until Ctrl-C."""
+    _serve_emulator("google", host, port, "Google Calendar emulator on {base}/calendar/v3/ (admin: /emulator/...)")
 
 
 @emulator_app.command("zoom")
-def emulator_zoom(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8766,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-) -> None:
+def emulator_zoom(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8766,
+                  host: HostOption = "127.0.0.1") -> None:
     """Run the Zoom-compatible emulator (/v2/... and /oauth/token) until Ctrl-C."""
-    from calsync.emulators.server import serve_forever
-    from calsync.emulators.zoom import ZoomEmulator
-    from calsync.emulators.zoom import create_app as create_zoom_app
-
-    err.print(f"Zoom emulator on http://{host}:{port}/v2/ (OAuth: /oauth/token, admin: /emulator/...)")
-    serve_forever(create_zoom_app(ZoomEmulator()), host=host, port=port)
+    _serve_emulator("zoom", host, port, "Zoom emulator on {base}/v2/ (OAuth: /oauth/token, admin: /emulator/...)")
 
 
 @emulator_app.command("graph")
-def emulator_graph(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8768,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-) -> None:
+def emulator_graph(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8768,
+                   host: HostOption = "127.0.0.1") -> None:
     """Run the Microsoft Graph (Outlook calendars) emulator until Ctrl-C."""
-    from calsync.emulators.graph import GraphEmulator
-    from calsync.emulators.graph import create_app as create_graph_app
-    from calsync.emulators.server import serve_forever
-
-    err.print(f"Microsoft Graph emulator on http://{host}:{port}/v1.0/ (admin: /emulator/...)")
-    serve_forever(create_graph_app(GraphEmulator()), host=host, port=port)
+    _serve_emulator("graph", host, port, "Microsoft Graph emulator on {base}/v1.0/ (admin: /emulator/...)")
 
 
 @emulator_app.command("confhook")
 def emulator_confhook(
     secret: Annotated[str, typer.Option(envvar="CALSYNC_CONFHOOK_SECRET", help="Shared HMAC secret.")],
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8767,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    host: HostOption = "127.0.0.1",
 ) -> None:
     """Run the reference conference system that speaks calsync's signed webhook protocol."""
-    from calsync.emulators.confhook import ConfhookEmulator
-    from calsync.emulators.confhook import create_app as create_confhook_app
-    from calsync.emulators.server import serve_forever
-
-    err.print(f"webhook conference system on http://{host}:{port}/hook (admin: /emulator/...)")
-    serve_forever(create_confhook_app(ConfhookEmulator(secret)), host=host, port=port)
+    _serve_emulator("confhook", host, port, "webhook conference system on {base}/hook (admin: /emulator/...)",
+                    secret=secret)
 
 
 # --- accounts ---------------------------------------------------------------------------
