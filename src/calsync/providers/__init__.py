@@ -6,7 +6,7 @@ from typing import Any
 from calsync.model import Account
 from calsync.providers.base import Provider
 
-SUPPORTED = ("google", "caldav")
+SUPPORTED = ("google", "caldav", "graph")
 
 
 def provider_for(account: Account, **options: Any) -> Provider:
@@ -19,4 +19,8 @@ def provider_for(account: Account, **options: Any) -> Provider:
         from calsync.providers.caldav import CalDAVProvider
 
         return CalDAVProvider.from_account(account, **options)
+    if account.provider == "graph":
+        from calsync.providers.graph import GraphProvider
+
+        return GraphProvider.from_account(account, **options)
     raise ValueError(f"unsupported provider {account.provider!r} (supported: {', '.join(SUPPORTED)})")

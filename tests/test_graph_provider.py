@@ -1,0 +1,354 @@
+"""The Microsoft Graph provider against the Graph emulator over real HTTP, into a real SQLite store."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from calsync.emulators.graph import GraphEmulator, create_app
+from calsync.emulators.server import RunningServer, serve_in_thread
+from calsync.engine import local
+from calsync.engine.inbound import SyncResult
+from calsync.engine.outbound import Pusher
+from calsync.engine.sync import SyncReport, sync_once
+from calsync.model import Account, EventData, RemoteDeletion, RemoteEvent
+from calsync.providers import SUPPORTED, provider_for
+from calsync.providers.base import SyncTokenInvalid
+from calsync.providers.graph import GraphProvider, change_from_graph, event_to_graph
+from calsync.providers.http import RetryPolicy
+from calsync.store import repo
+from calsync.store.schema import conflicts
+from tests.helpers import local_events, token_of
+
+USER = "adele"
+
+
+class GraphApi:
+    """Changes the remote side as some other Outlook client would (plain httpx)."""
+
+    def __init__(self, base_url: str, token: str = USER) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=f"{base_url}/v1.0", headers={
+            "Authorization": f"Bearer {token}", "Prefer": 'outlook.timezone="UTC", IdType="ImmutableId"'})
+
+    def calendar_id(self) -> str:
+        (default,) = [c for c in self.http.get("/me/calendars").raise_for_status().json()["value"]
+                      if c.get("isDefaultCalendar")]
+        return str(default["id"])
+
+    def insert(self, calendar_id: str, subject: str, hour: int = 9) -> dict[str, Any]:
+        body = {"subject": subject, "start": {"dateTime": f"2026-12-01T{hour:02d}:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": f"2026-12-01T{hour + 1:02d}:00:00", "timeZone": "UTC"}}
+        return self.http.post(f"/me/calendars/{calendar_id}/events", json=body).raise_for_status().json()
+
+    def patch(self, event_id: str, **fields: Any) -> dict[str, Any]:
+        return self.http.patch(f"/me/events/{event_id}", json=fields).raise_for_status().json()
+
+    def delete(self, event_id: str) -> None:
+        self.http.delete(f"/me/events/{event_id}").raise_for_status()
+
+    def get(self, event_id: str) -> dict[str, Any]:
+        return self.http.get(f"/me/events/{event_id}").raise_for_status().json()
+
+    def list_all(self, calendar_id: str) -> dict[str, str]:
+        """Every item of the calendar's current window: id -> subject (one full delta round)."""
+        now = datetime.now(UTC)
+        params: dict[str, Any] | None = {
+            "startDateTime": (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endDateTime": (now + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        url = f"/me/calendars/{calendar_id}/calendarView/delta"
+        out: dict[str, str] = {}
+        while True:
+            body = self.http.get(url, params=params, headers={
+                "Prefer": 'outlook.timezone="UTC", IdType="ImmutableId", odata.maxpagesize=500'}).raise_for_status().json()
+            out.update({e["id"]: e.get("subject", "") for e in body["value"] if "@removed" not in e})
+            if "@odata.nextLink" not in body:
+                return out
+            url, params = body["@odata.nextLink"], None
+
+    def seed(self, calendar_id: str, count: int) -> None:
+        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
+        httpx.post(f"{self.base_url}/emulator/calendars/{calendar_id}/seed", json=body).raise_for_status()
+
+
+def admin(base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, f"{base_url}/emulator{path}", **kwargs).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def graph_server() -> Iterator[RunningServer]:
+    server = serve_in_thread(create_app(GraphEmulator()))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def graph_url(graph_server: RunningServer) -> str:
+    httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
+    return graph_server.url
+
+
+@pytest.fixture()
+def adele(graph_url: str) -> GraphApi:
+    return GraphApi(graph_url)
+
+
+def bind(engine: Engine, base_url: str, calendar_id: str, token: str = USER) -> str:
+    with engine.begin() as conn:
+        account_id = repo.create_account(conn, "graph", token, base_url, {"token": token})
+        calendar = repo.create_calendar(conn, f"{token}:graph")
+        return repo.create_binding(conn, calendar, account_id, calendar_id, "two-way", "ask")
+
+
+def make(page_size: int = 50) -> Any:
+    def factory(account: Account) -> GraphProvider:
+        return GraphProvider.from_account(account, page_size=page_size, retry=RetryPolicy(attempts=3, base_delay=0.02))
+    return factory
+
+
+def sync(engine: Engine, page_size: int = 50) -> SyncReport:
+    return sync_once(engine, make_provider=make(page_size))
+
+
+def one(results: list[SyncResult]) -> SyncResult:
+    assert len(results) == 1
+    return results[0]
+
+
+def calendar_of(engine: Engine, binding: str) -> str:
+    with engine.begin() as conn:
+        return str(repo.get_binding(conn, binding)["calendar_id"])
+
+
+def assert_mirrors(engine: Engine, binding: str, api: GraphApi, calendar_id: str) -> None:
+    mirrored = {rid: row["title"] for rid, row in local_events(engine, binding).items()}
+    assert mirrored == api.list_all(calendar_id)
+
+
+def link_of(engine: Engine, binding: str, event_id: str) -> dict[str, Any]:
+    with engine.begin() as conn:
+        link = repo.link_of(conn, event_id, binding)
+    assert link is not None
+    return dict(link)
+
+
+def writes(graph_url: str) -> list[str]:
+    log = admin(graph_url, "GET", "/requests").json()["requests"]
+    return [r["method"] for r in log if r["method"] in ("POST", "PATCH", "DELETE")]
+
+
+# --- inbound ---------------------------------------------------------------------------------
+
+
+def test_provider_is_registered() -> None:
+    assert "graph" in SUPPORTED
+    account = Account(id="a", provider="graph", name="x", base_url="http://localhost:1", credentials={"token": "t"})
+    provider = provider_for(account)
+    assert isinstance(provider, GraphProvider)
+    provider.close()
+
+
+def test_initial_full_sync_pages_through_everything(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    adele.seed(calendar, 120)
+    binding = bind(engine, graph_url, calendar)
+    result = one(sync(engine).inbound)
+    assert result.status == "ok" and result.full
+    assert (result.pages, result.created) == (3, 120)
+    token = token_of(engine, binding)
+    assert token and "|" in token and "$deltatoken=" in token
+    assert_mirrors(engine, binding, adele, calendar)
+    row = next(iter(local_events(engine, binding).values()))
+    assert row["start"].endswith("Z") and row["links"][0]["etag"].startswith('W/"')
+
+
+def test_incremental_sees_creates_updates_and_deletes(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    keep = adele.insert(calendar, "Standup")
+    doomed = adele.insert(calendar, "Retro", hour=11)
+    binding = bind(engine, graph_url, calendar)
+    sync(engine)
+    first_token = token_of(engine, binding)
+
+    adele.insert(calendar, "Planning", hour=13)
+    adele.patch(keep["id"], subject="Standup (room 4)")
+    adele.delete(doomed["id"])
+    result = one(sync(engine).inbound)
+    assert not result.full
+    assert (result.created, result.updated, result.deleted) == (1, 1, 1)
+    assert token_of(engine, binding) != first_token
+    mirrored = local_events(engine, binding, include_deleted=True)
+    assert mirrored[keep["id"]]["title"] == "Standup (room 4)" and mirrored[keep["id"]]["version"] == 2
+    assert mirrored[doomed["id"]]["deleted"] is True
+    assert_mirrors(engine, binding, adele, calendar)
+
+
+def test_nothing_changed_costs_exactly_one_request(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    adele.seed(calendar, 120)
+    bind(engine, graph_url, calendar)
+    sync(engine)
+    admin(graph_url, "DELETE", "/requests")
+    result = one(sync(engine).inbound)
+    assert result.requests == 1
+    assert (result.created, result.updated, result.deleted) == (0, 0, 0)
+    log = admin(graph_url, "GET", "/requests").json()["requests"]
+    assert len(log) == 1 and "deltatoken" in str(log[0]).lower()
+
+
+def test_expired_token_means_full_sync_that_reconciles(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    adele.seed(calendar, 60)
+    binding = bind(engine, graph_url, calendar)
+    sync(engine, page_size=25)
+    for event_id in list(adele.list_all(calendar))[:3]:
+        adele.delete(event_id)
+    adele.insert(calendar, "Born during the outage")
+    admin(graph_url, "POST", "/delta/expire")
+
+    result = one(sync(engine, page_size=25).inbound)
+    assert result.token_reset and result.full and result.status == "ok"
+    assert (result.created, result.deleted) == (1, 3)
+    assert_mirrors(engine, binding, adele, calendar)
+    assert one(sync(engine, page_size=25).inbound).requests == 1
+
+
+def test_a_stale_window_forces_a_rebaseline(adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    provider = GraphProvider(USER, graph_url)
+    pages = list(provider.list_changes(calendar, None))
+    token = pages[-1].sync_token
+    assert token
+    _start, link = token.split("|", 1)
+    old = (datetime.now(UTC) - timedelta(days=45)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = provider.request_count
+    with pytest.raises(SyncTokenInvalid):
+        list(provider.list_changes(calendar, f"{old}|{link}"))
+    assert provider.request_count == before, "re-baselining costs no request"
+    with pytest.raises(SyncTokenInvalid):
+        list(provider.list_changes(calendar, "not a graph token"))
+    provider.close()
+
+
+# --- outbound --------------------------------------------------------------------------------
+
+
+def new_event(engine: Engine, calendar: str, title: str = "Planning") -> str:
+    return local.create_event(engine, calendar, {
+        "title": title, "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z",
+        "description": "<p>Agenda</p>", "location": "Room 4",
+    }).event_id
+
+
+def test_local_create_update_delete_reach_graph(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    binding = bind(engine, graph_url, calendar)
+    sync(engine)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    report = sync(engine)
+    assert report.outbound[0].created == 1
+    link = link_of(engine, binding, event_id)
+    remote = adele.get(link["remote_id"])
+    assert remote["subject"] == "Planning" and remote["location"]["displayName"] == "Room 4"
+    assert remote["body"]["content"] == "<p>Agenda</p>" and remote["transactionId"] == event_id
+    assert remote["start"]["dateTime"].startswith("2026-12-01T09:00:00")
+    assert one(sync(engine).inbound).updated == 0, "our own write echoes back as nothing"
+
+    local.update_event(engine, event_id, {"title": "Planning (moved)"}, if_version=1)
+    assert sync(engine).outbound[0].updated == 1
+    assert adele.get(link["remote_id"])["subject"] == "Planning (moved)"
+
+    local.delete_event(engine, event_id, if_version=2)
+    assert sync(engine).outbound[0].deleted == 1
+    assert adele.http.get(f"/me/events/{link['remote_id']}").status_code == 404
+    assert adele.list_all(calendar) == {}
+
+
+def test_a_lost_create_answer_does_not_duplicate(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    binding = bind(engine, graph_url, calendar)
+    sync(engine)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    admin(graph_url, "DELETE", "/requests")
+    admin(graph_url, "POST", "/faults", json={"status": 503, "count": 1, "after_commit": True, "methods": ["POST"]})
+    report = sync(engine)
+    assert report.outbound[0].created == 1
+    assert writes(graph_url) == ["POST", "POST"], "the retry reused the transactionId"
+    remote = adele.list_all(calendar)
+    assert list(remote.values()) == ["Planning"], "one copy"
+    (remote_id,) = remote
+    assert link_of(engine, binding, event_id)["remote_id"] == remote_id
+    assert one(sync(engine).inbound).created == 0
+
+
+def test_a_412_on_push_records_a_conflict(engine: Engine, adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    binding = bind(engine, graph_url, calendar)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    sync(engine)
+    remote_id = link_of(engine, binding, event_id)["remote_id"]
+    local.update_event(engine, event_id, {"title": "Planning (local)"}, if_version=1)
+    adele.patch(remote_id, subject="Planning (remote)")  # after our last read
+    provider = GraphProvider(USER, graph_url)
+    result = Pusher(engine, provider, binding).run()  # pushes straight away: meets 412
+    provider.close()
+    assert result.held == 1
+    assert adele.get(remote_id)["subject"] == "Planning (remote)"
+    with engine.begin() as conn:
+        (conflict,) = conn.execute(select(conflicts)).mappings().all()
+    assert conflict["local"]["title"] == "Planning (local)" and conflict["remote"]["title"] == "Planning (remote)"
+
+
+# --- mapping ---------------------------------------------------------------------------------
+
+
+def test_mapping_of_all_day_occurrences_teams_and_own_conferences() -> None:
+    occurrence = change_from_graph({
+        "id": "occ", "@odata.etag": 'W/"1"', "subject": "Weekly", "isAllDay": True, "isCancelled": True,
+        "seriesMasterId": "master", "originalStart": "2026-12-07T00:00:00Z",
+        "start": {"dateTime": "2026-12-07T00:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-08T00:00:00.0000000", "timeZone": "UTC"},
+        "onlineMeeting": {"joinUrl": "https://teams.microsoft.com/l/meetup-join/x", "conferenceId": "42"},
+        "attendees": [{"type": "optional", "status": {"response": "tentativelyAccepted"},
+                       "emailAddress": {"address": "ben@example.org", "name": "Ben"}}],
+    })
+    assert isinstance(occurrence, RemoteEvent)
+    data = occurrence.data
+    assert (data.start, data.end, data.all_day, data.status) == ("2026-12-07", "2026-12-08", True, "cancelled")
+    assert occurrence.series_remote_id == "master" and data.original_start == "2026-12-07T00:00:00Z"
+    assert data.conference and data.conference["type"] == "teams" and data.conference["join_url"].endswith("/x")
+    assert data.attendees[0].response == "tentative" and data.attendees[0].optional
+    assert isinstance(change_from_graph({"id": "x", "@removed": {"reason": "deleted"}}), RemoteDeletion)
+    assert isinstance(change_from_graph({"id": "y", "isCancelled": True}), RemoteDeletion)
+
+    zoom = {"type": "addOn", "name": "Zoom", "join_url": "https://zoom.example/j/1", "provider": "zoom",
+            "conference_id": "1"}
+    body = event_to_graph(EventData(title="Call", start="2026-12-01T09:00:00Z", end="2026-12-01T10:00:00Z",
+                                    description="<p>Hi</p>", conference=zoom))
+    assert "https://zoom.example/j/1" in body["body"]["content"]
+    back = change_from_graph({"id": "e", "subject": "Call", "body": body["body"], **{k: body[k] for k in ("start", "end")}})
+    assert isinstance(back, RemoteEvent)
+    assert back.data.description == "<p>Hi</p>" and back.data.conference == zoom
+
+
+def test_all_day_and_zoned_events_round_trip(adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    provider = GraphProvider(USER, graph_url)
+    try:
+        for data in (
+            EventData(title="Offsite", start="2026-12-03", end="2026-12-05", all_day=True),
+            EventData(title="Berlin", start="2026-12-01T08:00:00Z", end="2026-12-01T09:00:00Z",
+                      time_zone="Europe/Berlin", location="Mitte", description="<b>bring</b> snacks"),
+        ):
+            written = provider.insert_event(calendar, data)
+            read = provider.get_event(calendar, written.remote_id)
+            assert read is not None and read.etag == written.etag
+            assert read.content_hash == data.content_hash(), (read.data, data)
+        berlin = [e for e in adele.list_all(calendar).items() if e[1] == "Berlin"]
+        assert adele.get(berlin[0][0])["originalStartTimeZone"] == "Europe/Berlin"
+    finally:
+        provider.close()
