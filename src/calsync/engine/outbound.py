@@ -76,12 +76,14 @@ class Pusher:
             return self.result
         now = now or utcnow()
         start = self.provider.request_count
+        seen: set[int] = set()
         try:
             while True:
                 with self.engine.begin() as conn:
                     rows = queue.pending_for_binding(conn, self.binding["id"], now, limit=100)
-                if not rows:
+                if not rows or rows[0]["id"] in seen:  # the second guard: never spin on a row that stays
                     break
+                seen.update(r["id"] for r in rows)
                 if not self._work(rows, now):
                     break
         finally:
