@@ -55,19 +55,16 @@ from calsync.model import (
 from calsync.providers import ical
 from calsync.providers.base import (
     AlreadyExists,
-    AuthError,
     Channel,
     NotFoundError,
     PreconditionFailed,
     ProviderError,
-    RateLimited,
     SyncTokenInvalid,
 )
 from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
-    is_retryable,
-    retry_after_seconds,
+    provider_error,
 )
 
 log = logging.getLogger(__name__)
@@ -692,13 +689,4 @@ def _check(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if status < 300:
         return
-    text = f"CalDAV {what}: {status} {response.reason_phrase}".strip()
-    if status == 401:
-        raise AuthError(text, status=status)
-    if status in (404, 410):
-        raise NotFoundError(text, status=status)
-    if status == 412:
-        raise PreconditionFailed(text, status=status)
-    if is_retryable(response):
-        raise RateLimited(text, status=status, retry_after=retry_after_seconds(response))
-    raise ProviderError(text, status=status)
+    raise provider_error(response, f"CalDAV {what}: {status} {response.reason_phrase}".strip())

@@ -21,15 +21,16 @@ from calsync.model import (
 )
 from calsync.providers.base import (
     AlreadyExists,
-    AuthError,
     Channel,
-    NotFoundError,
-    PreconditionFailed,
     ProviderError,
-    RateLimited,
     SyncTokenInvalid,
 )
-from calsync.providers.http import RetryingClient, RetryPolicy, error_reason, is_retryable, retry_after_seconds
+from calsync.providers.http import (
+    RetryingClient,
+    RetryPolicy,
+    error_reason,
+    provider_error,
+)
 
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 MAX_PAGE = 2500  # the largest page events.list allows
@@ -185,15 +186,7 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
         message = response.text[:200]
     status = response.status_code
     text = f"Google {status} {reason or ''}: {message}".strip()
-    if status == 401:
-        raise AuthError(text, status=status, reason=reason)
-    if status in (404, 410):
-        raise NotFoundError(text, status=status, reason=reason)
-    if status == 412:
-        raise PreconditionFailed(text, status=status, reason=reason)
-    if is_retryable(response):
-        raise RateLimited(text, status=status, reason=reason, retry_after=retry_after_seconds(response))
-    raise ProviderError(text, status=status, reason=reason)
+    raise provider_error(response, text, reason)
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:

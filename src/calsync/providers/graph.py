@@ -66,19 +66,14 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import (
-    AuthError,
     Channel,
-    NotFoundError,
-    PreconditionFailed,
     ProviderError,
-    RateLimited,
     SyncTokenInvalid,
 )
 from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
-    is_retryable,
-    retry_after_seconds,
+    provider_error,
 )
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com"
@@ -263,15 +258,7 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
         message = response.text[:200]
     status = response.status_code
     text = f"Graph {status} {reason or ''}: {message}".strip()
-    if status == 401:
-        raise AuthError(text, status=status, reason=reason)
-    if status in (404, 410):
-        raise NotFoundError(text, status=status, reason=reason)
-    if status == 412:
-        raise PreconditionFailed(text, status=status, reason=reason)
-    if is_retryable(response):
-        raise RateLimited(text, status=status, reason=reason, retry_after=retry_after_seconds(response))
-    raise ProviderError(text, status=status, reason=reason)
+    raise provider_error(response, text, reason)
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:

@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import email.utils
-import weakref
 import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from calsync.providers.base import (
+    AuthError,
+    NotFoundError,
+    PreconditionFailed,
+    ProviderError,
+    RateLimited,
+)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -119,3 +127,17 @@ class RetryingClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def provider_error(response: httpx.Response, text: str, reason: str | None = None) -> ProviderError:
+    """The engine's exception for an unsuccessful answer: one mapping for every provider."""
+    status = response.status_code
+    if status == 401:
+        return AuthError(text, status=status, reason=reason)
+    if status in (404, 410):
+        return NotFoundError(text, status=status, reason=reason)
+    if status == 412:
+        return PreconditionFailed(text, status=status, reason=reason)
+    if is_retryable(response):
+        return RateLimited(text, status=status, reason=reason, retry_after=retry_after_seconds(response))
+    return ProviderError(text, status=status, reason=reason)
