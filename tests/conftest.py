@@ -15,6 +15,9 @@ from calsync.emulators.google import GoogleEmulator, create_app
 from calsync.emulators.server import RunningServer, serve_in_thread
 from tests.helpers import GoogleApi
 
+# provider-neutral remotes (fixtures `remote`, `push_remote`) for the parametrised suites
+pytest_plugins = ["tests.remotes"]
+
 
 @pytest.fixture(scope="session")
 def google_server() -> Iterator[RunningServer]:
@@ -139,3 +142,22 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def alice(google_url: str) -> GoogleApi:
     """Another Google client, signed in as alice, on a freshly reset emulator."""
     return GoogleApi(google_url, "alice")
+
+
+@pytest.fixture(scope="session")
+def graph_server() -> Iterator[RunningServer]:
+    """One Microsoft Graph emulator per test session, on a free loopback port (test modules that
+    define their own `graph_server` keep theirs)."""
+    from calsync.emulators.graph import GraphEmulator
+    from calsync.emulators.graph import create_app as create_graph_app
+
+    server = serve_in_thread(create_graph_app(GraphEmulator()))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def graph_url(graph_server: RunningServer) -> str:
+    """Base URL of a freshly reset Graph emulator (state, switches, faults, subscriptions and logs cleared)."""
+    httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
+    return graph_server.url

@@ -1,12 +1,12 @@
-"""Inbound sync against the Google emulator over real HTTP, into a real SQLite store."""
+"""Google-specific inbound behaviours (recurring series as Google sends them, field mapping,
+conferenceData, own-write echo, adoption by client-chosen id). The behaviours every provider
+shares are in test_inbound.py, parametrised over Google, Graph, Radicale and Xandikos."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from calsync.engine.inbound import MassDeleteGuard, SyncResult
 from calsync.engine.sync import sync_once
@@ -14,19 +14,15 @@ from calsync.model import Account, EventData
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
-from calsync.store.schema import conflicts, event_links, events
+from calsync.store.schema import event_links
 from tests.helpers import (
     GoogleApi,
     admin,
     bind,
     event_data,
     local_create,
-    local_edit,
     local_events,
-    token_of,
 )
-
-
 
 
 def run(
@@ -56,43 +52,6 @@ def assert_mirrors(engine: Engine, binding_id: str, api: GoogleApi, calendar_id:
     assert local == remote_titles(api, calendar_id)
 
 
-def test_initial_full_sync_pages_through_everything(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 350)
-    binding = bind(engine, google_url, "alice", calendar)
-    result = one(run(engine, page_size=100))
-    assert result.status == "ok" and result.full
-    assert (result.pages, result.requests, result.created) == (4, 4, 350)
-    assert token_of(engine, binding)
-    assert_mirrors(engine, binding, alice, calendar)
-    sample = next(iter(local_events(engine, binding).values()))
-    assert sample["version"] == 1 and sample["source"] == f"google:{binding}"
-    assert sample["updated_at_source"] == f"google:{binding}"
-    assert sample["links"][0]["etag"]
-
-
-def test_incremental_sees_creates_updates_and_deletes(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    keep = alice.insert(calendar, "Standup")
-    doomed = alice.insert(calendar, "Retro")
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    first_token = token_of(engine, binding)
-
-    alice.insert(calendar, "Planning")
-    alice.patch(calendar, keep["id"], summary="Standup (room 4)")
-    alice.delete(calendar, doomed["id"])
-    result = one(run(engine))
-    assert not result.full
-    assert (result.created, result.updated, result.deleted) == (1, 1, 1)
-    assert token_of(engine, binding) != first_token
-    mirrored = local_events(engine, binding, include_deleted=True)
-    assert mirrored[keep["id"]]["title"] == "Standup (room 4)"
-    assert mirrored[keep["id"]]["version"] == 2
-    assert mirrored[doomed["id"]]["deleted"] is True
-    assert_mirrors(engine, binding, alice, calendar)
-
-
 def test_nothing_changed_costs_exactly_one_request(engine: Engine, alice: GoogleApi, google_url: str) -> None:
     calendar = alice.primary_id()
     alice.seed(calendar, 300)
@@ -104,178 +63,6 @@ def test_nothing_changed_costs_exactly_one_request(engine: Engine, alice: Google
     assert (result.created, result.updated, result.deleted) == (0, 0, 0)
     log = admin(google_url, "GET", "/requests").json()["requests"]
     assert len(log) == 1 and "syncToken" in str(log[0]["query"])
-
-
-def test_invalid_token_means_full_sync_that_reconciles_deletions(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 60)
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine, page_size=25)
-    ids = list(remote_titles(alice, calendar))
-    for event_id in ids[:3]:
-        alice.delete(calendar, event_id)
-    alice.insert(calendar, "Born during the outage")
-    admin(google_url, "POST", f"/calendars/{calendar}/invalidate-tokens")
-
-    result = one(run(engine, page_size=25))
-    assert result.token_reset and result.full and result.status == "ok"
-    assert (result.created, result.deleted) == (1, 3)
-    assert_mirrors(engine, binding, alice, calendar)
-    # and the new token works incrementally again
-    assert one(run(engine, page_size=25)).requests == 1
-
-
-def test_crash_between_pages_of_a_full_sync_converges(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 500)
-    binding = bind(engine, google_url, "alice", calendar)
-
-    def crash_after_second(page: int, _result: SyncResult) -> None:
-        if page == 2:
-            raise RuntimeError("worker killed")
-
-    with pytest.raises(RuntimeError):
-        run(engine, page_size=100, after_page=crash_after_second)
-    assert token_of(engine, binding) is None  # the token is only written with the last page
-    assert len(local_events(engine, binding)) == 200
-    alice.delete(calendar, next(iter(remote_titles(alice, calendar))))  # the world moves on meanwhile
-
-    result = one(run(engine, page_size=100))
-    assert result.status == "ok" and token_of(engine, binding)
-    assert_mirrors(engine, binding, alice, calendar)
-    with engine.begin() as conn:
-        assert conn.execute(select(func.count()).select_from(event_links)).scalar_one() == 500
-
-
-def test_crash_between_pages_of_an_incremental_sync_converges(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 120)
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine, page_size=50)
-    old_token = token_of(engine, binding)
-    ids = list(remote_titles(alice, calendar))
-    for event_id in ids[:40]:
-        alice.patch(calendar, event_id, summary=f"edited {event_id}")
-    for event_id in ids[40:70]:
-        alice.delete(calendar, event_id)
-    for n in range(50):
-        alice.insert(calendar, f"new {n}")
-
-    def crash(page: int, _result: SyncResult) -> None:
-        if page == 1:
-            raise RuntimeError("power cut")
-
-    with pytest.raises(RuntimeError):
-        run(engine, page_size=50, after_page=crash)
-    assert token_of(engine, binding) == old_token
-    result = one(run(engine, page_size=50))
-    assert result.status == "ok" and not result.full
-    assert_mirrors(engine, binding, alice, calendar)
-    # re-applied pages were harmless: an edited event was bumped exactly once
-    assert local_events(engine, binding)[ids[0]]["version"] == 2
-
-
-def test_two_calendars_of_one_account_keep_their_own_tokens(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    work = alice.primary_id()
-    team = alice.create_calendar("Team")
-    alice.insert(work, "Work thing")
-    alice.insert(team, "Team thing")
-    b_work = bind(engine, google_url, "alice", work)
-    b_team = bind(engine, google_url, "alice", team)
-    run(engine)
-    assert token_of(engine, b_work) and token_of(engine, b_team)
-    assert token_of(engine, b_work) != token_of(engine, b_team)
-
-    alice.insert(team, "Another team thing")
-    admin(google_url, "POST", f"/calendars/{team}/invalidate-tokens")
-    by_binding = {r.binding_id: r for r in run(engine)}
-    assert not by_binding[b_work].full and by_binding[b_work].requests == 1
-    assert by_binding[b_team].full and by_binding[b_team].token_reset
-    assert by_binding[b_team].created == 1
-    assert_mirrors(engine, b_work, alice, work)
-    assert_mirrors(engine, b_team, alice, team)
-
-
-@pytest.mark.parametrize("status", [503, 429])
-def test_error_burst_is_retried_honouring_retry_after(
-    engine: Engine, alice: GoogleApi, google_url: str, status: int
-) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 30)
-    binding = bind(engine, google_url, "alice", calendar)
-    admin(google_url, "DELETE", "/requests")
-    admin(google_url, "POST", "/faults", json={"status": status, "count": 2, "retry_after": 1, "methods": ["GET"]})
-    started = time.monotonic()
-    result = one(run(engine))
-    elapsed = time.monotonic() - started
-    assert result.status == "ok" and result.created == 30
-    assert result.requests == 3
-    assert elapsed >= 2.0, "Retry-After: 1 twice must wait at least two seconds"
-    log = admin(google_url, "GET", "/requests").json()["requests"]
-    assert [entry["status"] for entry in log] == [status, status, 200]
-    assert_mirrors(engine, binding, alice, calendar)
-
-
-def test_retries_give_up_and_record_the_error(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar)
-    admin(google_url, "POST", "/faults", json={"status": 500})
-    result = one(run(engine))
-    assert result.status == "error" and "500" in (result.message or "")
-    with engine.begin() as conn:
-        row = repo.get_binding(conn, binding)
-    assert row["last_sync_status"] == "error" and row["sync_token"] is None
-
-
-def test_rejected_credentials_mark_the_account(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar)
-    admin(google_url, "POST", "/faults", json={"status": 401, "count": 1})
-    assert one(run(engine)).status == "auth-failed"
-    with engine.begin() as conn:
-        assert repo.list_accounts(conn)[0]["state"] == "auth-failed"
-    # not retried in a loop: the next pass does not even call the provider
-    admin(google_url, "DELETE", "/requests")
-    assert one(run(engine)).status == "auth-failed"
-    assert admin(google_url, "GET", "/requests").json()["requests"] == []
-    assert binding
-
-
-def test_mass_delete_guard_stops_a_suspicious_full_sync(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 40)
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    for event_id in list(remote_titles(alice, calendar))[:30]:
-        alice.delete(calendar, event_id)
-    admin(google_url, "POST", f"/calendars/{calendar}/invalidate-tokens")
-
-    blocked = one(run(engine))
-    assert blocked.status == "blocked" and "30 of 40" in (blocked.message or "")
-    assert len(local_events(engine, binding)) == 40
-    assert token_of(engine, binding) is None
-    forced = one(run(engine, force=True))
-    assert forced.status == "ok" and forced.deleted == 30
-    assert_mirrors(engine, binding, alice, calendar)
-
-
-def test_reapplying_a_full_listing_changes_nothing(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    alice.seed(calendar, 80, conference_every=4, recurring_every=10)
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    before = {rid: (r["version"], r["updated_at"]) for rid, r in local_events(engine, binding).items()}
-    again = one(run(engine, full=True))
-    assert again.full and (again.created, again.updated, again.deleted) == (0, 0, 0)
-    assert again.unchanged == 80
-    after = {rid: (r["version"], r["updated_at"]) for rid, r in local_events(engine, binding).items()}
-    assert after == before
 
 
 def test_recurring_series_stored_as_given_with_exceptions(engine: Engine, alice: GoogleApi, google_url: str) -> None:
@@ -330,79 +117,6 @@ def test_own_write_echo_is_a_no_op(engine: Engine, alice: GoogleApi, google_url:
     assert binding
 
 
-def test_local_and_remote_edit_make_a_conflict(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    created = alice.insert(calendar, "Budget review")
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    event_id = local_events(engine, binding)[created["id"]]["id"]
-    local_edit(engine, event_id, title="Budget review (local)")
-    alice.patch(calendar, created["id"], summary="Budget review (remote)")
-
-    result = one(run(engine))
-    assert result.conflicts == 1 and result.updated == 0
-    with engine.begin() as conn:
-        (conflict,) = conn.execute(select(conflicts)).mappings().all()
-    assert conflict["kind"] == "edit-edit" and conflict["status"] == "open"
-    assert conflict["local"]["title"] == "Budget review (local)"
-    assert conflict["remote"]["title"] == "Budget review (remote)"
-    assert conflict["base"]["title"] == "Budget review"
-    assert event_data(engine, event_id).title == "Budget review (local)", "the local edit is kept, not overwritten"
-    # a second remote edit refreshes the same conflict rather than opening another
-    alice.patch(calendar, created["id"], summary="Budget review (remote 2)")
-    run(engine)
-    with engine.begin() as conn:
-        rows = conn.execute(select(conflicts)).mappings().all()
-    assert len(rows) == 1 and rows[0]["remote"]["title"] == "Budget review (remote 2)"
-
-
-def test_same_edit_on_both_sides_fast_forwards(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar = alice.primary_id()
-    created = alice.insert(calendar, "Lunch")
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    row = local_events(engine, binding)[created["id"]]
-    local_edit(engine, row["id"], title="Lunch at noon")
-    alice.patch(calendar, created["id"], summary="Lunch at noon")
-    result = one(run(engine))
-    assert result.conflicts == 0
-    link = local_events(engine, binding)[created["id"]]["links"][0]
-    assert link["base_version"] == row["version"] + 1
-
-
-def test_remote_delete_of_locally_edited_event_is_a_conflict(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar = alice.primary_id()
-    created = alice.insert(calendar, "Offsite")
-    binding = bind(engine, google_url, "alice", calendar)
-    run(engine)
-    event_id = local_events(engine, binding)[created["id"]]["id"]
-    local_edit(engine, event_id, title="Offsite (agenda added)")
-    alice.delete(calendar, created["id"])
-    result = one(run(engine))
-    assert result.conflicts == 1 and result.deleted == 0
-    with engine.begin() as conn:
-        assert conn.execute(select(conflicts.c.kind)).scalar_one() == "remote-delete"
-        assert conn.execute(select(events.c.deleted).where(events.c.id == event_id)).scalar_one() is False
-
-
-@pytest.mark.parametrize("policy,expected", [("remote-wins", "Plan (remote)"), ("local-wins", "Plan (local)")])
-def test_conflict_policies(engine: Engine, alice: GoogleApi, google_url: str, policy: str, expected: str) -> None:
-    calendar = alice.primary_id()
-    created = alice.insert(calendar, "Plan")
-    binding = bind(engine, google_url, "alice", calendar, policy=policy)
-    run(engine)
-    event_id = local_events(engine, binding)[created["id"]]["id"]
-    local_edit(engine, event_id, title="Plan (local)")
-    remote = alice.patch(calendar, created["id"], summary="Plan (remote)")
-    result = one(run(engine))
-    assert result.conflicts == 0
-    assert event_data(engine, event_id).title == expected
-    if policy == "local-wins":  # the queued push will now carry the remote's current ETag
-        assert local_events(engine, binding)[created["id"]]["links"][0]["etag"] == remote["etag"]
-
-
 def test_event_fields_are_mapped(engine: Engine, alice: GoogleApi, google_url: str) -> None:
     calendar = alice.primary_id()
     created = alice.insert(
@@ -434,20 +148,6 @@ def test_conferences_are_kept(engine: Engine, alice: GoogleApi, google_url: str)
     with_conference = [r for r in local_events(engine, binding).values() if r["conference"]]
     assert len(with_conference) == 4
     assert all(r["conference"]["join_url"].startswith("https://") for r in with_conference)
-
-
-def test_pull_only_and_push_only_bindings(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    pull_cal = alice.primary_id()
-    push_cal = alice.create_calendar("Outbound only")
-    alice.insert(pull_cal, "pulled")
-    alice.insert(push_cal, "never pulled")
-    b_pull = bind(engine, google_url, "alice", pull_cal, direction="pull")
-    b_push = bind(engine, google_url, "alice", push_cal, direction="push")
-    by_binding = {r.binding_id: r for r in run(engine)}
-    assert by_binding[b_pull].created == 1
-    assert by_binding[b_push].status == "skipped" and by_binding[b_push].requests == 0
-    assert local_events(engine, b_push) == {}
-
 
 
 def test_remote_copy_of_a_local_event_is_adopted_not_duplicated(

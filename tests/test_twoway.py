@@ -1,4 +1,5 @@
-"""Two-way sync against the Google emulator over HTTP: the outbox, ETag writes, conflicts, mirroring."""
+"""Two-way sync for every provider (Google and Graph emulators, Radicale and Xandikos): the outbox,
+ETag writes, conflicts, mirroring through the hub. Remote changes are made by another client."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -11,26 +12,19 @@ from calsync.engine import local
 from calsync.engine.conflicts import resolve_conflict
 from calsync.engine.outbound import Pusher, queue_calendar
 from calsync.engine.sync import SyncReport, sync_once
-from calsync.model import Account
-from calsync.providers.google import GoogleProvider
-from calsync.providers.http import RetryPolicy
 from calsync.store import outbox as queue
 from calsync.store import repo
 from calsync.store.schema import conflicts
 from tests.helpers import GoogleApi, admin, bind, event_data, local_events
+from tests.remotes import Remote
 
 LATER = timedelta(days=1)
 
 
-
-
-def sync(engine: Engine, *, later: bool = False, **kwargs: Any) -> SyncReport:
+def sync(engine: Engine, remote: Remote, *, later: bool = False, **kwargs: Any) -> SyncReport:
     """One `calsync sync` pass; `later` runs it as if retry timers had all run out."""
-    return sync_once(engine, now=datetime.now(UTC) + LATER if later else None, make_provider=fast_retries, **kwargs)
-
-
-def fast_retries(account: Account) -> GoogleProvider:
-    return GoogleProvider.from_account(account, retry=RetryPolicy(attempts=3, base_delay=0.02))
+    return sync_once(engine, now=datetime.now(UTC) + LATER if later else None,
+                     make_provider=remote.make_provider(), **kwargs)
 
 
 def calendar_of(engine: Engine, binding: str) -> str:
@@ -44,9 +38,19 @@ def new_event(engine: Engine, calendar: str, title: str = "Planning", hour: int 
     }).event_id
 
 
-def writes(google_url: str) -> list[tuple[str, str]]:
-    log = admin(google_url, "GET", "/requests").json()["requests"]
-    return [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in log if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+def remote_id(engine: Engine, binding: str, event_id: str) -> str:
+    """The remote id the event's link records (Google and CalDAV reuse the local id; Graph picks its own)."""
+    with engine.begin() as conn:
+        link = repo.link_of(conn, event_id, binding)
+    assert link is not None, "the event has no remote copy"
+    return str(link["remote_id"])
+
+
+def link(engine: Engine, binding: str, event_id: str) -> dict[str, Any]:
+    with engine.begin() as conn:
+        found = repo.link_of(conn, event_id, binding)
+    assert found is not None
+    return dict(found)
 
 
 def version_of(engine: Engine, event_id: str) -> int:
@@ -54,100 +58,102 @@ def version_of(engine: Engine, event_id: str) -> int:
         return int(repo.get_events(conn, [event_id])[0]["version"])
 
 
-def test_a_local_create_appears_remotely_once_even_when_the_answer_is_lost(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
-    sync(engine)
+def backlog(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return int(queue.backlog(conn))
+
+
+def test_a_local_create_appears_remotely_once_even_when_the_answer_is_lost(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
+    sync(engine, remote)
     event_id = new_event(engine, calendar_of(engine, binding))
-    admin(google_url, "POST", "/faults", json={"status": 503, "count": 1, "after_commit": True, "methods": ["POST"]})
-    report = sync(engine)
+    remote.clear_requests()
+    remote.fault(status=503, count=1, after_commit=True, methods=[remote.create_method])
+    report = sync(engine, remote)
     assert report.outbound[0].created == 1
-    remote = alice.list_all(calendar_id)
-    assert [e["id"] for e in remote] == [event_id], "one copy, under the local id"
-    assert [m for m, _ in writes(google_url)] == ["POST", "POST"]  # the retry met 409 and adopted
-    link = local_events(engine, binding)[event_id]["links"][0]
-    assert link["etag"] == remote[0]["etag"] and link["base_version"] == 1
-    assert sync(engine).inbound[0].updated == 0, "our own write echoes back as nothing"
+    assert remote.titles() == {remote_id(engine, binding, event_id): "Planning"}, "one copy"
+    assert remote.writes().count(remote.create_method) == 2  # the retry met the first copy and adopted it
+    assert link(engine, binding, event_id)["base_version"] == 1
+    echo = sync(engine, remote).inbound[0]
+    assert (echo.created, echo.updated) == (0, 0), "our own write echoes back as nothing"
 
 
-def test_local_edit_and_delete_reach_the_remote_with_if_match(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_local_edit_and_delete_reach_the_remote_with_if_match(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))
-    sync(engine)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event_id)
     local.update_event(engine, event_id, {"title": "Planning (room 4)", "location": "Room 4"}, if_version=1)
-    assert sync(engine).outbound[0].updated == 1
-    remote = alice.http.get(f"/calendars/{calendar_id}/events/{event_id}").json()
-    assert (remote["summary"], remote["location"]) == ("Planning (room 4)", "Room 4")
-    log = admin(google_url, "GET", "/requests").json()["requests"]
-    put = [r for r in log if r["method"] == "PUT"][-1]
-    assert "sendUpdates=none" in str(put["query"]), "no e-mail storm to attendees"
+    assert sync(engine, remote).outbound[0].updated == 1
+    assert remote.titles() == {rid: "Planning (room 4)"} and "Room 4" in remote.text_of(rid)
     local.delete_event(engine, event_id, if_version=2)
-    assert sync(engine).outbound[0].deleted == 1
-    assert alice.list_all(calendar_id) == []
+    assert sync(engine, remote).outbound[0].deleted == 1
+    assert remote.titles() == {}
     with pytest.raises(local.StaleVersion):
         local.update_event(engine, new_event(engine, calendar_of(engine, binding)), {"title": "x"}, if_version=7)
 
 
-def test_edits_on_both_sides_make_one_conflict_and_resolve_both_ways(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_google_writes_do_not_mail_attendees(engine: Engine, alice: GoogleApi, google_url: str) -> None:
+    binding = bind(engine, google_url, "alice", alice.primary_id())
+    event_id = new_event(engine, calendar_of(engine, binding))
+    sync_once(engine)
+    local.update_event(engine, event_id, {"title": "Planning (room 4)"}, if_version=1)
+    sync_once(engine)
+    put = [r for r in admin(google_url, "GET", "/requests").json()["requests"] if r["method"] == "PUT"][-1]
+    assert "sendUpdates=none" in str(put["query"]), "no e-mail storm to attendees"
+
+
+def test_edits_on_both_sides_make_one_conflict_and_resolve_both_ways(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
     first, second, bystander = (new_event(engine, calendar, t, h) for t, h in (("One", 9), ("Two", 11), ("Three", 13)))
-    sync(engine)
+    sync(engine, remote)
+    rid = {e: remote_id(engine, binding, e) for e in (first, second, bystander)}
     for event_id, name in ((first, "One"), (second, "Two")):
         local.update_event(engine, event_id, {"title": f"{name} (local)"}, if_version=1)
-        alice.patch(calendar_id, event_id, summary=f"{name} (remote)")
+        remote.change(rid[event_id], title=f"{name} (remote)")
     local.update_event(engine, bystander, {"title": "Three (local)"}, if_version=1)
-    report = sync(engine)
+    report = sync(engine, remote)
     assert report.inbound[0].conflicts == 2 and report.outbound[0].updated == 1, "other events keep syncing"
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{bystander}").json()["summary"] == "Three (local)"
+    assert remote.titles()[rid[bystander]] == "Three (local)"
     with engine.begin() as conn:
         open_ = {c["event_id"]: c for c in repo.list_conflicts(conn)}
     assert set(open_) == {first, second}
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{first}").json()["summary"] == "One (remote)"
+    assert remote.titles()[rid[first]] == "One (remote)"
 
     resolve_conflict(engine, open_[first]["id"], keep="local")
     resolve_conflict(engine, open_[second]["id"], keep="remote")
-    sync(engine)
-    sync(engine)
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{first}").json()["summary"] == "One (local)"
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{second}").json()["summary"] == "Two (remote)"
+    sync(engine, remote)
+    sync(engine, remote)
+    titles = remote.titles()
+    assert (titles[rid[first]], titles[rid[second]]) == ("One (local)", "Two (remote)")
     assert event_data(engine, first).title == "One (local)" and event_data(engine, second).title == "Two (remote)"
     with engine.begin() as conn:
-        assert repo.list_conflicts(conn) == [] and queue.backlog(conn) == 0
+        assert repo.list_conflicts(conn) == []
+    assert backlog(engine) == 0
 
 
-def test_a_412_on_push_is_redecided_and_loses_no_remote_edit(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_a_412_on_push_is_redecided_and_loses_no_remote_edit(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))
-    sync(engine)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event_id)
     local.update_event(engine, event_id, {"title": "Planning (local)"}, if_version=1)
-    alice.patch(calendar_id, event_id, summary="Planning (remote)")  # after our last read
-    provider = GoogleProvider("alice", google_url)
+    remote.change(rid, title="Planning (remote)")  # after our last read
+    with engine.begin() as conn:
+        account = repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+    provider = remote.make_provider()(account)
     result = Pusher(engine, provider, binding).run()  # pushes straight away: meets 412
     provider.close()
     assert result.held == 1
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{event_id}").json()["summary"] == "Planning (remote)"
+    assert remote.titles()[rid] == "Planning (remote)"
     with engine.begin() as conn:
         (conflict,) = conn.execute(select(conflicts)).mappings().all()
     assert conflict["local"]["title"] == "Planning (local)" and conflict["remote"]["title"] == "Planning (remote)"
 
 
-def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
 
     def crash(_event: str, _what: str) -> None:
@@ -155,119 +161,110 @@ def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(
 
     created = new_event(engine, calendar)
     with pytest.raises(RuntimeError):
-        sync(engine, after_write=crash)
-    sync(engine)
-    assert [e["id"] for e in alice.list_all(calendar_id)] == [created], "no duplicate create"
+        sync(engine, remote, after_write=crash)
+    sync(engine, remote)
+    assert list(remote.titles().values()) == ["Planning"], "no duplicate create"
+    rid = remote_id(engine, binding, created)
     local.update_event(engine, created, {"title": "Moved"}, if_version=1)
     with pytest.raises(RuntimeError):
-        sync(engine, after_write=crash)
-    report = sync(engine)
+        sync(engine, remote, after_write=crash)
+    report = sync(engine, remote)
     assert report.inbound[0].conflicts == 0 and report.outbound[0].held == 0
-    remote = alice.list_all(calendar_id)
-    assert [(e["id"], e["summary"]) for e in remote] == [(created, "Moved")]
-    link = local_events(engine, binding)[created]["links"][0]
-    assert link["etag"] == remote[0]["etag"] and link["base_version"] == version_of(engine, created)
-    with engine.begin() as conn:
-        assert queue.backlog(conn) == 0
+    assert remote.titles() == {rid: "Moved"}
+    assert link(engine, binding, created)["base_version"] == version_of(engine, created)
+    assert backlog(engine) == 0
+    quiet = sync(engine, remote)
+    assert quiet.inbound[0].updated == 0 and quiet.outbound[0].updated == 0
 
 
-def test_fifty_queued_edits_become_one_write(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_fifty_queued_edits_become_one_write(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))
-    sync(engine)
-    admin(google_url, "DELETE", "/requests")
+    sync(engine, remote)
+    remote.clear_requests()
     for n in range(50):
         local.update_event(engine, event_id, {"title": f"Edit {n}"}, if_version=None)
-    assert sync(engine).outbound[0].updated == 1
-    assert writes(google_url) == [("PUT", event_id)]
-    assert alice.http.get(f"/calendars/{calendar_id}/events/{event_id}").json()["summary"] == "Edit 49"
+    assert sync(engine, remote).outbound[0].updated == 1
+    assert remote.writes() == [remote.update_method]
+    assert remote.titles() == {remote_id(engine, binding, event_id): "Edit 49"}
 
 
 def test_create_update_delete_queued_while_down_leaves_nothing_and_writes_nothing(
-    engine: Engine, alice: GoogleApi, google_url: str
+    engine: Engine, remote: Remote
 ) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
-    sync(engine)
-    admin(google_url, "POST", "/faults", json={"status": 503})
+    binding = remote.bind(engine)
+    sync(engine, remote)
+    remote.fault(status=503)
     event_id = new_event(engine, calendar_of(engine, binding))
-    assert sync(engine).outbound[0].status == "waiting"
+    assert sync(engine, remote).outbound[0].status == "waiting"
     local.update_event(engine, event_id, {"title": "Renamed"}, if_version=None)
     local.delete_event(engine, event_id, if_version=None)
-    admin(google_url, "DELETE", "/faults")
-    admin(google_url, "DELETE", "/requests")
-    assert sync(engine, later=True).outbound[0].status == "ok"
-    assert alice.list_all(calendar_id) == []
-    assert writes(google_url) == [], "a create, update and delete that collapse to nothing write nothing"
-    with engine.begin() as conn:
-        assert queue.backlog(conn) == 0
+    remote.clear_faults()
+    remote.clear_requests()
+    assert sync(engine, remote, later=True).outbound[0].status == "ok"
+    assert remote.titles() == {}
+    assert remote.writes() == [], "a create, update and delete that collapse to nothing write nothing"
+    assert backlog(engine) == 0
 
 
-def test_ordered_pushes_while_down_arrive_in_order(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_ordered_pushes_while_down_arrive_in_order(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
-    sync(engine)
-    admin(google_url, "POST", "/faults", json={"status": 503})
+    sync(engine, remote)
+    remote.fault(status=503)
     first = new_event(engine, calendar, "First", 9)
     second = new_event(engine, calendar, "Second", 11)
-    sync(engine)
+    sync(engine, remote)
     local.delete_event(engine, first, if_version=None)
-    admin(google_url, "DELETE", "/faults")
-    admin(google_url, "DELETE", "/requests")
-    sync(engine, later=True)
-    assert writes(google_url) == [("POST", "events")], "first is gone before it was ever created"
-    assert [e["id"] for e in alice.list_all(calendar_id)] == [second]
+    remote.clear_faults()
+    remote.clear_requests()
+    sync(engine, remote, later=True)
+    assert remote.writes() == [remote.create_method], "first is gone before it was ever created"
+    assert remote.titles() == {remote_id(engine, binding, second): "Second"}
 
 
-def test_mirroring_through_the_hub_does_not_loop(engine: Engine, alice: GoogleApi, google_url: str) -> None:
-    a_id = alice.primary_id()
-    b_id = alice.create_calendar("Mirror")
-    existing = alice.insert(a_id, "Already in A")
-    binding_a = bind(engine, google_url, "alice", a_id)
-    sync(engine)
-    hub = calendar_of(engine, binding_a)
-    with engine.begin() as conn:
-        account = repo.list_accounts(conn)[0]["id"]
-        binding_b = repo.create_binding(conn, hub, account, b_id, "two-way")
+def test_mirroring_through_the_hub_does_not_loop(engine: Engine, remote: Remote) -> None:
+    a_id = remote.calendar
+    b_id = remote.new_calendar("Mirror")
+    existing = remote.insert("Already in A")
+    binding_a = remote.bind(engine)
+    sync(engine, remote)
+    binding_b = remote.bind(engine, b_id, local_calendar=calendar_of(engine, binding_a))
     queue_calendar(engine, binding_b)
-    sync(engine)
-    assert [e["summary"] for e in alice.list_all(b_id)] == ["Already in A"]
+    sync(engine, remote)
+    assert list(remote.titles(b_id).values()) == ["Already in A"]
 
-    alice.insert(a_id, "Born in A")
-    alice.patch(a_id, existing["id"], summary="Edited in A")
-    sync(engine)
-    b_copy = {e["summary"]: e for e in alice.list_all(b_id)}
+    remote.insert("Born in A", at=datetime(2026, 12, 2, 9, tzinfo=UTC))
+    remote.change(existing, title="Edited in A")
+    sync(engine, remote)
+    b_copy = {title: rid for rid, title in remote.titles(b_id).items()}
     assert set(b_copy) == {"Born in A", "Edited in A"}
-    alice.patch(b_id, b_copy["Born in A"]["id"], summary="Edited in B")
-    sync(engine)
-    assert {e["summary"] for e in alice.list_all(a_id)} == {"Edited in B", "Edited in A"}
+    remote.change(b_copy["Born in A"], b_id, title="Edited in B")
+    sync(engine, remote)
+    assert set(remote.titles(a_id).values()) == {"Edited in B", "Edited in A"}
 
-    admin(google_url, "DELETE", "/requests")
+    remote.clear_requests()
     for _ in range(3):
-        report = sync(engine)
+        report = sync(engine, remote)
         assert all(r.updated == r.created == r.deleted == 0 for r in report.inbound + report.outbound)
-    assert writes(google_url) == [], "quiet: nothing echoes back and forth"
-    assert len(alice.list_all(a_id)) == len(alice.list_all(b_id)) == 2
+    assert remote.writes() == [], "quiet: nothing echoes back and forth"
+    assert len(remote.titles(a_id)) == len(remote.titles(b_id)) == 2
 
 
-def test_a_local_delete_against_a_remote_edit_is_a_conflict(
-    engine: Engine, alice: GoogleApi, google_url: str
-) -> None:
-    calendar_id = alice.primary_id()
-    binding = bind(engine, google_url, "alice", calendar_id)
+def test_a_local_delete_against_a_remote_edit_is_a_conflict(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))
-    sync(engine)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event_id)
     local.delete_event(engine, event_id, if_version=1)
-    alice.patch(calendar_id, event_id, summary="Still needed")
-    report = sync(engine)
+    remote.change(rid, title="Still needed")
+    report = sync(engine, remote)
     assert report.inbound[0].conflicts == 1 and report.outbound[0].deleted == 0
     with engine.begin() as conn:
         (conflict,) = repo.list_conflicts(conn)
     assert conflict["kind"] == "local-delete" and conflict["remote"]["title"] == "Still needed"
-    assert [e["summary"] for e in alice.list_all(calendar_id)] == ["Still needed"], "nothing deleted blindly"
+    assert list(remote.titles().values()) == ["Still needed"], "nothing deleted blindly"
     resolve_conflict(engine, conflict["id"], keep="remote")
-    sync(engine)
+    sync(engine, remote)
     assert event_data(engine, event_id).title == "Still needed"
-    assert local_events(engine, binding)[event_id]["deleted"] is False
+    assert local_events(engine, binding)[rid]["deleted"] is False

@@ -112,6 +112,9 @@ class RemoteEvent:
     data: EventData
     series_remote_id: str | None = None
     updated: str | None = None
+    # the id calsync gave the event when it created it, where the provider keeps one beside its own
+    # id (Graph's transactionId); None where the remote id itself is ours (Google, CalDAV)
+    client_id: str | None = None
 
     @cached_property
     def content_hash(self) -> str:

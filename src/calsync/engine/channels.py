@@ -1,21 +1,33 @@
-"""Push-notification channels: one live channel per pulled binding, renewed before it expires
-(new channel first, then the old one stopped), stopped when the binding goes away."""
+"""Push-notification channels: one live channel per pulled binding, renewed before it expires,
+stopped when the binding goes away.
+
+Renewal is provider-neutral: a provider that can extend a channel in place (an optional
+`renew_channel` method, as Graph's PATCH of a subscription) is asked to; otherwise, or when the
+channel turns out to be gone, a new channel is made first and the old one stopped after, so there is
+never a gap. Notifications are delivered to `/webhooks/{account kind}` under the public URL."""
 from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine
 
 from calsync.engine.pool import ProviderPool
 from calsync.model import utcnow
-from calsync.providers.base import ProviderError
+from calsync.providers.base import Channel, NotFoundError, ProviderError
 from calsync.store import repo, scheduling
 
-WEBHOOK_PATH = "/webhooks/google"
+WEBHOOK_PREFIX = "/webhooks/"
+
+
+def webhook_address(public_url: str, kind: str) -> str:
+    """Where a provider of this kind delivers notifications (its receiver in service/webhooks.py)."""
+    return public_url.rstrip("/") + WEBHOOK_PREFIX + kind
 
 
 @dataclass
@@ -33,21 +45,37 @@ def ensure_channel(
     """Give a pulled binding a live channel that does not expire within `renew_before`.
 
     Called by the worker that holds the binding's lease, so two workers never race to make two
-    channels for one binding. Renewal makes the new channel first and stops the old one after,
-    so there is no gap in which changes go unnoticed."""
+    channels for one binding. Renewal extends the channel in place when the provider can; otherwise
+    it makes the new channel first and stops the old one after, so there is no gap in which changes
+    go unnoticed. A channel marked for renewal by the receiver (expiry set to now) is renewed here."""
     now = now or utcnow()
     run = run or ChannelRun()
     with engine.begin() as conn:
         binding = repo.get_binding(conn, binding_id)
+        kind = repo.get_account(conn, binding["account_id"]).provider
         previous = scheduling.open_channels(conn, binding_id)
     if binding["direction"] == "push":
         return run
     fresh_until = now + renew_before
     if any(c["state"] == "active" and c["expiration"] and c["expiration"] > fresh_until for c in previous):
         return run
+    renew = getattr(pool.get(binding["account_id"]), "renew_channel", None)
+    current = next((c for c in reversed(previous) if c["state"] == "active" and c["resource_id"]), None)
+    if renew is not None and current is not None:
+        outcome = _renew_in_place(engine, renew, current, ttl_seconds)
+        if outcome == "failed":
+            run.failed += 1  # still live until it expires; the next claim of the binding tries again
+            return run
+        if outcome == "renewed":
+            run.renewed += 1
+            for other in previous:
+                if other["id"] != current["id"]:
+                    run.stopped += _stop(engine, pool, binding["account_id"], other)
+            return run
+        previous = [c for c in previous if c["id"] != current["id"]]  # gone: a new channel replaces it
     row_id = uuid.uuid4().hex
     token = secrets.token_urlsafe(32)
-    address = public_url.rstrip("/") + WEBHOOK_PATH
+    address = webhook_address(public_url, kind)
     with engine.begin() as conn:  # recorded first: the provider's `sync` message may beat its answer
         scheduling.add_channel(conn, row_id, binding_id, {
             "state": "pending", "channel_id": row_id, "token": token, "address": address})
@@ -68,6 +96,24 @@ def ensure_channel(
     for old in previous:
         run.stopped += _stop(engine, pool, binding["account_id"], old)
     return run
+
+
+def _renew_in_place(
+    engine: Engine, renew: Callable[[str, str, int | None], Channel], channel: dict[str, Any], ttl_seconds: int | None,
+) -> str:
+    """Extend a live channel at the provider: "renewed", "gone" (the provider no longer has it, so it
+    is marked gone and replaced) or "failed" (try again on the next claim)."""
+    try:
+        renewed = renew(channel["channel_id"], channel["resource_id"], ttl_seconds)
+    except NotFoundError:
+        with engine.begin() as conn:
+            scheduling.channel_gone(conn, channel["id"])
+        return "gone"
+    except (ProviderError, httpx.HTTPError):
+        return "failed"
+    with engine.begin() as conn:
+        scheduling.renew_channel(conn, channel["id"], renewed.expiration)
+    return "renewed"
 
 
 def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) -> int:  # type: ignore[type-arg]

@@ -7,7 +7,7 @@ written only in the transaction of the last page, so a crash anywhere re-applies
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,14 @@ from sqlalchemy import Connection, Engine
 
 from calsync.engine import conferences
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
-from calsync.model import ChangePage, EventData, RemoteChange, RemoteDeletion, RemoteEvent, utcnow
+from calsync.model import (
+    ChangePage,
+    EventData,
+    RemoteChange,
+    RemoteDeletion,
+    RemoteEvent,
+    utcnow,
+)
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
@@ -156,6 +163,8 @@ def _walk(
         with engine.begin() as conn:
             generation = repo.start_full_sync(conn, binding.id)
     for page in provider.list_changes(binding.remote_calendar_id, binding.sync_token):
+        if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
+            page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
         with engine.begin() as conn:
             _apply_page(conn, binding, page, generation, result)
             if page.last:
@@ -211,18 +220,21 @@ def _apply_page(
                     and series.get(item.series_remote_id or "") in dead):
                 items[rid] = RemoteDeletion(rid)
     links = repo.links_by_remote_id(conn, binding.id, list(items))
-    unknown = [rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteEvent)]
-    adoptable = repo.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, unknown) if unknown else set()
+    # an unknown remote event may be our own create whose answer was lost: it carries our local id
+    claims = {rid: item.client_id or rid for rid, item in items.items()
+              if rid not in links and isinstance(item, RemoteEvent)}
+    adoptable = repo.unlinked_events_with_ids(
+        conn, binding.calendar_id, binding.id, list(claims.values())) if claims else set()
     now = utcnow()
     writes = _PageWrites()
-    for rid in unknown:  # ids for new events first, so exceptions can find a series created on this page
-        if rid not in adoptable:
+    for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page
+        if claim not in adoptable:
             series[rid] = repo.new_id()
     for rid, item in items.items():
         link = links.get(rid)
         if isinstance(item, RemoteEvent) and link is None:
-            if rid in adoptable:
-                _adopt(conn, binding, item, rid, now, writes, result)
+            if claims[rid] in adoptable:
+                _adopt(conn, binding, item, claims[rid], now, writes, result)
             else:
                 _create(binding, item, series, now, writes, result)
         elif link is None:

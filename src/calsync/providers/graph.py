@@ -16,21 +16,9 @@ Change tracking
     syncStateNotFound) is SyncTokenInvalid too. Events that move out of the window are reported by
     Graph as ``@removed``, i.e. as deletions of the local copy.
 
-Mapping (Graph -> EventData)
-    subject -> title; body.content -> description (HTML kept as is; we also write descriptions back as
-    ``contentType: html`` so they round-trip unchanged); location.displayName -> location; start/end
-    (read in UTC thanks to ``Prefer: outlook.timezone="UTC"``) -> canonical UTC, or dates when
-    ``isAllDay``; originalStartTimeZone -> time_zone when it is an IANA name other than UTC;
-    attendees (emailAddress.address/name, status.response, type optional); iCalUId -> ical_uid;
-    seriesMasterId -> series_remote_id and originalStart -> original_start for occurrences/exceptions.
-    ``@removed`` and a cancelled single event are RemoteDeletion; a cancelled occurrence is a
-    RemoteEvent with status "cancelled". Graph's recurrence (a JSON pattern/range, not RRULE) is not
-    mapped to EventData.recurrence (which stays None); it is kept in ``extra["graph"]["recurrence"]``
-    and written back only on insert (re-sending it on PATCH would reshape the series and drop its
-    exceptions). A Teams meeting (onlineMeeting.joinUrl) is conference ``{"type": "teams", "name":
-    "Microsoft Teams", "join_url", "conference_id"}``. Our own conferences (``conference["provider"]``
-    set, e.g. Zoom) are written as a marked block at the end of the HTML body, so Outlook shows the
-    join link, and are read back (and stripped from the description) from that block.
+Mapping
+    Graph JSON <-> EventData lives in ``graph_mapping`` (see its docstring); recurring series (masters
+    fetched for delta rounds, EXDATEs as deleted occurrences) in ``graph_series``.
 
 Idempotent creates
     The engine adopts an existing remote copy only when its remote id equals the local event id,
@@ -41,35 +29,29 @@ Idempotent creates
 """
 from __future__ import annotations
 
-import html
-import json
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from calsync.model import (
     Account,
-    Attendee,
     ChangePage,
     EventData,
     RemoteCalendar,
-    RemoteChange,
-    RemoteDeletion,
     RemoteEvent,
-    canonical_instant,
-    canonical_time,
 )
 from calsync.providers.base import (
     Channel,
     ProviderError,
     SyncTokenInvalid,
 )
+from calsync.providers.graph_mapping import change_from_graph, event_to_graph, series_of
+from calsync.providers.graph_series import DeltaFolder, GraphSeries
 from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
@@ -82,13 +64,6 @@ DEFAULT_WINDOW = (timedelta(days=-30), timedelta(days=365))
 REBASELINE_AFTER = timedelta(days=7)
 TOKEN_SEPARATOR = "|"
 RESET_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
-# writable Graph fields calsync does not model but carries back when it writes an event
-PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isReminderOn",
-                    "reminderMinutesBeforeStart")
-KEPT_FIELDS = PRESERVED_FIELDS + ("recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
-_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative",
-              "organizer": "accepted", "none": "needsAction", "notResponded": "needsAction"}
-_CONFERENCE_RE = re.compile(r'\s*<div id="calsync-conference" data-conference="([^"]*)">.*?</div>\s*', re.DOTALL)
 
 
 class GraphProvider:
@@ -110,6 +85,11 @@ class GraphProvider:
         self.page_size = page_size
         self.window = window
         self.rebaseline_after = rebaseline_after
+        self.series = GraphSeries(self.http, self._window)
+
+    def _window(self) -> tuple[datetime, datetime]:
+        now = datetime.now(UTC).replace(microsecond=0)
+        return now + self.window[0], now + self.window[1]
 
     @classmethod
     def from_account(cls, account: Account, **options: Any) -> GraphProvider:
@@ -152,13 +132,14 @@ class GraphProvider:
                 raise SyncTokenInvalid("the delta window is too old: re-baselining over a fresh window")
             params = None
         headers = {"Prefer": f'outlook.timezone="UTC", IdType="ImmutableId", odata.maxpagesize={self.page_size}'}
+        folder = DeltaFolder(self.series)  # masters in, plain occurrences out (graph_series)
         while True:
             response = self.http.request("GET", url, params=params, headers=headers)
             if _is_reset(response):  # a dead delta token, or a skip token that died mid-round
                 raise SyncTokenInvalid("delta token no longer valid", status=response.status_code,
                                        reason=_error_code(response))
             body = _checked(response)
-            items = [change_from_graph(item) for item in body.get("value", [])]
+            items = folder.page(body.get("value", []))
             next_link = body.get("@odata.nextLink")
             if next_link:
                 yield ChangePage(items=items, full=full, last=False)
@@ -167,16 +148,13 @@ class GraphProvider:
             delta_link = body.get("@odata.deltaLink")
             if not delta_link:
                 raise ProviderError("calendarView/delta ended without @odata.deltaLink", status=response.status_code)
+            items.extend(folder.finish())
             token = f"{_iso(start)}{TOKEN_SEPARATOR}{delta_link}"
             yield ChangePage(items=items, full=full, last=True, sync_token=token)
             return
 
     def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
-        response = self.http.request("GET", f"/me/events/{_q(remote_id)}")
-        if response.status_code in (404, 410):
-            return None
-        change = change_from_graph(_checked(response))
-        return change if isinstance(change, RemoteEvent) else None
+        return self.series.get(remote_id)  # a series master comes with its EXDATEs
 
     # --- writing ---------------------------------------------------------------------
 
@@ -185,13 +163,23 @@ class GraphProvider:
         body = event_to_graph(data, create=True)
         body["transactionId"] = remote_id or str(uuid.uuid4())
         response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
-        return _as_event(_checked(response))
+        created = _as_event(_checked(response))
+        series = series_of(data)
+        if series is None:
+            return created
+        self.series.delete_occurrences(created.remote_id, data, series[1])  # Graph has no EXDATE
+        return self.series.get(created.remote_id) or created
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
         headers = {"If-Match": if_match} if if_match else {}
-        response = self.http.request("PATCH", f"/me/events/{_q(remote_id)}", json=event_to_graph(data),
-                                     headers=headers)
-        return _as_event(_checked(response))
+        send_rule, exdates = self.series.update_plan(remote_id, data)
+        response = self.http.request("PATCH", f"/me/events/{_q(remote_id)}",
+                                     json=event_to_graph(data, recurrence=send_rule), headers=headers)
+        updated = _as_event(_checked(response))
+        if series_of(data) is None:
+            return updated
+        self.series.delete_occurrences(remote_id, data, exdates)
+        return self.series.get(remote_id) or updated
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         headers = {"If-Match": if_match} if if_match else {}
@@ -200,16 +188,79 @@ class GraphProvider:
             return  # already gone: deleting is idempotent
         _checked(response)
 
-    # --- push notifications ---------------------------------------------------------
+    # --- push notifications: change-notification subscriptions ------------------------
+
+    #: The longest subscription Graph grants on Outlook events. The stored official page says 4230
+    #: minutes (newer pages say 10,080); asking for more is a 400, so the lower figure is the default.
+    max_subscription_minutes: int = 4230
+    #: Asked-for expiries stay this far under the limit: our clock may run a little ahead of Graph's.
+    subscription_margin: timedelta = timedelta(minutes=1)
 
     def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
-        raise ProviderError("push notifications are not implemented for Graph yet")
+        """POST /subscriptions for the calendar's events (created, updated, deleted).
+
+        Graph first POSTs a validation token to the notification URL and to the lifecycle URL, and
+        creates the subscription only if both echo it, so the receiver answers while this call is
+        in flight. Our channel id rides in the URLs' query string (Graph keeps it on every delivery):
+        the receiver finds the channel row by it even before it knows the subscription id. The
+        secret token is the clientState, which Graph repeats in every notification."""
+        url = _with_query(address, channel=channel_id)
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": url,
+            "lifecycleNotificationUrl": url,
+            "resource": f"me/calendars/{calendar_id}/events",
+            "expirationDateTime": _iso(self._subscription_expiry(ttl_seconds)),
+            "clientState": token,
+        }
+        # not idempotent: a POST lost in transit may have made a subscription, and a second one would leak
+        answer = _checked(self.http.request("POST", "/subscriptions", json=body, idempotent=False))
+        return Channel(channel_id=channel_id, resource_id=str(answer["id"]),
+                       expiration=_parse_expiry(answer.get("expirationDateTime")), token=token)
+
+    def renew_channel(self, channel_id: str, resource_id: str, ttl_seconds: int | None = None) -> Channel:
+        """PATCH the subscription's expirationDateTime: Graph renews in place (same id, URL and
+        clientState), and a renewal also answers a reauthorizationRequired challenge. A subscription
+        that is gone raises NotFoundError, and the engine makes a new one."""
+        body = {"expirationDateTime": _iso(self._subscription_expiry(ttl_seconds))}
+        answer = _checked(self.http.request("PATCH", f"/subscriptions/{_q(resource_id)}", json=body))
+        return Channel(channel_id=channel_id, resource_id=str(answer.get("id") or resource_id),
+                       expiration=_parse_expiry(answer.get("expirationDateTime")))
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
-        raise ProviderError("push notifications are not implemented for Graph yet")
+        """DELETE the subscription; one already gone (404) counts as stopped."""
+        response = self.http.request("DELETE", f"/subscriptions/{_q(resource_id)}")
+        if response.status_code in (404, 410):
+            return
+        _checked(response)
+
+    def _subscription_expiry(self, ttl_seconds: int | None) -> datetime:
+        """now + the asked-for lifetime, never beyond Graph's maximum for Outlook events."""
+        longest = timedelta(minutes=self.max_subscription_minutes) - self.subscription_margin
+        wanted = timedelta(seconds=ttl_seconds) if ttl_seconds else longest
+        return datetime.now(UTC).replace(microsecond=0) + min(wanted, longest)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _with_query(url: str, **params: str) -> str:
+    """`url` with parameters added to its query string (what it already carries is kept)."""
+    parts = urlsplit(url)
+    query = urlencode(parse_qsl(parts.query, keep_blank_values=True) + list(params.items()))
+    return urlunsplit(parts._replace(query=query))
+
+
+def _parse_expiry(value: Any) -> datetime | None:
+    """Graph's expirationDateTime (up to seven fractional digits, `Z`) as an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _q(value: str) -> str:
@@ -266,139 +317,3 @@ def _as_event(body: dict[str, Any]) -> RemoteEvent:
     if not isinstance(change, RemoteEvent):
         raise ProviderError("Graph returned a cancelled event for a write")
     return change
-
-
-# --- mapping -----------------------------------------------------------------------------
-
-
-def _graph_instant(value: dict[str, Any] | None) -> datetime | None:
-    """A dateTimeTimeZone as an aware datetime (UTC when the zone is UTC or unknown)."""
-    if not value or not value.get("dateTime"):
-        return None
-    text = value["dateTime"]
-    if "." in text:  # Graph sends 7 fractional digits, more than fromisoformat takes
-        text = text.split(".", 1)[0]
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_zone(value.get("timeZone")) or UTC)
-    return parsed
-
-
-def _zone(name: str | None) -> ZoneInfo | None:
-    if not name or name.upper() in ("UTC", "Z"):
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def _boundary(value: dict[str, Any] | None, all_day: bool) -> str:
-    instant = _graph_instant(value)
-    if instant is None:
-        return ""
-    if all_day:  # all-day events keep their midnights in their own zone
-        return value["dateTime"][:10] if value else ""
-    return canonical_instant(instant)
-
-
-def _conference_from_body(content: str) -> tuple[str, dict[str, Any] | None]:
-    """(description without our conference block, the conference it described)."""
-    match = _CONFERENCE_RE.search(content)
-    if match is None:
-        return content, None
-    try:
-        conference = json.loads(html.unescape(match.group(1)))
-    except ValueError:
-        conference = None
-    return content[:match.start()] + content[match.end():], conference if isinstance(conference, dict) else None
-
-
-def change_from_graph(item: dict[str, Any]) -> RemoteChange:
-    """A Graph event (or ``@removed`` stub) as a neutral change."""
-    series = item.get("seriesMasterId")
-    if "@removed" in item or (item.get("isCancelled") and not series):
-        return RemoteDeletion(remote_id=item["id"])
-    all_day = bool(item.get("isAllDay"))
-    start = _boundary(item.get("start"), all_day)
-    end = _boundary(item.get("end"), all_day)
-    original = canonical_time(item["originalStart"], False) if item.get("originalStart") and series else None
-    content = (item.get("body") or {}).get("content") or ""
-    content, conference = _conference_from_body(content)
-    online = item.get("onlineMeeting") or {}
-    if conference is None and online.get("joinUrl"):
-        conference = {"type": "teams", "name": "Microsoft Teams", "conference_id": online.get("conferenceId"),
-                      "join_url": online["joinUrl"], "provider": None}
-    zone = item.get("originalStartTimeZone")
-    time_zone = zone if not all_day and _zone(zone) is not None else None
-    data = EventData(
-        title=item.get("subject") or "",
-        start=start,
-        end=end or start,
-        all_day=all_day,
-        time_zone=time_zone,
-        description=content or None,
-        location=((item.get("location") or {}).get("displayName")) or None,
-        status="cancelled" if item.get("isCancelled") else "confirmed",
-        recurrence=None,
-        original_start=original,
-        attendees=[
-            Attendee(
-                email=(a.get("emailAddress") or {}).get("address", ""),
-                name=(a.get("emailAddress") or {}).get("name"),
-                response=_RESPONSES.get((a.get("status") or {}).get("response", "none"), "needsAction"),
-                optional=a.get("type") == "optional",
-            )
-            for a in item.get("attendees") or []
-        ],
-        conference=conference,
-        ical_uid=item.get("iCalUId"),
-        extra={"graph": {k: item[k] for k in KEPT_FIELDS if item.get(k) is not None}},
-    )
-    return RemoteEvent(
-        remote_id=item["id"], etag=item.get("@odata.etag") or item.get("changeKey") or "", data=data,
-        series_remote_id=series, updated=item.get("lastModifiedDateTime"),
-    )
-
-
-def _graph_time(value: str, all_day: bool, time_zone: str | None) -> dict[str, str]:
-    if all_day:
-        return {"dateTime": f"{value[:10]}T00:00:00", "timeZone": (time_zone or "UTC") if _zone(time_zone) else "UTC"}
-    instant = datetime.fromisoformat(value)
-    zone = _zone(time_zone)
-    if zone is not None:
-        return {"dateTime": instant.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": time_zone or "UTC"}
-    return {"dateTime": instant.astimezone(UTC).replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
-
-
-def _conference_block(conference: dict[str, Any]) -> str:
-    url = html.escape(conference.get("join_url") or "")
-    name = html.escape(conference.get("name") or "the meeting")
-    payload = html.escape(json.dumps(conference, sort_keys=True, separators=(",", ":")), quote=True)
-    return (f'<div id="calsync-conference" data-conference="{payload}">'
-            f'Join {name}: <a href="{url}">{url}</a></div>')
-
-
-def event_to_graph(data: EventData, *, create: bool = False) -> dict[str, Any]:
-    """Body for POST/PATCH: the modelled fields, plus preserved Graph fields carried back."""
-    kept = (data.extra or {}).get("graph") or {}
-    body: dict[str, Any] = {k: kept[k] for k in PRESERVED_FIELDS if k in kept}
-    if create and kept.get("recurrence") and kept.get("type") in (None, "seriesMaster"):
-        body["recurrence"] = kept["recurrence"]
-    content = data.description or ""
-    if data.conference and data.conference.get("provider") and data.conference.get("join_url"):
-        content = f"{content}{_conference_block(data.conference)}"
-    body.update({
-        "subject": data.title,
-        "body": {"contentType": "html", "content": content},
-        "location": {"displayName": data.location or ""},
-        "isAllDay": data.all_day,
-        "start": _graph_time(data.start, data.all_day, data.time_zone),
-        "end": _graph_time(data.end, data.all_day, data.time_zone),
-        "attendees": [
-            {"type": "optional" if a.optional else "required",
-             "emailAddress": {"address": a.email, **({"name": a.name} if a.name else {})}}
-            for a in data.attendees
-        ],
-    })
-    return body

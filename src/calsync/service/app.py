@@ -14,7 +14,7 @@ from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.metrics import Metrics
 from calsync.service.web_api import DemoControl, mount_web, web_router
-from calsync.service.webhooks import google_router
+from calsync.service.webhooks import google_router, graph_router
 from calsync.store import conferences as conference_store
 from calsync.store import outbox as outbox_store
 from calsync.store import scheduling
@@ -29,6 +29,7 @@ def create_app(
     app.include_router(api_router(engine))
     app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
+    app.include_router(graph_router(engine, metrics, wake, debounce))
     mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from calsync.engine.inbound import SyncResult
 from calsync.providers.http import observe_responses

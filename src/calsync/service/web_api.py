@@ -18,10 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
 
 from calsync.conferencing.base import ConferenceAdapter, ConferenceError
-from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError, enqueue_for_changed_events
+from calsync.engine.conferences import (
+    ConferenceEngine,
+    ConferenceWorkError,
+    enqueue_for_changed_events,
+)
 from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
-from calsync.service.api import PREFIX, SafeValidationRoute, etag_of, event_bodies, if_match_versions
+from calsync.service.api import (
+    PREFIX,
+    SafeValidationRoute,
+    etag_of,
+    event_bodies,
+    if_match_versions,
+)
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
 

@@ -150,6 +150,14 @@ def channel_by_channel_id(conn: Connection, channel_id: str) -> dict[str, Any] |
     return dict(row) if row else None
 
 
+def channel_by_resource_id(conn: Connection, resource_id: str) -> dict[str, Any] | None:
+    """The active channel the provider knows as `resource_id` (a Graph subscription id). A fallback
+    for deliveries that lost our channel id from their URL; the channel id lookup is the indexed one."""
+    row = conn.execute(select(channels).where(channels.c.resource_id == resource_id, channels.c.state == "active")
+                       ).mappings().first()
+    return dict(row) if row else None
+
+
 def record_channel_message(conn: Connection, row_id: str, now: datetime, *, confirmation: bool) -> None:
     values: dict[str, Any] = {"last_message_at": now, "messages": channels.c.messages + 1}
     if confirmation:
@@ -190,3 +198,24 @@ def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration
 
 def set_channel_state(conn: Connection, row_id: str, state: str) -> None:
     conn.execute(update(channels).where(channels.c.id == row_id).values(state=state, updated_at=utcnow()))
+
+
+def renew_channel(conn: Connection, row_id: str, expiration: datetime | None) -> None:
+    """The provider extended the channel in place (Graph's PATCH): same ids, a later expiry."""
+    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state == "active").values(
+        expiration=expiration, updated_at=utcnow()))
+
+
+def channel_due_for_renewal(conn: Connection, row_id: str, now: datetime) -> None:
+    """The provider asked for a renewal (Graph's reauthorizationRequired): make the channel look
+    expired, so the worker that next holds its binding's lease renews it. The receiver never calls
+    the provider itself."""
+    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state == "active").values(
+        expiration=now, updated_at=utcnow()))
+
+
+def channel_gone(conn: Connection, row_id: str) -> None:
+    """The provider removed the channel (Graph's subscriptionRemoved): it leaves the open channels,
+    so the next worker on its binding makes a new one; nothing is left to stop."""
+    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state.in_(("pending", "active")))
+                 .values(state="gone", updated_at=utcnow()))

@@ -1,0 +1,225 @@
+"""Recurring series over Microsoft Graph: what calendarView delta hides, and what POST cannot say.
+
+Reading
+    calendarView delta lists occurrences and exceptions, never the series master. calsync models a
+    series the Google / iCalendar way (a master with RRULE/EXDATE lines, plus exceptions pointing at it),
+    so a delta round is *folded*: the first time a round meets a ``seriesMasterId``, the master is
+    fetched (``GET /me/events/{id}``) and emitted before the item; plain occurrences (``type:
+    occurrence``) are dropped, since the master's rule already implies them; exceptions and cancelled
+    occurrences pass through with ``series_remote_id`` and ``original_start``.
+
+    Graph keeps no list of deleted occurrences in v1.0 (``cancelledOccurrences`` is beta). An occurrence
+    deleted in Outlook simply stops being listed by ``/events/{id}/instances``, so the master's EXDATEs
+    are derived: the starts its pattern yields inside the sync window, minus the original starts the
+    instances listing still holds. This is done only when the series' time zone is an IANA name or UTC
+    (our own expansion must match Graph's exactly, or every occurrence after a DST change would look
+    deleted); EXDATEs outside the window cannot be seen.
+
+    ``@removed`` items are held back to the round's last page and dropped when their id is a master the
+    round fetched alive: a delta round may report the id of a series that changed (it never shows in a
+    calendar view), and that must not delete the series.
+
+Writing
+    Graph has no EXDATE. After a master is created with EXDATEs, or when an update adds some, the
+    matching occurrences are deleted one by one (``DELETE /me/events/{occurrence id}``), which is what
+    Outlook itself does. A master is PATCHed with ``recurrence`` only when the rule itself changed
+    (compared with the master as Graph holds it now): re-sending it reshapes the series, which brings
+    deleted occurrences back and drops exceptions, so every EXDATE is applied again after it. An EXDATE
+    removed on our side alone is *not* propagated (the occurrence would only come back through a
+    reshape that also wipes the series' exceptions in Outlook): a documented limit.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from calsync.model import (
+    EventData,
+    RemoteChange,
+    RemoteDeletion,
+    RemoteEvent,
+    canonical_instant,
+    canonical_time,
+)
+from calsync.providers.graph_mapping import (
+    SeriesAnchor,
+    _zone,
+    anchor_of,
+    change_from_graph,
+    expected_starts,
+    same_recurrence,
+    series_of,
+)
+from calsync.providers.http import RetryingClient, provider_error
+
+Window = Callable[[], tuple[datetime, datetime]]
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    """The body of a success, None for 404/410, the matching ProviderError otherwise."""
+    if response.status_code in (404, 410):
+        return None
+    if response.status_code >= 300:
+        raise provider_error(response, f"Graph {response.status_code}: {response.text[:200]}", None)
+    return response.json() if response.content else {}
+
+
+class GraphSeries:
+    """Series reads and writes for one Graph mailbox (shares the provider's HTTP client)."""
+
+    def __init__(self, http: RetryingClient, window: Window) -> None:
+        self.http = http
+        self.window = window
+
+    # --- reading ---------------------------------------------------------------------
+
+    def fetch(self, event_id: str) -> dict[str, Any] | None:
+        return _json(self.http.request("GET", f"/me/events/{_q(event_id)}"))
+
+    def instances(self, master_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
+        """Every occurrence and exception of a series overlapping [lo, hi), following nextLinks."""
+        url: str | None = f"/me/events/{_q(master_id)}/instances"
+        params: dict[str, Any] | None = {"startDateTime": _iso(lo), "endDateTime": _iso(hi), "$top": 1000}
+        found: list[dict[str, Any]] = []
+        while url:
+            body = _json(self.http.request("GET", url, params=params)) or {}
+            found.extend(body.get("value", []))
+            url, params = body.get("@odata.nextLink"), None
+        return found
+
+    def deleted_occurrences(self, master: dict[str, Any], anchor: SeriesAnchor) -> list[str]:
+        """EXDATEs inside the window: pattern starts that the instances listing no longer holds."""
+        recurrence = master.get("recurrence") or {}
+        zone_name = (recurrence.get("range") or {}).get("recurrenceTimeZone") or master.get("originalStartTimeZone")
+        if not _same_zone(zone_name, anchor):
+            return []  # a Windows zone name: our expansion could disagree with Graph's around DST
+        lo, hi = self.window()
+        try:
+            expected = expected_starts(recurrence, anchor, lo, hi)
+        except (KeyError, ValueError):
+            return []
+        if not expected:
+            return []
+        present = set()
+        for item in self.instances(master["id"], lo, hi):
+            original = item.get("originalStart")
+            if original:
+                present.add(_original_key(original, anchor))
+        return [start for start in expected if start not in present]
+
+    def master_change(self, master: dict[str, Any]) -> RemoteChange:
+        """The master as calsync models it: RRULE from its pattern, EXDATEs from its missing occurrences."""
+        plain = change_from_graph(master)
+        if not isinstance(plain, RemoteEvent) or not plain.data.recurrence:
+            return plain
+        return change_from_graph(master, self.deleted_occurrences(master, anchor_of(plain.data)))
+
+    def get(self, event_id: str) -> RemoteEvent | None:
+        """GET one event; a master comes with its EXDATEs."""
+        raw = self.fetch(event_id)
+        if raw is None:
+            return None
+        change = self.master_change(raw) if raw.get("type") == "seriesMaster" else change_from_graph(raw)
+        return change if isinstance(change, RemoteEvent) else None
+
+    # --- writing ---------------------------------------------------------------------
+
+    def delete_occurrences(self, master_id: str, data: EventData, exdates: list[str]) -> int:
+        """Delete the occurrences whose original start is in ``exdates`` (Graph's stand-in for EXDATE)."""
+        if not exdates:
+            return 0
+        anchor = anchor_of(data)
+        wanted = set(exdates)
+        first, last = min(exdates), max(exdates)
+        lo = _as_instant(first) - timedelta(days=2)
+        hi = _as_instant(last) + timedelta(days=2)
+        deleted = 0
+        for item in self.instances(master_id, lo, hi):
+            original = item.get("originalStart")
+            if item.get("type") in ("occurrence", "exception") and original \
+                    and _original_key(original, anchor) in wanted:
+                response = self.http.request("DELETE", f"/me/events/{_q(item['id'])}")
+                if response.status_code not in (404, 410):
+                    _json(response)
+                deleted += 1
+        return deleted
+
+    def update_plan(self, remote_id: str, data: EventData) -> tuple[bool, list[str]]:
+        """(send the recurrence?, EXDATEs to delete after the PATCH) for an update of a master.
+
+        The rule is re-sent only when it differs from the master as Graph holds it now; then every
+        EXDATE is applied again (the reshape brought the occurrences back). Otherwise only EXDATEs whose
+        occurrence Graph still lists are deleted."""
+        series = series_of(data)
+        if series is None:
+            return False, []
+        recurrence, exdates = series
+        current = self.fetch(remote_id)
+        if current is None or not current.get("recurrence"):
+            return True, exdates
+        if not same_recurrence(current["recurrence"], recurrence, anchor_of(data)):
+            return True, exdates
+        return False, exdates  # delete_occurrences skips the ones already gone
+
+
+def _same_zone(zone_name: Any, anchor: SeriesAnchor) -> bool:
+    name = str(zone_name or "UTC")
+    if name.upper() == "UTC":
+        return anchor.zone_name == "UTC" or anchor.all_day
+    return _zone(name) is not None and name == anchor.zone_name
+
+
+def _original_key(original: str, anchor: SeriesAnchor) -> str:
+    instant = datetime.fromisoformat(canonical_time(original, False))
+    if anchor.all_day:
+        return instant.astimezone(anchor.zone).date().isoformat()
+    return canonical_instant(instant)
+
+
+def _as_instant(boundary: str) -> datetime:
+    if len(boundary) == 10:
+        return datetime.fromisoformat(boundary).replace(tzinfo=UTC)
+    return datetime.fromisoformat(boundary)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DeltaFolder:
+    """Folds one delta round into masters + exceptions (see the module docstring)."""
+
+    def __init__(self, series: GraphSeries) -> None:
+        self.series = series
+        self.masters: dict[str, RemoteChange] = {}
+        self.removed: list[str] = []
+
+    def page(self, items: list[dict[str, Any]]) -> list[RemoteChange]:
+        out: list[RemoteChange] = []
+        for item in items:
+            if "@removed" in item:
+                self.removed.append(item["id"])
+                continue
+            master_id = item.get("seriesMasterId")
+            if master_id and master_id not in self.masters:
+                raw = self.series.fetch(master_id)
+                change = self.series.master_change(raw) if raw is not None else RemoteDeletion(master_id)
+                self.masters[master_id] = change
+                out.append(change)
+            if item.get("type") == "occurrence" and not item.get("isCancelled"):
+                continue  # implied by the master's rule
+            out.append(change_from_graph(item))
+        return out
+
+    def finish(self) -> list[RemoteChange]:
+        """The round's removals, less the masters it found alive."""
+        return [RemoteDeletion(rid) for rid in dict.fromkeys(self.removed)
+                if not isinstance(self.masters.get(rid), RemoteEvent)]

@@ -1,0 +1,121 @@
+"""One calendar mirrored between two providers through the hub: Google <-> Outlook (the case most
+users have), and CalDAV on one side. Changes flow both ways; both sides editing one event is a
+conflict, never a silent overwrite; a quiet pair writes nothing."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from calsync.engine.conflicts import resolve_conflict
+from calsync.engine.outbound import queue_calendar
+from calsync.engine.sync import SyncReport, sync_once
+from calsync.model import Account
+from calsync.providers.base import Provider
+from calsync.store import repo
+from tests.remotes import Remote, open_remote
+
+PAIRS = [("google", "graph"), ("graph", "radicale"), ("google", "xandikos")]
+
+
+@pytest.fixture(params=PAIRS, ids=["-".join(p) for p in PAIRS])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Remote, Remote]]:
+    first, second = request.param
+    yield open_remote(first, request), open_remote(second, request)
+
+
+class Mirror:
+    """One local calendar bound to a calendar on each remote."""
+
+    def __init__(self, engine: Engine, a: Remote, b: Remote) -> None:
+        self.engine, self.a, self.b = engine, a, b
+        self.binding_a = a.bind(engine)
+        with engine.begin() as conn:
+            hub = repo.get_binding(conn, self.binding_a)["calendar_id"]
+        self.binding_b = b.bind(engine, local_calendar=hub)
+
+    def providers(self) -> Callable[[Account], Provider]:
+        by_kind = {self.a.kind: self.a.make_provider(), self.b.kind: self.b.make_provider()}
+        return lambda account: by_kind[account.provider](account)
+
+    def sync(self) -> SyncReport:
+        report = sync_once(self.engine, make_provider=self.providers())
+        assert report.ok, [r.message for r in report.inbound if r.message]
+        return report
+
+    def settle(self) -> None:
+        """Two passes: a change pulled from one side is pushed to the other in the same pass; the
+        second pass reads our own writes back and must find nothing to do."""
+        self.sync()
+        self.sync()
+
+
+def by_title(remote: Remote) -> dict[str, str]:
+    return {title: rid for rid, title in remote.titles().items()}
+
+
+def test_changes_flow_both_ways_and_a_quiet_pair_writes_nothing(engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    mirror = Mirror(engine, a, b)
+    a.insert("Kick-off", at=datetime(2026, 12, 7, 9, tzinfo=UTC), location="Room 1")
+    mirror.settle()
+    copy = by_title(b)
+    assert set(copy) == {"Kick-off"}, "an event made in the first calendar appears in the second"
+    assert "Room 1" in b.text_of(copy["Kick-off"])
+
+    b.change(copy["Kick-off"], title="Kick-off (moved)", at=datetime(2026, 12, 8, 10, tzinfo=UTC))
+    b.insert("Born on the other side", at=datetime(2026, 12, 9, 9, tzinfo=UTC))
+    mirror.settle()
+    assert set(by_title(a)) == {"Kick-off (moved)", "Born on the other side"}, "back-edits flow the other way"
+
+    gone = by_title(a)["Born on the other side"]
+    a.delete(gone)
+    mirror.settle()
+    assert set(by_title(b)) == {"Kick-off (moved)"}, "a deletion travels too"
+
+    a.clear_requests()
+    b.clear_requests()
+    for _ in range(2):
+        report = mirror.sync()
+        assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound)
+    assert a.writes() == b.writes() == [], "nothing echoes back and forth"
+
+
+def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    mirror = Mirror(engine, a, b)
+    made = a.insert("Budget", at=datetime(2026, 12, 10, 14, tzinfo=UTC))
+    mirror.settle()
+    copy = by_title(b)["Budget"]
+
+    a.change(made, title="Budget (from A)")
+    b.change(copy, title="Budget (from B)")
+    mirror.sync()
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert {conflict["local"]["title"], conflict["remote"]["title"]} == {"Budget (from A)", "Budget (from B)"}
+    assert a.titles()[made] == "Budget (from A)" and b.titles()[copy] == "Budget (from B)", "nothing overwritten"
+
+    resolve_conflict(engine, conflict["id"], keep="remote")
+    mirror.settle()
+    winner = conflict["remote"]["title"]
+    assert a.titles()[made] == b.titles()[copy] == winner
+    with engine.begin() as conn:
+        assert repo.list_conflicts(conn) == []
+
+
+def test_binding_a_second_side_later_copies_what_the_first_holds(engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    binding_a = a.bind(engine)
+    for n in range(5):
+        a.insert(f"Existing {n}", at=datetime(2026, 12, 1 + n, 9, tzinfo=UTC))
+    sync_once(engine, make_provider=a.make_provider())
+    with engine.begin() as conn:
+        hub = repo.get_binding(conn, binding_a)["calendar_id"]
+    binding_b = b.bind(engine, local_calendar=hub)
+    queue_calendar(engine, binding_b)
+    by_kind = {a.kind: a.make_provider(), b.kind: b.make_provider()}
+    sync_once(engine, make_provider=lambda account: by_kind[account.provider](account))
+    assert sorted(b.titles().values()) == [f"Existing {n}" for n in range(5)]
