@@ -15,7 +15,7 @@ from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account
 from calsync.providers.base import Provider
 from calsync.store import repo
-from tests.remotes import Remote, open_remote
+from tests.remotes import GoogleRemote, Remote, open_remote
 
 PAIRS = [("google", "graph"), ("graph", "radicale"), ("google", "xandikos")]
 
@@ -119,3 +119,22 @@ def test_binding_a_second_side_later_copies_what_the_first_holds(engine: Engine,
     by_kind = {a.kind: a.make_provider(), b.kind: b.make_provider()}
     sync_once(engine, make_provider=lambda account: by_kind[account.provider](account))
     assert sorted(b.titles().values()) == [f"Existing {n}" for n in range(5)]
+
+
+def test_a_mirrored_event_keeps_the_fields_only_one_provider_has(engine: Engine, request: pytest.FixtureRequest) -> None:
+    """Google's extended properties survive an edit that arrives from Outlook (calsync writes Google
+    with a full PUT, so losing them from the store would wipe them remotely)."""
+    google, outlook = open_remote("google", request), open_remote("graph", request)
+    assert isinstance(google, GoogleRemote)
+    mirror = Mirror(engine, google, outlook)
+    made = google.http.post(f"/calendars/{google.calendar}/events", json={
+        "summary": "Deal review", "start": {"dateTime": "2026-12-11T09:00:00Z"},
+        "end": {"dateTime": "2026-12-11T10:00:00Z"}, "extendedProperties": {"private": {"crm": "42"}},
+    }).raise_for_status().json()
+    mirror.settle()
+    outlook.change(by_title(outlook)["Deal review"], title="Deal review (moved)",
+                   at=datetime(2026, 12, 11, 11, tzinfo=UTC))
+    mirror.settle()
+    event = google.http.get(f"/calendars/{google.calendar}/events/{made['id']}").raise_for_status().json()
+    assert event["summary"] == "Deal review (moved)"
+    assert event["extendedProperties"] == {"private": {"crm": "42"}}

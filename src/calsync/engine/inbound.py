@@ -372,9 +372,11 @@ def _take_remote(
         return
     version = link.version + 1
     series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
+    # `extra` holds each provider's unmodelled fields under its own key: a mirrored event keeps the others'
+    data = replace(remote.data, extra={**(link.data.extra or {}), **(remote.data.extra or {})})
     writes.event_updates.append({
         "event_id": link.event_id,
-        **_event_row(remote.data, version=version, source=binding.source, now=now, series_id=series_id,
+        **_event_row(data, version=version, source=binding.source, now=now, series_id=series_id,
                      content_hash=remote.content_hash),
     })
     writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, version, now)})

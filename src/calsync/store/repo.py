@@ -597,8 +597,10 @@ def save_event_from(conn: Connection, event_id: str, data: EventData, version: i
 
 
 def set_event_extra(conn: Connection, event_id: str, extra: dict[str, Any]) -> None:
-    """Provider bookkeeping only: not content, so no new version and no change of hash."""
-    conn.execute(events.update().where(events.c.id == event_id).values(extra=extra))
+    """Provider bookkeeping only: not content, so no new version and no change of hash. Merged by
+    provider key, so a write to one provider keeps what the others' copies carry."""
+    current = conn.execute(select(events.c.extra).where(events.c.id == event_id)).scalar() or {}
+    conn.execute(events.update().where(events.c.id == event_id).values(extra={**current, **(extra or {})}))
 
 
 def adopt_remote_etag(conn: Connection, event_id: str, binding_id: str, etag: str | None, *,
