@@ -10,11 +10,13 @@ Use the `remote` fixture (parametrised over REMOTES) or `push_remote` (providers
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -59,6 +61,7 @@ class Remote:
     push: bool = False
     create_method = "POST"  # the HTTP method of calsync's create, and of its update
     update_method = "PUT"
+    default_page_size = 2500  # what calsync asks for when nobody says otherwise
 
     # --- calsync's side -----------------------------------------------------------------------
 
@@ -139,6 +142,10 @@ class Remote:
         raise NotImplementedError
 
     # --- admin surface (same on every remote) -------------------------------------------------
+
+    def listed_calendar(self, entry: dict[str, Any]) -> str | None:
+        """The calendar whose events a logged request listed (None for any other request)."""
+        raise NotImplementedError
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.url.rstrip('/')}/emulator{path}", **kwargs).raise_for_status()
@@ -245,6 +252,10 @@ class GoogleRemote(Remote):
         body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
 
+    def listed_calendar(self, entry: dict[str, Any]) -> str | None:
+        match = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events", entry["path"])
+        return unquote(match.group(1)) if match and entry["method"] == "GET" else None
+
 
 # --- Microsoft Graph --------------------------------------------------------------------------
 
@@ -253,6 +264,7 @@ class GraphRemote(Remote):
     name = kind = "graph"
     push = True
     update_method = "PATCH"
+    default_page_size = 100
 
     def __init__(self, url: str, user: str = "adele") -> None:
         self.url, self.user = url, user
@@ -346,6 +358,10 @@ class GraphRemote(Remote):
         body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
 
+    def listed_calendar(self, entry: dict[str, Any]) -> str | None:
+        match = re.fullmatch(r"/v1\.0/me/calendars/([^/]+)/calendarView/delta", entry["path"])
+        return unquote(match.group(1)) if match and entry["method"] == "GET" else None
+
 
 # --- CalDAV (real servers behind the fault proxy) -----------------------------------------------
 
@@ -355,6 +371,7 @@ class CalDAVRemote(Remote):
 
     kind = "caldav"
     create_method = "PUT"  # with If-None-Match: *
+    default_page_size = 200
 
     def __init__(self, server: CalDAVServer, proxy_url: str) -> None:
         self.server, self.name = server, server.kind
@@ -475,6 +492,9 @@ class CalDAVRemote(Remote):
 
     def seed(self, count: int, calendar: str | None = None) -> None:
         self._dav(calendar).seed(count, prefix=f"seed{uuid.uuid4().hex[:4]}")
+
+    def listed_calendar(self, entry: dict[str, Any]) -> str | None:
+        return unquote(entry["path"]) if entry["method"] == "REPORT" else None
 
 
 # --- fixtures -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Worker processes sharing one PostgreSQL database: leases, SKIP LOCKED, crashes."""
+"""Worker processes sharing one PostgreSQL database: leases, SKIP LOCKED, crashes; for each provider\nwith push notifications (Google, Graph)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -18,7 +17,8 @@ from sqlalchemy import Engine, func, select
 from calsync.store import repo, scheduling
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings
-from tests.helpers import GoogleApi, admin, bind, local_events, token_of
+from tests.helpers import local_events, token_of
+from tests.remotes import Remote
 
 
 @pytest.fixture()
@@ -63,33 +63,26 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 
 
 def test_two_workers_share_fifty_dirty_bindings_without_doing_any_twice(
-    engine: Engine, pg_url: str, google_url: str
+    engine: Engine, pg_url: str, push_remote: Remote
 ) -> None:
-    calendars: list[str] = []
-    for user in range(5):
-        api = GoogleApi(google_url, f"user{user}")
-        calendars.append(api.primary_id())
-        calendars.extend(api.create_calendar(f"calendar {n}") for n in range(9))
-        for calendar in calendars[-10:]:
-            api.insert(calendar, f"event of {calendar}")
+    remote = push_remote
+    calendars = [remote.calendar] + [remote.new_calendar(f"calendar {n}") for n in range(49)]
+    for calendar in calendars:
+        remote.insert(f"event of {calendar}", calendar=calendar)
     later = datetime.now(UTC) + timedelta(hours=1)
-    for n, calendar in enumerate(calendars):
-        binding = bind(engine, google_url, f"user{n // 10}", calendar)
+    for calendar in calendars:
+        binding = remote.bind(engine, calendar)
         with engine.begin() as conn:  # not due by the poll timer: only because a notification said so
             conn.execute(bindings.update().where(bindings.c.id == binding).values(next_poll_at=later))
             scheduling.mark_dirty(conn, binding)
-    admin(google_url, "DELETE", "/requests")
-    # each list takes a while, so the two workers really run side by side
-    admin(google_url, "POST", "/faults", json={"latency_ms": 60, "methods": ["GET"]})
+    remote.clear_requests()
+    remote.fault(latency_ms=60)  # each list takes a while, so the two workers really run side by side
     workers = [start_worker(pg_url, "--lease-seconds", "30") for _ in range(2)]
     try:
         wait_until(lambda: synced_count(engine) == 50, 90, "all 50 bindings to sync")
     finally:
         outputs = [stop(w) for w in workers]
-    log = admin(google_url, "GET", "/requests").json()["requests"]
-    lists = Counter(r["path"].split("/calendars/")[1].split("/")[0] for r in log
-                    if r["method"] == "GET" and r["path"].endswith("/events"))
-    per_calendar = {unquote(k): v for k, v in lists.items()}
+    per_calendar = Counter(c for c in map(remote.listed_calendar, remote.requests()) if c)
     assert set(per_calendar) == set(calendars)
     assert set(per_calendar.values()) == {1}, f"some binding was synced twice: {per_calendar}\n{outputs}"
     with engine.begin() as conn:
@@ -97,15 +90,15 @@ def test_two_workers_share_fifty_dirty_bindings_without_doing_any_twice(
 
 
 def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
-    engine: Engine, pg_url: str, google_url: str
+    engine: Engine, pg_url: str, push_remote: Remote
 ) -> None:
-    api = GoogleApi(google_url, "big")
-    calendar = api.primary_id()
-    api.seed(calendar, 3000)  # two pages of 2,500
-    binding = bind(engine, google_url, "big", calendar)
-    admin(google_url, "POST", "/faults", json={"latency_ms": 1500, "methods": ["GET"], "path_prefix": "/calendar/v3/calendars/"})
+    remote = push_remote
+    page = remote.default_page_size
+    remote.seed(page + page // 5)  # two pages at the size calsync asks for
+    binding = remote.bind(engine)
+    remote.fault(latency_ms=1500)
     first = start_worker(pg_url, "--lease-seconds", "3")
-    wait_until(lambda: len(local_events(engine, binding)) == 2500, 30, "the first page to be applied")
+    wait_until(lambda: len(local_events(engine, binding)) == page, 30, "the first page to be applied")
     first.send_signal(signal.SIGKILL)  # dies while fetching the second page, holding the lease
     first.wait(timeout=10)
     killed_at = time.monotonic()
@@ -119,5 +112,5 @@ def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
         stop(second)
     assert time.monotonic() - killed_at >= 1.0
     stored = local_events(engine, binding)  # asserts no remote id maps to two events
-    assert set(stored) == {e["id"] for e in api.list_all(calendar)}
-    assert len(stored) == 3000
+    assert set(stored) == set(remote.titles())
+    assert len(stored) == page + page // 5
