@@ -35,6 +35,7 @@ from calsync.providers.graph_mapping import (
     graph_to_rrule,
     rrule_to_graph,
 )
+from calsync.providers.html_text import html_to_text, text_to_html
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.schema import events, outbox
@@ -433,3 +434,17 @@ def test_an_event_cancelled_by_its_organizer_is_a_deletion(
                json={"user": f"{USER}@contoso.example"}).raise_for_status()
     changes = [c for p in provider.list_changes(cal, token) for c in p.items]
     assert [type(c) for c in changes if c.remote_id == single["id"]][-1] is RemoteDeletion
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab <>&\"'\n\t\u00e9")), max_size=40))
+def test_plain_text_survives_the_html_body_round_trip(text: str) -> None:
+    expected = text.replace("\t", "    ").strip("\n")
+    assert html_to_text(text_to_html(text)) == expected
+    wrapped = f"<html>\r\n<head>\r\n<meta charset=utf-8>\r\n</head>\r\n<body>\r\n{text_to_html(text)}\r\n</body>\r\n</html>"
+    assert html_to_text(wrapped) == expected, "the document Outlook wraps it in adds nothing"
+
+
+def test_html_is_read_as_a_reader_sees_it() -> None:
+    markup = ("<html><head><title>x</title><style>p{}</style></head><body><p>Hello <b>world</b></p>"
+              "<div>Second&nbsp;&nbsp;line</div><ul><li>a</li><li>b</li></ul>one<br/>two</body></html>")
+    assert html_to_text(markup) == "Hello world\nSecond  line\na\nb\none\ntwo"

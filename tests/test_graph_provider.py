@@ -240,7 +240,7 @@ def test_a_stale_window_forces_a_rebaseline(adele: GraphApi, graph_url: str) -> 
 def new_event(engine: Engine, calendar: str, title: str = "Planning") -> str:
     return local.create_event(engine, calendar, {
         "title": title, "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z",
-        "description": "<p>Agenda</p>", "location": "Room 4",
+        "description": "Agenda:\n1. <b> means bold", "location": "Room 4",
     }).event_id
 
 
@@ -254,7 +254,8 @@ def test_local_create_update_delete_reach_graph(engine: Engine, adele: GraphApi,
     link = link_of(engine, binding, event_id)
     remote = adele.get(link["remote_id"])
     assert remote["subject"] == "Planning" and remote["location"]["displayName"] == "Room 4"
-    assert remote["body"]["content"] == "<p>Agenda</p>" and remote["transactionId"] == event_id
+    assert remote["body"]["contentType"] == "html" and remote["transactionId"] == event_id
+    assert remote["body"]["content"] == "Agenda:<br>1. &lt;b&gt; means bold", "plain text, shown as written"
     assert remote["start"]["dateTime"].startswith("2026-12-01T09:00:00")
     assert one(sync(engine).inbound).updated == 0, "our own write echoes back as nothing"
 
@@ -352,3 +353,31 @@ def test_all_day_and_zoned_events_round_trip(adele: GraphApi, graph_url: str) ->
         assert adele.get(berlin[0][0])["originalStartTimeZone"] == "Europe/Berlin"
     finally:
         provider.close()
+
+
+def test_outlook_html_bodies_are_plain_text_here_and_keep_their_formatting_there(
+    engine: Engine, adele: GraphApi, graph_url: str
+) -> None:
+    """Outlook keeps bodies as HTML documents; calsync's description (which travels to Google, CalDAV
+    and meeting agendas) is the text a reader sees, and an edit elsewhere leaves the formatting alone."""
+    calendar = adele.calendar_id()
+    markup = ("<html><head><style>p {color: red}</style></head><body><p>Agenda</p>"
+              "<ul><li><b>budget</b> &amp; hiring</li><li>offsite</li></ul></body></html>")
+    made = adele.http.post(f"/me/calendars/{calendar}/events", json={
+        "subject": "Board", "body": {"contentType": "html", "content": markup},
+        "start": {"dateTime": "2026-12-02T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-02T10:00:00", "timeZone": "UTC"}}).raise_for_status().json()
+    binding = bind(engine, graph_url, calendar)
+    sync(engine)
+    row = local_events(engine, binding)[made["id"]]
+    assert row["description"] == "Agenda\nbudget & hiring\noffsite"
+
+    local.update_event(engine, row["id"], {"title": "Board (moved)"}, if_version=row["version"])
+    sync(engine)
+    assert adele.get(made["id"])["body"]["content"] == markup, "the formatting was not rewritten"
+    assert one(sync(engine).inbound).updated == 0
+
+    local.update_event(engine, row["id"], {"description": "Agenda\nbudget only"}, if_version=row["version"] + 1)
+    sync(engine)
+    assert adele.get(made["id"])["body"]["content"] == "Agenda<br>budget only"
+    assert one(sync(engine).inbound).updated == 0, "our own write reads back as the same text"

@@ -1,8 +1,10 @@
 """Microsoft Graph event JSON <-> calsync EventData.
 
 Mapping (Graph -> EventData)
-    subject -> title; body.content -> description (HTML kept as is; we also write descriptions back as
-    ``contentType: html`` so they round-trip unchanged); location.displayName -> location; start/end
+    subject -> title; body.content -> description as plain text (Outlook keeps every body as an HTML
+    document; html_text renders it, and the original HTML is kept in ``extra["graph"]["bodyHtml"]``
+    and written back as it was while the text is unchanged, so formatting survives a round trip that
+    did not touch the description); location.displayName -> location; start/end
     (read in UTC thanks to ``Prefer: outlook.timezone="UTC"``) -> canonical UTC, or dates when
     ``isAllDay``; originalStartTimeZone -> time_zone when it is an IANA name other than UTC;
     attendees (emailAddress.address/name, status.response, type optional); iCalUId -> ical_uid;
@@ -86,6 +88,7 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import ProviderError
+from calsync.providers.html_text import html_to_text, text_to_html
 
 # writable Graph fields calsync does not model but carries back when it writes an event
 PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isReminderOn",
@@ -93,7 +96,7 @@ PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isRemi
 KEPT_FIELDS = PRESERVED_FIELDS + ("recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
 _RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative",
               "organizer": "accepted", "none": "needsAction", "notResponded": "needsAction"}
-_CONFERENCE_RE = re.compile(r'\s*<div id="calsync-conference" data-conference="([^"]*)">.*?</div>\s*', re.DOTALL)
+_CONFERENCE_RE = re.compile(r'<div id="calsync-conference" data-conference="([^"]*)">.*?</div>', re.DOTALL)
 
 
 # --- recurrence: RRULE <-> patternedRecurrence -------------------------------------------------
@@ -462,8 +465,12 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
     start = _boundary(item.get("start"), all_day)
     end = _boundary(item.get("end"), all_day)
     original = canonical_time(item["originalStart"], False) if item.get("originalStart") and series else None
-    content = (item.get("body") or {}).get("content") or ""
-    content, conference = _conference_from_body(content)
+    body = item.get("body") or {}
+    content, conference = _conference_from_body(body.get("content") or "")
+    kept = {k: item[k] for k in KEPT_FIELDS if item.get(k) is not None}
+    if str(body.get("contentType") or "html").lower() == "html":
+        kept["bodyHtml"] = content
+        content = html_to_text(content)
     online = item.get("onlineMeeting") or {}
     if conference is None and online.get("joinUrl"):
         conference = {"type": "teams", "name": "Microsoft Teams", "conference_id": online.get("conferenceId"),
@@ -493,7 +500,7 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
         ],
         conference=conference,
         ical_uid=item.get("iCalUId"),
-        extra={"graph": {k: item[k] for k in KEPT_FIELDS if item.get(k) is not None}},
+        extra={"graph": kept},
     )
     if item.get("recurrence") and not series and start:
         data.recurrence = recurrence_lines(item["recurrence"], anchor_of(data), exdates)
@@ -563,7 +570,9 @@ def event_to_graph(data: EventData, *, create: bool = False, recurrence: bool | 
     series = series_of(data)
     if series is not None and (create if recurrence is None else recurrence):
         body["recurrence"] = series[0]
-    content = data.description or ""
+    text = data.description or ""
+    original = kept.get("bodyHtml")
+    content = original if original is not None and html_to_text(original) == text else text_to_html(text)
     location: dict[str, Any] = {"displayName": data.location or ""}
     conference = data.conference
     if conference and conference.get("provider") and conference.get("join_url"):
