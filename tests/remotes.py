@@ -322,8 +322,6 @@ class GraphRemote(Remote):
 
     def remove_conference(self, remote_id: str, calendar: str | None = None) -> None:
         """Outlook: the user deletes the join block from the body (and the join link from the location)."""
-        import re
-
         current = self.http.get(f"/me/events/{remote_id}").raise_for_status().json()
         content = (current.get("body") or {}).get("content") or ""
         stripped = re.sub(r'<div id="calsync-conference".*?</div>', "", content, flags=re.DOTALL)

@@ -17,7 +17,12 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Engine
 
-from calsync.conferencing.base import Conference, ConferenceAdapter, ConferenceError, MeetingSpec
+from calsync.conferencing.base import (
+    Conference,
+    ConferenceAdapter,
+    ConferenceError,
+    MeetingSpec,
+)
 from calsync.engine import inbound
 from calsync.engine.pool import ProviderPool
 from calsync.model import RemoteEvent, utcnow
@@ -52,9 +57,12 @@ def enqueue_for_changed_events(conn: Connection, changed_rows: list[dict[str, An
 
 
 def meeting_spec(event: dict[str, Any]) -> MeetingSpec:
+    """The meeting fields of an event. The description is compared without surrounding whitespace:
+    providers trim or add line breaks when they store a body (Graph around the conference block we
+    append), and that must not cost a conference update."""
     return MeetingSpec(
         title=event["title"], start=event["start"], end=event["end"], time_zone=event["time_zone"],
-        description=event["description"],
+        description=(event["description"] or "").strip() or None,
         attendees=tuple(sorted(a["email"] for a in event["attendees"] or [] if a.get("email"))),
     )
 
@@ -143,12 +151,18 @@ class ConferenceEngine:
         return {"id": intent["id"], **values}
 
     def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
-        """The first conference on a calendar: a notification channel (only if none exists) and a token."""
+        """The first conference on a calendar: a notification channel (only if none exists, and only
+        for a pulled binding whose provider can push: CalDAV has no channels, its poll timer covers
+        it) and a token."""
         for binding in calendar_bindings:
-            with self.engine.begin() as conn:
-                store.ensure_channel_intent(conn, binding["id"])
-            if binding["direction"] != "push" and not binding["sync_token"]:
-                inbound.sync_binding(self.engine, self.providers.get(binding["account_id"]), binding["id"])
+            if binding["direction"] == "push":
+                continue  # nothing is pulled from it: no channel, no token
+            provider = self.providers.get(binding["account_id"])
+            if getattr(provider, "supports_push", True):
+                with self.engine.begin() as conn:
+                    store.ensure_channel_intent(conn, binding["id"])
+            if not binding["sync_token"]:
+                inbound.sync_binding(self.engine, provider, binding["id"])
 
     # --- keeping in step ---------------------------------------------------------------
 
