@@ -1,9 +1,15 @@
-"""`calsync demo`: emulated Google accounts and a Zoom emulator with sample data, bound and synced end to end.
+"""`calsync demo`: every kind of account calsync syncs, with sample data, bound and synced end to end.
+
+Google Calendar (two emulated users, three calendars), Outlook through Microsoft Graph (an emulated
+mailbox), a real Radicale CalDAV server (a child process with throwaway storage; skipped with a message
+when Radicale is not installed), a Zoom emulator for the meetings, and one calendar mirrored between
+Google and Outlook through the hub (one local calendar, two bindings).
 
 By default the whole service runs (REST API, web page, webhook receiver, workers) on a SQLite database,
-with the emulators in-process, until Ctrl-C; its own URL is the public URL the emulated Google calls
-back, so a change made on the emulator reaches the open page within a second or two. `--once` does a
-one-shot run instead: initial sync, Zoom meetings, remote edits, incremental sync, printed, then exit.
+with the emulators in-process, until Ctrl-C; its own URL is the public URL the emulated Google and
+Outlook call back, so a change made on either emulator reaches the open page within a second or two. CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. `--once` does a
+one-shot run instead: initial sync, Zoom meetings, remote edits, incremental sync, a Google event
+reaching Outlook through the mirror, printed, then exit.
 """
 from __future__ import annotations
 
@@ -23,9 +29,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from calsync import caldav_server
+from calsync.caldav_server import CalDAVServer
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.conferencing.zoom import ZoomAdapter
 from calsync.emulators.google import GoogleEmulator, create_app
+from calsync.emulators.graph import GraphEmulator
+from calsync.emulators.graph import create_app as create_graph_app
 from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.emulators.zoom import ZoomEmulator
 from calsync.emulators.zoom import create_app as create_zoom_app
@@ -34,7 +44,9 @@ from calsync.engine.conferences import ConferenceEngine
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import sync_once
+from calsync.providers.caldav import CalDAVProvider
 from calsync.providers.google import GoogleProvider
+from calsync.providers.graph import GraphProvider
 from calsync.store import repo
 from calsync.store.db import open_engine
 
@@ -45,6 +57,27 @@ SAMPLE = (
     ("bob", None, 150, "#2e9d62"),
 )
 MEETINGS = 12  # Zoom meetings made for the next single events of the first calendar
+OUTLOOK_USER = "alice"  # the Graph emulator's mailbox alice@contoso.example (any bearer token is a mailbox)
+OUTLOOK_EVENTS = 60  # seeded into the mailbox's default calendar; one in 15 a weekly series
+OUTLOOK_COLOUR = "#11849b"
+CALDAV_USER = "carol"  # Radicale runs without authentication: the user name picks the calendar home
+CALDAV_COLOUR = "#8e44ad"
+# (summary, day after the demo's first day, hour (UTC), hours, location, recurrence rule)
+CALDAV_SAMPLE = (
+    ("Book club", 2, 17, 2, "Library, 2nd floor", "FREQ=WEEKLY;COUNT=6"),
+    ("Dentist", 4, 8, 1, "Dr. Molnar, Hauptstrasse 5", None),
+    ("Climbing with Sam", 6, 16, 2, "Boulder hall", None),
+    ("Piano lesson", 8, 15, 1, None, "FREQ=WEEKLY;INTERVAL=2;COUNT=3"),
+    ("Farmers' market stall", 12, 7, 4, "Market square", None),
+    ("Call with the landlord", 15, 10, 1, None, None),
+    ("Dinner at Ana's", 19, 18, 3, "Ana's place", None),
+    ("Bike repair pickup", 23, 9, 1, "Velo workshop", None),
+)
+MIRROR_NAME = "Shared: Google + Outlook"  # the local calendar with a Google and an Outlook binding
+MIRROR_GOOGLE, MIRROR_OUTLOOK = "Shared with Outlook", "Shared with Google"  # their remote calendars
+MIRROR_EVENTS = 10  # single events seeded on the Google side; the hub copies them to Outlook
+MIRROR_COLOUR = "#c0392b"
+DEMO_POLL_SECONDS = 15.0  # CalDAV changes arrive by polling (Google and Outlook ones by push; polls are the safety net)
 
 
 def _utc(value: datetime) -> str:
@@ -69,11 +102,19 @@ def _seed(base: str, start: datetime) -> list[tuple[str, str, str]]:
     return made
 
 
-def _results_table(title: str, results: list) -> Table:  # type: ignore[type-arg]
+def _binding_labels(engine: Engine) -> dict[str, str]:
+    """binding id -> "provider: local calendar", for the printed tables."""
+    with engine.begin() as conn:
+        names = {c["id"]: c["name"] for c in repo.list_calendars(conn)}
+        kinds = {a["id"]: a["provider"] for a in repo.list_accounts(conn)}
+        return {b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}" for b in repo.list_bindings(conn)}
+
+
+def _results_table(title: str, results: list, labels: dict[str, str]) -> Table:  # type: ignore[type-arg]
     table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "status", title=title)
     for r in results:
-        table.add_row(r.binding_id[:12], "full" if r.full else "incremental", str(r.pages), str(r.requests),
-                      str(r.created), str(r.updated), str(r.deleted), r.status)
+        table.add_row(labels.get(r.binding_id, r.binding_id[:12]), "full" if r.full else "incremental", str(r.pages),
+                      str(r.requests), str(r.created), str(r.updated), str(r.deleted), r.status)
     return table
 
 
@@ -98,11 +139,18 @@ class Demo:
 
     google: RunningServer
     zoom: RunningServer
+    graph: RunningServer
     adapter: ZoomAdapter
     db_url: str
     engine: Engine
-    accounts: dict[str, str] = field(default_factory=dict)  # token -> account id
-    calendars: list[tuple[str, str]] = field(default_factory=list)  # (token, remote calendar id)
+    caldav: CalDAVServer | None = None  # None when Radicale is not installed
+    accounts: dict[str, str] = field(default_factory=dict)  # Google token -> account id
+    calendars: list[tuple[str, str]] = field(default_factory=list)  # Google (token, remote calendar id)
+    outlook_account: str | None = None
+    caldav_account: str | None = None
+    outlook_calendars: dict[str, str] = field(default_factory=dict)  # Outlook calendar name -> Graph id
+    caldav_calendar: str | None = None  # the collection path on Radicale
+    mirror: dict[str, str] = field(default_factory=dict)  # calendar_id, google/outlook binding and remote ids
     conferences: list[dict[str, Any]] = field(default_factory=list)
     service: RunningServer | None = None
     pool: Any = None  # calsync.service.app.WorkerPool once serving
@@ -131,12 +179,13 @@ class Demo:
         self.service = serve_in_thread(create_service(self.engine, metrics, wake=self.pool.wake,
                                                       adapters=self.adapters, demo=self), host=host, port=port)
         self.pool.settings = WorkerSettings(public_url=self.service.url, idle_sleep=0.25, debounce=0.2,
-                                            poll_interval=120.0)
+                                            poll_interval=DEMO_POLL_SECONDS)
         self.pool.start()
         self.pool.wake.set()
         return self.service.url
 
     def stop(self) -> None:
+        """Workers, service, emulators, and the Radicale process with its storage: nothing is left behind."""
         if self.pool is not None:
             self.pool.stop(timeout=10)
         if self.service is not None:
@@ -144,13 +193,17 @@ class Demo:
         self.engine.dispose()
         self.adapter.close()
         self.zoom.stop()
+        self.graph.stop()
         self.google.stop()
+        if self.caldav is not None:
+            self.caldav.close()
 
     # --- the demo control ----------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
         return {
             "google_emulator": self.google.url, "zoom_emulator": self.zoom.url, "database": self.db_url,
+            "graph_emulator": self.graph.url, "caldav_server": self.caldav.url if self.caldav else None,
             "accounts": sorted(self.accounts),
             "kinds": {
                 "create": "a new event appears in Google Calendar",
@@ -227,6 +280,21 @@ class Demo:
     def _google(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=f"{self.google.url}/calendar/v3", headers={"Authorization": f"Bearer {token}"})
 
+    def outlook(self) -> httpx.Client:
+        """The Graph API of the emulated Outlook mailbox, as another Outlook client would use it."""
+        return _outlook_client(self.graph.url)
+
+    def outlook_events(self, calendar_id: str) -> list[dict[str, Any]]:
+        """Every single event and series master of an Outlook calendar (Graph's /events listing)."""
+        found: list[dict[str, Any]] = []
+        with self.outlook() as api:
+            url: str | None = f"/me/calendars/{calendar_id}/events?$top=1000"
+            while url:
+                body = api.get(url).raise_for_status().json()
+                found += body["value"]
+                url = body.get("@odata.nextLink")
+        return found
+
     def _binding_ids(self) -> list[str]:
         with self.engine.begin() as conn:
             return [b["id"] for b in repo.list_bindings(conn)]
@@ -252,17 +320,21 @@ def _retitled(title: str, note: str) -> str:
 
 
 def prepare(db: str | None = None, console: Console | None = None) -> Demo:
-    """Start the emulators, seed two accounts and three calendars, bind them to a fresh database,
+    """Start the emulators (and Radicale), seed every account, bind the calendars to a fresh database,
     run the initial sync and create Zoom meetings for the next events."""
     console = console or Console(file=io.StringIO())
     db_url = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='calsync-demo-')) / 'calsync.db'}"
     google = serve_in_thread(create_app(GoogleEmulator()))
     zoom = serve_in_thread(create_zoom_app(ZoomEmulator()))
+    graph = serve_in_thread(create_graph_app(GraphEmulator()))
     adapter = _zoom_adapter(zoom)
     engine = open_engine(db_url)
-    demo = Demo(google=google, zoom=zoom, adapter=adapter, db_url=db_url, engine=engine)
+    demo = Demo(google=google, zoom=zoom, graph=graph, adapter=adapter, db_url=db_url, engine=engine)
     try:
+        demo.caldav = _start_radicale(console)
         console.print(f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {google.url}\n"
+                      f"  Outlook (Microsoft Graph) emulator: {graph.url}\n"
+                      f"  CalDAV (Radicale): {demo.caldav.url if demo.caldav else 'skipped'}\n"
                       f"  Zoom emulator: {zoom.url}\n  database: {db_url}")
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
         seeded = _seed(google.url, start)
@@ -279,16 +351,105 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
                 calendar = repo.create_calendar(conn, info.name, info.time_zone, colour)
                 repo.create_binding(conn, calendar, demo.accounts[token], calendar_id, "two-way")
             demo.calendars.append((token, calendar_id))
-        console.print(f"  {len(demo.accounts)} accounts, {len(demo.calendars)} calendars bound")
+        _add_outlook(demo, start)
+        if demo.caldav is not None:
+            _add_caldav(demo, demo.caldav, start)
+        _add_mirror(demo, start)
+        with engine.begin() as conn:
+            accounts, calendars = len(repo.list_accounts(conn)), len(repo.list_calendars(conn))
+        console.print(f"  {accounts} accounts, {calendars} calendars bound "
+                      f"('{MIRROR_NAME}' mirrors Google and Outlook through the hub)")
         t0 = time.perf_counter()
         first = sync_once(engine, adapters=demo.adapters)
-        console.print(_results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first.inbound))
+        console.print(_results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first.inbound,
+                                     _binding_labels(engine)))
+        mirrored = sum(r.created for r in first.outbound if r.binding_id == demo.mirror["outlook_binding"])
+        console.print(f"  {mirrored} events of '{MIRROR_GOOGLE}' (Google) copied to '{MIRROR_OUTLOOK}' (Outlook)")
         demo.conferences = _add_conferences(engine, adapter)
         console.print(f"  {len(demo.conferences)} Zoom meetings created and written onto their Google events")
     except BaseException:
         demo.stop()
         raise
     return demo
+
+
+def _start_radicale(console: Console) -> CalDAVServer | None:
+    """A real Radicale on loopback with throwaway storage, or None (and why) when it is not installed."""
+    if not caldav_server.available("radicale"):
+        console.print("  [yellow]CalDAV demo account skipped:[/yellow] Radicale is not installed "
+                      "(pip install radicale, or install calsync with its dev extras, to add it)")
+        return None
+    return caldav_server.start_server("radicale", username=CALDAV_USER, password="demo")
+
+
+def _outlook_client(base: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{base}/v1.0", headers={"Authorization": f"Bearer {OUTLOOK_USER}"})
+
+
+def _add_outlook(demo: Demo, start: datetime) -> None:
+    """The Outlook mailbox: its default calendar seeded with sample events, bound on its own, and an
+    empty second calendar that becomes the Outlook side of the mirror."""
+    mailbox = GraphEmulator.user_email(OUTLOOK_USER)
+    with _outlook_client(demo.graph.url) as api:
+        default = next(c for c in api.get("/me/calendars").raise_for_status().json()["value"]
+                       if c["isDefaultCalendar"])
+        shared = api.post("/me/calendars", json={"name": MIRROR_OUTLOOK}).raise_for_status().json()
+    httpx.post(f"{demo.graph.url}/emulator/calendars/{mailbox}/seed", json={
+        "count": OUTLOOK_EVENTS, "start": _utc(start), "days": 42, "seed": 4, "recurring_every": 15,
+    }).raise_for_status()
+    demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
+    with demo.engine.begin() as conn:
+        demo.outlook_account = repo.create_account(conn, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
+                                                   demo.graph.url, {"token": OUTLOOK_USER})
+        calendar = repo.create_calendar(conn, f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR)
+        repo.create_binding(conn, calendar, demo.outlook_account, default["id"], "two-way")
+
+
+def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
+    """A calendar on Radicale with a handful of events PUT as any CalDAV client would, then bound."""
+    with server.client() as http:
+        path = caldav_server.make_calendar(server, "personal", f"{CALDAV_USER.title()}'s personal calendar",
+                                           http=http)
+        for n, (summary, day, hour, hours, location, rule) in enumerate(CALDAV_SAMPLE):
+            lines = [f"LOCATION:{location}" if location else "", f"RRULE:{rule}" if rule else "",
+                     f"DESCRIPTION:Sample event {n + 1} on Radicale, made by the demo as another CalDAV client."]
+            text = caldav_server.ics(f"demo-{n}@radicale.calsync", summary,
+                                     start + timedelta(days=day, hours=hour), hours=hours, body="\n".join(lines))
+            http.put(f"{path}demo-{n}.ics", content=text.encode(),
+                     headers={"Content-Type": "text/calendar; charset=utf-8", "If-None-Match": "*"}
+                     ).raise_for_status()
+    provider = CalDAVProvider(server.url, server.username, server.password)
+    try:
+        info = {c.remote_id: c for c in provider.list_calendars()}[path]
+    finally:
+        provider.close()
+    demo.caldav_calendar = path
+    with demo.engine.begin() as conn:
+        demo.caldav_account = repo.create_account(conn, "caldav", f"{server.username} (Radicale CalDAV)", server.url,
+                                                  {"username": server.username, "password": server.password})
+        calendar = repo.create_calendar(conn, info.name, info.time_zone, CALDAV_COLOUR)
+        repo.create_binding(conn, calendar, demo.caldav_account, path, "two-way")
+
+
+def _add_mirror(demo: Demo, start: datetime) -> None:
+    """One local calendar bound to a Google calendar and to an Outlook calendar: what arrives from one
+    side is queued for the other (the Google side starts with sample events, the Outlook side empty)."""
+    token = SAMPLE[0][0]
+    with demo._google(token) as api:
+        google_id = api.post("/calendars", json={"summary": MIRROR_GOOGLE, "timeZone": "Europe/Berlin"}
+                             ).raise_for_status().json()["id"]
+    httpx.post(f"{demo.google.url}/emulator/calendars/{google_id}/seed", json={
+        "count": MIRROR_EVENTS, "start": _utc(start + timedelta(days=7)), "days": 21, "seed": 9,
+    }).raise_for_status()
+    outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
+    assert demo.outlook_account is not None
+    with demo.engine.begin() as conn:
+        calendar = repo.create_calendar(conn, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
+        google_binding = repo.create_binding(conn, calendar, demo.accounts[token], google_id, "two-way")
+        outlook_binding = repo.create_binding(conn, calendar, demo.outlook_account, outlook_id, "two-way")
+    demo.calendars.append((token, google_id))
+    demo.mirror = {"calendar_id": calendar, "google_binding": google_binding, "google_calendar": google_id,
+                   "outlook_binding": outlook_binding, "outlook_calendar": outlook_id}
 
 
 def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS) -> list[dict[str, Any]]:
@@ -346,6 +507,20 @@ def _move_one(demo: Demo, conference: dict[str, Any], console: Console) -> None:
     console.print(f"  moved '{event['title']}' by two hours in Google Calendar")
 
 
+def _mirror_once(demo: Demo, console: Console) -> None:
+    """An event made in the mirrored Google calendar, one sync, and its copy found in Outlook."""
+    title = "Planning lunch (made in Google, mirrored to Outlook)"
+    at = _next_hour() + timedelta(days=2)
+    with demo._google(SAMPLE[0][0]) as api:
+        api.post(f"/calendars/{demo.mirror['google_calendar']}/events", json={
+            "summary": title, "start": {"dateTime": _utc(at)}, "end": {"dateTime": _utc(at + timedelta(hours=1))},
+        }).raise_for_status()
+    sync_once(demo.engine, binding_ids=[demo.mirror["google_binding"], demo.mirror["outlook_binding"]])
+    copies = [e for e in demo.outlook_events(demo.mirror["outlook_calendar"]) if e["subject"] == title]
+    where = f"in Outlook as {copies[0]['id'][:16]}..." if copies else "not yet in Outlook"
+    console.print(f"  mirror: '{title}' created in Google Calendar, one sync later {where}")
+
+
 def _meeting(adapter: ZoomAdapter, conference_id: str) -> str:
     got = adapter.get(conference_id)
     details = got.details if got else {}
@@ -359,11 +534,13 @@ def run_once(demo: Demo, console: Console) -> None:
     _move_one(demo, demo.conferences[0], console)
     console.print(f"  Zoom meeting before the sync: {_meeting(demo.adapter, meeting)}")
     second = sync_once(demo.engine, adapters=demo.adapters)
-    console.print(_results_table("incremental sync (one request per calendar with nothing new)", second.inbound))
+    console.print(_results_table("incremental sync (one request per calendar with nothing new)", second.inbound,
+                                 _binding_labels(demo.engine)))
     c = second.conferences
     console.print(f"  conference work: {c.updated} updated, {c.deleted} deleted, {c.unchanged} unchanged "
                   f"({demo.adapter.request_count} Zoom requests in all)")
     console.print(f"  Zoom meeting after the sync:  {_meeting(demo.adapter, meeting)}")
+    _mirror_once(demo, console)
     with demo.engine.begin() as conn:
         total = repo.count_events(conn)
         now = _utc(datetime.now(UTC))
@@ -407,8 +584,13 @@ def run_demo(db: str | None, *, host: str = "127.0.0.1", port: int = 8000, once:
             console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc} (try --port 0 for any free port)")
             raise SystemExit(1) from exc
         console.print(f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
-                      f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google\n"
-                      f"  Google tokens: {', '.join(sorted(demo.accounts))}. Ctrl-C to stop.")
+                      f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
+                      f"  Google tokens: {', '.join(sorted(demo.accounts))} · Outlook token: {OUTLOOK_USER} "
+                      f"({demo.graph.url}/v1.0)"
+                      + (f" · CalDAV: {demo.caldav.url} as {demo.caldav.username}" if demo.caldav else "")
+                      + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
+                      f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
+                      f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop.")
         _stop_on_sigterm()
         while True:
             time.sleep(3600)

@@ -1,0 +1,150 @@
+"""What the inbound benchmarks share: the emulator process, the fresh child per size, the figures.
+
+Each provider's script (bench/inbound_google.py, bench/inbound_graph.py) only says how to seed its
+emulator, make a provider client, and change N events as another client would; everything measured
+is measured here the same way, so the figures of two providers compare.
+
+The emulator runs in its own process, and each size is synced by a fresh child process (the script
+itself, with `--child`), so the RSS figures are the sync's own and not the emulator's or the seed's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from calsync.providers.base import Provider
+
+class InboundTarget(Protocol):
+    """One provider under benchmark."""
+
+    kind: str  # the account kind and the `calsync emulator KIND` name
+    token: str  # the bearer token the benchmark acts as
+
+    def default_page_size(self, base: str) -> int:
+        """The page size asked for when --page-size is not given (the largest the service allows)."""
+
+    def seed(self, base: str, size: int) -> str:
+        """Make `size` events server-side (fast, through the admin surface); returns the calendar id."""
+
+    def provider(self, base: str, page_size: int) -> Provider:
+        """A calsync provider client for the benchmark's mailbox."""
+
+    def remote_changes(self, base: str, calendar_id: str, count: int) -> None:
+        """Change `count` events as another client would: three in four edited, one in four deleted."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, page_size: int) -> None:
+    """Runs in a fresh process: full sync, N remote changes, incremental sync; prints one JSON line."""
+    from calsync.engine.inbound import sync_binding
+    from calsync.store import repo
+    from calsync.store.db import open_engine
+
+    folder = Path(tempfile.mkdtemp(prefix="calsync-bench-"))
+    engine = open_engine(f"sqlite:///{folder / 'bench.db'}")
+    with engine.begin() as conn:
+        account = repo.create_account(conn, target.kind, "bench", base_url, {"token": target.token})
+        calendar = repo.create_calendar(conn, "bench")
+        binding = repo.create_binding(conn, calendar, account, calendar_id, "two-way")
+    rss_before = peak_rss_mb()
+    provider = target.provider(base_url, page_size)
+    started = time.perf_counter()
+    full = sync_binding(engine, provider, binding)
+    full_seconds = time.perf_counter() - started
+    rss_full = peak_rss_mb()
+    assert full.status == "ok", full.message
+
+    target.remote_changes(base_url, calendar_id, changes)
+    started = time.perf_counter()
+    incremental = sync_binding(engine, provider, binding)
+    incremental_seconds = time.perf_counter() - started
+    assert incremental.status == "ok", incremental.message
+    with engine.begin() as conn:
+        stored = repo.count_events(conn)
+    print(json.dumps({
+        "events": full.created, "stored": stored, "full_seconds": full_seconds,
+        "full_events_per_s": full.created / full_seconds, "full_requests": full.requests, "full_pages": full.pages,
+        "incremental_changes": incremental.updated + incremental.deleted + incremental.created,
+        "incremental_seconds": incremental_seconds, "incremental_requests": incremental.requests,
+        "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(), "rss_after_full_mb": rss_full,
+        "db_mb": (folder / "bench.db").stat().st_size / 2**20, "page_size": page_size,
+    }))
+
+
+def _wait_until_up(base: str) -> None:
+    for _ in range(100):
+        try:
+            httpx.get(f"{base}/emulator/requests", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the emulator at {base} did not start")
+
+
+HEADER = (f"{'events':>8} {'full s':>7} {'events/s':>9} {'req':>4} {'pages':>5} {'incr changes':>12} {'incr s':>7} "
+          f"{'incr req':>8} {'RSS start MB':>12} {'peak RSS MB':>11} {'db MB':>6}")
+
+
+def row(r: dict[str, Any]) -> str:
+    return (f"{r['events']:>8} {r['full_seconds']:>7.1f} {r['full_events_per_s']:>9.0f} {r['full_requests']:>4} "
+            f"{r['full_pages']:>5} {r['incremental_changes']:>12} {r['incremental_seconds']:>7.2f} "
+            f"{r['incremental_requests']:>8} {r['rss_before_mb']:>12.0f} {r['peak_rss_mb']:>11.0f} {r['db_mb']:>6.0f}")
+
+
+def main(target: InboundTarget, script: str, doc: str | None) -> None:
+    """The benchmark's command line: start the emulator, then per size reset, seed, sync in a child."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--page-size", type=int, default=0, help="default: the largest page the service allows")
+    parser.add_argument("--child", nargs=2, metavar=("BASE_URL", "CALENDAR_ID"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(target, args.child[0], args.child[1], args.changes, args.page_size)
+        return
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "calsync.cli", "emulator", target.kind, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_up(base)
+        page_size = args.page_size or target.default_page_size(base)
+        print(f"{target.kind} emulator, page size {page_size}, {args.changes} remote changes", flush=True)
+        print(HEADER, flush=True)
+        for size in (int(s) for s in args.sizes.split(",")):
+            httpx.post(f"{base}/emulator/reset").raise_for_status()
+            calendar_id = target.seed(base, size)
+            out = subprocess.run(
+                [sys.executable, script, "--child", base, calendar_id, "--changes", str(args.changes),
+                 "--page-size", str(page_size)],
+                capture_output=True, text=True, env=dict(os.environ),
+            )
+            if out.returncode:
+                raise SystemExit(f"the {size}-event run failed:\n{out.stderr[-3000:]}")
+            print(row(json.loads(out.stdout.strip().splitlines()[-1])), flush=True)
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)

@@ -1,0 +1,142 @@
+"""`calsync demo` as the browser tests and users get it (`start_demo()`): Google, Outlook (Graph) and a
+real Radicale CalDAV server, all synced, and a calendar mirrored between Google and Outlook by the hub."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from calsync import caldav_server
+from calsync.demo import DEMO_POLL_SECONDS, MIRROR_NAME, Demo, prepare, start_demo
+
+needs_radicale = pytest.mark.skipif(not caldav_server.available("radicale"),
+                                    reason="radicale is not installed: pip install -e '.[dev]'")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _utc(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    running = start_demo()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def api(demo: Demo, path: str) -> Any:
+    return httpx.get(f"{demo.url}/api/v1{path}").raise_for_status().json()
+
+
+@needs_radicale
+def test_google_outlook_and_caldav_accounts_are_bound_and_synced(demo: Demo) -> None:
+    status = api(demo, "/status")
+    kinds = {a["id"]: a["provider"] for a in status["accounts"]}
+    assert set(kinds.values()) == {"google", "graph", "caldav"}
+    assert all(a["state"] == "ok" for a in status["accounts"])
+    assert all(b["last_sync_status"] == "ok" and b["has_sync_token"] for b in status["bindings"])
+    calendars = api(demo, "/calendars")["calendars"]
+    events_of: dict[str, int] = {}
+    for calendar in calendars:
+        for binding in calendar["bindings"]:
+            kind = kinds[binding["account_id"]]
+            events_of[kind] = events_of.get(kind, 0) + calendar["event_count"]
+    assert all(events_of[kind] > 0 for kind in ("google", "graph", "caldav")), events_of
+
+    # the Radicale events arrived as CalDAV gave them: the recurring ones as series with their rule
+    caldav_calendar = next(c for c in calendars if any(kinds[b["account_id"]] == "caldav" for b in c["bindings"]))
+    listed = httpx.get(f"{demo.url}/api/v1/events", params={"calendar_id": caldav_calendar["id"], "limit": 100}
+                       ).raise_for_status().json()["events"]
+    assert "Book club" in {e["title"] for e in listed}
+    assert any(e["recurrence"] and "FREQ=WEEKLY" in e["recurrence"][0] for e in listed)
+    assert demo.caldav is not None and demo.caldav.process.poll() is None
+
+    # the mirrored calendar has one binding per side, and the Outlook side holds the Google side's events
+    mirror = next(c for c in calendars if c["name"] == MIRROR_NAME)
+    assert sorted(kinds[b["account_id"]] for b in mirror["bindings"]) == ["google", "graph"]
+    subjects = {e["subject"] for e in demo.outlook_events(demo.mirror["outlook_calendar"])}
+    with demo._google("alice") as google:
+        summaries = {e["summary"] for e in google.get(f"/calendars/{demo.mirror['google_calendar']}/events")
+                     .raise_for_status().json()["items"]}
+    assert summaries and summaries <= subjects
+
+
+def test_an_event_made_in_google_reaches_outlook_through_the_mirror(demo: Demo) -> None:
+    title = f"Made in Google for Outlook {os.getpid()}"
+    at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3, hours=1)
+    with demo._google("alice") as google:
+        google.post(f"/calendars/{demo.mirror['google_calendar']}/events", json={
+            "summary": title, "location": "Canteen",
+            "start": {"dateTime": _utc(at)}, "end": {"dateTime": _utc(at + timedelta(minutes=45))},
+        }).raise_for_status()
+    # Google notifies the service, which pulls the change and queues it for the Outlook binding
+    copy = wait_for(lambda: [e for e in demo.outlook_events(demo.mirror["outlook_calendar"])
+                             if e["subject"] == title], timeout=20, what="the copy in Outlook")[0]
+    assert datetime.fromisoformat(copy["start"]["dateTime"].rstrip("Z")[:19]) == at.replace(tzinfo=None)
+    assert copy["location"]["displayName"] == "Canteen"
+
+
+def test_an_event_made_in_outlook_reaches_google_through_the_mirror(demo: Demo) -> None:
+    title = f"Made in Outlook for Google {os.getpid()}"
+    at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=4, hours=2)
+    with demo.outlook() as outlook:
+        outlook.post(f"/me/calendars/{demo.mirror['outlook_calendar']}/events", json={
+            "subject": title, "start": {"dateTime": _utc(at)[:-1], "timeZone": "UTC"},
+            "end": {"dateTime": _utc(at + timedelta(hours=1))[:-1], "timeZone": "UTC"},
+        }).raise_for_status()
+
+    def on_google() -> list[dict[str, Any]]:
+        with demo._google("alice") as google:
+            items = google.get(f"/calendars/{demo.mirror['google_calendar']}/events").raise_for_status().json()
+        return [e for e in items["items"] if e.get("summary") == title]
+
+    # Outlook notifies the service (a Graph subscription); the poll timer would bring it in otherwise
+    (copy,) = wait_for(on_google, timeout=DEMO_POLL_SECONDS * 1.1 + 15, what="the copy in Google")
+    assert datetime.fromisoformat(copy["start"]["dateTime"]) == at
+
+
+@needs_radicale
+def test_stopping_the_demo_leaves_no_radicale_process_or_storage() -> None:
+    demo = prepare()
+    server = demo.caldav
+    assert server is not None and server.process.poll() is None and server.storage.exists()
+    demo.stop()
+    assert server.process.poll() is not None
+    assert not server.storage.exists()
+
+
+def test_without_radicale_the_demo_skips_its_caldav_account_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from calsync.store import repo
+
+    monkeypatch.setattr(caldav_server, "available", lambda kind: False)
+    out = io.StringIO()
+    demo = prepare(console=Console(file=out, width=200))
+    try:
+        assert demo.caldav is None and demo.caldav_account is None
+        assert "CalDAV demo account skipped: Radicale is not installed" in out.getvalue()
+        with demo.engine.begin() as conn:
+            assert {a["provider"] for a in repo.list_accounts(conn)} == {"google", "graph"}
+        assert demo.mirror["outlook_binding"]
+    finally:
+        demo.stop()
