@@ -342,11 +342,17 @@ def test_an_outlook_series_arrives_as_a_master_with_exdates_and_its_exceptions(
     assert exception["recurring_event_id"] == rows["Review"]["id"]
     assert exception["original_start"] == occurrences[1]["originalStart"]
 
+    # an incremental round reads the master through its instances: the same master, not a change
+    api.patch(f"/me/events/{occurrences[1]['id']}", json={"subject": "Review (moved again)"}).raise_for_status()
+    report = sync_once(engine, binding_ids=[binding], make_provider=make)
+    assert report.inbound[0].updated == 1, "only the exception changed"
+    assert {r["title"]: r for r in local_rows(engine, calendar)}["Review"]["version"] == rows["Review"]["version"]
+
     api.patch(f"/me/events/{master['id']}", json={"subject": "Review v2"}).raise_for_status()
     report = sync_once(engine, binding_ids=[binding], make_provider=make)
     assert report.inbound[0].deleted == 0, "a changed master is not taken for a deletion"
     titles = {r["title"] for r in local_rows(engine, calendar)}
-    assert titles == {"Review v2", "Review (moved)"}
+    assert titles == {"Review v2", "Review (moved again)"}
 
 
 def _index_of(day: date) -> str:

@@ -241,7 +241,8 @@ def _apply_page(
             result.unchanged += 1  # deletion of something we never had
         else:
             _three_way(conn, binding, item, link, series, now, writes, result)
-    repo.insert_events(conn, writes.new_events)
+    # series before their exceptions: a page may list an exception ahead of its master
+    repo.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
     repo.insert_links(conn, writes.new_links)
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)

@@ -123,16 +123,18 @@ class GraphProvider:
         full = sync_token is None
         now = datetime.now(UTC).replace(microsecond=0)
         if sync_token is None:
-            start, end = now + self.window[0], now + self.window[1]
+            start = now + self.window[0]
             url = f"/me/calendars/{_q(calendar_id)}/calendarView/delta"
-            params: dict[str, Any] | None = {"startDateTime": _iso(start), "endDateTime": _iso(end)}
+            params: dict[str, Any] | None = {
+                "startDateTime": _iso(start), "endDateTime": _iso(start + self.window[1] - self.window[0])}
         else:
             start, url = _split_token(sync_token)
             if now + self.window[0] - start > self.rebaseline_after:
                 raise SyncTokenInvalid("the delta window is too old: re-baselining over a fresh window")
             params = None
         headers = {"Prefer": f'outlook.timezone="UTC", IdType="ImmutableId", odata.maxpagesize={self.page_size}'}
-        folder = DeltaFolder(self.series)  # masters in, plain occurrences out (graph_series)
+        # masters in, plain occurrences out (graph_series), EXDATEs over the round's own window
+        folder = DeltaFolder(self.series, (start, start + self.window[1] - self.window[0]), full=full)
         while True:
             response = self.http.request("GET", url, params=params, headers=headers)
             if _is_reset(response):  # a dead delta token, or a skip token that died mid-round

@@ -95,32 +95,22 @@ class GraphSeries:
             url, params = body.get("@odata.nextLink"), None
         return found
 
-    def deleted_occurrences(self, master: dict[str, Any], anchor: SeriesAnchor) -> list[str]:
+    def deleted_occurrences(self, master: dict[str, Any], anchor: SeriesAnchor,
+                            window: tuple[datetime, datetime] | None = None) -> list[str]:
         """EXDATEs inside the window: pattern starts that the instances listing no longer holds."""
-        recurrence = master.get("recurrence") or {}
-        zone_name = (recurrence.get("range") or {}).get("recurrenceTimeZone") or master.get("originalStartTimeZone")
-        if not _same_zone(zone_name, anchor):
-            return []  # a Windows zone name: our expansion could disagree with Graph's around DST
-        lo, hi = self.window()
-        try:
-            expected = expected_starts(recurrence, anchor, lo, hi)
-        except (KeyError, ValueError):
-            return []
-        if not expected:
-            return []
-        present = set()
-        for item in self.instances(master["id"], lo, hi):
-            original = item.get("originalStart")
-            if original:
-                present.add(_original_key(original, anchor))
-        return [start for start in expected if start not in present]
+        window = window or self.window()
+        if not expected_in_window(master, anchor, window):
+            return []  # nothing to compare: spare the instances request
+        present = {_original_key(item["originalStart"], anchor) for item in self.instances(master["id"], *window)
+                   if item.get("originalStart") and not item.get("isCancelled")}
+        return missing_starts(master, anchor, present, window)
 
-    def master_change(self, master: dict[str, Any]) -> RemoteChange:
+    def master_change(self, master: dict[str, Any], window: tuple[datetime, datetime] | None = None) -> RemoteChange:
         """The master as calsync models it: RRULE from its pattern, EXDATEs from its missing occurrences."""
         plain = change_from_graph(master)
         if not isinstance(plain, RemoteEvent) or not plain.data.recurrence:
             return plain
-        return change_from_graph(master, self.deleted_occurrences(master, anchor_of(plain.data)))
+        return change_from_graph(master, self.deleted_occurrences(master, anchor_of(plain.data), window))
 
     def get(self, event_id: str) -> RemoteEvent | None:
         """GET one event; a master comes with its EXDATEs."""
@@ -170,6 +160,25 @@ class GraphSeries:
         return False, exdates  # delete_occurrences skips the ones already gone
 
 
+def expected_in_window(master: dict[str, Any], anchor: SeriesAnchor, window: tuple[datetime, datetime]) -> list[str]:
+    """Starts the master's pattern yields in the window; [] where our expansion cannot be trusted to
+    match Graph's (a Windows zone name: it could disagree around DST and invent deletions)."""
+    recurrence = master.get("recurrence") or {}
+    zone_name = (recurrence.get("range") or {}).get("recurrenceTimeZone") or master.get("originalStartTimeZone")
+    if not _same_zone(zone_name, anchor):
+        return []
+    try:
+        return expected_starts(recurrence, anchor, *window)
+    except (KeyError, ValueError):
+        return []
+
+
+def missing_starts(master: dict[str, Any], anchor: SeriesAnchor, present: set[str],
+                   window: tuple[datetime, datetime]) -> list[str]:
+    """The EXDATEs: expected starts in the window that no listed occurrence or exception holds."""
+    return [start for start in expected_in_window(master, anchor, window) if start not in present]
+
+
 def _same_zone(zone_name: Any, anchor: SeriesAnchor) -> bool:
     name = str(zone_name or "UTC")
     if name.upper() == "UTC":
@@ -195,12 +204,22 @@ def _iso(value: datetime) -> str:
 
 
 class DeltaFolder:
-    """Folds one delta round into masters + exceptions (see the module docstring)."""
+    """Folds one delta round into masters + exceptions (see the module docstring).
 
-    def __init__(self, series: GraphSeries) -> None:
+    EXDATEs are computed over the round's window (the one its delta token tracks), so a master reads
+    the same in every round until the window is re-based. A full round itself lists every occurrence
+    and exception in the window, so there the masters are emitted at its end with the EXDATEs its own
+    items imply: one request per series (the master) instead of two (master and instances).
+    Incremental rounds list only what changed, so there a master's EXDATEs come from its instances."""
+
+    def __init__(self, series: GraphSeries, window: tuple[datetime, datetime], *, full: bool) -> None:
         self.series = series
+        self.window = window
+        self.full = full
         self.masters: dict[str, RemoteChange] = {}
         self.removed: list[str] = []
+        self.waiting: dict[str, tuple[dict[str, Any], SeriesAnchor]] = {}  # full round: masters held to the end
+        self.present: dict[str, set[str]] = {}
 
     def page(self, items: list[dict[str, Any]]) -> list[RemoteChange]:
         out: list[RemoteChange] = []
@@ -210,16 +229,35 @@ class DeltaFolder:
                 continue
             master_id = item.get("seriesMasterId")
             if master_id and master_id not in self.masters:
-                raw = self.series.fetch(master_id)
-                change = self.series.master_change(raw) if raw is not None else RemoteDeletion(master_id)
-                self.masters[master_id] = change
-                out.append(change)
+                out.extend(self._meet(master_id))
+            held = self.waiting.get(master_id or "")
+            if held and item.get("originalStart") and not item.get("isCancelled"):
+                self.present.setdefault(master_id or "", set()).add(_original_key(item["originalStart"], held[1]))
             if item.get("type") == "occurrence" and not item.get("isCancelled"):
                 continue  # implied by the master's rule
             out.append(change_from_graph(item))
         return out
 
+    def _meet(self, master_id: str) -> list[RemoteChange]:
+        """The first item of a series in this round: fetch its master; emit it now, or hold it (full round)."""
+        raw = self.series.fetch(master_id)
+        if raw is None:
+            self.masters[master_id] = RemoteDeletion(master_id)
+            return [self.masters[master_id]]
+        plain = change_from_graph(raw)
+        self.masters[master_id] = plain
+        if self.full and isinstance(plain, RemoteEvent) and plain.data.recurrence:
+            self.waiting[master_id] = (raw, anchor_of(plain.data))
+            return []
+        change = self.series.master_change(raw, self.window)
+        self.masters[master_id] = change
+        return [change]
+
     def finish(self) -> list[RemoteChange]:
-        """The round's removals, less the masters it found alive."""
-        return [RemoteDeletion(rid) for rid in dict.fromkeys(self.removed)
-                if not isinstance(self.masters.get(rid), RemoteEvent)]
+        """Held masters with their EXDATEs, then the round's removals less the masters found alive."""
+        out: list[RemoteChange] = []
+        for master_id, (raw, anchor) in self.waiting.items():
+            exdates = missing_starts(raw, anchor, self.present.get(master_id, set()), self.window)
+            out.append(change_from_graph(raw, exdates))
+        return out + [RemoteDeletion(rid) for rid in dict.fromkeys(self.removed)
+                      if not isinstance(self.masters.get(rid), RemoteEvent)]
