@@ -639,3 +639,43 @@ def test_cli_adds_a_caldav_account_binds_and_syncs(tmp_path: Path, dav: DavCalen
     assert summary[0]["created"] == 3 and summary[0]["status"] == "ok"
     accounts = json.loads(calsync("account", "list", "--json"))
     assert accounts[0]["provider"] == "caldav" and accounts[0]["name"] == f"{dav.server.username}@127.0.0.1"
+
+
+# --- the fast iCalendar reader agrees with icalendar ---------------------------------------------
+
+READER_CASES = {
+    "series with overrides": SERIES,
+    "LF line ends": SERIES.replace("\r\n", "\n"),
+    "floating, DURATION, escapes": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\\,1\r\nDTSTART:20260101T100000\r\n"
+        "DURATION:PT1H30M\r\nSUMMARY:a\\,b\\;c\\nd\\Ne\\\\f\\:g\r\nSTATUS:tentative\r\nSEQUENCE:3\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n",
+    "all-day without end": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART;VALUE=DATE:20260101\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n",
+    "attendees, quoted and caret parameters": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n"
+        'DTSTART:20260101T100000Z\r\nORGANIZER;CN="Doe, J":MAILTO:X@y\r\n'
+        'ATTENDEE;CN="Doe, J";PARTSTAT=accepted;ROLE=OPT-PARTICIPANT:MAILTO:x@y\r\n'
+        "ATTENDEE;CN=A^nB^^C^'D:mailto:z@y\r\nURL:https://zoom.us/j/1\\,2\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    "recurrence spelling, zones": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n"
+        "DTSTART;TZID=Europe/Berlin:20260101T100000\r\n"
+        "EXDATE;TZID=Europe/Berlin:20260108T100000,20260115T100000\r\nRRULE:COUNT=3;FREQ=WEEKLY;BYDAY=MO,TU\r\n"
+        "RDATE;VALUE=DATE:20260301\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:x\r\n"
+        "RECURRENCE-ID;TZID=Europe/Berlin:20260122T100000\r\nDTSTART;TZID=America/New_York:20260122T100000\r\n"
+        "DTEND:20260122T180000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    "TZID=UTC and a DST gap": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART;TZID=UTC:20260329T023000\r\n"
+        "DTEND;TZID=Europe/Berlin:20260329T023000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    "left to icalendar (CONFERENCE)": "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART:20260101T100000Z\r\n"
+        "CONFERENCE;VALUE=URI;FEATURE=VIDEO:https://meet.example/x\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+}
+
+
+@pytest.mark.parametrize("text", list(READER_CASES.values()), ids=list(READER_CASES))
+def test_fast_reader_reads_what_icalendar_reads(text: str) -> None:
+    """remote_events takes the fast reader when it can; it must give what icalendar gives."""
+    slow = ical._remote_events_icalendar("r", '"e"', text)
+    fast = ical.remote_events("r", '"e"', text)
+    assert [(e.remote_id, e.etag, e.series_remote_id, e.updated) for e in fast] == \
+           [(e.remote_id, e.etag, e.series_remote_id, e.updated) for e in slow]
+    for a, b in zip(fast, slow, strict=True):
+        assert {**a.data.__dict__, "extra": None} == {**b.data.__dict__, "extra": None}
+        kept = ical._remote_events_icalendar("r", '"e"', a.data.extra["caldav"]["ics"])
+        assert kept[0].data.content_hash() == a.data.content_hash()  # the kept copy reads back the same

