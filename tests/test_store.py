@@ -44,3 +44,11 @@ def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
     with pytest.raises(Exception), engine.begin() as conn:
         repo.create_binding(conn, "no-such-calendar", "no-such-account", "x", "two-way")
+
+
+def test_the_known_schema_head_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from calsync.store.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD

@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# the newest migration; a test checks it against Alembic's own head. Knowing it lets an up-to-date
+# database open without importing and loading Alembic (a tenth of a second on every `calsync sync`).
+SCHEMA_HEAD = "0004"
 
 
 def default_url() -> str:
@@ -51,18 +55,29 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
+def stored_revision(engine: Engine) -> str | None:
+    """The schema revision the database records (None for a new, empty database)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:  # no alembic_version table yet
+        return None
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; a no-op when it is already there."""
+    if stored_revision(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+
     config = alembic_config()
-    head = ScriptDirectory.from_config(config).get_current_head()
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
