@@ -24,8 +24,19 @@ import pytest
 from calsync import caldav_server as shared
 from calsync.caldav_server import PASSWORD, USERNAME, CalDAVServer, ics, start_server
 
-__all__ = ["SERVERS", "USERNAME", "PASSWORD", "CalDAVServer", "start_server", "caldav_server", "dav", "ics",
-           "DavCalendar", "make_calendar", "provider_options"]
+__all__ = [
+    "PASSWORD",
+    "SERVERS",
+    "USERNAME",
+    "CalDAVServer",
+    "DavCalendar",
+    "caldav_server",
+    "dav",
+    "ics",
+    "make_calendar",
+    "provider_options",
+    "start_server",
+]
 
 SERVERS = shared.KINDS
 

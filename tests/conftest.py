@@ -146,8 +146,7 @@ def alice(google_url: str) -> GoogleApi:
 
 @pytest.fixture(scope="session")
 def graph_server() -> Iterator[RunningServer]:
-    """One Microsoft Graph emulator per test session, on a free loopback port (test modules that
-    define their own `graph_server` keep theirs)."""
+    """One Microsoft Graph emulator per test session, on a free loopback port."""
     from calsync.emulators.graph import GraphEmulator
     from calsync.emulators.graph import create_app as create_graph_app
 

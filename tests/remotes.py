@@ -24,8 +24,6 @@ from icalendar import Calendar
 from sqlalchemy import Engine, update
 
 from calsync.emulators.fault_proxy import FaultProxy
-from calsync.emulators.graph import GraphEmulator
-from calsync.emulators.graph import create_app as create_graph_app
 from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.model import Account
 from calsync.providers import ical, provider_for
@@ -499,13 +497,6 @@ class CalDAVRemote(Remote):
 
 
 @pytest.fixture(scope="session")
-def _graph_emulator() -> Iterator[RunningServer]:
-    server = serve_in_thread(create_graph_app(GraphEmulator()))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def _dav_servers() -> Iterator[dict[str, tuple[CalDAVServer, RunningServer, FaultProxy]]]:
     """Radicale and Xandikos, each started on first use, with its fault proxy; stopped at the end."""
     running: dict[str, tuple[CalDAVServer, RunningServer, FaultProxy]] = {}
@@ -536,9 +527,7 @@ def open_remote(name: str, request: pytest.FixtureRequest) -> Remote:
         url = request.getfixturevalue("google_url")
         return GoogleRemote(url)
     if name == "graph":
-        server = request.getfixturevalue("_graph_emulator")
-        httpx.post(f"{server.url}/emulator/reset").raise_for_status()
-        return GraphRemote(server.url)
+        return GraphRemote(request.getfixturevalue("graph_url"))
     remote = _dav_remote(name, request.getfixturevalue("_dav_servers"))
     request.addfinalizer(remote.close)
     return remote

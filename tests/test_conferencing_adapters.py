@@ -16,7 +16,13 @@ import pytest
 from calsync.conferencing import ADAPTERS, configured_adapters
 from calsync.conferencing.base import ConferenceError, MeetingSpec
 from calsync.conferencing.jitsi import JitsiAdapter, room_name
-from calsync.conferencing.webhook import ReplayGuard, RetryPolicy, WebhookAdapter, sign, verify
+from calsync.conferencing.webhook import (
+    ReplayGuard,
+    RetryPolicy,
+    WebhookAdapter,
+    sign,
+    verify,
+)
 from calsync.conferencing.zoom import ZoomAdapter, marker, patch_body
 from calsync.emulators.confhook import ConfhookEmulator
 from calsync.emulators.confhook import create_app as confhook_app

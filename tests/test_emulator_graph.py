@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.graph import GraphEmulator, create_app
 from calsync.emulators.server import RunningServer, serve_in_thread
 
 WINDOW = {"startDateTime": "2026-11-01T00:00:00Z", "endDateTime": "2026-12-01T00:00:00Z"}
@@ -103,12 +102,6 @@ def receiver() -> Iterator[Receiver]:
     yield rec
     rec.server.stop()
 
-
-@pytest.fixture(scope="module")
-def graph_server() -> Iterator[RunningServer]:
-    server = serve_in_thread(create_app(GraphEmulator()))
-    yield server
-    server.stop()
 
 
 @pytest.fixture()
@@ -190,7 +183,7 @@ class Graph:
 
     def subscribe(self, hook: Hook, resource: str = "me/events", minutes: int = 60,
                   change: str = "created,updated,deleted", **extra: Any) -> httpx.Response:
-        expiry = (datetime.now(timezone.utc) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        expiry = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
         body = {"changeType": change, "notificationUrl": hook.url, "resource": resource,
                 "expirationDateTime": expiry, "clientState": "s3cret", **extra}
         return self.post("/subscriptions", json=body, headers=extra.pop("headers", None) or {})
@@ -768,10 +761,10 @@ def test_subscription_fields_are_checked(alice: Graph, receiver: Receiver) -> No
 
 def test_renew_reauthorize_and_delete(alice: Graph, receiver: Receiver) -> None:
     sub = alice.subscribe(receiver.hook(), minutes=30).json()
-    later = (datetime.now(timezone.utc) + timedelta(minutes=4000)).isoformat()
+    later = (datetime.now(UTC) + timedelta(minutes=4000)).isoformat()
     renewed = alice.patch(f"/subscriptions/{sub['id']}", json={"expirationDateTime": later})
     assert renewed.status_code == 200 and renewed.json()["expirationDateTime"] > sub["expirationDateTime"]
-    too_far = (datetime.now(timezone.utc) + timedelta(minutes=5000)).isoformat()
+    too_far = (datetime.now(UTC) + timedelta(minutes=5000)).isoformat()
     assert alice.patch(f"/subscriptions/{sub['id']}", json={"expirationDateTime": too_far}).status_code == 400
     assert alice.post(f"/subscriptions/{sub['id']}/reauthorize").status_code == 204
     assert Graph(alice.base, "bob").get(f"/subscriptions/{sub['id']}").status_code == 404

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from calsync.emulators.graph import GraphEmulator, create_app
-from calsync.emulators.server import RunningServer, serve_in_thread
+from calsync.emulators.server import RunningServer
 
 try:
     import msgraph  # noqa: F401
@@ -28,19 +27,19 @@ except ImportError:  # a dev install has it; CI must not skip silently
         raise
     pytest.skip("msgraph-sdk is not installed: pip install -e '.[dev]'", allow_module_level=True)
 
-from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator  # noqa: E402
-from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (  # noqa: E402
+from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
+from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
     BaseBearerTokenAuthenticationProvider,
 )
-from kiota_abstractions.base_request_configuration import RequestConfiguration  # noqa: E402
-from msgraph import GraphRequestAdapter, GraphServiceClient  # noqa: E402
-from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone  # noqa: E402
-from msgraph.generated.models.event import Event  # noqa: E402
-from msgraph.generated.models.event_type import EventType  # noqa: E402
-from msgraph.generated.models.item_body import ItemBody  # noqa: E402
-from msgraph.generated.models.body_type import BodyType  # noqa: E402
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError  # noqa: E402
-from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (  # noqa: E402
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
+from msgraph.generated.models.event import Event
+from msgraph.generated.models.event_type import EventType
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
     DeltaRequestBuilder,
 )
 
@@ -60,12 +59,6 @@ class StaticToken(AccessTokenProvider):
     def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
         return AllowedHostsValidator([])
 
-
-@pytest.fixture(scope="module")
-def graph_server() -> Iterator[RunningServer]:
-    server = serve_in_thread(create_app(GraphEmulator()))
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

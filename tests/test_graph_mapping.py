@@ -15,13 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from calsync.emulators.graph import (
-    GraphEmulator,
     _check_recurrence,
     _Series,
     _When,
-    create_app,
 )
-from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.engine import inbound
 from calsync.engine.outbound import Pusher
 from calsync.engine.sync import sync_once
@@ -168,17 +165,6 @@ def test_rules_graph_cannot_express_are_refused(lines: list[str]) -> None:
 # --- over HTTP ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def graph_server() -> Iterator[RunningServer]:
-    server = serve_in_thread(create_app(GraphEmulator()))
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def graph_url(graph_server: RunningServer) -> str:
-    httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
-    return graph_server.url
 
 
 @pytest.fixture()

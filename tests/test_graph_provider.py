@@ -1,7 +1,6 @@
 """The Microsoft Graph provider against the Graph emulator over real HTTP, into a real SQLite store."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,8 +8,6 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from calsync.emulators.graph import GraphEmulator, create_app
-from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.engine import local
 from calsync.engine.inbound import SyncResult
 from calsync.engine.outbound import Pusher
@@ -79,17 +76,6 @@ def admin(base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Respons
     return httpx.request(method, f"{base_url}/emulator{path}", **kwargs).raise_for_status()
 
 
-@pytest.fixture(scope="session")
-def graph_server() -> Iterator[RunningServer]:
-    server = serve_in_thread(create_app(GraphEmulator()))
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def graph_url(graph_server: RunningServer) -> str:
-    httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
-    return graph_server.url
 
 
 @pytest.fixture()
