@@ -150,7 +150,11 @@ class GraphProvider:
             delta_link = body.get("@odata.deltaLink")
             if not delta_link:
                 raise ProviderError("calendarView/delta ended without @odata.deltaLink", status=response.status_code)
-            items.extend(folder.finish())
+            held = list(folder.held_masters())  # a full round's series, each with its EXDATEs
+            for at in range(0, len(held), self.page_size):
+                yield ChangePage(items=held[at:at + self.page_size], full=full, last=False)
+            del held
+            items.extend(folder.removals())
             token = f"{_iso(start)}{TOKEN_SEPARATOR}{delta_link}"
             yield ChangePage(items=items, full=full, last=True, sync_token=token)
             return

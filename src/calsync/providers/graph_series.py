@@ -30,7 +30,8 @@ Writing
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +52,7 @@ from calsync.providers.graph_mapping import (
     anchor_of,
     change_from_graph,
     expected_starts,
+    recurrence_lines,
     same_recurrence,
     series_of,
 )
@@ -216,10 +218,11 @@ class DeltaFolder:
         self.series = series
         self.window = window
         self.full = full
-        self.masters: dict[str, RemoteChange] = {}
+        self.alive: dict[str, bool] = {}  # every master met this round: found (True) or gone (False)
         self.removed: list[str] = []
-        self.waiting: dict[str, tuple[dict[str, Any], SeriesAnchor]] = {}  # full round: masters held to the end
-        self.present: dict[str, set[str]] = {}
+        # full round: masters held to the end, with the expected starts no listed item has claimed yet
+        # (a series' occurrences come together, so these sets drain as fast as they fill)
+        self.waiting: dict[str, tuple[RemoteEvent, dict[str, Any], SeriesAnchor, set[str]]] = {}
 
     def page(self, items: list[dict[str, Any]]) -> list[RemoteChange]:
         out: list[RemoteChange] = []
@@ -228,11 +231,11 @@ class DeltaFolder:
                 self.removed.append(item["id"])
                 continue
             master_id = item.get("seriesMasterId")
-            if master_id and master_id not in self.masters:
+            if master_id and master_id not in self.alive:
                 out.extend(self._meet(master_id))
             held = self.waiting.get(master_id or "")
             if held and item.get("originalStart") and not item.get("isCancelled"):
-                self.present.setdefault(master_id or "", set()).add(_original_key(item["originalStart"], held[1]))
+                held[3].discard(_original_key(item["originalStart"], held[2]))
             if item.get("type") == "occurrence" and not item.get("isCancelled"):
                 continue  # implied by the master's rule
             out.append(change_from_graph(item))
@@ -242,22 +245,24 @@ class DeltaFolder:
         """The first item of a series in this round: fetch its master; emit it now, or hold it (full round)."""
         raw = self.series.fetch(master_id)
         if raw is None:
-            self.masters[master_id] = RemoteDeletion(master_id)
-            return [self.masters[master_id]]
+            self.alive[master_id] = False
+            return [RemoteDeletion(master_id)]
         plain = change_from_graph(raw)
-        self.masters[master_id] = plain
+        self.alive[master_id] = isinstance(plain, RemoteEvent)
         if self.full and isinstance(plain, RemoteEvent) and plain.data.recurrence:
-            self.waiting[master_id] = (raw, anchor_of(plain.data))
+            anchor = anchor_of(plain.data)
+            expected = set(expected_in_window(raw, anchor, self.window))
+            self.waiting[master_id] = (plain, raw["recurrence"], anchor, expected)
             return []
-        change = self.series.master_change(raw, self.window)
-        self.masters[master_id] = change
-        return [change]
+        return [self.series.master_change(raw, self.window)]
 
-    def finish(self) -> list[RemoteChange]:
-        """Held masters with their EXDATEs, then the round's removals less the masters found alive."""
-        out: list[RemoteChange] = []
-        for master_id, (raw, anchor) in self.waiting.items():
-            exdates = missing_starts(raw, anchor, self.present.get(master_id, set()), self.window)
-            out.append(change_from_graph(raw, exdates))
-        return out + [RemoteDeletion(rid) for rid in dict.fromkeys(self.removed)
-                      if not isinstance(self.masters.get(rid), RemoteEvent)]
+    def held_masters(self) -> Iterator[RemoteEvent]:
+        """A full round's masters, with the EXDATEs its own items imply (emitted before its last page)."""
+        while self.waiting:
+            _, (plain, recurrence, anchor, missing) = self.waiting.popitem()
+            lines = recurrence_lines(recurrence, anchor, sorted(missing))  # canonical starts sort in time order
+            yield replace(plain, data=replace(plain.data, recurrence=lines or plain.data.recurrence))
+
+    def removals(self) -> list[RemoteChange]:
+        """The round's removals, less the masters it found alive."""
+        return [RemoteDeletion(rid) for rid in dict.fromkeys(self.removed) if not self.alive.get(rid)]
