@@ -28,8 +28,8 @@ from calsync.providers.base import (
 from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
+    checked_json,
     error_reason,
-    provider_error,
 )
 
 DEFAULT_BASE_URL = "https://www.googleapis.com"
@@ -177,16 +177,7 @@ def _q(value: str) -> str:
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a success, or the matching ProviderError."""
-    if response.status_code < 300:
-        return response.json() if response.content else {}
-    reason = error_reason(response)
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    status = response.status_code
-    text = f"Google {status} {reason or ''}: {message}".strip()
-    raise provider_error(response, text, reason)
+    return checked_json(response, "Google", error_reason(response))
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:

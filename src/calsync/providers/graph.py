@@ -55,7 +55,7 @@ from calsync.providers.graph_series import DeltaFolder, GraphSeries
 from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
-    provider_error,
+    checked_json,
 )
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com"
@@ -306,16 +306,7 @@ def _is_reset(response: httpx.Response) -> bool:
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a success, or the matching ProviderError."""
-    if response.status_code < 300:
-        return response.json() if response.content else {}
-    reason = _error_code(response)
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    status = response.status_code
-    text = f"Graph {status} {reason or ''}: {message}".strip()
-    raise provider_error(response, text, reason)
+    return checked_json(response, "Graph", _error_code(response))
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:

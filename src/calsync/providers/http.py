@@ -97,7 +97,7 @@ class RetryingClient:
             try:
                 self.request_count += 1
                 response = self._client.request(method, url, **kwargs)
-            except (httpx.TransportError,) as exc:
+            except httpx.TransportError as exc:
                 self._notify(0)
                 if not idempotent or attempt >= self.policy.attempts:
                     raise
@@ -144,3 +144,15 @@ def provider_error(response: httpx.Response, text: str, reason: str | None = Non
     if is_retryable(response):
         return RateLimited(text, status=status, reason=reason, retry_after=retry_after_seconds(response))
     return ProviderError(text, status=status, reason=reason)
+
+
+def checked_json(response: httpx.Response, label: str, reason: str | None) -> dict[str, Any]:
+    """The JSON body of a success, or the ProviderError its status means, with the message of the
+    provider's ``{"error": {"message"}}`` body (Google and Graph share that shape)."""
+    if response.status_code < 300:
+        return response.json() if response.content else {}
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    raise provider_error(response, f"{label} {response.status_code} {reason or ''}: {message}".strip(), reason)
