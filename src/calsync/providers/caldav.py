@@ -35,6 +35,7 @@ import base64
 import hashlib
 import logging
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -360,10 +361,10 @@ class CalDAVProvider:
     def _pages(self, collection: str, removed: list[str], changed: list[str]) -> Iterator[list[RemoteChange]]:
         """Bounded pages: deletions, then the changed members fetched `batch_size` at a time.
 
-        With several batches, the next multiget is fetched (and parsed) in a helper thread while the
-        engine applies the current page: the server renders batch k+1 while we store batch k, which
-        takes a third off a large initial sync. At most one page is read ahead (memory stays bounded
-        by two pages), and the requests are the same ones, in the same order."""
+        With several batches, a helper thread keeps the server busy: it fetches the next two multiget
+        answers (raw bytes) while this thread parses and the engine stores the current page, so the
+        server renders batch k+1 and k+2 while we work on batch k. Memory stays bounded by three
+        pages, and the requests are the same ones, in the same order."""
         for chunk in _chunks(removed, self.batch_size):
             yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
         chunks = list(_chunks(changed, self.batch_size))
@@ -372,12 +373,12 @@ class CalDAVProvider:
                 yield self._multiget(collection, chunk)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caldav-read-ahead") as pool:
-            ahead = pool.submit(self._multiget, collection, chunks[0])
-            for chunk in chunks[1:]:
-                page = ahead.result()
-                ahead = pool.submit(self._multiget, collection, chunk)
-                yield page
-            yield ahead.result()
+            ahead = deque(pool.submit(self._multiget_request, collection, chunk) for chunk in chunks[:2])
+            for index, chunk in enumerate(chunks):
+                response = ahead.popleft().result()
+                if index + 2 < len(chunks):
+                    ahead.append(pool.submit(self._multiget_request, collection, chunks[index + 2]))
+                yield self._multiget_answer(collection, chunk, response)
 
     # --- ETag listing fallback (no sync-collection) -------------------------------------------
 
@@ -419,12 +420,17 @@ class CalDAVProvider:
 
     def _multiget(self, collection: str, paths: list[str]) -> list[RemoteChange]:
         """calendar-multiget of `paths`: RemoteEvents, and RemoteDeletions for members gone meanwhile."""
+        return self._multiget_answer(collection, paths, self._multiget_request(collection, paths))
+
+    def _multiget_request(self, collection: str, paths: list[str]) -> httpx.Response:
         hrefs = "".join(f"<d:href>{escape(p)}</d:href>" for p in paths)
         body = (
             f'<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="{CALDAV}">'
             f"<d:prop><d:getetag/><c:calendar-data/></d:prop>{hrefs}</c:calendar-multiget>"
         )
-        response = self.http.request("REPORT", collection, content=body, headers={**XML_HEADERS, "Depth": "1"})
+        return self.http.request("REPORT", collection, content=body, headers={**XML_HEADERS, "Depth": "1"})
+
+    def _multiget_answer(self, collection: str, paths: list[str], response: httpx.Response) -> list[RemoteChange]:
         _check(response, f"REPORT calendar-multiget {collection}")
         responses, _ = _multistatus(response.content)
         answered: dict[str, _Response] = {self._path(r.href): r for r in responses}
