@@ -440,3 +440,34 @@ def test_html_is_read_as_a_reader_sees_it() -> None:
     markup = ("<html><head><title>x</title><style>p{}</style></head><body><p>Hello <b>world</b></p>"
               "<div>Second&nbsp;&nbsp;line</div><ul><li>a</li><li>b</li></ul>one<br/>two</body></html>")
     assert html_to_text(markup) == "Hello world\nSecond  line\na\nb\none\ntwo"
+
+
+def test_an_occurrence_deleted_in_outlook_reaches_its_series_without_a_full_sync(
+        engine: Engine, api: httpx.Client, graph_url: str) -> None:
+    """Delta names the deleted occurrence only by its own id (never stored here): the engine re-reads
+    the series masters, and the master gains the EXDATE in the same incremental sync."""
+    monday = next_weekday(0)
+    cal = calendar_id(api)
+    body = {"subject": "Weekly", "start": {"dateTime": f"{monday}T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": f"{monday}T11:00:00", "timeZone": "UTC"},
+            "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                           "range": {"type": "numbered", "numberOfOccurrences": 4, "startDate": str(monday),
+                                     "recurrenceTimeZone": "UTC"}}}
+    master = api.post(f"/me/calendars/{cal}/events", json=body).raise_for_status().json()
+    with engine.begin() as conn:
+        calendar = repo.create_calendar(conn, "outlook")
+        account = repo.create_account(conn, "graph", USER, graph_url, {"token": USER})
+        binding = repo.create_binding(conn, calendar, account, cal, "two-way")
+    sync_once(engine, binding_ids=[binding], make_provider=make)
+    (row,) = local_rows(engine, calendar)
+    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4;BYDAY=MO;WKST=SU"]
+
+    second = sorted(instances(api, master["id"]), key=lambda i: i["originalStart"])[1]
+    api.delete(f"/me/events/{second['id']}").raise_for_status()
+    report = sync_once(engine, binding_ids=[binding], make_provider=make)
+    assert not report.inbound[0].full and report.inbound[0].updated == 1
+    (row,) = local_rows(engine, calendar)
+    deleted = second["originalStart"].replace("-", "").replace(":", "")[:15] + "Z"
+    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4;BYDAY=MO;WKST=SU", f"EXDATE:{deleted}"]
+    quiet = sync_once(engine, binding_ids=[binding], make_provider=make)
+    assert quiet.inbound[0].requests == 1, "nothing more to re-read once the deletion is in"

@@ -62,6 +62,7 @@ class SyncResult:
     deleted: int = 0
     unchanged: int = 0
     conflicts: int = 0
+    unknown_deletions: int = 0  # deletions of ids the binding never had (Graph: a deleted occurrence)
     token_reset: bool = False  # the provider rejected our token and a full sync followed
     status: str = "ok"  # ok | skipped | blocked | auth-failed | error
     message: str | None = None
@@ -110,6 +111,8 @@ def sync_binding(
             result.token_reset = True
             binding.sync_token = None
             _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+        if result.unknown_deletions and not result.full and getattr(provider, "names_occurrences_only", False):
+            _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
         result.status, result.message = "blocked", str(exc)
         _record_failure(engine, binding_id, "blocked", str(exc))
@@ -179,6 +182,24 @@ def _walk(
             after_page(result.pages, result)
 
 
+def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, result: SyncResult) -> None:
+    """Re-read the binding's series masters after deletions of ids it never had.
+
+    A provider that lists a series as its occurrences (Graph's calendarView delta) reports a deleted
+    occurrence by that occurrence's own id, which calsync never stores (the master's rule implies
+    it): the deletion is only visible as a change of its master (one more EXDATE). Re-reading the
+    masters, only when such deletions came, keeps the series right without waiting for a full sync."""
+    with engine.begin() as conn:
+        remote_ids = repo.live_series_remote_ids(conn, binding.id)
+    changes: list[RemoteChange] = []
+    for remote_id in remote_ids:
+        found = provider.get_event(binding.remote_calendar_id, remote_id)
+        changes.append(found if found is not None else RemoteDeletion(remote_id))
+    if changes:
+        with engine.begin() as conn:
+            _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
+
+
 def _reconcile(
     conn: Connection, binding: _Binding, generation: int, result: SyncResult, force: bool, guard: MassDeleteGuard
 ) -> None:
@@ -239,6 +260,7 @@ def _apply_page(
                 _create(binding, item, series, now, writes, result)
         elif link is None:
             result.unchanged += 1  # deletion of something we never had
+            result.unknown_deletions += 1
         else:
             _three_way(conn, binding, item, link, series, now, writes, result)
     # series before their exceptions: a page may list an exception ahead of its master

@@ -50,7 +50,12 @@ from calsync.providers.base import (
     ProviderError,
     SyncTokenInvalid,
 )
-from calsync.providers.graph_mapping import change_from_graph, event_to_graph, series_of
+from calsync.providers.graph_mapping import (
+    change_from_graph,
+    event_to_graph,
+    graph_etag,
+    series_of,
+)
 from calsync.providers.graph_series import DeltaFolder, GraphSeries
 from calsync.providers.http import (
     RetryingClient,
@@ -70,6 +75,9 @@ class GraphProvider:
     """One Microsoft 365 / Outlook mailbox (one bearer token)."""
 
     name = "graph"
+    # calendarView delta reports a deleted occurrence by its own id, never by its master's: the engine
+    # re-reads the series masters when deletions of unknown ids arrive (engine/inbound._recheck_series)
+    names_occurrences_only = True
 
     def __init__(
         self, token: str, base_url: str | None = None, *, page_size: int = DEFAULT_PAGE_SIZE,
@@ -177,7 +185,7 @@ class GraphProvider:
         return self.series.get(created.remote_id) or created
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
-        headers = {"If-Match": if_match} if if_match else {}
+        headers = {"If-Match": graph_etag(if_match)} if if_match else {}
         send_rule, exdates = self.series.update_plan(remote_id, data)
         response = self.http.request("PATCH", f"/me/events/{_q(remote_id)}",
                                      json=event_to_graph(data, recurrence=send_rule), headers=headers)
@@ -188,7 +196,7 @@ class GraphProvider:
         return self.series.get(remote_id) or updated
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
-        headers = {"If-Match": if_match} if if_match else {}
+        headers = {"If-Match": graph_etag(if_match)} if if_match else {}
         response = self.http.request("DELETE", f"/me/events/{_q(remote_id)}", headers=headers)
         if response.status_code in (404, 410):
             return  # already gone: deleting is idempotent

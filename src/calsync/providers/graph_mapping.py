@@ -68,6 +68,7 @@ Conferences we manage (``conference["provider"]`` set, e.g. Zoom)
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -96,6 +97,8 @@ PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isRemi
 KEPT_FIELDS = PRESERVED_FIELDS + ("recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
 _RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative",
               "organizer": "accepted", "none": "needsAction", "notResponded": "needsAction"}
+# a master's ETag carries a digest of its derived EXDATEs after this mark; strip it for If-Match
+EXDATES_MARK = "#exdates:"
 _CONFERENCE_RE = re.compile(r'<div id="calsync-conference" data-conference="([^"]*)">.*?</div>', re.DOTALL)
 
 
@@ -435,6 +438,19 @@ def _boundary(value: dict[str, Any] | None, all_day: bool) -> str:
     return canonical_instant(instant)
 
 
+def exdates_etag(etag: str, exdates: list[str] | None) -> str:
+    """A master's ETag with a digest of its derived EXDATEs: they are not part of Graph's changeKey,
+    yet a newly deleted occurrence must read as a change of the master."""
+    if not exdates:
+        return etag
+    return etag + EXDATES_MARK + hashlib.sha256(",".join(sorted(exdates)).encode()).hexdigest()[:16]
+
+
+def graph_etag(etag: str | None) -> str | None:
+    """The ETag Graph knows (for If-Match): ours without the derived-EXDATE digest."""
+    return etag.split(EXDATES_MARK, 1)[0] if etag else etag
+
+
 def _conference_from_body(content: str) -> tuple[str, dict[str, Any] | None]:
     """(description without our conference block, the conference it described)."""
     match = _CONFERENCE_RE.search(content)
@@ -502,10 +518,12 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
         ical_uid=item.get("iCalUId"),
         extra={"graph": kept},
     )
+    etag = item.get("@odata.etag") or item.get("changeKey") or ""
     if item.get("recurrence") and not series and start:
         data.recurrence = recurrence_lines(item["recurrence"], anchor_of(data), exdates)
+        etag = exdates_etag(etag, exdates)
     return RemoteEvent(
-        remote_id=item["id"], etag=item.get("@odata.etag") or item.get("changeKey") or "", data=data,
+        remote_id=item["id"], etag=etag, data=data,
         series_remote_id=series, updated=item.get("lastModifiedDateTime"),
         client_id=item.get("transactionId"),  # our local id when calsync created it: adoption after a crash
     )

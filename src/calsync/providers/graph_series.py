@@ -51,6 +51,7 @@ from calsync.providers.graph_mapping import (
     _zone,
     anchor_of,
     change_from_graph,
+    exdates_etag,
     expected_starts,
     recurrence_lines,
     same_recurrence,
@@ -260,8 +261,10 @@ class DeltaFolder:
         """A full round's masters, with the EXDATEs its own items imply (emitted before its last page)."""
         while self.waiting:
             _, (plain, recurrence, anchor, missing) = self.waiting.popitem()
-            lines = recurrence_lines(recurrence, anchor, sorted(missing))  # canonical starts sort in time order
-            yield replace(plain, data=replace(plain.data, recurrence=lines or plain.data.recurrence))
+            exdates = sorted(missing)  # canonical starts sort in time order
+            lines = recurrence_lines(recurrence, anchor, exdates)
+            yield replace(plain, etag=exdates_etag(plain.etag, exdates),
+                          data=replace(plain.data, recurrence=lines or plain.data.recurrence))
 
     def removals(self) -> list[RemoteChange]:
         """The round's removals, less the masters it found alive."""

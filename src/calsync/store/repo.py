@@ -282,6 +282,17 @@ def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str]:
     return int(row.version), str(row.content_hash)
 
 
+def live_series_remote_ids(conn: Connection, binding_id: str) -> list[str]:
+    """Remote ids of the binding's live recurring series (masters with a rule)."""
+    query = (
+        select(event_links.c.remote_id).join(events, events.c.id == event_links.c.event_id)
+        .where(event_links.c.binding_id == binding_id, events.c.deleted.is_(False),
+               events.c.recurrence.is_not(None), events.c.recurring_event_id.is_(None))
+        .order_by(event_links.c.remote_id)
+    )
+    return [row[0] for row in conn.execute(query)]
+
+
 def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(remote_ids))
     result: dict[str, str] = {}
