@@ -226,9 +226,15 @@ def test_etag_listing_fallback_without_sync_collection(engine: Engine, dav: DavC
     names = dav.seed(5)
     binding = bind(engine, dav)
     first = inbound(sync(engine, binding, sync_collection=False))
-    assert first.full and first.created == 5 and (token_of(engine, binding) or "").startswith("etags:")
+    token = token_of(engine, binding) or ""
+    assert first.full and first.created == 5 and token.startswith("etags:") and ";ctag:" in token
     quiet = inbound(sync(engine, binding, sync_collection=False))
     assert quiet.requests == 1 and quiet.unchanged == 0
+    # the getctag alone answered: a Depth-0 PROPFIND, not the listing of every member
+    probe = provider(dav, sync_collection=False)
+    listed: list[str] = []
+    probe.http._client.event_hooks["request"].append(lambda request: listed.append(request.headers["Depth"]))
+    assert list(probe.list_changes(dav.path, token))[0].items == [] and listed == ["0"]
     dav.delete(names[4])
     dav.put(names[0], ics(f"{names[0]}@other", "Changed"))
     changed = inbound(sync(engine, binding, sync_collection=False))

@@ -95,6 +95,7 @@ XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
 ICS_TYPE = "text/calendar; charset=utf-8"
 BATCH_SIZE = 200  # hrefs per calendar-multiget: stock Radicale refuses very large answers
 DAV_TOKEN, ETAGS_TOKEN = "dav:", "etags:"
+CTAG_SEPARATOR = ";ctag:"  # an ETag-listing token also records the collection's getctag
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
 
 
@@ -382,28 +383,36 @@ class CalDAVProvider:
 
     # --- ETag listing fallback (no sync-collection) -------------------------------------------
 
-    def _members(self, collection: str) -> list[tuple[str, str]]:
-        """(path, ETag) of the collection's calendar object resources, sorted."""
-        responses = self._propfind(collection, 1, [(DAV, "getetag"), (DAV, "resourcetype"), (DAV, "getcontenttype")])
+    def _members(self, collection: str) -> tuple[list[tuple[str, str]], str | None]:
+        """(path, ETag) of the collection's calendar object resources, sorted, and the collection's
+        getctag (None when the server has none): one Depth-1 PROPFIND."""
+        responses = self._propfind(collection, 1, [(DAV, "getetag"), (DAV, "resourcetype"),
+                                                   (DAV, "getcontenttype"), (CS, "getctag")])
         members: list[tuple[str, str]] = []
+        ctag: str | None = None
         for item in responses:
             path = self._path(item.href)
-            if path.endswith("/") or _collection_path(path) == collection:
+            if _collection_path(path) == collection or path == collection:
+                ctag = _text(item.props.get(_t(CS, "getctag"))) or ctag
+                continue
+            if path.endswith("/"):
                 continue
             kind = _text(item.props.get(_t(DAV, "getcontenttype"))) or ""
             if kind and "calendar" not in kind.lower():
                 continue
             members.append((path, _text(item.props.get(_t(DAV, "getetag"))) or ""))
-        return sorted(members)
+        return sorted(members), ctag
 
     @staticmethod
-    def _digest(members: list[tuple[str, str]]) -> str:
+    def _digest(members: list[tuple[str, str]], ctag: str | None) -> str:
+        """The fallback token: a digest of the ETag listing, and the getctag that came with it."""
         lines = "\n".join(f"{path}\t{etag}" for path, etag in members)
-        return ETAGS_TOKEN + hashlib.sha256(lines.encode()).hexdigest()
+        digest = ETAGS_TOKEN + hashlib.sha256(lines.encode()).hexdigest()
+        return f"{digest}{CTAG_SEPARATOR}{ctag}" if ctag else digest
 
     def _etag_listing(self, collection: str) -> Iterator[ChangePage]:
-        members = self._members(collection)
-        token = self._digest(members)
+        members, ctag = self._members(collection)
+        token = self._digest(members, ctag)
         batches = list(_chunks([path for path, _ in members], self.batch_size)) or [[]]
         for i, batch in enumerate(batches):
             items = self._multiget(collection, batch) if batch else []
@@ -411,10 +420,20 @@ class CalDAVProvider:
             yield ChangePage(items=items, full=True, last=last, sync_token=token if last else None)
 
     def _etag_check(self, collection: str, token: str) -> Iterator[ChangePage]:
-        if self._digest(self._members(collection)) != token:
+        """Without sync-collection: an unchanged getctag (one Depth-0 PROPFIND) means nothing changed;
+        otherwise the ETag listing decides, and any change means a full listing (reconciled)."""
+        digest, _, ctag = token.partition(CTAG_SEPARATOR)
+        if ctag:
+            found = self._propfind(collection, 0, [(CS, "getctag")])
+            if any(_text(r.props.get(_t(CS, "getctag"))) == ctag for r in found):
+                yield ChangePage(items=[], full=False, last=True, sync_token=token)
+                return
+        members, current_ctag = self._members(collection)
+        current = self._digest(members, current_ctag)
+        if current.partition(CTAG_SEPARATOR)[0] != digest:
             raise SyncTokenInvalid("the collection changed (no sync-collection: a full listing follows)",
                                    reason="etag-listing")
-        yield ChangePage(items=[], full=False, last=True, sync_token=token)
+        yield ChangePage(items=[], full=False, last=True, sync_token=current)
 
     # --- fetching ------------------------------------------------------------------------
 
