@@ -5,6 +5,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import httpx
@@ -34,6 +35,7 @@ from calsync.providers.base import ProviderError
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.db import open_engine
+from calsync.report_text import print_report
 from calsync.views import binding_json, event_json, jsonable
 
 app = typer.Typer(help="Keep calendars, and the video conferences on their events, in sync.", no_args_is_help=True)
@@ -327,8 +329,10 @@ def sync(
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
+    local: Annotated[bool, typer.Option("--local", help="Sync in this process even when a service serves the database.")] = False,
 ) -> None:
-    """Sync once: everything that is due (inbound, then conference work), then print a summary."""
+    """Sync once: everything that is due (inbound, then conference work), then print a summary.
+    When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch)."""
     adapters = conference_adapters(config)
     with database(db) as engine:
         report = run_sync(engine, binding_ids=binding or None, full=full, force=force, show_progress=not as_json,
@@ -338,7 +342,7 @@ def sync(
     if as_json:
         print_json(report.as_dict())
     else:
-        print_report(report)
+        print_report(jsonable(report.as_dict()), console, err)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -370,30 +374,6 @@ def run_sync(
 
         return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=on_page,
                          adapters=adapters)
-
-
-def print_report(report: SyncReport) -> None:
-    table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "conflicts", "status")
-    for r in report.inbound:
-        kind = "full" + (" (token reset)" if r.token_reset else "") if r.full else "incremental"
-        status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.message}"
-        table.add_row(r.binding_id[:12], kind, str(r.pages), str(r.requests), str(r.created), str(r.updated),
-                      str(r.deleted), str(r.conflicts), status)
-    console.print(table)
-    pushed = [r for r in report.outbound if r.created or r.updated or r.deleted or r.held or r.status != "ok"]
-    if pushed:
-        out = Table("binding", "created", "updated", "deleted", "held (conflict)", "requests", "status")
-        for r in pushed:
-            status = r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]: {r.message or ''}"
-            out.add_row(r.binding_id[:12], str(r.created), str(r.updated), str(r.deleted), str(r.held),
-                        str(r.requests), status)
-        console.print(out)
-    c = report.conferences
-    if c.processed:
-        console.print(f"conferences: {c.processed} checked, {c.created} created, {c.updated} updated, "
-                      f"{c.deleted} deleted, {c.unchanged} unchanged, {c.retried} to retry, {c.failed} failed")
-        for error in c.errors[:5]:
-            err.print(f"  [yellow]conference work:[/yellow] {error}")
 
 
 @app.command("status")
@@ -578,10 +558,14 @@ def worker_settings(config: str | None, public_url: str | None, poll_interval: f
     )
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
     public_url: Annotated[Optional[str], typer.Option(
         help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only.")] = None,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
@@ -591,25 +575,50 @@ def serve(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run the service: REST API, webhook receivers and (unless --no-workers) background workers."""
-    import uvicorn
+    """Run the service: REST API, webhook receivers and (unless --no-workers) background workers.
+    On SQLite it leaves a record beside the database, and `calsync sync` then asks it to do the work."""
+    import os
+    import signal
 
+    from calsync.emulators.server import bind_socket, serve_forever
+    from calsync.service import runtime
     from calsync.service.app import WorkerPool, create_app
     from calsync.service.metrics import Metrics
+    from calsync.store.urls import default_url, sqlite_file
 
     settings = worker_settings(config, public_url, poll_interval, lease_seconds)
     adapters = conference_adapters(config)
+    database_file = sqlite_file(db or default_url())
+    token = runtime.new_token() if database_file else None
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc}", 2) from exc
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
+    signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
     with database(db) as engine:
         metrics = Metrics()
         pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
-        app_ = create_app(engine, metrics, wake=pool.wake if pool else None, adapters=adapters)
+        app_ = create_app(engine, metrics, wake=pool.wake if pool else None, adapters=adapters,
+                          control_token=token, poll_interval=settings.poll_interval)
+        if database_file and token:
+            record = runtime.ServiceRecord(url=url, pid=os.getpid(), token=token,
+                                           config=str(Path(config).resolve()) if config else None)
+            try:
+                runtime.claim(database_file, record)
+            except RuntimeError as exc:
+                raise fail(str(exc), 2) from exc
         if pool:
             pool.start()
-        err.print(f"calsync on http://{host}:{port} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
+        err.print(f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
                   f"workers: {0 if pool is None else pool.count}; notifications: {settings.public_url or 'off (polling)'}")
         try:
-            uvicorn.run(app_, host=host, port=port, log_level="warning")
+            serve_forever(app_, host, sock=sock)
+        except KeyboardInterrupt:
+            pass
         finally:
+            if database_file:
+                runtime.release(database_file, os.getpid())
             if pool:
                 pool.stop()
 

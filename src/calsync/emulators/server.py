@@ -49,7 +49,7 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket here so port 0 yields a known free port before uvicorn starts.
 
     The protocol must be IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted
@@ -83,7 +83,7 @@ def _wait_until_accepting(server: uvicorn.Server, thread: threading.Thread, host
 
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Serve ``app`` in a daemon thread; ``port=0`` picks a free port. Returns once connections are accepted."""
-    sock = _bind(host, port)
+    sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, host, actual_port))
     thread = threading.Thread(
@@ -94,6 +94,8 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Running
     return RunningServer(server, thread, host, actual_port)
 
 
-def serve_forever(app: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve ``app`` in the foreground until interrupted (used by ``calsync emulator ...``)."""
-    uvicorn.Server(_config(app, host, port)).run()
+def serve_forever(app: Any, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` in the foreground until interrupted (``calsync emulator ...``, ``calsync serve``);
+    on ``sock`` when the caller bound it already (to learn the port of port 0 first)."""
+    server = uvicorn.Server(_config(app, host, sock.getsockname()[1] if sock else port))
+    server.run(sockets=[sock] if sock else None)

@@ -173,7 +173,8 @@ def _walk(
             if page.last:
                 if generation is not None:
                     _reconcile(conn, binding, generation, result, force, guard)
-                repo.attach_orphan_exceptions(conn, binding.id)
+                if result.created or result.updated:  # a series can only have arrived with a write
+                    repo.attach_orphan_exceptions(conn, binding.id)
                 assert page.sync_token is not None
                 stats = {k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
                 repo.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)

@@ -2,9 +2,10 @@
 changes, then conference work (`calsync sync`)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -14,10 +15,10 @@ from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import MassDeleteGuard, PageHook, SyncResult, sync_binding
 from calsync.engine.outbound import PushResult, Pusher, WriteHook
 from calsync.engine.pool import ProviderPool
-from calsync.model import Account
+from calsync.model import Account, utcnow
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
-from calsync.store import repo
+from calsync.store import repo, scheduling
 
 
 @dataclass
@@ -72,3 +73,47 @@ def sync_once(
     finally:
         pool.close()
     return report
+
+
+class BindingBusy(RuntimeError):
+    """Another worker kept a binding's lease for longer than a requested sync would wait."""
+
+
+def sync_held(
+    engine: Engine, owner: str, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
+    adapters: dict[str, ConferenceAdapter] | None = None, lease_seconds: float = 60.0, wait_seconds: float = 600.0,
+    poll_interval: float = 300.0,
+) -> SyncReport:
+    """sync_once for a sync someone asked a running service for: the bindings are leased first, so
+    the service's own workers (and any other process) never sync the same binding at the same time.
+    A binding a worker is syncing right now is waited for, then synced again (it may have changed
+    since that sync began). Unknown binding ids raise repo.NotFound before anything is leased."""
+    with engine.begin() as conn:
+        ids = [repo.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
+            r["id"] for r in repo.list_bindings(conn)]
+    held: dict[str, datetime | None] = {}  # binding id -> dirty_at seen when leased
+    try:
+        deadline = time.monotonic() + wait_seconds
+        for binding_id in ids:
+            while True:
+                with engine.begin() as conn:
+                    claim = scheduling.claim_named_binding(conn, binding_id, owner, utcnow(), lease_seconds)
+                if claim is not None:
+                    held[binding_id] = claim["dirty_at"]
+                    break
+                if time.monotonic() > deadline:
+                    raise BindingBusy(f"binding {binding_id} stayed busy for {wait_seconds:.0f} s")
+                time.sleep(0.1)
+
+        def keep_leases(_pages: int, _result: SyncResult) -> None:
+            until = utcnow() + timedelta(seconds=lease_seconds)
+            with engine.begin() as conn:
+                for binding_id in held:
+                    scheduling.extend_binding_lease(conn, binding_id, owner, until)
+
+        return sync_once(engine, binding_ids=ids, full=full, force=force, adapters=adapters, after_page=keep_leases)
+    finally:
+        finished = utcnow()
+        with engine.begin() as conn:
+            for binding_id, dirty_at in held.items():
+                scheduling.release_binding(conn, binding_id, owner, finished, poll_interval, dirty_at)

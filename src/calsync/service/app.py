@@ -12,6 +12,7 @@ from calsync import __version__
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
+from calsync.service.control import control_router
 from calsync.service.metrics import Metrics
 from calsync.service.web_api import DemoControl, mount_web, web_router
 from calsync.service.webhooks import google_router, graph_router
@@ -23,13 +24,18 @@ from calsync.store import scheduling
 def create_app(
     engine: Engine, metrics: Metrics | None = None, wake: threading.Event | None = None, debounce: float = 0.2,
     *, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None,
+    control_token: str | None = None, poll_interval: float = 300.0,
 ) -> FastAPI:
+    """The API, web page and webhook receivers; with `control_token`, also the control endpoint
+    that `calsync sync` uses to hand its work to this service."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
     app.include_router(api_router(engine))
     app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
     app.include_router(graph_router(engine, metrics, wake, debounce))
+    if control_token:
+        app.include_router(control_router(engine, adapters, control_token, poll_interval))
     mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -5,9 +5,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from platformdirs import user_data_dir
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
+
+from calsync.store.urls import default_url, normalise_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -16,25 +17,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # the newest migration; a test checks it against Alembic's own head. Knowing it lets an up-to-date
 # database open without importing and loading Alembic (a tenth of a second on every `calsync sync`).
 SCHEMA_HEAD = "0004"
-
-
-def default_url() -> str:
-    """CALSYNC_DB, else a SQLite file in the user's data directory."""
-    env = os.environ.get("CALSYNC_DB")
-    if env:
-        return env
-    folder = Path(user_data_dir("calsync"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'calsync.db'}"
-
-
-def normalise_url(url: str) -> str:
-    """Accept a bare file path as a SQLite database, and use psycopg 3 for postgresql:// URLs."""
-    if "://" not in url:
-        return f"sqlite:///{Path(url).expanduser().resolve()}"
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
 
 
 def make_engine(url: str) -> Engine:

@@ -77,6 +77,21 @@ def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: fl
     return dict(candidate) if claimed == 1 else None
 
 
+def claim_named_binding(conn: Connection, binding_id: str, owner: str, now: datetime,
+                        lease_seconds: float) -> dict[str, Any] | None:
+    """Lease this binding, due or not (a sync someone asked for), unless another owner holds it."""
+    row = conn.execute(
+        select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id).where(bindings.c.id == binding_id)
+    ).mappings().first()
+    if row is None:
+        return None
+    claimed = conn.execute(
+        update(bindings).where(bindings.c.id == binding_id, _free(bindings, now))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+    ).rowcount
+    return dict(row) if claimed == 1 else None
+
+
 def extend_binding_lease(conn: Connection, binding_id: str, owner: str, until: datetime) -> bool:
     """A long sync keeps its lease alive page by page; False if the lease was lost meanwhile."""
     return conn.execute(

@@ -1,0 +1,139 @@
+"""The `calsync` command. `calsync sync` on a SQLite database that a running service owns is handed
+to that service (one writer per SQLite file; and the service's engine is already warm); everything
+else goes to the Typer CLI (calsync.cli).
+
+Deciding this must cost next to nothing, so this module imports only the standard library and the
+two small modules that find the database and the service's record. The heavy engine is imported
+only when this process does the work itself.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from calsync.service import runtime
+from calsync.store.urls import default_url, sqlite_file
+
+
+@dataclass
+class SyncArgs:
+    """The options of `calsync sync` (see calsync.cli.sync), as far as delegation needs them."""
+
+    bindings: list[str] = field(default_factory=list)
+    full: bool = False
+    force: bool = False
+    db: str | None = None
+    config: str | None = None
+    as_json: bool = False
+    local: bool = False
+
+
+_FLAGS = {"--full": ("full", True), "--no-full": ("full", False), "--force": ("force", True),
+          "--no-force": ("force", False), "--json": ("as_json", True), "--local": ("local", True)}
+_VALUES = {"--binding": "bindings", "--db": "db", "--config": "config"}
+
+
+def parse_sync_args(args: list[str]) -> SyncArgs | None:
+    """The options, or None for anything unusual (help, a typo, a missing value): the Typer CLI
+    then runs and answers it as it always does."""
+    parsed = SyncArgs()
+    rest = iter(args)
+    for arg in rest:
+        name, eq, inline = arg.partition("=")
+        if name in _FLAGS and not eq:
+            attribute, value = _FLAGS[name]
+            setattr(parsed, attribute, value)
+        elif name in _VALUES:
+            value_text = inline if eq else next(rest, None)
+            if value_text is None or value_text.startswith("--"):
+                return None
+            if name == "--binding":
+                parsed.bindings.append(value_text)
+            else:
+                setattr(parsed, _VALUES[name], value_text)
+        else:
+            return None
+    return parsed
+
+
+def service_for(args: SyncArgs) -> runtime.ServiceRecord | None:
+    """The running service that should do this sync, if any: same database, same settings file."""
+    if args.local:
+        return None
+    database = sqlite_file(args.db or default_url())
+    record = runtime.read(database) if database else None
+    if record is None:
+        return None
+    if args.config and str(Path(args.config).resolve()) != record.config:
+        return None  # asked for other settings than the service runs with: do it here
+    return record
+
+
+class ServiceUnreachable(OSError):
+    """The service's record is there but the service does not answer."""
+
+
+def ask_service(record: runtime.ServiceRecord, args: SyncArgs) -> tuple[int, dict]:
+    """POST /control/sync and wait for the sync to finish: (HTTP status, JSON answer)."""
+    parts = urlsplit(record.url)
+    body = json.dumps({"bindings": args.bindings or None, "full": args.full, "force": args.force})
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=None)
+    try:
+        try:
+            connection.request("POST", "/control/sync", body=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {record.token}"})
+            answer = connection.getresponse()
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
+            raise ServiceUnreachable(str(exc)) from exc
+        status, raw = answer.status, answer.read()
+    finally:
+        connection.close()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, {"detail": raw.decode("utf-8", "replace")[:500]}
+
+
+def delegate_sync(args: SyncArgs, record: runtime.ServiceRecord) -> int | None:
+    """Run the sync in the service and print its report; None when the service cannot be reached
+    (this process then syncs itself)."""
+    try:
+        status, answer = ask_service(record, args)
+    except ServiceUnreachable as exc:
+        print(f"calsync: the service at {record.url} does not answer ({exc}); syncing in this process",
+              file=sys.stderr)
+        return None
+    if status != 200:
+        detail = answer.get("detail", answer)
+        print(f"error: the calsync service at {record.url} answered {status}: {detail}", file=sys.stderr)
+        return 1
+    report = answer["report"]
+    if args.as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        from rich.console import Console
+
+        from calsync.report_text import print_report
+
+        err = Console(stderr=True)
+        err.print(f"synced by the calsync service at {record.url}")
+        print_report(report, Console(), err)
+    return 0 if answer["ok"] else 1
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["sync"]:
+        args = parse_sync_args(argv[1:])
+        record = service_for(args) if args else None
+        if args and record:
+            code = delegate_sync(args, record)
+            if code is not None:
+                sys.exit(code)
+    from calsync.cli import app
+
+    app()

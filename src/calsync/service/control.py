@@ -1,0 +1,51 @@
+"""The service's control endpoint: `calsync sync` asks a running service to sync now.
+
+Only callers who can read the service's record file (service/runtime.py) know the secret, since a
+sync can be told to lift the mass-delete guard. The sync runs in the request, on the service's warm
+engine and provider connections, with the bindings leased so the workers keep off them meanwhile.
+"""
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
+
+from calsync.conferencing.base import ConferenceAdapter
+from calsync.engine.sync import BindingBusy, sync_held
+from calsync.store import repo
+from calsync.views import jsonable
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bindings: list[str] | None = Field(default=None, max_length=10_000)
+    full: bool = False
+    force: bool = False
+
+
+def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None, token: str,
+                   poll_interval: float = 300.0) -> APIRouter:
+    router = APIRouter(prefix="/control", include_in_schema=False)
+    expected = f"Bearer {token}".encode()
+
+    @router.post("/sync")
+    def sync_now(body: SyncRequest, authorization: str = Header(default="")) -> dict[str, Any]:
+        """One sync of the named bindings (all when none), answered with the report `calsync sync`
+        prints. A plain `def`: it runs in the thread pool, the event loop keeps serving."""
+        if not hmac.compare_digest(authorization.encode(), expected):
+            raise HTTPException(401, detail="the control secret is missing or wrong")
+        try:
+            report = sync_held(engine, f"control-{uuid.uuid4().hex[:12]}", binding_ids=body.bindings,
+                               full=body.full, force=body.force, adapters=adapters, poll_interval=poll_interval)
+        except repo.NotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+        except BindingBusy as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
+        return {"ok": report.ok, "report": jsonable(report.as_dict())}
+
+    return router
