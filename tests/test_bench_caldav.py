@@ -40,14 +40,19 @@ def test_bench_request_counts_on_radicale(tmp_path: Path, capsys: pytest.Capture
     def requests(phase: str, tool: str = "calsync") -> list[int]:
         return [s.requests for s in result.samples[phase][tool]]
 
-    assert all(s.ok for phase in result.samples.values() for s in phase["calsync"]), result.samples
-    assert requests("quiet") == [1]
-    assert requests("changes") == [1 + math.ceil(bench.CHANGES / batch)]
-    assert requests("initial") == [1 + math.ceil(50 / batch)]
-    assert result.consistent["calsync"] == "yes"
+    for mode in ("calsync", "calsync-service"):  # one process, and handed to a running service
+        assert all(s.ok for phase in result.samples.values() for s in phase[mode]), result.samples
+        assert requests("quiet", mode) == [1]
+        assert requests("changes", mode) == [1 + math.ceil(bench.CHANGES / batch)]
+        assert requests("initial", mode) == [1 + math.ceil(50 / batch)]
+        assert result.consistent[mode] == "yes"
+    service_rss = [s.rss_mib for s in result.samples["initial"]["calsync-service"]]
+    client_rss = [s.rss_mib for s in result.samples["initial"]["calsync"]]
+    assert service_rss[0] > 30 and client_rss[0] > 30  # real peaks of the working process, not a floor
     if vdirsyncer is not None:
         assert all(s.ok for phase in result.samples.values() for s in phase["vdirsyncer"])
         assert requests("quiet", "vdirsyncer") == [1]  # its quiet sync lists every ETag: 1 PROPFIND
         assert result.consistent["vdirsyncer"] == "yes"
     text = bench.table([result])
-    assert "no change" in text and "calsync" in text
+    assert "no change" in text and "calsync sync, served" in text and "calsync sync, one process" in text
+    assert "calsync serve started in" in text

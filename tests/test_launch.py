@@ -8,14 +8,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from calsync.engine.sync import BindingBusy, sync_held
-from calsync.launch import SyncArgs, parse_sync_args
+from calsync.launch import ServiceLost, SyncArgs, parse_sync_args, post
 from calsync.model import utcnow
 from calsync.service import runtime
 from calsync.store import repo, scheduling
@@ -135,7 +134,7 @@ def test_bad_requests_to_the_service_get_clear_errors(service: tuple[runtime.Ser
     assert httpx.post(control, json={"bindings": "x"}, headers=auth).status_code == 422
     assert httpx.post(control, json={"fast": True}, headers=auth).status_code == 422
 
-    runtime.claim(db, replace(record, token="stolen"))  # a client with a wrong secret: refused, told why
+    runtime.claim(db, record._replace(token="stolen"))  # a client with a wrong secret: refused, told why
     refused = calsync("sync", db=db, ok=False)
     assert refused.returncode == 1 and "401" in refused.stderr
     runtime.claim(db, record)
@@ -178,7 +177,7 @@ def test_a_sync_someone_asked_for_waits_for_a_workers_lease(bound_db: tuple[Path
 @pytest.mark.parametrize("args,expected", [
     ([], SyncArgs()),
     (["--json", "--full", "--db", "x.db", "--binding", "a", "--binding=b", "--config=c.toml"],
-     SyncArgs(bindings=["a", "b"], full=True, db="x.db", config="c.toml", as_json=True)),
+     SyncArgs(bindings=("a", "b"), full=True, db="x.db", config="c.toml", as_json=True)),
     (["--force", "--no-force", "--local"], SyncArgs(force=False, local=True)),
     (["--help"], None),
     (["--db"], None),
@@ -188,3 +187,46 @@ def test_a_sync_someone_asked_for_waits_for_a_workers_lease(bound_db: tuple[Path
 ])
 def test_sync_options_are_read_or_left_to_the_full_cli(args: list[str], expected: SyncArgs | None) -> None:
     assert parse_sync_args(args) == expected
+
+
+def one_answer_server(answer: bytes) -> int:
+    """A loopback server that reads one request and sends `answer` (raw bytes), then closes."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_the_command_reads_plain_and_chunked_answers_and_notices_broken_ones() -> None:
+    plain = one_answer_server(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}")
+    assert post("127.0.0.1", plain, "/x", b"{}", {}) == (200, b'{"a":1}')
+    chunked = one_answer_server(b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n")
+    assert post("127.0.0.1", chunked, "/x", b"{}", {}) == (409, b'{"a":1}')
+    for broken in (b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        with pytest.raises(ServiceLost):
+            post("127.0.0.1", one_answer_server(broken), "/x", b"{}", {})
+
+
+def test_a_connection_that_breaks_during_the_sync_is_an_error_not_a_second_sync(
+        bound_db: tuple[Path, GoogleApi, str]) -> None:
+    db = bound_db[0]
+    port = one_answer_server(b"")
+    runtime.claim(db, runtime.ServiceRecord(f"http://127.0.0.1:{port}", os.getpid(), "x", None))
+    done = calsync("sync", "--json", db=db, ok=False)
+    assert done.returncode == 1 and "broke during the sync" in done.stderr and done.stdout == ""
+    engine = open_engine(str(db))
+    try:
+        with engine.begin() as conn:
+            assert repo.get_binding(conn, repo.list_bindings(conn)[0]["id"])["sync_token"] is None  # not synced here
+    finally:
+        engine.dispose()

@@ -8,22 +8,21 @@ only when this process does the work itself.
 """
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from calsync.service import runtime
 from calsync.store.urls import default_url, sqlite_file
 
 
-@dataclass
-class SyncArgs:
+class SyncArgs(NamedTuple):
     """The options of `calsync sync` (see calsync.cli.sync), as far as delegation needs them."""
 
-    bindings: list[str] = field(default_factory=list)
+    bindings: tuple[str, ...] = ()
     full: bool = False
     force: bool = False
     db: str | None = None
@@ -40,24 +39,24 @@ _VALUES = {"--binding": "bindings", "--db": "db", "--config": "config"}
 def parse_sync_args(args: list[str]) -> SyncArgs | None:
     """The options, or None for anything unusual (help, a typo, a missing value): the Typer CLI
     then runs and answers it as it always does."""
-    parsed = SyncArgs()
+    options: dict[str, Any] = {"bindings": ()}
     rest = iter(args)
     for arg in rest:
         name, eq, inline = arg.partition("=")
         if name in _FLAGS and not eq:
             attribute, value = _FLAGS[name]
-            setattr(parsed, attribute, value)
+            options[attribute] = value
         elif name in _VALUES:
             value_text = inline if eq else next(rest, None)
             if value_text is None or value_text.startswith("--"):
                 return None
             if name == "--binding":
-                parsed.bindings.append(value_text)
+                options["bindings"] += (value_text,)
             else:
-                setattr(parsed, _VALUES[name], value_text)
+                options[_VALUES[name]] = value_text
         else:
             return None
-    return parsed
+    return SyncArgs(**options)
 
 
 def service_for(args: SyncArgs) -> runtime.ServiceRecord | None:
@@ -74,28 +73,67 @@ def service_for(args: SyncArgs) -> runtime.ServiceRecord | None:
 
 
 class ServiceUnreachable(OSError):
-    """The service's record is there but the service does not answer."""
+    """The service's record is there but nothing accepts a connection at its address."""
 
 
-def ask_service(record: runtime.ServiceRecord, args: SyncArgs) -> tuple[int, dict]:
+class ServiceLost(OSError):
+    """The service took the request, then the connection broke before a whole answer came."""
+
+
+def ask_service(record: runtime.ServiceRecord, args: SyncArgs) -> tuple[int, dict[str, Any]]:
     """POST /control/sync and wait for the sync to finish: (HTTP status, JSON answer)."""
     parts = urlsplit(record.url)
-    body = json.dumps({"bindings": args.bindings or None, "full": args.full, "force": args.force})
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=None)
-    try:
-        try:
-            connection.request("POST", "/control/sync", body=body, headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {record.token}"})
-            answer = connection.getresponse()
-        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
-            raise ServiceUnreachable(str(exc)) from exc
-        status, raw = answer.status, answer.read()
-    finally:
-        connection.close()
+    body = json.dumps({"bindings": list(args.bindings) or None, "full": args.full, "force": args.force})
+    status, raw = post(parts.hostname or "127.0.0.1", parts.port or 80, "/control/sync", body.encode(),
+                       {"Content-Type": "application/json", "Authorization": f"Bearer {record.token}"})
     try:
         return status, json.loads(raw)
     except ValueError:
         return status, {"detail": raw.decode("utf-8", "replace")[:500]}
+
+
+def post(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One HTTP/1.1 POST on its own connection, read to the close: (status, body).
+
+    Written out rather than taken from http.client, whose import (email parsing, ssl) alone costs
+    more than the rest of this decision; the one peer is our own service (uvicorn)."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+               f"Connection: close\r\n{head}\r\n").encode("latin-1") + body
+    try:
+        conn = socket.create_connection((host, port))
+    except OSError as exc:
+        raise ServiceUnreachable(str(exc)) from exc
+    chunks = []
+    try:
+        with conn:
+            conn.sendall(request)
+            while chunk := conn.recv(1 << 16):
+                chunks.append(chunk)
+    except OSError as exc:  # the sync may have run: doing it here as well could race the service
+        raise ServiceLost(str(exc)) from exc
+    answer = b"".join(chunks)
+    header, separator, payload = answer.partition(b"\r\n\r\n")
+    status_line = header.split(b"\r\n", 1)[0].split()
+    if not separator or len(status_line) < 2 or not status_line[1].isdigit():
+        raise ServiceLost(f"no complete HTTP answer ({answer[:80]!r})")
+    if b"\r\ntransfer-encoding: chunked" in header.lower():
+        try:
+            payload = _unchunk(payload)
+        except ValueError as exc:
+            raise ServiceLost(f"a broken chunked answer ({exc})") from exc
+    return int(status_line[1]), payload
+
+
+def _unchunk(data: bytes) -> bytes:
+    out, at = [], 0
+    while True:
+        line_end = data.index(b"\r\n", at)
+        size = int(data[at:line_end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[line_end + 2:line_end + 2 + size])
+        at = line_end + 2 + size + 2
 
 
 def delegate_sync(args: SyncArgs, record: runtime.ServiceRecord) -> int | None:
@@ -107,6 +145,10 @@ def delegate_sync(args: SyncArgs, record: runtime.ServiceRecord) -> int | None:
         print(f"calsync: the service at {record.url} does not answer ({exc}); syncing in this process",
               file=sys.stderr)
         return None
+    except ServiceLost as exc:
+        print(f"error: the connection to the calsync service at {record.url} broke during the sync ({exc}); "
+              f"`calsync status` shows what it did", file=sys.stderr)
+        return 1
     if status != 200:
         detail = answer.get("detail", answer)
         print(f"error: the calsync service at {record.url} answered {status}: {detail}", file=sys.stderr)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SUFFIX = ".service"
 
 
-@dataclass(frozen=True)
-class ServiceRecord:
+class ServiceRecord(NamedTuple):
     url: str  # base URL of the service, e.g. http://127.0.0.1:8000
     pid: int
     token: str  # secret the control endpoint asks for (Bearer)
@@ -30,6 +28,8 @@ def record_path(database: Path) -> Path:
 
 
 def new_token() -> str:
+    import secrets
+
     return secrets.token_urlsafe(32)
 
 
@@ -63,7 +63,7 @@ def claim(database: Path, record: ServiceRecord) -> None:
     temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump(asdict(record), out)
+        json.dump(record._asdict(), out)
     os.replace(temporary, path)
 
 

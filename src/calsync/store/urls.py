@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from platformdirs import user_data_dir
-
 
 def default_url() -> str:
     """CALSYNC_DB, else a SQLite file in the user's data directory."""
     env = os.environ.get("CALSYNC_DB")
     if env:
         return env
+    from platformdirs import user_data_dir  # only here: most runs name their database
+
     folder = Path(user_data_dir("calsync"))
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'calsync.db'}"
