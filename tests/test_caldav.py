@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from icalendar import Calendar
 from sqlalchemy import Engine, select, update
 
@@ -685,3 +687,18 @@ def test_fast_reader_reads_what_icalendar_reads(text: str) -> None:
         assert {**a.data.__dict__, "extra": None} == {**b.data.__dict__, "extra": None}
         kept = ical._remote_events_icalendar("r", '"e"', a.data.extra["caldav"]["ics"])
         assert kept[0].data.content_hash() == a.data.content_hash()  # the kept copy reads back the same
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="abcXYZ019-._~@/%: ", max_size=24))
+def test_plain_hrefs_take_a_short_way_to_the_same_normalised_path(tail: str) -> None:
+    """`_path` skips URL parsing for plain absolute hrefs (one call per member of a listing); the
+    answer must be what the full normalisation gives."""
+    from urllib.parse import quote, unquote, urljoin, urlparse
+
+    from calsync.providers.caldav import SAFE_PATH
+
+    provider = CalDAVProvider("http://127.0.0.1:1/", "u", "p")
+    href = "/" + tail
+    full = quote(unquote(urlparse(urljoin(provider.origin + "/", href.strip())).path or "/"), safe=SAFE_PATH)
+    assert provider._path(href) == full

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -97,6 +98,8 @@ BATCH_SIZE = 200  # hrefs per calendar-multiget: stock Radicale refuses very lar
 DAV_TOKEN, ETAGS_TOKEN = "dav:", "etags:"
 CTAG_SEPARATOR = ";ctag:"  # an ETag-listing token also records the collection's getctag
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
+# an href that normalising would leave as it is: absolute, only unreserved characters, no dot segments
+_PLAIN_PATH = re.compile(r"/(?:[A-Za-z0-9_~@-][A-Za-z0-9._~@-]*/?|\.[A-Za-z0-9_~@-][A-Za-z0-9._~@-]*/?)*\Z")
 
 
 def _t(ns: str, name: str) -> str:
@@ -613,6 +616,9 @@ class CalDAVProvider:
 
     def _path(self, href: str) -> str:
         """An href as a normalised absolute path (servers may answer with full URLs or other escaping)."""
+        href = href.strip()
+        if _PLAIN_PATH.match(href):  # the common answer, and one `_path` per member of a listing
+            return href
         path = urlparse(urljoin(self.origin + "/", href.strip())).path or "/"
         return quote(unquote(path), safe=SAFE_PATH)
 
