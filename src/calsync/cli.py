@@ -594,7 +594,8 @@ def serve(
         sock = bind_socket(host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc}", 2) from exc
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard is reached on loopback
+    url = f"http://{reach if ':' not in reach else f'[{reach}]'}:{sock.getsockname()[1]}"
     signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
     with database(db) as engine:
         metrics = Metrics()
