@@ -8,13 +8,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-def report_ok(report: dict[str, Any]) -> bool:
-    """The same verdict as SyncReport.ok, read off the JSON form."""
-    return (all(r["status"] in ("ok", "skipped") for r in report["inbound"])
-            and all(r["status"] in ("ok", "skipped") for r in report["outbound"])
-            and not report["conferences"]["failed"])
-
-
 def print_report(report: dict[str, Any], console: Console, err: Console) -> None:
     table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "conflicts", "status")
     for r in report["inbound"]:
