@@ -11,6 +11,10 @@ from calsync.model import EventData
 from calsync.store import repo
 from calsync.store.schema import bindings, events
 
+# Seeded calendars start a few days before today: Graph lists a window around *now* (30 days back by
+# default), so a fixed date would slowly fall out of it and the seeded counts would shrink.
+SEED_START = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT00:00:00Z")
+
 
 class GoogleApi:
     """Changes the remote side as some other Google Calendar client would."""
@@ -51,7 +55,7 @@ class GoogleApi:
             params["pageToken"] = body["nextPageToken"]
 
     def seed(self, calendar_id: str, count: int, **options: Any) -> None:
-        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7, **options}
+        body = {"count": count, "start": SEED_START, "days": 60, "seed": 7, **options}
         httpx.post(f"{self.base_url}/emulator/calendars/{calendar_id}/seed", json=body).raise_for_status()
 
 

@@ -38,6 +38,7 @@ from tests.caldav_servers import (
     make_calendar,
     start_server,
 )
+from tests.helpers import SEED_START
 
 REMOTES = ("google", "graph", "radicale", "xandikos")
 PUSH_REMOTES = ("google", "graph")
@@ -247,7 +248,7 @@ class GoogleRemote(Remote):
         return "" if response.status_code == 404 else response.raise_for_status().text
 
     def seed(self, count: int, calendar: str | None = None) -> None:
-        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
+        body = {"count": count, "start": SEED_START, "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
@@ -351,7 +352,7 @@ class GraphRemote(Remote):
         return "" if response.status_code == 404 else response.raise_for_status().text
 
     def seed(self, count: int, calendar: str | None = None) -> None:
-        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
+        body = {"count": count, "start": SEED_START, "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
@@ -383,7 +384,7 @@ class CalDAVRemote(Remote):
         return {"username": self.server.username, "password": self.server.password}
 
     def page_options(self, page_size: int) -> dict[str, Any]:
-        return {"batch_size": page_size}
+        return {"batch_size": page_size, "page_events": page_size}
 
     def full_requests(self, events: int, page_size: int) -> int:
         """One sync-collection REPORT, then one calendar-multiget per batch of changed members."""

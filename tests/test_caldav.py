@@ -31,7 +31,7 @@ from calsync.providers.base import (
 from calsync.providers.caldav import CalDAVProvider
 from calsync.store import repo
 from calsync.store.db import open_engine
-from calsync.store.schema import bindings, conflicts
+from calsync.store.schema import bindings, conflicts, event_links, events
 from tests.caldav_servers import DavCalendar, caldav_server, dav, ics, provider_options  # noqa: F401 (fixtures)
 from tests.helpers import local_events, token_of
 
@@ -171,7 +171,7 @@ def test_discovery_finds_the_calendar_through_principal_and_home(dav: DavCalenda
 def test_initial_full_sync_pages_through_everything(engine: Engine, dav: DavCalendar) -> None:
     dav.seed(25)
     binding = bind(engine, dav)
-    result = inbound(sync(engine, binding, batch_size=10))
+    result = inbound(sync(engine, binding, batch_size=10, page_events=10))
     assert result.full and not result.token_reset
     # one sync-collection REPORT, then three calendar-multiget batches of at most 10 hrefs
     assert (result.pages, result.requests, result.created) == (3, 4, 25)
@@ -179,6 +179,21 @@ def test_initial_full_sync_pages_through_everything(engine: Engine, dav: DavCale
     assert titles(engine, binding) == remote_titles(dav)
     sample = next(iter(local_events(engine, binding).values()))
     assert sample["source"] == f"caldav:{binding}" and sample["ical_uid"].endswith("@other")
+    with engine.begin() as conn:  # the raw object is kept once, on the event; a link's base is content only
+        rows = conn.execute(select(events.c.extra, event_links.c.base_snapshot).join(
+            event_links, event_links.c.event_id == events.c.id)).all()
+    assert len(rows) == 25
+    assert all(extra["caldav"]["ics"].startswith("BEGIN:VCALENDAR") and "extra" not in base
+               and base["title"] for extra, base in rows)
+
+
+def test_a_page_gathers_several_multiget_batches(engine: Engine, dav: DavCalendar) -> None:
+    """Batches stay small for the server; the engine stores fewer, larger pages (fewer commits)."""
+    dav.seed(25)
+    binding = bind(engine, dav)
+    result = inbound(sync(engine, binding, batch_size=10, page_events=20))
+    assert (result.pages, result.requests, result.created) == (2, 4, 25)  # 10 + 10 | 5
+    assert titles(engine, binding) == remote_titles(dav)
 
 
 def test_incremental_sync_gets_exactly_another_clients_changes(engine: Engine, dav: DavCalendar) -> None:

@@ -19,7 +19,7 @@ from calsync.providers.graph import GraphProvider, change_from_graph, event_to_g
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.schema import conflicts
-from tests.helpers import local_events, token_of
+from tests.helpers import SEED_START, local_events, token_of
 
 USER = "adele"
 
@@ -68,7 +68,7 @@ class GraphApi:
             url, params = body["@odata.nextLink"], None
 
     def seed(self, calendar_id: str, count: int) -> None:
-        body = {"count": count, "start": "2026-11-01T00:00:00Z", "days": 60, "seed": 7}
+        body = {"count": count, "start": SEED_START, "days": 60, "seed": 7}
         httpx.post(f"{self.base_url}/emulator/calendars/{calendar_id}/seed", json=body).raise_for_status()
 
 

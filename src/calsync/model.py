@@ -82,6 +82,13 @@ class EventData:
         body["attendees"] = [dict(a.__dict__) for a in self.attendees]
         return body
 
+    def snapshot(self) -> dict[str, Any]:
+        """to_json() without `extra`: a link's base is kept for a person to compare in a conflict, and
+        the provider's raw copy (a whole iCalendar object for CalDAV) would double every row's size."""
+        body = self.to_json()
+        del body["extra"]
+        return body
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EventData:
         values = dict(data)

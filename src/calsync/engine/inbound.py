@@ -306,7 +306,7 @@ def _event_row(
 def _link_row(item: RemoteEvent, version: int, now: datetime) -> dict[str, Any]:
     return {
         "etag": item.etag, "base_version": version, "base_hash": item.content_hash,
-        "base_snapshot": item.data.to_json(), "remote_updated": item.updated, "remote_deleted": False,
+        "base_snapshot": item.data.snapshot(), "remote_updated": item.updated, "remote_deleted": False,
         "series_remote_id": item.series_remote_id, "updated_at": now,
     }
 

@@ -95,6 +95,9 @@ CS = "http://calendarserver.org/ns/"
 XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
 ICS_TYPE = "text/calendar; charset=utf-8"
 BATCH_SIZE = 200  # hrefs per calendar-multiget: stock Radicale refuses very large answers
+# changes per page the engine stores in one transaction: a few multiget batches, since each commit
+# rewrites the index pages it touched (fewer, larger commits write less); memory stays bounded by it
+PAGE_EVENTS = 1000
 DAV_TOKEN, ETAGS_TOKEN = "dav:", "etags:"
 CTAG_SEPARATOR = ";ctag:"  # an ETag-listing token also records the collection's getctag
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
@@ -128,8 +131,8 @@ class CalDAVProvider:
 
     def __init__(
         self, url: str, username: str | None = None, password: str | None = None, *,
-        batch_size: int = BATCH_SIZE, retry: RetryPolicy | None = None, timeout: float = 30.0,
-        sync_collection: bool | None = None, read_ahead: bool = True,
+        batch_size: int = BATCH_SIZE, page_events: int = PAGE_EVENTS, retry: RetryPolicy | None = None,
+        timeout: float = 30.0, sync_collection: bool | None = None, read_ahead: bool = True,
     ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -142,6 +145,7 @@ class CalDAVProvider:
             headers["Authorization"] = f"Basic {secret}"
         self.http = RetryingClient(self.origin, headers, policy=retry, timeout=timeout, provider="caldav")
         self.batch_size = max(1, batch_size)
+        self.page_events = max(1, page_events)
         # None: use sync-collection when the server takes it; False: always the ETag listing.
         self.sync_collection = sync_collection
         self.read_ahead = read_ahead  # fetch the next multiget batch while the current page is applied
@@ -363,14 +367,25 @@ class CalDAVProvider:
         yield ChangePage(items=pending or [], full=full, last=True, sync_token=DAV_TOKEN + current)
 
     def _pages(self, collection: str, removed: list[str], changed: list[str]) -> Iterator[list[RemoteChange]]:
-        """Bounded pages: deletions, then the changed members fetched `batch_size` at a time.
+        """Bounded pages of about `page_events` changes: deletions, then the changed members, fetched
+        `batch_size` at a time."""
+        for chunk in _chunks(removed, self.page_events):
+            yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
+        page: list[RemoteChange] = []
+        for items in self._fetched(collection, changed):
+            page.extend(items)
+            if len(page) >= self.page_events:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def _fetched(self, collection: str, changed: list[str]) -> Iterator[list[RemoteChange]]:
+        """The changed members, one multiget batch at a time.
 
         With several batches, a helper thread keeps the server busy: it fetches the next two multiget
-        answers (raw bytes) while this thread parses and the engine stores the current page, so the
-        server renders batch k+1 and k+2 while we work on batch k. Memory stays bounded by three
-        pages, and the requests are the same ones, in the same order."""
-        for chunk in _chunks(removed, self.batch_size):
-            yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
+        answers (raw bytes) while this thread parses and the engine stores, so the server renders
+        batch k+1 and k+2 while we work on batch k. The requests are the same ones, in the same order."""
         chunks = list(_chunks(changed, self.batch_size))
         if len(chunks) <= 1 or not self.read_ahead:
             for chunk in chunks:
@@ -416,11 +431,12 @@ class CalDAVProvider:
     def _etag_listing(self, collection: str) -> Iterator[ChangePage]:
         members, ctag = self._members(collection)
         token = self._digest(members, ctag)
-        batches = list(_chunks([path for path, _ in members], self.batch_size)) or [[]]
-        for i, batch in enumerate(batches):
-            items = self._multiget(collection, batch) if batch else []
-            last = i == len(batches) - 1
-            yield ChangePage(items=items, full=True, last=last, sync_token=token if last else None)
+        pending: list[RemoteChange] | None = None
+        for items in self._pages(collection, [], [path for path, _ in members]):
+            if pending is not None:
+                yield ChangePage(items=pending, full=True, last=False)
+            pending = items
+        yield ChangePage(items=pending or [], full=True, last=True, sync_token=token)
 
     def _etag_check(self, collection: str, token: str) -> Iterator[ChangePage]:
         """Without sync-collection: an unchanged getctag (one Depth-0 PROPFIND) means nothing changed;

@@ -623,6 +623,7 @@ _SINGLE = frozenset(("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "UID", "SE
 _TIMES = frozenset(("DTSTART", "DTEND", "RECURRENCE-ID", "LAST-MODIFIED", "DTSTAMP"))
 _TEXT_ESCAPES = {"\\": "\\", ",": ",", ";": ";", "n": "\n", "N": "\n", ":": ":"}
 _ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
+_NAME_END = re.compile("[;:]")
 _DURATION = re.compile(r"([+-])?P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 
 
@@ -787,11 +788,13 @@ def _read(text: str) -> tuple[list[str], dict[str, list[str]], list[_FastEvent]]
         upper = line[:6].upper()
         if upper == "BEGIN:":
             kind = line[6:].strip().upper()
+            if kind == "VEVENT":  # read in one pass that also finds its end
+                event, i = _event(lines, i, n)
+                events.append(event)
+                continue
             end = _block_end(lines, i, n, kind)
             block = lines[i:end + 1]
-            if kind == "VEVENT":
-                events.append(_event(block))
-            elif kind == "VTIMEZONE":
+            if kind == "VTIMEZONE":
                 tzid = next((b[5:].strip() for b in block if b[:5].upper() == "TZID:"), None)
                 if tzid is not None:
                     zones.setdefault(tzid, block)
@@ -821,29 +824,38 @@ def _block_end(lines: list[str], start: int, stop: int, kind: str) -> int:
     raise _Fallback("unterminated component")
 
 
-def _event(block: list[str]) -> _FastEvent:
+def _event(lines: list[str], start: int, stop: int) -> tuple[_FastEvent, int]:
+    """The VEVENT opening at lines[start], and the index just past its END line."""
     comp = _Comp()
     recurrence: list[str] = []
     tzids: set[str] = set()
     depth = 0
-    for line in block[1:-1]:
-        head = line[:6].upper()
-        if head == "BEGIN:":
-            depth += 1
+    for j in range(start + 1, stop):
+        line = lines[j]
+        found = _NAME_END.search(line)
+        if found is None or found.start() == 0:
+            raise _Fallback("no value")
+        cut = found.start()
+        name = line[:cut].upper()
+        if name == "BEGIN" or name == "END":
+            if line[cut] != ":":
+                raise _Fallback("component line with parameters")
+            if name == "BEGIN":
+                depth += 1
+            elif depth:
+                depth -= 1
+            elif line[cut + 1:].strip().upper() != "VEVENT":
+                raise _Fallback("unbalanced component")
+            else:
+                break
             continue
-        if head[:4] == "END:":
-            depth -= 1
-            continue
-        if "TZID=" in line or "tzid=" in line:
-            _, params, _ = _content_line(line)
-            if "TZID" in params:
-                tzids.add(params["TZID"])
+        parsed = None
+        if line[cut] == ";" and ("TZID=" in line or "tzid=" in line):
+            parsed = _content_line(line)
+            if "TZID" in parsed[1]:
+                tzids.add(parsed[1]["TZID"])
         if depth:
             continue  # a VALARM's own properties
-        cut = min((p for p in (line.find(";"), line.find(":")) if p >= 0), default=-1)
-        if cut <= 0:
-            raise _Fallback("no value")
-        name = line[:cut].upper()
         if name in RECURRENCE_PROPERTIES:
             recurrence.append(line)
             continue
@@ -851,7 +863,7 @@ def _event(block: list[str]) -> _FastEvent:
             raise _Fallback("CONFERENCE")
         if name not in _READ:
             continue
-        name, params, value = _content_line(line)
+        name, params, value = parsed or _content_line(line)
         prop = _prop(name, params, value)
         if name in comp:
             if name in _SINGLE:
@@ -860,13 +872,13 @@ def _event(block: list[str]) -> _FastEvent:
             comp[name] = [*existing, prop] if isinstance(existing, list) else [existing, prop]
         else:
             comp[name] = prop
-    if depth:
-        raise _Fallback("unbalanced subcomponent")
+    else:
+        raise _Fallback("unterminated component")
     for tzid in tzids:
         _zone(tzid)
     if "DTSTART" not in comp:
         raise _Fallback("VEVENT without DTSTART")
-    return _FastEvent(block, comp, recurrence, tzids)
+    return _FastEvent(lines[start:j + 1], comp, recurrence, tzids), j + 1
 
 
 def _fast_recurrence(lines: list[str]) -> list[str] | None:

@@ -462,7 +462,7 @@ def agree_link(
     """After a successful push: the link records the remote copy's id and ETag, and `version` as base."""
     now = utcnow()
     values = {"remote_id": remote_id, "etag": etag, "base_version": version, "base_hash": data.content_hash(),
-              "base_snapshot": data.to_json(), "remote_deleted": False, "updated_at": now}
+              "base_snapshot": data.snapshot(), "remote_deleted": False, "updated_at": now}
     if create:
         conn.execute(event_links.insert().values(event_id=event_id, binding_id=binding_id, created_at=now,
                                                  seen_generation=0, **values))
