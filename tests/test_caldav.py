@@ -717,3 +717,15 @@ def test_plain_hrefs_take_a_short_way_to_the_same_normalised_path(tail: str) -> 
     href = "/" + tail
     full = quote(unquote(urlparse(urljoin(provider.origin + "/", href.strip())).path or "/"), safe=SAFE_PATH)
     assert provider._path(href) == full
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="\\,;nN:a ", max_size=16))
+def test_text_unescaping_takes_a_short_way_to_the_same_result(value: str) -> None:
+    try:
+        expected = ical._ESCAPE.sub(ical._unescaped, value)
+    except ical._Fallback:
+        with pytest.raises(ical._Fallback):
+            ical._unescape(value)
+        return
+    assert ical._unescape(value) == expected

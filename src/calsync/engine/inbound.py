@@ -264,6 +264,10 @@ def _apply_page(
             result.unknown_deletions += 1
         else:
             _three_way(conn, binding, item, link, series, now, writes, result)
+    if generation is not None:  # a full listing: what it names is seen (new links are born seen)
+        for row in writes.new_links:
+            row["seen_generation"] = generation
+        repo.mark_seen(conn, binding.id, [rid for rid in items if rid in links], generation)
     # series before their exceptions: a page may list an exception ahead of its master
     repo.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
     repo.insert_links(conn, writes.new_links)
@@ -277,8 +281,6 @@ def _apply_page(
     if conference_work:
         conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
     _mirror(conn, binding, writes, doomed)
-    if generation is not None:
-        repo.mark_seen(conn, binding.id, list(items), generation)
 
 
 def _mirror(conn: Connection, binding: _Binding, writes: _PageWrites, doomed: list[str]) -> None:

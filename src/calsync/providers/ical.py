@@ -624,6 +624,7 @@ _TIMES = frozenset(("DTSTART", "DTEND", "RECURRENCE-ID", "LAST-MODIFIED", "DTSTA
 _TEXT_ESCAPES = {"\\": "\\", ",": ",", ";": ";", "n": "\n", "N": "\n", ":": ":"}
 _ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
 _NAME_END = re.compile("[;:]")
+_UNUSUAL_ESCAPE = re.compile(r"\\(?![,;nN:])")
 _DURATION = re.compile(r"([+-])?P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 
 
@@ -640,7 +641,10 @@ def _unfold(text: str) -> list[str]:
 def _unescape(value: str) -> str:
     if "\\" not in value:
         return value
-    return _ESCAPE.sub(_unescaped, value)
+    if "\\\\" in value or _UNUSUAL_ESCAPE.search(value):
+        return _ESCAPE.sub(_unescaped, value)  # (an escaped backslash: replacing in order would be wrong)
+    return value.replace("\\n", "\n").replace("\\,", ",").replace("\\;", ";").replace("\\N", "\n") \
+        .replace("\\:", ":")
 
 
 def _unescaped(match: re.Match[str]) -> str:
@@ -714,25 +718,28 @@ def _zone(tzid: str) -> ZoneInfo:
 
 def _time_value(value: str, params: dict[str, str]) -> date | datetime:
     kind = params.get("VALUE", "").upper()
-    try:
-        if len(value) == 8 and kind in ("", "DATE") and value.isdigit():
-            if "TZID" in params:
-                raise _Fallback("TZID on a date")
+    if len(value) == 8 and kind in ("", "DATE") and value.isdigit():
+        if "TZID" in params:
+            raise _Fallback("TZID on a date")
+        try:
             return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-        if kind not in ("", "DATE-TIME") or len(value) not in (15, 16) or value[8] != "T" \
-                or not (value[:8] + value[9:15]).isdigit():
-            raise _Fallback("unusual time value")
-        moment = datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),
-                          int(value[9:11]), int(value[11:13]), int(value[13:15]))
-    except ValueError as exc:
-        raise _Fallback(str(exc)) from None
+        except ValueError as exc:
+            raise _Fallback(str(exc)) from None
+    if kind not in ("", "DATE-TIME") or len(value) not in (15, 16) or value[8] != "T" \
+            or not (value[:8] + value[9:15]).isdigit():
+        raise _Fallback("unusual time value")
+    zone: Any = None  # floating
     if len(value) == 16:
         if value[15] != "Z" or "TZID" in params:
             raise _Fallback("unusual UTC time")
-        return moment.replace(tzinfo=UTC)
-    if "TZID" in params:
-        return moment.replace(tzinfo=_zone(params["TZID"]))
-    return moment  # floating
+        zone = UTC
+    elif "TZID" in params:
+        zone = _zone(params["TZID"])
+    try:
+        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),
+                        int(value[9:11]), int(value[11:13]), int(value[13:15]), tzinfo=zone)
+    except ValueError as exc:
+        raise _Fallback(str(exc)) from None
 
 
 def _duration(value: str) -> timedelta:
