@@ -15,6 +15,18 @@ from calsync.store.schema import bindings, events
 # default), so a fixed date would slowly fall out of it and the seeded counts would shrink.
 SEED_START = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT00:00:00Z")
 
+# Tests also write on fixed dates (late 2026). Graph providers in tests list a window that starts at a
+# fixed day before those instead of 30 days back from now, so the dates never fall out of it.
+GRAPH_WINDOW_START = datetime(2026, 10, 1, tzinfo=UTC)
+GRAPH_TEST_WINDOW = (GRAPH_WINDOW_START - datetime.now(UTC), timedelta(days=365))
+
+
+def graph_window_params() -> dict[str, str]:
+    """startDateTime / endDateTime of GRAPH_TEST_WINDOW, for listing a calendar as the tests' provider sees it."""
+    now = datetime.now(UTC)
+    return {"startDateTime": GRAPH_WINDOW_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endDateTime": (now + GRAPH_TEST_WINDOW[1]).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
 
 class GoogleApi:
     """Changes the remote side as some other Google Calendar client would."""

@@ -38,7 +38,7 @@ from tests.caldav_servers import (
     make_calendar,
     start_server,
 )
-from tests.helpers import SEED_START
+from tests.helpers import GRAPH_TEST_WINDOW, SEED_START, graph_window_params
 
 REMOTES = ("google", "graph", "radicale", "xandikos")
 PUSH_REMOTES = ("google", "graph")
@@ -272,6 +272,9 @@ class GraphRemote(Remote):
         calendars = self.http.get("/me/calendars").raise_for_status().json()["value"]
         self.calendar = next(str(c["id"]) for c in calendars if c.get("isDefaultCalendar"))
 
+    def page_options(self, page_size: int) -> dict[str, Any]:
+        return {"page_size": page_size, "window": GRAPH_TEST_WINDOW}
+
     def credentials(self) -> dict[str, Any]:
         return {"token": self.user}
 
@@ -332,10 +335,8 @@ class GraphRemote(Remote):
         self.http.patch(f"/me/events/{remote_id}", json=body).raise_for_status()
 
     def titles(self, calendar: str | None = None) -> dict[str, str]:
-        now = datetime.now(UTC)
         url = f"/me/calendars/{calendar or self.calendar}/calendarView/delta"
-        params: dict[str, Any] | None = {"startDateTime": _utc(now - timedelta(days=30)),
-                                         "endDateTime": _utc(now + timedelta(days=365))}
+        params: dict[str, Any] | None = graph_window_params()
         out: dict[str, str] = {}
         while True:
             body = self.http.get(url, params=params, headers={

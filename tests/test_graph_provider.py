@@ -19,7 +19,7 @@ from calsync.providers.graph import GraphProvider, change_from_graph, event_to_g
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
 from calsync.store.schema import conflicts
-from tests.helpers import SEED_START, local_events, token_of
+from tests.helpers import GRAPH_TEST_WINDOW, SEED_START, graph_window_params, local_events, token_of
 
 USER = "adele"
 
@@ -53,10 +53,7 @@ class GraphApi:
 
     def list_all(self, calendar_id: str) -> dict[str, str]:
         """Every item of the calendar's current window: id -> subject (one full delta round)."""
-        now = datetime.now(UTC)
-        params: dict[str, Any] | None = {
-            "startDateTime": (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "endDateTime": (now + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        params: dict[str, Any] | None = graph_window_params()
         url = f"/me/calendars/{calendar_id}/calendarView/delta"
         out: dict[str, str] = {}
         while True:
@@ -92,7 +89,8 @@ def bind(engine: Engine, base_url: str, calendar_id: str, token: str = USER) -> 
 
 def make(page_size: int = 50) -> Any:
     def factory(account: Account) -> GraphProvider:
-        return GraphProvider.from_account(account, page_size=page_size, retry=RetryPolicy(attempts=3, base_delay=0.02))
+        return GraphProvider.from_account(account, page_size=page_size, window=GRAPH_TEST_WINDOW,
+                                          retry=RetryPolicy(attempts=3, base_delay=0.02))
     return factory
 
 

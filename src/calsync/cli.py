@@ -17,9 +17,9 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from calsync.config import ConfigError, load_settings
 from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter, ConferenceError
+from calsync.config import ConfigError, load_settings
 from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.conflicts import ConflictResolved, resolve_conflict
@@ -29,14 +29,14 @@ from calsync.engine.outbound import queue_calendar
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import SyncReport, sync_once
-from calsync.store import conferences as conference_store
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account, utcnow
 from calsync.providers import SUPPORTED, provider_for
 from calsync.providers.base import ProviderError
 from calsync.providers.http import RetryPolicy
+from calsync.report_text import print_report
+from calsync.store import conferences as conference_store
 from calsync.store import repo
 from calsync.store.db import open_engine
-from calsync.report_text import print_report
 from calsync.views import binding_json, event_json, jsonable
 
 app = typer.Typer(help="Keep calendars, and the video conferences on their events, in sync.", no_args_is_help=True)
@@ -350,10 +350,13 @@ def sync(
 
 
 def settle_heap() -> None:
-    """Move what start-up made (modules, the app) out of the garbage collector's sight: a long sync
-    makes many objects, and each full collection would otherwise walk all of these again."""
+    """Move what start-up made (modules, the app) out of the garbage collector's sight, and collect
+    less often: a long sync makes millions of short-lived objects (hardly any cycles), and with the
+    default thresholds the collector ran ~600 times in a 10,000-event initial sync (0.3 s of it).
+    (50,000 saved a little more time but cost ~15 MiB of peak memory.)"""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def conference_adapters(config: str | None) -> dict[str, ConferenceAdapter]:

@@ -15,6 +15,7 @@ import httpx
 from sqlalchemy import Connection, Engine
 
 from calsync.engine import conferences
+from calsync.engine.prefetch import prefetched
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
 from calsync.model import (
     ChangePage,
@@ -165,22 +166,25 @@ def _walk(
         result.full = True
         with engine.begin() as conn:
             generation = repo.start_full_sync(conn, binding.id)
-    for page in provider.list_changes(binding.remote_calendar_id, binding.sync_token):
-        if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
-            page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
-        with engine.begin() as conn:
-            _apply_page(conn, binding, page, generation, result)
-            if page.last:
-                if generation is not None:
-                    _reconcile(conn, binding, generation, result, force, guard)
-                if result.created or result.updated:  # a series can only have arrived with a write
-                    repo.attach_orphan_exceptions(conn, binding.id)
-                assert page.sync_token is not None
-                stats = {k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
-                repo.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
-        result.pages += 1
-        if after_page:
-            after_page(result.pages, result)
+    listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
+    with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
+        for page in pages:
+            if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
+                page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
+            with engine.begin() as conn:
+                _apply_page(conn, binding, page, generation, result)
+                if page.last:
+                    if generation is not None:
+                        _reconcile(conn, binding, generation, result, force, guard)
+                    if result.created or result.updated:  # a series can only have arrived with a write
+                        repo.attach_orphan_exceptions(conn, binding.id)
+                    assert page.sync_token is not None
+                    stats = {k: v for k, v in result.as_dict().items()
+                             if isinstance(v, int) and not isinstance(v, bool)}
+                    repo.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
+            result.pages += 1
+            if after_page:
+                after_page(result.pages, result)
 
 
 def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, result: SyncResult) -> None:

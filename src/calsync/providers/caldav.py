@@ -94,10 +94,14 @@ APPLE = "http://apple.com/ns/ical/"
 CS = "http://calendarserver.org/ns/"
 XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
 ICS_TYPE = "text/calendar; charset=utf-8"
-BATCH_SIZE = 200  # hrefs per calendar-multiget: stock Radicale refuses very large answers
-# changes per page the engine stores in one transaction: a few multiget batches, since each commit
-# rewrites the index pages it touched (fewer, larger commits write less); memory stays bounded by it
-PAGE_EVENTS = 1000
+# hrefs per calendar-multiget: bounded (a stock Radicale refuses an answer holding over 10,000 VEVENTs),
+# and large enough that the server's fixed cost per request is spread thin (Radicale: ~0.34 ms per
+# member at 200, ~0.25 ms at 1,000); 500 keeps the service's peak memory well below vdirsyncer's
+BATCH_SIZE = 500
+# changes per page the engine stores in one transaction (at least one batch): each commit rewrites the
+# index pages it touched, so fewer, larger commits write less; memory stays bounded by the page
+PAGE_EVENTS = 500
+READ_AHEAD = 2  # multiget answers in flight while the current one is parsed and stored
 DAV_TOKEN, ETAGS_TOKEN = "dav:", "etags:"
 CTAG_SEPARATOR = ";ctag:"  # an ETag-listing token also records the collection's getctag
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
@@ -392,12 +396,14 @@ class CalDAVProvider:
                 yield self._multiget(collection, chunk)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caldav-read-ahead") as pool:
-            ahead = deque(pool.submit(self._multiget_request, collection, chunk) for chunk in chunks[:2])
+            ahead = deque(pool.submit(self._multiget_request, collection, chunk) for chunk in chunks[:READ_AHEAD])
             for index, chunk in enumerate(chunks):
                 response = ahead.popleft().result()
-                if index + 2 < len(chunks):
-                    ahead.append(pool.submit(self._multiget_request, collection, chunks[index + 2]))
-                yield self._multiget_answer(collection, chunk, response)
+                if index + READ_AHEAD < len(chunks):
+                    ahead.append(pool.submit(self._multiget_request, collection, chunks[index + READ_AHEAD]))
+                answer = self._multiget_answer(collection, chunk, response)
+                del response  # the raw answer is not kept while the engine stores this batch
+                yield answer
 
     # --- ETag listing fallback (no sync-collection) -------------------------------------------
 
