@@ -169,6 +169,9 @@ event_links = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("binding_id", "remote_id"),
     UniqueConstraint("event_id", "binding_id"),
+    # a binding's exception links, for attaching orphans to their series (without it, every sync that
+    # wrote something read every link row of the binding, base snapshots and all)
+    Index(None, "binding_id", "series_remote_id", "event_id"),
 )
 
 conflicts = Table(
