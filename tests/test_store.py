@@ -52,3 +52,18 @@ def test_the_known_schema_head_is_alembics_head() -> None:
     from calsync.store.db import SCHEMA_HEAD, alembic_config
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD
+
+
+def test_orphan_exceptions_are_found_through_the_exception_link_index(tmp_path: Path) -> None:
+    """Attaching orphans runs after every sync that wrote something: it must not read every link row
+    of the binding (base snapshots and all), only the index of its exception links."""
+    from sqlalchemy import text
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    with engine.begin() as conn:
+        plan = conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT event_id, series_remote_id FROM event_links "
+            "WHERE binding_id = :b AND series_remote_id IS NOT NULL"), {"b": "x"}).all()
+        assert repo.attach_orphan_exceptions(conn, "x") == 0
+    detail = " ".join(str(row[-1]) for row in plan)
+    assert "COVERING INDEX ix_event_links_binding_id_series_remote_id_event_id" in detail, detail
