@@ -518,9 +518,10 @@ def test_a_truncated_sync_answer_507_is_continued() -> None:
     client = CalDAVProvider("http://dav.invalid/", "u", "p")
     client.http._client = httpx.Client(base_url="http://dav.invalid", transport=httpx.MockTransport(handler))
     pages = list(client.list_changes("/cal/", None))
-    assert [p.last for p in pages] == [False, False, True] and pages[-1].sync_token == "dav:t2"
-    items = [(type(i).__name__, i.remote_id) for p in pages for i in p.items]
-    assert items == [("RemoteEvent", "a"), ("RemoteDeletion", "gone"), ("RemoteEvent", "b")]
+    assert [p.last for p in pages] == [False, True] and pages[-1].sync_token == "dav:t2"
+    items = [[(type(i).__name__, i.remote_id) for i in p.items] for p in pages]
+    assert items == [[("RemoteEvent", "a")], [("RemoteDeletion", "gone"), ("RemoteEvent", "b")]], \
+        "a few deletions share their page with the changed members"
     assert calls == ["REPORT 0", "REPORT 1", "REPORT 0", "REPORT 1"]
 
 

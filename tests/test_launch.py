@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from calsync.engine.sync import BindingBusy, sync_held
-from calsync.launch import ServiceLost, SyncArgs, parse_sync_args, post
+from calsync.launch import ServiceLost, SyncArgs, parse_sync_args, post, service_address
 from calsync.model import utcnow
 from calsync.service import runtime
 from calsync.store import repo, scheduling
@@ -73,7 +73,7 @@ def service(bound_db: tuple[Path, GoogleApi, str]) -> Iterator[tuple[runtime.Ser
     finally:
         process.terminate()
         process.wait(timeout=20)
-    assert not runtime.record_path(db).exists(), "a stopped service leaves its record behind"
+    assert not os.path.exists(runtime.record_path(db)), "a stopped service leaves its record behind"
 
 
 def test_sync_is_done_by_the_running_service(service: tuple[runtime.ServiceRecord, Path],
@@ -187,6 +187,25 @@ def test_a_sync_someone_asked_for_waits_for_a_workers_lease(bound_db: tuple[Path
 ])
 def test_sync_options_are_read_or_left_to_the_full_cli(args: list[str], expected: SyncArgs | None) -> None:
     assert parse_sync_args(args) == expected
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("http://127.0.0.1:8123", ("127.0.0.1", 8123)),
+    ("http://[::1]:8123", ("::1", 8123)),
+    ("http://localhost:9000/", ("localhost", 9000)),
+    ("http://localhost", ("localhost", 80)),
+    ("http://[::1]", ("::1", 80)),
+])
+def test_the_service_address_is_read_from_its_url(url: str, expected: tuple[str, int]) -> None:
+    assert service_address(url) == expected
+
+
+def test_the_launcher_imports_stay_light() -> None:
+    """Every delegated `calsync sync` pays for these imports; the heavy ones stay out."""
+    code = ("import sys, calsync.launch; heavy = {'pathlib', 'typing', 'urllib.parse', 'sqlalchemy', 'httpx'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def one_answer_server(answer: bytes) -> int:

@@ -55,15 +55,18 @@ def test_the_known_schema_head_is_alembics_head() -> None:
 
 
 def test_orphan_exceptions_are_found_through_the_exception_link_index(tmp_path: Path) -> None:
-    """Attaching orphans runs after every sync that wrote something: it must not read every link row
-    of the binding (base snapshots and all), only the index of its exception links."""
+    """Attaching orphans runs on every page that links a new event: it must cost what the page
+    holds, an index lookup per new series, not a read of the binding's link rows."""
     from sqlalchemy import text
 
     engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
     with engine.begin() as conn:
         plan = conn.execute(text(
-            "EXPLAIN QUERY PLAN SELECT event_id, series_remote_id FROM event_links "
-            "WHERE binding_id = :b AND series_remote_id IS NOT NULL"), {"b": "x"}).all()
-        assert repo.attach_orphan_exceptions(conn, "x") == 0
+            "EXPLAIN QUERY PLAN SELECT event_links.event_id, event_links.series_remote_id FROM event_links "
+            "JOIN events ON events.id = event_links.event_id WHERE event_links.binding_id = :b "
+            "AND event_links.series_remote_id IN (:s1, :s2) AND events.recurring_event_id IS NULL"),
+            {"b": "x", "s1": "a", "s2": "b"}).all()
+        assert repo.attach_orphan_exceptions(conn, "x", {"a": "event-a", "b": "event-b"}) == 0
     detail = " ".join(str(row[-1]) for row in plan)
-    assert "COVERING INDEX ix_event_links_binding_id_series_remote_id_event_id" in detail, detail
+    assert "COVERING INDEX ix_event_links_binding_id_series_remote_id_event_id (binding_id=? AND series_remote_id=?)" \
+        in detail, detail

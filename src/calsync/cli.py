@@ -616,7 +616,7 @@ def serve(
                           control_token=token, poll_interval=settings.poll_interval)
         if database_file and token:
             record = runtime.ServiceRecord(url=url, pid=os.getpid(), token=token,
-                                           config=str(Path(config).resolve()) if config else None)
+                                           config=os.path.realpath(config) if config else None)
             try:
                 runtime.claim(database_file, record)
             except RuntimeError as exc:

@@ -176,8 +176,6 @@ def _walk(
                 if page.last:
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard)
-                    if result.created or result.updated:  # a series can only have arrived with a write
-                        repo.attach_orphan_exceptions(conn, binding.id)
                     assert page.sync_token is not None
                     stats = {k: v for k, v in result.as_dict().items()
                              if isinstance(v, int) and not isinstance(v, bool)}
@@ -275,6 +273,9 @@ def _apply_page(
     # series before their exceptions: a page may list an exception ahead of its master
     repo.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
     repo.insert_links(conn, writes.new_links)
+    if writes.new_links:  # exceptions that came before their series (on an earlier page or sync) join it now
+        repo.attach_orphan_exceptions(conn, binding.id, {
+            row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)
     doomed: list[str] = []

@@ -372,10 +372,16 @@ class CalDAVProvider:
 
     def _pages(self, collection: str, removed: list[str], changed: list[str]) -> Iterator[list[RemoteChange]]:
         """Bounded pages of about `page_events` changes: deletions, then the changed members, fetched
-        `batch_size` at a time."""
-        for chunk in _chunks(removed, self.page_events):
-            yield [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
+        `batch_size` at a time. A few deletions share a page with what changed (one store
+        transaction for a small sync, not two)."""
         page: list[RemoteChange] = []
+        for chunk in _chunks(removed, self.page_events):
+            if page:
+                yield page
+            page = [RemoteDeletion(self._remote_id(collection, p)) for p in chunk]
+        if len(page) >= self.page_events:
+            yield page
+            page = []
         for items in self._fetched(collection, changed):
             page.extend(items)
             if len(page) >= self.page_events:

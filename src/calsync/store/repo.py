@@ -427,20 +427,23 @@ def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]
     return found
 
 
-def attach_orphan_exceptions(conn: Connection, binding_id: str) -> int:
-    """Link exceptions that arrived before their series to it, once the series is known."""
-    orphan_links = select(event_links.c.event_id, event_links.c.series_remote_id).where(
-        event_links.c.binding_id == binding_id, event_links.c.series_remote_id.is_not(None)
-    ).subquery()
-    rows = conn.execute(
-        select(orphan_links.c.event_id, orphan_links.c.series_remote_id)
-        .join(events, events.c.id == orphan_links.c.event_id)
-        .where(events.c.recurring_event_id.is_(None))
-    ).all()
-    if not rows:
-        return 0
-    series = event_ids_for_remote_ids(conn, binding_id, [r.series_remote_id for r in rows])
-    updates = [{"eid": r.event_id, "sid": series[r.series_remote_id]} for r in rows if r.series_remote_id in series]
+def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dict[str, str]) -> int:
+    """Link exceptions that arrived before their series to it, now that the series is here.
+
+    `new_masters` maps the remote ids of events this binding just linked (created or adopted) to
+    their event ids. Only those can have orphans waiting: an exception whose series was already
+    linked found it when it arrived. So the lookup costs what the page holds, through the index of
+    exception links, however large the calendar."""
+    updates: list[dict[str, str]] = []
+    for chunk in chunks(list(new_masters)):
+        rows = conn.execute(
+            select(event_links.c.event_id, event_links.c.series_remote_id)
+            .join(events, events.c.id == event_links.c.event_id)
+            .where(event_links.c.binding_id == binding_id, event_links.c.series_remote_id.in_(chunk),
+                   events.c.recurring_event_id.is_(None))
+        ).all()
+        updates += [{"eid": r.event_id, "sid": new_masters[r.series_remote_id]} for r in rows
+                    if r.event_id != new_masters[r.series_remote_id]]
     if updates:
         conn.execute(
             update(events).where(events.c.id == bindparam("eid")).values(recurring_event_id=bindparam("sid")),

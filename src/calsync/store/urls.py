@@ -6,7 +6,6 @@ before deciding whether a running service should do the work, and that decision 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 def default_url() -> str:
@@ -16,22 +15,24 @@ def default_url() -> str:
         return env
     from platformdirs import user_data_dir  # only here: most runs name their database
 
-    folder = Path(user_data_dir("calsync"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'calsync.db'}"
+    folder = user_data_dir("calsync")
+    os.makedirs(folder, exist_ok=True)
+    return f"sqlite:///{os.path.join(folder, 'calsync.db')}"
 
 
 def normalise_url(url: str) -> str:
     """Accept a bare file path as a SQLite database, and use psycopg 3 for postgresql:// URLs."""
     if "://" not in url:
-        return f"sqlite:///{Path(url).expanduser().resolve()}"
+        return f"sqlite:///{os.path.realpath(os.path.expanduser(url))}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite database URL (absolute), or None for other databases and in-memory ones."""
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite database URL (absolute, symlinks resolved), or None for other databases
+    and in-memory ones. os.path rather than pathlib: `calsync sync` calls this before deciding who
+    syncs, and importing pathlib alone is a tenth of that decision."""
     url = normalise_url(url)
     if not url.startswith("sqlite"):
         return None
@@ -39,4 +40,4 @@ def sqlite_file(url: str) -> Path | None:
     path = path.split("?", 1)[0]
     if not path or path == ":memory:":
         return None
-    return Path(path).expanduser().resolve()
+    return os.path.realpath(os.path.expanduser(path))
