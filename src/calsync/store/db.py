@@ -1,7 +1,6 @@
 """Opening the database: URL resolution, SQLite pragmas, and schema migration with Alembic."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
