@@ -46,7 +46,6 @@ from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import sync_once
 from calsync.providers.caldav import CalDAVProvider
 from calsync.providers.google import GoogleProvider
-from calsync.providers.graph import GraphProvider
 from calsync.store import repo
 from calsync.store.db import open_engine
 
