@@ -2,14 +2,15 @@
 
 A threaded http.server (HTTP/1.1 keep-alive towards the client) forwarding each request to the
 server over one upstream connection per client connection. Answers are buffered and sent with a
-Content-Length: the proxy adds a little latency per request, equally for both tools. Each answer
-leaves in one write on a TCP_NODELAY socket: written as status and headers, then body, Nagle's
-algorithm held the body back until the client's delayed ACK of the headers, up to 40 ms per answer,
-which no real server adds.
+Content-Length: the proxy adds a little latency per request, equally for both tools. Both of its
+sockets are TCP_NODELAY and each answer leaves in one write: with Nagle's algorithm, the second
+write of a message (a body after its headers) waited for the peer's delayed ACK, up to 40 ms per
+request or answer, which no real client or server adds.
 """
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,10 @@ class CountingProxy:
                 conn = getattr(self, "_conn", None)
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=600)
+                    conn.connect()
+                    # http.client sends a request's headers and body in two writes: on a kept-alive
+                    # connection Nagle held the body until the server's delayed ACK (40 ms)
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self._conn = conn
                 return conn
 

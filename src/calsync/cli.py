@@ -634,6 +634,7 @@ def serve(
                 runtime.release(database_file, os.getpid())
             if pool:
                 pool.stop()
+            app_.state.providers.close()
 
 
 @app.command("worker")

@@ -1,6 +1,10 @@
-"""Provider clients shared by one pass of work: one per account, made on first use."""
+"""Provider clients shared by one pass of work: one per account, made on first use; and the warm
+clients a long-running service keeps between passes."""
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -12,9 +16,14 @@ from calsync.store import repo
 
 
 class ProviderPool:
-    def __init__(self, engine: Engine, make: Callable[[Account], Provider] = provider_for) -> None:
+    """`make` gives a client for an account; `release` takes it back when the pass ends (by default
+    it is closed)."""
+
+    def __init__(self, engine: Engine, make: Callable[[Account], Provider] = provider_for,
+                 release: Callable[[Provider], None] | None = None) -> None:
         self.engine = engine
         self.make = make
+        self.release = release
         self._clients: dict[str, Provider] = {}
 
     def get(self, account_id: str) -> Provider:
@@ -25,5 +34,67 @@ class ProviderPool:
 
     def close(self) -> None:
         for client in self._clients.values():
-            client.close()
+            if self.release is not None:
+                self.release(client)
+            else:
+                client.close()
         self._clients.clear()
+
+
+class WarmProviders:
+    """Clients kept open between the syncs of a running service, so a sync reuses the connections
+    (and TLS sessions) the previous one opened instead of paying a new handshake each time.
+
+    A client is lent to one pass at a time (its request counts and any state stay that pass's own);
+    a pass that finds none idle gets a new one. A client is kept for the account's provider, address
+    and credentials as they were when it was made: re-adding the account with a new password gets a
+    new client, and the old one is closed when it comes back."""
+
+    def __init__(self, make: Callable[[Account], Provider] = provider_for, keep: int = 2) -> None:
+        self._make = make
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[Provider]] = {}
+        self._lent: dict[int, tuple[str, str]] = {}  # id(client) -> (account id, key it was made for)
+        self._current: dict[str, str] = {}  # account id -> key of its latest settings
+        self._closed = False
+
+    @staticmethod
+    def _key(account: Account) -> str:
+        settings = json.dumps([account.id, account.provider, account.base_url, account.credentials],
+                              sort_keys=True, default=str)
+        return hashlib.sha256(settings.encode()).hexdigest()
+
+    def borrow(self, account: Account) -> Provider:
+        key = self._key(account)
+        with self._lock:
+            previous = self._current.get(account.id)
+            stale = self._idle.pop(previous, []) if previous is not None and previous != key else []
+            self._current[account.id] = key
+            idle = self._idle.get(key)
+            client = idle.pop() if idle else None
+        for old in stale:  # made with settings the account no longer has
+            old.close()
+        if client is None:
+            client = self._make(account)
+        with self._lock:
+            self._lent[id(client)] = (account.id, key)
+        return client
+
+    def give_back(self, client: Provider) -> None:
+        with self._lock:
+            account_id, key = self._lent.pop(id(client), ("", ""))
+            idle = self._idle.setdefault(key, [])
+            keep = not self._closed and self._current.get(account_id) == key and len(idle) < self._keep
+            if keep:
+                idle.append(client)
+        if not keep:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for client in clients:
+            client.close()

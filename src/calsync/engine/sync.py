@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import MassDeleteGuard, PageHook, SyncResult, sync_binding
-from calsync.engine.outbound import PushResult, Pusher, WriteHook
-from calsync.engine.pool import ProviderPool
+from calsync.engine.outbound import Pusher, PushResult, WriteHook
+from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
@@ -42,7 +42,7 @@ def sync_once(
     guard: MassDeleteGuard | None = None, after_page: PageHook | None = None,
     make_provider: Callable[[Account], Provider] = provider_for,
     adapters: dict[str, ConferenceAdapter] | None = None, now: datetime | None = None,
-    after_write: WriteHook | None = None,
+    after_write: WriteHook | None = None, release_provider: Callable[[Provider], None] | None = None,
 ) -> SyncReport:
     """Sync each binding once (a failing binding is recorded and reported; the others still run),
     push each binding's queued local changes, then work the conference outbox that the changes filled (when `adapters` are given; work for a
@@ -50,7 +50,7 @@ def sync_once(
     with engine.begin() as conn:
         rows = [repo.get_binding(conn, b) for b in binding_ids] if binding_ids else repo.list_bindings(conn)
         accounts = {r["account_id"]: repo.get_account(conn, r["account_id"]) for r in rows}
-    pool = ProviderPool(engine, make_provider)
+    pool = ProviderPool(engine, make_provider, release_provider)
     report = SyncReport()
     try:
         for row in rows:
@@ -82,12 +82,13 @@ class BindingBusy(RuntimeError):
 def sync_held(
     engine: Engine, owner: str, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
     adapters: dict[str, ConferenceAdapter] | None = None, lease_seconds: float = 60.0, wait_seconds: float = 600.0,
-    poll_interval: float = 300.0,
+    poll_interval: float = 300.0, providers: WarmProviders | None = None,
 ) -> SyncReport:
     """sync_once for a sync someone asked a running service for: the bindings are leased first, so
     the service's own workers (and any other process) never sync the same binding at the same time.
     A binding a worker is syncing right now is waited for, then synced again (it may have changed
-    since that sync began). Unknown binding ids raise repo.NotFound before anything is leased."""
+    since that sync began). Unknown binding ids raise repo.NotFound before anything is leased.
+    `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync."""
     with engine.begin() as conn:
         ids = [repo.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
             r["id"] for r in repo.list_bindings(conn)]
@@ -111,7 +112,9 @@ def sync_held(
                 for binding_id in held:
                     scheduling.extend_binding_lease(conn, binding_id, owner, until)
 
-        return sync_once(engine, binding_ids=ids, full=full, force=force, adapters=adapters, after_page=keep_leases)
+        make, release = (providers.borrow, providers.give_back) if providers is not None else (provider_for, None)
+        return sync_once(engine, binding_ids=ids, full=full, force=force, adapters=adapters, after_page=keep_leases,
+                         make_provider=make, release_provider=release)
     finally:
         finished = utcnow()
         with engine.begin() as conn:

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from calsync import __version__
 from calsync.conferencing.base import ConferenceAdapter
+from calsync.engine.pool import WarmProviders
 from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.control import control_router
@@ -30,12 +31,14 @@ def create_app(
     that `calsync sync` uses to hand its work to this service."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
+    # the control endpoint's syncs reuse the last one's connections; `calsync serve` closes them at exit
+    app.state.providers = providers = WarmProviders()
     app.include_router(api_router(engine))
     app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
     app.include_router(graph_router(engine, metrics, wake, debounce))
     if control_token:
-        app.include_router(control_router(engine, adapters, control_token, poll_interval))
+        app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from calsync.conferencing.base import ConferenceAdapter
+from calsync.engine.pool import WarmProviders
 from calsync.engine.sync import BindingBusy, sync_held
 from calsync.store import repo
 from calsync.views import jsonable
@@ -29,7 +30,8 @@ class SyncRequest(BaseModel):
 
 
 def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None, token: str,
-                   poll_interval: float = 300.0) -> APIRouter:
+                   poll_interval: float = 300.0, providers: WarmProviders | None = None) -> APIRouter:
+    """`providers`: clients kept warm between requested syncs (the service closes them when it stops)."""
     router = APIRouter(prefix="/control", include_in_schema=False)
     expected = f"Bearer {token}".encode()
 
@@ -41,7 +43,8 @@ def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None
             raise HTTPException(401, detail="the control secret is missing or wrong")
         try:
             report = sync_held(engine, f"control-{uuid.uuid4().hex[:12]}", binding_ids=body.bindings,
-                               full=body.full, force=body.force, adapters=adapters, poll_interval=poll_interval)
+                               full=body.full, force=body.force, adapters=adapters, poll_interval=poll_interval,
+                               providers=providers)
         except repo.NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         except BindingBusy as exc:
