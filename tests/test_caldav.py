@@ -458,6 +458,52 @@ def test_another_clients_series_delete_removes_series_and_overrides(engine: Engi
     assert titles(engine, binding) == {}
 
 
+def _without_override(text: str) -> str:
+    """The series resource with its override component removed (the instance back to the rule)."""
+    calendar = Calendar.from_ical(text)
+    calendar.subcomponents = [c for c in calendar.subcomponents if "RECURRENCE-ID" not in c]
+    return str(calendar.to_ical().decode())
+
+
+def test_another_client_reverting_an_override_removes_the_local_exception(engine: Engine, dav: DavCalendar) -> None:
+    """An override is a component inside its series' resource: when another client drops it, no
+    member is removed, the resource just changes. The re-read resource is the whole series, so the
+    exception it no longer holds is gone."""
+    dav.put("standup", SERIES)
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    assert set(titles(engine, binding)) == {"standup", "standup#20261215T080000Z"}
+
+    text, etag = dav.get("standup")
+    dav.put("standup", _without_override(text), if_match=etag)
+    result = inbound(sync(engine, binding))
+    assert (result.deleted, result.conflicts) == (1, 0)
+    assert set(titles(engine, binding)) == {"standup"}, "the reverted instance follows the rule again"
+
+    # and back: another client moves the instance again; the exception is live again (one event)
+    text, etag = dav.get("standup")
+    dav.put("standup", SERIES, if_match=etag)
+    result = inbound(sync(engine, binding))
+    assert result.conflicts == 0 and result.created + result.updated >= 1
+    assert titles(engine, binding)["standup#20261215T080000Z"] == "Standup (moved)"
+    assert len(local_events(engine, binding)) == 2
+    quiet = inbound(sync(engine, binding))
+    assert (quiet.created, quiet.updated, quiet.deleted) == (0, 0, 0)
+
+
+def test_an_override_reverted_remotely_after_a_local_edit_is_a_conflict(engine: Engine, dav: DavCalendar) -> None:
+    dav.put("standup", SERIES)
+    binding = bind(engine, dav, direction="pull")
+    inbound(sync(engine, binding))
+    override = local_events(engine, binding)["standup#20261215T080000Z"]
+    local.update_event(engine, override["id"], {"title": "Standup (my edit)"}, None)
+    text, etag = dav.get("standup")
+    dav.put("standup", _without_override(text), if_match=etag)
+    result = inbound(sync(engine, binding))
+    assert result.conflicts == 1, "a local edit is not lost to a remote revert without asking"
+    assert titles(engine, binding)["standup#20261215T080000Z"] == "Standup (my edit)"
+
+
 def test_conference_is_written_as_conference_and_url(dav: DavCalendar) -> None:
     client = provider(dav)
     data = EventData(title="Call", start="2026-12-06T10:00:00Z", end="2026-12-06T11:00:00Z",

@@ -1,12 +1,13 @@
 """The store: migrations make the schema (not create_all), and match the tables the code uses."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Connection, Engine, event, inspect
 
 from calsync.store import repo
 from calsync.store.db import default_url, normalise_url, open_engine
@@ -54,19 +55,33 @@ def test_the_known_schema_head_is_alembics_head() -> None:
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD
 
 
-def test_orphan_exceptions_are_found_through_the_exception_link_index(tmp_path: Path) -> None:
-    """Attaching orphans runs on every page that links a new event: it must cost what the page
-    holds, an index lookup per new series, not a read of the binding's link rows."""
-    from sqlalchemy import text
+def _plans_of(engine: Engine, work: Callable[[Connection], object]) -> list[str]:
+    """SQLite's query plan of every SELECT that `work` runs."""
+    statements: list[tuple[str, object]] = []
 
+    def capture(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with engine.begin() as conn:
+            work(conn)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as conn:
+        return [" ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                for sql, params in statements]
+
+
+def test_series_lookups_of_a_page_read_indexes_not_the_binding_links(tmp_path: Path) -> None:
+    """Attaching orphans and finding a re-read series' members run on every page of an incremental
+    sync: each must cost what the page holds (an index lookup per series), never a read of all the
+    binding's links."""
     engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
-    with engine.begin() as conn:
-        plan = conn.execute(text(
-            "EXPLAIN QUERY PLAN SELECT event_links.event_id, event_links.series_remote_id FROM event_links "
-            "JOIN events ON events.id = event_links.event_id WHERE event_links.binding_id = :b "
-            "AND event_links.series_remote_id IN (:s1, :s2) AND events.recurring_event_id IS NULL"),
-            {"b": "x", "s1": "a", "s2": "b"}).all()
-        assert repo.attach_orphan_exceptions(conn, "x", {"a": "event-a", "b": "event-b"}) == 0
-    detail = " ".join(str(row[-1]) for row in plan)
-    assert "COVERING INDEX ix_event_links_binding_id_series_remote_id_event_id (binding_id=? AND series_remote_id=?)" \
-        in detail, detail
+    plans = _plans_of(engine, lambda conn: repo.attach_orphan_exceptions(conn, "x", {"a": "event-a", "b": "event-b"}))
+    plans += _plans_of(engine, lambda conn: repo.live_series_members(conn, "x", ["a", "b"]))
+    assert len(plans) == 3, plans
+    for plan in plans:
+        assert "SEARCH event_links USING" in plan and "(binding_id=? AND " in plan, plan
+    assert "ix_event_links_binding_id_series_remote_id_event_id (binding_id=? AND series_remote_id=?)" in plans[0]

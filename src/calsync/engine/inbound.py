@@ -166,13 +166,14 @@ def _walk(
         result.full = True
         with engine.begin() as conn:
             generation = repo.start_full_sync(conn, binding.id)
+    whole_series = getattr(provider, "lists_whole_series", False)
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
     with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
         for page in pages:
             if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
                 page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
             with engine.begin() as conn:
-                _apply_page(conn, binding, page, generation, result)
+                _apply_page(conn, binding, page, generation, result, whole_series=whole_series)
                 if page.last:
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard)
@@ -231,10 +232,18 @@ class _PageWrites:
 
 def _apply_page(
     conn: Connection, binding: _Binding, page: ChangePage, generation: int | None, result: SyncResult,
-    *, conference_work: bool = True,
+    *, conference_work: bool = True, whole_series: bool = False,
 ) -> None:
-    """Apply one page with a handful of batched statements, whatever its size."""
+    """Apply one page with a handful of batched statements, whatever its size.
+
+    `whole_series`: the provider lists a series with all its exceptions whenever any part of it
+    changed (CalDAV's resources), so an exception of a listed series that the page does not hold
+    was removed. A full listing finds such removals by its sweep instead."""
     items = {item.remote_id: item for item in page.items}  # a repeated id within a page: the last one wins
+    if whole_series and generation is None:
+        listed = {i.series_remote_id or i.remote_id for i in items.values() if isinstance(i, RemoteEvent)}
+        for remote_id in repo.live_series_members(conn, binding.id, listed) - items.keys():
+            items[remote_id] = RemoteDeletion(remote_id)
     series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
     series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
     if series:  # a cancelled instance of a series we already deleted is just another deletion

@@ -132,6 +132,9 @@ class CalDAVProvider:
 
     name = "caldav"
     supports_push = False  # no watch channels: polling only (the engine may skip channel set-up)
+    # a series and its overrides are one resource, always read whole: an override missing from a
+    # re-read series is gone (another client reverted the instance), though no member was removed
+    lists_whole_series = True
 
     def __init__(
         self, url: str, username: str | None = None, password: str | None = None, *,

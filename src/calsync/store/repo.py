@@ -427,6 +427,21 @@ def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]
     return found
 
 
+def live_series_members(conn: Connection, binding_id: str, series_remote_ids: Iterable[str]) -> set[str]:
+    """Remote ids of the binding's live events that belong to these series: each series' own link
+    and its exceptions' (both lookups through an index)."""
+    ids = list(set(series_remote_ids))
+    found: set[str] = set()
+    for chunk in chunks(ids):
+        # two lookups, not one with OR: SQLite answers an OR of both by reading every link of the binding
+        for column in (event_links.c.remote_id, event_links.c.series_remote_id):
+            found.update(conn.execute(
+                select(event_links.c.remote_id).join(events, events.c.id == event_links.c.event_id)
+                .where(event_links.c.binding_id == binding_id, column.in_(chunk), events.c.deleted.is_(False))
+            ).scalars())
+    return found
+
+
 def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dict[str, str]) -> int:
     """Link exceptions that arrived before their series to it, now that the series is here.
 
