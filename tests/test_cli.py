@@ -63,6 +63,41 @@ def test_account_bind_sync_list(tmp_path: Path, google_url: str) -> None:
     assert "full" in human and "ok" in human
 
 
+def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: Path, google_url: str) -> None:
+    """`calsync sync` in its own process (no service: PostgreSQL, or SQLite with none running) must
+    not sync a binding a worker of another process is syncing: it waits for the lease, then syncs."""
+    from datetime import timedelta
+
+    from calsync.model import utcnow
+    from calsync.store import repo, scheduling
+    from calsync.store.db import open_engine
+
+    db = tmp_path / "lease.db"
+    api = GoogleApi(google_url, "lease-user")
+    calendar = api.primary_id()
+    api.seed(calendar, 3)
+    account = calsync("account", "add", "google", "--name", "w", "--token", "lease-user",
+                      "--base-url", google_url, db=db).stdout.strip()
+    binding = as_json(calsync("calendar", "bind", account, calendar, "--json", db=db))["binding_id"]
+    engine = open_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:  # a worker elsewhere holds the binding for another 2 seconds
+            assert scheduling.claim_named_binding(conn, binding, "worker-elsewhere", utcnow(), 2.0) is not None
+        done = calsync("sync", "--json", db=db)
+        assert "being synced elsewhere; waiting" in done.stderr
+        assert as_json(done)["inbound"][0]["created"] == 3
+        with engine.begin() as conn:
+            row = repo.get_binding(conn, binding)
+        assert row["lease_owner"] is None, "the CLI's own lease is released"
+        assert row["next_poll_at"] is not None and row["next_poll_at"] > utcnow() + timedelta(seconds=60), \
+            "the workers' next poll is put off: the binding was just synced"
+    finally:
+        engine.dispose()
+
+    unknown = calsync("sync", "--binding", "nope", db=db, ok=False)
+    assert unknown.returncode == 1 and "nope" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["calendar", "bind", "nope", "x"], "no account with id 'nope'"),
     (["events", "list", "--calendar", "nope"], "no local calendar with id 'nope'"),

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Optional
@@ -23,11 +25,11 @@ from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.conflicts import ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
-from calsync.engine.inbound import SyncResult
+from calsync.engine.inbound import PageHook, SyncResult
 from calsync.engine.outbound import queue_calendar
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
-from calsync.engine.sync import SyncReport, sync_once
+from calsync.engine.sync import BindingBusy, SyncReport, sync_held
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account, utcnow
 from calsync.providers import SUPPORTED, provider_for
 from calsync.providers.base import ProviderError
@@ -332,12 +334,19 @@ def sync(
     local: Annotated[bool, typer.Option("--local", help="Sync in this process even when a service serves the database.")] = False,
 ) -> None:
     """Sync once: everything that is due (inbound, then conference work), then print a summary.
-    When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch)."""
+    When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch).
+    Otherwise the bindings are leased first, so no worker (of any process) syncs them meanwhile."""
     adapters = conference_adapters(config)
+    settings = worker_settings(config, None, None, None)
     with database(db) as engine:
         settle_heap()
-        report = run_sync(engine, binding_ids=binding or None, full=full, force=force, show_progress=not as_json,
-                          adapters=adapters)
+        try:
+            report = run_sync(engine, binding_ids=binding or None, full=full, force=force,
+                              show_progress=not as_json, adapters=adapters, settings=settings)
+        except repo.NotFound as exc:
+            raise fail(str(exc), 1) from exc
+        except BindingBusy as exc:
+            raise fail(f"{exc}; try again later", 1) from exc
     for adapter in adapters.values():
         adapter.close()
     if as_json:
@@ -368,10 +377,21 @@ def conference_adapters(config: str | None) -> dict[str, ConferenceAdapter]:
 def run_sync(
     engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
     show_progress: bool = True, adapters: dict[str, ConferenceAdapter] | None = None,
+    settings: WorkerSettings | None = None,
 ) -> SyncReport:
-    """sync_once with a Rich progress line for long listings when a person is watching."""
+    """sync_held (this process's own lease on each binding) with a Rich progress line for long
+    listings when a person is watching."""
+    settings = settings or WorkerSettings()
+    owner = f"cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def held(after_page: PageHook | None = None) -> SyncReport:
+        return sync_held(engine, owner, binding_ids=binding_ids, full=full, force=force, adapters=adapters,
+                         lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
+                         after_page=after_page,
+                         on_wait=lambda b: err.print(f"binding {b} is being synced elsewhere; waiting for it"))
+
     if not (show_progress and console.is_terminal):
-        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, adapters=adapters)
+        return held()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=console, transient=True,
@@ -383,8 +403,7 @@ def run_sync(
             progress.update(task, description=f"{'full' if result.full else 'incremental'} sync {result.binding_id[:8]}",
                             detail=f"page {pages}, {seen} events")
 
-        return sync_once(engine, binding_ids=binding_ids, full=full, force=force, after_page=on_page,
-                         adapters=adapters)
+        return held(on_page)
 
 
 @app.command("status")
@@ -588,7 +607,6 @@ def serve(
 ) -> None:
     """Run the service: REST API, webhook receivers and (unless --no-workers) background workers.
     On SQLite it leaves a record beside the database, and `calsync sync` then asks it to do the work."""
-    import os
     import signal
 
     from calsync.emulators.server import bind_socket, serve_forever

@@ -82,17 +82,20 @@ class BindingBusy(RuntimeError):
 def sync_held(
     engine: Engine, owner: str, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
     adapters: dict[str, ConferenceAdapter] | None = None, lease_seconds: float = 60.0, wait_seconds: float = 600.0,
-    poll_interval: float = 300.0, providers: WarmProviders | None = None,
+    poll_interval: float = 300.0, providers: WarmProviders | None = None, after_page: PageHook | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """sync_once for a sync someone asked a running service for: the bindings are leased first, so
     the service's own workers (and any other process) never sync the same binding at the same time.
     A binding a worker is syncing right now is waited for, then synced again (it may have changed
     since that sync began). Unknown binding ids raise repo.NotFound before anything is leased.
-    `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync."""
+    `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync.
+    `on_wait(binding_id)` is told once when a binding is busy and the sync waits for it."""
     with engine.begin() as conn:
         ids = [repo.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
             r["id"] for r in repo.list_bindings(conn)]
     held: dict[str, datetime | None] = {}  # binding id -> dirty_at seen when leased
+    waited: set[str] = set()
     try:
         deadline = time.monotonic() + wait_seconds
         for binding_id in ids:
@@ -104,13 +107,18 @@ def sync_held(
                     break
                 if time.monotonic() > deadline:
                     raise BindingBusy(f"binding {binding_id} stayed busy for {wait_seconds:.0f} s")
+                if on_wait is not None and binding_id not in waited:
+                    waited.add(binding_id)
+                    on_wait(binding_id)
                 time.sleep(0.1)
 
-        def keep_leases(_pages: int, _result: SyncResult) -> None:
+        def keep_leases(pages: int, result: SyncResult) -> None:
             until = utcnow() + timedelta(seconds=lease_seconds)
             with engine.begin() as conn:
                 for binding_id in held:
                     scheduling.extend_binding_lease(conn, binding_id, owner, until)
+            if after_page is not None:
+                after_page(pages, result)
 
         make, release = (providers.borrow, providers.give_back) if providers is not None else (provider_for, None)
         return sync_once(engine, binding_ids=ids, full=full, force=force, adapters=adapters, after_page=keep_leases,
