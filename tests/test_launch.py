@@ -140,6 +140,24 @@ def test_bad_requests_to_the_service_get_clear_errors(service: tuple[runtime.Ser
     runtime.claim(db, record)
 
 
+def test_a_database_failure_in_the_service_is_reported_not_a_bare_500(
+        service: tuple[runtime.ServiceRecord, Path]) -> None:
+    record, db = service
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # the service's database loses a table under it
+        conn.execute("ALTER TABLE bindings RENAME TO bindings_gone")
+    try:
+        failed = calsync("sync", db=db, ok=False)
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE bindings_gone RENAME TO bindings")
+    assert failed.returncode == 1
+    assert "503" in failed.stderr and "database failed: OperationalError" in failed.stderr, failed.stderr
+    assert runtime.read(db) == record, "the service keeps running"
+    assert calsync("sync", "--json", db=db).returncode == 0
+
+
 def test_a_second_service_on_the_same_database_is_refused(service: tuple[runtime.ServiceRecord, Path]) -> None:
     record, db = service
     second = start_service(db)

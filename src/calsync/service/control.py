@@ -7,18 +7,22 @@ engine and provider connections, with the bindings leased so the workers keep of
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.pool import WarmProviders
 from calsync.engine.sync import BindingBusy, sync_held
 from calsync.store import repo
 from calsync.views import jsonable
+
+log = logging.getLogger(__name__)
 
 
 class SyncRequest(BaseModel):
@@ -49,6 +53,10 @@ def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None
             raise HTTPException(404, detail=str(exc)) from exc
         except BindingBusy as exc:
             raise HTTPException(409, detail=str(exc)) from exc
+        except SQLAlchemyError as exc:  # the database, not the request: say so, and that it may pass
+            log.exception("a requested sync failed in the database")
+            raise HTTPException(503, detail=f"the service's database failed: {type(exc).__name__}: "
+                                            f"{str(exc).splitlines()[0][:300]}") from exc
         return {"ok": report.ok, "report": jsonable(report.as_dict())}
 
     return router
