@@ -3,6 +3,8 @@ real Radicale CalDAV server, all synced, and a calendar mirrored between Google 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,8 @@ import pytest
 
 from calsync import caldav_server
 from calsync.demo import DEMO_POLL_SECONDS, MIRROR_NAME, Demo, prepare, start_demo
+from calsync.service import runtime
+from calsync.store.urls import sqlite_file
 
 needs_radicale = pytest.mark.skipif(not caldav_server.available("radicale"),
                                     reason="radicale is not installed: pip install -e '.[dev]'")
@@ -113,13 +117,30 @@ def test_an_event_made_in_outlook_reaches_google_through_the_mirror(demo: Demo) 
 
 
 @needs_radicale
-def test_stopping_the_demo_leaves_no_radicale_process_or_storage() -> None:
-    demo = prepare()
+def test_calsync_sync_on_the_demo_database_is_done_by_the_demo_service(demo: Demo) -> None:
+    """The demo serves its database as `calsync serve` does: it leaves the service record, so a
+    `calsync sync` on that database hands its work to the demo instead of competing with it."""
+    database = sqlite_file(demo.db_url)
+    assert database is not None
+    record = runtime.read(database)
+    assert record is not None and record.url == demo.url and record.pid == os.getpid()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    done = subprocess.run([sys.executable, "-m", "calsync", "sync", "--db", database], capture_output=True,
+                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert f"synced by the calsync service at {demo.url}" in done.stderr
+
+
+def test_stopping_the_demo_leaves_no_radicale_process_storage_or_service_record() -> None:
+    demo = start_demo()
     server = demo.caldav
+    database = sqlite_file(demo.db_url)
     assert server is not None and server.process.poll() is None and server.storage.exists()
+    assert database is not None and runtime.read(database) is not None
     demo.stop()
     assert server.process.poll() is not None
     assert not server.storage.exists()
+    assert not os.path.exists(runtime.record_path(database)), "a stopped demo leaves no service record"
 
 
 def test_without_radicale_the_demo_skips_its_caldav_account_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

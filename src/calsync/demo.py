@@ -14,6 +14,7 @@ reaching Outlook through the mirror, printed, then exit.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import socket
 import tempfile
@@ -46,8 +47,10 @@ from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import sync_once
 from calsync.providers.caldav import CalDAVProvider
 from calsync.providers.google import GoogleProvider
+from calsync.service import runtime
 from calsync.store import repo
 from calsync.store.db import open_engine
+from calsync.store.urls import sqlite_file
 
 # (user token, calendar summary or None for the primary calendar, events to seed, colour on the page)
 SAMPLE = (
@@ -153,6 +156,7 @@ class Demo:
     conferences: list[dict[str, Any]] = field(default_factory=list)
     service: RunningServer | None = None
     pool: Any = None  # calsync.service.app.WorkerPool once serving
+    record: str | None = None  # the database whose service record (service/runtime.py) this demo wrote
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changes: int = 0
 
@@ -174,9 +178,16 @@ class Demo:
         from calsync.service.metrics import Metrics
 
         metrics = Metrics()
+        database = sqlite_file(self.db_url)
+        token = runtime.new_token() if database else None
         self.pool = WorkerPool(self.engine, WorkerSettings(), self.adapters, metrics)
         self.service = serve_in_thread(create_service(self.engine, metrics, wake=self.pool.wake,
-                                                      adapters=self.adapters, demo=self), host=host, port=port)
+                                                      adapters=self.adapters, demo=self, control_token=token,
+                                                      poll_interval=DEMO_POLL_SECONDS), host=host, port=port)
+        if database and token:  # `calsync sync --db <this database>` hands its work to the demo's service
+            runtime.claim(database, runtime.ServiceRecord(url=self.service.url, pid=os.getpid(), token=token,
+                                                          config=None))
+            self.record = database
         self.pool.settings = WorkerSettings(public_url=self.service.url, idle_sleep=0.25, debounce=0.2,
                                             poll_interval=DEMO_POLL_SECONDS)
         self.pool.start()
@@ -189,6 +200,8 @@ class Demo:
             self.pool.stop(timeout=10)
         if self.service is not None:
             self.service.stop()
+        if self.record is not None:
+            runtime.release(self.record, os.getpid())
         self.engine.dispose()
         self.adapter.close()
         self.zoom.stop()
@@ -581,6 +594,9 @@ def run_demo(db: str | None, *, host: str = "127.0.0.1", port: int = 8000, once:
             url = demo.serve(host, port)
         except OSError as exc:
             console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc} (try --port 0 for any free port)")
+            raise SystemExit(1) from exc
+        except RuntimeError as exc:  # another service already serves this database
+            console.print(f"[red]error:[/red] {exc}")
             raise SystemExit(1) from exc
         console.print(f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
                       f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
