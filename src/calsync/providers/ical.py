@@ -112,8 +112,8 @@ def component_etag(vevent: Event) -> str:
     return _data_etag(event_data(vevent))
 
 
-def _data_etag(data: EventData) -> str:
-    body = f"{data.content_hash()}|{data.sequence}|{data.ical_uid or ''}"
+def _data_etag(data: EventData, digest: str | None = None) -> str:
+    body = f"{digest or data.content_hash()}|{data.sequence}|{data.ical_uid or ''}"
     return COMPONENT_ETAG_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:40]
 
 
@@ -148,15 +148,22 @@ def _remote_events_icalendar(base_id: str, etag: str, text: str) -> list[RemoteE
             continue  # a second master or a repeated override: invalid; the first one counts
         seen.add(key)
         ics = calendar_for(cal, comp) if multi else text
-        data = event_data(comp, ics)
-        out.append(RemoteEvent(
-            remote_id=base_id if key is None else f"{base_id}#{key}",
-            etag=_data_etag(data) if multi else etag,
-            data=data,
-            series_remote_id=None if key is None else base_id,
-            updated=_updated(comp),
-        ))
+        out.append(_remote_event(base_id, key, None if multi else etag, event_data(comp, ics), _updated(comp)))
     return out
+
+
+def _remote_event(base_id: str, key: str | None, etag: str | None, data: EventData, updated: str | None) -> RemoteEvent:
+    """One VEVENT of a resource; `etag` None: one of several, so it gets its own component ETag."""
+    digest = data.content_hash()  # once: the component ETag is made from it, and the engine needs it
+    event = RemoteEvent(
+        remote_id=base_id if key is None else f"{base_id}#{key}",
+        etag=etag if etag is not None else _data_etag(data, digest),
+        data=data,
+        series_remote_id=None if key is None else base_id,
+        updated=updated,
+    )
+    event.__dict__["content_hash"] = digest  # (RemoteEvent.content_hash is a cached_property)
+    return event
 
 
 def calendar_for(cal: Calendar, comp: Event) -> str:
@@ -919,11 +926,5 @@ def _fast_remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]
         else:
             ics = text
         data = event_data_of(event.comp, ics, _fast_recurrence(event.recurrence))
-        out.append(RemoteEvent(
-            remote_id=base_id if key is None else f"{base_id}#{key}",
-            etag=_data_etag(data) if multi else etag,
-            data=data,
-            series_remote_id=None if key is None else base_id,
-            updated=_updated(event.comp),  # type: ignore[arg-type]
-        ))
+        out.append(_remote_event(base_id, key, None if multi else etag, data, _updated(event.comp)))  # type: ignore[arg-type]
     return out
