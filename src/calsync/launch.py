@@ -3,9 +3,9 @@ to that service (one writer per SQLite file; and the service's engine is already
 else goes to the Typer CLI (calsync.cli).
 
 Deciding this must cost next to nothing, so this module imports only the lightest parts of the
-standard library (not pathlib, typing or urllib: together a third of a delegated `calsync sync`
-on a calendar with a few changes) and the two small modules that find the database and the
-service's record. The heavy engine is imported only when this process does the work itself.
+standard library (not pathlib, typing or urllib: together about a quarter of this command's own
+start-up) and the two small modules that find the database and the service's record. The heavy
+engine is imported only when this process does the work itself.
 """
 from __future__ import annotations
 
