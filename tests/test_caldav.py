@@ -504,6 +504,57 @@ def test_an_override_reverted_remotely_after_a_local_edit_is_a_conflict(engine: 
     assert titles(engine, binding)["standup#20261215T080000Z"] == "Standup (my edit)"
 
 
+EXCHANGE_SERIES = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:Microsoft Exchange Server 2010
+BEGIN:VTIMEZONE
+TZID:W. Europe Standard Time
+BEGIN:STANDARD
+DTSTART:16010101T030000
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:16010101T020000
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:exchange-weekly@example.org
+DTSTAMP:20261101T000000Z
+DTSTART;TZID=W. Europe Standard Time:20261203T090000
+DTEND;TZID=W. Europe Standard Time:20261203T100000
+RRULE:FREQ=WEEKLY;COUNT=20
+SUMMARY:Exchange weekly
+END:VEVENT
+END:VCALENDAR
+""".replace("\n", "\r\n")
+
+
+def test_a_windows_time_zone_name_is_read_as_its_iana_zone(engine: Engine, dav: DavCalendar) -> None:
+    """Exchange and Outlook write TZID=W. Europe Standard Time: the series keeps its instants and gets
+    Europe/Berlin, the zone its rule repeats in (and what Google or Outlook need when it is mirrored);
+    an edit elsewhere in the event leaves the Windows zone in the resource as it was."""
+    dav.put("exchange", EXCHANGE_SERIES)
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    series = local_events(engine, binding)["exchange"]
+    assert (series["time_zone"], series["start"], series["end"]) == (
+        "Europe/Berlin", "2026-12-03T08:00:00Z", "2026-12-03T09:00:00Z")
+
+    local.update_event(engine, series["id"], {"title": "Exchange weekly (renamed)"}, None)
+    assert sync(engine, binding).outbound[0].updated == 1
+    text, _ = dav.get("exchange")
+    master = parsed(dav, "exchange").events[0]
+    assert str(master["SUMMARY"]) == "Exchange weekly (renamed)"
+    assert master["DTSTART"].params["TZID"] == "W. Europe Standard Time", text
+    quiet = inbound(sync(engine, binding))
+    assert (quiet.created, quiet.updated, quiet.conflicts) == (0, 0, 0)
+
+
 def test_conference_is_written_as_conference_and_url(dav: DavCalendar) -> None:
     client = provider(dav)
     data = EventData(title="Call", start="2026-12-06T10:00:00Z", end="2026-12-06T11:00:00Z",

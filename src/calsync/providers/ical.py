@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Calendar, Event, vCalAddress, vText
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from calsync.model import (
     Attendee,
@@ -252,11 +253,14 @@ def _status(comp: Event) -> str:
 
 
 def zone_name(prop: Any, value: datetime) -> str | None:
-    """The IANA zone of a DATE-TIME property, or None for UTC / unknown zones."""
+    """The IANA zone of a DATE-TIME property, or None for UTC / unknown zones. Exchange and Outlook
+    name zones the Windows way ("W. Europe Standard Time"): CLDR's table (icalendar's copy) gives
+    the IANA zone, which a recurring series needs to keep its hour across daylight-saving changes."""
     params = getattr(prop, "params", {}) or {}
     if "TZID" not in params:
         return None
-    for candidate in (getattr(value.tzinfo, "key", None), str(params["TZID"])):
+    tzid = str(params["TZID"])
+    for candidate in (getattr(value.tzinfo, "key", None), tzid, WINDOWS_TO_OLSON.get(tzid.strip())):
         if candidate and _zoneinfo(candidate) is not None:
             return candidate
     return None
