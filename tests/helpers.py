@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from calsync.model import EventData
 from calsync.store import repo
@@ -106,16 +106,13 @@ def token_of(engine: Engine, binding_id: str) -> str | None:
 
 
 def local_edit(engine: Engine, event_id: str, **changes: Any) -> None:
-    """A local edit as the store records it (the REST API of a later issue does the same): content + version."""
+    """A local edit as the store records it (what the REST API does too): content + version."""
     with engine.begin() as conn:
         row = conn.execute(select(events).where(events.c.id == event_id)).mappings().one()
         data = repo.row_to_data(row)
         for key, value in changes.items():
             setattr(data, key, value)
-        conn.execute(update(events).where(events.c.id == event_id).values(
-            **repo.event_columns(data), version=row["version"] + 1, updated_at_source="local",
-            updated_at=datetime.now(UTC),
-        ))
+        assert repo.save_local_event(conn, event_id, data, row["version"] + 1)
 
 
 def event_data(engine: Engine, event_id: str) -> EventData:

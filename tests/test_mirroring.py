@@ -138,3 +138,25 @@ def test_a_mirrored_event_keeps_the_fields_only_one_provider_has(engine: Engine,
     event = google.http.get(f"/calendars/{google.calendar}/events/{made['id']}").raise_for_status().json()
     assert event["summary"] == "Deal review (moved)"
     assert event["extendedProperties"] == {"private": {"crm": "42"}}
+
+
+def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_changed_it(
+    engine: Engine, pair: tuple[Remote, Remote],
+) -> None:
+    """A link made by an inbound sync keeps its base as 'the event as it is' (not a copy). When the
+    other side's change rewrites the event first, that base must be written down, so the conflict
+    this side then meets still shows the content both last agreed on."""
+    a, b = pair
+    mirror = Mirror(engine, a, b)
+    made = a.insert("Budget", at=datetime(2026, 12, 10, 14, tzinfo=UTC))
+    mirror.settle()
+    copy = by_title(b)["Budget"]
+    a.change(made, title="Budget (from A)")
+    b.change(copy, title="Budget (from B)")
+    providers = mirror.providers()
+    sync_once(engine, binding_ids=[mirror.binding_b], make_provider=providers)  # B's change reaches the event first
+    sync_once(engine, binding_ids=[mirror.binding_a], make_provider=providers)  # then A meets it
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert {conflict["local"]["title"], conflict["remote"]["title"]} == {"Budget (from A)", "Budget (from B)"}
+    assert conflict["base"]["title"] == "Budget"

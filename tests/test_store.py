@@ -85,3 +85,103 @@ def test_series_lookups_of_a_page_read_indexes_not_the_binding_links(tmp_path: P
     for plan in plans:
         assert "SEARCH event_links USING" in plan and "(binding_id=? AND " in plan, plan
     assert "ix_event_links_binding_id_series_remote_id_event_id (binding_id=? AND series_remote_id=?)" in plans[0]
+
+
+def test_bulk_inserts_store_what_sqlalchemy_would(db_url: str) -> None:
+    """insert_events / insert_links hand rows to the driver's executemany themselves where it takes
+    positional parameters (SQLite): every value must be stored exactly as SQLAlchemy stores it."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import select, text
+
+    from calsync.store.schema import event_links, events
+
+    engine = open_engine(db_url)
+    now = datetime(2026, 12, 6, 15, 4, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    with engine.begin() as conn:
+        calendar = repo.create_calendar(conn, "c")
+        account = repo.create_account(conn, "caldav", "a", "http://x/", {"username": "u"})
+        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+
+    def row(event_id: str, **changes: object) -> dict[str, object]:
+        base: dict[str, object] = {
+            "id": event_id, "calendar_id": calendar, "source": "caldav", "created_at": now, "title": "Tö \"x\"",
+            "description": None, "location": "Room; 1", "start": "2026-12-01T08:00:00Z", "end": "2026-12-01T09:00:00Z",
+            "range_start": "2026-12-01T08:00:00Z", "range_end": "2026-12-01T09:00:00Z", "all_day": True,
+            "time_zone": None, "status": "confirmed", "recurrence": None, "original_start": None,
+            "attendees": [{"email": "é@x", "optional": False}], "conference": {"join_url": "https://j/1"},
+            "ical_uid": "u", "sequence": 3, "extra": {"caldav": {"ics": "BEGIN:VCALENDAR\r\n"}},
+            "content_hash": "h", "version": 1, "updated_at_source": "caldav", "updated_at": now.astimezone(UTC),
+            "deleted": False, "deleted_at": None, "recurring_event_id": None}
+        base.update(changes)
+        return base
+
+    def link(event_id: str) -> dict[str, object]:
+        return {"event_id": event_id, "binding_id": binding, "remote_id": f"r-{event_id}", "etag": '"e"',
+                "base_version": 1, "base_hash": "h", "base_snapshot": {"title": "t", "attendees": []},
+                "series_remote_id": None, "remote_updated": None, "remote_deleted": False,
+                "seen_generation": 2, "created_at": now, "updated_at": now}
+
+    mine = ["a" * 32, "b" * 32]
+    theirs = ["c" * 32, "d" * 32]
+    with engine.begin() as conn:
+        repo.insert_events(conn, [row(mine[0]), row(mine[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
+                                                    deleted=True, deleted_at=now)])
+        conn.execute(events.insert(), [row(theirs[0]), row(theirs[1], recurrence=["RRULE:FREQ=DAILY"],
+                                                                  all_day=False, deleted=True, deleted_at=now)])
+        repo.insert_links(conn, [link(mine[0]), link(mine[1])])
+        conn.execute(event_links.insert(), [link(theirs[0]), link(theirs[1])])
+    with engine.connect() as conn:
+        read = {r["id"]: {k: v for k, v in r.items() if k != "id"}
+                for r in conn.execute(select(events)).mappings()}
+        links = {r["event_id"]: {k: v for k, v in r.items() if k not in ("id", "event_id", "remote_id")}
+                 for r in conn.execute(select(event_links)).mappings()}
+        assert read[mine[0]] == read[theirs[0]] and read[mine[1]] == read[theirs[1]]
+        assert links[mine[0]] == links[theirs[0]] and links[mine[1]] == links[theirs[1]]
+        assert read[mine[1]]["deleted_at"] == now and read[mine[0]]["attendees"][0]["email"] == "é@x"
+        if engine.dialect.name == "sqlite":  # the stored text itself, as other queries compare it
+            raw = {r[0]: r[1:] for r in conn.execute(text(
+                "SELECT id, created_at, deleted_at, attendees, extra, all_day, recurrence FROM events"))}
+            assert raw[mine[0]] == raw[theirs[0]] and raw[mine[1]] == raw[theirs[1]]
+
+
+def test_upgrading_a_database_from_0005_keeps_its_links_and_lets_bases_be_null(tmp_path: Path) -> None:
+    """0006 makes event_links.base_snapshot nullable (SQLite rebuilds the table): rows, indexes and
+    constraints must come through, and the result must be the schema the code declares."""
+    from alembic import command
+    from sqlalchemy import create_engine, select
+
+    from calsync.store.db import alembic_config
+    from calsync.store.schema import event_links
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = create_engine(url)
+    config = alembic_config()
+    with old.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+    with old.begin() as conn:
+        calendar = repo.create_calendar(conn, "c")
+        account = repo.create_account(conn, "caldav", "a", "http://x/", {})
+        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+        conn.exec_driver_sql(
+            "INSERT INTO events (id, calendar_id, title, start, \"end\", range_start, range_end, all_day, status, "
+            "attendees, sequence, extra, content_hash, version, source, updated_at_source, created_at, updated_at, "
+            "deleted) VALUES ('e', ?, 't', 's', 'e', 's', 'e', 0, 'confirmed', '[]', 0, '{}', 'h', 1, 'x', 'x', "
+            "'2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)", (calendar,))
+        conn.exec_driver_sql(
+            "INSERT INTO event_links (event_id, binding_id, remote_id, base_version, base_hash, base_snapshot, "
+            "remote_deleted, seen_generation, created_at, updated_at) VALUES ('e', ?, 'r', 1, 'h', "
+            "'{\"title\": \"t\"}', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')", (binding,))
+    old.dispose()
+    engine = open_engine(url)  # migrates to the head
+    with engine.begin() as conn:
+        assert conn.execute(select(event_links.c.base_snapshot)).scalar() == {"title": "t"}
+        conn.execute(event_links.update().values(base_snapshot=None))
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diffs == []
+        with pytest.raises(Exception):  # the unique constraints came through the rebuild
+            conn.exec_driver_sql(
+                "INSERT INTO event_links (event_id, binding_id, remote_id, base_version, base_hash, remote_deleted, "
+                "seen_generation, created_at, updated_at) VALUES ('e', ?, 'r', 1, 'h', 0, 0, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')", (binding,))

@@ -319,11 +319,14 @@ def _event_row(
     }
 
 
-def _link_row(item: RemoteEvent, version: int, now: datetime) -> dict[str, Any]:
+def _link_row(item: RemoteEvent, version: int, now: datetime, *, event_takes_it: bool = False) -> dict[str, Any]:
+    """The link agrees with `item` at `version`. `event_takes_it`: the event is written with item's
+    content in the same page, so the base is the event's own content (base_snapshot NULL, written
+    down by repo.write_down_bases when the event changes), not a second copy of it in every link."""
     return {
         "etag": item.etag, "base_version": version, "base_hash": item.content_hash,
-        "base_snapshot": item.data.snapshot(), "remote_updated": item.updated, "remote_deleted": False,
-        "series_remote_id": item.series_remote_id, "updated_at": now,
+        "base_snapshot": None if event_takes_it else item.data.snapshot(), "remote_updated": item.updated,
+        "remote_deleted": False, "series_remote_id": item.series_remote_id, "updated_at": now,
     }
 
 
@@ -340,7 +343,7 @@ def _create(
     })
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
-        "seen_generation": 0, **_link_row(item, 1, now),
+        "seen_generation": 0, **_link_row(item, 1, now, event_takes_it=True),
     })
     result.created += 1
 
@@ -419,7 +422,7 @@ def _take_remote(
         **_event_row(data, version=version, source=binding.source, now=now, series_id=series_id,
                      content_hash=remote.content_hash),
     })
-    writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, version, now)})
+    writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, version, now, event_takes_it=True)})
     result.updated += 1
 
 

@@ -738,8 +738,8 @@ def _multistatus(content: bytes) -> tuple[list[_Response], str | None]:
 def _text(element: ET.Element | None) -> str | None:
     if element is None:
         return None
-    text = "".join(element.itertext())
-    return text if text.strip() else None
+    text = element.text or "" if len(element) == 0 else "".join(element.itertext())  # (no copy of calendar-data)
+    return text if text and not text.isspace() else None
 
 
 def _hrefs(element: ET.Element | None) -> list[str]:
