@@ -125,10 +125,11 @@ def test_bulk_inserts_store_what_sqlalchemy_would(db_url: str) -> None:
     mine = ["a" * 32, "b" * 32]
     theirs = ["c" * 32, "d" * 32]
     with engine.begin() as conn:
+        later = now + timedelta(minutes=5)  # rows share one `now` (converted once) or carry their own times
         repo.insert_events(conn, [row(mine[0]), row(mine[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
-                                                    deleted=True, deleted_at=now)])
-        conn.execute(events.insert(), [row(theirs[0]), row(theirs[1], recurrence=["RRULE:FREQ=DAILY"],
-                                                                  all_day=False, deleted=True, deleted_at=now)])
+                                                    deleted=True, deleted_at=now, created_at=later)])
+        conn.execute(events.insert(), [row(theirs[0]), row(theirs[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
+                                                                  deleted=True, deleted_at=now, created_at=later)])
         repo.insert_links(conn, [link(mine[0]), link(mine[1])])
         conn.execute(event_links.insert(), [link(theirs[0]), link(theirs[1])])
     with engine.connect() as conn:

@@ -39,6 +39,8 @@ def canonical_time(text: str, all_day: bool) -> str:
     """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise."""
     if all_day:
         return date.fromisoformat(text[:10]).isoformat()
+    if len(text) == 20 and text[19] == "Z" and datetime.fromisoformat(text[:19]).isoformat() == text[:19]:
+        return text  # already canonical (what providers hand over): checked, not rebuilt
     return canonical_instant(parse_instant(text))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, func, or_, select, up
 
 from calsync.model import Account, EventData, canonical_time, range_key, utcnow
 from calsync.store.schema import (
+    UTCDateTime,
     accounts,
     bindings,
     calendars,
@@ -390,7 +391,28 @@ def _compile_bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) 
     order = compiled.positiontup
     if order is None or set(order) != set(keys):  # named parameters, or column defaults to fill in
         return None
-    return compiled.string, [(key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in order]
+    columns = []
+    for key in order:
+        process = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and isinstance(table.c[key].type, UTCDateTime):
+            process = _same_as_last(process)
+        columns.append((key, process))
+    return compiled.string, columns
+
+
+def _same_as_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A time column's processor that reuses its last answer for the same (immutable) datetime: a
+    page's rows share one `now`, so 1,000 rows cost one conversion, not 1,000."""
+    memo: list[tuple[Any, Any]] = [(None, process(None))]  # (value, answer), swapped whole: threads share it
+
+    def run(value: Any) -> Any:
+        seen, answer = memo[0]
+        if value is not seen:
+            answer = process(value)
+            memo[0] = (value, answer)
+        return answer
+
+    return run
 
 
 _EVENT_UPDATE_KEYS = (
