@@ -83,15 +83,21 @@ def test_changes_flow_both_ways_and_a_quiet_pair_writes_nothing(engine: Engine, 
     assert a.writes() == b.writes() == [], "nothing echoes back and forth"
 
 
-def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine, pair: tuple[Remote, Remote]) -> None:
+def both_sides_edit(engine: Engine, pair: tuple[Remote, Remote]) -> tuple[Mirror, str, str]:
+    """An event made on A and mirrored to B, then edited on both sides: (mirror, A's id, B's id)."""
     a, b = pair
     mirror = Mirror(engine, a, b)
     made = a.insert("Budget", at=datetime(2026, 12, 10, 14, tzinfo=UTC))
     mirror.settle()
     copy = by_title(b)["Budget"]
-
     a.change(made, title="Budget (from A)")
     b.change(copy, title="Budget (from B)")
+    return mirror, made, copy
+
+
+def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    mirror, made, copy = both_sides_edit(engine, pair)
     mirror.sync()
     with engine.begin() as conn:
         (conflict,) = repo.list_conflicts(conn)
@@ -146,13 +152,7 @@ def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_
     """A link made by an inbound sync keeps its base as 'the event as it is' (not a copy). When the
     other side's change rewrites the event first, that base must be written down, so the conflict
     this side then meets still shows the content both last agreed on."""
-    a, b = pair
-    mirror = Mirror(engine, a, b)
-    made = a.insert("Budget", at=datetime(2026, 12, 10, 14, tzinfo=UTC))
-    mirror.settle()
-    copy = by_title(b)["Budget"]
-    a.change(made, title="Budget (from A)")
-    b.change(copy, title="Budget (from B)")
+    mirror, _, _ = both_sides_edit(engine, pair)
     providers = mirror.providers()
     sync_once(engine, binding_ids=[mirror.binding_b], make_provider=providers)  # B's change reaches the event first
     sync_once(engine, binding_ids=[mirror.binding_a], make_provider=providers)  # then A meets it
