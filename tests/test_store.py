@@ -186,3 +186,21 @@ def test_upgrading_a_database_from_0005_keeps_its_links_and_lets_bases_be_null(t
                 "INSERT INTO event_links (event_id, binding_id, remote_id, base_version, base_hash, remote_deleted, "
                 "seen_generation, created_at, updated_at) VALUES ('e', ?, 'r', 1, 'h', 0, 0, "
                 "'2026-01-01 00:00:00', '2026-01-01 00:00:00')", (binding,))
+
+
+def test_bulk_inserts_refuse_rows_that_carry_different_columns(tmp_path: Path) -> None:
+    """Every row of one bulk insert must carry the same columns: a row with an extra one is an error,
+    not a value silently dropped."""
+    from datetime import UTC, datetime
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    with engine.begin() as conn:
+        calendar = repo.create_calendar(conn, "c")
+        account = repo.create_account(conn, "caldav", "a", "http://x/", {})
+        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+    link = {"event_id": "e", "binding_id": binding, "remote_id": "r", "etag": None, "base_version": 1,
+            "base_hash": "h", "base_snapshot": None, "series_remote_id": None, "remote_updated": None,
+            "remote_deleted": False, "seen_generation": 0, "created_at": now, "updated_at": now}
+    with pytest.raises(ValueError, match="different columns"), engine.begin() as conn:
+        repo.insert_links(conn, [link, {**link, "remote_id": "r2", "surprise": 1}])

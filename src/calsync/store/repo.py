@@ -381,6 +381,8 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         conn.execute(table.insert(), rows)
         return
     sql, columns = bulk
+    if any(len(row) != len(keys) for row in rows):  # (a missing key raises KeyError below)
+        raise ValueError(f"rows for {table.name} carry different columns")
     conn.exec_driver_sql(sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns)
                                for row in rows])
 
