@@ -216,8 +216,11 @@ def test_the_page_shows_the_demo_calendars_and_events(page: Any, demo: Any) -> N
         assert page.locator(f'.fc-event[data-event-id="{series["id"]}"]').count() == len(wanted), series
     first = page.locator(".fc-event[data-event-id] .badge").first
     assert first.get_attribute("data-state") in ("synced", "pending")
+    # the demo's meetings are on the next events after now: on a Sunday evening, that is next week
+    show_day(page, api_event(demo, demo.conferences[0]["event_id"])["start"], "timeGridWeek")
     assert page.locator(".fc-event .conf-icon").count() >= 1
     shoot(page, "week-view.png")
+    show_day(page, visible["start"], "timeGridWeek")  # back to the week the checks below count on
 
     # a calendar's toggle hides and shows its events
     bob = next(c for c in calendars if c["name"].startswith("bob"))
@@ -334,6 +337,7 @@ def test_a_conflict_shows_in_the_panel_and_keep_remote_resolves_it(page: Any, de
     assert cells[1].endswith("(edited here)") and cells[2].endswith("(edited in Google)")
     assert card.locator('tr[data-field="start"]').get_attribute("class") == ""
     shoot(page.locator("#tab-conflicts"), "conflicts-panel.png")
+    show_day(page, api_event(demo, event_id)["start"], "timeGridWeek")  # (it may lie beyond this week)
     page.wait_for_selector(f'.fc-event[data-event-id="{event_id}"][data-sync-state="conflict"]', state="attached")
 
     card.locator("button.keep-remote").click()
