@@ -4,7 +4,7 @@ conflict, never a silent overwrite; a quiet pair writes nothing."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
@@ -42,7 +42,7 @@ class Mirror:
 
     def sync(self) -> SyncReport:
         report = sync_once(self.engine, make_provider=self.providers())
-        assert report.ok, [r.message for r in report.inbound if r.message]
+        assert report.ok, [r.message for r in report.inbound + report.outbound if r.message]
         return report
 
     def settle(self) -> None:
@@ -160,3 +160,119 @@ def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_
         (conflict,) = repo.list_conflicts(conn)
     assert {conflict["local"]["title"], conflict["remote"]["title"]} == {"Budget (from A)", "Budget (from B)"}
     assert conflict["base"]["title"] == "Budget"
+
+
+SERIES_START = datetime(2026, 12, 7, 9, tzinfo=UTC)  # a Monday
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+WINDOW = {"timeMin": "2026-12-01T00:00:00Z", "timeMax": "2027-01-15T00:00:00Z"}
+
+
+def _google_instances(google: GoogleRemote, series_id: str) -> list[dict[str, object]]:
+    return google.http.get(f"{google._events(None)}/{series_id}/instances", params=WINDOW).raise_for_status().json()["items"]
+
+
+def _google_view(google: GoogleRemote) -> list[dict[str, object]]:
+    """What a person sees in Google: every instance, each series expanded."""
+    return google.http.get(google._events(None), params={**WINDOW, "singleEvents": "true", "maxResults": 2500}
+                           ).raise_for_status().json()["items"]
+
+
+def _graph_view(graph: Remote) -> list[dict[str, object]]:
+    """What a person sees in Outlook: calendarView (occurrences, exceptions and single events)."""
+    return graph.http.get(f"/me/calendars/{graph.calendar}/calendarView", params={  # type: ignore[attr-defined]
+        "startDateTime": WINDOW["timeMin"], "endDateTime": WINDOW["timeMax"], "$top": 1000}).raise_for_status().json()["value"]
+
+
+def _when(at: datetime) -> dict[str, str]:
+    return {"dateTime": at.replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
+
+
+def _move_an_instance(google: GoogleRemote, graph: Remote, mirror: Mirror, made_in: str, moved_to: datetime) -> None:
+    """A weekly series of four made on one side and mirrored; then its second occurrence moved and
+    renamed there."""
+    if made_in == "google":
+        series = google.http.post(google._events(None), json={
+            "summary": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
+            "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}).raise_for_status().json()["id"]
+        mirror.settle()
+        second = _google_instances(google, series)[1]["id"]
+        google.http.patch(f"{google._events(None)}/{second}", json={
+            "summary": "Standup (moved)", "start": _when(moved_to),
+            "end": _when(moved_to + timedelta(minutes=30))}).raise_for_status()
+        return
+    series = graph.http.post(f"/me/calendars/{graph.calendar}/events", json={  # type: ignore[attr-defined]
+        "subject": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
+        "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                       "range": {"type": "numbered", "startDate": "2026-12-07", "numberOfOccurrences": 4}},
+    }).raise_for_status().json()["id"]
+    mirror.settle()
+    second = sorted((i for i in _graph_view(graph) if i.get("seriesMasterId") == series),
+                    key=lambda i: str(i["start"]))[1]["id"]
+    graph.http.patch(f"/me/events/{second}", json={  # type: ignore[attr-defined]
+        "subject": "Standup (moved)", "start": _when(moved_to), "end": _when(moved_to + timedelta(minutes=30)),
+    }).raise_for_status()
+
+
+def _assert_one_moved_instance_on_both_sides(google: GoogleRemote, graph: Remote, moved_to: datetime) -> None:
+    google_seen = sorted((str(i["summary"]), bool(i.get("recurringEventId")), str(i["start"]["dateTime"]))  # type: ignore[index]
+                         for i in _google_view(google))
+    graph_seen = sorted((str(i["subject"]), str(i["type"]), str(i["start"]["dateTime"]))  # type: ignore[index]
+                        for i in _graph_view(graph))
+    assert [s[:2] for s in google_seen] == [("Standup", True)] * 3 + [("Standup (moved)", True)], google_seen
+    assert [s[:2] for s in graph_seen] == [("Standup", "occurrence")] * 3 + [("Standup (moved)", "exception")], \
+        graph_seen
+    assert instant(google_seen[-1][2]) == instant(graph_seen[-1][2] + "Z") == moved_to
+
+
+@pytest.mark.parametrize("made_in", ["google", "graph"])
+def test_a_moved_instance_stays_an_instance_of_its_series_on_the_other_side(
+    engine: Engine, request: pytest.FixtureRequest, made_in: str,
+) -> None:
+    """A weekly series mirrored between Google and Outlook; one occurrence moved and renamed on one
+    side becomes that occurrence moved on the other, an exception of the mirrored series, not a
+    second event beside an unmoved occurrence. A quiet pass then writes nothing."""
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    assert isinstance(google, GoogleRemote)
+    mirror = Mirror(engine, google, graph) if made_in == "google" else Mirror(engine, graph, google)
+    moved_to = SERIES_START + timedelta(weeks=1, hours=2)
+    _move_an_instance(google, graph, mirror, made_in, moved_to)
+    mirror.settle()
+    _assert_one_moved_instance_on_both_sides(google, graph, moved_to)
+
+    google.clear_requests()
+    graph.clear_requests()
+    mirror.sync()
+    mirror.sync()
+    assert google.writes() == graph.writes() == [], "nothing echoes back and forth"
+
+
+@pytest.mark.parametrize("made_in", ["google", "graph"])
+def test_an_instance_write_whose_answer_was_lost_is_adopted_not_imported_again(
+    engine: Engine, request: pytest.FixtureRequest, made_in: str,
+) -> None:
+    """The other side applied our instance write but the answer never came (503 after the work).
+    The next pass reads that exception back before the push is retried: it must be taken for our
+    own instance (same series, same original start), not imported as a second local exception."""
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    assert isinstance(google, GoogleRemote)
+    mirror = Mirror(engine, google, graph) if made_in == "google" else Mirror(engine, graph, google)
+    moved_to = SERIES_START + timedelta(weeks=1, hours=2)
+    _move_an_instance(google, graph, mirror, made_in, moved_to)
+    target = graph if made_in == "google" else google
+    target.fault(status=503, count=50, after_commit=True, methods=["PATCH" if target is graph else "PUT"])
+    report = sync_once(engine, make_provider=mirror.providers())  # done there each time, every answer lost
+    target.clear_faults()
+    assert any(r.retried for r in report.outbound)
+    again = sync_once(engine, make_provider=mirror.providers())  # reads it back; the retry is not due yet
+    assert all(r.status == "ok" for r in again.inbound)
+    with engine.begin() as conn:
+        exceptions = [e for e in repo.list_events(conn) if e["original_start"]]
+    assert [e["title"] for e in exceptions] == ["Standup (moved)"]
+    assert len(exceptions[0]["links"]) == 2, "linked to both sides"
+    later = datetime.now(UTC) + timedelta(hours=1)  # the retry, when it is due, finds nothing to write
+    assert sync_once(engine, make_provider=mirror.providers(), now=later).ok
+    mirror.settle()
+    _assert_one_moved_instance_on_both_sides(google, graph, moved_to)

@@ -258,6 +258,14 @@ def _apply_page(
               if rid not in links and isinstance(item, RemoteEvent)}
     adoptable = repo.unlinked_events_with_ids(
         conn, binding.calendar_id, binding.id, list(claims.values())) if claims else set()
+    # an unknown exception of a series we hold may be our own instance, written over the series'
+    # occurrence (Google, Graph: the provider names it): the local exception at that start is it
+    at_start = {(series[item.series_remote_id], item.data.original_start): rid for rid, item in items.items()
+                if rid in claims and claims[rid] not in adoptable and isinstance(item, RemoteEvent)
+                and item.series_remote_id in series and item.data.original_start}
+    for key, event_id in (repo.unlinked_exceptions_at(conn, binding.id, list(at_start)) if at_start else {}).items():
+        claims[at_start[key]] = event_id
+        adoptable.add(event_id)
     now = utcnow()
     writes = _PageWrites()
     for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page

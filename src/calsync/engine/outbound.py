@@ -134,12 +134,14 @@ class Pusher:
                 queue.hold(conn, self.binding["id"], event["id"])
                 return "held"
             link = repo.link_of(conn, event["id"], self.binding["id"])
+            series = repo.link_of(conn, event["recurring_event_id"], self.binding["id"]) \
+                if event["recurring_event_id"] else None
             data = repo.row_to_data(event)
         version = event["version"]
         if link is None or link["remote_deleted"]:
             if event["deleted"] or event["status"] == "cancelled":
                 return self._settle(event["id"], version, "unchanged")
-            remote = self._create(event["id"], data, link)
+            remote = self._create(event["id"], data, link, series["remote_id"] if series else None)
             self._hook(event["id"], "created")
             return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None)
         if link["base_version"] == version:
@@ -162,11 +164,15 @@ class Pusher:
     def _calendar(self) -> str:
         return str(self.binding["remote_calendar_id"])
 
-    def _create(self, event_id: str, data: EventData, link: dict[str, Any] | None) -> RemoteEvent:
-        """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy."""
+    def _create(self, event_id: str, data: EventData, link: dict[str, Any] | None,
+                series_remote_id: str | None = None) -> RemoteEvent:
+        """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy.
+        An instance of a series this binding holds goes with the series' remote id: the provider
+        writes it as that series' exception (inbound adopts it by series and original start)."""
         remote_id = link["remote_id"] if link else event_id
         try:
-            return self.provider.insert_event(self._calendar, data, remote_id=remote_id)
+            return self.provider.insert_event(self._calendar, data, remote_id=remote_id,
+                                              series_remote_id=series_remote_id)
         except AlreadyExists:
             existing = self.provider.get_event(self._calendar, remote_id)
             if existing is not None and existing.content_hash == data.content_hash():

@@ -70,7 +70,12 @@ class Provider(Protocol):
 
     def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None: ...
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent: ...
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
+                     series_remote_id: str | None = None) -> RemoteEvent:
+        """Create the event. An instance of a series (`data.original_start` set) whose series the
+        binding holds comes with the series' id here, so the provider writes it as that series'
+        exception rather than as an event of its own."""
+        ...
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent: ...
 

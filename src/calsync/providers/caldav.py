@@ -243,9 +243,11 @@ class CalDAVProvider:
 
     # --- writing ----------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
+                     series_remote_id: str | None = None) -> RemoteEvent:
         """PUT a new `<remote id>.ics` with If-None-Match: * (412 -> AlreadyExists). An instance of
-        a series (original_start set) is added to the resource that holds its series (found by UID)."""
+        a series (original_start set) is added to the resource that holds its series, found by UID
+        (so `series_remote_id` is not needed here)."""
         collection = self._collection(calendar_id)
         if data.original_start:
             return self._insert_override(collection, data)

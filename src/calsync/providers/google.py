@@ -118,7 +118,14 @@ class GoogleProvider:
 
     # --- writing ---------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
+                     series_remote_id: str | None = None) -> RemoteEvent:
+        """POST with our id (a retry meets 409). An instance of a series we hold is written to the
+        series' instance id instead (`<series id>_<original start>`, what Google names it), which
+        turns that occurrence into an exception; writing it again is harmless."""
+        if data.original_start and series_remote_id:
+            instance = f"{series_remote_id}_{_instance_suffix(data.original_start)}"
+            return self.update_event(calendar_id, instance, data, if_match=None)
         body = event_to_google(data)
         if remote_id:
             body["id"] = remote_id
@@ -173,6 +180,13 @@ class GoogleProvider:
 
 def _q(value: str) -> str:
     return quote(value, safe="")
+
+
+def _instance_suffix(original_start: str) -> str:
+    """The part of an instance id after the series id: 20261207T090000Z, or 20261207 all day."""
+    if len(original_start) == 10:
+        return original_start.replace("-", "")
+    return canonical_time(original_start, False).replace("-", "").replace(":", "")
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
@@ -289,8 +303,10 @@ def event_to_google(data: EventData) -> dict[str, Any]:
         body["conferenceData"] = raw_conference if same else conference_data(data.conference)
     body.update({
         "summary": data.title,
-        "start": _google_time(data.start, data.all_day, data.time_zone),
-        "end": _google_time(data.end, data.all_day, data.time_zone),
+        # Google expands a rule in a named zone only ("Missing time zone definition"): a series that
+        # came without one (Outlook's UTC series) repeats at the same UTC time, which is what it meant
+        "start": _google_time(data.start, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
+        "end": _google_time(data.end, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
         "status": data.status,
     })
     for key, value in (("description", data.description), ("location", data.location),

@@ -44,6 +44,7 @@ from calsync.model import (
     EventData,
     RemoteCalendar,
     RemoteEvent,
+    canonical_time,
 )
 from calsync.providers.base import (
     Channel,
@@ -172,8 +173,16 @@ class GraphProvider:
 
     # --- writing ---------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None) -> RemoteEvent:
-        """POST with a transactionId: a retried create gets the first event back, not a second one."""
+    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
+                     series_remote_id: str | None = None) -> RemoteEvent:
+        """POST with a transactionId: a retried create gets the first event back, not a second one.
+        An instance of a series we hold is written over that series' occurrence (PATCH of the
+        instance id, which makes it an exception; writing it again is harmless)."""
+        if data.original_start and series_remote_id:
+            instance = self._instance_at(series_remote_id, data.original_start)
+            if instance is not None:
+                response = self.http.request("PATCH", f"/me/events/{_q(instance)}", json=event_to_graph(data))
+                return _as_event(_checked(response))
         body = event_to_graph(data, create=True)
         body["transactionId"] = remote_id or str(uuid.uuid4())
         response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
@@ -183,6 +192,16 @@ class GraphProvider:
             return created
         self.series.delete_occurrences(created.remote_id, data, series[1])  # Graph has no EXDATE
         return self.series.get(created.remote_id) or created
+
+    def _instance_at(self, master_id: str, original_start: str) -> str | None:
+        """The id of the series' occurrence (or exception) that was to start at `original_start`."""
+        at = datetime.fromisoformat(f"{original_start}T00:00:00+00:00" if len(original_start) == 10
+                                    else canonical_time(original_start, False).replace("Z", "+00:00"))
+        for item in self.series.instances(master_id, at - timedelta(days=1), at + timedelta(days=2)):
+            found = change_from_graph(item)
+            if isinstance(found, RemoteEvent) and found.data.original_start == original_start:
+                return str(item["id"])
+        return None
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
         headers = {"If-Match": graph_etag(if_match)} if if_match else {}

@@ -316,6 +316,27 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
     return adoptable
 
 
+def unlinked_exceptions_at(
+    conn: Connection, binding_id: str, starts: Sequence[tuple[str, str]],
+) -> dict[tuple[str, str], str]:
+    """Live local exceptions with no link to the binding, by (series event id, original start)."""
+    linked = (
+        select(event_links.c.id)
+        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id)
+        .exists()
+    )
+    wanted = set(starts)
+    found: dict[tuple[str, str], str] = {}
+    for chunk in chunks(sorted({series for series, _ in wanted})):
+        rows = conn.execute(select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
+            events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False), ~linked)).all()
+        for row in rows:
+            key = (row.recurring_event_id, row.original_start)
+            if key in wanted:
+                found.setdefault(key, row.id)
+    return found
+
+
 def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str]:
     row = conn.execute(select(events.c.version, events.c.content_hash).where(events.c.id == event_id)).one()
     return int(row.version), str(row.content_hash)
