@@ -276,3 +276,30 @@ def test_an_instance_write_whose_answer_was_lost_is_adopted_not_imported_again(
     assert sync_once(engine, make_provider=mirror.providers(), now=later).ok
     mirror.settle()
     _assert_one_moved_instance_on_both_sides(google, graph, moved_to)
+
+
+def test_binding_outlook_later_copies_a_series_with_its_moved_instance(
+    engine: Engine, request: pytest.FixtureRequest,
+) -> None:
+    """A Google calendar synced alone first; Outlook bound to it later gets the series and its moved
+    occurrence as an exception (queued after the series), not a second event."""
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    assert isinstance(google, GoogleRemote)
+    binding_google = google.bind(engine)
+    series = google.http.post(google._events(None), json={
+        "summary": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}).raise_for_status().json()["id"]
+    moved_to = SERIES_START + timedelta(weeks=1, hours=2)
+    second = _google_instances(google, series)[1]["id"]
+    google.http.patch(f"{google._events(None)}/{second}", json={
+        "summary": "Standup (moved)", "start": _when(moved_to), "end": _when(moved_to + timedelta(minutes=30)),
+    }).raise_for_status()
+    sync_once(engine, make_provider=google.make_provider())
+    with engine.begin() as conn:
+        hub = repo.get_binding(conn, binding_google)["calendar_id"]
+    binding_graph = graph.bind(engine, local_calendar=hub)
+    queue_calendar(engine, binding_graph)
+    by_kind = {google.kind: google.make_provider(), graph.kind: graph.make_provider()}
+    for _ in range(2):
+        assert sync_once(engine, make_provider=lambda account: by_kind[account.provider](account)).ok
+    _assert_one_moved_instance_on_both_sides(google, graph, moved_to)

@@ -213,11 +213,12 @@ class Pusher:
 
 def queue_calendar(engine: Engine, binding_id: str) -> int:
     """A binding added to a calendar that already has events: queue them all for it. Its first sync
-    adopts the remote copies calsync made earlier (same id), so nothing is duplicated."""
+    adopts the remote copies calsync made earlier (same id), so nothing is duplicated. Exceptions
+    are queued after every series, so each is written over its series' occurrence there."""
     with engine.begin() as conn:
         binding = repo.get_binding(conn, binding_id)
         if binding["direction"] == "pull":
             return 0
-        live = [(e["id"], e["version"]) for e in repo.list_events(conn, calendar_id=binding["calendar_id"])
-                if e["recurring_event_id"] is None]
+        rows = repo.list_events(conn, calendar_id=binding["calendar_id"])
+        live = [(e["id"], e["version"]) for e in sorted(rows, key=lambda e: e["recurring_event_id"] is not None)]
         return queue.enqueue(conn, binding["calendar_id"], live, bindings_to=[binding_id])
