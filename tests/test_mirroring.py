@@ -118,13 +118,18 @@ def test_binding_a_second_side_later_copies_what_the_first_holds(engine: Engine,
     for n in range(5):
         a.insert(f"Existing {n}", at=datetime(2026, 12, 1 + n, 9, tzinfo=UTC))
     sync_once(engine, make_provider=a.make_provider())
-    with engine.begin() as conn:
-        hub = repo.get_binding(conn, binding_a)["calendar_id"]
-    binding_b = b.bind(engine, local_calendar=hub)
-    queue_calendar(engine, binding_b)
-    by_kind = {a.kind: a.make_provider(), b.kind: b.make_provider()}
-    sync_once(engine, make_provider=lambda account: by_kind[account.provider](account))
+    sync_once(engine, make_provider=bind_later(engine, a, binding_a, b))
     assert sorted(b.titles().values()) == [f"Existing {n}" for n in range(5)]
+
+
+def bind_later(engine: Engine, first: Remote, first_binding: str, second: Remote) -> Callable[[Account], Provider]:
+    """Bind `second` to the calendar `first_binding` fills, queue that calendar for it (as the CLI
+    does), and return the providers of both sides."""
+    with engine.begin() as conn:
+        hub = repo.get_binding(conn, first_binding)["calendar_id"]
+    queue_calendar(engine, second.bind(engine, local_calendar=hub))
+    by_kind = {first.kind: first.make_provider(), second.kind: second.make_provider()}
+    return lambda account: by_kind[account.provider](account)
 
 
 def test_a_mirrored_event_keeps_the_fields_only_one_provider_has(engine: Engine, request: pytest.FixtureRequest) -> None:
@@ -295,11 +300,7 @@ def test_binding_outlook_later_copies_a_series_with_its_moved_instance(
         "summary": "Standup (moved)", "start": _when(moved_to), "end": _when(moved_to + timedelta(minutes=30)),
     }).raise_for_status()
     sync_once(engine, make_provider=google.make_provider())
-    with engine.begin() as conn:
-        hub = repo.get_binding(conn, binding_google)["calendar_id"]
-    binding_graph = graph.bind(engine, local_calendar=hub)
-    queue_calendar(engine, binding_graph)
-    by_kind = {google.kind: google.make_provider(), graph.kind: graph.make_provider()}
+    providers = bind_later(engine, google, binding_google, graph)
     for _ in range(2):
-        assert sync_once(engine, make_provider=lambda account: by_kind[account.provider](account)).ok
+        assert sync_once(engine, make_provider=providers).ok
     _assert_one_moved_instance_on_both_sides(google, graph, moved_to)
