@@ -1,7 +1,7 @@
 """The contract every calendar provider implements, and the errors the engine understands."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -69,6 +69,19 @@ class Provider(Protocol):
         ...
 
     def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None: ...
+
+    def listing_window(self) -> tuple[datetime, datetime] | None:
+        """What a listing covers: None for the whole calendar, or the time window it is limited to
+        (Graph's calendarView). For a windowed listing, an event missing from it or reported removed
+        may only have left the window: the engine confirms each such deletion by id (fetch_events)."""
+        ...
+
+    def fetch_events(self, calendar_id: str, remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+        """Read events by id, each as get_event would (a series master with its EXDATEs): every id
+        asked for is a key, with None only where the provider answered that it is gone (404/410).
+        Any other failure raises, so a None is always a proof of deletion. Batched where the
+        provider allows it (Graph's JSON $batch, 20 requests per batch)."""
+        ...
 
     def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
                      series_remote_id: str | None = None) -> RemoteEvent:
