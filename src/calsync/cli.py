@@ -23,7 +23,7 @@ from calsync.conferencing.base import ConferenceAdapter, ConferenceError
 from calsync.config import ConfigError, load_settings
 from calsync.engine.channels import unbind
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
-from calsync.engine.conflicts import ConflictResolved, resolve_conflict
+from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import PageHook, SyncResult
 from calsync.engine.outbound import queue_calendar
@@ -542,6 +542,8 @@ def conference_list(
 def conflicts_resolve(
     conflict_id: str,
     keep: Annotated[str, typer.Option(help="Which side wins: local or remote.")],
+    remote_etag: Annotated[str | None, typer.Option(
+        help="Refuse if the remote side is no longer the one with this ETag (as `calsync conflicts` showed it).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -550,8 +552,8 @@ def conflicts_resolve(
         raise fail("--keep must be local or remote", 2)
     with database(db) as engine:
         try:
-            row = resolve_conflict(engine, conflict_id, keep=keep)
-        except ConflictResolved as exc:
+            row = resolve_conflict(engine, conflict_id, keep=keep, remote_etag=remote_etag)
+        except (ConflictResolved, ConflictChanged) as exc:
             raise fail(str(exc)) from exc
     if as_json:
         print_json(row)

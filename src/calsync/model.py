@@ -133,9 +133,11 @@ class RemoteEvent:
 
 @dataclass
 class RemoteDeletion:
-    """A provider saying an event is gone; only the id is guaranteed."""
+    """A provider saying an event is gone; only the id is guaranteed. `proof` says what showed it
+    (the request and its answer); the engine records it on the tombstone it makes."""
 
     remote_id: str
+    proof: str = ""
 
 
 RemoteChange = RemoteEvent | RemoteDeletion

@@ -17,20 +17,40 @@ class ConflictResolved(Exception):
     """The conflict was already decided."""
 
 
+class ConflictChanged(Exception):
+    """The remote side changed after the caller looked at the conflict: nothing was applied, and the
+    conflict, still open, offers the newest remote side (`conflict`)."""
+
+    def __init__(self, conflict: dict[str, Any]) -> None:
+        super().__init__(
+            f"conflict {conflict['id']}: the remote side changed since you looked (its ETag is now "
+            f"{conflict['remote_etag']!r}); nothing was applied: decide again on the newest remote side")
+        self.conflict = conflict
+
+
 def resolve_conflict(
-    engine: Engine, conflict_id: str, keep: str | None = None, merged: dict[str, Any] | None = None
+    engine: Engine, conflict_id: str, keep: str | None = None, merged: dict[str, Any] | None = None,
+    *, remote_etag: str | None = None,
 ) -> dict[str, Any]:
     """Settle a conflict by keeping the local side, the remote side, or a merged event.
 
-    Keeping local (or a merge) adopts the remote ETag so the queued push applies over it; keeping
-    remote takes the remote content (or deletion) and drops the held push. Either way the held
-    outbox rows are released and the calendar's other bindings get the outcome."""
+    The remote side is the newest calsync has seen (each later sync refreshes it). `remote_etag`, the
+    remote side's ETag as the caller saw it, guards against deciding on an older one: when it differs,
+    ConflictChanged and nothing applied. Keeping local (or a merge) adopts the remote ETag so the
+    queued push applies over it with If-Match: a remote change not yet seen makes that push meet 412,
+    and the conflict is offered again. Keeping remote takes the remote content (or deletion) and
+    drops the held push. Either way the held outbox rows are released and the calendar's other
+    bindings get the outcome."""
     if (keep is None) == (merged is None) or keep not in (None, "local", "remote"):
         raise local.InvalidEvent("keep", "give exactly one of keep=local, keep=remote, or a merged event")
     with engine.begin() as conn:
         conflict = repo.get_conflict(conn, conflict_id)
+        if conflict["status"] != "open":
+            raise ConflictResolved(f"conflict {conflict_id} is already resolved ({conflict['resolution']})")
+        if remote_etag is not None and remote_etag != (conflict["remote_etag"] or ""):
+            raise ConflictChanged(conflict)
         # closing first, guarded on 'open', is what makes two concurrent resolutions settle it once
-        if conflict["status"] != "open" or not repo.close_conflict(conn, conflict_id, keep or "merged"):
+        if not repo.close_conflict(conn, conflict_id, keep or "merged"):
             raise ConflictResolved(f"conflict {conflict_id} is already resolved")
         binding = repo.get_binding(conn, conflict["binding_id"])
         (event,) = repo.get_events(conn, [conflict["event_id"]])
@@ -45,8 +65,13 @@ def resolve_conflict(
 def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any]) -> None:
     source = f"{repo.get_account(conn, binding['account_id']).provider}:{binding['id']}"
     if conflict["remote"] is None:  # deleted remotely
-        doomed = [event["id"], *repo.live_exception_ids(conn, [event["id"]])]
-        repo.tombstone_events(conn, doomed, source)
+        proof = (f"conflict {conflict['id']} resolved keeping the remote deletion, proved by: "
+                 f"{conflict['remote_deletion_proof'] or 'the remote side being a deletion'}")
+        proofs = {event["id"]: proof}
+        for exception_id in repo.live_exception_ids(conn, [event["id"]]):
+            proofs[exception_id] = f"its series {event['id']} was deleted: {proof}"
+        doomed = list(proofs)
+        repo.tombstone_events(conn, proofs, source)
         repo.agree_links_with_versions(conn, doomed, binding["id"])
         version = event["version"] + 1
     else:

@@ -167,16 +167,27 @@ def _walk(
         with engine.begin() as conn:
             generation = repo.start_full_sync(conn, binding.id)
     whole_series = getattr(provider, "lists_whole_series", False)
+    # a listing limited to a time window (Graph's calendarView) does not show what lies outside it:
+    # what it reports removed, or does not list, is deleted only once a read by id says so
+    windowed = provider.listing_window() is not None
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
     with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
         for page in pages:
             if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
                 page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
+            elif windowed:
+                page = _confirm_removals(engine, provider, binding, page)
+            confirmed: set[str] | None = None
+            if page.last and generation is not None and windowed:
+                with engine.begin() as conn:  # the page first; the token only once the unlisted are read
+                    _apply_page(conn, binding, page, generation, result, whole_series=whole_series)
+                confirmed = _confirm_unlisted(engine, provider, binding, generation, result)
+                page = replace(page, items=[])
             with engine.begin() as conn:
                 _apply_page(conn, binding, page, generation, result, whole_series=whole_series)
                 if page.last:
                     if generation is not None:
-                        _reconcile(conn, binding, generation, result, force, guard)
+                        _reconcile(conn, binding, generation, result, force, guard, confirmed)
                     assert page.sync_token is not None
                     stats = {k: v for k, v in result.as_dict().items()
                              if isinstance(v, int) and not isinstance(v, bool)}
@@ -184,6 +195,56 @@ def _walk(
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)
+
+
+def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, page: ChangePage) -> ChangePage:
+    """A windowed listing's removals of events the binding holds, read again by id (batched): a
+    404/410 is the deletion's proof; an event still there only left the window, or changed outside
+    it (Graph reports both as removals), and goes through the three-way rule as a change."""
+    removed = [item.remote_id for item in page.items if isinstance(item, RemoteDeletion)]
+    if not removed:
+        return page
+    with engine.connect() as conn:
+        links = repo.links_by_remote_id(conn, binding.id, removed)
+    held = [rid for rid, link in links.items() if not link.remote_deleted]
+    if not held:
+        return page
+    found = provider.fetch_events(binding.remote_calendar_id, held)
+    items: list[RemoteChange] = []
+    for item in page.items:
+        if isinstance(item, RemoteDeletion) and item.remote_id in found:
+            fresh = found[item.remote_id]
+            items.append(fresh if fresh is not None else RemoteDeletion(
+                item.remote_id, proof=f"the change listing reported {item.remote_id} removed and a read by id "
+                                      "answered 404/410"))
+        else:
+            items.append(item)
+    return replace(page, items=items)
+
+
+def _confirm_unlisted(
+    engine: Engine, provider: Provider, binding: _Binding, generation: int, result: SyncResult,
+) -> set[str]:
+    """A windowed full listing's unlisted links, read by id in batches: those still there are applied
+    (and so seen: changes made outside the window arrive here); the ids that answered 404/410 are
+    returned, the only ones the sweep may delete. Memory: one batch plus the confirmed ids."""
+    confirmed: set[str] = set()
+    after = 0
+    while True:
+        with engine.connect() as conn:
+            batch = repo.unseen_remote_ids(conn, binding.id, generation, after, CONFIRM_BATCH)
+        if not batch:
+            return confirmed
+        after = batch[-1][0]
+        found = provider.fetch_events(binding.remote_calendar_id, [rid for _, rid in batch])
+        present: list[RemoteChange] = [event for event in found.values() if event is not None]
+        confirmed.update(rid for rid, event in found.items() if event is None)
+        if present:
+            with engine.begin() as conn:
+                _apply_page(conn, binding, ChangePage(items=present, full=True, last=False), generation, result)
+
+
+CONFIRM_BATCH = 200  # unlisted links read per round (Graph: 10 $batch requests of 20)
 
 
 def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, result: SyncResult) -> None:
@@ -196,29 +257,41 @@ def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, resul
     with engine.begin() as conn:
         remote_ids = repo.live_series_remote_ids(conn, binding.id)
     changes: list[RemoteChange] = []
-    for remote_id in remote_ids:
-        found = provider.get_event(binding.remote_calendar_id, remote_id)
-        changes.append(found if found is not None else RemoteDeletion(remote_id))
+    for at in range(0, len(remote_ids), CONFIRM_BATCH):
+        found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at:at + CONFIRM_BATCH])
+        changes.extend(event if event is not None else RemoteDeletion(
+            rid, proof=f"series master {rid} re-read by id answered 404/410") for rid, event in found.items())
     if changes:
         with engine.begin() as conn:
             _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
 
 
 def _reconcile(
-    conn: Connection, binding: _Binding, generation: int, result: SyncResult, force: bool, guard: MassDeleteGuard
+    conn: Connection, binding: _Binding, generation: int, result: SyncResult, force: bool, guard: MassDeleteGuard,
+    confirmed: set[str] | None = None,
 ) -> None:
-    """What the binding links to but the full listing no longer had was deleted remotely."""
-    doomed = repo.count_unseen_links(conn, binding.id, generation)
+    """What the binding links to but the full listing no longer had was deleted remotely. For a
+    windowed listing (`confirmed` given), only the unlisted ids a read by id proved gone."""
+    doomed = repo.count_unseen_links(conn, binding.id, generation) if confirmed is None else len(confirmed)
     if not doomed:
         return
     live = repo.count_live_links(conn, binding.id)
     if not force and guard.blocks(doomed, live):
         raise MassDeleteBlocked(doomed, live)
+    if confirmed is not None:
+        ids = sorted(confirmed)
+        for at in range(0, len(ids), 1000):
+            items: list[RemoteChange] = [RemoteDeletion(rid, proof=(
+                f"full listing #{generation} did not list {rid} and a read by id answered 404/410"))
+                for rid in ids[at:at + 1000]]
+            _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
+        return
     after = 0
     while batch := repo.unseen_remote_ids(conn, binding.id, generation, after, 1000):
         after = batch[-1][0]
-        page = ChangePage(items=[RemoteDeletion(remote_id) for _, remote_id in batch], full=True, last=False)
-        _apply_page(conn, binding, page, None, result)
+        items = [RemoteDeletion(rid, proof=f"full listing #{generation} of the whole calendar no longer held {rid}")
+                 for _, rid in batch]
+        _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
 
 
 @dataclass
@@ -227,7 +300,7 @@ class _PageWrites:
     new_links: list[dict[str, Any]] = field(default_factory=list)
     event_updates: list[dict[str, Any]] = field(default_factory=list)
     link_updates: list[dict[str, Any]] = field(default_factory=list)
-    tombstones: list[str] = field(default_factory=list)
+    tombstones: dict[str, str] = field(default_factory=dict)  # event id -> what proved its deletion
 
 
 def _apply_page(
@@ -243,7 +316,8 @@ def _apply_page(
     if whole_series and generation is None:
         listed = {i.series_remote_id or i.remote_id for i in items.values() if isinstance(i, RemoteEvent)}
         for remote_id in repo.live_series_members(conn, binding.id, listed) - items.keys():
-            items[remote_id] = RemoteDeletion(remote_id)
+            items[remote_id] = RemoteDeletion(remote_id, proof=(
+                f"its series was listed again without exception {remote_id} (a series is listed whole)"))
     series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
     series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
     if series:  # a cancelled instance of a series we already deleted is just another deletion
@@ -251,8 +325,10 @@ def _apply_page(
         for rid, item in items.items():
             if (isinstance(item, RemoteEvent) and item.data.status == "cancelled"
                     and series.get(item.series_remote_id or "") in dead):
-                items[rid] = RemoteDeletion(rid)
+                items[rid] = RemoteDeletion(rid, proof=f"listed cancelled, and its series {item.series_remote_id} "
+                                                       "is deleted")
     links = repo.links_by_remote_id(conn, binding.id, list(items))
+    open_conflicts = repo.open_conflicts_of(conn, binding.id, [link.event_id for link in links.values()])
     # an unknown remote event may be our own create whose answer was lost: it carries our local id
     claims = {rid: item.client_id or rid for rid, item in items.items()
               if rid not in links and isinstance(item, RemoteEvent)}
@@ -282,7 +358,7 @@ def _apply_page(
             result.unchanged += 1  # deletion of something we never had
             result.unknown_deletions += 1
         else:
-            _three_way(conn, binding, item, link, series, now, writes, result)
+            _three_way(conn, binding, item, link, series, now, writes, result, open_conflicts.get(link.event_id))
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in writes.new_links:
             row["seen_generation"] = generation
@@ -297,8 +373,11 @@ def _apply_page(
     repo.update_links(conn, writes.link_updates)
     doomed: list[str] = []
     if writes.tombstones:
-        doomed = writes.tombstones + repo.live_exception_ids(conn, writes.tombstones)
-        repo.tombstone_events(conn, doomed, binding.source)
+        proofs = dict(writes.tombstones)
+        for exception_id, series_id in repo.live_exceptions_of(conn, list(writes.tombstones)).items():
+            proofs.setdefault(exception_id, f"its series {series_id} was deleted: {writes.tombstones[series_id]}")
+        doomed = list(proofs)
+        repo.tombstone_events(conn, proofs, binding.source)
         repo.agree_links_with_versions(conn, doomed, binding.id)
     if conference_work:
         conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
@@ -323,7 +402,8 @@ def _event_row(
 ) -> dict[str, Any]:
     return {
         **repo.event_columns(data, content_hash), "version": version, "updated_at_source": source, "updated_at": now,
-        "deleted": False, "deleted_at": None, "recurring_event_id": series_id,
+        "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
+        "recurring_event_id": series_id,
     }
 
 
@@ -373,6 +453,7 @@ def _adopt(
 def _three_way(
     conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent,
     series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
+    open_conflict: str | None = None,
 ) -> None:
     remote = item if isinstance(item, RemoteEvent) else None
     sides = Sides(
@@ -384,10 +465,17 @@ def _three_way(
         base_hash=link.base_hash,
     )
     decision = decide(sides, binding.policy)
+    if open_conflict is not None and decision is not Decision.NOTHING and decision is not Decision.CONFLICT:
+        # the event is paused, and the remote moved on to something that settles it (both deleted, the
+        # same content on both sides, the remote back at the base): the conflict closes by itself and
+        # the decision applies as it would have without it
+        repo.close_conflict(conn, open_conflict, f"auto:{decision.value}")
+        outbox_store.release(conn, binding.id, link.event_id, drop=decision is Decision.TAKE_REMOTE or (
+            decision is Decision.FAST_FORWARD and remote is None))
     if decision is Decision.NOTHING:
         result.unchanged += 1
     elif decision is Decision.TAKE_REMOTE:
-        _take_remote(binding, remote, link, series, now, writes, result)
+        _take_remote(binding, item, link, series, now, writes, result)
     elif decision is Decision.FAST_FORWARD:
         if remote:
             writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, link.version, now)})
@@ -400,27 +488,37 @@ def _three_way(
         else:  # gone remotely: the push will have to create it again
             writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
         result.unchanged += 1
-    else:
+    else:  # a new conflict, or a later remote change to an open one: its remote side is the newest
         repo.record_conflict(
             conn, event_id=link.event_id, binding_id=binding.id, kind=conflict_kind(sides),
             local=None if link.deleted else link.data.to_json(), remote=remote.data.to_json() if remote else None,
             base=link.base_snapshot, remote_etag=remote.etag if remote else None,
+            remote_deletion_proof=None if remote else _proof(binding, item),
         )
         outbox_store.hold(conn, binding.id, link.event_id)  # the event waits; everything else syncs on
-        result.conflicts += 1
+        if open_conflict is None:
+            result.conflicts += 1
+
+
+def _proof(binding: _Binding, item: RemoteEvent | RemoteDeletion) -> str:
+    """What proved a remote deletion: the provider's or the engine's own words, or the listing that said so."""
+    if isinstance(item, RemoteDeletion) and item.proof:
+        return item.proof
+    return f"the change listing of {binding.source} reported {item.remote_id} deleted"
 
 
 def _take_remote(
-    binding: _Binding, remote: RemoteEvent | None, link: repo.LinkedEvent, series: dict[str, str],
+    binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent, series: dict[str, str],
     now: datetime, writes: _PageWrites, result: SyncResult,
 ) -> None:
-    if remote is None:
+    if not isinstance(item, RemoteEvent):
         if not link.deleted:
-            writes.tombstones.append(link.event_id)
+            writes.tombstones[link.event_id] = _proof(binding, item)
             result.deleted += 1
         else:
             writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
         return
+    remote = item
     version = link.version + 1
     series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
     # `extra` holds each provider's unmodelled fields under its own key: a mirrored event keeps the others'

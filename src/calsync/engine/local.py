@@ -55,7 +55,8 @@ def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> Lo
         repo.insert_events(conn, [{
             "id": event_id, "calendar_id": calendar_id, "source": LOCAL_SOURCE, "created_at": now,
             **repo.event_columns(data), "version": 1, "updated_at_source": LOCAL_SOURCE, "updated_at": now,
-            "deleted": False, "deleted_at": None, "recurring_event_id": None,
+            "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
+            "recurring_event_id": None,
         }])
         queued = outbox_store.enqueue(conn, calendar_id, [(event_id, 1)])
     return LocalChange(event_id, 1, queued)
@@ -74,15 +75,17 @@ def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_vers
     return LocalChange(event_id, version, queued)
 
 
-def delete_event(engine: Engine, event_id: str, if_version: int | None) -> LocalChange:
-    """Delete locally (a tombstone, so the delete can be pushed and the conference removed)."""
+def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: str = "the library") -> LocalChange:
+    """Delete locally (a tombstone, so the delete can be pushed and the conference removed). `via`
+    names the surface it was asked through (the API, the CLI...): the tombstone's proof."""
+    proof = f"deleted locally through {via}"
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         version = row["version"] + 1
-        if not repo.tombstone_local_event(conn, event_id, version):
+        if not repo.tombstone_local_event(conn, event_id, version, proof):
             raise StaleVersion(_current_version(conn, event_id))
         doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
-        repo.tombstone_events(conn, doomed[1:], LOCAL_SOURCE)
+        repo.tombstone_events(conn, {e: f"its series {event_id} was {proof}" for e in doomed[1:]}, LOCAL_SOURCE)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         enqueue_for_changed_events(conn, [], doomed)
     return LocalChange(event_id, version, queued)

@@ -31,7 +31,7 @@ from pydantic import (
 from sqlalchemy import Connection, Engine
 
 from calsync.engine import local
-from calsync.engine.conflicts import ConflictResolved, resolve_conflict
+from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.model import canonical_time, range_key
 from calsync.store import event_pages, repo
@@ -145,6 +145,9 @@ class ResolveRequest(_Strict):
 
     keep: Literal["local", "remote"] | None = None
     merged: EventChanges | None = None
+    remote_etag: str | None = Field(default=None, max_length=1024, description=(
+        "the conflict's remote_etag as the caller saw it: when the remote side changed since (a later "
+        "sync refreshed it), the resolution is refused with 409 and the conflict offers the newest side"))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ResolveRequest:
@@ -233,7 +236,12 @@ class ConflictOut(_Open):
     kind: str = Field(description="edit-edit | remote-delete | local-delete")
     base: dict[str, Any] | None
     local: dict[str, Any] | None = Field(description="null when the event was deleted locally")
-    remote: dict[str, Any] | None = Field(description="null when the event was deleted remotely")
+    remote: dict[str, Any] | None = Field(description="null when the event was deleted remotely; always "
+                                          "the newest remote state calsync has seen")
+    remote_etag: str | None = Field(default=None, description="ETag of that remote state (send it back when "
+                                    "resolving, to refuse a decision made on an older one)")
+    remote_deletion_proof: str | None = Field(default=None, description="when the remote side is a deletion: "
+                                              "what proved it")
     differing_fields: list[str] = Field(description='fields where local and remote differ; ["deleted"] when '
                                         "one side is gone")
     resolution: str | None = None
@@ -481,9 +489,12 @@ def resolve(engine: Engine, conflict_id: str, request: ResolveRequest) -> dict[s
     merged = request.merged.changes() if request.merged is not None else None
     try:
         with _engine_errors(loc=("body", "merged"), what="conflict", ident=conflict_id):
-            return resolve_conflict(engine, conflict_id, keep=request.keep, merged=merged)
+            return resolve_conflict(engine, conflict_id, keep=request.keep, merged=merged,
+                                    remote_etag=request.remote_etag)
     except ConflictResolved as exc:
         raise HTTPException(409, detail=str(exc)) from exc
+    except ConflictChanged as exc:
+        raise HTTPException(409, detail={"msg": str(exc), "conflict": conflict_body(exc.conflict)}) from exc
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -579,7 +590,8 @@ def _event_write_routes(router: APIRouter, engine: Engine) -> None:
     @router.delete("/events/{event_id}", status_code=204, response_class=Response, responses=_GUARDED)
     def delete_event(event_id: EventId, if_match: IfMatch = None) -> Response:
         """Delete the version named by If-Match (a tombstone, so the delete can be pushed)."""
-        guarded_write(engine, event_id, if_match, lambda version: local.delete_event(engine, event_id, version))
+        guarded_write(engine, event_id, if_match,
+                      lambda version: local.delete_event(engine, event_id, version, via="the REST API"))
         return Response(status_code=204)
 
 

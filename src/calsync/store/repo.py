@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -442,7 +442,7 @@ _EVENT_UPDATE_KEYS = (
     "title", "description", "location", "start", "end", "range_start", "range_end", "all_day", "time_zone",
     "status", "recurrence", "original_start", "attendees", "conference", "ical_uid", "sequence",
     "extra", "content_hash", "version", "updated_at_source", "updated_at", "deleted", "deleted_at",
-    "recurring_event_id",
+    "deleted_by", "deletion_proof", "recurring_event_id",
 )
 
 
@@ -457,15 +457,24 @@ def update_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows)
 
 
-def tombstone_events(conn: Connection, event_ids: Sequence[str], source: str) -> None:
-    """Mark events deleted (kept as tombstones so later work, like conference deletion, can see them)."""
+def tombstone_events(conn: Connection, proofs: Mapping[str, str], source: str) -> None:
+    """Mark events deleted (kept as tombstones so later work, like conference deletion, can see them).
+
+    `proofs` maps each event id to what proved its deletion (the request and its answer); `source` is
+    the side that made it. A deletion without a proof is refused: every deletion calsync propagates
+    must trace back to one someone made (docs/ARCHITECTURE.md, "Deletions")."""
+    missing = sorted(event_id for event_id, proof in proofs.items() if not proof)
+    if missing or not source:
+        raise ValueError(f"refusing to delete events without a recorded proof: {missing or list(proofs)}")
     now = utcnow()
-    for chunk in chunks(list(event_ids)):
-        conn.execute(
-            events.update().where(events.c.id.in_(chunk), events.c.deleted.is_(False))
-            .values(deleted=True, deleted_at=now, updated_at=now, updated_at_source=source,
-                    version=events.c.version + 1)
-        )
+    stmt = (
+        events.update().where(events.c.id == bindparam("doomed_id"), events.c.deleted.is_(False))
+        .values(deleted=True, deleted_at=now, updated_at=now, updated_at_source=source, deleted_by=source,
+                deletion_proof=bindparam("proof"), version=events.c.version + 1)
+    )
+    rows = [{"doomed_id": event_id, "proof": proof} for event_id, proof in proofs.items()]
+    for at in range(0, len(rows), 500):
+        conn.execute(stmt, rows[at:at + 500])
 
 
 _LINK_UPDATE_KEYS = ("etag", "base_version", "base_hash", "base_snapshot", "remote_updated", "remote_deleted",
@@ -558,6 +567,16 @@ def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]
     return found
 
 
+def live_exceptions_of(conn: Connection, series_ids: Sequence[str]) -> dict[str, str]:
+    """Live exceptions of these series: exception id -> its series' id."""
+    found: dict[str, str] = {}
+    for chunk in chunks(list(series_ids)):
+        found.update((e, r) for e, r in conn.execute(
+            select(events.c.id, events.c.recurring_event_id)
+            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))))
+    return found
+
+
 def live_series_members(conn: Connection, binding_id: str, series_remote_ids: Iterable[str]) -> set[str]:
     """Remote ids of the binding's live events that belong to these series: each series' own link
     and its exceptions' (both lookups through an index)."""
@@ -635,6 +654,15 @@ def has_open_conflict(conn: Connection, event_id: str, binding_id: str) -> bool:
     )).first() is not None
 
 
+def open_conflicts_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+    """Event id -> id of its open conflict on this binding, for those of `event_ids` that have one."""
+    found: dict[str, str] = {}
+    for chunk in chunks(list(dict.fromkeys(event_ids))):
+        found.update((e, c) for c, e in conn.execute(select(conflicts.c.id, conflicts.c.event_id).where(
+            conflicts.c.binding_id == binding_id, conflicts.c.status == "open", conflicts.c.event_id.in_(chunk))))
+    return found
+
+
 def get_conflict(conn: Connection, conflict_id: str) -> dict[str, Any]:
     row = conn.execute(select(conflicts).where(conflicts.c.id == conflict_id)).mappings().first()
     if row is None:
@@ -652,25 +680,24 @@ def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
 def record_conflict(
     conn: Connection, *, event_id: str, binding_id: str, kind: str,
     local: dict[str, Any] | None, remote: dict[str, Any] | None, base: dict[str, Any] | None,
-    remote_etag: str | None,
+    remote_etag: str | None, remote_deletion_proof: str | None = None,
 ) -> str:
-    """Open a conflict, or refresh the remote side of the one already open for this event and binding."""
+    """Open a conflict, or refresh the one already open for this event and binding with the newest
+    remote side (a resolution that saw the older one is then refused: its remote_etag differs)."""
     now = utcnow()
     existing = conn.execute(
         select(conflicts.c.id).where(
             conflicts.c.event_id == event_id, conflicts.c.binding_id == binding_id, conflicts.c.status == "open"
         )
     ).scalar()
+    sides = {"kind": kind, "local": local, "remote": remote, "remote_etag": remote_etag,
+             "remote_deletion_proof": remote_deletion_proof, "updated_at": now}
     if existing:
-        conn.execute(
-            conflicts.update().where(conflicts.c.id == existing)
-            .values(kind=kind, local=local, remote=remote, remote_etag=remote_etag, updated_at=now)
-        )
+        conn.execute(conflicts.update().where(conflicts.c.id == existing).values(**sides))
         return str(existing)
     conflict_id = new_id()
     conn.execute(conflicts.insert().values(
-        id=conflict_id, event_id=event_id, binding_id=binding_id, status="open", kind=kind,
-        local=local, remote=remote, base=base, remote_etag=remote_etag, created_at=now, updated_at=now,
+        id=conflict_id, event_id=event_id, binding_id=binding_id, status="open", base=base, created_at=now, **sides,
     ))
     return conflict_id
 
@@ -739,12 +766,15 @@ def save_local_event(conn: Connection, event_id: str, data: EventData, version: 
         **event_columns(data), version=version, updated_at_source="local", updated_at=utcnow())).rowcount == 1
 
 
-def tombstone_local_event(conn: Connection, event_id: str, version: int) -> bool:
-    """A local delete at `version`, guarded like save_local_event."""
+def tombstone_local_event(conn: Connection, event_id: str, version: int, proof: str) -> bool:
+    """A local delete at `version`, guarded like save_local_event; `proof` says how it was asked for."""
+    if not proof:
+        raise ValueError("a local delete needs a proof (how it was asked for)")
     now = utcnow()
     return conn.execute(events.update().where(
         events.c.id == event_id, events.c.version == version - 1, events.c.deleted.is_(False),
-    ).values(deleted=True, deleted_at=now, updated_at=now, updated_at_source="local", version=version)).rowcount == 1
+    ).values(deleted=True, deleted_at=now, updated_at=now, updated_at_source="local", version=version,
+             deleted_by="local", deletion_proof=proof)).rowcount == 1
 
 
 def save_event_from(conn: Connection, event_id: str, data: EventData, version: int, source: str,
@@ -754,7 +784,7 @@ def save_event_from(conn: Connection, event_id: str, data: EventData, version: i
     values: dict[str, Any] = {**event_columns(data), "version": version, "updated_at_source": source,
                               "updated_at": utcnow()}
     if undelete:
-        values.update(deleted=False, deleted_at=None)
+        values.update(deleted=False, deleted_at=None, deleted_by=None, deletion_proof=None)
     conn.execute(events.update().where(events.c.id == event_id).values(**values))
 
 

@@ -145,6 +145,10 @@ events = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("deleted_at", UTCDateTime),
+    # provenance of a tombstone: the side that deleted it ("local", "<provider>:<binding id>") and
+    # what proved the deletion (the request and its answer); see docs/ARCHITECTURE.md, "Deletions"
+    Column("deleted_by", String(64)),
+    Column("deletion_proof", Text),
     Index(None, "calendar_id", "range_start"),
     Index(None, "recurring_event_id"),
 )
@@ -187,6 +191,7 @@ conflicts = Table(
     Column("remote", JsonType),
     Column("base", JsonType),
     Column("remote_etag", Text),
+    Column("remote_deletion_proof", Text),  # when the remote side is a deletion: what proved it
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("resolved_at", UTCDateTime),
