@@ -487,6 +487,32 @@ def test_resolve_keep_local_and_keep_remote(
     assert api.get(f"/events/{ids['Budget']}").json()["title"] == "Budget (local)", "a 409 changes nothing"
 
 
+def test_a_resolution_decided_on_an_older_remote_side_is_refused_and_offered_again(
+    engine: Engine, api: httpx.Client, alice: GoogleApi, google_url: str
+) -> None:
+    ids = make_conflicts(engine, alice, google_url, ["Budget"])
+    seen = conflict_for(api, ids["Budget"])
+    assert seen["remote_etag"]
+    remote_id = next(link["remote_id"] for link in local_events_of(engine, ids["Budget"]))
+    alice.patch(alice.primary_id(), remote_id, summary="Budget (remote, later)")
+    sync_once(engine)  # the later remote edit reaches the open conflict
+    refused = api.post(f"/conflicts/{seen['id']}/resolve", json={"keep": "remote", "remote_etag": seen["remote_etag"]})
+    assert refused.status_code == 409, refused.text
+    offered = refused.json()["detail"]["conflict"]
+    assert offered["status"] == "open" and offered["remote"]["title"] == "Budget (remote, later)"
+    assert api.get(f"/events/{ids['Budget']}").json()["title"] == "Budget (local)", "nothing applied"
+    response = api.post(f"/conflicts/{seen['id']}/resolve",
+                        json={"keep": "remote", "remote_etag": offered["remote_etag"]})
+    assert response.status_code == 200, response.text
+    assert api.get(f"/events/{ids['Budget']}").json()["title"] == "Budget (remote, later)"
+
+
+def local_events_of(engine: Engine, event_id: str) -> list[dict[str, Any]]:
+    with engine.begin() as conn:
+        (row,) = repo.get_events(conn, [event_id])
+    return list(row["links"])
+
+
 def test_resolve_with_merged_event_and_bad_requests(
     engine: Engine, api: httpx.Client, alice: GoogleApi, google_url: str
 ) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from calsync.engine.outbound import queue_calendar
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account
 from calsync.providers import provider_for
@@ -34,6 +35,7 @@ class Mirror:
         with self.engine.begin() as conn:
             hub = repo.get_binding(conn, self.binding_google)["calendar_id"]
         self.binding_graph = self.graph.bind(self.engine, local_calendar=hub)
+        queue_calendar(self.engine, self.binding_graph)  # as `calsync calendar bind --calendar` does
 
     def providers(self) -> Callable[[Account], Provider]:
         def make(account: Account) -> Provider:
@@ -104,7 +106,8 @@ def test_a_long_calendar_survives_incremental_full_and_rebaselined_syncs(mirror:
     assert mirror.deletions(mirror.sync(binding_ids=[mirror.binding_graph], full=True)) == 0  # forced full resync
     mirror.graph.admin("POST", "/delta/expire")  # the delta token dies: a full sync follows
     assert mirror.deletions(mirror.sync()) == 0
-    mirror.graph_options["rebaseline_after"] = timedelta(0)  # every round re-baselines its window
+    # every round re-baselines its window (a window is due once it is older than this: -1 s is always)
+    mirror.graph_options["rebaseline_after"] = timedelta(seconds=-1)
     for _ in range(2):
         report = mirror.sync()
         assert mirror.deletions(report) == 0

@@ -250,6 +250,15 @@ class ConflictOut(_Open):
     resolved_at: str | None = None
 
 
+class ConflictChangedOut(BaseModel):
+    msg: str
+    conflict: ConflictOut
+
+
+class ConflictChangedProblemOut(BaseModel):
+    detail: ConflictChangedOut
+
+
 class ConflictListOut(BaseModel):
     conflicts: list[ConflictOut]
 
@@ -603,8 +612,12 @@ def _conflict_routes(router: APIRouter, engine: Engine) -> None:
             rows = repo.list_conflicts(conn, status=None if status == "all" else status)
         return {"conflicts": [conflict_body(r) for r in rows]}
 
-    @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictOut,
-                 responses={404: {"model": ProblemOut}, 409: {"model": ProblemOut}})
+    @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictOut, responses={
+        404: {"model": ProblemOut},
+        409: {"model": ProblemOut | ConflictChangedProblemOut, "description": (
+            "already resolved (detail: a message), or the remote side changed since `remote_etag` "
+            "(detail: the message and the conflict as it is now, still open)")}})
     def settle_conflict(conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest) -> dict[str, Any]:
-        """Settle a conflict by keeping one side or giving the merged event."""
+        """Settle a conflict by keeping one side or giving the merged event. The remote side applied is
+        the newest calsync has seen; send `remote_etag` to refuse a decision made on an older one."""
         return conflict_body(resolve(engine, conflict_id, body))

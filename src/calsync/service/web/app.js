@@ -989,11 +989,15 @@
       const card = ev.target.closest('.conflict');
       card.querySelectorAll('button').forEach((b) => { b.disabled = true; });
       try {
-        await api('POST', `/conflicts/${c.id}/resolve`, { keep });
+        // the remote side as shown: if a sync brought a newer one meanwhile, the service refuses (409)
+        await api('POST', `/conflicts/${c.id}/resolve`, { keep, remote_etag: c.remote_etag || '' });
         toast(`Kept the ${keep === 'local' ? 'local' : `remote (${remoteName})`} version of “${title}”`, 'ok');
       } catch (err) {
-        toast(err.status === 409 ? 'That conflict was already resolved.' : `Could not resolve: ${err.message}`,
-          err.status === 409 ? 'warn' : 'error');
+        const changed = err.status === 409 && err.detail && err.detail.conflict;
+        const message = changed
+          ? `The ${remoteName} side of “${title}” changed since it was shown: nothing was kept. Its newest version is shown now; decide again.`
+          : err.status === 409 ? 'That conflict was already resolved.' : `Could not resolve: ${err.message}`;
+        toast(message, err.status === 409 ? 'warn' : 'error');
       }
       state.conflictsShown = '';
       state.writeSeq += 1;
