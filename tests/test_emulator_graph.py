@@ -959,3 +959,133 @@ def test_cli_has_a_graph_emulator_command() -> None:
 
     result = CliRunner().invoke(app, ["emulator", "graph", "--help"])
     assert result.exit_code == 0 and "--port" in result.output
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON batching ($batch)
+
+
+def batch(client: Graph, *requests: dict[str, Any]) -> httpx.Response:
+    return client.post("/$batch", json={"requests": list(requests)})
+
+
+def by_id(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return {item["id"]: item for item in response.json()["responses"]}
+
+
+def get_item(item_id: str, url: str, **headers: str) -> dict[str, Any]:
+    return {"id": item_id, "method": "GET", "url": url, **({"headers": headers} if headers else {})}
+
+
+def request_log(client: Graph) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{client.base}/emulator/requests").json()["requests"])
+
+
+def test_batch_reads_events_each_with_its_own_headers_and_logs_every_inner_request(alice: Graph) -> None:
+    kept, gone = alice.event("kept"), alice.event("gone")
+    assert alice.delete(f"/me/events/{gone['id']}").status_code == 204
+    httpx.delete(f"{alice.base}/emulator/requests").raise_for_status()
+    answer = batch(alice, get_item("1", f"/me/events/{kept['id']}", Prefer='outlook.timezone="Europe/Paris"'),
+                   get_item("2", f"/me/events/{gone['id']}"), get_item("3", "me/calendars"))
+    items = by_id(answer)
+    assert [i["id"] for i in answer.json()["responses"]] == ["1", "2", "3"], "request order by default"
+    assert all(set(i) == {"id", "status", "headers", "body"} for i in items.values())
+    assert items["1"]["status"] == 200 and items["1"]["body"]["id"] == kept["id"]
+    assert items["1"]["body"]["start"] == {"dateTime": "2026-11-02T10:00:00.0000000", "timeZone": "Europe/Paris"}
+    assert items["1"]["headers"]["Content-Type"].startswith("application/json")
+    assert items["2"]["status"] == 404 and items["2"]["body"]["error"]["code"] == "ErrorItemNotFound"
+    assert items["3"]["status"] == 200 and [c["name"] for c in items["3"]["body"]["value"]] == ["Calendar"]
+    log = request_log(alice)
+    assert [(e["method"], e["path"].split("/")[2], e["status"], e.get("batch_item")) for e in log] == [
+        ("GET", "me", 200, "1"), ("GET", "me", 404, "2"), ("GET", "me", 200, "3"), ("POST", "$batch", 200, None)]
+    assert [e for e in log if "batch_item" not in e] == [log[-1]], "the outer POST is logged once, unmarked"
+
+
+def test_batch_limits_and_malformed_payloads_refuse_the_whole_batch(alice: Graph) -> None:
+    ev = alice.event()
+    twenty = [get_item(str(n), f"/me/events/{ev['id']}") for n in range(20)]
+    assert [i["status"] for i in batch(alice, *twenty).json()["responses"]] == [200] * 20
+    httpx.delete(f"{alice.base}/emulator/requests").raise_for_status()
+    refused = [
+        batch(alice, *twenty, get_item("20", "/me/events")),  # 21 requests
+        batch(alice, get_item("a", "/me/events"), get_item("A", "/me/calendars")),  # ids are case-insensitive
+        alice.post("/$batch", json={"requests": []}),
+        alice.post("/$batch", json={"value": []}),
+        alice.post("/$batch", content=b"{not json", headers={"Content-Type": "application/json"}),
+        batch(alice, {"id": "1", "method": "GET"}),  # no url
+        batch(alice, {"method": "GET", "url": "/me/events"}),  # no id
+        batch(alice, {"id": "1", "method": "PATCH", "url": f"/me/events/{ev['id']}", "body": {"subject": "x"}}),
+        batch(alice, {"id": "1", "method": "POST", "url": f"/me/events/{ev['id']}/cancel",
+                      "headers": {"Content-Type": "application/json"}}),  # a write without a body
+        batch(alice, get_item("1", "/me/events") | {"dependsOn": ["2"]}, get_item("2", "/me/events")),
+    ]
+    for response in refused:
+        assert response.status_code == 400 and error_code(response) == "BadRequest", response.text
+    messages = [r.json()["error"]["message"] for r in refused]
+    assert "20" in messages[0] and messages[1] == "Request Id A has to be unique in a batch."
+    assert messages[7] == "Write request id : 1 does not contain Content-Type header or body."
+    assert all(e["path"] == "/v1.0/$batch" for e in request_log(alice)), "nothing inside a refused batch ran"
+    assert alice.get(f"/me/events/{ev['id']}").json()["subject"] == "Meeting"
+
+
+def test_batch_items_answer_mixed_statuses_and_failed_dependencies_424(alice: Graph) -> None:
+    ev = alice.event()
+    stale = ev["@odata.etag"]
+    assert alice.patch(f"/me/events/{ev['id']}", json={"subject": "v2"}).status_code == 200
+    json_type = {"Content-Type": "application/json"}
+    items = by_id(batch(
+        alice,
+        {"id": "patch", "method": "PATCH", "url": f"/me/events/{ev['id']}", "body": {"subject": "v3"},
+         "headers": {**json_type, "If-Match": stale}},
+        {"id": "after", "method": "GET", "url": f"/me/events/{ev['id']}", "dependsOn": ["patch"]},
+        {"id": "create", "method": "POST", "url": "/me/events", "headers": json_type,
+         "body": {"subject": "made in a batch", "start": {"dateTime": "2026-11-03T09:00:00", "timeZone": "UTC"},
+                  "end": {"dateTime": "2026-11-03T10:00:00", "timeZone": "UTC"}}},
+        {"id": "delete", "method": "DELETE", "url": f"/me/events/{ev['id']}", "dependsOn": ["create"]},
+        get_item("absolute", f"{alice.base}/v1.0/me/events?$top=5"),
+        get_item("bad", "/me/nonsense"),
+        get_item("nested", "/$batch"),
+        get_item("elsewhere", "https://example.org/v1.0/me/events"),
+    ))
+    assert items["patch"]["status"] == 412 and items["patch"]["body"]["error"]["code"] == "ErrorIrresolvableConflict"
+    assert items["after"]["status"] == 424
+    assert items["create"]["status"] == 201 and items["create"]["body"]["subject"] == "made in a batch"
+    assert items["delete"]["status"] == 204 and items["delete"]["body"] is None
+    assert items["absolute"]["status"] == 200 and [e["subject"] for e in items["absolute"]["body"]["value"]] == [
+        "made in a batch"]
+    assert {items[k]["status"] for k in ("bad", "nested", "elsewhere")} == {400}
+    assert alice.get(f"/me/events/{ev['id']}").status_code == 404
+
+
+def test_batch_inner_throttling_answers_429_with_retry_after_under_an_outer_200(alice: Graph) -> None:
+    ev = alice.event()
+    alice.admin("faults", {"status": 429, "retry_after": 7, "count": 1, "methods": ["GET"]}).raise_for_status()
+    items = by_id(batch(alice, get_item("1", f"/me/events/{ev['id']}"), get_item("2", f"/me/events/{ev['id']}")))
+    assert items["1"]["status"] == 429 and items["1"]["headers"]["Retry-After"] == "7"
+    assert items["1"]["body"]["error"]["code"] == "ApplicationThrottled"
+    assert items["2"]["status"] == 200
+
+    alice.admin("reset")
+    ev = alice.event()
+    alice.switches(mailbox_requests_per_10min=4)  # the create above was the first request of the 10 minutes
+    items = by_id(batch(alice, *[get_item(str(n), f"/me/events/{ev['id']}") for n in range(5)]))
+    assert [items[str(n)]["status"] for n in range(5)] == [200, 200, 200, 429, 429], "each inner request counts"
+    assert int(items["4"]["headers"]["Retry-After"]) > 500
+    assert alice.get("/me/events").status_code == 429
+
+
+def test_batch_needs_a_token_and_faults_on_the_outer_post_fail_it_whole(alice: Graph) -> None:
+    ev = alice.event()
+    anonymous = httpx.post(f"{alice.base}/v1.0/$batch", json={"requests": [get_item("1", "/me/events")]})
+    assert anonymous.status_code == 401 and error_code(anonymous) == "InvalidAuthenticationToken"
+    alice.admin("faults", {"status": 503, "count": 1, "methods": ["POST"], "path_prefix": "/v1.0/$batch"})
+    down = batch(alice, get_item("1", f"/me/events/{ev['id']}"))
+    assert down.status_code == 503 and error_code(down) == "ServiceNotAvailable"
+    assert by_id(batch(alice, get_item("1", f"/me/events/{ev['id']}")))["1"]["status"] == 200
+
+
+def test_batch_responses_may_come_in_another_order(alice: Graph) -> None:
+    alice.switches(batch_reverse_responses=True)
+    answer = batch(alice, get_item("1", "/me/calendars"), get_item("2", "/me/events"), get_item("3", "/me/calendar"))
+    assert [i["id"] for i in answer.json()["responses"]] == ["3", "2", "1"]

@@ -14,7 +14,7 @@ from calsync.engine.outbound import Pusher
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account, EventData, RemoteDeletion, RemoteEvent
 from calsync.providers import SUPPORTED, provider_for
-from calsync.providers.base import SyncTokenInvalid
+from calsync.providers.base import AuthError, ProviderError, RateLimited, SyncTokenInvalid
 from calsync.providers.graph import GraphProvider, change_from_graph, event_to_graph
 from calsync.providers.http import RetryPolicy
 from calsync.store import repo
@@ -365,3 +365,141 @@ def test_outlook_html_bodies_are_plain_text_here_and_keep_their_formatting_there
     sync(engine)
     assert adele.get(made["id"])["body"]["content"] == "Agenda<br>budget only"
     assert one(sync(engine).inbound).updated == 0, "our own write reads back as the same text"
+
+
+# --- reading by id: fetch_events over JSON batches ---------------------------------------------
+
+
+@pytest.fixture()
+def reader(graph_url: str) -> Any:
+    provider = GraphProvider(USER, graph_url, window=GRAPH_TEST_WINDOW, retry=RetryPolicy(attempts=3, base_delay=0.01))
+    yield provider
+    provider.close()
+
+
+def batches(graph_url: str) -> list[list[tuple[str, int]]]:
+    """The emulator's log as batches: per outer POST /$batch, its inner requests' (path, status)."""
+    out: list[list[tuple[str, int]]] = []
+    inner: list[tuple[str, int]] = []
+    for entry in admin(graph_url, "GET", "/requests").json()["requests"]:
+        if "batch_item" in entry:
+            inner.append((entry["path"].rsplit("/", 1)[-1], entry["status"]))
+        elif entry["path"] == "/v1.0/$batch":
+            out.append(inner)
+            inner = []
+    return out
+
+
+def test_listing_window_is_the_window_a_fresh_listing_covers(reader: GraphProvider) -> None:
+    start, end = reader.listing_window() or (None, None)
+    now = datetime.now(UTC)
+    assert start is not None and end is not None
+    assert abs(start - (now + GRAPH_TEST_WINDOW[0])) < timedelta(seconds=5)
+    assert abs(end - (now + timedelta(days=365))) < timedelta(seconds=5)
+
+
+def test_fetch_events_reads_found_and_deleted_ids_in_one_batch(adele: GraphApi, graph_url: str,
+                                                               reader: GraphProvider) -> None:
+    calendar = adele.calendar_id()
+    kept, gone = adele.insert(calendar, "kept"), adele.insert(calendar, "gone", hour=11)
+    adele.delete(gone["id"])
+    admin(graph_url, "DELETE", "/requests")
+    found = reader.fetch_events(calendar, [kept["id"], gone["id"], kept["id"]])
+    assert reader.request_count == 1
+    assert batches(graph_url) == [[(kept["id"], 200), (gone["id"], 404)]], "one GET per distinct id"
+    assert found == {kept["id"]: reader.get_event(calendar, kept["id"]), gone["id"]: None}
+    event = found[kept["id"]]
+    assert event is not None and event.data.title == "kept" and event.data.start == "2026-12-01T09:00:00Z"
+    assert reader.fetch_events(calendar, []) == {}
+
+
+def test_fetch_events_gives_a_series_master_with_its_exdates(adele: GraphApi, graph_url: str,
+                                                            reader: GraphProvider) -> None:
+    calendar = adele.calendar_id()
+    day = datetime.now(UTC).date() + timedelta(days=10)
+    monday = day + timedelta(days=-day.weekday() % 7)
+    start = datetime(monday.year, monday.month, monday.day, 9, tzinfo=UTC)
+    skipped = (start + timedelta(days=7)).strftime("%Y%m%dT%H%M%SZ")
+    data = EventData(title="Weekly", start=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     end=(start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), time_zone="UTC",
+                     recurrence=["RRULE:FREQ=WEEKLY;COUNT=4;BYDAY=MO", f"EXDATE:{skipped}"])
+    master = reader.insert_event(calendar, data)
+    found = reader.fetch_events(calendar, [master.remote_id])
+    assert found == {master.remote_id: reader.get_event(calendar, master.remote_id)}
+    event = found[master.remote_id]
+    assert event is not None and any(line.startswith("EXDATE") and skipped in line for line in event.data.recurrence)
+
+
+def test_fetch_events_sends_more_than_20_ids_in_batches_of_20(adele: GraphApi, graph_url: str,
+                                                              reader: GraphProvider) -> None:
+    calendar = adele.calendar_id()
+    adele.seed(calendar, 45)
+    ids = sorted(adele.list_all(calendar))
+    assert len(ids) >= 41
+    admin(graph_url, "DELETE", "/requests")
+    found = reader.fetch_events(calendar, ids)
+    assert set(found) == set(ids) and all(found[i] is not None for i in ids)
+    assert [len(b) for b in batches(graph_url)] == [min(20, len(ids) - at) for at in range(0, len(ids), 20)]
+    assert reader.request_count == -(-len(ids) // 20)
+
+
+@pytest.mark.parametrize("status", [429, 503, 504])
+def test_fetch_events_retries_throttled_items_in_a_later_batch(adele: GraphApi, graph_url: str,
+                                                               reader: GraphProvider, status: int) -> None:
+    calendar = adele.calendar_id()
+    made = [adele.insert(calendar, f"e{n}", hour=8 + n)["id"] for n in range(3)]
+    admin(graph_url, "DELETE", "/requests")
+    admin(graph_url, "POST", "/faults", json={"status": status, "retry_after": 0, "count": 2, "methods": ["GET"]})
+    found = reader.fetch_events(calendar, made)
+    assert all(found[i] is not None for i in made)
+    assert [[s for _, s in b] for b in batches(graph_url)] == [[status, status, 200], [200, 200]]
+
+
+def test_fetch_events_raises_rate_limited_when_items_stay_throttled(adele: GraphApi, graph_url: str,
+                                                                    reader: GraphProvider) -> None:
+    calendar = adele.calendar_id()
+    made = adele.insert(calendar, "busy")["id"]
+    admin(graph_url, "DELETE", "/requests")
+    admin(graph_url, "POST", "/faults", json={"status": 429, "retry_after": 0, "methods": ["GET"]})
+    with pytest.raises(RateLimited) as caught:
+        reader.fetch_events(calendar, [made])
+    assert caught.value.status == 429
+    assert len(batches(graph_url)) == 3, "policy.attempts rounds, then up"
+    admin(graph_url, "DELETE", "/faults")
+    admin(graph_url, "POST", "/faults", json={"status": 429, "retry_after": 60, "methods": ["GET"]})
+    with pytest.raises(RateLimited) as caught:
+        reader.fetch_events(calendar, [made])
+    assert caught.value.retry_after == 60, "a long Retry-After goes up to the scheduler at once"
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, RateLimited), (401, AuthError), (403, ProviderError),
+                                               (400, ProviderError)])
+def test_fetch_events_never_reads_a_failure_as_a_deletion(adele: GraphApi, graph_url: str, reader: GraphProvider,
+                                                          status: int, error: type[Exception]) -> None:
+    calendar = adele.calendar_id()
+    fine, failing = adele.insert(calendar, "fine")["id"], adele.insert(calendar, "failing", hour=11)["id"]
+    admin(graph_url, "POST", "/faults", json={"status": status, "methods": ["GET"],
+                                              "path_prefix": f"/v1.0/me/events/{failing}"})
+    with pytest.raises(error):
+        reader.fetch_events(calendar, [fine, failing])
+
+
+def test_fetch_events_refuses_a_malformed_batch_answer(adele: GraphApi, graph_url: str) -> None:
+    calendar = adele.calendar_id()
+    made = adele.insert(calendar, "x")["id"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"responses": [{"id": "0", "status": 200, "body": {"subject": "no id"}}]})
+
+    def empty(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"responses": []})
+
+    for transport in (answer, empty):  # an event without an id; a request left unanswered
+        provider = GraphProvider(USER, graph_url, retry=RetryPolicy(attempts=1))
+        provider.http._client.close()
+        provider.http._client = httpx.Client(base_url=f"{graph_url}/v1.0", transport=httpx.MockTransport(transport))
+        try:
+            with pytest.raises(ProviderError):
+                provider.fetch_events(calendar, [made])
+        finally:
+            provider.close()

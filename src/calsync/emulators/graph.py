@@ -6,7 +6,9 @@ and for changes outside the window, ``Prefer: odata.maxpagesize`` / ``outlook.ti
 ``IdType="ImmutableId"``, recurring series expanded into occurrences and exceptions, changeKey /
 ``@odata.etag`` with ``If-Match`` -> 412 ``ErrorIrresolvableConflict``, ``transactionId``
 de-duplication, subscriptions with the validation handshake, change and lifecycle notifications
-(delivered by ``graph_push``), Graph's error JSON, and throttling answers. It imports only the
+(delivered by ``graph_push``), JSON batching (``POST /v1.0/$batch``, in ``graph_batch``: each inner
+request served, throttled, faulted and logged as a request of its own, under an outer 200), Graph's
+error JSON, and throttling answers. It imports only the
 standard library, starlette, httpx, python-dateutil and the sibling emulator modules.
 
 Storage, chosen so paging stays correct while events change (as in the Google emulator):
@@ -54,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from calsync.emulators.faults import FaultInjector, RequestLog, admin_error, admin_json, common_admin_routes
+from calsync.emulators.graph_batch import BatchItem, BatchPayloadError, parse_batch, run_batch
 from calsync.emulators.graph_push import GraphPushHub, Note, push_admin_routes, url_allowed
 
 __all__ = ["GraphEmulator", "GraphError", "create_app", "DEFAULT_SWITCHES", "API_PREFIX", "USER_DOMAIN",
@@ -107,6 +110,8 @@ DEFAULT_SWITCHES: dict[str, Any] = {
     "mailbox_concurrency_limit": None,
     "mailbox_requests_per_10min": None,
     "throttle_retry_after_seconds": 1,
+    # $batch answers in reverse request order (documented: responses may come in any order)
+    "batch_reverse_responses": False,
     # notificationUrl: plain http is accepted for loopback hosts (tests); never elsewhere
     "push_allow_http": True,
     # deliver to (and validate) non-loopback receivers; off: they fail / are skipped, so tests never reach out
@@ -142,6 +147,7 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
     "mailbox_concurrency_limit": lambda v: v is None or _is_int(v, 1, 10_000),
     "mailbox_requests_per_10min": lambda v: v is None or _is_int(v, 1, 10**9),
     "throttle_retry_after_seconds": lambda v: _is_int(v, 0, 86_400),
+    "batch_reverse_responses": lambda v: isinstance(v, bool),
     "push_allow_http": lambda v: isinstance(v, bool),
     "push_deliver_remote": lambda v: isinstance(v, bool),
     "push_retry_base_ms": lambda v: _is_int(v, 0, 60_000),
@@ -970,6 +976,23 @@ class _Throttle:
         return GraphError(429, "ApplicationThrottled", message, {"Retry-After": str(retry_after)})
 
 
+class _GraphRequestLog(RequestLog):
+    """The request log; an inner request of a JSON batch is logged too, with ``"batch_item"``: its
+    id in the batch (the outer ``POST /v1.0/$batch`` is logged once, after its inner requests)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._marking = threading.Lock()
+
+    def add(self, method: str, path: str, query: str, status: int, user: str | None,
+            batch_item: str | None = None) -> None:
+        with self._marking:  # every add passes here: the entry marked is the one just added
+            super().add(method, path, query, status, user)
+            if batch_item is not None:
+                with self._lock:
+                    self._entries[-1]["batch_item"] = batch_item
+
+
 # ---------------------------------------------------------------------------------------------
 # The emulator
 
@@ -982,7 +1005,7 @@ class GraphEmulator:
         self._seed = seed
         self.faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
         self.commit_faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
-        self.requests = RequestLog()
+        self.requests = _GraphRequestLog()
         self.throttle = _Throttle()
         self._depth = 0
         self._reset_state()
@@ -2442,26 +2465,68 @@ async def _handle_api(emu: GraphEmulator, request: Request, email: str | None) -
                                           "An internal server error occurred. The operation failed."), client_request_id)
 
 
+async def _serve(emu: GraphEmulator, request: Request, email: str | None) -> Response:
+    """One API request as Graph serves it: mailbox throttle, injected faults, the handler."""
+    throttled = emu.throttle.enter(email, emu.switches) if email else None
+    if throttled is not None:
+        return _error_response(throttled, request.headers.get("client-request-id"))
+    try:
+        injected = await emu.faults.maybe_fail(request.method, request.url.path)
+        if injected is not None:
+            return injected
+        response = await _handle_api(emu, request, email)
+        return await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
+    finally:
+        if email:
+            emu.throttle.leave(email)
+
+
+BATCH_PATH = API_PREFIX + "/$batch"
+
+
+async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) -> Response:
+    """``POST /v1.0/$batch`` (see graph_batch): faults may hit the outer POST itself; the mailbox
+    throttle counts the inner requests only, each of which is served (and logged) like a request
+    of its own, its answer inside the outer 200."""
+    client_request_id = request.headers.get("client-request-id")
+    injected = await emu.faults.maybe_fail(request.method, request.url.path)
+    if injected is not None:
+        return injected
+    if email is None:
+        return _error_response(GraphError(401, "InvalidAuthenticationToken", "Access token is empty."),
+                               client_request_id)
+    try:
+        items = parse_batch(await request.body(), API_PREFIX, request.headers.get("host", ""))
+    except BatchPayloadError as exc:
+        return _error_response(GraphError(400, "BadRequest", str(exc)), client_request_id)
+
+    async def dispatch(item: BatchItem, inner: Request) -> Response:
+        response = await _serve(emu, inner, email)
+        emu.requests.add(inner.method, inner.url.path, inner.url.query, response.status_code, email,
+                         batch_item=item.id)
+        return response
+
+    def refuse(status: int, code: str, message: str) -> Response:
+        return _error_response(GraphError(status, code, message), None)
+
+    out = await run_batch(request, items, API_PREFIX, dispatch, refuse,
+                          reverse=bool(emu.switches.get("batch_reverse_responses")))
+    response = _ok(out)
+    response.headers["client-request-id"] = client_request_id or str(uuid.uuid4())
+    response.headers["request-id"] = response.headers["client-request-id"]
+    return await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
+
+
 def create_app(emulator: GraphEmulator | None = None) -> Starlette:
     """The Starlette app: the API under /v1.0 plus the /emulator admin surface."""
     emu = emulator or GraphEmulator()
 
     async def api(request: Request) -> Response:
         email = _bearer_user(request.headers.get("authorization"))
-        throttled = emu.throttle.enter(email, emu.switches) if email else None
-        if throttled is not None:
-            response = _error_response(throttled, request.headers.get("client-request-id"))
+        if request.method == "POST" and request.url.path.rstrip("/").lower() == BATCH_PATH.lower():
+            response = await _serve_batch(emu, request, email)
         else:
-            try:
-                injected = await emu.faults.maybe_fail(request.method, request.url.path)
-                if injected is None:
-                    response = await _handle_api(emu, request, email)
-                    response = await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
-                else:
-                    response = injected
-            finally:
-                if email:
-                    emu.throttle.leave(email)
+            response = await _serve(emu, request, email)
         emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, email)
         return response
 

@@ -37,9 +37,10 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urljoin, urlparse
 from xml.sax.saxutils import escape
@@ -240,6 +241,23 @@ class CalDAVProvider:
             return _pick(ical.remote_events(base, etag, text), remote_id)
         except ical.InvalidCalendarData as exc:
             raise ProviderError(f"{remote_id}: {exc}", status=422) from exc
+
+    def listing_window(self) -> tuple[datetime, datetime] | None:
+        """None: sync-collection reports every resource of the collection, whatever its dates, so
+        what a listing leaves out or reports deleted (404) is gone."""
+        return None
+
+    def fetch_events(self, calendar_id: str, remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+        """get_event per id (a multiget would do, but with a listing over the whole collection the
+        engine rarely needs this). None only where the server answered 404/410 (or the resource no
+        longer holds that instance, as get_event); any other failure raises."""
+        found: dict[str, RemoteEvent | None] = {}
+        for remote_id in dict.fromkeys(remote_ids):
+            try:
+                found[remote_id] = self.get_event(calendar_id, remote_id)
+            except NotFoundError:
+                found[remote_id] = None
+        return found
 
     # --- writing ----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Google Calendar API v3 over httpx: listing with sync tokens, and ETag-guarded writes."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from calsync.model import (
 from calsync.providers.base import (
     AlreadyExists,
     Channel,
+    NotFoundError,
     ProviderError,
     SyncTokenInvalid,
 )
@@ -115,6 +116,23 @@ class GoogleProvider:
             return None
         change = change_from_google(_checked(response))
         return change if isinstance(change, RemoteEvent) else None
+
+    def listing_window(self) -> tuple[datetime, datetime] | None:
+        """None: events.list with a sync token covers the whole calendar, so what a listing leaves
+        out or reports deleted is gone, not merely out of a window."""
+        return None
+
+    def fetch_events(self, calendar_id: str, remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+        """get_event per id (Google's own batch endpoint is not worth it here: with a listing over
+        the whole calendar the engine rarely needs this). None only where Google answered 404/410
+        (or the event is cancelled, as get_event); any other failure raises."""
+        found: dict[str, RemoteEvent | None] = {}
+        for remote_id in dict.fromkeys(remote_ids):
+            try:
+                found[remote_id] = self.get_event(calendar_id, remote_id)
+            except NotFoundError:
+                found[remote_id] = None
+        return found
 
     # --- writing ---------------------------------------------------------------------
 

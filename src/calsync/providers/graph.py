@@ -20,6 +20,16 @@ Mapping
     Graph JSON <-> EventData lives in ``graph_mapping`` (see its docstring); recurring series (masters
     fetched for delta rounds, EXDATEs as deleted occurrences) in ``graph_series``.
 
+Reading by id (fetch_events)
+    A windowed listing cannot tell "deleted" from "left the window": calendarView delta reports both
+    as ``@removed``. The engine therefore confirms such ids with ``fetch_events``, which reads them
+    with JSON batching: ``POST /$batch`` with up to 20 ``GET /me/events/{id}`` each (with our Prefer
+    header: batched requests do not inherit the outer request's headers). Items answering 429 / 5xx
+    are sent again in a later batch after Retry-After or the RetryPolicy's backoff, for at most
+    ``policy.attempts`` rounds; an item still failing then raises RateLimited. 404 / 410 is the only
+    answer read as "deleted"; 401 raises AuthError, any other error its ProviderError. A series master
+    gets its EXDATEs as get_event gives them (one instances request per master, outside the batch).
+
 Idempotent creates
     The engine adopts an existing remote copy only when its remote id equals the local event id,
     which Graph ids never do (Graph chooses them). Creates are made idempotent with ``transactionId``
@@ -29,9 +39,10 @@ Idempotent creates
 """
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -49,6 +60,7 @@ from calsync.model import (
 from calsync.providers.base import (
     Channel,
     ProviderError,
+    RateLimited,
     SyncTokenInvalid,
 )
 from calsync.providers.graph_mapping import (
@@ -62,6 +74,9 @@ from calsync.providers.http import (
     RetryingClient,
     RetryPolicy,
     checked_json,
+    is_retryable,
+    provider_error,
+    retry_after_seconds,
 )
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com"
@@ -70,6 +85,8 @@ DEFAULT_WINDOW = (timedelta(days=-30), timedelta(days=365))
 REBASELINE_AFTER = timedelta(days=7)
 TOKEN_SEPARATOR = "|"
 RESET_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+BATCH_LIMIT = 20  # requests per JSON batch (Graph refuses more)
+READ_PREFER = 'outlook.timezone="UTC", IdType="ImmutableId"'
 
 
 class GraphProvider:
@@ -88,7 +105,7 @@ class GraphProvider:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
         headers = {
             "Authorization": f"Bearer {token}",
-            "Prefer": 'outlook.timezone="UTC", IdType="ImmutableId"',
+            "Prefer": READ_PREFER,
         }
         self.http = RetryingClient(f"{root}/v1.0", headers, policy=retry, provider="graph")
         self.page_size = page_size
@@ -170,6 +187,71 @@ class GraphProvider:
 
     def get_event(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
         return self.series.get(remote_id)  # a series master comes with its EXDATEs
+
+    def listing_window(self) -> tuple[datetime, datetime] | None:
+        """The window a fresh full listing would cover now: calendarView delta lists only
+        ``[now + window[0], now + window[1]]``, so an event missing from a listing (or reported
+        ``@removed``) may only have left it, and is confirmed by id (fetch_events)."""
+        return self._window()
+
+    def fetch_events(self, calendar_id: str, remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+        """Each id read as get_event would, through JSON batches of 20 GETs (see the module
+        docstring). None only for 404 / 410 (or an event Graph reports cancelled, as get_event);
+        every other failure raises, so a None is a proof of deletion."""
+        ids = list(dict.fromkeys(remote_ids))
+        found: dict[str, RemoteEvent | None] = {}
+        for at in range(0, len(ids), BATCH_LIMIT):
+            for remote_id, raw in self._batch_get(ids[at:at + BATCH_LIMIT]).items():
+                found[remote_id] = None if raw is None else self._read(remote_id, raw)
+        return found
+
+    def _read(self, remote_id: str, raw: dict[str, Any]) -> RemoteEvent | None:
+        """A fetched event as get_event returns it: a master with its EXDATEs, a cancelled one None."""
+        try:
+            change = self.series.master_change(raw) if raw.get("type") == "seriesMaster" else change_from_graph(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(f"Graph $batch: unreadable event {remote_id}: {exc!r}") from exc
+        return change if isinstance(change, RemoteEvent) else None
+
+    def _batch_get(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """``GET /me/events/{id}`` for up to 20 ids in one ``POST /$batch``: id -> event JSON, or None
+        for 404 / 410. Throttled items (429 / 5xx) go again in a smaller batch after Retry-After or
+        the backoff, for at most ``policy.attempts`` rounds, then RateLimited; other errors raise."""
+        out: dict[str, dict[str, Any] | None] = {}
+        pending = list(ids)
+        policy = self.http.policy
+        attempt = 0
+        while pending:
+            attempt += 1
+            requests = [{"id": str(n), "method": "GET", "url": f"/me/events/{_q(rid)}",
+                         "headers": {"Prefer": READ_PREFER}} for n, rid in enumerate(pending)]
+            answer = _checked(self.http.request("POST", "/$batch", json={"requests": requests}))
+            items = _batch_items(answer, len(pending))
+            throttled: list[tuple[str, httpx.Response]] = []
+            for n, rid in enumerate(pending):
+                response = items[str(n)]
+                if response.status_code in (404, 410):
+                    out[rid] = None
+                elif is_retryable(response):
+                    throttled.append((rid, response))
+                elif response.status_code >= 300:
+                    raise provider_error(response, f"Graph $batch GET event {response.status_code} "
+                                         f"{_error_code(response) or ''}: {_error_message(response)}".strip(),
+                                         _error_code(response))
+                else:
+                    out[rid] = _event_body(rid, response)
+            if not throttled:
+                break
+            waits = [w for w in (retry_after_seconds(r) for _, r in throttled) if w is not None]
+            wait = max(waits) if waits else None
+            if attempt >= policy.attempts or (wait is not None and wait > policy.max_inline_retry_after):
+                last = throttled[0][1]
+                raise RateLimited(f"Graph $batch: {len(throttled)} event reads still throttled "
+                                  f"({last.status_code}) after {attempt} rounds", status=last.status_code,
+                                  reason=_error_code(last), retry_after=wait)
+            self.http._pause(attempt, wait, None)  # the client's own backoff (jitter, Retry-After, counted)
+            pending = [rid for rid, _ in throttled]
+        return out
 
     # --- writing ---------------------------------------------------------------------
 
@@ -334,6 +416,46 @@ def _is_reset(response: httpx.Response) -> bool:
 def _checked(response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a success, or the matching ProviderError."""
     return checked_json(response, "Graph", _error_code(response))
+
+
+def _batch_items(answer: dict[str, Any], count: int) -> dict[str, httpx.Response]:
+    """The ``responses`` of a batch answer by request id ("0".."count-1"), each as an httpx.Response
+    (so the provider's usual status mapping applies); a missing or malformed one raises."""
+    responses = answer.get("responses")
+    if not isinstance(responses, list):
+        raise ProviderError("Graph $batch answer without a responses list")
+    found: dict[str, httpx.Response] = {}
+    for item in responses:
+        if not isinstance(item, dict) or not isinstance(item.get("status"), int):
+            raise ProviderError(f"Graph $batch answer with a malformed item: {str(item)[:200]}")
+        headers = item.get("headers")
+        headers = headers if isinstance(headers, dict) else {}
+        body = item.get("body")
+        content = b"" if body is None else json.dumps(body).encode()
+        found[str(item.get("id"))] = httpx.Response(
+            item["status"], headers={str(k): str(v) for k, v in headers.items()}, content=content)
+    missing = [str(n) for n in range(count) if str(n) not in found]
+    if missing:
+        raise ProviderError(f"Graph $batch answer lacks the requests {', '.join(missing)}")
+    return found
+
+
+def _event_body(remote_id: str, response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise ProviderError(f"Graph $batch: malformed event for {remote_id} ({response.status_code})",
+                            status=response.status_code)
+    return body
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:
