@@ -49,6 +49,10 @@ class Mirror:
         assert report.ok, [r.message for r in report.inbound + report.outbound if r.message]
         return report
 
+    def settle_twice(self) -> None:
+        self.sync()
+        self.sync()
+
     def deletions(self, report: SyncReport) -> int:
         return sum(r.deleted for r in report.inbound + report.outbound)
 
@@ -156,3 +160,42 @@ def test_a_full_sync_reads_unlisted_events_by_id_and_takes_their_changes(mirror:
     assert (graph_result.updated, graph_result.deleted) == (1, 1)
     mirror.sync()
     assert sorted(mirror.google.titles().values()) == ["Day -100", "Day -80 (edited)"]
+
+
+def google_series_instances(google: GoogleRemote, series_id: str) -> set[str]:
+    """Start times of the live instances Google expands for a series."""
+    body = google.http.get(f"{google._events(None)}/{series_id}/instances",
+                           params={"maxResults": 2500}).raise_for_status().json()
+    return {item["start"]["dateTime"] for item in body["items"] if item.get("status") != "cancelled"}
+
+
+def test_a_deleted_occurrence_outside_the_window_stays_deleted(mirror: Mirror) -> None:
+    """Graph shows a series' deleted occurrences only inside its window. An EXDATE outside it (made
+    long ago, or left behind as the window moved on) is unknown there, not undone: an edit of the
+    series in Outlook, and a window that moves past an EXDATE, bring no occurrence back on Google."""
+    first = NOW - timedelta(days=70)
+    skipped = first + timedelta(days=14)  # 56 days ago: outside the default window (30 days back)
+    gone_soon = first + timedelta(days=49)  # 21 days ago: inside it, until the window moves on
+    stamp = "%Y%m%dT%H%M%SZ"
+    series = mirror.google.http.post(mirror.google._events(None), json={
+        "summary": "Weekly", "start": {"dateTime": first.isoformat(), "timeZone": "UTC"},
+        "end": {"dateTime": (first + timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=16",
+                       f"EXDATE:{skipped.strftime(stamp)},{gone_soon.strftime(stamp)}"],
+    }).raise_for_status().json()["id"]
+    before = google_series_instances(mirror.google, series)
+    assert len(before) == 14
+    mirror.sync()
+    mirror.bind_outlook()
+    mirror.settle_twice()
+    outlook = {title: rid for rid, title in outlook_titles(mirror.graph).items()}
+    mirror.graph.change(outlook["Weekly"], title="Weekly (renamed in Outlook)")
+    mirror.settle_twice()
+    assert mirror.google.http.get(f"{mirror.google._events(None)}/{series}").json()["summary"] \
+        == "Weekly (renamed in Outlook)"
+    assert google_series_instances(mirror.google, series) == before, "no deleted occurrence came back"
+    # the window moves on past the second EXDATE (as 10 days of re-baselines would)
+    mirror.graph_options["window"] = (timedelta(days=-10), timedelta(days=365))
+    mirror.graph_options["rebaseline_after"] = timedelta(seconds=-1)
+    mirror.settle_twice()
+    assert google_series_instances(mirror.google, series) == before, "no deleted occurrence came back"

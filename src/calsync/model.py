@@ -124,6 +124,10 @@ class RemoteEvent:
     # the id calsync gave the event when it created it, where the provider keeps one beside its own
     # id (Graph's transactionId); None where the remote id itself is ours (Google, CalDAV)
     client_id: str | None = None
+    # a series whose provider sees its deleted occurrences only inside a time window (Graph derives
+    # EXDATEs from the occurrences its window lists): that window. Outside it the EXDATEs are
+    # unknown, not absent, and the engine keeps the last agreed ones there. None: all are known.
+    exdates_known: tuple[datetime, datetime] | None = None
 
     @cached_property
     def content_hash(self) -> str:

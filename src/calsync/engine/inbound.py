@@ -26,6 +26,7 @@ from calsync.model import (
     utcnow,
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
+from calsync.series_exdates import completed_outside_window
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
@@ -216,7 +217,7 @@ def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, pag
             fresh = found[item.remote_id]
             items.append(fresh if fresh is not None else RemoteDeletion(
                 item.remote_id, proof=f"the change listing reported {item.remote_id} removed and a read by id "
-                                      "answered 404/410"))
+                                      "found it gone (404/410) or cancelled"))
         else:
             items.append(item)
     return replace(page, items=items)
@@ -260,7 +261,7 @@ def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, resul
     for at in range(0, len(remote_ids), CONFIRM_BATCH):
         found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at:at + CONFIRM_BATCH])
         changes.extend(event if event is not None else RemoteDeletion(
-            rid, proof=f"series master {rid} re-read by id answered 404/410") for rid, event in found.items())
+            rid, proof=f"series master {rid} re-read by id: gone (404/410) or cancelled") for rid, event in found.items())
     if changes:
         with engine.begin() as conn:
             _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
@@ -282,7 +283,7 @@ def _reconcile(
         ids = sorted(confirmed)
         for at in range(0, len(ids), 1000):
             items: list[RemoteChange] = [RemoteDeletion(rid, proof=(
-                f"full listing #{generation} did not list {rid} and a read by id answered 404/410"))
+                f"full listing #{generation} did not list {rid} and a read by id found it gone (404/410) or cancelled"))
                 for rid in ids[at:at + 1000]]
             _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
         return
@@ -455,6 +456,8 @@ def _three_way(
     series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
     open_conflict: str | None = None,
 ) -> None:
+    if isinstance(item, RemoteEvent) and item.exdates_known is not None:  # a series seen through a window
+        item = completed_outside_window(item, link.base_snapshot)
     remote = item if isinstance(item, RemoteEvent) else None
     sides = Sides(
         link_etag=link.etag, remote_etag=remote.etag if remote else None, base_version=link.base_version,

@@ -113,7 +113,10 @@ class GraphSeries:
         plain = change_from_graph(master)
         if not isinstance(plain, RemoteEvent) or not plain.data.recurrence:
             return plain
-        return change_from_graph(master, self.deleted_occurrences(master, anchor_of(plain.data), window))
+        window = window or self.window()
+        found = change_from_graph(master, self.deleted_occurrences(master, anchor_of(plain.data), window))
+        # EXDATEs are seen only inside the window: outside it they are unknown (engine keeps the agreed ones)
+        return replace(found, exdates_known=window) if isinstance(found, RemoteEvent) else found
 
     def get(self, event_id: str) -> RemoteEvent | None:
         """GET one event; a master comes with its EXDATEs."""
@@ -263,7 +266,7 @@ class DeltaFolder:
             _, (plain, recurrence, anchor, missing) = self.waiting.popitem()
             exdates = sorted(missing)  # canonical starts sort in time order
             lines = recurrence_lines(recurrence, anchor, exdates)
-            yield replace(plain, etag=exdates_etag(plain.etag, exdates),
+            yield replace(plain, etag=exdates_etag(plain.etag, exdates), exdates_known=self.window,
                           data=replace(plain.data, recurrence=lines or plain.data.recurrence))
 
     def removals(self) -> list[RemoteChange]:
