@@ -56,6 +56,15 @@ def test_account_bind_sync_list(tmp_path: Path, google_url: str) -> None:
     assert {"binding_id", "remote_id", "etag"} <= set(events[0]["links"][0])
     assert [e["start"] for e in events] == sorted(e["start"] for e in events)
 
+    gone = events[0]
+    api.delete(calendar, gone["links"][0]["remote_id"])
+    calsync("sync", db=db)
+    listed = as_json(calsync("events", "list", "--include-deleted", "--json", db=db))
+    (tombstone,) = [e for e in listed if e["deleted"]]
+    assert tombstone["id"] == gone["id"] and gone["deletion"] is None
+    assert tombstone["deletion"]["by"] == f"google:{bound['binding_id']}"
+    assert gone["links"][0]["remote_id"] in tombstone["deletion"]["proof"] and tombstone["deletion"]["at"]
+
     status = as_json(calsync("status", "--json", db=db))
     assert status["bindings"][0]["has_sync_token"] is True
     assert status["bindings"][0]["last_sync_status"] == "ok"

@@ -33,6 +33,9 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
         "deleted": row["deleted"],
+        # a tombstone says who deleted it, when, and what proved it (docs/ARCHITECTURE.md, "Deletions")
+        "deletion": {"by": row.get("deleted_by"), "at": _iso(row.get("deleted_at")),
+                     "proof": row.get("deletion_proof")} if row["deleted"] else None,
         "links": [
             {"binding_id": link["binding_id"], "remote_id": link["remote_id"], "etag": link["etag"],
              "base_version": link["base_version"], "remote_deleted": link["remote_deleted"]}
