@@ -31,6 +31,9 @@ class ScriptedListing:
             yield ChangePage(items=list(items), full=sync_token is None, last=last,
                              sync_token=f"after-{self.request_count}" if last else None)
 
+    def listing_window(self) -> None:
+        return None  # a listing covers the whole calendar
+
 
 def master(remote_id: str) -> RemoteEvent:
     return RemoteEvent(remote_id, f'"{remote_id}-1"', EventData(
