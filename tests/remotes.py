@@ -20,7 +20,8 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from icalendar import Calendar
+from dateutil.rrule import rrulestr
+from icalendar import Calendar, Event
 from sqlalchemy import Engine, update
 
 from calsync.emulators.fault_proxy import FaultProxy
@@ -48,6 +49,21 @@ QUICK_RETRY = RetryPolicy(base_delay=0.05)
 
 def _utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc_time(value: datetime) -> dict[str, str]:
+    """A Google / Graph dateTimeTimeZone in UTC."""
+    return {"dateTime": value.astimezone(UTC).replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _instant(text: str) -> datetime:
+    """A UTC dateTime as Google, Graph (Prefer: outlook.timezone="UTC") or iCalendar readers give it."""
+    value = datetime.fromisoformat(text.split(".", 1)[0])
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Remote:
@@ -128,6 +144,30 @@ class Remote:
         raise NotImplementedError
 
     def seed(self, count: int, calendar: str | None = None) -> None:
+        raise NotImplementedError
+
+    # recurring series (weekly, half-hour occurrences, UTC), changed as another client would
+    def insert_series(self, title: str, at: datetime, count: int, calendar: str | None = None) -> str:
+        """A weekly series of `count` half-hour occurrences from `at`; returns the series' remote id."""
+        raise NotImplementedError
+
+    def move_occurrence(self, series_id: str, original_start: datetime, to: datetime, title: str,
+                        calendar: str | None = None) -> None:
+        """Move and rename one occurrence (it becomes an exception of the series)."""
+        raise NotImplementedError
+
+    def delete_occurrence(self, series_id: str, original_start: datetime, calendar: str | None = None) -> None:
+        """Delete one occurrence (plain or moved) the provider's way: Google cancels the instance,
+        Outlook deletes the occurrence, a CalDAV client adds an EXDATE (and drops the override)."""
+        raise NotImplementedError
+
+    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+        """What a person sees in [lo, hi): (start, title) of every live event and occurrence, sorted."""
+        raise NotImplementedError
+
+    def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
+        """How the service holds one occurrence: "live", "cancelled" (an instance kept with status
+        cancelled), "gone" (not listed at all) or "excluded" (an EXDATE on the series, no override)."""
         raise NotImplementedError
 
     restorable: bool = False  # a cancelled event can be confirmed again (`restore`)
@@ -251,6 +291,37 @@ class GoogleRemote(Remote):
         body = {"count": count, "start": SEED_START, "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
 
+    def insert_series(self, title: str, at: datetime, count: int, calendar: str | None = None) -> str:
+        body = {"summary": title, "start": _utc_time(at), "end": _utc_time(at + timedelta(hours=1)),
+                "recurrence": [f"RRULE:FREQ=WEEKLY;COUNT={count}"]}
+        return str(self.http.post(self._events(calendar), json=body).raise_for_status().json()["id"])
+
+    @staticmethod
+    def instance_id(series_id: str, original_start: datetime) -> str:
+        """Google's id of one instance of a series: `<series id>_<original start in UTC>`."""
+        return f"{series_id}_{original_start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+    def move_occurrence(self, series_id: str, original_start: datetime, to: datetime, title: str,
+                        calendar: str | None = None) -> None:
+        self.http.patch(f"{self._events(calendar)}/{self.instance_id(series_id, original_start)}", json={
+            "summary": title, "start": _utc_time(to), "end": _utc_time(to + timedelta(hours=1))}).raise_for_status()
+
+    def delete_occurrence(self, series_id: str, original_start: datetime, calendar: str | None = None) -> None:
+        """DELETE of the instance id: Google keeps it as a cancelled instance."""
+        self.http.delete(f"{self._events(calendar)}/{self.instance_id(series_id, original_start)}").raise_for_status()
+
+    def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
+        response = self.http.get(f"{self._events(calendar)}/{self.instance_id(series_id, original_start)}")
+        if response.status_code == 404:
+            return "gone"
+        return "cancelled" if response.raise_for_status().json().get("status") == "cancelled" else "live"
+
+    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+        params: dict[str, Any] = {"timeMin": _utc(lo), "timeMax": _utc(hi), "singleEvents": "true", "maxResults": 2500}
+        items = self.http.get(self._events(calendar), params=params).raise_for_status().json()["items"]
+        return sorted((_instant(i["start"]["dateTime"]), i.get("summary", "")) for i in items
+                      if i.get("status") != "cancelled")
+
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         match = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events", entry["path"])
         return unquote(match.group(1)) if match and entry["method"] == "GET" else None
@@ -355,6 +426,49 @@ class GraphRemote(Remote):
     def seed(self, count: int, calendar: str | None = None) -> None:
         body = {"count": count, "start": SEED_START, "days": 60, "seed": 7}
         self.admin("POST", f"/calendars/{calendar or self.calendar}/seed", json=body)
+
+    def insert_series(self, title: str, at: datetime, count: int, calendar: str | None = None) -> str:
+        body = {"subject": title, "start": self._time(at), "end": self._time(at + timedelta(hours=1)),
+                "recurrence": {"pattern": {"type": "weekly", "interval": 1,
+                                           "daysOfWeek": [at.astimezone(UTC).strftime("%A").lower()]},
+                               "range": {"type": "numbered", "startDate": at.astimezone(UTC).date().isoformat(),
+                                         "numberOfOccurrences": count}}}
+        path = f"/me/calendars/{calendar or self.calendar}/events"
+        return str(self.http.post(path, json=body).raise_for_status().json()["id"])
+
+    def occurrence_id(self, series_id: str, original_start: datetime) -> str:
+        """The id of the series' occurrence (or exception) that was to start at `original_start`."""
+        params = {"startDateTime": _utc(original_start - timedelta(days=1)),
+                  "endDateTime": _utc(original_start + timedelta(days=2))}
+        items = self.http.get(f"/me/events/{series_id}/instances", params=params).raise_for_status().json()["value"]
+        found = [i["id"] for i in items if i.get("originalStart") and _instant(i["originalStart"]) == original_start]
+        assert found, f"no occurrence of {series_id} at {original_start}"
+        return str(found[0])
+
+    def move_occurrence(self, series_id: str, original_start: datetime, to: datetime, title: str,
+                        calendar: str | None = None) -> None:
+        self.http.patch(f"/me/events/{self.occurrence_id(series_id, original_start)}", json={
+            "subject": title, "start": self._time(to), "end": self._time(to + timedelta(hours=1))}).raise_for_status()
+
+    def delete_occurrence(self, series_id: str, original_start: datetime, calendar: str | None = None) -> None:
+        """Outlook deletes the occurrence (Graph keeps no EXDATE: it is just no longer listed)."""
+        self.http.delete(f"/me/events/{self.occurrence_id(series_id, original_start)}").raise_for_status()
+
+    def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
+        params = {"startDateTime": _utc(original_start - timedelta(days=1)),
+                  "endDateTime": _utc(original_start + timedelta(days=2))}
+        items = self.http.get(f"/me/events/{series_id}/instances", params=params).raise_for_status().json()["value"]
+        found = [i for i in items if i.get("originalStart") and _instant(i["originalStart"]) == original_start]
+        if not found:
+            return "gone"
+        return "cancelled" if found[0].get("isCancelled") else "live"
+
+    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+        params: dict[str, Any] = {"startDateTime": _utc(lo), "endDateTime": _utc(hi), "$top": 1000}
+        items = self.http.get(f"/me/calendars/{calendar or self.calendar}/calendarView", params=params
+                              ).raise_for_status().json()["value"]
+        return sorted((_instant(i["start"]["dateTime"]), i.get("subject", "")) for i in items
+                      if not i.get("isCancelled"))
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         match = re.fullmatch(r"/v1\.0/me/calendars/([^/]+)/calendarView/delta", entry["path"])
@@ -490,6 +604,78 @@ class CalDAVRemote(Remote):
 
     def seed(self, count: int, calendar: str | None = None) -> None:
         self._dav(calendar).seed(count, prefix=f"seed{uuid.uuid4().hex[:4]}")
+
+    def insert_series(self, title: str, at: datetime, count: int, calendar: str | None = None) -> str:
+        name = f"other-{uuid.uuid4().hex[:12]}"
+        self._dav(calendar).put(name, ics(f"{name}@other", title, at, body=f"RRULE:FREQ=WEEKLY;COUNT={count}"))
+        return name
+
+    def _series_edit(self, series_id: str, calendar: str | None, edit: Callable[[Any, Any], None]) -> None:
+        """Apply `edit(calendar object, master VEVENT)` to a series' resource and PUT it back (If-Match)."""
+        dav = self._dav(calendar)
+        text, etag = dav.get(series_id)
+        parsed: Any = Calendar.from_ical(text)
+        master = next(e for e in parsed.events if "RECURRENCE-ID" not in e)
+        edit(parsed, master)
+        dav.put(series_id, parsed.to_ical().decode(), if_match=etag)
+
+    @staticmethod
+    def _drop_override(parsed: Any, original_start: datetime) -> None:
+        for comp in [e for e in parsed.events if "RECURRENCE-ID" in e]:
+            if comp["RECURRENCE-ID"].dt == original_start:
+                parsed.subcomponents.remove(comp)
+
+    def move_occurrence(self, series_id: str, original_start: datetime, to: datetime, title: str,
+                        calendar: str | None = None) -> None:
+        def add_override(parsed: Any, master: Any) -> None:
+            self._drop_override(parsed, original_start)
+            override = Event()
+            values: dict[str, Any] = {
+                "UID": master["UID"], "DTSTAMP": datetime.now(UTC).replace(microsecond=0),
+                "RECURRENCE-ID": original_start.astimezone(UTC), "DTSTART": to.astimezone(UTC),
+                "DTEND": (to + timedelta(hours=1)).astimezone(UTC), "SUMMARY": title}
+            for key, value in values.items():
+                override.add(key, value)
+            parsed.add_component(override)
+        self._series_edit(series_id, calendar, add_override)
+
+    def delete_occurrence(self, series_id: str, original_start: datetime, calendar: str | None = None) -> None:
+        """An EXDATE on the master, and the occurrence's override (if it was moved) removed."""
+        def exclude(parsed: Any, master: Any) -> None:
+            self._drop_override(parsed, original_start)
+            master.add("EXDATE", original_start.astimezone(UTC))
+        self._series_edit(series_id, calendar, exclude)
+
+    def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
+        parsed: Any = Calendar.from_ical(self._dav(calendar).get(series_id)[0])
+        master = next(e for e in parsed.events if "RECURRENCE-ID" not in e)
+        override = next((e for e in parsed.events if "RECURRENCE-ID" in e
+                         and e["RECURRENCE-ID"].dt == original_start), None)
+        if override is not None:
+            return "cancelled" if str(override.get("STATUS", "")).upper() == "CANCELLED" else "live"
+        excluded = {d.dt for prop in _as_list(master.get("EXDATE")) for d in prop.dts}
+        return "excluded" if original_start in excluded else "live"
+
+    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+        """Each resource expanded as a CalDAV client shows it: RRULE less EXDATEs, overrides in place."""
+        dav = self._dav(calendar)
+        out: list[tuple[datetime, str]] = []
+        for name in dav.names():
+            parsed: Any = Calendar.from_ical(dav.get(name)[0])
+            master = next(e for e in parsed.events if "RECURRENCE-ID" not in e)
+            overrides = {e["RECURRENCE-ID"].dt: e for e in parsed.events if "RECURRENCE-ID" in e}
+            start = master["DTSTART"].dt
+            if "RRULE" not in master:
+                starts: list[datetime] = [start]
+            else:
+                rule = rrulestr(master["RRULE"].to_ical().decode(), dtstart=start)
+                excluded = {d.dt for prop in _as_list(master.get("EXDATE")) for d in prop.dts}
+                starts = [s for s in rule if s not in excluded]
+            for at in starts:
+                comp = overrides.pop(at, master)
+                if str(comp.get("STATUS", "")).upper() != "CANCELLED":
+                    out.append((comp["DTSTART"].dt if comp is not master else at, str(comp.get("SUMMARY", ""))))
+        return sorted((at.astimezone(UTC), title) for at, title in out if lo <= at < hi)
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         return unquote(entry["path"]) if entry["method"] == "REPORT" else None

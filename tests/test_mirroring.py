@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from calsync.engine.conflicts import resolve_conflict
+from calsync.engine.local import delete_event
 from calsync.engine.outbound import queue_calendar
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account
@@ -27,17 +28,19 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Remote, Remote]]:
 
 
 class Mirror:
-    """One local calendar bound to a calendar on each remote."""
+    """One local calendar bound to a calendar on each remote (two, or more)."""
 
-    def __init__(self, engine: Engine, a: Remote, b: Remote) -> None:
+    def __init__(self, engine: Engine, a: Remote, b: Remote, *more: Remote) -> None:
         self.engine, self.a, self.b = engine, a, b
+        self.remotes = [a, b, *more]
         self.binding_a = a.bind(engine)
         with engine.begin() as conn:
             hub = repo.get_binding(conn, self.binding_a)["calendar_id"]
-        self.binding_b = b.bind(engine, local_calendar=hub)
+        self.bindings = [self.binding_a, *(r.bind(engine, local_calendar=hub) for r in self.remotes[1:])]
+        self.binding_b = self.bindings[1]
 
     def providers(self) -> Callable[[Account], Provider]:
-        by_kind = {self.a.kind: self.a.make_provider(), self.b.kind: self.b.make_provider()}
+        by_kind = {r.kind: r.make_provider() for r in self.remotes}
         return lambda account: by_kind[account.provider](account)
 
     def sync(self) -> SyncReport:
@@ -304,3 +307,91 @@ def test_binding_outlook_later_copies_a_series_with_its_moved_instance(
     for _ in range(2):
         assert sync_once(engine, make_provider=providers).ok
     _assert_one_moved_instance_on_both_sides(google, graph, moved_to)
+
+
+
+# --- a deleted occurrence -------------------------------------------------------------------------
+
+DELETE_PAIRS = [("google", "graph"), ("graph", "google"), ("google", "radicale"), ("radicale", "google"),
+                ("graph", "radicale"), ("radicale", "graph")]
+SEEN = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))
+# how each service keeps a deleted occurrence (Remote.occurrence_state)
+KEPT_AS = {"google": "cancelled", "graph": "gone", "caldav": "excluded"}
+SECOND, THIRD = SERIES_START + timedelta(weeks=1), SERIES_START + timedelta(weeks=2)
+LEFT = [(SERIES_START, "Standup"), (SERIES_START + timedelta(weeks=3), "Standup")]
+
+
+def remote_series(engine: Engine, binding_id: str) -> str:
+    """The remote id, on one binding, of the calendar's only series."""
+    with engine.begin() as conn:
+        (series,) = [e for e in repo.list_events(conn) if e["recurrence"]]
+        link = repo.link_of(conn, series["id"], binding_id)
+    assert link is not None
+    return str(link["remote_id"])
+
+
+def assert_quiet(mirror: Mirror, *remotes: Remote) -> None:
+    """Two more passes after convergence: nothing is written anywhere."""
+    for remote in remotes:
+        remote.clear_requests()
+    for _ in range(2):
+        mirror.sync()
+    assert [r.writes() for r in remotes] == [[] for _ in remotes], "nothing echoes back and forth"
+
+
+@pytest.mark.parametrize(("deleted_in", "other"), DELETE_PAIRS, ids=[f"{a}-to-{b}" for a, b in DELETE_PAIRS])
+def test_an_occurrence_deleted_on_one_side_is_deleted_on_the_other_in_its_own_terms(
+    engine: Engine, request: pytest.FixtureRequest, deleted_in: str, other: str,
+) -> None:
+    """A weekly series of four made on one side and mirrored; on the other side (as its own clients
+    would) the second occurrence is deleted, and the third, moved and renamed earlier (an exception on
+    both sides by then), too. The first side then holds both deletions the way it keeps a deleted
+    occurrence (Google: the instance cancelled; Outlook: the occurrence deleted; CalDAV: an EXDATE,
+    no override), both sides show the same two occurrences, and a quiet pass writes nothing."""
+    a, b = open_remote(deleted_in, request), open_remote(other, request)
+    mirror = Mirror(engine, a, b)
+    series_b = b.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    series_a = remote_series(engine, mirror.binding_a)
+    a.move_occurrence(series_a, THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
+    mirror.settle()
+    assert (THIRD + timedelta(hours=2), "Standup (moved)") in b.occurrences(*SEEN)
+
+    a.delete_occurrence(series_a, SECOND)
+    a.delete_occurrence(series_a, THIRD)
+    mirror.settle()
+    assert a.occurrences(*SEEN) == LEFT
+    assert b.occurrences(*SEEN) == LEFT, f"the deletions reach {other}"
+    assert [b.occurrence_state(series_b, at) for at in (SECOND, THIRD)] == [KEPT_AS[b.kind]] * 2, \
+        f"{other} keeps them as it keeps a deleted occurrence"
+    assert_quiet(mirror, a, b)
+
+
+def test_an_occurrence_deleted_locally_is_deleted_on_every_side_in_its_own_terms(
+    engine: Engine, request: pytest.FixtureRequest,
+) -> None:
+    """One calendar bound to Google, Outlook and CalDAV; a series made in Google with its third
+    occurrence moved there (an exception on every side). Deleting that exception through calsync's
+    API deletes the occurrence everywhere, each side in its own terms; the local deletion stays one
+    (the echoes do not bring it back as a cancelled event), and a quiet pass writes nothing."""
+    google, graph, dav = (open_remote(kind, request) for kind in ("google", "graph", "radicale"))
+    mirror = Mirror(engine, google, graph, dav)
+    google.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    google.move_occurrence(remote_series(engine, mirror.binding_a), THIRD, THIRD + timedelta(hours=2),
+                           "Standup (moved)")
+    mirror.settle()
+    with engine.begin() as conn:
+        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
+    assert len(moved["links"]) == 3, "an exception on every side"
+
+    delete_event(engine, moved["id"], None)
+    mirror.settle()
+    left = [(at, title) for at, title in LEFT] + [(SECOND, "Standup")]
+    for remote, binding in zip(mirror.remotes, mirror.bindings, strict=True):
+        assert remote.occurrences(*SEEN) == sorted(left), remote.name
+        assert remote.occurrence_state(remote_series(engine, binding), THIRD) == KEPT_AS[remote.kind], remote.name
+    with engine.begin() as conn:
+        (again,) = repo.get_events(conn, [moved["id"]])
+    assert again["deleted"], "the local deletion stays a deletion"
+    assert_quiet(mirror, google, graph, dav)

@@ -136,8 +136,13 @@ class Pusher:
             link = repo.link_of(conn, event["id"], self.binding["id"])
             series = repo.link_of(conn, event["recurring_event_id"], self.binding["id"]) \
                 if event["recurring_event_id"] else None
+            if series is not None and (series["remote_deleted"]
+                                       or repo.deleted_event_ids(conn, [event["recurring_event_id"]])):
+                series = None  # the series is gone (here or locally): its instances go with it
             data = repo.row_to_data(event)
         version = event["version"]
+        if series is not None and data.original_start and (event["deleted"] or event["status"] == "cancelled"):
+            return self._drop_occurrence(row, event, data, link, str(series["remote_id"]), attempt)
         if link is None or link["remote_deleted"]:
             if event["deleted"] or event["status"] == "cancelled":
                 return self._settle(event["id"], version, "unchanged")
@@ -159,6 +164,35 @@ class Pusher:
                 raise
             self._redecide(link["remote_id"])
             return self._push(row, attempt + 1)
+
+    def _drop_occurrence(self, row: dict[str, Any], event: dict[str, Any], data: EventData,
+                         link: dict[str, Any] | None, series_remote_id: str, attempt: int) -> str:
+        """A deleted or cancelled instance of a series this binding holds: its occurrence goes here
+        too, the way this provider keeps a deleted occurrence (Provider.cancel_occurrence: Google an
+        instance cancelled, Graph the occurrence deleted, CalDAV an EXDATE), whether calsync wrote
+        an exception there (linked: If-Match on it) or the occurrence is a plain one of the rule."""
+        event_id, version = event["id"], event["version"]
+        held = link if link is not None and not link["remote_deleted"] else None  # the copy calsync holds there
+        if (link is not None and link["base_version"] == version) or (held and _base_status(held, event) == "cancelled"):
+            return self._settle(event_id, version, "unchanged")  # already gone there when we last agreed
+        assert data.original_start is not None
+        try:
+            remote = self.provider.cancel_occurrence(
+                self._calendar, series_remote_id, data.original_start,
+                remote_id=held["remote_id"] if held else None, if_match=held["etag"] if held else None)
+        except (PreconditionFailed, NotFoundError):
+            if held is None or attempt >= REDECIDE_LIMIT:
+                raise
+            self._redecide(held["remote_id"])
+            return self._push(row, attempt + 1)
+        self._hook(event_id, "deleted")
+        if remote is not None and link is None:
+            with self.engine.begin() as conn:  # that instance may already stand for another local copy of it
+                if repo.links_by_remote_id(conn, self.binding["id"], [remote.remote_id]):
+                    remote = None
+        if remote is None and link is None:
+            return self._settle(event_id, version, "deleted")
+        return self._checkpoint(event_id, version, data, remote, "deleted", new_link=link is None)
 
     @property
     def _calendar(self) -> str:
@@ -209,6 +243,12 @@ class Pusher:
                 repo.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
+
+
+def _base_status(link: dict[str, Any], event: dict[str, Any]) -> str:
+    """The status the link last agreed on (a NULL snapshot: the event's content as it is)."""
+    base = link["base_snapshot"]
+    return str((base or {}).get("status") if base else event["status"])
 
 
 def queue_calendar(engine: Engine, binding_id: str) -> int:

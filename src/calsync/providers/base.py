@@ -94,6 +94,18 @@ class Provider(Protocol):
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
 
+    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
+                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+        """Delete one occurrence of a series (the one first due at `original_start`, a canonical
+        boundary), the way the service itself keeps a deleted occurrence: Google an instance with
+        status cancelled, Graph no occurrence at all, CalDAV an EXDATE on the series' resource (its
+        override, if the instance had one, removed). `remote_id` / `if_match`: the occurrence's own id
+        and ETag where calsync holds a link to it (an exception it wrote or read), so a copy someone
+        changed meanwhile raises PreconditionFailed instead of being deleted blind. Idempotent: an
+        occurrence already gone (or cancelled) is left as it is, with no write. Returns the cancelled
+        instance where the service keeps one (Google), None where nothing is left of it."""
+        ...
+
     def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
         """Ask the provider to POST change notifications for the calendar to `address`."""
         ...

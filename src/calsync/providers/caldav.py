@@ -110,6 +110,9 @@ SAFE_PATH = "/:@!$&'()*+,;=-._~"
 _PLAIN_PATH = re.compile(r"/(?:[A-Za-z0-9_~@-][A-Za-z0-9._~@-]*/?|\.[A-Za-z0-9_~@-][A-Za-z0-9._~@-]*/?)*\Z")
 
 
+_UNCHANGED = object()  # what a `_rewrite` change returns when the resource needs no write
+
+
 def _t(ns: str, name: str) -> str:
     return f"{{{ns}}}{name}"
 
@@ -264,11 +267,11 @@ class CalDAVProvider:
     def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
                      series_remote_id: str | None = None) -> RemoteEvent:
         """PUT a new `<remote id>.ics` with If-None-Match: * (412 -> AlreadyExists). An instance of
-        a series (original_start set) is added to the resource that holds its series, found by UID
-        (so `series_remote_id` is not needed here)."""
+        a series (original_start set) is added to the resource that holds its series: the series'
+        resource when `series_remote_id` names it, else the one found by UID."""
         collection = self._collection(calendar_id)
         if data.original_start:
-            return self._insert_override(collection, data)
+            return self._insert_override(collection, data, series_remote_id)
         name = remote_id or _new_name()
         if "/" in name or "#" in name:
             raise ProviderError(f"unusable CalDAV resource name {name!r}", status=400)
@@ -300,6 +303,8 @@ class CalDAVProvider:
             if comp is None:
                 raise NotFoundError(f"{remote_id} is not in {href} any more", status=404)
             ical.apply_event_data(comp, data)
+            if key is None:  # an instance the master now excludes keeps no override
+                ical.drop_excluded_overrides(cal, comp)
             return cal
 
         written, response = self._rewrite(href, remote_id, if_match, patch)
@@ -331,6 +336,31 @@ class CalDAVProvider:
             self._rewrite(href, remote_id, if_match, drop)
         except NotFoundError:
             return
+
+    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
+                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+        """An EXDATE on the series' master and the instance's override (if any) removed, in one
+        rewrite of the series' resource (If-Match on it; `if_match` is checked against the override
+        calsync holds). Nothing is written when the instance is already excluded and has no override;
+        a resource that is gone is gone with its instances."""
+        collection = self._collection(calendar_id)
+        base, _ = ical.split_remote_id(series_remote_id)
+        href = self._href(collection, base)
+        held = ical.split_remote_id(remote_id)[1] if remote_id else None  # the override calsync holds
+
+        def exclude(cal: Any) -> Any:
+            dropped = ical.find_vevent(cal, held) if held else None
+            if dropped is not None:
+                cal.subcomponents.remove(dropped)
+            if not ical.exclude_instance(cal, original_start) and dropped is None:
+                return _UNCHANGED
+            return cal if ical.vevents(cal) else None
+
+        try:
+            self._rewrite(href, remote_id or base, if_match, exclude)
+        except NotFoundError:
+            pass
+        return None
 
     # --- push notifications: none in CalDAV ------------------------------------------------
 
@@ -590,7 +620,8 @@ class CalDAVProvider:
     def _rewrite(self, href: str, remote_id: str, if_match: str | None,
                  change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
         """Read the resource, check `if_match` against the component (or resource) ETag, apply
-        `change`, and write it back with If-Match on the resource's ETag (DELETE when nothing is left)."""
+        `change`, and write it back with If-Match on the resource's ETag (DELETE when nothing is left,
+        no write at all when `change` answers _UNCHANGED)."""
         fetched = self._get(href)
         if fetched is None:
             raise NotFoundError(f"{href} does not exist", status=404)
@@ -604,6 +635,8 @@ class CalDAVProvider:
             if current != if_match:
                 raise PreconditionFailed(f"{remote_id} changed on the server", status=412)
         result = change(cal)
+        if result is _UNCHANGED:
+            return text, httpx.Response(204)
         if result is None:
             self._delete(href, resource_etag or None)
             return None, httpx.Response(204)
@@ -620,9 +653,14 @@ class CalDAVProvider:
             raise PreconditionFailed(f"DELETE {href}: the resource changed (412)", status=412)
         _check(response, f"DELETE {href}")
 
-    def _insert_override(self, collection: str, data: EventData) -> RemoteEvent:
-        """An overridden instance whose series lives in this calendar: add it to that resource."""
-        path = self._find_by_uid(collection, data.ical_uid) if data.ical_uid else None
+    def _insert_override(self, collection: str, data: EventData, series_remote_id: str | None = None) -> RemoteEvent:
+        """An overridden instance whose series lives in this calendar: add it to that resource (the
+        series' own, or the one holding its UID), under the series' UID (a mirrored instance may come
+        with another service's UID for it)."""
+        if series_remote_id:
+            path: str | None = self._href(collection, ical.split_remote_id(series_remote_id)[0])
+        else:
+            path = self._find_by_uid(collection, data.ical_uid) if data.ical_uid else None
         if path is None:
             raise ProviderError(
                 f"cannot create an instance of a series that is not in {collection} (UID {data.ical_uid!r})",
@@ -632,7 +670,8 @@ class CalDAVProvider:
 
         def add(cal: Any) -> Any:
             master = ical.find_vevent(cal, None)
-            probe = ical.new_vevent(data.ical_uid or base)
+            uid = master.get("UID") if master is not None else None
+            probe = ical.new_vevent(str(uid) if uid is not None else data.ical_uid or base)
             ical.set_recurrence_id(probe, data.original_start or "", master)
             keys.append(ical.recurrence_key(probe))
             comp = ical.find_vevent(cal, keys[0])

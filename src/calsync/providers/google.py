@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
@@ -17,12 +18,14 @@ from calsync.model import (
     RemoteChange,
     RemoteDeletion,
     RemoteEvent,
+    canonical_instant,
     canonical_time,
 )
 from calsync.providers.base import (
     AlreadyExists,
     Channel,
     NotFoundError,
+    PreconditionFailed,
     ProviderError,
     SyncTokenInvalid,
 )
@@ -156,6 +159,11 @@ class GoogleProvider:
         return _as_event(_checked(response))
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
+        """PUT the event. A series whose EXDATEs exclude starts Google's copy still has: those
+        instances are cancelled first (how Google keeps a deleted occurrence), then the rule is written
+        with the EXDATEs too, so the series reads back as calsync holds it."""
+        if data.recurrence and not data.original_start:
+            self._cancel_excluded(calendar_id, remote_id, data, if_match)
         headers = {"If-Match": if_match} if if_match else {}
         response = self.http.request(
             "PUT", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}", json=event_to_google(data),
@@ -172,6 +180,46 @@ class GoogleProvider:
         if response.status_code in (404, 410):
             return  # already gone: deleting is idempotent
         _checked(response)
+
+    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
+                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+        """The instance (`<series id>_<original start>`, or the exception's own id) gets status
+        cancelled, which is how Google keeps a deleted occurrence. Unlinked (no `if_match`), it is
+        read first: one already cancelled, or that the rule no longer yields (an EXDATE), is left as
+        it is. A PATCH of the status alone keeps everything else the instance holds."""
+        instance = remote_id or f"{series_remote_id}_{_instance_suffix(original_start)}"
+        path = f"/calendars/{_q(calendar_id)}/events/{_q(instance)}"
+        if if_match is None:
+            response = self.http.request("GET", path)
+            if response.status_code in (404, 410):
+                return None
+            current = change_from_google(_checked(response))
+            if not isinstance(current, RemoteEvent):
+                return None
+            if current.data.status == "cancelled":
+                return current
+            if_match = current.etag
+        response = self.http.request("PATCH", path, json={"status": "cancelled"}, headers={"If-Match": if_match},
+                                     params={"sendUpdates": self.send_updates})
+        if response.status_code in (404, 410):
+            return None
+        return _as_event(_checked(response))
+
+    def _cancel_excluded(self, calendar_id: str, remote_id: str, data: EventData, if_match: str | None) -> None:
+        """Cancel the instances a series update newly excludes (EXDATEs Google's copy lacks). A copy
+        changed since `if_match` raises PreconditionFailed before anything is written."""
+        wanted = excluded_starts(data.recurrence, data.time_zone)
+        if not wanted:
+            return
+        response = self.http.request("GET", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}")
+        if response.status_code in (404, 410):
+            return  # the update itself says what became of the series
+        current = _checked(response)
+        if if_match and current.get("etag") != if_match:
+            raise PreconditionFailed(f"{remote_id} changed on Google", status=412)
+        zone = (current.get("start") or {}).get("timeZone") or data.time_zone
+        for start in sorted(wanted - excluded_starts(current.get("recurrence"), zone)):
+            self.cancel_occurrence(calendar_id, remote_id, start)
 
     # --- push notifications ---------------------------------------------------------
 
@@ -205,6 +253,36 @@ def _instance_suffix(original_start: str) -> str:
     if len(original_start) == 10:
         return original_start.replace("-", "")
     return canonical_time(original_start, False).replace("-", "").replace(":", "")
+
+
+def excluded_starts(recurrence: list[str] | None, time_zone: str | None) -> set[str]:
+    """The original starts a series' EXDATE lines exclude, as canonical boundaries (a date for an
+    all-day series; a floating time is read in `time_zone`, else UTC). Unreadable values are skipped."""
+    out: set[str] = set()
+    for line in recurrence or []:
+        head, _, values = line.partition(":")
+        name, *params = head.split(";")
+        if name.strip().upper() != "EXDATE":
+            continue
+        options = {k.upper(): v for k, _, v in (p.partition("=") for p in params)}
+        zone = _zone_of(options.get("TZID") or time_zone)
+        for value in (v.strip() for v in values.split(",")):
+            try:
+                if len(value) == 8:
+                    out.add(datetime.strptime(value, "%Y%m%d").date().isoformat())
+                    continue
+                moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+            except ValueError:
+                continue
+            out.add(canonical_instant(moment.replace(tzinfo=UTC if value.endswith("Z") else zone)))
+    return out
+
+
+def _zone_of(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:

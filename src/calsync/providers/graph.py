@@ -303,6 +303,16 @@ class GraphProvider:
             return  # already gone: deleting is idempotent
         _checked(response)
 
+    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
+                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+        """Outlook keeps nothing of a deleted occurrence: the occurrence (or exception) is deleted, by
+        its own id when calsync holds one, else found in the series' /instances at its original start
+        (none there: already gone, nothing written)."""
+        target = remote_id or self._instance_at(series_remote_id, original_start)
+        if target is not None:
+            self.delete_event(calendar_id, target, if_match=if_match if remote_id else None)
+        return None
+
     # --- push notifications: change-notification subscriptions ------------------------
 
     #: The longest subscription Graph grants on Outlook events. The stored official page says 4230

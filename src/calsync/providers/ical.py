@@ -512,6 +512,39 @@ def add_exdate(master: Event, override_key: str, override: Event | None) -> None
     master.add("EXDATE", value)
 
 
+def _excluded_keys(master: Event) -> set[str]:
+    """The recurrence keys (as recurrence_key spells them) the master's EXDATEs exclude."""
+    return {_key_of(value.dt) for prop in _as_list(master.get("EXDATE")) for value in prop.dts}
+
+
+def exclude_instance(cal: Calendar, original_start: str) -> bool:
+    """A deleted occurrence, the iCalendar way: an EXDATE on the master (in its own zone, as the
+    override's RECURRENCE-ID would be) and the instance's override, if any, removed. False when the
+    resource already says so (nothing to write)."""
+    master = find_vevent(cal, None)
+    probe = new_vevent("probe")
+    set_recurrence_id(probe, original_start, master)
+    key = recurrence_key(probe)
+    changed = False
+    override = find_vevent(cal, key)
+    if override is not None and override is not master:
+        cal.subcomponents.remove(override)
+        changed = True
+    if master is not None and key not in _excluded_keys(master):
+        recurrence_id: Any = probe["RECURRENCE-ID"]
+        master.add("EXDATE", recurrence_id.dt)
+        changed = True
+    return changed
+
+
+def drop_excluded_overrides(cal: Calendar, master: Event) -> None:
+    """Remove the overrides of instances the master's EXDATEs exclude (a deleted occurrence keeps none)."""
+    excluded = _excluded_keys(master)
+    for comp in vevents(cal):
+        if comp is not master and recurrence_key(comp) in excluded:
+            cal.subcomponents.remove(comp)
+
+
 def _set_text(comp: Event, name: str, value: str | None) -> None:
     old = comp.get(name)
     params: Any = old.params if old is not None and getattr(old, "params", None) else None
