@@ -203,7 +203,8 @@ class Remote:
 
     def writes(self) -> list[str]:
         """Methods of the write requests in the log (what reached the provider as a change)."""
-        return [r["method"] for r in self.requests() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+        return [r["method"] for r in self.requests() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")
+                and not r["path"].endswith("/$batch")]  # Graph's JSON batch: its items are logged each
 
 
 # --- Google -----------------------------------------------------------------------------------

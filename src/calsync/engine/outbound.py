@@ -52,6 +52,15 @@ class PushResult:
         return asdict(self)
 
 
+class UntracedDeletion(Exception):
+    """A tombstone that does not say who deleted the event and what proved it: its deletion is not
+    propagated (docs/ARCHITECTURE.md, "Deletions are traced"), and the outbox row fails visibly."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"event {event_id} is deleted without a recorded proof of who deleted it: "
+                         "not deleting it remotely")
+
+
 WriteHook = Callable[[str, str], None]  # (event id, what was done) after the remote write, before the checkpoint
 
 
@@ -98,6 +107,11 @@ class Pusher:
                 return False
             try:
                 outcome = self._push(row)
+            except UntracedDeletion as exc:  # a bug upstream, never a reason to delete someone's event
+                with self.engine.begin() as conn:
+                    queue.fail(conn, row["id"], str(exc))
+                self.result.failed += 1
+                continue
             except AuthError as exc:
                 self.result.status, self.result.message = "auth-failed", str(exc)
                 with self.engine.begin() as conn:
@@ -141,6 +155,8 @@ class Pusher:
                 series = None  # the series is gone (here or locally): its instances go with it
             data = repo.row_to_data(event)
         version = event["version"]
+        if event["deleted"] and not (event["deleted_by"] and event["deletion_proof"]):
+            raise UntracedDeletion(event["id"])
         if series is not None and data.original_start and (event["deleted"] or event["status"] == "cancelled"):
             return self._drop_occurrence(row, event, data, link, str(series["remote_id"]), attempt)
         if link is None or link["remote_deleted"]:

@@ -1,0 +1,40 @@
+"""Every deletion calsync propagates traces back to one someone made: a tombstone without its
+proof is a bug upstream, and the outbox refuses to carry it to the remote side."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, update
+
+from calsync.engine import local
+from calsync.store import outbox as queue
+from calsync.store import repo
+from calsync.store.schema import events, outbox
+from tests.remotes import Remote
+from tests.test_twoway import calendar_of, new_event, remote_id, sync
+
+
+def test_a_tombstone_without_proof_is_never_deleted_remotely(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event_id)
+    with engine.begin() as conn:  # what a buggy code path would leave: deleted, no who, no proof
+        conn.execute(update(events).where(events.c.id == event_id).values(deleted=True, version=2))
+        queue.enqueue(conn, calendar_of(engine, binding), [(event_id, 2)])
+    report = sync(engine, remote)
+    assert report.outbound[0].failed == 1 and report.outbound[0].deleted == 0
+    assert rid in remote.titles(), "the remote copy is untouched"
+    with engine.begin() as conn:
+        (row,) = conn.execute(outbox.select().where(outbox.c.event_id == event_id, outbox.c.version == 2)).mappings()
+    assert row["status"] == "failed" and "without a recorded proof" in row["last_error"]
+
+
+def test_the_store_refuses_a_deletion_without_proof(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    with engine.begin() as conn, pytest.raises(ValueError, match="without a recorded proof"):
+        repo.tombstone_events(conn, {event_id: ""}, "local")
+    local.delete_event(engine, event_id, if_version=1, via="a test")
+    with engine.begin() as conn:
+        (row,) = repo.get_events(conn, [event_id])
+    assert (row["deleted_by"], row["deletion_proof"]) == ("local", "deleted locally through a test")
