@@ -115,6 +115,33 @@ def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine
         assert repo.list_conflicts(conn) == []
 
 
+@pytest.mark.parametrize("conflict_on", ["first", "second"])
+@pytest.mark.parametrize("born_on", ["first", "second"])
+def test_keeping_the_remote_side_keeps_what_the_other_sides_need(
+        engine: Engine, pair: tuple[Remote, Remote], conflict_on: str, born_on: str) -> None:
+    """Keep-remote takes that side's content and its provider fields; the other side's own fields
+    (a CalDAV copy's UID and resource, Graph's ids) stay, so the outcome reaches it as an update."""
+    a, b = pair
+    if born_on == "first":
+        mirror, made, copy = both_sides_edit(engine, pair)
+    else:
+        mirror, copy, made = both_sides_edit(engine, (b, a))
+        mirror.a, mirror.b, mirror.binding_a, mirror.binding_b = a, b, mirror.binding_b, mirror.binding_a
+    # the binding synced second sees both sides changed: the conflict is on it
+    order = [mirror.binding_b, mirror.binding_a] if conflict_on == "first" else [mirror.binding_a, mirror.binding_b]
+    sync_once(engine, binding_ids=order, make_provider=mirror.providers())
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert conflict["binding_id"] == order[1]
+    resolve_conflict(engine, conflict["id"], keep="remote")
+    mirror.settle()
+    winner = conflict["remote"]["title"]
+    assert a.titles()[made] == b.titles()[copy] == winner
+    report = mirror.sync()
+    assert all(r.failed == 0 for r in report.outbound)
+    assert len(a.titles()) == len(b.titles()) == 1, "no second copy anywhere"
+
+
 def test_binding_a_second_side_later_copies_what_the_first_holds(engine: Engine, pair: tuple[Remote, Remote]) -> None:
     a, b = pair
     binding_a = a.bind(engine)

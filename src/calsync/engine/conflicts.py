@@ -76,6 +76,9 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         version = event["version"] + 1
     else:
         data = EventData.from_json(conflict["remote"])
+        # `extra` holds each provider's unmodelled fields under its own key (a CalDAV copy's UID and
+        # resource): the remote side brings its own, the others' stay, as when a remote change is taken
+        data.extra = {**(event["extra"] or {}), **(data.extra or {})}
         version = event["version"] + 1
         repo.save_event_from(conn, event["id"], data, version, source, undelete=True)
         repo.agree_link(conn, event["id"], binding["id"], repo.link_of(conn, event["id"], binding["id"])["remote_id"],
