@@ -199,3 +199,40 @@ def test_a_deleted_occurrence_outside_the_window_stays_deleted(mirror: Mirror) -
     mirror.graph_options["rebaseline_after"] = timedelta(seconds=-1)
     mirror.settle_twice()
     assert google_series_instances(mirror.google, series) == before, "no deleted occurrence came back"
+
+
+def test_a_moved_all_day_occurrence_stays_an_occurrence_on_both_sides(mirror: Mirror) -> None:
+    """An all-day occurrence is due on a day: Graph's originalStart (an instant) is read as that
+    date, as Google and CalDAV give it, so a moved one is the series' exception on either side,
+    never a second, single event."""
+    first = (NOW + timedelta(days=7)).date()
+    events = mirror.google._events(None)
+    series = mirror.google.http.post(events, json={
+        "summary": "Holiday", "start": {"date": first.isoformat()},
+        "end": {"date": (first + timedelta(days=1)).isoformat()}, "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"],
+    }).raise_for_status().json()["id"]
+    moved_from, moved_to = first + timedelta(days=7), first + timedelta(days=9)
+    mirror.google.http.put(f"{events}/{series}_{moved_from.strftime('%Y%m%d')}", json={
+        "summary": "Holiday (moved)", "start": {"date": moved_to.isoformat()},
+        "end": {"date": (moved_to + timedelta(days=1)).isoformat()},
+        "recurringEventId": series, "originalStartTime": {"date": moved_from.isoformat()},
+    }).raise_for_status()
+    mirror.sync()
+    mirror.bind_outlook()
+    mirror.settle_twice()
+    outlook = {title: rid for rid, title in outlook_titles(mirror.graph).items()}
+    assert set(outlook) == {"Holiday"}, "one series in Outlook, no second single event"
+    window = {"startDateTime": f"{first}T00:00:00Z", "endDateTime": f"{first + timedelta(days=40)}T00:00:00Z"}
+    instances = mirror.graph.http.get(f"/me/events/{outlook['Holiday']}/instances",
+                                      params=window).raise_for_status().json()["value"]
+    days = sorted((i["start"]["dateTime"][:10], i["subject"]) for i in instances)
+    assert len(days) == 4 and (moved_to.isoformat(), "Holiday (moved)") in days
+    # and back: the moved occurrence renamed in Outlook reaches Google's instance, not a new event
+    exception = next(i for i in instances if i["subject"] == "Holiday (moved)")
+    mirror.graph.change(exception["id"], title="Holiday (moved, renamed)")
+    mirror.settle_twice()
+    assert set(mirror.google.titles().values()) == {"Holiday", "Holiday (moved, renamed)"}
+    google_instance = mirror.google.http.get(f"{events}/{series}_{moved_from.strftime('%Y%m%d')}").json()
+    assert google_instance["summary"] == "Holiday (moved, renamed)"
+    report = mirror.sync()
+    assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"

@@ -481,6 +481,9 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
     start = _boundary(item.get("start"), all_day)
     end = _boundary(item.get("end"), all_day)
     original = canonical_time(item["originalStart"], False) if item.get("originalStart") and series else None
+    if original and all_day:  # an all-day occurrence is due on a day (a date, as Google and iCalendar say)
+        day_zone = _zone(item.get("originalStartTimeZone")) or UTC
+        original = datetime.fromisoformat(original).astimezone(day_zone).date().isoformat()
     body = item.get("body") or {}
     content, conference = _conference_from_body(body.get("content") or "")
     kept = {k: item[k] for k in KEPT_FIELDS if item.get(k) is not None}
