@@ -20,21 +20,18 @@ from calsync import caldav_server
 
 OPS = 150
 SEEDS = (1, 2, 3)
-# Operation kinds whose known engine bugs are being fixed (see the report of bench/chaos.py); take
-# them out of this list once fixed so the suite covers them too:
-# - instance_delete: a deleted occurrence is not mirrored to the other sides (Google's cancelled
-#   instance reaches Outlook as an empty, zero-length exception; CalDAV keeps the occurrence)
-# - all_day_series: an all-day occurrence's original start is a date on Google and CalDAV but a UTC
-#   instant on Outlook, so a moved all-day occurrence reaches Outlook as a second, single event
-KNOWN = frozenset({"instance_delete", "all_day_series"})
-# Open engine bugs the harness finds with the remaining operations (no operation kind to leave out):
+# Operation kinds whose known engine bugs are left out (see bench/chaos.py --skip, e.g.
+# "instance_delete" or "all_day_series"); take them out of this set once fixed:
+KNOWN: frozenset[str] = frozenset()
+# Open engine bugs the harness finds with the operations left in (no operation kind to leave out):
 # while this is not empty the test is expected to fail (xfail, not strict: an XPASS says they are
 # fixed). Empty it to make the test a hard gate.
 OPEN_BUGS = [
-    ("keeping the remote side of a conflict drops the other providers' `extra` (the CalDAV copy is then "
-     "rewritten under another UID: 409 no-uid-conflict, the row fails and the CalDAV side stays stale)"),
+    ("resolving a conflict on an event deleted meanwhile (keep=remote of a remote deletion after a local "
+     "delete) queues outbox rows for a version the event never reaches: they stay pending for ever"),
+    ("a series revived by a conflict resolution (keep=local of a remote series deletion) is written again "
+     "without its exceptions there: their links still name the deleted CalDAV resource (404, rows fail)"),
 ]
-
 
 def _chaos() -> ModuleType:
     path = Path(__file__).resolve().parents[1] / "bench" / "chaos.py"
