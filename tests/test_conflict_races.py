@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
+from calsync.store import outbox as queue
 from calsync.store import repo
 from tests.remotes import Remote
 from tests.test_twoway import calendar_of, new_event, remote_id, sync
@@ -127,3 +128,29 @@ def test_a_remote_edit_that_matches_the_local_one_closes_the_conflict(engine: En
     sync(engine, remote)
     assert remote.writes() == [], "nothing left to push"
     assert list(remote.titles().values()) == ["Agreed"]
+
+
+def test_a_local_change_that_agrees_with_the_remote_side_closes_the_conflict(engine: Engine, remote: Remote) -> None:
+    """Deleting here what the remote deleted (or writing here what the remote wrote) while the
+    conflict is open leaves nothing to ask: it closes, and nothing waits in the outbox."""
+    binding = remote.bind(engine)
+    calendar = calendar_of(engine, binding)
+    gone, edited = new_event(engine, calendar, "Gone", 9), new_event(engine, calendar, "Edited", 11)
+    sync(engine, remote)
+    rid = {e: remote_id(engine, binding, e) for e in (gone, edited)}
+    local.update_event(engine, gone, {"title": "Gone (local)"}, if_version=1)
+    remote.delete(rid[gone])
+    local.update_event(engine, edited, {"title": "Edited (local)"}, if_version=1)
+    remote.change(rid[edited], title="Edited (remote)")
+    sync(engine, remote)
+    assert {c["kind"] for c in open_conflicts(engine)} == {"remote-delete", "edit-edit"}
+    local.delete_event(engine, gone, if_version=2)
+    local.update_event(engine, edited, {"title": "Edited (remote)"}, if_version=2)
+    assert open_conflicts(engine) == []
+    remote.clear_requests()
+    for _ in range(2):
+        sync(engine, remote)
+    assert remote.writes() == [], "both sides already agree"
+    with engine.begin() as conn:
+        assert queue.backlog(conn) == 0, "nothing left waiting"
+    assert list(remote.titles().values()) == ["Edited (remote)"]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
+from calsync.engine import local
 from calsync.engine.conflicts import resolve_conflict
 from calsync.engine.local import delete_event
 from calsync.engine.outbound import queue_calendar
@@ -422,3 +423,60 @@ def test_an_occurrence_deleted_locally_is_deleted_on_every_side_in_its_own_terms
         (again,) = repo.get_events(conn, [moved["id"]])
     assert again["deleted"], "the local deletion stays a deletion"
     assert_quiet(mirror, google, graph, dav)
+
+
+def series_with_moved_occurrence(engine: Engine, pair: tuple[Remote, Remote]) -> tuple[Mirror, str, str]:
+    """A weekly series of four made on A, its third occurrence moved there, mirrored to B:
+    (mirror, the series' local id, its remote id on B)."""
+    a, b = pair
+    mirror = Mirror(engine, a, b)
+    a.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    a.move_occurrence(remote_series(engine, mirror.binding_a), THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
+    mirror.settle()
+    with engine.begin() as conn:
+        (series,) = [e for e in repo.list_events(conn) if e["recurrence"]]
+    return mirror, str(series["id"]), remote_series(engine, mirror.binding_b)
+
+
+MOVED_SERIES = [(SERIES_START, "Standup"), (SECOND, "Standup"), (THIRD + timedelta(hours=2), "Standup (moved)"),
+                (SERIES_START + timedelta(weeks=3), "Standup")]
+
+
+def test_a_series_kept_over_its_remote_deletion_comes_back_with_its_exceptions(
+        engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    mirror, series_id, series_b = series_with_moved_occurrence(engine, pair)
+    local.update_event(engine, series_id, {"description": "agenda"}, None)
+    b.delete(series_b)
+    mirror.sync()
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert conflict["kind"] == "remote-delete" and conflict["binding_id"] == mirror.binding_b
+    resolve_conflict(engine, conflict["id"], keep="local")
+    mirror.settle()
+    assert b.occurrences(*SEEN) == MOVED_SERIES, "made again on B, its moved occurrence with it"
+    assert a.occurrences(*SEEN) == MOVED_SERIES
+    report = mirror.sync()
+    assert all(r.failed == 0 for r in report.outbound)
+    assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"
+
+
+def test_a_series_deleted_here_and_kept_as_the_remote_has_it_comes_back_everywhere(
+        engine: Engine, pair: tuple[Remote, Remote]) -> None:
+    a, b = pair
+    mirror, series_id, _ = series_with_moved_occurrence(engine, pair)
+    series_a = remote_series(engine, mirror.binding_a)
+    delete_event(engine, series_id, None)
+    a.change(series_a, description="still on")
+    mirror.sync()
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_a
+    resolve_conflict(engine, conflict["id"], keep="remote")
+    mirror.settle()
+    assert a.occurrences(*SEEN) == MOVED_SERIES
+    assert b.occurrences(*SEEN) == MOVED_SERIES, "B gets the series back with its moved occurrence"
+    report = mirror.sync()
+    assert all(r.failed == 0 for r in report.outbound)
+    assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"

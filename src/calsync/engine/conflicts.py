@@ -71,9 +71,10 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         for exception_id in repo.live_exception_ids(conn, [event["id"]]):
             proofs[exception_id] = f"its series {event['id']} was deleted: {proof}"
         doomed = list(proofs)
-        repo.tombstone_events(conn, proofs, source)
+        repo.tombstone_events(conn, proofs, source)  # (an event deleted here meanwhile keeps its version)
         repo.agree_links_with_versions(conn, doomed, binding["id"])
-        version = event["version"] + 1
+        version = event["version"] + (0 if event["deleted"] else 1)
+        revived: list[tuple[str, int]] = []
     else:
         data = EventData.from_json(conflict["remote"])
         # `extra` holds each provider's unmodelled fields under its own key (a CalDAV copy's UID and
@@ -83,9 +84,24 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         repo.save_event_from(conn, event["id"], data, version, source, undelete=True)
         repo.agree_link(conn, event["id"], binding["id"], repo.link_of(conn, event["id"], binding["id"])["remote_id"],
                         conflict["remote_etag"], version, data, create=False)
+        revived = _revive_exceptions(conn, event, binding["id"], source) if event["deleted"] else []
     outbox_store.release(conn, binding["id"], event["id"], drop=True)
+    # the series first, then its exceptions: each is written over the series' occurrence there
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])
+    outbox_store.enqueue(conn, event["calendar_id"], revived, skip_binding=binding["id"])
     conferences.enqueue_for_changed_events(conn, [{"event_id": event["id"], "conference": None}], [event["id"]])
+
+
+def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str, source: str) -> list[tuple[str, int]]:
+    """A series deleted here and kept as the remote has it: the exceptions that went with the local
+    delete, and that the remote side still holds, come back with it. Returns (event id, version)."""
+    revived: list[tuple[str, int]] = []
+    for row in repo.deleted_exceptions_linked(conn, series["id"], binding_id):
+        version = row["version"] + 1
+        repo.save_event_from(conn, row["id"], repo.row_to_data(row), version, source, undelete=True)
+        repo.set_link_base_version(conn, row["id"], binding_id, version)
+        revived.append((row["id"], version))
+    return revived
 
 
 def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any],

@@ -348,7 +348,12 @@ def _apply_page(
     for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page
         if claim not in adoptable:
             series[rid] = repo.new_id()
-    for rid, item in items.items():
+    # exceptions of linked series after every other item: a series whose deletion here paused it
+    # (a conflict, maybe opened on this very page) keeps its exceptions until the person decides
+    held_exceptions = {rid for rid, link in links.items() if link.recurring_event_id is not None}
+    paused: set[str] | None = None
+    for rid, item in [*((r, i) for r, i in items.items() if r not in held_exceptions),
+                      *((r, i) for r, i in items.items() if r in held_exceptions)]:
         link = links.get(rid)
         if isinstance(item, RemoteEvent) and link is None:
             if claims[rid] in adoptable:
@@ -359,6 +364,14 @@ def _apply_page(
             result.unchanged += 1  # deletion of something we never had
             result.unknown_deletions += 1
         else:
+            if link.recurring_event_id is not None and _gone(item):
+                if paused is None:
+                    paused = repo.series_paused_by_remote_delete(
+                        conn, binding.id, {links[r].recurring_event_id for r in held_exceptions})
+                if link.recurring_event_id in paused:  # its copy went with the series; the event waits
+                    writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
+                    result.unchanged += 1
+                    continue
             _three_way(conn, binding, item, link, series, now, writes, result, open_conflicts.get(link.event_id))
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in writes.new_links:
@@ -501,6 +514,11 @@ def _three_way(
         outbox_store.hold(conn, binding.id, link.event_id)  # the event waits; everything else syncs on
         if open_conflict is None:
             result.conflicts += 1
+
+
+def _gone(item: RemoteEvent | RemoteDeletion) -> bool:
+    """A deletion, or an instance listed cancelled (how Google keeps a deleted occurrence)."""
+    return isinstance(item, RemoteDeletion) or item.data.status == "cancelled"
 
 
 def _proof(binding: _Binding, item: RemoteEvent | RemoteDeletion) -> str:

@@ -71,6 +71,7 @@ def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_vers
         if not repo.save_local_event(conn, event_id, data, version):  # someone else wrote it meanwhile
             raise StaleVersion(_current_version(conn, event_id))
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        _settle_agreed_conflicts(conn, event_id, version, data)
         _conference_work(conn, event_id, data)
     return LocalChange(event_id, version, queued)
 
@@ -87,8 +88,29 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
         doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
         repo.tombstone_events(conn, {e: f"its series {event_id} was {proof}" for e in doomed[1:]}, LOCAL_SOURCE)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        _settle_agreed_conflicts(conn, event_id, version, None)
         enqueue_for_changed_events(conn, [], doomed)
     return LocalChange(event_id, version, queued)
+
+
+def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data: EventData | None) -> None:
+    """A local change that makes the event what the remote side of an open conflict already is (both
+    deleted, or the same content) settles that conflict: nothing is left to ask. The link agrees
+    with this version, and the held pushes for that binding have nothing to do. `data` None: deleted."""
+    for conflict in repo.open_conflicts_of_event(conn, event_id):
+        binding_id, remote = conflict["binding_id"], conflict["remote"]
+        if data is None and remote is None:
+            repo.mark_link_deleted(conn, event_id, binding_id, version)
+        elif data is not None and remote is not None and \
+                EventData.from_json(remote).content_hash() == data.content_hash():
+            link = repo.link_of(conn, event_id, binding_id)
+            assert link is not None  # a conflict is about a linked copy
+            repo.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
+                            create=False)
+        else:
+            continue
+        repo.close_conflict(conn, conflict["id"], "auto:agreed-locally")
+        outbox_store.release(conn, binding_id, event_id, drop=True)
 
 
 def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class Pusher:
     def _work(self, rows: list[dict[str, Any]], now: datetime) -> bool:
         """False when the queue must stop here (strict order): a retry is scheduled."""
         for row in rows:
-            if row["next_attempt_at"] > now:
+            if row["attempts"] and row["next_attempt_at"] > now:  # a fresh row (queued meanwhile) is due
                 self.result.status = "waiting"
                 return False
             try:
@@ -150,11 +150,17 @@ class Pusher:
             link = repo.link_of(conn, event["id"], self.binding["id"])
             series = repo.link_of(conn, event["recurring_event_id"], self.binding["id"]) \
                 if event["recurring_event_id"] else None
-            if series is not None and (series["remote_deleted"]
+            series_gone_here = series is not None and bool(series["remote_deleted"])
+            if series is not None and (series_gone_here
                                        or repo.deleted_event_ids(conn, [event["recurring_event_id"]])):
                 series = None  # the series is gone (here or locally): its instances go with it
+            series_lives = series_gone_here and not repo.deleted_event_ids(conn, [event["recurring_event_id"]])
             data = repo.row_to_data(event)
         version = event["version"]
+        if series_lives and not event["deleted"]:
+            # the series' copy here is gone but it lives on: when it is made again here, its
+            # exceptions are queued after it (_checkpoint), to be written over its occurrences
+            return self._settle(event["id"], version, "unchanged")
         if event["deleted"] and not (event["deleted_by"] and event["deletion_proof"]):
             raise UntracedDeletion(event["id"])
         if series is not None and data.original_start and (event["deleted"] or event["status"] == "cancelled"):
@@ -164,7 +170,9 @@ class Pusher:
                 return self._settle(event["id"], version, "unchanged")
             remote = self._create(event["id"], data, link, series["remote_id"] if series else None)
             self._hook(event["id"], "created")
-            return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None)
+            remade = link is not None and bool(data.recurrence) and not data.original_start
+            return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None,
+                                    series_remade=remade)
         if link["base_version"] == version:
             return self._settle(event["id"], version, "unchanged")
         try:
@@ -247,11 +255,18 @@ class Pusher:
         return outcome
 
     def _checkpoint(self, event_id: str, version: int, data: EventData, remote: RemoteEvent | None,
-                    outcome: str, new_link: bool = False) -> str:
-        """The link now agrees with `version`; the rows asking for it are done. One transaction."""
+                    outcome: str, new_link: bool = False, series_remade: bool = False) -> str:
+        """The link now agrees with `version`; the rows asking for it are done. One transaction.
+        `series_remade`: a series written again here after its copy was deleted; its exceptions'
+        copies went with that one, so they are queued again, after it."""
         with self.engine.begin() as conn:
+            if series_remade:
+                again = repo.forget_exception_copies(conn, event_id, self.binding["id"])
+                queue.enqueue(conn, self.binding["calendar_id"], again, bindings_to=[self.binding["id"]])
             if remote is None:
                 repo.mark_link_deleted(conn, event_id, self.binding["id"], version)
+                if data.recurrence and not data.original_start:  # a series' exceptions go with it there
+                    repo.forget_exception_copies(conn, event_id, self.binding["id"])
             else:
                 repo.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
                                 create=new_link)

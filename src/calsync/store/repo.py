@@ -639,6 +639,36 @@ def agree_link(
             event_links.c.event_id == event_id, event_links.c.binding_id == binding_id).values(**values))
 
 
+def set_link_base_version(conn: Connection, event_id: str, binding_id: str, version: int) -> None:
+    """The link agrees with `version` of its event (whose content it already agreed with)."""
+    conn.execute(event_links.update().where(
+        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
+    ).values(base_version=version, updated_at=utcnow()))
+
+
+def deleted_exceptions_linked(conn: Connection, series_id: str, binding_id: str) -> list[dict[str, Any]]:
+    """Deleted exceptions of a series whose copy on the binding is still there (link not remote-deleted)."""
+    return [dict(r) for r in conn.execute(
+        select(events).join(event_links, event_links.c.event_id == events.c.id)
+        .where(events.c.recurring_event_id == series_id, events.c.deleted.is_(True),
+               event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
+    ).mappings()]
+
+
+def forget_exception_copies(conn: Connection, series_id: str, binding_id: str) -> list[tuple[str, int]]:
+    """A series made again on the binding (its copy there was deleted): the copies its exceptions had
+    there went with the old one, and their links say so now. Returns the series' live exceptions
+    (id, version), to be written over the new copy's occurrences."""
+    linked = select(event_links.c.event_id).join(events, events.c.id == event_links.c.event_id).where(
+        events.c.recurring_event_id == series_id, event_links.c.binding_id == binding_id,
+        event_links.c.remote_deleted.is_(False))
+    conn.execute(event_links.update().where(
+        event_links.c.binding_id == binding_id, event_links.c.event_id.in_(linked.scalar_subquery()),
+    ).values(remote_deleted=True, updated_at=utcnow()))
+    return [(e, v) for e, v in conn.execute(select(events.c.id, events.c.version).where(
+        events.c.recurring_event_id == series_id, events.c.deleted.is_(False)))]
+
+
 def mark_link_deleted(conn: Connection, event_id: str, binding_id: str, version: int) -> None:
     conn.execute(event_links.update().where(
         event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
@@ -660,6 +690,21 @@ def open_conflicts_of(conn: Connection, binding_id: str, event_ids: Sequence[str
     for chunk in chunks(list(dict.fromkeys(event_ids))):
         found.update((e, c) for c, e in conn.execute(select(conflicts.c.id, conflicts.c.event_id).where(
             conflicts.c.binding_id == binding_id, conflicts.c.status == "open", conflicts.c.event_id.in_(chunk))))
+    return found
+
+
+def open_conflicts_of_event(conn: Connection, event_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(select(conflicts).where(
+        conflicts.c.event_id == event_id, conflicts.c.status == "open")).mappings()]
+
+
+def series_paused_by_remote_delete(conn: Connection, binding_id: str, series_ids: Iterable[str | None]) -> set[str]:
+    """Of these series, those whose deletion on the binding waits in an open conflict."""
+    found: set[str] = set()
+    for chunk in chunks([s for s in dict.fromkeys(series_ids) if s]):
+        found.update(conn.execute(select(conflicts.c.event_id).where(
+            conflicts.c.binding_id == binding_id, conflicts.c.status == "open", conflicts.c.remote.is_(None),
+            conflicts.c.event_id.in_(chunk))).scalars())
     return found
 
 
