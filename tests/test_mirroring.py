@@ -480,3 +480,35 @@ def test_a_series_deleted_here_and_kept_as_the_remote_has_it_comes_back_everywhe
     report = mirror.sync()
     assert all(r.failed == 0 for r in report.outbound)
     assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"
+
+
+@pytest.mark.parametrize("keep", ["local", "remote"])
+def test_an_occurrence_moved_on_a_series_deleted_elsewhere_waits_with_it(
+        engine: Engine, pair: tuple[Remote, Remote], keep: str) -> None:
+    """A deletes the series while B edits it and moves an occurrence: the deletion is taken here,
+    B's edit is a conflict, and B's moved occurrence belongs to a deleted series: it is born deleted
+    with it (never written anywhere on its own). Keeping the deletion removes it everywhere; keeping
+    B's series brings the series back everywhere, its moved occurrence with it."""
+    a, b = pair
+    mirror = Mirror(engine, a, b)
+    a.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    series_a, series_b = remote_series(engine, mirror.binding_a), remote_series(engine, mirror.binding_b)
+    a.delete(series_a)
+    b.change(series_b, description="agenda")
+    b.move_occurrence(series_b, THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
+    sync_once(engine, binding_ids=[mirror.binding_a, mirror.binding_b], make_provider=mirror.providers())
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+        assert repo.list_events(conn) == [], "nothing of the deleted series is live here"
+    assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_b
+    mirror.settle()
+    assert a.occurrences(*SEEN) == [], "the moved occurrence is not written on its own"
+    resolve_conflict(engine, conflict["id"], keep=keep)
+    mirror.settle()
+    expected = [] if keep == "local" else MOVED_SERIES
+    assert a.occurrences(*SEEN) == expected
+    assert b.occurrences(*SEEN) == expected
+    report = mirror.sync()
+    assert all(r.failed == 0 for r in report.outbound)
+    assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"

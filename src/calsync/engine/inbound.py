@@ -321,8 +321,9 @@ def _apply_page(
                 f"its series was listed again without exception {remote_id} (a series is listed whole)"))
     series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
     series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
+    dead: dict[str, tuple[str, str]] = {}  # series deleted here: id -> (who deleted it, the proof)
     if series:  # a cancelled instance of a series we already deleted is just another deletion
-        dead = repo.deleted_event_ids(conn, series.values())
+        dead = repo.deletions_of(conn, series.values())
         for rid, item in items.items():
             if (isinstance(item, RemoteEvent) and item.data.status == "cancelled"
                     and series.get(item.series_remote_id or "") in dead):
@@ -359,7 +360,7 @@ def _apply_page(
             if claims[rid] in adoptable:
                 _adopt(conn, binding, item, claims[rid], now, writes, result)
             else:
-                _create(binding, item, series, now, writes, result)
+                _create(binding, item, series, now, writes, result, dead)
         elif link is None:
             result.unchanged += 1  # deletion of something we never had
             result.unknown_deletions += 1
@@ -434,15 +435,23 @@ def _link_row(item: RemoteEvent, version: int, now: datetime, *, event_takes_it:
 
 def _create(
     binding: _Binding, item: RemoteEvent, series: dict[str, str], now: datetime, writes: _PageWrites,
-    result: SyncResult,
+    result: SyncResult, dead: dict[str, tuple[str, str]],
 ) -> None:
+    """A new event. An exception of a series deleted here is born deleted with it (the same who and
+    proof), linked: it is not written anywhere, and comes back if the series' deletion is undone by
+    keeping the remote side of its conflict."""
     event_id = series[item.remote_id]
     series_id = series.get(item.series_remote_id) if item.series_remote_id else None
-    writes.new_events.append({
+    row = {
         "id": event_id, "calendar_id": binding.calendar_id, "source": binding.source, "created_at": now,
         **_event_row(item.data, version=1, source=binding.source, now=now, series_id=series_id,
                      content_hash=item.content_hash),
-    })
+    }
+    if series_id in dead:
+        deleted_by, proof = dead[series_id]
+        row.update(deleted=True, deleted_at=now, deleted_by=deleted_by,
+                   deletion_proof=f"its series {series_id} was deleted: {proof}")
+    writes.new_events.append(row)
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
         "seen_generation": 0, **_link_row(item, 1, now, event_takes_it=True),

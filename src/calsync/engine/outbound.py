@@ -148,19 +148,20 @@ class Pusher:
                 queue.hold(conn, self.binding["id"], event["id"])
                 return "held"
             link = repo.link_of(conn, event["id"], self.binding["id"])
-            series = repo.link_of(conn, event["recurring_event_id"], self.binding["id"]) \
-                if event["recurring_event_id"] else None
-            series_gone_here = series is not None and bool(series["remote_deleted"])
-            if series is not None and (series_gone_here
-                                       or repo.deleted_event_ids(conn, [event["recurring_event_id"]])):
-                series = None  # the series is gone (here or locally): its instances go with it
-            series_lives = series_gone_here and not repo.deleted_event_ids(conn, [event["recurring_event_id"]])
+            series_id = event["recurring_event_id"]
+            series = repo.link_of(conn, series_id, self.binding["id"]) if series_id else None
+            series_dead = bool(series_id) and bool(repo.deleted_event_ids(conn, [series_id]))
             data = repo.row_to_data(event)
         version = event["version"]
-        if series_lives and not event["deleted"]:
-            # the series' copy here is gone but it lives on: when it is made again here, its
-            # exceptions are queued after it (_checkpoint), to be written over its occurrences
+        series_gone_here = series is not None and bool(series["remote_deleted"])
+        if series_id and not event["deleted"] and (
+                (series_gone_here and not series_dead) or (series_dead and (link is None or link["remote_deleted"]))):
+            # an exception waits for its series: one whose copy here is gone but lives on gets its
+            # exceptions queued again when it is made again here (_checkpoint); one deleted here
+            # takes its exceptions with it, and they are never written on their own
             return self._settle(event["id"], version, "unchanged")
+        if series_gone_here or series_dead:
+            series = None  # the series is gone (here or locally): its instances go with it
         if event["deleted"] and not (event["deleted_by"] and event["deletion_proof"]):
             raise UntracedDeletion(event["id"])
         if series is not None and data.original_start and (event["deleted"] or event["status"] == "cancelled"):

@@ -374,6 +374,16 @@ def deleted_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     return found
 
 
+def deletions_of(conn: Connection, event_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Of these events, the deleted ones: id -> (who deleted it, what proved it)."""
+    found: dict[str, tuple[str, str]] = {}
+    for chunk in chunks(list(set(event_ids))):
+        found.update((i, (by or "", proof or "")) for i, by, proof in conn.execute(
+            select(events.c.id, events.c.deleted_by, events.c.deletion_proof)
+            .where(events.c.id.in_(chunk), events.c.deleted.is_(True))))
+    return found
+
+
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _insert_many(conn, events, rows)
 
