@@ -30,7 +30,9 @@ from calsync.providers.graph_mapping import (
     _rule_of,
     anchor_of,
     graph_to_rrule,
+    recurrence_lines,
     rrule_to_graph,
+    same_recurrence,
 )
 from calsync.providers.html_text import html_to_text, text_to_html
 from calsync.providers.http import RetryPolicy
@@ -89,6 +91,21 @@ def test_graph_patterns_round_trip_through_rrule(series: tuple[dict[str, Any], S
     assert back == recurrence, rule
     assert exdates == []
     assert graph_to_rrule(back, anchor) == rule  # and the RRULE text is a fixed point
+
+
+@settings(max_examples=300, deadline=None)
+@given(graph_series())
+def test_the_rule_calsync_reads_from_graph_means_what_graph_spells(series: tuple[dict[str, Any], SeriesAnchor]) -> None:
+    """The reader leaves out what Graph spells but the start implies (BYDAY of a weekly series, its
+    week start where it cannot matter, BYMONTH / BYMONTHDAY of the start): the same starts, and a
+    rule that still maps to the same pattern."""
+    recurrence, anchor = series
+    spelled = graph_to_rrule(recurrence, anchor)
+    (read,) = recurrence_lines(recurrence, anchor, None) or []
+    first = anchor.local if anchor.all_day else anchor.local.replace(tzinfo=anchor.zone)  # (UNTIL is UTC)
+    assert list(rrulestr(read.removeprefix("RRULE:"), dtstart=first).xafter(first, count=60, inc=True)) == \
+        list(rrulestr(spelled.removeprefix("RRULE:"), dtstart=first).xafter(first, count=60, inc=True)), (spelled, read)
+    assert same_recurrence(rrule_to_graph([read], anchor)[0], recurrence, anchor), (spelled, read)
 
 
 def _utc(values: list[datetime]) -> list[datetime]:
@@ -368,7 +385,31 @@ def test_a_master_update_resends_the_rule_only_when_it_changed(
     updated = provider.update_event("", written.remote_id, data, if_match=None)
     kinds = sorted(i["type"] for i in instances(api, written.remote_id))
     assert kinds == ["occurrence", "occurrence"], "a new rule reshapes the series"
-    assert updated.data.recurrence == data.recurrence
+    assert updated.data.recurrence == ["RRULE:FREQ=WEEKLY;COUNT=2"], "read back without the default BYDAY=MO"
+
+
+def test_a_master_made_in_outlook_keeps_its_exceptions_when_its_read_back_copy_is_written(
+        api: httpx.Client, provider: GraphProvider) -> None:
+    """Outlook makes weekly series with firstDayOfWeek sunday; read back, a one-weekday rule needs no
+    WKST (it cannot change a single weekday's weeks), so the copy calsync writes back says monday.
+    That is the same series: writing a title must not re-send the rule (a reshape drops exceptions)."""
+    monday = next_weekday(0)
+    made = api.post(f"/me/calendars/{calendar_id(api)}/events", json={
+        "subject": "Standup", "start": {"dateTime": f"{monday}T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": f"{monday}T09:30:00", "timeZone": "UTC"},
+        "recurrence": {"pattern": {"type": "weekly", "interval": 2, "daysOfWeek": ["monday"],
+                                   "firstDayOfWeek": "sunday"},
+                       "range": {"type": "numbered", "startDate": str(monday), "numberOfOccurrences": 4}},
+    }).raise_for_status().json()
+    first = min(instances(api, made["id"]), key=lambda i: i["originalStart"])
+    api.patch(f"/me/events/{first['id']}", json={"subject": "Standup (special)"}).raise_for_status()
+    fresh = provider.get_event("", made["id"])
+    assert fresh is not None and fresh.data.recurrence == ["RRULE:FREQ=WEEKLY;COUNT=4;INTERVAL=2"]
+
+    fresh.data.title = "Standup (renamed)"
+    provider.update_event("", made["id"], fresh.data, if_match=fresh.etag)
+    kinds = sorted(i["type"] for i in instances(api, made["id"]))
+    assert kinds == ["exception", "occurrence", "occurrence", "occurrence"], "no reshape: the exception stays"
 
 
 # --- conferences -------------------------------------------------------------------------------
@@ -460,7 +501,8 @@ def test_an_occurrence_deleted_in_outlook_reaches_its_series_without_a_full_sync
         binding = repo.create_binding(conn, calendar, account, cal, "two-way")
     sync_once(engine, binding_ids=[binding], make_provider=make)
     (row,) = local_rows(engine, calendar)
-    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4;BYDAY=MO;WKST=SU"]
+    # Graph's pattern names the Monday and a Sunday week start: neither changes a weekly Monday rule
+    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4"]
 
     second = sorted(instances(api, master["id"]), key=lambda i: i["originalStart"])[1]
     api.delete(f"/me/events/{second['id']}").raise_for_status()
@@ -468,6 +510,6 @@ def test_an_occurrence_deleted_in_outlook_reaches_its_series_without_a_full_sync
     assert not report.inbound[0].full and report.inbound[0].updated == 1
     (row,) = local_rows(engine, calendar)
     deleted = second["originalStart"].replace("-", "").replace(":", "")[:15] + "Z"
-    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4;BYDAY=MO;WKST=SU", f"EXDATE:{deleted}"]
+    assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4", f"EXDATE:{deleted}"]
     quiet = sync_once(engine, binding_ids=[binding], make_provider=make)
     assert quiet.inbound[0].requests == 1, "nothing more to re-read once the deletion is in"

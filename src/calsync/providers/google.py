@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +28,12 @@ from calsync.providers.base import (
     PreconditionFailed,
     ProviderError,
     SyncTokenInvalid,
+)
+from calsync.providers.canonical import (
+    canonical_recurrence,
+    canonical_text,
+    canonical_zone,
+    is_utc_name,
 )
 from calsync.providers.http import (
     RetryingClient,
@@ -309,6 +315,22 @@ def _boundary(value: dict[str, Any] | None) -> tuple[str, bool, str | None]:
     return canonical_time(value["dateTime"], False), False, value.get("timeZone")
 
 
+def _rule_start(start: str, all_day: bool, time_zone: str | None) -> date | datetime | None:
+    """A series' first start as its rule sees it: the date, or the wall time in the zone Google
+    expands the rule in (None when that zone is not known here)."""
+    if not start:
+        return None
+    if all_day:
+        return date.fromisoformat(start[:10])
+    if not time_zone:
+        return None
+    try:
+        zone: tzinfo = UTC if is_utc_name(time_zone) else ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    return datetime.fromisoformat(start).astimezone(zone).replace(tzinfo=None)
+
+
 def change_from_google(item: dict[str, Any]) -> RemoteChange:
     """A Google event as a neutral change. A cancelled non-instance is a deletion (only its id is sure)."""
     series = item.get("recurringEventId")
@@ -325,11 +347,11 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
         start=start,
         end=end or start,
         all_day=all_day,
-        time_zone=tz,
-        description=item.get("description"),
-        location=item.get("location"),
+        time_zone=canonical_zone(tz),  # calsync names UTC for a series (Google needs a zone): reads as none
+        description=canonical_text(item.get("description")),
+        location=canonical_text(item.get("location")),
         status=item.get("status") or "confirmed",
-        recurrence=item.get("recurrence"),
+        recurrence=canonical_recurrence(item.get("recurrence"), _rule_start(start, all_day, tz)),
         original_start=original or None,
         attendees=[
             Attendee(

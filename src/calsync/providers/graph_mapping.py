@@ -39,8 +39,12 @@ Recurrence (RRULE <-> patternedRecurrence)
     its day of month, YEARLY -> its month and day). Ranges are counted in ``recurrenceTimeZone`` = the
     event's time zone (UTC when it has none; all-day series float). UNTIL is an instant, endDate a local
     date: endDate is the last local date whose occurrence starts at or before UNTIL, and reading writes
-    UNTIL as that date's occurrence start in UTC (a DATE for all-day series). Read output is canonical
-    (fixed part order, defaults left out), so a rule round-trips to the same text.
+    UNTIL as that date's occurrence start in UTC (a DATE for all-day series). ``graph_to_rrule`` spells
+    every part Graph holds (a fixed point of the round trip); what the reader hands the engine
+    (``recurrence_lines``) is then re-spelled by providers/canonical.py as every provider's reader
+    does: the parts the start implies (BYDAY of a weekly series, BYMONTHDAY, BYMONTH) and a week start
+    that cannot matter are left out, so the rule calsync wrote reads back as that rule, not as an edit.
+    ``same_recurrence`` compares the same way, so such a difference never re-sends (reshapes) a series.
 
     Rules Graph cannot express raise ``UnsupportedRecurrence`` (a ProviderError, status 422, reason
     ``unsupportedRecurrence``) *before* anything is sent: FREQ other than DAILY..YEARLY, several RRULEs,
@@ -89,6 +93,11 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import ProviderError
+from calsync.providers.canonical import (
+    canonical_recurrence,
+    canonical_rule,
+    canonical_zone,
+)
 from calsync.providers.html_text import html_to_text, text_to_html
 
 # writable Graph fields calsync does not model but carries back when it writes an event
@@ -496,7 +505,7 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
                       "join_url": online["joinUrl"], "provider": None}
     location = item.get("location") or {}
     zone = item.get("originalStartTimeZone")
-    time_zone = zone if not all_day and _zone(zone) is not None else None
+    time_zone = canonical_zone(zone) if not all_day and _zone(zone) is not None else None
     data = EventData(
         title=item.get("subject") or "",
         start=start,
@@ -540,7 +549,9 @@ def recurrence_lines(recurrence: dict[str, Any], anchor: SeriesAnchor, exdates: 
         return None
     if exdates:
         lines.append(exdate_line(sorted(exdates), anchor.all_day))
-    return lines
+    # spelled as every provider's reader spells it (BYDAY=MO of a Monday series, WKST where it does
+    # not count, INTERVAL=1 left out): calsync's own rule must read back as the rule it wrote
+    return canonical_recurrence(lines, anchor.local.date() if anchor.all_day else anchor.local)
 
 
 def _graph_time(value: str, all_day: bool, time_zone: str | None) -> dict[str, str]:
@@ -570,12 +581,16 @@ def series_of(data: EventData) -> tuple[dict[str, Any], list[str]] | None:
 
 
 def same_recurrence(a: dict[str, Any] | None, b: dict[str, Any] | None, anchor: SeriesAnchor) -> bool:
-    """Do two Graph recurrences describe the same series (Graph echoes defaults we never send)?"""
+    """Do two Graph recurrences describe the same series (Graph echoes defaults we never send)?
+
+    Compared as canonical rules: a firstDayOfWeek that cannot change the series (Outlook says sunday,
+    calsync's copy read back says nothing, so monday is sent) is no reason to re-send the rule."""
     if a is None or b is None:
         return a is b
+    first = anchor.local.date() if anchor.all_day else anchor.local
     try:
-        key_a = (graph_to_rrule(a, anchor), (a.get("range") or {}).get("startDate"))
-        key_b = (graph_to_rrule(b, anchor), (b.get("range") or {}).get("startDate"))
+        key_a = (canonical_rule(graph_to_rrule(a, anchor), first), (a.get("range") or {}).get("startDate"))
+        key_b = (canonical_rule(graph_to_rrule(b, anchor), first), (b.get("range") or {}).get("startDate"))
     except (UnsupportedRecurrence, KeyError, ValueError):
         return False
     return key_a == key_b

@@ -39,6 +39,11 @@ from calsync.model import (
     canonical_instant,
     parse_instant,
 )
+from calsync.providers.canonical import (
+    canonical_recurrence,
+    canonical_text,
+    canonical_zone,
+)
 
 PRODID = "-//calsync//calsync//EN"
 COMPONENT_ETAG_PREFIX = "calsync-c:"
@@ -211,7 +216,8 @@ def event_data(comp: Event, ics: str | None = None) -> EventData:
 def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> EventData:
     """event_data for anything that looks like a VEVENT to the helpers here (icalendar's, or the
     fast reader's light one), with its recurrence lines already worked out."""
-    start, all_day, zone = _boundary(comp.get("DTSTART"))
+    dtstart = comp.get("DTSTART")
+    start, all_day, zone = _boundary(dtstart)
     end = _end(comp, start, all_day)
     original = comp.get("RECURRENCE-ID")
     data = EventData(
@@ -219,11 +225,12 @@ def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> E
         start=start,
         end=end,
         all_day=all_day,
-        time_zone=zone,
-        description=_text(comp, "DESCRIPTION"),
-        location=_text(comp, "LOCATION"),
+        time_zone=canonical_zone(zone),  # TZID=UTC (or Etc/UTC...) is a UTC time, as calsync writes one
+        description=canonical_text(_text(comp, "DESCRIPTION")),
+        location=canonical_text(_text(comp, "LOCATION")),
         status=_status(comp),
-        recurrence=recurrence,
+        # servers re-spell rules (part order, defaults spelled out): one spelling, as every reader gives
+        recurrence=canonical_recurrence(recurrence, _rule_start(dtstart)) if recurrence else recurrence,
         original_start=_boundary(original)[0] if original is not None else None,
         attendees=_attendees(comp),
         conference=conference_summary(comp),
@@ -232,6 +239,14 @@ def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> E
         extra={"caldav": {"ics": ics}} if ics else {},
     )
     return data
+
+
+def _rule_start(prop: Any) -> date | datetime | None:
+    """DTSTART as the rule sees it: a date, or its wall time in its own zone (floating: as written)."""
+    value = getattr(prop, "dt", None)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return value if isinstance(value, date) else None
 
 
 def _text(comp: Event, name: str) -> str | None:
@@ -546,10 +561,11 @@ def drop_excluded_overrides(cal: Calendar, master: Event) -> None:
 
 
 def _set_text(comp: Event, name: str, value: str | None) -> None:
+    """Set a text property; an empty text is no property (it reads back as None, as it was meant)."""
     old = comp.get(name)
     params: Any = old.params if old is not None and getattr(old, "params", None) else None
     comp.pop(name, None)
-    if value is not None:
+    if value:
         comp.add(name, vText(value), parameters=params)
 
 
