@@ -298,3 +298,19 @@ def test_caldav_writes_an_empty_text_as_no_property() -> None:
                                           description="", location=""), creating=True)
     text = ical.render(cal)
     assert "DESCRIPTION" not in text and "LOCATION" not in text
+
+
+def test_a_local_write_is_spelled_as_the_providers_read_it_back(engine: Engine) -> None:
+    """An empty description or location is none, and UTC by any name is no zone, here as everywhere:
+    the local side of a later three-way comparison is spelled like the remote one."""
+    from calsync.engine import local
+    from calsync.store import repo as store
+
+    with engine.begin() as conn:
+        calendar = store.create_calendar(conn, "Work")
+    made = local.create_event(engine, calendar, {"title": "Plain", "start": "2026-12-01T09:00:00Z",
+                                                 "end": "2026-12-01T10:00:00Z", "description": "",
+                                                 "location": "", "time_zone": "UTC"})
+    with engine.begin() as conn:
+        data = store.event_data(conn, made.event_id)
+    assert (data.description, data.location, data.time_zone) == (None, None, None)

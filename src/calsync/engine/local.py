@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from calsync.engine.conferences import enqueue_for_changed_events
 from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
+from calsync.providers.canonical import canonical_text, canonical_zone
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
@@ -153,13 +154,14 @@ def validated(base: EventData, fields: dict[str, Any], *, creating: bool) -> Eve
                 raise InvalidEvent(name, "must be a string")
             if value is not None and len(value) > limit:
                 raise InvalidEvent(name, f"must be at most {limit} characters")
-            setattr(data, name, value if name != "title" else (value or ""))
+            # an empty description or location is none, as every provider reads it back
+            setattr(data, name, (value or "") if name == "title" else canonical_text(value))
     if "status" in fields:
         if fields["status"] not in ("confirmed", "tentative"):
             raise InvalidEvent("status", "must be confirmed or tentative (delete the event to cancel it)")
         data.status = fields["status"]
     if "time_zone" in fields:
-        data.time_zone = _zone(fields["time_zone"])
+        data.time_zone = canonical_zone(_zone(fields["time_zone"]))  # UTC by any name is no zone
     if "all_day" in fields:
         if not isinstance(fields["all_day"], bool):
             raise InvalidEvent("all_day", "must be true or false")
