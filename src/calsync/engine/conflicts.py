@@ -82,8 +82,10 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         data.extra = {**(event["extra"] or {}), **(data.extra or {})}
         version = event["version"] + 1
         repo.save_event_from(conn, event["id"], data, version, source, undelete=True)
-        repo.agree_link(conn, event["id"], binding["id"], repo.link_of(conn, event["id"], binding["id"])["remote_id"],
-                        conflict["remote_etag"], version, data, create=False)
+        link = repo.link_of(conn, event["id"], binding["id"])
+        assert link is not None  # a conflict is about a linked copy
+        repo.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version, data,
+                        create=False)
         revived = _revive_exceptions(conn, event, binding["id"], source) if event["deleted"] else []
     outbox_store.release(conn, binding["id"], event["id"], drop=True)
     # the series first, then its exceptions: each is written over the series' occurrence there
