@@ -1,7 +1,7 @@
 """The contract every calendar provider implements, and the errors the engine understands."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -115,3 +115,16 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def fetch_each(get_event: Callable[[str, str], RemoteEvent | None], calendar_id: str,
+               remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+    """fetch_events for a provider without a batch read: get_event per id, NotFoundError as None
+    (a proof of deletion); any other failure raises."""
+    found: dict[str, RemoteEvent | None] = {}
+    for remote_id in dict.fromkeys(remote_ids):
+        try:
+            found[remote_id] = get_event(calendar_id, remote_id)
+        except NotFoundError:
+            found[remote_id] = None
+    return found

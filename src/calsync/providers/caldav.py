@@ -63,6 +63,7 @@ from calsync.providers.base import (
     PreconditionFailed,
     ProviderError,
     SyncTokenInvalid,
+    fetch_each,
 )
 from calsync.providers.http import (
     RetryingClient,
@@ -254,13 +255,7 @@ class CalDAVProvider:
         """get_event per id (a multiget would do, but with a listing over the whole collection the
         engine rarely needs this). None only where the server answered 404/410 (or the resource no
         longer holds that instance, as get_event); any other failure raises."""
-        found: dict[str, RemoteEvent | None] = {}
-        for remote_id in dict.fromkeys(remote_ids):
-            try:
-                found[remote_id] = self.get_event(calendar_id, remote_id)
-            except NotFoundError:
-                found[remote_id] = None
-        return found
+        return fetch_each(self.get_event, calendar_id, remote_ids)
 
     # --- writing ----------------------------------------------------------------------
 

@@ -18,16 +18,15 @@ from calsync.model import (
     RemoteChange,
     RemoteDeletion,
     RemoteEvent,
-    canonical_instant,
     canonical_time,
 )
 from calsync.providers.base import (
     AlreadyExists,
     Channel,
-    NotFoundError,
     PreconditionFailed,
     ProviderError,
     SyncTokenInvalid,
+    fetch_each,
 )
 from calsync.providers.canonical import (
     canonical_recurrence,
@@ -41,6 +40,7 @@ from calsync.providers.http import (
     checked_json,
     error_reason,
 )
+from calsync.series_exdates import excluded_starts
 
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 MAX_PAGE = 2500  # the largest page events.list allows
@@ -135,13 +135,7 @@ class GoogleProvider:
         """get_event per id (Google's own batch endpoint is not worth it here: with a listing over
         the whole calendar the engine rarely needs this). None only where Google answered 404/410
         (or the event is cancelled, as get_event); any other failure raises."""
-        found: dict[str, RemoteEvent | None] = {}
-        for remote_id in dict.fromkeys(remote_ids):
-            try:
-                found[remote_id] = self.get_event(calendar_id, remote_id)
-            except NotFoundError:
-                found[remote_id] = None
-        return found
+        return fetch_each(self.get_event, calendar_id, remote_ids)
 
     # --- writing ---------------------------------------------------------------------
 
@@ -259,36 +253,6 @@ def _instance_suffix(original_start: str) -> str:
     if len(original_start) == 10:
         return original_start.replace("-", "")
     return canonical_time(original_start, False).replace("-", "").replace(":", "")
-
-
-def excluded_starts(recurrence: list[str] | None, time_zone: str | None) -> set[str]:
-    """The original starts a series' EXDATE lines exclude, as canonical boundaries (a date for an
-    all-day series; a floating time is read in `time_zone`, else UTC). Unreadable values are skipped."""
-    out: set[str] = set()
-    for line in recurrence or []:
-        head, _, values = line.partition(":")
-        name, *params = head.split(";")
-        if name.strip().upper() != "EXDATE":
-            continue
-        options = {k.upper(): v for k, _, v in (p.partition("=") for p in params)}
-        zone = _zone_of(options.get("TZID") or time_zone)
-        for value in (v.strip() for v in values.split(",")):
-            try:
-                if len(value) == 8:
-                    out.add(datetime.strptime(value, "%Y%m%d").date().isoformat())
-                    continue
-                moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
-            except ValueError:
-                continue
-            out.add(canonical_instant(moment.replace(tzinfo=UTC if value.endswith("Z") else zone)))
-    return out
-
-
-def _zone_of(name: str | None) -> tzinfo:
-    try:
-        return ZoneInfo(name) if name else UTC
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
