@@ -154,3 +154,26 @@ def test_a_local_change_that_agrees_with_the_remote_side_closes_the_conflict(eng
     with engine.begin() as conn:
         assert queue.backlog(conn) == 0, "nothing left waiting"
     assert list(remote.titles().values()) == ["Edited (remote)"]
+
+
+def test_a_local_change_during_an_open_conflict_is_the_local_side_it_offers(engine: Engine, remote: Remote) -> None:
+    """Deleted here while an edit-edit conflict waits: the conflict now offers the deletion (a
+    local-delete conflict), so keeping the remote side knowingly brings the event back."""
+    binding = remote.bind(engine)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event_id)
+    local.update_event(engine, event_id, {"title": "Local"}, if_version=1)
+    remote.change(rid, title="Remote")
+    sync(engine, remote)
+    (conflict,) = open_conflicts(engine)
+    assert conflict["kind"] == "edit-edit"
+    local.update_event(engine, event_id, {"title": "Local, again"}, if_version=2)
+    assert open_conflicts(engine)[0]["local"]["title"] == "Local, again"
+    local.delete_event(engine, event_id, if_version=3)
+    (now,) = open_conflicts(engine)
+    assert (now["id"], now["kind"], now["local"]) == (conflict["id"], "local-delete", None)
+    resolve_conflict(engine, now["id"], keep="remote")
+    sync(engine, remote)
+    assert event_row(engine, event_id)["deleted"] is False and event_row(engine, event_id)["title"] == "Remote"
+    assert list(remote.titles().values()) == ["Remote"]

@@ -97,7 +97,8 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
 def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data: EventData | None) -> None:
     """A local change that makes the event what the remote side of an open conflict already is (both
     deleted, or the same content) settles that conflict: nothing is left to ask. The link agrees
-    with this version, and the held pushes for that binding have nothing to do. `data` None: deleted."""
+    with this version, and the held pushes for that binding have nothing to do. Otherwise the
+    conflict's local side (and kind) become the newest. `data` None: deleted."""
     for conflict in repo.open_conflicts_of_event(conn, event_id):
         binding_id, remote = conflict["binding_id"], conflict["remote"]
         if data is None and remote is None:
@@ -108,7 +109,9 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
             assert link is not None  # a conflict is about a linked copy
             repo.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
                             create=False)
-        else:
+        else:  # still different: the conflict offers the newest local side too
+            kind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
+            repo.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
             continue
         repo.close_conflict(conn, conflict["id"], "auto:agreed-locally")
         outbox_store.release(conn, binding_id, event_id, drop=True)

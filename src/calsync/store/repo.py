@@ -718,6 +718,12 @@ def series_paused_by_remote_delete(conn: Connection, binding_id: str, series_ids
     return found
 
 
+def refresh_conflict_local(conn: Connection, conflict_id: str, local: dict[str, Any] | None, kind: str) -> None:
+    """An open conflict's local side changed: it shows the newest (None: deleted here)."""
+    conn.execute(conflicts.update().where(conflicts.c.id == conflict_id, conflicts.c.status == "open")
+                 .values(local=local, kind=kind, updated_at=utcnow()))
+
+
 def get_conflict(conn: Connection, conflict_id: str) -> dict[str, Any]:
     row = conn.execute(select(conflicts).where(conflicts.c.id == conflict_id)).mappings().first()
     if row is None:
