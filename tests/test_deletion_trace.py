@@ -38,3 +38,37 @@ def test_the_store_refuses_a_deletion_without_proof(engine: Engine, remote: Remo
     with engine.begin() as conn:
         (row,) = repo.get_events(conn, [event_id])
     assert (row["deleted_by"], row["deletion_proof"]) == ("local", "deleted locally through a test")
+
+
+def test_an_exdate_over_an_exception_deletes_it_with_the_side_that_holds_the_exdate(
+        engine: Engine, google_url: str) -> None:
+    """A side whose series now excludes an exception's occurrence (an EXDATE, the exception dropped
+    with it) deleted that exception: it is tombstoned then, by that side, not later by the echo of
+    calsync's own write to another side."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from calsync.engine.inbound import apply_remote_changes
+    from calsync.providers import provider_for
+    from tests.remotes import GoogleRemote
+
+    google = GoogleRemote(google_url)
+    binding = google.bind(engine)
+    first = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    series_id = google.insert_series("Standup", first, 4)
+    google.move_occurrence(series_id, first + timedelta(weeks=2), first + timedelta(weeks=2, hours=2), "Moved")
+    sync(engine, google)
+    with engine.begin() as conn:
+        (exception,) = [e for e in repo.list_events(conn) if e["original_start"]]
+        account = repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+    provider = provider_for(account)
+    series = provider.get_event(google.calendar, series_id)
+    provider.close()
+    assert series is not None and series.data.recurrence
+    excluded = replace(series, etag=series.etag + "-2", data=replace(
+        series.data, recurrence=[*series.data.recurrence, "EXDATE:20261221T090000Z"]))
+    apply_remote_changes(engine, binding, [excluded])
+    with engine.begin() as conn:
+        (row,) = repo.get_events(conn, [exception["id"]])
+    assert row["deleted"] is True and row["deleted_by"] == f"google:{binding}"
+    assert "EXDATE" in row["deletion_proof"] and "2026-12-21T09:00:00Z" in row["deletion_proof"]

@@ -26,7 +26,7 @@ from calsync.model import (
     utcnow,
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
-from calsync.series_exdates import completed_outside_window
+from calsync.series_exdates import completed_outside_window, excluded_starts
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
@@ -386,6 +386,10 @@ def _apply_page(
             row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)
+    for exception_id, proof in _excluded_exceptions(conn, binding, writes.event_updates).items():
+        if exception_id not in writes.tombstones:
+            writes.tombstones[exception_id] = proof
+            result.deleted += 1
     doomed: list[str] = []
     if writes.tombstones:
         proofs = dict(writes.tombstones)
@@ -397,6 +401,22 @@ def _apply_page(
     if conference_work:
         conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
     _mirror(conn, binding, writes, doomed)
+
+
+def _excluded_exceptions(conn: Connection, binding: _Binding, updates: list[dict[str, Any]]) -> dict[str, str]:
+    """Live exceptions whose occurrence a series taken from this side now excludes (an EXDATE at their
+    original start, where the side dropped the exception with its occurrence): id -> proof. Cancelled
+    ones are how Google keeps a deleted occurrence already, and stay as they are."""
+    excluded = {row["event_id"]: excluded_starts(row["recurrence"], row["time_zone"]) for row in updates
+                if row["recurrence"] and not row["original_start"]}
+    excluded = {series_id: starts for series_id, starts in excluded.items() if starts}
+    if not excluded:
+        return {}
+    return {
+        exception_id: f"its series {series_id}, as {binding.source} holds it now, excludes {original} (an EXDATE)"
+        for exception_id, series_id, original in repo.live_confirmed_exceptions_of(conn, list(excluded))
+        if original in excluded[series_id]
+    }
 
 
 def _mirror(conn: Connection, binding: _Binding, writes: _PageWrites, doomed: list[str]) -> None:

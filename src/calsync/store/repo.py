@@ -587,6 +587,17 @@ def live_exceptions_of(conn: Connection, series_ids: Sequence[str]) -> dict[str,
     return found
 
 
+def live_confirmed_exceptions_of(conn: Connection, series_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(exception id, series id, original start) of these series' live exceptions not cancelled."""
+    found: list[tuple[str, str, str]] = []
+    for chunk in chunks(list(series_ids)):
+        found.extend((e, r, o) for e, r, o in conn.execute(
+            select(events.c.id, events.c.recurring_event_id, events.c.original_start)
+            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False),
+                   events.c.status != "cancelled", events.c.original_start.is_not(None))))
+    return found
+
+
 def live_series_members(conn: Connection, binding_id: str, series_remote_ids: Iterable[str]) -> set[str]:
     """Remote ids of the binding's live events that belong to these series: each series' own link
     and its exceptions' (both lookups through an index)."""
