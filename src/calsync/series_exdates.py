@@ -59,7 +59,7 @@ def _inside(start: str, window: tuple[datetime, datetime]) -> bool:
     if len(start) == 10:
         moment = datetime.combine(date.fromisoformat(start), datetime.min.time(), UTC)
     else:
-        moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(start)
     return window[0] <= moment < window[1]
 
 

@@ -261,7 +261,8 @@ def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, resul
     for at in range(0, len(remote_ids), CONFIRM_BATCH):
         found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at:at + CONFIRM_BATCH])
         changes.extend(event if event is not None else RemoteDeletion(
-            rid, proof=f"series master {rid} re-read by id: gone (404/410) or cancelled") for rid, event in found.items())
+            rid, proof=f"series master {rid} re-read by id: gone (404/410) or cancelled")
+            for rid, event in found.items())
     if changes:
         with engine.begin() as conn:
             _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)

@@ -198,7 +198,8 @@ class Pusher:
         an exception there (linked: If-Match on it) or the occurrence is a plain one of the rule."""
         event_id, version = event["id"], event["version"]
         held = link if link is not None and not link["remote_deleted"] else None  # the copy calsync holds there
-        if (link is not None and link["base_version"] == version) or (held and _base_status(held, event) == "cancelled"):
+        already = link is not None and link["base_version"] == version
+        if already or (held and _base_status(held, event) == "cancelled"):
             return self._settle(event_id, version, "unchanged")  # already gone there when we last agreed
         assert data.original_start is not None
         try:
