@@ -1,4 +1,4 @@
-"""Fault switches and a request log shared by the emulators (Google, Graph, Zoom-like).
+"""Fault rules, a request log and the admin surface shared by the emulators (Google, Graph, Zoom-like).
 
 A sync engine is only as good as its behaviour when the provider misbehaves, so every
 emulator can be told to fail (status, Retry-After), to slow down, or both, for a number
@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
-
-import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from calsync.emulators.common import rfc3339_ms
 
 #: Renders an injected error: (status, reason or None, the rule as a dict) -> response.
 ErrorRenderer = Callable[[int, "str | None", dict[str, Any]], Response]
@@ -196,10 +196,6 @@ class FaultInjector:
         return response
 
 
-def _rfc3339_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass
 class RequestLog:
     """Bounded log of API requests with their final status, for tests and benchmarks to inspect."""
@@ -213,8 +209,9 @@ class RequestLog:
 
     def add(self, method: str, path: str, query: str, status: int, user: str | None) -> None:
         """Record one request."""
+        now = time.time()
         entry = {"method": method, "path": path, "query": query, "status": status,
-                 "time": _rfc3339_now(), "epoch": time.time(), "user": user}
+                 "time": rfc3339_ms(now), "epoch": now, "user": user}
         with self._lock:
             self._entries.append(entry)
 
@@ -295,3 +292,17 @@ def common_admin_routes(
         Route("/emulator/faults", rules, methods=["GET", "DELETE"]),
         Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
     ]
+
+
+def switches_route(current: Callable[[], dict[str, Any]], update: Callable[[Any], dict[str, Any]]) -> Route:
+    """``GET|POST /emulator/switches``: read, or flip, an emulator's documented-variant behaviours."""
+
+    async def switches(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(current())
+        try:
+            return JSONResponse(update(await admin_json(request)))
+        except ValueError as exc:
+            return admin_error(400, str(exc))
+
+    return Route("/emulator/switches", switches, methods=["GET", "POST"])

@@ -18,7 +18,6 @@ import base64
 import binascii
 import copy
 import hashlib
-import json
 import logging
 import random
 import re
@@ -37,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from calsync.emulators.common import bearer_token, object_body, read_json_body
 from calsync.emulators.faults import (
     FaultInjector,
     RequestLog,
@@ -59,10 +59,8 @@ TOPIC_MAX = 200
 AGENDA_MAX = 2000
 DURATION_MAX = 366 * 1440
 JOIN_HOST = "https://zoom.example"
-SCOPES = " ".join([
-    "meeting:read:meeting:admin", "meeting:write:meeting:admin", "meeting:update:meeting:admin",
-    "meeting:delete:meeting:admin", "meeting:read:list_meetings:admin",
-])
+SCOPES = ("meeting:read:meeting:admin meeting:write:meeting:admin meeting:update:meeting:admin "
+          "meeting:delete:meeting:admin meeting:read:list_meetings:admin")
 LIST_TYPES = frozenset({"scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings"})
 DEFAULT_SETTINGS: dict[str, Any] = {
     "host_video": False, "participant_video": False, "join_before_host": False,
@@ -148,7 +146,7 @@ def _check_start(value: Any, tz: str) -> datetime:
     if not isinstance(value, str) or not _START_RE.match(value):
         raise _invalid("start_time", "start_time must look like yyyy-MM-ddTHH:mm:ssZ or yyyy-MM-ddTHH:mm:ss")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=ZoneInfo(tz))
         instant = parsed.astimezone(UTC).replace(microsecond=0)
@@ -191,12 +189,12 @@ def _invitee_list(value: Any) -> bool:
         isinstance(i, dict) and isinstance(i.get("email"), str) and bool(_EMAIL_RE.match(i["email"])) for i in value)
 
 
+def _bad_body() -> ZoomApiError:
+    return ZoomApiError(400, 300, "Request Body should be a valid JSON object.")
+
+
 def _object_body(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ZoomApiError(400, 300, "Request Body should be a valid JSON object.")
-    return body
+    return object_body(body, _bad_body)
 
 
 @dataclass
@@ -471,7 +469,7 @@ def _summary(meeting: dict[str, Any]) -> dict[str, Any]:
 
 def _list_filter(kind: str, now: float) -> Callable[[dict[str, Any]], bool]:
     def ends(m: dict[str, Any]) -> float:
-        start = datetime.fromisoformat(m["start_time"].replace("Z", "+00:00")).timestamp()
+        start = datetime.fromisoformat(m["start_time"]).timestamp()
         return start + float(m["duration"]) * 60
 
     if kind in ("upcoming", "upcoming_meetings"):
@@ -579,21 +577,8 @@ def _route(method: str, subpath: str) -> tuple[_Handler, dict[str, str]]:
     raise ZoomApiError(404, 404, "The requested resource was not found.")
 
 
-async def _read_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ZoomApiError(400, 300, "Request Body should be a valid JSON object.") from None
-
-
 def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    return bearer_token(request.headers.get("authorization"))
 
 
 async def _handle_api(emu: ZoomEmulator, request: Request) -> Response:
@@ -601,7 +586,7 @@ async def _handle_api(emu: ZoomEmulator, request: Request) -> Response:
     try:
         emu.authenticate(_bearer(request))
         handler, args = _route(request.method, request.url.path[len(API_PREFIX):])
-        body = await _read_json(request) if request.method in ("POST", "PATCH") else None
+        body = await read_json_body(request, _bad_body) if request.method in ("POST", "PATCH") else None
         return handler(_Call(emu, args, dict(request.query_params), body))
     except ZoomApiError as err:
         return err.response()
