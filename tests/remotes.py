@@ -4,6 +4,8 @@ A `Remote` is one provider's calendar service, changed as *another* client would
 through calsync), with the same admin surface everywhere: fault rules (also ``after_commit``) and a
 request log. Google and Graph are our emulators; Radicale and Xandikos are the real servers, behind
 `calsync.emulators.fault_proxy` so that faults and request counts work the same way for them.
+`MemoryRemote` (calsync.providers.memory, no server) is one more, outside REMOTES: the shared
+suites stay as they are; the provider conformance suite runs over ALL_REMOTES.
 
 Use the `remote` fixture (parametrised over REMOTES) or `push_remote` (providers with push).
 """
@@ -15,7 +17,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import httpx
@@ -26,10 +28,13 @@ from sqlalchemy import Engine, update
 
 from calsync.emulators.fault_proxy import FaultProxy
 from calsync.emulators.server import RunningServer, serve_in_thread
-from calsync.model import Account
+from calsync.model import Account, Attendee, EventData
 from calsync.providers import ical, provider_for
 from calsync.providers.base import Provider
 from calsync.providers.http import RetryPolicy
+from calsync.providers.memory import MemoryProvider, MemoryService, starts_between
+from calsync.providers.memory import occurs as memory_occurs
+from calsync.series_exdates import excluded_starts
 from calsync.store import repo
 from calsync.store.schema import bindings
 from tests.caldav_servers import (
@@ -42,6 +47,7 @@ from tests.caldav_servers import (
 from tests.helpers import GRAPH_TEST_WINDOW, SEED_START, graph_window_params
 
 REMOTES = ("google", "graph", "radicale", "xandikos")
+ALL_REMOTES = ("memory", *REMOTES)  # the in-memory service too (the shared suites run over REMOTES)
 PUSH_REMOTES = ("google", "graph")
 DAY = datetime(2026, 12, 1, 9, tzinfo=UTC)
 QUICK_RETRY = RetryPolicy(base_delay=0.05)
@@ -106,6 +112,18 @@ class Remote:
     def full_requests(self, events: int, page_size: int) -> int:
         """Requests of a full listing of `events` events (and of an incremental one with that many changes)."""
         return max(1, math.ceil(events / page_size))
+
+    def provider(self, page_size: int = 2500) -> Provider:
+        """calsync's client of this remote, made as the engine makes it (for suites that call the
+        provider's methods directly, tests/test_provider_conformance.py)."""
+        return self.make_provider(page_size)(
+            Account("", self.kind, f"{self.name}-tester", self.url, self.credentials()))
+
+    def refused_token(self, token: str, calendar: str | None = None) -> str:
+        """A sync token the provider must now refuse in place of `token` (issued for `calendar`):
+        `token` itself, invalidated on the service, or where a service cannot be told to forget
+        tokens, one it never issued (what invalidate_tokens stores)."""
+        raise NotImplementedError
 
     def invalidate_tokens(self, engine: Engine, calendar: str | None = None) -> None:
         """Make the provider refuse the sync tokens calsync holds for `calendar`."""
@@ -224,6 +242,10 @@ class GoogleRemote(Remote):
 
     def invalidate_tokens(self, engine: Engine, calendar: str | None = None) -> None:
         self.admin("POST", f"/calendars/{calendar or self.calendar}/invalidate-tokens")
+
+    def refused_token(self, token: str, calendar: str | None = None) -> str:
+        self.admin("POST", f"/calendars/{calendar or self.calendar}/invalidate-tokens")
+        return token
 
     def new_calendar(self, name: str) -> str:
         return str(self.http.post("/calendars", json={"summary": name}).raise_for_status().json()["id"])
@@ -352,6 +374,10 @@ class GraphRemote(Remote):
 
     def invalidate_tokens(self, engine: Engine, calendar: str | None = None) -> None:
         self.admin("POST", "/delta/expire")
+
+    def refused_token(self, token: str, calendar: str | None = None) -> str:
+        self.admin("POST", "/delta/expire")
+        return token
 
     def new_calendar(self, name: str) -> str:
         return str(self.http.post("/me/calendars", json={"name": name}).raise_for_status().json()["id"])
@@ -506,12 +532,18 @@ class CalDAVRemote(Remote):
         """One sync-collection REPORT, then one calendar-multiget per batch of changed members."""
         return 1 + math.ceil(events / page_size)
 
+    def _bogus_token(self) -> str:
+        return "dav:http://radicale.org/ns/sync/0000" if self.server.kind == "radicale" else "dav:" + "0" * 40
+
     def invalidate_tokens(self, engine: Engine, calendar: str | None = None) -> None:
         """A token the server never issued (a real server forgets tokens: Radicale prunes them)."""
-        bogus = "dav:http://radicale.org/ns/sync/0000" if self.server.kind == "radicale" else "dav:" + "0" * 40
+        bogus = self._bogus_token()
         with engine.begin() as conn:
             conn.execute(update(bindings).where(bindings.c.remote_calendar_id == (calendar or self.calendar))
                          .where(bindings.c.sync_token.is_not(None)).values(sync_token=bogus))
+
+    def refused_token(self, token: str, calendar: str | None = None) -> str:
+        return self._bogus_token()
 
     def new_calendar(self, name: str) -> str:
         dav = make_calendar(self.server)
@@ -682,6 +714,175 @@ class CalDAVRemote(Remote):
         return unquote(entry["path"]) if entry["method"] == "REPORT" else None
 
 
+# --- the in-memory service (no server: calsync.providers.memory) ---------------------------------
+
+
+class MemoryRemote(Remote):
+    """A MemoryService: calsync reaches it through MemoryProvider, the other client calls the service
+    itself. The admin surface works on the service (faults by provider method, the call log)."""
+
+    name = kind = "memory"
+    url = "memory://"
+    create_method = "insert_event"  # the "methods" of a fault rule are provider method names here
+    update_method = "update_event"
+    default_page_size = 100
+    restorable = True  # a cancelled event is confirmed again by an edit
+    # an HTTP method in a fault rule, as the provider methods that send it
+    VERBS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "GET": ("list_changes", "get_event", "fetch_events", "list_calendars"), "REPORT": ("list_changes",),
+        "POST": ("insert_event",), "PUT": ("update_event",), "PATCH": ("update_event",),
+        "DELETE": ("delete_event", "cancel_occurrence")}
+    WRITES = ("insert_event", "update_event", "delete_event", "cancel_occurrence")
+
+    def __init__(self, service: MemoryService | None = None) -> None:
+        self.service = service or MemoryService()
+        self.calendar = self.service.add_calendar("Test calendar", primary=True)
+        self._log_start = 0
+
+    def credentials(self) -> dict[str, Any]:
+        return {}
+
+    def make_provider(self, page_size: int = 100) -> Callable[[Account], Provider]:
+        def make(account: Account) -> Provider:
+            return MemoryProvider(self.service, page_size=page_size)
+        return make
+
+    def invalidate_tokens(self, engine: Engine | None = None, calendar: str | None = None) -> None:
+        self.service.invalidate_tokens(calendar or self.calendar)
+
+    def refused_token(self, token: str, calendar: str | None = None) -> str:
+        self.service.invalidate_tokens(calendar or self.calendar)
+        return token
+
+    def new_calendar(self, name: str) -> str:
+        return self.service.add_calendar(name)
+
+    def _cal(self, calendar: str | None) -> str:
+        return calendar or self.calendar
+
+    def insert(self, title: str, at: datetime | None = None, calendar: str | None = None, *,
+               location: str | None = None, description: str | None = None) -> str:
+        start = at or DAY
+        data = EventData(title=title, start=_utc(start), end=_utc(start + timedelta(hours=1)), location=location,
+                         description=description)
+        return self.service.insert(self._cal(calendar), data).remote_id
+
+    def change(self, remote_id: str, calendar: str | None = None, *, title: str | None = None,
+               at: datetime | None = None, location: str | None = None, description: str | None = None,
+               attendees: list[str] | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if title is not None:
+            changes["title"] = title
+        if at is not None:
+            changes.update(start=_utc(at), end=_utc(at + timedelta(hours=1)))
+        if location is not None:
+            changes["location"] = location or None
+        if description is not None:
+            changes["description"] = description or None
+        if attendees is not None:
+            changes["attendees"] = [Attendee(email=email) for email in attendees]
+        self.service.edit(self._cal(calendar), remote_id, **changes)
+
+    def cancel(self, remote_id: str, calendar: str | None = None) -> None:
+        self.service.edit(self._cal(calendar), remote_id, status="cancelled")
+
+    def restore(self, remote_id: str, calendar: str | None = None) -> None:
+        self.service.edit(self._cal(calendar), remote_id, status="confirmed")
+
+    def delete(self, remote_id: str, calendar: str | None = None) -> None:
+        self.service.delete(self._cal(calendar), remote_id)
+
+    def remove_conference(self, remote_id: str, calendar: str | None = None) -> None:
+        self.service.edit(self._cal(calendar), remote_id, conference=None)
+
+    def titles(self, calendar: str | None = None) -> dict[str, str]:
+        return {rid: e.data.title for rid, e in self.service.events(self._cal(calendar)).items()
+                if e.data.status != "cancelled"}
+
+    def text_of(self, remote_id: str, calendar: str | None = None) -> str:
+        found = self.service.events(self._cal(calendar)).get(remote_id)
+        return "" if found is None else repr(found.data)
+
+    def seed(self, count: int, calendar: str | None = None) -> None:
+        first = datetime.fromisoformat(SEED_START)
+        for n in range(count):
+            self.insert(f"seeded {n}", first + timedelta(days=n % 60, hours=8 + n % 9), calendar)
+
+    def insert_series(self, title: str, at: datetime, count: int, calendar: str | None = None) -> str:
+        data = EventData(title=title, start=_utc(at), end=_utc(at + timedelta(hours=1)),
+                         recurrence=[f"RRULE:FREQ=WEEKLY;COUNT={count}"])
+        return self.service.insert(self._cal(calendar), data).remote_id
+
+    def move_occurrence(self, series_id: str, original_start: datetime, to: datetime, title: str,
+                        calendar: str | None = None) -> None:
+        self.service.move_occurrence(self._cal(calendar), series_id, _utc(original_start), title=title,
+                                     start=_utc(to), end=_utc(to + timedelta(hours=1)))
+
+    def delete_occurrence(self, series_id: str, original_start: datetime, calendar: str | None = None) -> None:
+        """An EXDATE on the series, its exception (if it was moved) deleted: the memory service's model."""
+        self.service.delete_occurrence(self._cal(calendar), series_id, _utc(original_start))
+
+    def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
+        held = self.service.events(self._cal(calendar))
+        start = _utc(original_start)
+        if any(e.series_remote_id == series_id and e.data.original_start == start for e in held.values()):
+            return "live"
+        series = held[series_id].data
+        if not memory_occurs(series, start):
+            return "gone"
+        return "excluded" if start in excluded_starts(series.recurrence, series.time_zone) else "live"
+
+    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+        """Series expanded (rule less EXDATEs, exceptions in place of their occurrence), and single events."""
+        held = self.service.events(self._cal(calendar))
+        moved = {(e.series_remote_id, e.data.original_start) for e in held.values() if e.series_remote_id}
+        out: list[tuple[datetime, str]] = []
+        for rid, event in held.items():
+            data = event.data
+            if data.status == "cancelled":
+                continue
+            if not data.recurrence:
+                out.append((_instant(data.start), data.title))
+                continue
+            excluded = excluded_starts(data.recurrence, data.time_zone)
+            out.extend((_instant(start), data.title) for start in starts_between(data, lo, hi)
+                       if start not in excluded and (rid, start) not in moved)
+        return sorted((at, title) for at, title in out if lo <= at < hi)
+
+    # --- admin surface: the service's fault switches and call log -----------------------------------
+
+    def fault(self, **spec: Any) -> None:
+        """status (required), count (None: every call), methods (provider method names or HTTP
+        verbs; none: any), after_commit, skip. Latency and rates are not modelled."""
+        unknown = set(spec) - {"status", "count", "methods", "after_commit", "skip"}
+        if unknown or "status" not in spec:
+            raise ValueError(f"memory fault rules take status, count, methods, after_commit, skip; got {spec}")
+        methods = [m for name in spec.get("methods") or ["*"] for m in self.VERBS.get(name.upper(), (name,))]
+        for method in dict.fromkeys(methods):
+            self.service.inject(method, int(spec["status"]), count=spec.get("count") or 10**9,
+                                after_commit=bool(spec.get("after_commit")), skip=int(spec.get("skip") or 0))
+
+    def clear_faults(self) -> None:
+        self.service.clear_faults()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [{"method": method, "path": calendar} for method, calendar in self.service.log[self._log_start:]]
+
+    def clear_requests(self) -> None:
+        self._log_start = len(self.service.log)
+        self._position = self.service.position
+
+    def writes(self) -> list[str]:
+        return [r["method"] for r in self.requests() if r["method"] in self.WRITES]
+
+    def stored_writes(self) -> int:
+        """Changes the service stored (by anyone) since clear_requests: a call that changed nothing adds none."""
+        return self.service.position - getattr(self, "_position", 0)
+
+    def listed_calendar(self, entry: dict[str, Any]) -> str | None:
+        return str(entry["path"]) if entry["method"] == "list_changes" else None
+
+
 # --- fixtures -----------------------------------------------------------------------------------
 
 
@@ -717,6 +918,8 @@ def open_remote(name: str, request: pytest.FixtureRequest) -> Remote:
         return GoogleRemote(url)
     if name == "graph":
         return GraphRemote(request.getfixturevalue("graph_url"))
+    if name == "memory":
+        return MemoryRemote()
     remote = _dav_remote(name, request.getfixturevalue("_dav_servers"))
     request.addfinalizer(remote.close)
     return remote

@@ -122,6 +122,11 @@ class MemoryService:
         self._position = 0
         self._etag = 0
 
+    @property
+    def position(self) -> int:
+        """How many changes the service has stored (by anyone): a call that changed nothing adds none."""
+        return self._position
+
     # --- admin ------------------------------------------------------------------------
 
     def add_calendar(self, name: str, remote_id: str | None = None, *, primary: bool = False,
