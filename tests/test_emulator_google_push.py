@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from calsync.emulators.google_push import PushHub, parse_watch
+from calsync.emulators.google.push import PushHub, parse_watch
 from calsync.emulators.server import RunningServer, serve_in_thread
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Change-notification delivery for the Microsoft Graph emulator: validation handshake and webhooks.
 
-Graph's webhooks (provider-semantics 2.4) differ from Google's push: the receiver must first
-echo a ``validationToken`` (200, text/plain, the decoded token, within 10 s) before a
+Graph's webhooks (``../shared/reference/provider-semantics.md`` 2.4) differ from Google's push:
+the receiver must first echo a ``validationToken`` (200, text/plain, the decoded token, within 10 s) before a
 subscription exists; then every change is POSTed as JSON ``{"value": [...]}``, and one POST may
 batch notifications of several subscriptions that share a URL. A receiver must answer 2xx within
 3 s; anything else is retried for hours. Lifecycle notifications (``reauthorizationRequired``,
@@ -10,7 +10,8 @@ batch notifications of several subscriptions that share a URL. A receiver must a
 Delivery runs in one background thread with its own httpx client, so an API write never waits
 for a receiver. The queue is a heap of (due time, sequence); retries back off exponentially and
 are bounded in count, and the queue itself is bounded, so a dead receiver cannot make the
-emulator work forever. Drop / duplicate / delay / reorder faults reuse Google's ``PushFaults``.
+emulator work forever. Drop / duplicate / delay / reorder faults are the shared
+``push_faults.PushFaults``.
 
 This module imports only the standard library, starlette, httpx and sibling emulator modules.
 """
@@ -27,7 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -37,11 +37,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from calsync.emulators.common import is_loopback, rfc3339_ms
 from calsync.emulators.faults import admin_error, admin_json
-from calsync.emulators.google_push import PushFaults, is_loopback
+from calsync.emulators.push_faults import COUNTERS, OUTCOME_COUNTER, PushFaults
 
-__all__ = ["GraphPushHub", "Note", "ValidationResult", "push_admin_routes", "url_allowed",
-           "VALIDATION_TIMEOUT_S", "DELIVERY_TIMEOUT_S"]
+__all__ = [
+    "DELIVERY_TIMEOUT_S",
+    "VALIDATION_TIMEOUT_S",
+    "GraphPushHub",
+    "Note",
+    "ValidationResult",
+    "push_admin_routes",
+    "url_allowed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,6 @@ MAX_LOG = 10_000
 MAX_BATCH = 100  # notifications per POST; Graph batches but publishes no number (guess)
 FLUSH_TIMEOUT_MAX_S = 120.0
 USER_AGENT = "Microsoft-Graph-Change-Notifications/1.0 (calsync emulator)"
-_COUNTERS = ("delivered", "failed", "retried", "dropped", "skipped", "queue_full")
-_OUTCOME_COUNTER = {"delivered": "delivered", "failed": "failed", "gave_up": "failed", "retry": "retried",
-                    "dropped": "dropped", "skipped": "skipped", "queue_full": "queue_full"}
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def url_allowed(url: str, allow_http: bool) -> bool:
@@ -119,7 +120,7 @@ class Note:
 
 @dataclass
 class _Counters:
-    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ class GraphPushHub:
             self._log.append({"kind": "validation", "url": url, "subscriptionIds": [], "count": 0,
                               "attempt": 1, "outcome": "validated" if result.ok else "failed",
                               "status": status, "error": None if result.ok else result.detail,
-                              "time": _rfc3339(now), "epoch": now})
+                              "time": rfc3339_ms(now), "epoch": now})
 
     # -- enqueueing -----------------------------------------------------------------------------
 
@@ -369,13 +370,13 @@ class GraphPushHub:
     def _record(self, batch: list[Note], attempt: int, outcome: str, status: int | None = None,
                 error: str | None = None) -> None:
         """Under the lock: one delivery-log entry for a POST (or a dropped note) and its counter."""
-        self._counts.values[_OUTCOME_COUNTER[outcome]] += 1
+        self._counts.values[OUTCOME_COUNTER[outcome]] += 1
         now = time.time()
         self._log.append({"kind": batch[0].kind, "url": batch[0].url,
                           "subscriptionIds": sorted({n.subscription_id for n in batch}),
                           "numbers": [n.number for n in batch], "count": len(batch),
                           "items": [n.item for n in batch], "attempt": attempt, "outcome": outcome,
-                          "status": status, "error": error, "time": _rfc3339(now), "epoch": now})
+                          "status": status, "error": error, "time": rfc3339_ms(now), "epoch": now})
 
     # -- test support ---------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Push notifications for the Google Calendar emulator: events.watch, channels.stop, delivery.
 
-Google's push is a *hint* that something changed (provider-semantics 1.8): a ``sync`` message
+Google's push is a *hint* that something changed (``../shared/reference/provider-semantics.md`` 1.8,
+https://developers.google.com/calendar/api/guides/push): a ``sync`` message
 (number 1) right after a watch, then an empty-bodied ``exists`` POST per change, with the
 channel's identity in ``X-Goog-*`` headers. Messages can be late, lost, duplicated, out of
 order, or arrive after ``channels.stop``, and a sync engine has to survive all of that, so
@@ -11,16 +12,14 @@ waits for a receiver. The queue is a heap of (due time, sequence) so delays and 
 backoff never block other channels; it is bounded, and each message gets a bounded number
 of attempts, so a receiver that is down cannot make the emulator work forever.
 
-This module imports only the standard library, starlette and httpx (like the emulator).
+This module imports only the standard library, starlette, httpx and the shared emulator modules.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import heapq
-import ipaddress
 import itertools
-import json
 import logging
 import random
 import re
@@ -29,7 +28,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,8 +38,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-__all__ = ["Channel", "PushError", "PushFaults", "PushHub", "WatchRequest", "parse_watch", "push_admin_routes",
-           "resource_id_for", "DEFAULT_TTL_SECONDS"]
+from calsync.emulators.common import is_loopback, rfc3339_ms
+from calsync.emulators.faults import admin_error, admin_json
+from calsync.emulators.push_faults import COUNTERS, OUTCOME_COUNTER, PushFaults
+
+__all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "Channel",
+    "PushError",
+    "PushFaults",
+    "PushHub",
+    "WatchRequest",
+    "parse_watch",
+    "push_admin_routes",
+    "resource_id_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +99,6 @@ class WatchRequest:
     address: str
     token: str | None
     expiration_ms: int
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a URL host is this machine (http is allowed there, and only there, for tests)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _channel_id(value: Any) -> str:
@@ -208,10 +208,6 @@ def resource_id_for(calendar_id: str, user: str) -> str:
 # Channels and messages
 
 
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(eq=False)
 class Channel:
     """One notification channel and its delivery counters (changed only under the hub's lock)."""
@@ -269,7 +265,7 @@ class Channel:
         """The channel as GET /emulator/channels shows it."""
         out = self.resource()
         out.update({"calendarId": self.calendar_id, "user": self.user, "address": self.address,
-                    "state": self.state(now), "created": _rfc3339(self.created),
+                    "state": self.state(now), "created": rfc3339_ms(self.created),
                     "messagesSent": self.messages, "delivered": self.delivered, "failed": self.failed,
                     "dropped": self.dropped, "lastMessageNumber": self.last_number})
         return out
@@ -288,118 +284,8 @@ class _Message:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fault switches
-
-
-_FAULT_KEYS = {"drop_rate", "drop_count", "duplicate_rate", "delay_ms", "reorder", "reorder_batch",
-               "reorder_window_ms", "deliver_after_stop", "seed"}
-
-
-def _rate(spec: Mapping[str, Any], key: str, default: float) -> float:
-    value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{key} must be a number in [0, 1]")
-    return float(value)
-
-
-def _whole(spec: Mapping[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
-    value = spec.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{key} must be an integer in [{low}, {high}]")
-    return value
-
-
-def _flag(spec: Mapping[str, Any], key: str) -> bool:
-    value = spec.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false")
-    return value
-
-
-@dataclass
-class PushFaults:
-    """Misbehaviour of Google's push service, as the field reports it (provider-semantics 1.8).
-
-    drop: a message is lost with probability ``drop_rate``, at most ``drop_count`` times
-    (``drop_count`` alone drops the next N). duplicate: delivered twice, same number.
-    delay: every message waits ``delay_ms``. reorder: messages are held in batches of
-    ``reorder_batch`` (or until ``reorder_window_ms`` passes) and released shuffled.
-    deliver_after_stop: stopped channels keep receiving messages.
-    """
-
-    drop_rate: float = 0.0
-    drop_remaining: int | None = None
-    drop_count: int | None = None
-    duplicate_rate: float = 0.0
-    delay_ms: int = 0
-    reorder: bool = False
-    reorder_batch: int = 4
-    reorder_window_ms: int = 200
-    deliver_after_stop: bool = False
-    seed: int | None = None
-
-    @classmethod
-    def parse(cls, spec: Any) -> PushFaults:
-        """Validate a spec dict; raises ValueError (answered as 400) on anything odd."""
-        if not isinstance(spec, dict):
-            raise ValueError("push faults must be a JSON object")
-        unknown = set(spec) - _FAULT_KEYS
-        if unknown:
-            raise ValueError(f"unknown push fault keys: {sorted(unknown)}; known: {sorted(_FAULT_KEYS)}")
-        count = _whole(spec, "drop_count", None, 0, 10**9)
-        return cls(
-            drop_rate=_rate(spec, "drop_rate", 1.0 if count is not None else 0.0),
-            drop_remaining=count,
-            drop_count=count,
-            duplicate_rate=_rate(spec, "duplicate_rate", 0.0),
-            delay_ms=_whole(spec, "delay_ms", 0, 0, 600_000) or 0,
-            reorder=_flag(spec, "reorder"),
-            reorder_batch=_whole(spec, "reorder_batch", 4, 2, 1000) or 4,
-            reorder_window_ms=_whole(spec, "reorder_window_ms", 200, 1, 600_000) or 200,
-            deliver_after_stop=_flag(spec, "deliver_after_stop"),
-            seed=_whole(spec, "seed", None, -(2**63), 2**63),
-        )
-
-    def should_drop(self, rng: random.Random) -> bool:
-        """Roll the drop dice once (no roll when dropping is off, so other dice stay repeatable)."""
-        if self.drop_rate <= 0.0 or self.drop_remaining == 0:
-            return False
-        if self.drop_rate < 1.0 and rng.random() >= self.drop_rate:
-            return False
-        if self.drop_remaining is not None:
-            self.drop_remaining -= 1
-        return True
-
-    def copies(self, rng: random.Random) -> int:
-        if self.duplicate_rate <= 0.0:
-            return 1
-        return 2 if self.duplicate_rate >= 1.0 or rng.random() < self.duplicate_rate else 1
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"drop_rate": self.drop_rate, "duplicate_rate": self.duplicate_rate,
-                               "delay_ms": self.delay_ms, "reorder": self.reorder,
-                               "deliver_after_stop": self.deliver_after_stop}
-        if self.drop_count is not None:
-            out["drop_count"] = self.drop_count
-            out["drop_remaining"] = self.drop_remaining
-        if self.reorder:
-            out["reorder_batch"] = self.reorder_batch
-            out["reorder_window_ms"] = self.reorder_window_ms
-        if self.seed is not None:
-            out["seed"] = self.seed
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The hub: channels, queue, worker
 
-
-_COUNTERS = ("delivered", "failed", "retried", "dropped", "skipped", "queue_full")
-#: Delivery-log outcome -> the flush counter it adds to (gave_up = failed after the last retry).
-_OUTCOME_COUNTER = {"delivered": "delivered", "failed": "failed", "gave_up": "failed", "retry": "retried",
-                    "dropped": "dropped", "skipped": "skipped", "queue_full": "queue_full"}
 
 
 class PushHub:
@@ -435,7 +321,7 @@ class PushHub:
         self._fault_rng = random.Random(self._seed)
         self._number_rng = random.Random(self._seed)
         self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
-        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._counts = dict.fromkeys(COUNTERS, 0)
 
     def reset(self) -> None:
         """Drop every channel, queued message, fault and log entry (POST /emulator/reset)."""
@@ -677,11 +563,11 @@ class PushHub:
     def _record(self, channel: Channel, number: int, state: str, attempt: int, outcome: str,
                 status: int | None = None, error: str | None = None) -> None:
         """Under the lock: one delivery-log entry and its counter."""
-        self._counts[_OUTCOME_COUNTER[outcome]] += 1
+        self._counts[OUTCOME_COUNTER[outcome]] += 1
         now = time.time()
         self._log.append({"channelId": channel.id, "resourceId": channel.resource_id, "address": channel.address,
                           "messageNumber": number, "state": state, "attempt": attempt, "outcome": outcome,
-                          "status": status, "error": error, "time": _rfc3339(now), "epoch": now})
+                          "status": status, "error": error, "time": rfc3339_ms(now), "epoch": now})
 
     # -- test support ---------------------------------------------------------------------------
 
@@ -732,17 +618,6 @@ class PushHub:
 # Admin surface
 
 
-def _admin_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-async def _json_object(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    return json.loads(raw)
-
-
 def push_admin_routes(hub: PushHub) -> list[Route]:
     """/emulator endpoints for channels, deliveries, push faults and flushing the queue."""
 
@@ -752,7 +627,7 @@ def push_admin_routes(hub: PushHub) -> list[Route]:
 
     async def expire(request: Request) -> Response:
         found = hub.expire(request.path_params["channel_id"])
-        return JSONResponse(found) if found is not None else _admin_error(404, "no such channel")
+        return JSONResponse(found) if found is not None else admin_error(404, "no such channel")
 
     async def deliveries(request: Request) -> Response:
         if request.method == "GET":
@@ -767,19 +642,19 @@ def push_admin_routes(hub: PushHub) -> list[Route]:
             hub.clear_faults()
             return Response(status_code=204)
         try:
-            return JSONResponse(hub.set_faults(await _json_object(request)))
+            return JSONResponse(hub.set_faults(await admin_json(request)))
         except ValueError as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
 
     async def flush(request: Request) -> Response:
         try:
-            body = await _json_object(request)
+            body = await admin_json(request)
             timeout = body.get("timeout", 10) if isinstance(body, dict) else None
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
                     not 0 <= timeout <= FLUSH_TIMEOUT_MAX_S:
                 raise ValueError(f"timeout must be a number of seconds in [0, {FLUSH_TIMEOUT_MAX_S:g}]")
         except ValueError as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
         return JSONResponse(await run_in_threadpool(hub.flush, float(timeout)))
 
     return [
