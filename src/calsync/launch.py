@@ -151,7 +151,8 @@ def post(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) 
 
 
 def _unchunk(data: bytes) -> bytes:
-    out, at = [], 0
+    out: list[bytes] = []
+    at = 0
     while True:
         line_end = data.index(b"\r\n", at)
         size = int(data[at:line_end].split(b";")[0], 16)

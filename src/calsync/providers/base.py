@@ -57,7 +57,10 @@ class Channel:
 class Provider(Protocol):
     """One account's view of one calendar service."""
 
-    request_count: int
+    @property
+    def request_count(self) -> int:
+        """HTTP requests made so far (what each sync reports)."""
+        ...
 
     def list_calendars(self) -> list[RemoteCalendar]: ...
 

@@ -341,7 +341,7 @@ def conference_summary(conference: dict[str, Any] | None) -> dict[str, Any] | No
     if not conference or not conference.get("conferenceSolution"):
         return None
     solution = conference.get("conferenceSolution") or {}
-    video = next((e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
+    video: dict[str, Any] = next((e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
     parameters = ((conference.get("parameters") or {}).get("addOnParameters") or {}).get("parameters") or {}
     return {
         "type": (solution.get("key") or {}).get("type"),

@@ -54,6 +54,7 @@ from calsync.model import (
     ChangePage,
     EventData,
     RemoteCalendar,
+    RemoteChange,
     RemoteEvent,
     canonical_time,
 )
@@ -176,7 +177,7 @@ class GraphProvider:
             delta_link = body.get("@odata.deltaLink")
             if not delta_link:
                 raise ProviderError("calendarView/delta ended without @odata.deltaLink", status=response.status_code)
-            held = list(folder.held_masters())  # a full round's series, each with its EXDATEs
+            held: list[RemoteChange] = list(folder.held_masters())  # a full round's series, each with its EXDATEs
             for at in range(0, len(held), self.page_size):
                 yield ChangePage(items=held[at:at + self.page_size], full=full, last=False)
             del held

@@ -323,7 +323,7 @@ def _parse_dates(line: str, anchor: SeriesAnchor) -> list[str]:
 def graph_to_rrule(recurrence: dict[str, Any], anchor: SeriesAnchor) -> str:
     """The RRULE line for a Graph patternedRecurrence (canonical part order, defaults left out)."""
     pattern, rng = recurrence.get("pattern") or {}, recurrence.get("range") or {}
-    kind = pattern.get("type")
+    kind = str(pattern.get("type") or "")
     freq = {"daily": "DAILY", "weekly": "WEEKLY", "absoluteMonthly": "MONTHLY", "relativeMonthly": "MONTHLY",
             "absoluteYearly": "YEARLY", "relativeYearly": "YEARLY"}.get(kind or "")
     if freq is None:
@@ -393,7 +393,7 @@ def _rule_of(recurrence: dict[str, Any], anchor: SeriesAnchor) -> rrule:
         kwargs["count"] = int(rng["numberOfOccurrences"])
     elif rng.get("type") == "endDate":
         kwargs["until"] = datetime.combine(date.fromisoformat(rng["endDate"]), datetime.max.time())
-    return rrule(_FREQS[kind], **kwargs)
+    return rrule(_FREQS[kind], **kwargs)  # type: ignore[arg-type]  # dateutil's stubs: FREQ as a Literal
 
 
 def _first_local(recurrence: dict[str, Any], anchor: SeriesAnchor) -> datetime | None:

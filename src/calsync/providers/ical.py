@@ -733,11 +733,11 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
     colon = line.find(":")
     if colon <= 0:
         raise _Fallback("no value")
+    params: dict[str, str] = {}
     quote = line.find('"', 0, colon)
     if quote < 0:
         head, value = line[:colon], line[colon + 1:]
         parts = head.split(";")
-        params: dict[str, str] = {}
         for part in parts[1:]:
             key, eq, raw = part.partition("=")
             if not eq:
@@ -750,11 +750,11 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
     params = {}
     i, n = semi, len(line)
     while i < n and line[i] == ";":
-        eq = line.find("=", i)
-        if eq < 0:
+        equals = line.find("=", i)
+        if equals < 0:
             raise _Fallback("parameter without value")
-        key = line[i + 1:eq].upper()
-        j = eq + 1
+        key = line[i + 1:equals].upper()
+        j = equals + 1
         if j < n and line[j] == '"':
             end = line.find('"', j + 1)
             if end < 0:
@@ -763,7 +763,7 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
         else:
             while j < n and line[j] not in ";:":
                 j += 1
-        params[key] = _param_value(line[eq + 1:j])
+        params[key] = _param_value(line[equals + 1:j])
         i = j
     if i >= n or line[i] != ":":
         raise _Fallback("malformed content line")
@@ -978,6 +978,7 @@ def _recurrence_line(line: str) -> tuple[str, ...]:
         comp = Event.from_ical("BEGIN:VEVENT\r\n" + line + "\r\nEND:VEVENT\r\n")
     except (ValueError, IndexError, KeyError) as exc:
         raise _Fallback(str(exc)) from None
+    assert isinstance(comp, Event)
     return tuple(recurrence_lines(comp) or ())
 
 

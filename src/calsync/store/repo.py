@@ -258,7 +258,7 @@ def row_to_data(row: Any) -> EventData:
     })
 
 
-_LINKED_COLUMNS = [
+_LINKED_COLUMNS: list[Any] = [
     event_links.c.id.label("link_id"), event_links.c.remote_id, event_links.c.etag,
     event_links.c.base_version, event_links.c.base_hash, event_links.c.base_snapshot,
     event_links.c.remote_deleted, event_links.c.remote_updated, event_links.c.series_remote_id, events,
@@ -426,7 +426,7 @@ def _compile_bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) 
         return None
     columns = []
     for key in order:
-        process = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
+        process: Callable[[Any], Any] | None = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None and isinstance(table.c[key].type, UTCDateTime):
             process = _same_as_last(process)
         columns.append((key, process))

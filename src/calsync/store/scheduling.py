@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, update
 
 from calsync.model import utcnow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
@@ -106,7 +106,7 @@ def release_binding(
 ) -> None:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
     keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs."""
-    settled = bindings.c.dirty_at.is_(None)
+    settled: ColumnElement[bool] = bindings.c.dirty_at.is_(None)
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
     conn.execute(
