@@ -6,6 +6,7 @@ Screenshots of the week view, the event dialog and the conflicts panel go to art
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -416,7 +417,20 @@ def test_the_page_is_served_and_demo_routes_exist_only_in_demo_mode(plain_engine
     try:
         with httpx.Client(base_url=server.url) as client:
             page = client.get("/")
-            assert page.status_code == 200 and "calsync" in page.text and "/static/app.js" in page.text
+            assert page.status_code == 200 and "calsync" in page.text
+            # scripts by src only, the page's own as ES modules; no inline script or handler (a CSP without
+            # 'unsafe-inline' must not break the page)
+            scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.DOTALL)
+            sources = [re.findall(r'\ssrc="([^"]+)"', attrs) for attrs, _ in scripts]
+            assert scripts and all(src for src in sources) and not any(body.strip() for _, body in scripts)
+            assert '<script type="module" src="/static/js/main.js"></script>' in page.text
+            assert not re.search(r"\son[a-z]+\s*=", page.text) and "javascript:" not in page.text
+            for (src,) in sources:
+                served = client.get(src)
+                assert served.status_code == 200 and "javascript" in served.headers["content-type"], src
+            module = client.get("/static/js/main.js")
+            imported = re.findall(r"from '\./([a-z]+\.js)'", module.text)
+            assert imported and all(client.get(f"/static/js/{name}").status_code == 200 for name in imported)
             bundle = client.get("/static/vendor/fullcalendar/index.global.min.js")
             assert bundle.status_code == 200 and "FullCalendar" in bundle.text[:300]
             assert client.get("/static/vendor/fullcalendar/LICENSE.md").status_code == 200

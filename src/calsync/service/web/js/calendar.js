@@ -1,0 +1,252 @@
+/* The calendar: FullCalendar over the events of the visible range, loaded per calendar and polled, so changes
+ * arriving from a provider show up without a reload. Writes carry If-Match with the event's ETag; a 412 is
+ * shown to the person and the event is reloaded, never overwritten. Recurring series are expanded for the
+ * visible range by expander.js. */
+import { api } from './api.js';
+import { $, cameraIcon, el, toast } from './dom.js';
+import { occurrences } from './expander.js';
+import { setLive } from './live.js';
+import { STATE_ICON, bindingLabel, colourOf, isShown, state, worstState } from './state.js';
+import { addDays, isoUtc, localDate, parseBoundary, showWhen } from './time.js';
+
+const PAGE_LIMIT = 1000;       // events per request
+const MAX_PAGES = 10;          // per calendar and range: bounded
+
+let calendar = null;
+export const getCalendar = () => calendar;
+
+const appliedListeners = [];
+/* `fn()` runs each time the calendar has taken a new set of events (state.events). */
+export const onEventsApplied = (fn) => appliedListeners.push(fn);
+
+function renderKey(event, exceptions) {
+  const parts = [event.etag, event.calendar_id, colourOf(event.calendar_id), JSON.stringify(event.sync)];
+  if (event.recurrence) parts.push(exceptions.map((x) => `${x.original_start}:${x.status}`).join(','));
+  return parts.join('|');
+}
+
+function fcInputs(event, exceptions) {
+  if (event.status === 'cancelled' || event.deleted) return [];
+  const colour = colourOf(event.calendar_id);
+  const common = {
+    title: event.title || '(no title)',
+    allDay: event.all_day,
+    backgroundColor: colour,
+    borderColor: colour,
+    classNames: [`sync-${worstState(event)}`, event.status === 'tentative' ? 'tentative' : ''].filter(Boolean),
+    extendedProps: { apiId: event.id },
+  };
+  if (!event.recurrence) {
+    return [{ ...common, id: event.id, start: event.start, end: event.end, editable: true }];
+  }
+  const range = state.range;
+  const overridden = new Set(exceptions.map((x) => parseBoundary(x.original_start).getTime())
+    .filter((t) => !Number.isNaN(t)));
+  const from = Date.parse(range.start);
+  const to = Date.parse(range.end);
+  return occurrences(event, from, to, overridden).map((o) => ({
+    ...common, id: `${event.id}@${o.start}`, start: o.start, end: o.end, editable: false,
+    classNames: [...common.classNames, 'recurring'],
+  }));
+}
+
+/* Make the calendar show `fresh` (api id -> body), touching only events whose render key changed. */
+export function applyEvents(fresh) {
+  const exceptions = new Map();
+  for (const e of fresh.values()) {
+    if (e.recurring_event_id) {
+      if (!exceptions.has(e.recurring_event_id)) exceptions.set(e.recurring_event_id, []);
+      exceptions.get(e.recurring_event_id).push(e);
+    }
+  }
+  const exceptionsOf = (id) => exceptions.get(id) || [];
+  state.events = fresh; // eventContent reads it while the events are added
+  calendar.batchRendering(() => {
+    for (const id of [...state.rendered.keys()]) {
+      if (!fresh.has(id)) removeRendered(id);
+    }
+    for (const event of fresh.values()) {
+      const key = renderKey(event, exceptionsOf(event.id));
+      if (state.rendered.get(event.id) === key) continue;
+      removeRendered(event.id);
+      state.fcEvents.set(event.id, fcInputs(event, exceptionsOf(event.id)).map((input) => calendar.addEvent(input)));
+      state.rendered.set(event.id, key);
+    }
+  });
+  for (const fn of appliedListeners) fn();
+}
+
+function removeRendered(id) {
+  for (const fc of state.fcEvents.get(id) || []) fc.remove();
+  state.fcEvents.delete(id);
+  state.rendered.delete(id);
+}
+
+/* One event changed (our own write, or a reload): show it now, without waiting for the poll. */
+export function upsertEvent(body) {
+  const fresh = new Map(state.events);
+  if (body && !body.deleted && isShown(body.calendar_id)) fresh.set(body.id, body);
+  applyEvents(fresh);
+}
+
+export function dropEvent(id) {
+  const fresh = new Map(state.events);
+  fresh.delete(id);
+  applyEvents(fresh);
+}
+
+export async function reloadEvent(id) {
+  try {
+    const body = await api('GET', `/events/${id}`);
+    upsertEvent(body);
+    return body;
+  } catch (err) {
+    if (err.status === 404) dropEvent(id);
+    return null;
+  }
+}
+
+async function fetchRange(calendarId, range) {
+  const out = [];
+  let cursor = null;
+  for (let page = 0; page < MAX_PAGES; page += 1) {
+    const q = new URLSearchParams({ calendar_id: calendarId, start: range.start, end: range.end, limit: PAGE_LIMIT });
+    if (cursor) q.set('cursor', cursor);
+    const data = await api('GET', `/events?${q}`);
+    out.push(...data.events);
+    cursor = data.next_cursor;
+    if (!cursor) break;
+  }
+  return out;
+}
+
+export async function loadRange() {
+  if (!state.range || !calendar) return;
+  const range = state.range;
+  const rangeSeq = state.rangeSeq;
+  const writeSeq = state.writeSeq;
+  state.loading = true;
+  try {
+    const shown = state.calendars.filter((c) => isShown(c.id));
+    const lists = await Promise.all(shown.map((c) => fetchRange(c.id, range)));
+    if (rangeSeq !== state.rangeSeq || writeSeq !== state.writeSeq || state.dragging) return; // stale answer
+    const fresh = new Map();
+    for (const e of lists.flat()) fresh.set(e.id, e);
+    applyEvents(fresh);
+    setLive(true);
+  } catch (err) {
+    setLive(false, err.message);
+  } finally {
+    state.loading = false;
+  }
+}
+
+function eventContent(arg) {
+  const event = state.events.get(arg.event.extendedProps.apiId);
+  if (!event) return { domNodes: [el('div', { class: 'ev' }, arg.event.title)] };
+  const badges = el('span', { class: 'ev-badges' },
+    (event.sync || []).map((s) => el('span', {
+      class: `badge state-${s.state}`, title: `${bindingLabel(s.binding_id)}: ${s.state}`,
+      dataset: { state: s.state, bindingId: s.binding_id },
+    }, STATE_ICON[s.state] || '?')));
+  const conference = event.conference ? cameraIcon(event.conference.name || 'conference') : null;
+  const time = arg.timeText ? el('span', { class: 'ev-time' }, arg.timeText) : null;
+  const title = el('span', { class: 'ev-title' }, conference, event.recurrence ? '⟳ ' : '', arg.event.title);
+  return { domNodes: [el('div', { class: 'ev' }, el('div', { class: 'ev-top' }, time, badges), title)] };
+}
+
+function eventDidMount(arg) {
+  const event = state.events.get(arg.event.extendedProps.apiId);
+  arg.el.dataset.eventId = arg.event.extendedProps.apiId;
+  arg.el.dataset.title = arg.event.title;
+  if (event) {
+    arg.el.dataset.syncState = worstState(event);
+    const lines = [event.title, showWhen(event.start)];
+    if (event.location) lines.push(event.location);
+    if (event.conference) lines.push(`${event.conference.name || 'Conference'}: ${event.conference.join_url || ''}`);
+    for (const s of event.sync || []) lines.push(`${bindingLabel(s.binding_id)}: ${s.state}`);
+    arg.el.title = lines.join('\n');
+  }
+}
+
+/* Drag or resize: a PATCH of the new times with If-Match; a 412 puts the event back and reloads it. */
+async function moveEvent(info) {
+  const id = info.event.extendedProps.apiId;
+  const event = state.events.get(id);
+  if (!event) { info.revert(); return; }
+  const fc = info.event;
+  const changes = {};
+  if (fc.allDay) {
+    const start = localDate(fc.start);
+    changes.start = start;
+    changes.end = fc.end ? localDate(fc.end) : addDays(start, 1);
+    changes.all_day = true;
+  } else {
+    const start = fc.start;
+    const previous = event.all_day ? 3600000 : Date.parse(event.end) - Date.parse(event.start);
+    const end = fc.end || new Date(start.getTime() + previous);
+    changes.start = isoUtc(start);
+    changes.end = isoUtc(end);
+    if (event.all_day) changes.all_day = false;
+  }
+  state.writeSeq += 1;
+  try {
+    const body = await api('PATCH', `/events/${id}`, changes, { 'If-Match': event.etag });
+    upsertEvent(body);
+    toast(`Moved “${body.title}” to ${showWhen(body.start)}`, 'ok');
+  } catch (err) {
+    info.revert();
+    if (err.status === 412) {
+      toast(`“${event.title}” was changed somewhere else (it is now at version ${err.detail.version}), so your `
+        + 'move was not saved. The calendar now shows the current version; move it again if you still want to.',
+      'warn', 12000);
+      await reloadEvent(id);
+    } else {
+      toast(`Could not move “${event.title}”: ${err.message}`, 'error');
+    }
+  }
+}
+
+/* `onSelect(info)`: an empty slot was picked; `onOpen(apiId)`: an event was clicked. */
+export function makeCalendar({ onSelect, onOpen }) {
+  const narrow = window.matchMedia('(max-width: 700px)').matches;
+  calendar = new FullCalendar.Calendar($('#calendar'), {
+    initialView: narrow ? 'timeGridDay' : 'timeGridWeek',
+    headerToolbar: { left: 'prev,next today', center: 'title', right: 'dayGridMonth,timeGridWeek,timeGridDay' },
+    buttonText: { today: 'Today', month: 'Month', week: 'Week', day: 'Day' },
+    height: '100%',
+    firstDay: 1,
+    nowIndicator: true,
+    selectable: true,
+    selectMirror: true,
+    unselectAuto: false,
+    editable: true,
+    eventResizableFromStart: false,
+    dayMaxEvents: true,
+    scrollTime: '08:00:00',
+    slotDuration: '00:30:00',
+    eventTimeFormat: { hour: '2-digit', minute: '2-digit', hour12: false },
+    slotLabelFormat: { hour: '2-digit', minute: '2-digit', hour12: false },
+    eventDisplay: 'block',
+    datesSet(info) {
+      state.range = { start: isoUtc(info.start), end: isoUtc(info.end) };
+      state.rangeSeq += 1;
+      for (const [id, e] of state.events) if (e.recurrence) removeRendered(id); // series expand per range
+      loadRange();
+    },
+    select: onSelect,
+    eventClick(info) {
+      info.jsEvent.preventDefault();
+      onOpen(info.event.extendedProps.apiId);
+    },
+    eventDragStart() { state.dragging = true; },
+    eventDragStop() { state.dragging = false; },
+    eventResizeStart() { state.dragging = true; },
+    eventResizeStop() { state.dragging = false; },
+    eventDrop: moveEvent,
+    eventResize: moveEvent,
+    eventContent,
+    eventDidMount,
+  });
+  calendar.render();
+}

@@ -1,0 +1,67 @@
+/* calsync web page: a calendar over the REST API (/api/v1), native ES modules, no build step.
+ * This module wires the others together and starts the polls. FullCalendar is a classic script loaded
+ * before it (global FullCalendar; see vendor/). */
+import { api } from './api.js';
+import { getCalendar, loadRange, makeCalendar, onEventsApplied } from './calendar.js';
+import { initConflicts, loadConflicts } from './conflicts.js';
+import { checkArrival, loadDemo } from './demo.js';
+import { occurrences } from './expander.js';
+import { openCreate, openEdit, wireDialog } from './dialog.js';
+import { toast } from './dom.js';
+import { refreshStatus } from './health.js';
+import { setLive } from './live.js';
+import { loadCalendars, renderCalendarList } from './sidebar.js';
+import { CALENDARS_MS, EVENTS_MS, POLL_MS, state } from './state.js';
+
+function showTab(name) {
+  state.tab = name;
+  for (const button of document.querySelectorAll('.tabs [role=tab]')) {
+    button.setAttribute('aria-selected', String(button.dataset.tab === name));
+  }
+  for (const panel of document.querySelectorAll('.tab-panel')) panel.hidden = panel.id !== `tab-${name}`;
+  const calendar = getCalendar();
+  if (name === 'calendar' && calendar) { calendar.updateSize(); loadRange(); }
+  if (name === 'conflicts') { state.conflictsShown = ''; loadConflicts().catch((err) => toast(err.message, 'error')); }
+}
+
+function wire() {
+  for (const button of document.querySelectorAll('.tabs [role=tab]')) {
+    button.addEventListener('click', () => showTab(button.dataset.tab));
+  }
+  wireDialog();
+  initConflicts({ refreshStatus });
+  onEventsApplied(checkArrival);
+}
+
+function poll(fn, ms) {
+  let busy = false;
+  const tick = async () => {
+    if (!busy && !document.hidden) {
+      busy = true;
+      try { await fn(); } catch (err) { setLive(false, err.message); } finally { busy = false; }
+    }
+    setTimeout(tick, ms);
+  };
+  setTimeout(tick, ms);
+}
+
+async function start() {
+  wire();
+  try {
+    await Promise.all([loadCalendars(), refreshStatus().catch(() => null)]);
+    renderCalendarList();
+  } catch (err) {
+    toast(`The calsync service does not answer: ${err.message}`, 'error');
+  }
+  api('GET', '/conference-providers').then((d) => { state.providers = d.providers; }).catch(() => null);
+  loadDemo();
+  makeCalendar({ onSelect: openCreate, onOpen: openEdit });
+  poll(() => (state.loading || state.dragging || state.tab !== 'calendar' ? null : loadRange()), EVENTS_MS);
+  poll(refreshStatus, POLL_MS);
+  poll(loadCalendars, CALENDARS_MS);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) loadRange(); });
+}
+
+// for the browser tests and a curious person's console
+window.calsync = { state, get calendar() { return getCalendar(); }, loadRange, refreshStatus, occurrences };
+start();
