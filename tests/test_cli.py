@@ -18,7 +18,7 @@ def calsync(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProces
     env.pop("CALSYNC_DB", None)
     done = subprocess.run(
         [sys.executable, "-m", "calsync.cli", *args, "--db", str(db)],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120,
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False,
     )
     if ok:
         assert done.returncode == 0, done.stderr + done.stdout
@@ -112,6 +112,10 @@ def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: P
     (["events", "list", "--calendar", "nope"], "no local calendar with id 'nope'"),
     (["account", "add", "outlook2", "--name", "x", "--token", "t"], "unknown provider"),
     (["account", "add", "google", "--name", "x"], "--token is required"),
+    (["account", "add", "graph", "--name", "x", "--token", " "], "the token must not be empty"),
+    (["account", "add", "caldav", "--username", "u"], "CalDAV needs --url and --username"),
+    (["account", "add", "caldav", "--url", "http://127.0.0.1:9", "--username", "u"],
+     "--password is required (or set CALSYNC_CALDAV_PASSWORD)"),
     (["conflicts", "resolve", "nope", "--keep", "local"], "no conflict with id 'nope'"),
     (["conflicts", "resolve", "nope", "--keep", "both"], "--keep must be local or remote"),
 ])
@@ -173,3 +177,55 @@ def test_conference_create_and_list(tmp_path: Path, google_url: str, zoom_url: s
     assert as_json(calsync("conference", "list", "--json", db=db))[0]["state"] == "deleted"
     bad = calsync("sync", "--config", str(tmp_path / "missing.toml"), db=db, ok=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_provider_registry_describes_every_kind() -> None:
+    """Every kind has a factory and a credential description that `account add` can fill from its
+    flags, and the factory makes a client from exactly those credentials."""
+    import typer
+
+    from calsync.cli import app
+    from calsync.model import Account
+    from calsync.providers import KINDS, SUPPORTED, provider_for
+
+    assert SUPPORTED == tuple(KINDS) and set(SUPPORTED) >= {"google", "caldav", "graph"}
+    add = typer.main.get_command(app).commands["account"].commands["add"]  # type: ignore[attr-defined]
+    flags = {p.name: p for p in add.params}
+    for name, kind in KINDS.items():
+        assert kind.name == name and kind.label and callable(kind.factory)
+        assert kind.credentials and kind.describe()
+        for credential in kind.credentials:
+            assert credential.key in flags, f"{name}: no --{credential.key} flag for {credential.description}"
+            assert flags[credential.key].envvar == credential.envvar
+            assert not credential.secret or credential.envvar, "a secret that cannot be prompted for names its envvar"
+        credentials = {c.key: "x" for c in kind.credentials}
+        client = provider_for(Account("", name, "n", "http://127.0.0.1:9", credentials))
+        try:
+            assert callable(client.list_calendars)
+        finally:
+            client.close()
+    assert KINDS["google"].describe() == KINDS["graph"].describe() == "a bearer token"
+    assert KINDS["caldav"].describe() == "the server URL, a user name and a password"
+
+
+def test_unknown_provider_kind_lists_the_supported_ones() -> None:
+    from calsync.model import Account
+    from calsync.providers import (
+        SUPPORTED,
+        UnknownProvider,
+        provider_for,
+        provider_kind,
+    )
+
+    with pytest.raises(UnknownProvider) as raised:
+        provider_kind("outlook2")
+    assert str(raised.value) == f"unknown provider 'outlook2'; supported: {', '.join(SUPPORTED)}"
+    with pytest.raises(ValueError, match="supported: google, caldav, graph"):
+        provider_for(Account("", "outlook2", "n", None, {}))
+
+
+def test_reading_the_provider_registry_imports_no_provider() -> None:
+    code = ("import sys, calsync.providers; "
+            "print(sorted(m for m in sys.modules if m.split('.')[-1] in ('google', 'caldav', 'graph')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,26 +1,23 @@
-"""Calendar providers. Each module implements providers.base.Provider; `provider_for` picks one."""
+"""Calendar providers. Each module implements providers.base.Provider; the kinds calsync knows, with
+their factories and credentials, are listed in providers.registry, and `provider_for` picks one."""
 from __future__ import annotations
 
 from typing import Any
 
 from calsync.model import Account
 from calsync.providers.base import Provider
+from calsync.providers.registry import (
+    KINDS,
+    ProviderKind,
+    UnknownProvider,
+    provider_kind,
+)
 
-SUPPORTED = ("google", "caldav", "graph")
+__all__ = ["KINDS", "SUPPORTED", "ProviderKind", "UnknownProvider", "provider_for", "provider_kind"]
+
+SUPPORTED = tuple(KINDS)
 
 
 def provider_for(account: Account, **options: Any) -> Provider:
-    """A provider client for one stored account."""
-    if account.provider == "google":
-        from calsync.providers.google import GoogleProvider
-
-        return GoogleProvider.from_account(account, **options)
-    if account.provider == "caldav":
-        from calsync.providers.caldav import CalDAVProvider
-
-        return CalDAVProvider.from_account(account, **options)
-    if account.provider == "graph":
-        from calsync.providers.graph import GraphProvider
-
-        return GraphProvider.from_account(account, **options)
-    raise ValueError(f"unsupported provider {account.provider!r} (supported: {', '.join(SUPPORTED)})")
+    """A provider client for one stored account (UnknownProvider, a ValueError, for a kind not in KINDS)."""
+    return provider_kind(account.provider).factory(account, **options)
