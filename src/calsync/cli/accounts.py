@@ -1,0 +1,97 @@
+"""`calsync account ...`: the calendar accounts calsync syncs. What each provider kind takes is read
+from providers.registry, so a new kind needs no branch here."""
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from calsync.cli.common import DbOption, JsonOption, database
+from calsync.cli.output import console, fail, print_json, print_table
+from calsync.model import Account
+from calsync.providers import (
+    KINDS,
+    SUPPORTED,
+    ProviderKind,
+    UnknownProvider,
+    provider_for,
+    provider_kind,
+)
+from calsync.providers.base import ProviderError
+from calsync.providers.http import RetryPolicy
+from calsync.store import repo
+
+app = typer.Typer(help=f"Calendar accounts: {', '.join(kind.label for kind in KINDS.values())}.",
+                  no_args_is_help=True)
+
+
+@app.command("add")
+def account_add(
+    provider: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED)}.")],
+    name: Annotated[str | None, typer.Option(
+        help="A name to recognise the account by (CalDAV: user@host when not given).")] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="CALSYNC_TOKEN", help="Bearer token (prompted for, hidden, when not given).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", "--url", help="API root, e.g. an emulator's URL; for CalDAV, the server URL.")] = None,
+    username: Annotated[str | None, typer.Option(help="CalDAV user name.")] = None,
+    password: Annotated[str | None, typer.Option(
+        envvar="CALSYNC_CALDAV_PASSWORD", show_default=False,
+        help="CalDAV password (prompted for, hidden, when not given).")] = None,
+    verify: Annotated[bool, typer.Option(help="Check the credentials by listing calendars first.")] = True,
+    db: DbOption = None,
+) -> None:
+    """Add an account and print its id."""
+    try:
+        kind = provider_kind(provider)
+    except UnknownProvider as exc:
+        raise fail(str(exc), 2) from exc
+    credentials = gather_credentials(kind, base_url, {"token": token, "username": username, "password": password})
+    if name is None and kind.default_name is not None:
+        name = kind.default_name(base_url, credentials)
+    if name is None or not name.strip():
+        raise fail("--name must not be empty", 2)
+    if verify:
+        client = provider_for(Account("", provider, name, base_url, credentials), retry=RetryPolicy(attempts=2))
+        try:
+            client.list_calendars()
+        except (ProviderError, httpx.HTTPError) as exc:
+            raise fail(f"the account does not answer: {exc}") from exc
+        finally:
+            client.close()
+    with database(db) as engine, engine.begin() as conn:
+        account_id = repo.create_account(conn, provider, name.strip(), base_url, credentials)
+    console.print(account_id, highlight=False)
+
+
+def gather_credentials(kind: ProviderKind, base_url: str | None, given: dict[str, str | None]) -> dict[str, Any]:
+    """The credentials `kind` takes, from the flags in `given` (by credential key); a missing secret is
+    prompted for, hidden, on a terminal. Flags a kind does not take are ignored."""
+    needed = (["--url"] if kind.needs_url else []) + [f"--{c.key}" for c in kind.credentials if not c.secret]
+    if (kind.needs_url and not base_url) or any(not given[c.key] for c in kind.credentials if not c.secret):
+        raise fail(f"{kind.label} needs {' and '.join(needed)}", 2)
+    credentials: dict[str, Any] = {}
+    for credential in kind.credentials:
+        value = given[credential.key]
+        if value is None and credential.secret:
+            if not sys.stdin.isatty():
+                raise fail(f"--{credential.key} is required (or set {credential.envvar})", 2)
+            value = typer.prompt(credential.prompt or credential.key, hide_input=True)
+        if not credential.may_be_empty and not (value or "").strip():
+            raise fail(f"the {credential.key} must not be empty", 2)
+        credentials[credential.key] = value
+    return credentials
+
+
+@app.command("list")
+def account_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List accounts (credentials are never printed)."""
+    with database(db) as engine, engine.begin() as conn:
+        rows = repo.list_accounts(conn)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(("id", "provider", "name", "state", "base url"),
+                ((r["id"], r["provider"], r["name"], r["state"], r["base_url"] or "") for r in rows))

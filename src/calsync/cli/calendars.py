@@ -1,0 +1,120 @@
+"""`calsync calendar ...`: the calendars an account sees at its provider, and the local calendars
+bound to them."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import typer
+
+from calsync.cli.common import DbOption, JsonOption, database
+from calsync.cli.output import console, fail, print_json, print_table
+from calsync.engine.channels import unbind
+from calsync.engine.outbound import queue_calendar
+from calsync.engine.pool import ProviderPool
+from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
+from calsync.providers import provider_for
+from calsync.providers.base import ProviderError
+from calsync.store import repo
+from calsync.views import binding_json
+
+app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
+
+
+@app.command("remote")
+def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the calendars an account can see at its provider."""
+    with database(db) as engine, engine.begin() as conn:
+        account = repo.get_account(conn, account_id)
+    client = provider_for(account)
+    try:
+        calendars = client.list_calendars()
+    except (ProviderError, httpx.HTTPError) as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        client.close()
+    if as_json:
+        print_json([c.__dict__ for c in calendars])
+        return
+    print_table(("remote id", "name", "time zone", "primary", "access"),
+                ((c.remote_id, c.name, c.time_zone or "", "yes" if c.primary else "", c.access_role or "")
+                 for c in calendars))
+
+
+@app.command("bind")
+def calendar_bind(
+    account_id: str,
+    remote_calendar_id: str,
+    name: Annotated[str | None, typer.Option(help="Local calendar name (default: the remote name).")] = None,
+    direction: Annotated[str, typer.Option(help="two-way, pull or push.")] = "two-way",
+    policy: Annotated[str, typer.Option(help="Conflict policy: ask, local-wins, remote-wins, latest-wins.")] = "ask",
+    calendar: Annotated[str | None, typer.Option(
+        help="Bind to this existing local calendar instead of making a new one (mirroring).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bind a remote calendar to a local one; prints the local calendar id and the binding id."""
+    if direction not in DIRECTIONS:
+        raise fail(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}", 2)
+    if policy not in CONFLICT_POLICIES:
+        raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
+    with database(db) as engine:
+        with engine.begin() as conn:
+            account = repo.get_account(conn, account_id)
+            if repo.find_binding(conn, account_id, remote_calendar_id):
+                raise fail(f"{remote_calendar_id!r} is already bound for this account")
+            if calendar and not repo.calendar_exists(conn, calendar):
+                raise fail(f"no local calendar with id {calendar!r}")
+        client = provider_for(account)
+        try:
+            remote = {c.remote_id: c for c in client.list_calendars()}
+        except (ProviderError, httpx.HTTPError) as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            client.close()
+        if remote_calendar_id not in remote:
+            raise fail(f"the account has no calendar {remote_calendar_id!r}; see `calsync calendar remote {account_id}`")
+        info = remote[remote_calendar_id]
+        with engine.begin() as conn:
+            calendar_id = calendar or repo.create_calendar(conn, name or info.name, info.time_zone, info.color)
+            binding_id = repo.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction, policy)
+        if calendar:
+            queue_calendar(engine, binding_id)  # mirroring: the calendar's events go out to the new binding
+    if as_json:
+        print_json({"calendar_id": calendar_id, "binding_id": binding_id})
+    else:
+        console.print(f"calendar {calendar_id}\nbinding {binding_id}", highlight=False)
+
+
+@app.command("list")
+def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Local calendars with their bindings."""
+    with database(db) as engine, engine.begin() as conn:
+        calendars = repo.list_calendars(conn)
+        bindings = repo.list_bindings(conn)
+        counts = {c["id"]: repo.count_events(conn, c["id"]) for c in calendars}
+    now = utcnow()
+    out = [
+        {**c, "events": counts[c["id"]],
+         "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]]}
+        for c in calendars
+    ]
+    if as_json:
+        print_json(out)
+        return
+    print_table(("id", "name", "events", "bindings"),
+                ((c["id"], c["name"], str(c["events"]),
+                  "\n".join(f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]))
+                 for c in out))
+
+
+@app.command("unbind")
+def calendar_unbind(binding_id: str, db: DbOption = None) -> None:
+    """Remove a binding: its notification channels are stopped first; local events stay."""
+    with database(db) as engine:
+        pool = ProviderPool(engine)
+        try:
+            stopped = unbind(engine, pool, binding_id)
+        finally:
+            pool.close()
+    console.print(f"binding {binding_id} removed ({stopped} channel(s) stopped)", highlight=False)

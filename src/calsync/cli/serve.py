@@ -1,0 +1,131 @@
+"""`calsync serve`, `calsync worker` and `calsync demo`: the long-running processes. Their heavy
+imports (the web app, uvicorn) wait until one of them runs."""
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from calsync.cli.common import (
+    ConfigOption,
+    DbOption,
+    conference_adapters,
+    database,
+    settle_heap,
+    worker_settings,
+)
+from calsync.cli.output import console, err, fail
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM as Ctrl-C, so the server stops through the same clean-up."""
+    raise KeyboardInterrupt
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    public_url: Annotated[str | None, typer.Option(
+        help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only.")] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker threads in this process (keep 1 on SQLite).")] = 1,
+    poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
+    lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the service: REST API, webhook receivers and (unless --no-workers) background workers.
+    On SQLite it leaves a record beside the database, and `calsync sync` then asks it to do the work."""
+    import signal
+
+    from calsync.emulators.server import bind_socket, serve_forever
+    from calsync.service import runtime
+    from calsync.service.app import WorkerPool, create_app
+    from calsync.service.metrics import Metrics
+    from calsync.store.urls import default_url, sqlite_file
+
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    adapters = conference_adapters(config)
+    database_file = sqlite_file(db or default_url())
+    token = runtime.new_token() if database_file else None
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc}", 2) from exc
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard is reached on loopback
+    url = f"http://{reach if ':' not in reach else f'[{reach}]'}:{sock.getsockname()[1]}"
+    signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
+    with database(db) as engine:
+        metrics = Metrics()
+        pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
+        app_ = create_app(engine, metrics, wake=pool.wake if pool else None, adapters=adapters,
+                          control_token=token, poll_interval=settings.poll_interval)
+        if database_file and token:
+            record = runtime.ServiceRecord(url=url, pid=os.getpid(), token=token,
+                                           config=os.path.realpath(config) if config else None)
+            try:
+                runtime.claim(database_file, record)
+            except RuntimeError as exc:
+                raise fail(str(exc), 2) from exc
+        if pool:
+            pool.start()
+        err.print(f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
+                  f"workers: {0 if pool is None else pool.count}; notifications: {settings.public_url or 'off (polling)'}")
+        settle_heap()
+        try:
+            serve_forever(app_, host, sock=sock)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if database_file:
+                runtime.release(database_file, os.getpid())
+            if pool:
+                pool.stop()
+            app_.state.providers.close()
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    public_url: Annotated[str | None, typer.Option(help="Base URL providers call back, for channel set-up.")] = None,
+    poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
+    lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run workers only (scale-out): they share the database's work with every other worker."""
+    import signal
+    import threading
+
+    from calsync.service.app import WorkerPool
+    from calsync.service.metrics import Metrics
+
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    adapters = conference_adapters(config)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with database(db) as engine:
+        pool = WorkerPool(engine, settings, adapters, Metrics(), count=max(1, concurrency))
+        settle_heap()
+        pool.start()
+        err.print(f"calsync worker: {pool.count} thread(s); Ctrl-C or SIGTERM to stop")
+        try:
+            while not done.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            pool.stop()
+
+
+def demo(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option(help="Port of the demo service: web page, API, webhooks (0: any free port).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address the demo service listens on.")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")] = False,
+    keep_running: Annotated[bool, typer.Option(hidden=True, help="Kept for old scripts: serving is the default.")] = False,
+) -> None:
+    """The whole service on SQLite with sample Google, Outlook and CalDAV accounts and Zoom, until Ctrl-C."""
+    from calsync.demo import run_demo
+
+    run_demo(db, host=host, port=port, once=once, console=console)
