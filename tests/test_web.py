@@ -124,7 +124,9 @@ def api_event(demo: Any, event_id: str) -> dict[str, Any]:
 
 
 def api_events(demo: Any, start: str, end: str, calendar_id: str | None = None) -> list[dict[str, Any]]:
-    params = {"start": start, "end": end, "limit": 2500} | ({"calendar_id": calendar_id} if calendar_id else {})
+    params: dict[str, str | int] = {"start": start, "end": end, "limit": 2500}
+    if calendar_id:
+        params["calendar_id"] = calendar_id
     return httpx.get(f"{demo.url}/api/v1/events", params=params).raise_for_status().json()["events"]
 
 
@@ -433,7 +435,12 @@ def test_the_page_is_served_and_demo_routes_exist_only_in_demo_mode(plain_engine
             assert imported and all(client.get(f"/static/js/{name}").status_code == 200 for name in imported)
             bundle = client.get("/static/vendor/fullcalendar/index.global.min.js")
             assert bundle.status_code == 200 and "FullCalendar" in bundle.text[:300]
-            assert client.get("/static/vendor/fullcalendar/LICENSE.md").status_code == 200
+            plugin = client.get("/static/vendor/fullcalendar-rrule/index.global.min.js").text[:300]
+            versions = [re.findall(r"FullCalendar [A-Za-z ]+ v(\d+\.\d+\.\d+)", head)
+                        for head in (bundle.text[:300], plugin)]
+            assert versions[0] and versions[0] == versions[1]  # the plugin is the bundle's version
+            for license_file in ("fullcalendar/LICENSE.md", "fullcalendar-rrule/LICENSE.md", "rrule/LICENCE"):
+                assert client.get(f"/static/vendor/{license_file}").status_code == 200, license_file
             assert client.get("/api/v1/conference-providers").json() == {"providers": []}
             assert client.get("/api/v1/demo").status_code == 404
             assert client.post("/api/v1/demo/remote-change", json={"kind": "create"}).status_code == 404

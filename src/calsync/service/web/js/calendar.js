@@ -1,13 +1,13 @@
 /* The calendar: FullCalendar over the events of the visible range, loaded per calendar and polled, so changes
  * arriving from a provider show up without a reload. Writes carry If-Match with the event's ETag; a 412 is
- * shown to the person and the event is reloaded, never overwritten. Recurring series are expanded for the
- * visible range by expander.js. */
+ * shown to the person and the event is reloaded, never overwritten. Recurring series are expanded by
+ * FullCalendar's rrule plugin (recurrence.js spells them for it). */
 import { api } from './api.js';
 import { $, cameraIcon, el, toast } from './dom.js';
-import { occurrences } from './expander.js';
+import { recurrenceInput } from './recurrence.js';
 import { setLive } from './live.js';
 import { STATE_ICON, bindingLabel, colourOf, isShown, state, worstState } from './state.js';
-import { addDays, isoUtc, localDate, parseBoundary, showWhen } from './time.js';
+import { addDays, isoUtc, localDate, showWhen } from './time.js';
 
 const PAGE_LIMIT = 1000;       // events per request
 const MAX_PAGES = 10;          // per calendar and range: bounded
@@ -36,18 +36,13 @@ function fcInputs(event, exceptions) {
     classNames: [`sync-${worstState(event)}`, event.status === 'tentative' ? 'tentative' : ''].filter(Boolean),
     extendedProps: { apiId: event.id },
   };
-  if (!event.recurrence) {
+  const recurring = event.recurrence
+    ? recurrenceInput(event, exceptions.map((x) => x.original_start).filter(Boolean)) : null;
+  if (!recurring) {
     return [{ ...common, id: event.id, start: event.start, end: event.end, editable: true }];
   }
-  const range = state.range;
-  const overridden = new Set(exceptions.map((x) => parseBoundary(x.original_start).getTime())
-    .filter((t) => !Number.isNaN(t)));
-  const from = Date.parse(range.start);
-  const to = Date.parse(range.end);
-  return occurrences(event, from, to, overridden).map((o) => ({
-    ...common, id: `${event.id}@${o.start}`, start: o.start, end: o.end, editable: false,
-    classNames: [...common.classNames, 'recurring'],
-  }));
+  // one FullCalendar event; the rrule plugin shows its occurrences in whatever range is on screen
+  return [{ ...common, id: event.id, ...recurring, editable: false, classNames: [...common.classNames, 'recurring'] }];
 }
 
 /* Make the calendar show `fresh` (api id -> body), touching only events whose render key changed. */
@@ -80,6 +75,16 @@ function removeRendered(id) {
   for (const fc of state.fcEvents.get(id) || []) fc.remove();
   state.fcEvents.delete(id);
   state.rendered.delete(id);
+}
+
+/* FullCalendar expands a series for the range on screen when it is added, and again when the view or date
+ * changes, but not on every change of range (changeView with a range, setOption('visibleRange') keep the
+ * old expansion): series are added again for each new range. */
+function expandSeriesAgain() {
+  const series = [...state.events.values()].filter((e) => e.recurrence && state.rendered.has(e.id));
+  if (!series.length) return;
+  for (const e of series) state.rendered.delete(e.id);
+  applyEvents(state.events);
 }
 
 /* One event changed (our own write, or a reload): show it now, without waiting for the poll. */
@@ -157,8 +162,12 @@ function eventContent(arg) {
 
 function eventDidMount(arg) {
   const event = state.events.get(arg.event.extendedProps.apiId);
-  arg.el.dataset.eventId = arg.event.extendedProps.apiId;
-  arg.el.dataset.title = arg.event.title;
+  const fc = arg.event;
+  arg.el.dataset.eventId = fc.extendedProps.apiId;
+  arg.el.dataset.title = fc.title;
+  // this occurrence's times as the API spells them (an all-day end is exclusive)
+  arg.el.dataset.start = fc.allDay ? localDate(fc.start) : isoUtc(fc.start);
+  if (fc.end) arg.el.dataset.end = fc.allDay ? localDate(fc.end) : isoUtc(fc.end);
   if (event) {
     arg.el.dataset.syncState = worstState(event);
     const lines = [event.title, showWhen(event.start)];
@@ -231,7 +240,7 @@ export function makeCalendar({ onSelect, onOpen }) {
     datesSet(info) {
       state.range = { start: isoUtc(info.start), end: isoUtc(info.end) };
       state.rangeSeq += 1;
-      for (const [id, e] of state.events) if (e.recurrence) removeRendered(id); // series expand per range
+      expandSeriesAgain();
       loadRange();
     },
     select: onSelect,

@@ -1,11 +1,10 @@
 /* calsync web page: a calendar over the REST API (/api/v1), native ES modules, no build step.
- * This module wires the others together and starts the polls. FullCalendar is a classic script loaded
- * before it (global FullCalendar; see vendor/). */
+ * This module wires the others together and starts the polls. FullCalendar, rrule.js and FullCalendar's
+ * rrule plugin are classic scripts loaded before it (globals FullCalendar and rrule; see vendor/). */
 import { api } from './api.js';
 import { getCalendar, loadRange, makeCalendar, onEventsApplied } from './calendar.js';
 import { initConflicts, loadConflicts } from './conflicts.js';
 import { checkArrival, loadDemo } from './demo.js';
-import { occurrences } from './expander.js';
 import { openCreate, openEdit, wireDialog } from './dialog.js';
 import { toast } from './dom.js';
 import { refreshStatus } from './health.js';
@@ -63,5 +62,5 @@ async function start() {
 }
 
 // for the browser tests and a curious person's console
-window.calsync = { state, get calendar() { return getCalendar(); }, loadRange, refreshStatus, occurrences };
+window.calsync = { state, get calendar() { return getCalendar(); }, loadRange, refreshStatus };
 start();
