@@ -512,3 +512,47 @@ def test_an_occurrence_moved_on_a_series_deleted_elsewhere_waits_with_it(
     report = mirror.sync()
     assert all(r.failed == 0 for r in report.outbound)
     assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"
+
+
+def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_linked_to_it(
+    engine: Engine, request: pytest.FixtureRequest,
+) -> None:
+    """Outlook cannot restore a deleted occurrence (Graph has no call for it). An occurrence deleted
+    and then restored and moved in Google (its cancelled instance confirmed again) comes back on
+    CalDAV as an override, and in Outlook as a single event standing in for it, linked to the
+    occurrence: reading it back does not turn the occurrence into a single event anywhere (locally
+    it keeps its series and original start), an edit of it in Outlook reaches the occurrence on
+    every side, and a quiet pass writes nothing."""
+    google, graph, dav = (open_remote(kind, request) for kind in ("google", "graph", "radicale"))
+    assert isinstance(google, GoogleRemote)
+    mirror = Mirror(engine, google, graph, dav)
+    series = google.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    instance = google.instance_id(series, SECOND)
+    google.cancel(instance)
+    mirror.settle()
+    assert graph.occurrence_state(remote_series(engine, mirror.bindings[1]), SECOND) == "gone"
+
+    back = SECOND + timedelta(hours=3)
+    google.restore(instance)
+    google.change(instance, title="Standup (back)", at=back)
+    mirror.settle()
+    expected = sorted([*LEFT, (THIRD, "Standup"), (back, "Standup (back)")])
+    for remote in mirror.remotes:
+        assert remote.occurrences(*SEEN) == expected, remote.name
+    with engine.begin() as conn:
+        (occurrence,) = [e for e in repo.list_events(conn) if e["original_start"]]
+    assert not occurrence["deleted"] and occurrence["recurring_event_id"], "still an occurrence of its series"
+    assert len(occurrence["links"]) == 3, "linked on every side (in Outlook: to the single event)"
+    assert_quiet(mirror, google, graph, dav)
+
+    stand_in = by_title(graph)["Standup (back)"]
+    graph.change(stand_in, title="Standup (renamed in Outlook)")
+    mirror.settle()
+    renamed = sorted([*LEFT, (THIRD, "Standup"), (back, "Standup (renamed in Outlook)")])
+    for remote in mirror.remotes:
+        assert remote.occurrences(*SEEN) == renamed, remote.name
+    with engine.begin() as conn:
+        (again,) = repo.get_events(conn, [occurrence["id"]])
+    assert again["original_start"] == occurrence["original_start"] and again["recurring_event_id"]
+    assert_quiet(mirror, google, graph, dav)

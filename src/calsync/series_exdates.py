@@ -84,3 +84,20 @@ def completed_outside_window(remote: RemoteEvent, base: dict[str, Any] | None) -
     else:
         lines = [*rules, exdate_line(merged)]
     return replace(remote, data=replace(data, recurrence=lines))
+
+
+def without_starts(recurrence: list[str], time_zone: str | None, starts: set[str]) -> list[str]:
+    """`recurrence` with `starts` (canonical boundaries) no longer excluded: the EXDATE lines are
+    rewritten as one line of what is left (none when nothing is), the rules kept as they are."""
+    left = excluded_starts(recurrence, time_zone) - starts
+    rules = [line for line in recurrence if not line.upper().startswith("EXDATE")]
+    return [*rules, exdate_line(left)] if left else rules
+
+
+def as_occurrence(remote: RemoteEvent, occurrence: Any) -> RemoteEvent:
+    """A single event that stands in for an occurrence on a side that could not write it into its
+    series (Outlook cannot restore a deleted occurrence: calsync writes it as a single event there),
+    read as that occurrence: its original start and UID are the occurrence's (`occurrence`, the local
+    EventData), so reading it back is no change, and an edit of it there is an edit of the occurrence."""
+    return replace(remote, data=replace(remote.data, original_start=occurrence.original_start,
+                                        ical_uid=occurrence.ical_uid))

@@ -26,7 +26,7 @@ from calsync.model import (
     utcnow,
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
-from calsync.series_exdates import completed_outside_window, excluded_starts
+from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
@@ -353,6 +353,9 @@ def _apply_page(
     # exceptions of linked series after every other item: a series whose deletion here paused it
     # (a conflict, maybe opened on this very page) keeps its exceptions until the person decides
     held_exceptions = {rid for rid, link in links.items() if link.recurring_event_id is not None}
+    stand_ins = repo.stand_in_starts(conn, binding.id, [
+        link.event_id for rid, link in links.items() if link.data.recurrence and not link.data.original_start
+        and isinstance(items[rid], RemoteEvent)])
     paused: set[str] | None = None
     for rid, item in [*((r, i) for r, i in items.items() if r not in held_exceptions),
                       *((r, i) for r, i in items.items() if r in held_exceptions)]:
@@ -374,7 +377,8 @@ def _apply_page(
                     writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
                     result.unchanged += 1
                     continue
-            _three_way(conn, binding, item, link, series, now, writes, result, open_conflicts.get(link.event_id))
+            _three_way(conn, binding, item, link, series, now, writes, result, open_conflicts.get(link.event_id),
+                       stand_ins.get(link.event_id))
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in writes.new_links:
             row["seen_generation"] = generation
@@ -387,6 +391,7 @@ def _apply_page(
             row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)
+    _include_restored_occurrences(conn, binding, writes, now)
     for exception_id, proof in _excluded_exceptions(conn, binding, writes.event_updates).items():
         if exception_id not in writes.tombstones:
             writes.tombstones[exception_id] = proof
@@ -402,6 +407,40 @@ def _apply_page(
     if conference_work:
         conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
     _mirror(conn, binding, writes, doomed)
+
+
+def _include_restored_occurrences(conn: Connection, binding: _Binding, writes: _PageWrites, now: datetime) -> None:
+    """An occurrence live again on this side (a cancelled instance confirmed again, in Google) whose
+    series still excludes it here (the EXDATE the deletion left, from the sides that keep one): the
+    series no longer excludes it, a change written to every side, this one included (its own copy of
+    the series may carry the EXDATE calsync wrote). Series taken from this side on this page are left
+    as they came (an EXDATE there over a live exception is _excluded_exceptions' case)."""
+    taken = {row["event_id"] for row in writes.event_updates}
+    live = [(row.get("event_id") or row["id"], row) for row in [*writes.new_events, *writes.event_updates]
+            if row["original_start"] and row["recurring_event_id"] and not row["deleted"]
+            and row["status"] != "cancelled" and row["recurring_event_id"] not in taken]
+    if not live:
+        return
+    restored: dict[str, set[str]] = {}
+    for _, row in live:
+        restored.setdefault(row["recurring_event_id"], set()).add(row["original_start"])
+    changed: list[tuple[str, int]] = []
+    rows: list[dict[str, Any]] = []
+    for series_row in repo.get_events(conn, list(restored)):
+        data = repo.row_to_data(series_row)
+        if series_row["deleted"] or not data.recurrence:
+            continue
+        starts = restored[series_row["id"]] & excluded_starts(data.recurrence, data.time_zone)
+        if not starts:
+            continue
+        data = replace(data, recurrence=without_starts(data.recurrence, data.time_zone, starts))
+        version = series_row["version"] + 1
+        rows.append({"event_id": series_row["id"], **_event_row(
+            data, version=version, source=binding.source, now=now, series_id=None, content_hash=data.content_hash())})
+        changed.append((series_row["id"], version))
+    if rows:
+        repo.update_events(conn, rows)
+        outbox_store.enqueue(conn, binding.calendar_id, changed)
 
 
 def _excluded_exceptions(conn: Connection, binding: _Binding, updates: list[dict[str, Any]]) -> dict[str, str]:
@@ -497,10 +536,19 @@ def _adopt(
 def _three_way(
     conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent,
     series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
-    open_conflict: str | None = None,
+    open_conflict: str | None = None, stood_in: set[str] | None = None,
 ) -> None:
+    """The three-way rule for one linked event. `stood_in`: for a series, the original starts of its
+    live occurrences this side holds as stand-in single events (repo.stand_in_starts)."""
     if isinstance(item, RemoteEvent) and item.exdates_known is not None:  # a series seen through a window
         item = completed_outside_window(item, link.base_snapshot)
+    if isinstance(item, RemoteEvent) and link.data.original_start and not item.data.original_start \
+            and not item.series_remote_id:  # a single event standing in for the occurrence (Outlook)
+        item = as_occurrence(item, link.data)
+    if isinstance(item, RemoteEvent) and stood_in and item.data.recurrence and not item.data.original_start:
+        # the side holds these occurrences as stand-ins, and its series excludes them: not a deletion
+        item = replace(item, data=replace(item.data, recurrence=without_starts(
+            item.data.recurrence, item.data.time_zone, stood_in)))
     remote = item if isinstance(item, RemoteEvent) else None
     sides = Sides(
         link_etag=link.etag, remote_etag=remote.etag if remote else None, base_version=link.base_version,

@@ -271,7 +271,7 @@ class Pusher:
                     repo.forget_exception_copies(conn, event_id, self.binding["id"])
             else:
                 repo.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
-                                create=new_link)
+                                create=new_link, series_remote_id=remote.series_remote_id)
                 # keep what the provider answered (its unmodelled fields), so the next write patches this copy
                 repo.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)

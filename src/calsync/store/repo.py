@@ -598,6 +598,24 @@ def live_confirmed_exceptions_of(conn: Connection, series_ids: Sequence[str]) ->
     return found
 
 
+def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Series id -> original starts of its live occurrences the binding holds as single events that
+    stand in for them (the link's remote copy belongs to no series there: Outlook, which cannot
+    restore a deleted occurrence, gets a single event instead)."""
+    found: dict[str, set[str]] = {}
+    for chunk in chunks(list(series_ids)):
+        for series_id, original in conn.execute(
+            select(events.c.recurring_event_id, events.c.original_start)
+            .join(event_links, event_links.c.event_id == events.c.id)
+            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False),
+                   events.c.status != "cancelled", events.c.original_start.is_not(None),
+                   event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False),
+                   event_links.c.series_remote_id.is_(None))
+        ):
+            found.setdefault(series_id, set()).add(original)
+    return found
+
+
 def live_series_members(conn: Connection, binding_id: str, series_remote_ids: Iterable[str]) -> set[str]:
     """Remote ids of the binding's live events that belong to these series: each series' own link
     and its exceptions' (both lookups through an index)."""
@@ -646,12 +664,16 @@ def link_of(conn: Connection, event_id: str, binding_id: str) -> dict[str, Any] 
 
 def agree_link(
     conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str, version: int, data: EventData,
-    *, create: bool,
+    *, create: bool, series_remote_id: str | None | bool = False,
 ) -> None:
-    """After a successful push: the link records the remote copy's id and ETag, and `version` as base."""
+    """After a successful push: the link records the remote copy's id and ETag, and `version` as base.
+    `series_remote_id`: the series the remote copy belongs to there, as the provider answered (None:
+    a single event there, which for an occurrence is a stand-in, see stand_in_starts); False keeps it."""
     now = utcnow()
     values = {"remote_id": remote_id, "etag": etag, "base_version": version, "base_hash": data.content_hash(),
               "base_snapshot": data.snapshot(), "remote_deleted": False, "updated_at": now}
+    if series_remote_id is not False:
+        values["series_remote_id"] = series_remote_id
     if create:
         conn.execute(event_links.insert().values(event_id=event_id, binding_id=binding_id, created_at=now,
                                                  seen_generation=0, **values))
