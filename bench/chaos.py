@@ -252,6 +252,18 @@ class View:
     items: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     duplicates: list[Key] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things that are wrong in themselves (orphans ...)
+    # single events carrying a series' marker: Outlook cannot restore a deleted occurrence, so calsync
+    # writes one that comes back elsewhere as a single event standing in for it (marker, fields)
+    stand_ins: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def place_stand_ins(self, reference: View) -> None:
+        """Each stand-in counts as the occurrence of its series that `reference` (the local store)
+        holds with the same fields and this side lacks; one that matches none stays a single event."""
+        for mark, value in self.stand_ins:
+            match = next((key for key, held in reference.items.items() if key[0] == "i" and key[1] == mark
+                          and held == value and key not in self.items), None)
+            self.add(match or ("s", mark), value)
+        self.stand_ins.clear()
 
     def add(self, key: Key, value: tuple[Any, ...]) -> None:
         if key in self.items:
@@ -633,7 +645,11 @@ class GraphSide(EmulatedSide):
                     found = (marker_of(item.get("subject")) or "?", value[3])
                 view.add(("i", found[0], canon(item["originalStart"], found[1])), value)
             else:
-                view.add(("s", marker_of(item.get("subject")) or "?"), value)
+                mark = marker_of(item.get("subject")) or "?"
+                if any(found[0] == mark for found in masters.values()):
+                    view.stand_ins.append((mark, value))
+                else:
+                    view.add(("s", mark), value)
         return view
 
 
@@ -1654,6 +1670,7 @@ class Chaos:
         views = [local_view]
         for side in self.world.sides.values():
             views.append(side.view(self.hi, self.lo))
+            views[-1].place_stand_ins(local_view)
         names = [v.side for v in views]
         for view in views:
             for key in dict.fromkeys(view.duplicates):
