@@ -246,6 +246,14 @@ def marker_of(title: Any) -> str | None:
     return found.group(0) if found else None
 
 
+def crash_text() -> str:
+    """The exception (type and the start of its message) and where it was raised: a store error's
+    message holds a whole statement, and its tail alone does not say what failed."""
+    kind, exc, tb = sys.exc_info()
+    where = " | ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in traceback.extract_tb(tb)[-6:])
+    return f"{kind.__name__ if kind else '?'}: {str(exc)[:400]} | at {where}"
+
+
 @dataclass
 class View:
     side: str
@@ -1605,7 +1613,7 @@ class Chaos:
         except Killed as exc:
             self.log(f"worker killed: {exc}")
         except Exception:  # noqa: BLE001 - an engine crash is a finding, not the end of the run
-            self.problem("crash", "-", traceback.format_exc(limit=8).strip().replace("\n", " | ")[-900:])
+            self.problem("crash", "-", crash_text())
         self.index_dirty = True
         self.observe_conflicts()
         return report
