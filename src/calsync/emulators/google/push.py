@@ -71,7 +71,7 @@ _CHANNEL_TYPES = ("web_hook", "webhook")
 
 
 class PushError(Exception):
-    """A watch/stop request Google would refuse; google.py renders it in Google's error shape."""
+    """A watch/stop request Google would refuse; the emulator renders it in Google's error shape."""
 
     def __init__(self, status: int, reason: str, message: str, domain: str = "global",
                  location: str | None = None) -> None:

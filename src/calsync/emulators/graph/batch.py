@@ -11,13 +11,14 @@ as a whole (each a 400 ``BadRequest`` in Graph's error shape, nothing run):
   header ("Write request id : X does not contain Content-Type header or body.");
 * ``dependsOn`` lists ids of earlier requests only.
 
-Each inner request is run as if it had come over HTTP on its own (graph.py passes the dispatcher):
+Each inner request is run as if it had come over HTTP on its own (``api`` passes the dispatcher):
 the outer Authorization header, the mailbox throttle (every inner request counts, the outer POST
 does not: it never reaches Outlook), the fault rules matched against the inner method and path,
 and one request-log entry per inner request marked with its batch id. So a throttled or faulted
-inner request answers 429 / 5xx with its ``Retry-After`` *under the outer 200* (provider-semantics
-2.5 and checklist 5.2). Only the Authorization header (and Host, for links) is taken from the
-outer request: Prefer and the rest must be given per inner request, in its ``headers``.
+inner request answers 429 / 5xx with its ``Retry-After`` *under the outer 200*
+(``../shared/reference/provider-semantics.md`` 2.5 and its checklist 5.2). Only the Authorization
+header (and Host, for links) is taken from the outer request: Prefer and the rest must be given
+per inner request, in its ``headers``.
 
 ``url`` is relative to the version root (``/me/events/{id}``, or ``me/events`` without the slash);
 an absolute URL is accepted when it names this service's ``/v1.0`` (what msgraph-sdk sends). Requests

@@ -201,7 +201,7 @@ class GraphPushHub:
             result = ValidationResult(False, timed_out=True, detail="timed out")
             self._record_validation(url, None, result)
             return result
-        except Exception as exc:  # transport errors, bad URLs: the handshake failed
+        except Exception as exc:  # noqa: BLE001 - transport errors, bad URLs: the handshake failed
             result = ValidationResult(False, detail=f"{type(exc).__name__}: {exc}")
             self._record_validation(url, None, result)
             return result
