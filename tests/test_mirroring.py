@@ -556,3 +556,57 @@ def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_li
         (again,) = repo.get_events(conn, [occurrence["id"]])
     assert again["original_start"] == occurrence["original_start"] and again["recurring_event_id"]
     assert_quiet(mirror, google, graph, dav)
+
+
+def test_a_rule_change_written_to_outlook_keeps_the_series_exceptions_there(
+        engine: Engine, request: pytest.FixtureRequest) -> None:
+    """Outlook drops a series' exceptions when its pattern changes. A rule change made in Google (the
+    series grows from four to six) is written to Outlook, and its moved occurrence is
+    written there again: every side shows it moved, no event is lost or duplicated, and a quiet
+    pass writes nothing."""
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    mirror, _, _ = series_with_moved_occurrence(engine, (google, graph))
+    rule = ["RRULE:FREQ=WEEKLY;COUNT=6"]
+    google.http.patch(f"{google._events(None)}/{remote_series(engine, mirror.binding_a)}",
+                      json={"recurrence": rule}).raise_for_status()
+    mirror.settle()
+    mirror.settle()
+    grown = sorted([*MOVED_SERIES, (SERIES_START + timedelta(weeks=4), "Standup"),
+                    (SERIES_START + timedelta(weeks=5), "Standup")])
+    seen = (SEEN[0], SEEN[1] + timedelta(weeks=4))
+    assert google.occurrences(*seen) == grown
+    assert graph.occurrences(*seen) == grown, "the moved occurrence is written to Outlook again"
+    with engine.begin() as conn:
+        live = [e for e in repo.list_events(conn) if e["original_start"]]
+    assert [e["title"] for e in live] == ["Standup (moved)"]
+    assert_quiet(mirror, google, graph)
+
+
+def test_an_exception_whose_copy_there_is_gone_is_adopted_when_that_side_shows_it_again(
+        engine: Engine, request: pytest.FixtureRequest) -> None:
+    """An exception whose copy on Outlook calsync holds for gone (its link says so, with an id Outlook
+    no longer uses: the copy went with a series made again there) meets an exception at its start
+    there again (someone edits that occurrence in Outlook): it is adopted into the old link's place,
+    not imported as a second exception of the series at the same start (which then clashed with the
+    first one's next write there)."""
+    from sqlalchemy import update
+
+    from calsync.store.schema import event_links
+
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    mirror, _, _ = series_with_moved_occurrence(engine, (google, graph))
+    with engine.begin() as conn:
+        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
+        held = repo.link_of(conn, moved["id"], mirror.binding_b)
+        assert held is not None
+        conn.execute(update(event_links).where(event_links.c.id == held["id"])
+                     .values(remote_id="gone-with-the-old-series", remote_deleted=True))
+    graph.change(str(held["remote_id"]), title="Standup (moved, noted)")
+    mirror.settle()
+    with engine.begin() as conn:
+        exceptions = [e for e in repo.list_events(conn) if e["original_start"]]
+        link = repo.link_of(conn, moved["id"], mirror.binding_b)
+    assert [e["id"] for e in exceptions] == [moved["id"]], "one exception at that start, not two"
+    assert link is not None and link["remote_id"] == held["remote_id"] and not link["remote_deleted"]
+    assert (THIRD + timedelta(hours=2), "Standup (moved, noted)") in google.occurrences(*SEEN)
+    assert_quiet(mirror, google, graph)

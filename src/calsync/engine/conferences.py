@@ -158,7 +158,7 @@ class ConferenceEngine:
             if binding["direction"] == "push":
                 continue  # nothing is pulled from it: no channel, no token
             provider = self.providers.get(binding["account_id"])
-            if getattr(provider, "supports_push", True):
+            if provider.capabilities.push:
                 with self.engine.begin() as conn:
                     store.ensure_channel_intent(conn, binding["id"])
             if not binding["sync_token"]:

@@ -113,7 +113,7 @@ def sync_binding(
             result.token_reset = True
             binding.sync_token = None
             _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
-        if result.unknown_deletions and not result.full and getattr(provider, "names_occurrences_only", False):
+        if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
             _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
         result.status, result.message = "blocked", str(exc)
@@ -167,7 +167,7 @@ def _walk(
         result.full = True
         with engine.begin() as conn:
             generation = repo.start_full_sync(conn, binding.id)
-    whole_series = getattr(provider, "lists_whole_series", False)
+    whole_series = provider.capabilities.lists_whole_series
     # a listing limited to a time window (Graph's calendarView) does not show what lies outside it:
     # what it reports removed, or does not list, is deleted only once a read by id says so
     windowed = provider.listing_window() is not None
@@ -345,6 +345,16 @@ def _apply_page(
     for key, event_id in (repo.unlinked_exceptions_at(conn, binding.id, list(at_start)) if at_start else {}).items():
         claims[at_start[key]] = event_id
         adoptable.add(event_id)
+    # a claimed event whose copy here is gone (its link says so) takes this copy in that link's place,
+    # and the three-way rule decides on it against what the two last agreed on
+    relinked = repo.relink_gone_copies(conn, binding.id, {
+        claim: (rid, items[rid].series_remote_id) for rid, claim in claims.items()
+        if claim in adoptable and isinstance(items[rid], RemoteEvent)}) if adoptable else []
+    if relinked:
+        links.update(repo.links_by_remote_id(conn, binding.id, relinked))
+        open_conflicts.update(repo.open_conflicts_of(conn, binding.id, [links[rid].event_id for rid in relinked]))
+        for rid in relinked:
+            del claims[rid]
     now = utcnow()
     writes = _PageWrites()
     for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page

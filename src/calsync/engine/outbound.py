@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from calsync.engine import inbound
 from calsync.model import EventData, RemoteDeletion, RemoteEvent, utcnow
@@ -112,6 +113,11 @@ class Pusher:
                     queue.fail(conn, row["id"], str(exc))
                 self.result.failed += 1
                 continue
+            except IntegrityError as exc:  # the remote copy is already another event's here: a bug upstream
+                with self.engine.begin() as conn:  # that stops this event, not every binding's sync
+                    queue.fail(conn, row["id"], f"the copy written is linked to another event already: {exc.orig}")
+                self.result.failed += 1
+                continue
             except AuthError as exc:
                 self.result.status, self.result.message = "auth-failed", str(exc)
                 with self.engine.begin() as conn:
@@ -183,7 +189,8 @@ class Pusher:
                 return self._checkpoint(event["id"], version, data, None, "deleted")
             remote = self.provider.update_event(self._calendar, link["remote_id"], data, if_match=link["etag"])
             self._hook(event["id"], "updated")
-            return self._checkpoint(event["id"], version, data, remote, "updated")
+            dropped = self.provider.capabilities.series_change_drops_exceptions and _reshaped(link, data)
+            return self._checkpoint(event["id"], version, data, remote, "updated", series_remade=dropped)
         except (PreconditionFailed, NotFoundError):
             if attempt >= REDECIDE_LIMIT:
                 raise
@@ -259,8 +266,9 @@ class Pusher:
     def _checkpoint(self, event_id: str, version: int, data: EventData, remote: RemoteEvent | None,
                     outcome: str, new_link: bool = False, series_remade: bool = False) -> str:
         """The link now agrees with `version`; the rows asking for it are done. One transaction.
-        `series_remade`: a series written again here after its copy was deleted; its exceptions'
-        copies went with that one, so they are queued again, after it."""
+        `series_remade`: a series written again here after its copy was deleted, or reshaped where that
+        drops its exceptions (Outlook); its exceptions' copies went with the old one, so they are
+        queued again, after it."""
         with self.engine.begin() as conn:
             if series_remade:
                 again = repo.forget_exception_copies(conn, event_id, self.binding["id"])
@@ -276,6 +284,19 @@ class Pusher:
                 repo.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
+
+
+def _reshaped(link: dict[str, Any], data: EventData) -> bool:
+    """A series write that changes its pattern or its times (what drops a series' exceptions in
+    Outlook): the rules (EXDATEs aside) or the first occurrence's start, end or zone differ from what
+    the link last agreed on. A NULL base is the event as it is: nothing changed."""
+    base = link["base_snapshot"]
+    if not base or not data.recurrence or data.original_start:
+        return False
+    def rules(lines: list[str] | None) -> list[str]:
+        return [line for line in lines or [] if not line.upper().startswith("EXDATE")]
+    return rules(base.get("recurrence")) != rules(data.recurrence) or any(
+        base.get(name) != getattr(data, name) for name in ("start", "end", "all_day", "time_zone"))
 
 
 def _base_status(link: dict[str, Any], event: dict[str, Any]) -> str:

@@ -125,7 +125,7 @@ class Worker:
         result = sync_binding(self.engine, self.pool.get(claim["account_id"]), claim["id"], after_page=keep_lease)
         if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
             Pusher(self.engine, self.pool.get(claim["account_id"]), claim["id"]).run()
-        push_capable = getattr(self.pool.get(claim["account_id"]), "supports_push", True)
+        push_capable = self.pool.get(claim["account_id"]).capabilities.push
         if self.settings.public_url and result.status == "ok" and push_capable:  # ... and its channel
             ensure_channel(self.engine, self.pool, claim["id"], self.settings.public_url,
                            renew_before=timedelta(seconds=self.settings.channel_renew_before),

@@ -44,6 +44,23 @@ class RateLimited(ProviderError):
     """Retries for 429 / rate-limit / 5xx were exhausted."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do and how it lists, declared once per provider class: the engine reads
+    these, never the provider's kind."""
+
+    #: watch channels (push notifications); without them the scheduler only polls
+    push: bool = True
+    #: a series and its exceptions are one object, listed whole whenever any part changes (CalDAV's
+    #: resources): an exception missing from a re-listed series is gone
+    lists_whole_series: bool = False
+    #: a deleted occurrence is reported by the occurrence's own id, never as a change of its master
+    #: (Graph's calendarView delta): the engine re-reads masters when deletions of unknown ids arrive
+    names_occurrences_only: bool = False
+    #: changing a series' pattern or times drops its exceptions (Outlook): the engine writes them again
+    series_change_drops_exceptions: bool = False
+
+
 @dataclass
 class Channel:
     """A push-notification channel as the provider confirmed it."""
@@ -56,6 +73,8 @@ class Channel:
 
 class Provider(Protocol):
     """One account's view of one calendar service."""
+
+    capabilities: Capabilities
 
     @property
     def request_count(self) -> int:

@@ -57,6 +57,7 @@ from calsync.model import (
     RemoteEvent,
 )
 from calsync.providers.base import (
+    Capabilities,
     AlreadyExists,
     Channel,
     NotFoundError,
@@ -136,10 +137,9 @@ class CalDAVProvider:
     """One CalDAV account (server URL + username/password, HTTP Basic)."""
 
     name = "caldav"
-    supports_push = False  # no watch channels: polling only (the engine may skip channel set-up)
-    # a series and its overrides are one resource, always read whole: an override missing from a
-    # re-read series is gone (another client reverted the instance), though no member was removed
-    lists_whole_series = True
+    # no watch channels (polling only); a series and its overrides are one resource, always read
+    # whole: an override missing from a re-read series is gone (another client reverted the instance)
+    capabilities = Capabilities(push=False, lists_whole_series=True)
 
     def __init__(
         self, url: str, username: str | None = None, password: str | None = None, *,

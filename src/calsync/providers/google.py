@@ -21,6 +21,7 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import (
+    Capabilities,
     AlreadyExists,
     Channel,
     PreconditionFailed,
@@ -56,6 +57,7 @@ class GoogleProvider:
     """One Google account (one bearer token)."""
 
     name = "google"
+    capabilities = Capabilities()
 
     def __init__(
         self, token: str, base_url: str | None = None, *, page_size: int = MAX_PAGE,

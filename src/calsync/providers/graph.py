@@ -59,6 +59,7 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import (
+    Capabilities,
     Channel,
     ProviderError,
     RateLimited,
@@ -94,9 +95,10 @@ class GraphProvider:
     """One Microsoft 365 / Outlook mailbox (one bearer token)."""
 
     name = "graph"
-    # calendarView delta reports a deleted occurrence by its own id, never by its master's: the engine
-    # re-reads the series masters when deletions of unknown ids arrive (engine/inbound._recheck_series)
-    names_occurrences_only = True
+    # calendarView delta reports a deleted occurrence by its own id, never by its master's (the engine
+    # re-reads the series masters when deletions of unknown ids arrive: engine/inbound._recheck_series);
+    # a PATCH of a master's pattern or times drops its exceptions (the engine writes them again)
+    capabilities = Capabilities(names_occurrences_only=True, series_change_drops_exceptions=True)
 
     def __init__(
         self, token: str, base_url: str | None = None, *, page_size: int = DEFAULT_PAGE_SIZE,

@@ -18,8 +18,9 @@ Behaviour, where providers differ:
   occurrence on the master too, and a master whose EXDATEs cover an exception drops it. Writing an
   exception over an excluded occurrence brings the occurrence back (the EXDATE goes).
 - Sync tokens: `mem:<calendar>:<epoch>:<position>` in a global change log; an incremental listing
-  gives every event written after the position (deletions as RemoteDeletion), in pages of
-  `page_size`. `invalidate_tokens` bumps the epoch: older tokens raise SyncTokenInvalid (410).
+  gives every event written after the position (deletions as RemoteDeletion), in the order of
+  those writes (`series_first`: exceptions after every series), in pages of `page_size`.
+  `invalidate_tokens` bumps the epoch: older tokens raise SyncTokenInvalid (410).
 - Listings cover the whole calendar (listing_window None); no push (watch raises, as CalDAV).
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ from calsync.model import (
 from calsync.providers.base import (
     AlreadyExists,
     AuthError,
+    Capabilities,
     Channel,
     NotFoundError,
     PreconditionFailed,
@@ -62,7 +64,7 @@ from calsync.providers.canonical import is_utc_name
 from calsync.series_exdates import excluded_starts, exdate_line
 
 T = TypeVar("T")
-TOKEN_PREFIX = "mem"
+SCHEME = "mem"  # sync tokens are mem:<calendar>:<epoch>:<position>
 METHODS = ("list_calendars", "list_changes", "get_event", "fetch_events", "insert_event", "update_event",
            "delete_event", "cancel_occurrence", "watch", "stop_channel")
 
@@ -114,18 +116,16 @@ class _Calendar:
 class MemoryService:
     """The calendar service. Every method takes the lock: the engine lists in a helper thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, series_first: bool = False) -> None:
+        """`series_first`: a listing names every series before any exception. By default it lists in
+        the order of the last writes, as the protocol allows (an exception may come first)."""
+        self.series_first = series_first
         self.lock = threading.RLock()
         self.calendars: dict[str, _Calendar] = {}
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str]] = []  # (method, calendar id) of each provider call
-        self._position = 0
+        self.position = 0  # changes stored so far (by anyone): a call that changed nothing adds none
         self._etag = 0
-
-    @property
-    def position(self) -> int:
-        """How many changes the service has stored (by anyone): a call that changed nothing adds none."""
-        return self._position
 
     # --- admin ------------------------------------------------------------------------
 
@@ -208,11 +208,12 @@ class MemoryService:
             calendar = self.calendar(calendar_id)
             since = -1 if sync_token is None else self._token_position(calendar_id, calendar, sync_token)
             changed = sorted((s for s in calendar.events.values() if s.position > since and not
-                              (sync_token is None and s.deleted)), key=lambda s: s.position)
+                              (sync_token is None and s.deleted)),
+                             key=lambda s: (self.series_first and s.series_remote_id is not None, s.position))
             items: list[RemoteChange] = [
                 RemoteDeletion(s.remote_id, proof=f"memory listing since {sync_token}: deleted") if s.deleted
                 else _event(s) for s in changed]
-            return items, f"{TOKEN_PREFIX}:{calendar_id}:{calendar.epoch}:{self._position}"
+            return items, f"{SCHEME}:{calendar_id}:{calendar.epoch}:{self.position}"
 
     def read(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
         with self.lock:
@@ -306,24 +307,24 @@ class MemoryService:
         prefix, _, rest = token.partition(":")
         cid, _, tail = rest.rpartition(":")
         cid, _, epoch = cid.rpartition(":")
-        if prefix != TOKEN_PREFIX or cid != calendar_id or epoch != str(calendar.epoch) or not tail.isdigit() \
-                or int(tail) > self._position:
+        if prefix != SCHEME or cid != calendar_id or epoch != str(calendar.epoch) or not tail.isdigit() \
+                or int(tail) > self.position:
             raise SyncTokenInvalid(f"sync token {token[:60]!r} is no longer valid", status=410,
                                    reason="fullSyncRequired")
         return int(tail)
 
     def _write(self, calendar: _Calendar, remote_id: str, data: EventData, series: str | None) -> _Stored:
-        self._position += 1
+        self.position += 1
         self._etag += 1
         own = {"memory": data.extra["memory"]} if "memory" in (data.extra or {}) else {}
-        stored = _Stored(remote_id, copy.deepcopy(replace(data, extra=own)), f'"m{self._etag}"', self._position,
+        stored = _Stored(remote_id, copy.deepcopy(replace(data, extra=own)), f'"m{self._etag}"', self.position,
                          canonical_instant(utcnow()), series)
         calendar.events[remote_id] = stored
         return stored
 
     def _tombstone(self, calendar: _Calendar, stored: _Stored) -> None:
-        self._position += 1
-        stored.deleted, stored.position = True, self._position
+        self.position += 1
+        stored.deleted, stored.position = True, self.position
 
     def _exceptions(self, calendar: _Calendar, series_remote_id: str) -> list[_Stored]:
         return [s for s in calendar.events.values() if s.series_remote_id == series_remote_id and not s.deleted]
@@ -362,8 +363,8 @@ class MemoryProvider:
     """One account's client of a MemoryService: the Provider protocol, counted and faultable."""
 
     name = "memory"
-    supports_push = False  # no watch channels: the scheduler polls
-    lists_whole_series = False  # exceptions are events of their own, listed when they change
+    # no watch channels (the scheduler polls); exceptions are events of their own, listed when they change
+    capabilities = Capabilities(push=False)
 
     def __init__(self, service: MemoryService, *, page_size: int = 100) -> None:
         self.service = service
@@ -435,7 +436,8 @@ class MemoryProvider:
             calendar_id, series_remote_id, original_start, remote_id=remote_id, if_match=if_match))
         return None
 
-    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+    def watch(self, calendar_id: str, channel_id: str, address: str, token: str,
+              ttl_seconds: int | None = None) -> Channel:
         return self._call("watch", calendar_id, _no_push)
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
@@ -473,43 +475,38 @@ def _zone(name: str | None) -> tzinfo:
         return UTC
 
 
-def _rules(data: EventData, aware: bool) -> rruleset:
-    """The series' RRULEs (EXDATEs left out) from its first start as the rule sees it."""
-    lines = [line for line in data.recurrence or [] if line.upper().startswith(("RRULE", "RDATE"))]
-    if data.all_day:
-        first = datetime.combine(date.fromisoformat(data.start[:10]), datetime.min.time())
-        dtstart = first.replace(tzinfo=UTC) if aware else first
-    else:
-        wall = parse_instant(data.start).astimezone(_zone(data.time_zone))
-        dtstart = wall if aware else wall.replace(tzinfo=None)
-    rules = rrulestr("\n".join(lines), dtstart=dtstart, forceset=True)
-    assert isinstance(rules, rruleset)
-    return rules
+def _boundary(text: str) -> datetime:
+    """A canonical boundary as an instant (a date: its midnight, UTC)."""
+    if len(text) == 10:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+    return parse_instant(text)
 
 
-def _moment(start: str, all_day: bool, zone: tzinfo, aware: bool) -> datetime:
-    if all_day:
-        first = datetime.combine(date.fromisoformat(start[:10]), datetime.min.time())
-        return first.replace(tzinfo=UTC) if aware else first
-    wall = parse_instant(start).astimezone(zone)
-    return wall if aware else wall.replace(tzinfo=None)
+def _expand(data: EventData, use: Callable[[rruleset, Callable[[datetime], datetime]], T]) -> T | None:
+    """`use(rules, as_rule_time)` over the series' RRULEs (EXDATEs left out), counted from its first
+    start as the rule sees it (wall time in its zone); None when they cannot be expanded here. UTC
+    UNTILs need an aware start, date UNTILs a naive one: both are tried."""
+    zone = UTC if data.all_day else _zone(data.time_zone)
+    lines = "\n".join(line for line in data.recurrence or [] if line.upper().startswith(("RRULE", "RDATE")))
+    for aware in (True, False):
+        def convert(moment: datetime, aware: bool = aware) -> datetime:
+            wall = moment.astimezone(zone)
+            return wall if aware else wall.replace(tzinfo=None)
+        try:
+            rules = rrulestr(lines, dtstart=convert(_boundary(data.start)), forceset=True)
+            assert isinstance(rules, rruleset)
+            return use(rules, convert)
+        except (ValueError, TypeError):
+            continue
+    return None
 
 
 def starts_between(data: EventData, lo: datetime, hi: datetime) -> list[str]:
     """Canonical starts of the rule's occurrences (EXDATEs not applied) in [lo, hi)."""
-    zone = _zone(data.time_zone)
-    for aware in (True, False):  # UNTIL in UTC needs an aware start, a date UNTIL a naive one
-        try:
-            rules = _rules(data, aware)
-            a, b = (lo, hi) if aware else (lo.astimezone(zone).replace(tzinfo=None),
-                                           hi.astimezone(zone).replace(tzinfo=None))
-            found = rules.between(a, b - timedelta(microseconds=1), inc=True)
-        except (ValueError, TypeError):
-            continue
-        if data.all_day:
-            return [moment.date().isoformat() for moment in found]
-        return [canonical_instant(m if aware else m.replace(tzinfo=zone)) for m in found]
-    return []
+    zone = UTC if data.all_day else _zone(data.time_zone)
+    found = _expand(data, lambda rules, at: rules.between(at(lo), at(hi - timedelta(microseconds=1)), inc=True))
+    moments = [m if m.tzinfo else m.replace(tzinfo=zone) for m in found or []]
+    return [m.date().isoformat() if data.all_day else canonical_instant(m) for m in moments]
 
 
 def occurs(data: EventData, original_start: str) -> bool:
@@ -517,21 +514,12 @@ def occurs(data: EventData, original_start: str) -> bool:
     rule this reader cannot expand is trusted: the service never refuses what it cannot judge."""
     if not data.recurrence:
         return False
-    zone = _zone(data.time_zone)
-    for aware in (True, False):
-        try:
-            target = _moment(original_start, data.all_day, zone, aware)
-            found = _rules(data, aware).after(target, inc=True)
-        except (ValueError, TypeError):
-            continue
-        return found == target
-    return True
+    target = _boundary(original_start)
+    found = _expand(data, lambda rules, at: rules.after(at(target), inc=True) == at(target))
+    return True if found is None else found
 
 
 def _shifted_end(series: EventData, original_start: str) -> str:
     """The end of the occurrence at `original_start`: the series' own duration later."""
-    if series.all_day:
-        days = date.fromisoformat(series.end[:10]) - date.fromisoformat(series.start[:10])
-        return (date.fromisoformat(original_start[:10]) + days).isoformat()
-    length = parse_instant(series.end) - parse_instant(series.start)
-    return canonical_instant(parse_instant(original_start) + length)
+    end = _boundary(original_start) + (_boundary(series.end) - _boundary(series.start))
+    return end.date().isoformat() if series.all_day else canonical_instant(end)

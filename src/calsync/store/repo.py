@@ -296,8 +296,35 @@ def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[s
     return found
 
 
+def _live_copy_on(binding_id: str) -> Any:
+    """The event has a live copy on the binding: a link that does not say the copy was deleted there.
+    An event whose copy there is gone (the link says so) is written there again, and the copy met
+    next is that one: it is adopted into the old link's place, not imported as a second event."""
+    return (
+        select(event_links.c.id)
+        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id,
+               event_links.c.remote_deleted.is_(False))
+        .exists()
+    )
+
+
+def relink_gone_copies(conn: Connection, binding_id: str, copies: Mapping[str, tuple[str, str | None]]) -> list[str]:
+    """event id -> (remote id, series remote id) of a copy met on the binding: events whose link there
+    says their copy is gone take it, in the old link's place (its base kept, so the three-way rule
+    decides on it as on any change). Returns the remote ids taken."""
+    taken: list[str] = []
+    for event_id, (remote_id, series_remote_id) in copies.items():
+        done = conn.execute(event_links.update().where(
+            event_links.c.binding_id == binding_id, event_links.c.event_id == event_id,
+            event_links.c.remote_deleted.is_(True),
+        ).values(remote_id=remote_id, series_remote_id=series_remote_id, updated_at=utcnow()))
+        if done.rowcount:
+            taken.append(remote_id)
+    return taken
+
+
 def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str, ids: Sequence[str]) -> set[str]:
-    """Local events of the calendar whose id is one of `ids` and that have no link to the binding.
+    """Local events of the calendar whose id is one of `ids` and that have no live copy on the binding.
 
     A remote event whose id is a local event id was created by our own outbox (client-chosen id);
     adopting it instead of importing it again is what keeps a crashed push from duplicating.
@@ -305,11 +332,7 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
     """
     candidates = [i for i in ids if _LOCAL_ID.fullmatch(i)]
     adoptable: set[str] = set()
-    linked = (
-        select(event_links.c.id)
-        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id)
-        .exists()
-    )
+    linked = _live_copy_on(binding_id)
     for chunk in chunks(candidates):
         query = select(events.c.id).where(events.c.calendar_id == calendar_id, events.c.id.in_(chunk), ~linked)
         adoptable.update(conn.execute(query).scalars())
@@ -319,12 +342,8 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
 def unlinked_exceptions_at(
     conn: Connection, binding_id: str, starts: Sequence[tuple[str, str]],
 ) -> dict[tuple[str, str], str]:
-    """Live local exceptions with no link to the binding, by (series event id, original start)."""
-    linked = (
-        select(event_links.c.id)
-        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id)
-        .exists()
-    )
+    """Live local exceptions with no live copy on the binding, by (series event id, original start)."""
+    linked = _live_copy_on(binding_id)
     wanted = set(starts)
     found: dict[tuple[str, str], str] = {}
     for chunk in chunks(sorted({series for series, _ in wanted})):
