@@ -177,6 +177,30 @@ def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(engin
     assert quiet.inbound[0].updated == 0 and quiet.outbound[0].updated == 0
 
 
+def test_an_event_deleted_after_a_create_whose_checkpoint_was_lost_is_deleted_there_too(
+        engine: Engine, remote: Remote) -> None:
+    """A create written to the remote whose checkpoint was lost (the worker killed after the write),
+    then the event deleted here before the next sync: the copy met there is adopted by the tombstone
+    and deleted, not left behind for ever (found by the chaos harness: c2-677)."""
+    binding = remote.bind(engine)
+    calendar = calendar_of(engine, binding)
+
+    def crash(_event: str, _what: str) -> None:
+        raise RuntimeError("worker killed after the remote write")
+
+    created = new_event(engine, calendar)
+    with pytest.raises(RuntimeError):
+        sync(engine, remote, after_write=crash)
+    assert list(remote.titles().values()) == ["Planning"], "written there, but not checkpointed"
+    local.delete_event(engine, created, None)
+    sync(engine, remote)
+    sync(engine, remote)
+    assert remote.titles() == {}, "the deletion reaches the copy the lost checkpoint left there"
+    assert backlog(engine) == 0
+    quiet = sync(engine, remote)
+    assert quiet.inbound[0].created == quiet.outbound[0].deleted == 0
+
+
 def test_fifty_queued_edits_become_one_write(engine: Engine, remote: Remote) -> None:
     binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))

@@ -303,6 +303,7 @@ class _PageWrites:
     event_updates: list[dict[str, Any]] = field(default_factory=list)
     link_updates: list[dict[str, Any]] = field(default_factory=list)
     tombstones: dict[str, str] = field(default_factory=dict)  # event id -> what proved its deletion
+    doomed_copies: list[tuple[str, int]] = field(default_factory=list)  # tombstones adopted: (id, version)
 
 
 def _apply_page(
@@ -396,6 +397,8 @@ def _apply_page(
     # series before their exceptions: a page may list an exception ahead of its master
     repo.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
     repo.insert_links(conn, writes.new_links)
+    if writes.doomed_copies:  # copies of events deleted here: the push deletes them on this side
+        outbox_store.enqueue(conn, binding.calendar_id, writes.doomed_copies, bindings_to=[binding.id])
     if writes.new_links:  # exceptions that came before their series (on an earlier page or sync) join it now
         repo.attach_orphan_exceptions(conn, binding.id, {
             row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
@@ -533,9 +536,13 @@ def _adopt(
     conn: Connection, binding: _Binding, item: RemoteEvent, event_id: str, now: datetime, writes: _PageWrites,
     result: SyncResult,
 ) -> None:
-    """The remote copy of a local event that our outbox created: link it, don't import it twice."""
-    local_version, local_hash = repo.event_version_and_hash(conn, event_id)
-    version = local_version if local_hash == item.content_hash else 0
+    """The remote copy of a local event that our outbox created: link it, don't import it twice.
+    A copy of an event deleted here since (the create's checkpoint was lost, then the event deleted)
+    is linked as not agreed and queued, so the push deletes it there too."""
+    local_version, local_hash, deleted = repo.event_version_and_hash(conn, event_id)
+    version = local_version if local_hash == item.content_hash and not deleted else 0
+    if deleted:
+        writes.doomed_copies.append((event_id, local_version))
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
         "seen_generation": 0, **_link_row(item, version, now),

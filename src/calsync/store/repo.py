@@ -356,9 +356,11 @@ def unlinked_exceptions_at(
     return found
 
 
-def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str]:
-    row = conn.execute(select(events.c.version, events.c.content_hash).where(events.c.id == event_id)).one()
-    return int(row.version), str(row.content_hash)
+def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str, bool]:
+    """(version, content hash, deleted) of one event."""
+    row = conn.execute(select(events.c.version, events.c.content_hash, events.c.deleted)
+                       .where(events.c.id == event_id)).one()
+    return int(row.version), str(row.content_hash), bool(row.deleted)
 
 
 def live_series_remote_ids(conn: Connection, binding_id: str) -> list[str]:
