@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from functools import cached_property
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Any, Literal
 
 Direction = Literal["two-way", "pull", "push"]
@@ -29,7 +29,8 @@ def canonical_instant(value: datetime) -> str:
 
 def parse_instant(text: str) -> datetime:
     """Parse RFC 3339 (with offset or Z) into an aware datetime."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # (3.11's fromisoformat reads a Z itself, but in odd places too: replacing it keeps malformed text rejected)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162
     if value.tzinfo is None:
         raise ValueError(f"time {text!r} has no offset")
     return value
@@ -95,7 +96,7 @@ class EventData:
     def from_json(cls, data: dict[str, Any]) -> EventData:
         values = dict(data)
         values["attendees"] = [Attendee(**a) for a in values.get("attendees") or []]
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def content_hash(self) -> str:

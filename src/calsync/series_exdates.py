@@ -31,9 +31,9 @@ def excluded_starts(recurrence: Iterable[str] | None, time_zone: str | None) -> 
         for value in (v.strip() for v in values.split(",")):
             try:
                 if len(value) == 8:
-                    out.add(datetime.strptime(value, "%Y%m%d").date().isoformat())
+                    out.add(datetime.strptime(value, "%Y%m%d").date().isoformat())  # noqa: DTZ007 (a date)
                     continue
-                moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+                moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")  # noqa: DTZ007 (zone set below)
             except ValueError:
                 continue
             out.add(canonical_instant(moment.replace(tzinfo=UTC if value.endswith("Z") else zone)))

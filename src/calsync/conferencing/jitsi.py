@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from calsync.conferencing.base import Conference, MeetingSpec
 
-__all__ = ["DEFAULT_BASE_URL", "JitsiAdapter", "ROOM_PREFIX", "from_settings", "room_name"]
+__all__ = ["DEFAULT_BASE_URL", "ROOM_PREFIX", "JitsiAdapter", "from_settings", "room_name"]
 
 DEFAULT_BASE_URL = "https://meet.jit.si"
 ROOM_PREFIX = "calsync-"

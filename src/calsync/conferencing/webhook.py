@@ -53,7 +53,7 @@ import httpx
 from calsync.conferencing.base import Conference, ConferenceError, MeetingSpec
 
 __all__ = [
-    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "DEFAULT_WINDOW", "HttpSession", "ReplayGuard", "RetryPolicy",
+    "DEFAULT_WINDOW", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "HttpSession", "ReplayGuard", "RetryPolicy",
     "TransientFailure", "WebhookAdapter", "from_settings", "sign", "signature_problem", "verify",
 ]
 

@@ -69,7 +69,9 @@ def canonical_text(value: str | None) -> str | None:
 
 
 def is_utc_name(name: str | None) -> bool:
-    return bool(name) and name.strip().upper() in UTC_NAMES  # type: ignore[union-attr]
+    if not name:
+        return False
+    return name.strip().upper() in UTC_NAMES
 
 
 def canonical_zone(name: str | None) -> str | None:
@@ -250,11 +252,11 @@ def _exdate_values(line: str) -> tuple[str, ...] | None:
     for value in (v.strip().upper() for v in values.split(",")):
         try:
             if len(value) == 8 and kind in ("", "DATE"):
-                out.append(datetime.strptime(value, "%Y%m%d").date().isoformat())
+                out.append(datetime.strptime(value, "%Y%m%d").date().isoformat())  # noqa: DTZ007 (a date)
                 continue
             if kind == "DATE":
                 return None
-            moment = datetime.strptime(value.removesuffix("Z"), "%Y%m%dT%H%M%S")
+            moment = datetime.strptime(value.removesuffix("Z"), "%Y%m%dT%H%M%S")  # noqa: DTZ007 (zone set below)
         except ValueError:
             return None
         if value.endswith("Z"):

@@ -103,7 +103,7 @@ from calsync.providers.html_text import html_to_text, text_to_html
 # writable Graph fields calsync does not model but carries back when it writes an event
 PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isReminderOn",
                     "reminderMinutesBeforeStart")
-KEPT_FIELDS = PRESERVED_FIELDS + ("recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
+KEPT_FIELDS = (*PRESERVED_FIELDS, "recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
 _RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative",
               "organizer": "accepted", "none": "needsAction", "notResponded": "needsAction"}
 # a master's ETag carries a digest of its derived EXDATEs after this mark; strip it for If-Match
@@ -199,8 +199,8 @@ def _parse_until(value: str, anchor: SeriesAnchor) -> date:
     """UNTIL as Graph's endDate: the last local date whose occurrence still starts at or before UNTIL."""
     try:
         if len(value) == 8:
-            return datetime.strptime(value, "%Y%m%d").date()
-        moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+            return datetime.strptime(value, "%Y%m%d").date()  # noqa: DTZ007 (a date)
+        moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")  # noqa: DTZ007 (UTC or local time: see below)
     except ValueError:
         raise UnsupportedRecurrence(f"UNTIL={value} is not a date or date-time") from None
     local = moment.replace(tzinfo=UTC).astimezone(anchor.zone).replace(tzinfo=None) if value.endswith("Z") else moment
@@ -295,7 +295,7 @@ def _relative(days: list[tuple[int | None, int]], setpos: list[int]) -> tuple[st
     if ordinals == {None} and len(setpos) == 1 and setpos[0] in _INDEX_OF:
         return _INDEX_OF[setpos[0]], chosen
     if len(days) == 1 and not setpos and days[0][0] in _INDEX_OF:
-        return _INDEX_OF[days[0][0]], chosen  # type: ignore[index]
+        return _INDEX_OF[days[0][0]], chosen
     raise UnsupportedRecurrence("BYDAY/BYSETPOS other than one position (1st-4th or last) of some weekdays")
 
 
@@ -308,11 +308,11 @@ def _parse_dates(line: str, anchor: SeriesAnchor) -> list[str]:
     for value in filter(None, (v.strip() for v in values.split(","))):
         try:
             if len(value) == 8:
-                day = datetime.strptime(value, "%Y%m%d")
+                day = datetime.strptime(value, "%Y%m%d")  # noqa: DTZ007 (only its date is used)
                 out.append(day.date().isoformat() if anchor.all_day
                            else canonical_instant(anchor.instant(datetime.combine(day.date(), anchor.local.time()))))
                 continue
-            moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+            moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")  # noqa: DTZ007 (zone set below)
         except ValueError:
             raise UnsupportedRecurrence(f"EXDATE value {value!r}") from None
         aware = moment.replace(tzinfo=UTC if value.endswith("Z") else zone)

@@ -68,7 +68,7 @@ _observers: list[weakref.WeakMethod[ResponseObserver]] = []
 def observe_responses(observer: ResponseObserver) -> None:
     """Call the bound method `observer(provider, status)` for every provider response (status 0: no
     response), for metrics. Held weakly: a metrics object that goes away stops observing."""
-    _observers.append(weakref.WeakMethod(observer))  # type: ignore[arg-type]
+    _observers.append(weakref.WeakMethod(observer))
 
 
 class RetryingClient:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -82,8 +83,9 @@ def vevents(cal: Calendar) -> list[Event]:
     return [c for c in cal.subcomponents if isinstance(c, Event)]
 
 
-def recurrence_key(vevent: Event) -> str | None:
-    """The instance a VEVENT overrides, spelt for a remote id: YYYYMMDD, or UTC YYYYMMDDTHHMMSSZ."""
+def recurrence_key(vevent: Mapping[str, Any]) -> str | None:
+    """The instance a VEVENT overrides, spelt for a remote id: YYYYMMDD, or UTC YYYYMMDDTHHMMSSZ.
+    (An icalendar Event, or the fast reader's _Comp.)"""
     prop = vevent.get("RECURRENCE-ID")
     if prop is None:
         return None
@@ -184,7 +186,7 @@ def calendar_for(cal: Calendar, comp: Event) -> str:
         if tz.name == "VTIMEZONE" and str(tz.get("TZID")) in used:
             out.add_component(tz)
     out.add_component(comp)
-    return out.to_ical().decode()
+    return _ical_text(out)
 
 
 def _tzids(comp: Event) -> set[str]:
@@ -196,7 +198,7 @@ def _tzids(comp: Event) -> set[str]:
     return found
 
 
-def _updated(comp: Event) -> str | None:
+def _updated(comp: Mapping[str, Any]) -> str | None:
     for name in ("LAST-MODIFIED", "DTSTAMP"):
         prop = comp.get(name)
         if prop is not None and isinstance(prop.dt, datetime):
@@ -220,7 +222,7 @@ def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> E
     start, all_day, zone = _boundary(dtstart)
     end = _end(comp, start, all_day)
     original = comp.get("RECURRENCE-ID")
-    data = EventData(
+    return EventData(
         title=_text(comp, "SUMMARY") or "",
         start=start,
         end=end,
@@ -238,7 +240,6 @@ def event_data_of(comp: Any, ics: str | None, recurrence: list[str] | None) -> E
         sequence=_int(comp.get("SEQUENCE")),
         extra={"caldav": {"ics": ics}} if ics else {},
     )
-    return data
 
 
 def _rule_start(prop: Any) -> date | datetime | None:
@@ -320,7 +321,7 @@ def _end(comp: Event, start: str, all_day: bool) -> str:
         value = first + timedelta(days=1) if all_day else first
     if all_day:
         return (value if not isinstance(value, datetime) else value.date()).isoformat()
-    return canonical_instant(value)  # type: ignore[arg-type]
+    return canonical_instant(value)
 
 
 def recurrence_lines(comp: Event) -> list[str] | None:
@@ -368,9 +369,12 @@ def _attendees(comp: Event) -> list[Attendee]:
 def _conference_prop(comp: Event) -> Any | None:
     """The CONFERENCE property calsync reads: ours (stamped), else the first video one, else the first."""
     props = _as_list(comp.get("CONFERENCE"))
-    for test in (lambda p: X_PROVIDER in p.params,
-                 lambda p: "VIDEO" in [str(f).upper() for f in _as_list(p.params.get("FEATURE"))],
-                 lambda p: True):
+    tests: tuple[Callable[[Any], bool], ...] = (
+        lambda p: X_PROVIDER in p.params,
+        lambda p: "VIDEO" in [str(f).upper() for f in _as_list(p.params.get("FEATURE"))],
+        lambda p: True,
+    )
+    for test in tests:
         for prop in props:
             if test(prop):
                 return prop
@@ -424,7 +428,12 @@ def render(cal: Calendar) -> str:
     years = [prop.dt.year for prop in starts]
     first = date(max(1970, min(years) - 1), 1, 1) if years else date(1970, 1, 1)
     cal.add_missing_timezones(first_date=first, last_date=max(date(2038, 1, 1), date(first.year + 10, 1, 1)))
-    return cal.to_ical().decode()
+    return _ical_text(cal)
+
+
+def _ical_text(cal: Calendar) -> str:
+    text: bytes = cal.to_ical()  # (icalendar does not annotate what to_ical returns)
+    return text.decode()
 
 
 def apply_event_data(comp: Event, data: EventData, *, creating: bool = False, now: datetime | None = None) -> bool:
@@ -519,11 +528,11 @@ def add_exdate(master: Event, override_key: str, override: Event | None) -> None
     if prop is not None:
         value = prop.dt
     elif len(override_key) == 8:
-        value = datetime.strptime(override_key, "%Y%m%d").date()
+        value = datetime.strptime(override_key, "%Y%m%d").date()  # noqa: DTZ007 (a date)
     elif override_key.endswith("Z"):
         value = datetime.strptime(override_key, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     else:
-        value = datetime.strptime(override_key, "%Y%m%dT%H%M%S")
+        value = datetime.strptime(override_key, "%Y%m%dT%H%M%S")  # noqa: DTZ007 (the key carries no zone)
     master.add("EXDATE", value)
 
 
@@ -669,6 +678,7 @@ class _Fallback(Exception):
 class _Prop(str):
     """A property value (text unescaped, parameters decoded), and `.dt` for date / date-time ones."""
 
+    __slots__ = ("dt", "params")
     params: dict[str, str]
     dt: Any
 
@@ -992,8 +1002,8 @@ def _plain_values(values: str, width: int) -> bool:
             if width == 8:
                 date(int(value[:4]), int(value[4:6]), int(value[6:8]))
             else:
-                datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),
-                         int(value[9:11]), int(value[11:13]), int(value[13:15]))
+                datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),  # only checks the fields
+                         int(value[9:11]), int(value[11:13]), int(value[13:15]), tzinfo=UTC)
         except ValueError:
             return False
     return True
@@ -1008,7 +1018,7 @@ def _fast_remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]
     out: list[RemoteEvent] = []
     seen: set[str | None] = set()
     for event in events:
-        key = recurrence_key(event.comp)  # type: ignore[arg-type]
+        key = recurrence_key(event.comp)
         if key in seen:
             continue
         seen.add(key)
@@ -1018,5 +1028,5 @@ def _fast_remote_events(base_id: str, etag: str, text: str) -> list[RemoteEvent]
         else:
             ics = text
         data = event_data_of(event.comp, ics, _fast_recurrence(event.recurrence))
-        out.append(_remote_event(base_id, key, None if multi else etag, data, _updated(event.comp)))  # type: ignore[arg-type]
+        out.append(_remote_event(base_id, key, None if multi else etag, data, _updated(event.comp)))
     return out
