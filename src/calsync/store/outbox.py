@@ -132,7 +132,8 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
                                  .where(event_links.c.event_id.in_(chunk))):
             links[(link.event_id, link.binding_id)] = link.base_version
         for row in conn.execute(select(outbox.c.event_id, outbox.c.binding_id, outbox.c.status, outbox.c.attempts)
-                                .where(outbox.c.event_id.in_(chunk), outbox.c.status.in_(("pending", "held", "failed")))):
+                                .where(outbox.c.event_id.in_(chunk),
+                                       outbox.c.status.in_(("pending", "held", "failed")))):
             state = "error" if row.status == "failed" or row.attempts > 0 else "pending"
             queued[(row.event_id, row.binding_id)] = state
         conflicted.update((e, b) for e, b in conn.execute(select(conflicts.c.event_id, conflicts.c.binding_id).where(

@@ -194,7 +194,8 @@ def dirty_count(conn: Connection) -> int:
 def open_channels(conn: Connection, binding_id: str) -> list[dict[str, Any]]:
     """The binding's channels that are live or only intended (oldest first)."""
     rows = conn.execute(
-        select(channels).where(channels.c.binding_id == binding_id, channels.c.state.in_(("intent", "pending", "active")))
+        select(channels)
+        .where(channels.c.binding_id == binding_id, channels.c.state.in_(("intent", "pending", "active")))
         .order_by(channels.c.created_at)
     ).mappings()
     return [dict(r) for r in rows]

@@ -24,7 +24,7 @@ def normalise_url(url: str) -> str:
     """Accept a bare file path as a SQLite database, and use psycopg 3 for postgresql:// URLs."""
     if "://" not in url:
         return f"sqlite:///{os.path.realpath(os.path.expanduser(url))}"
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 

@@ -1,11 +1,11 @@
 """Initial schema: accounts, calendars, bindings, events, event links, conflicts.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -54,8 +54,10 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_bindings_account_id_accounts'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'], name=op.f('fk_bindings_calendar_id_calendars'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'],
+                            name=op.f('fk_bindings_account_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'],
+                            name=op.f('fk_bindings_calendar_id_calendars'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_bindings')),
     sa.UniqueConstraint('account_id', 'remote_calendar_id', name=op.f('uq_bindings_account_id_remote_calendar_id'))
     )
@@ -88,12 +90,15 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('deleted', sa.Boolean(), nullable=False),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'], name=op.f('fk_events_calendar_id_calendars'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['recurring_event_id'], ['events.id'], name=op.f('fk_events_recurring_event_id_events'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['calendar_id'], ['calendars.id'],
+                            name=op.f('fk_events_calendar_id_calendars'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['recurring_event_id'], ['events.id'],
+                            name=op.f('fk_events_recurring_event_id_events'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_events_calendar_id_range_start'), ['calendar_id', 'range_start'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_calendar_id_range_start'),
+                              ['calendar_id', 'range_start'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_recurring_event_id'), ['recurring_event_id'], unique=False)
 
     op.create_table('conflicts',
@@ -110,7 +115,8 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('resolution', sa.String(length=32), nullable=True),
-    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'], name=op.f('fk_conflicts_binding_id_bindings'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'],
+                            name=op.f('fk_conflicts_binding_id_bindings'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_conflicts_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conflicts'))
     )
@@ -133,8 +139,10 @@ def upgrade() -> None:
     sa.Column('seen_generation', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'], name=op.f('fk_event_links_binding_id_bindings'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_event_links_event_id_events'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'],
+                            name=op.f('fk_event_links_binding_id_bindings'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'],
+                            name=op.f('fk_event_links_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_event_links')),
     sa.UniqueConstraint('binding_id', 'remote_id', name=op.f('uq_event_links_binding_id_remote_id')),
     sa.UniqueConstraint('event_id', 'binding_id', name=op.f('uq_event_links_event_id_binding_id'))

@@ -4,8 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0002'
@@ -26,7 +26,8 @@ def upgrade() -> None:
     sa.Column('expiration', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'], name=op.f('fk_channels_binding_id_bindings'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['binding_id'], ['bindings.id'],
+                            name=op.f('fk_channels_binding_id_bindings'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_channels'))
     )
     with op.batch_alter_table('channels', schema=None) as batch_op:
@@ -42,12 +43,14 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_conference_outbox_event_id_events'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'],
+                            name=op.f('fk_conference_outbox_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conference_outbox'))
     )
     with op.batch_alter_table('conference_outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_conference_outbox_event_id_status'), ['event_id', 'status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_conference_outbox_status_next_attempt_at'), ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_conference_outbox_status_next_attempt_at'),
+                              ['status', 'next_attempt_at'], unique=False)
 
     op.create_table('conferences',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -64,7 +67,8 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_conferences_event_id_events'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'],
+                            name=op.f('fk_conferences_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conferences'))
     )
     with op.batch_alter_table('conferences', schema=None) as batch_op:

@@ -6,7 +6,6 @@ Create Date: 2026-12-06
 """
 from alembic import op
 
-
 revision = '0005'
 down_revision = '0004'
 branch_labels = None
