@@ -109,8 +109,10 @@ def start_server(kind: str = "radicale", *, username: str = USERNAME, password: 
         args, home = _command(kind, port, storage, username)
         log = storage / f"{kind}-{port}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", __name__, str(storage), kind, *args], stdin=subprocess.PIPE,
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=storage)
+            # (this module run by this interpreter, with arguments built above from a known server kind)
+            process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", __name__, str(storage), kind, *args], stdin=subprocess.PIPE,
+                stdout=out, stderr=subprocess.STDOUT, cwd=storage)
         server = CalDAVServer(kind, f"http://127.0.0.1:{port}/", home, process, storage, log, username, password)
         atexit.register(server.stop)  # a safety net should the caller never stop it
         deadline = time.monotonic() + timeout

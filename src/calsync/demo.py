@@ -7,9 +7,10 @@ Google and Outlook through the hub (one local calendar, two bindings).
 
 By default the whole service runs (REST API, web page, webhook receiver, workers) on a SQLite database,
 with the emulators in-process, until Ctrl-C; its own URL is the public URL the emulated Google and
-Outlook call back, so a change made on either emulator reaches the open page within a second or two. CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. `--once` does a
-one-shot run instead: initial sync, Zoom meetings, remote edits, incremental sync, a Google event
-reaching Outlook through the mirror, printed, then exit.
+Outlook call back, so a change made on either emulator reaches the open page within a second or two.
+CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. `--once` does a one-shot run instead:
+initial sync, Zoom meetings, remote edits, incremental sync, a Google event reaching Outlook through
+the mirror, printed, then exit.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from calsync.emulators.zoom import ZoomEmulator
 from calsync.emulators.zoom import create_app as create_zoom_app
 from calsync.engine import local
 from calsync.engine.conferences import ConferenceEngine
+from calsync.engine.inbound import SyncResult
 from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import sync_once
@@ -112,7 +114,7 @@ def _binding_labels(engine: Engine) -> dict[str, str]:
         return {b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}" for b in repo.list_bindings(conn)}
 
 
-def _results_table(title: str, results: list, labels: dict[str, str]) -> Table:  # type: ignore[type-arg]
+def _results_table(title: str, results: list[SyncResult], labels: dict[str, str]) -> Table:
     table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "status", title=title)
     for r in results:
         table.add_row(labels.get(r.binding_id, r.binding_id[:12]), "full" if r.full else "incremental", str(r.pages),
@@ -391,7 +393,8 @@ def _start_radicale(console: Console) -> CalDAVServer | None:
         console.print("  [yellow]CalDAV demo account skipped:[/yellow] Radicale is not installed "
                       "(pip install radicale, or install calsync with its dev extras, to add it)")
         return None
-    return caldav_server.start_server("radicale", username=CALDAV_USER, password="demo")
+    # (Radicale runs without authentication: any password will do)
+    return caldav_server.start_server("radicale", username=CALDAV_USER, password="demo")  # noqa: S106
 
 
 def _outlook_client(base: str) -> httpx.Client:

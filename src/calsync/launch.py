@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class SyncArgs:
     """The options of `calsync sync` (see calsync.cli.sync), as far as delegation needs them."""
 
-    __slots__ = ("bindings", "full", "force", "db", "config", "as_json", "local")
+    __slots__ = ("bindings", "full", "force", "db", "config", "as_json", "local")  # noqa: RUF023 (the repr's order)
 
     def __init__(self, bindings: tuple[str, ...] = (), full: bool = False, force: bool = False,
                  db: str | None = None, config: str | None = None, as_json: bool = False,
@@ -41,6 +41,8 @@ class SyncArgs:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SyncArgs) and all(
             getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: unhashable (as __eq__ alone made it)
 
     def __repr__(self) -> str:
         return "SyncArgs(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
@@ -168,16 +170,15 @@ def delegate_sync(args: SyncArgs, record: runtime.ServiceRecord) -> int | None:
     try:
         status, answer = ask_service(record, args)
     except ServiceUnreachable as exc:
-        print(f"calsync: the service at {record.url} does not answer ({exc}); syncing in this process",
-              file=sys.stderr)
+        sys.stderr.write(f"calsync: the service at {record.url} does not answer ({exc}); syncing in this process\n")
         return None
     except ServiceLost as exc:
-        print(f"error: the connection to the calsync service at {record.url} broke during the sync ({exc}); "
-              f"`calsync status` shows what it did", file=sys.stderr)
+        sys.stderr.write(f"error: the connection to the calsync service at {record.url} broke during the sync ({exc}); "
+                         f"`calsync status` shows what it did\n")
         return 1
     if status != 200:
         detail = answer.get("detail", answer)
-        print(f"error: the calsync service at {record.url} answered {status}: {detail}", file=sys.stderr)
+        sys.stderr.write(f"error: the calsync service at {record.url} answered {status}: {detail}\n")
         return 1
     report = answer["report"]
     if args.as_json:

@@ -73,7 +73,8 @@ def calendar_bind(
         finally:
             client.close()
         if remote_calendar_id not in remote:
-            raise fail(f"the account has no calendar {remote_calendar_id!r}; see `calsync calendar remote {account_id}`")
+            raise fail(f"the account has no calendar {remote_calendar_id!r}; "
+                       f"see `calsync calendar remote {account_id}`")
         info = remote[remote_calendar_id]
         with engine.begin() as conn:
             calendar_id = calendar or repo.create_calendar(conn, name or info.name, info.time_zone, info.color)

@@ -27,7 +27,8 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ConfigOption = Annotated[
     str | None,
-    typer.Option("--config", help="TOML settings file (default: $CALSYNC_CONFIG, else config.toml in the user config dir)."),
+    typer.Option("--config",
+                 help="TOML settings file (default: $CALSYNC_CONFIG, else config.toml in the user config dir)."),
 ]
 
 

@@ -33,7 +33,8 @@ def conflicts_resolve(
     conflict_id: str,
     keep: Annotated[str, typer.Option(help="Which side wins: local or remote.")],
     remote_etag: Annotated[str | None, typer.Option(
-        help="Refuse if the remote side is no longer the one with this ETag (as `calsync conflicts` showed it).")] = None,
+        help="Refuse if the remote side is no longer the one with this ETag "
+             "(as `calsync conflicts` showed it).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:

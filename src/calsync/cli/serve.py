@@ -28,7 +28,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
     public_url: Annotated[str | None, typer.Option(
         help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only.")] = None,
-    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
+    no_workers: Annotated[bool, typer.Option(
+        "--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
     workers: Annotated[int, typer.Option(help="Worker threads in this process (keep 1 on SQLite).")] = 1,
     poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
     lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
@@ -53,7 +54,8 @@ def serve(
         sock = bind_socket(host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc}", 2) from exc
-    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard is reached on loopback
+    # a wildcard address (the user's --host) is reached on loopback
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
     url = f"http://{reach if ':' not in reach else f'[{reach}]'}:{sock.getsockname()[1]}"
     signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
     with database(db) as engine:
@@ -71,7 +73,8 @@ def serve(
         if pool:
             pool.start()
         err.print(f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
-                  f"workers: {0 if pool is None else pool.count}; notifications: {settings.public_url or 'off (polling)'}")
+                  f"workers: {0 if pool is None else pool.count}; "
+                  f"notifications: {settings.public_url or 'off (polling)'}")
         settle_heap()
         try:
             serve_forever(app_, host, sock=sock)
@@ -120,10 +123,13 @@ def worker(
 
 def demo(
     db: DbOption = None,
-    port: Annotated[int, typer.Option(help="Port of the demo service: web page, API, webhooks (0: any free port).")] = 8000,
+    port: Annotated[int, typer.Option(
+        help="Port of the demo service: web page, API, webhooks (0: any free port).")] = 8000,
     host: Annotated[str, typer.Option(help="Address the demo service listens on.")] = "127.0.0.1",
-    once: Annotated[bool, typer.Option("--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")] = False,
-    keep_running: Annotated[bool, typer.Option(hidden=True, help="Kept for old scripts: serving is the default.")] = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")] = False,
+    keep_running: Annotated[bool, typer.Option(
+        hidden=True, help="Kept for old scripts: serving is the default.")] = False,
 ) -> None:
     """The whole service on SQLite with sample Google, Outlook and CalDAV accounts and Zoom, until Ctrl-C."""
     from calsync.demo import run_demo

@@ -39,11 +39,13 @@ from calsync.views import jsonable
 def sync(
     binding: Annotated[list[str] | None, typer.Option(help="Only this binding (repeatable).")] = None,
     full: Annotated[bool, typer.Option(help="Ignore stored tokens and list everything again.")] = False,
-    force: Annotated[bool, typer.Option(help="Let a full sync delete most of a calendar (mass-delete guard off).")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Let a full sync delete most of a calendar (mass-delete guard off).")] = False,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-    local: Annotated[bool, typer.Option("--local", help="Sync in this process even when a service serves the database.")] = False,
+    local: Annotated[bool, typer.Option(
+        "--local", help="Sync in this process even when a service serves the database.")] = False,
 ) -> None:
     """Sync once: everything that is due (inbound, outbound, then conference work), then print a summary.
     When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch).
@@ -95,7 +97,8 @@ def run_sync(
 
         def on_page(pages: int, result: SyncResult) -> None:
             seen = result.created + result.updated + result.deleted + result.unchanged
-            progress.update(task, description=f"{'full' if result.full else 'incremental'} sync {result.binding_id[:8]}",
+            kind = "full" if result.full else "incremental"
+            progress.update(task, description=f"{kind} sync {result.binding_id[:8]}",
                             detail=f"page {pages}, {seen} events")
 
         return held(on_page)

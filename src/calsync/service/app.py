@@ -48,7 +48,8 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> PlainTextResponse:
         with engine.begin() as conn:
-            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn), outbox_store.backlog(conn))
+            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn),
+                                  outbox_store.backlog(conn))
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app

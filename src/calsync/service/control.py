@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +40,7 @@ def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None
     expected = f"Bearer {token}".encode()
 
     @router.post("/sync")
-    def sync_now(body: SyncRequest, authorization: str = Header(default="")) -> dict[str, Any]:
+    def sync_now(body: SyncRequest, authorization: Annotated[str, Header()] = "") -> dict[str, Any]:
         """One sync of the named bindings (all when none), answered with the report `calsync sync`
         prints. A plain `def`: it runs in the thread pool, the event loop keeps serving."""
         if not hmac.compare_digest(authorization.encode(), expected):

@@ -29,7 +29,8 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60), registry=self.registry)
         self.conference_backlog = Gauge("calsync_conference_outbox_depth", "Conference work waiting.",
                                         registry=self.registry)
-        self.dirty = Gauge("calsync_dirty_bindings", "Bindings marked dirty and not yet synced.", registry=self.registry)
+        self.dirty = Gauge("calsync_dirty_bindings", "Bindings marked dirty and not yet synced.",
+                           registry=self.registry)
         self.outbox = Gauge("calsync_outbox_depth", "Local changes waiting to be pushed (pending or held).",
                             registry=self.registry)
         observe_responses(self._response)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         token: str  # secret the control endpoint asks for (Bearer)
         config: str | None  # the settings file the service resolved, absolute
 else:
-    ServiceRecord = namedtuple("ServiceRecord", ["url", "pid", "token", "config"])
+    ServiceRecord = namedtuple("ServiceRecord", ["url", "pid", "token", "config"])  # noqa: PYI024 (no typing here)
 
 
 def record_path(database: StrPath) -> str:

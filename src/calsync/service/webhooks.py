@@ -5,7 +5,7 @@ import hmac
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -96,7 +96,7 @@ def graph_router(engine: Engine, metrics: Metrics, wake: threading.Event | None,
             metrics.notifications.labels("graph", result).inc(n)
 
     @router.post("/webhooks/graph", include_in_schema=False)
-    def graph(request: Request, raw: bytes = Depends(_bounded_body)) -> Response:
+    def graph(request: Request, raw: Annotated[bytes, Depends(_bounded_body)]) -> Response:
         """Microsoft Graph change and lifecycle notifications, and the validation handshake.
 
         Our channel row id rides in the query string (`?channel=`, set by GraphProvider.watch), so a
@@ -176,7 +176,8 @@ def graph_router(engine: Engine, metrics: Metrics, wake: threading.Event | None,
             count("unknown-channel")
             return
         state = item.get("clientState")
-        if not hmac.compare_digest((channel["token"] or "").encode(), (state if isinstance(state, str) else "").encode()):
+        given = state if isinstance(state, str) else ""
+        if not hmac.compare_digest((channel["token"] or "").encode(), given.encode()):
             batch.forged += 1
             count("bad-token")
             return
