@@ -7,6 +7,7 @@ channel turns out to be gone, a new channel is made first and the old one stoppe
 never a gap. Notifications are delivered to `/webhooks/{account kind}` under the public URL."""
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from collections.abc import Callable
@@ -119,10 +120,9 @@ def _renew_in_place(
 def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) -> int:  # type: ignore[type-arg]
     """Stop one channel at the provider (an intent has nothing to stop) and mark it stopped."""
     if channel["state"] == "active" and channel["channel_id"] and channel["resource_id"]:
-        try:
+        # one that fails expires on its own; stray messages from it are rejected by the receiver
+        with contextlib.suppress(ProviderError, httpx.HTTPError):
             pool.get(account_id).stop_channel(channel["channel_id"], channel["resource_id"])
-        except (ProviderError, httpx.HTTPError):
-            pass  # it expires on its own; stray messages from it are rejected by the receiver
     with engine.begin() as conn:
         scheduling.set_channel_state(conn, channel["id"], "stopped")
     return 1 if channel["state"] == "active" else 0

@@ -173,7 +173,8 @@ def _walk(
     windowed = provider.listing_window() is not None
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
     with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
-        for page in pages:
+        for listed in pages:
+            page = listed
             if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
                 page = replace(page, items=[c for c in page.items if not isinstance(c, RemoteDeletion)])
             elif windowed:
@@ -348,9 +349,11 @@ def _apply_page(
         adoptable.add(event_id)
     # a claimed event whose copy here is gone (its link says so) takes this copy in that link's place,
     # and the three-way rule decides on it against what the two last agreed on
-    relinked = repo.relink_gone_copies(conn, binding.id, {
-        claim: (rid, items[rid].series_remote_id) for rid, claim in claims.items()
-        if claim in adoptable and isinstance(items[rid], RemoteEvent)}) if adoptable else []
+    copies: dict[str, tuple[str, str | None]] = {}
+    for rid, claim in claims.items():
+        if claim in adoptable and isinstance(claimed := items[rid], RemoteEvent):
+            copies[claim] = (rid, claimed.series_remote_id)
+    relinked = repo.relink_gone_copies(conn, binding.id, copies) if copies else []
     if relinked:
         links.update(repo.links_by_remote_id(conn, binding.id, relinked))
         open_conflicts.update(repo.open_conflicts_of(conn, binding.id, [links[rid].event_id for rid in relinked]))
@@ -663,7 +666,7 @@ def _parse_updated(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # (Python 3.11 reads a trailing Z)
     except ValueError:
         return None
 

@@ -87,7 +87,7 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
         if not repo.tombstone_local_event(conn, event_id, version, proof):
             raise StaleVersion(_current_version(conn, event_id))
         doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
-        repo.tombstone_events(conn, {e: f"its series {event_id} was {proof}" for e in doomed[1:]}, LOCAL_SOURCE)
+        repo.tombstone_events(conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"), LOCAL_SOURCE)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _settle_agreed_conflicts(conn, event_id, version, None)
         enqueue_for_changed_events(conn, [], doomed)
@@ -143,7 +143,7 @@ def validated(base: EventData, fields: dict[str, Any], *, creating: bool) -> Eve
     """`base` with `fields` applied, or InvalidEvent naming the first bad field."""
     unknown = set(fields) - set(EDITABLE) - {"calendar_id"}
     if unknown:
-        name = sorted(unknown)[0]
+        name = min(unknown)
         raise InvalidEvent(name, "is not a field that can be set")
     if creating:
         for required in ("title", "start", "end"):
@@ -186,7 +186,7 @@ def _time(name: str, value: Any, all_day: bool) -> str:
         raise InvalidEvent(name, "must be a string (RFC 3339 date-time, or YYYY-MM-DD for all-day events)")
     kind = "date" if all_day else "RFC 3339 date-time"
     try:
-        parsed = date.fromisoformat(value[:10]) if all_day else datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = date.fromisoformat(value[:10]) if all_day else datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidEvent(name, f"is not a valid {kind}: {value[:64]!r}") from exc
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from calsync.conferencing.base import ConferenceAdapter
@@ -95,7 +95,7 @@ class Worker:
             except OperationalError as exc:  # database busy or briefly unreachable: try again soon
                 log.warning("worker %s: database error: %s", self.owner, exc)
                 busy = False
-            except Exception:  # noqa: BLE001 - a worker must survive one bad piece of work
+            except Exception:
                 log.exception("worker %s: unexpected error", self.owner)
                 busy = False
             if not busy:
@@ -143,7 +143,7 @@ class Worker:
             self.on_sync(result, claim["dirty_at"], finished)
         return True
 
-    def _account_backoff(self, conn, account_id: str, result: SyncResult, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    def _account_backoff(self, conn: Connection, account_id: str, result: SyncResult, now: datetime) -> None:
         """Rate limits and outages back the whole account off (with jitter, honouring Retry-After);
         a success clears it. Rejected credentials are marked on the account by the sync itself."""
         if result.status == "error":

@@ -45,8 +45,9 @@ def sync_once(
     after_write: WriteHook | None = None, release_provider: Callable[[Provider], None] | None = None,
 ) -> SyncReport:
     """Sync each binding once (a failing binding is recorded and reported; the others still run),
-    push each binding's queued local changes, then work the conference outbox that the changes filled (when `adapters` are given; work for a
-    conference system that is not configured here waits in the outbox)."""
+    push each binding's queued local changes, then work the conference outbox that the changes
+    filled (when `adapters` are given; work for a conference system that is not configured here
+    waits in the outbox)."""
     with engine.begin() as conn:
         rows = [repo.get_binding(conn, b) for b in binding_ids] if binding_ids else repo.list_bindings(conn)
         accounts = {r["account_id"]: repo.get_account(conn, r["account_id"]) for r in rows}

@@ -6,7 +6,6 @@ from datetime import datetime
 from enum import Enum
 
 
-
 class Decision(Enum):
     # Remote unchanged since we last agreed: our own writes echo back this way, and a local change
     # (if any) is left to the outbox.
