@@ -112,7 +112,9 @@ class Provider(Protocol):
         exception rather than as an event of its own."""
         ...
 
-    def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent: ...
+    def update_event(
+        self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None,
+    ) -> RemoteEvent: ...
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
 
@@ -128,7 +130,9 @@ class Provider(Protocol):
         instance where the service keeps one (Google), None where nothing is left of it."""
         ...
 
-    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+    def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+    ) -> Channel:
         """Ask the provider to POST change notifications for the calendar to `address`."""
         ...
 

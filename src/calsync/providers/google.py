@@ -21,8 +21,8 @@ from calsync.model import (
     canonical_time,
 )
 from calsync.providers.base import (
-    Capabilities,
     AlreadyExists,
+    Capabilities,
     Channel,
     PreconditionFailed,
     ProviderError,
@@ -225,7 +225,9 @@ class GoogleProvider:
 
     # --- push notifications ---------------------------------------------------------
 
-    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+    def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+    ) -> Channel:
         body: dict[str, Any] = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
         if ttl_seconds:
             body["params"] = {"ttl": str(ttl_seconds)}
@@ -343,7 +345,8 @@ def conference_summary(conference: dict[str, Any] | None) -> dict[str, Any] | No
     if not conference or not conference.get("conferenceSolution"):
         return None
     solution = conference.get("conferenceSolution") or {}
-    video: dict[str, Any] = next((e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
+    video: dict[str, Any] = next(
+        (e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
     parameters = ((conference.get("parameters") or {}).get("addOnParameters") or {}).get("parameters") or {}
     return {
         "type": (solution.get("key") or {}).get("type"),
@@ -393,10 +396,8 @@ def event_to_google(data: EventData) -> dict[str, Any]:
         "end": _google_time(data.end, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
         "status": data.status,
     })
-    for key, value in (("description", data.description), ("location", data.location),
-                       ("recurrence", data.recurrence)):
-        if value is not None:
-            body[key] = value
+    body.update({key: value for key, value in (("description", data.description), ("location", data.location),
+                                               ("recurrence", data.recurrence)) if value is not None})
     if data.attendees:
         body["attendees"] = [
             {k: v for k, v in {

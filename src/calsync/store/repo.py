@@ -381,7 +381,7 @@ def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iter
         query = select(event_links.c.remote_id, event_links.c.event_id).where(
             event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk)
         )
-        result.update({r: e for r, e in conn.execute(query)})
+        result.update(conn.execute(query).all())  # a list of pairs (a Result has keys(): not a mapping)
     return result
 
 
@@ -579,7 +579,9 @@ def count_unseen_links(conn: Connection, binding_id: str, generation: int) -> in
     ).scalar_one())
 
 
-def unseen_remote_ids(conn: Connection, binding_id: str, generation: int, after: int, limit: int) -> list[tuple[int, str]]:
+def unseen_remote_ids(
+    conn: Connection, binding_id: str, generation: int, after: int, limit: int,
+) -> list[tuple[int, str]]:
     """(link id, remote id) of links the current full sync has not seen, keyset-paged by link id."""
     query = (
         select(event_links.c.id, event_links.c.remote_id)
@@ -685,7 +687,7 @@ def link_of(conn: Connection, event_id: str, binding_id: str) -> dict[str, Any] 
 
 def agree_link(
     conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str, version: int, data: EventData,
-    *, create: bool, series_remote_id: str | None | bool = False,
+    *, create: bool, series_remote_id: str | bool | None = False,
 ) -> None:
     """After a successful push: the link records the remote copy's id and ETag, and `version` as base.
     `series_remote_id`: the series the remote copy belongs to there, as the provider answered (None:
