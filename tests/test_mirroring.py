@@ -610,3 +610,37 @@ def test_an_exception_whose_copy_there_is_gone_is_adopted_when_that_side_shows_i
     assert link is not None and link["remote_id"] == held["remote_id"] and not link["remote_deleted"]
     assert (THIRD + timedelta(hours=2), "Standup (moved, noted)") in google.occurrences(*SEEN)
     assert_quiet(mirror, google, graph)
+
+
+def test_an_occurrence_kept_over_its_deletion_here_comes_back_on_the_side_that_excluded_it(
+        engine: Engine, request: pytest.FixtureRequest) -> None:
+    """An exception deleted here while Google moves it again: CalDAV takes the deletion (an EXDATE, its
+    override removed), Google's edit is a conflict. Keeping Google's side brings the occurrence back
+    everywhere: the series stops excluding its start (locally and on CalDAV, where the override is
+    written again), nothing deletes it a second time, and a quiet pass writes nothing (found by the
+    chaos harness: c1-23, where CalDAV's left-over EXDATE deleted the kept occurrence again)."""
+    google, dav = open_remote("google", request), open_remote("radicale", request)
+    assert isinstance(google, GoogleRemote)
+    mirror, series_id, _ = series_with_moved_occurrence(engine, (google, dav))
+    with engine.begin() as conn:
+        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
+    delete_event(engine, moved["id"], None)
+    again = THIRD + timedelta(hours=4)
+    google.change(google.instance_id(remote_series(engine, mirror.binding_a), THIRD), title="Standup (again)",
+                  at=again)
+    mirror.settle()
+    assert dav.occurrence_state(remote_series(engine, mirror.binding_b), THIRD) == "excluded"
+    with engine.begin() as conn:
+        (conflict,) = repo.list_conflicts(conn)
+    assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_a
+    resolve_conflict(engine, conflict["id"], keep="remote")
+    mirror.settle()
+    kept = sorted([(SERIES_START, "Standup"), (SECOND, "Standup"), (again, "Standup (again)"),
+                   (SERIES_START + timedelta(weeks=3), "Standup")])
+    assert google.occurrences(*SEEN) == kept
+    assert dav.occurrences(*SEEN) == kept, "the override written again, its start no longer excluded"
+    with engine.begin() as conn:
+        (series,) = repo.get_events(conn, [series_id])
+        (back,) = repo.get_events(conn, [moved["id"]])
+    assert not back["deleted"] and not any(line.startswith("EXDATE") for line in series["recurrence"])
+    assert_quiet(mirror, google, dav)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from calsync.engine import conferences, local
+from calsync.engine.series import include_restored
 from calsync.model import EventData
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
@@ -87,6 +88,9 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         repo.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version, data,
                         create=False)
         revived = _revive_exceptions(conn, event, binding["id"], source) if event["deleted"] else []
+        if event["deleted"] and data.original_start and event["recurring_event_id"] and data.status != "cancelled":
+            include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)],
+                                    source)
     outbox_store.release(conn, binding["id"], event["id"], drop=True)
     # the series first, then its exceptions: each is written over the series' occurrence there
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from calsync.engine import conferences
 from calsync.engine.prefetch import prefetched
+from calsync.engine.series import include_restored
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
 from calsync.model import (
     ChangePage,
@@ -407,7 +408,7 @@ def _apply_page(
             row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
     repo.update_events(conn, writes.event_updates)
     repo.update_links(conn, writes.link_updates)
-    _include_restored_occurrences(conn, binding, writes, now)
+    _include_restored_occurrences(conn, binding, writes)
     for exception_id, proof in _excluded_exceptions(conn, binding, writes.event_updates).items():
         if exception_id not in writes.tombstones:
             writes.tombstones[exception_id] = proof
@@ -425,38 +426,15 @@ def _apply_page(
     _mirror(conn, binding, writes, doomed)
 
 
-def _include_restored_occurrences(conn: Connection, binding: _Binding, writes: _PageWrites, now: datetime) -> None:
-    """An occurrence live again on this side (a cancelled instance confirmed again, in Google) whose
-    series still excludes it here (the EXDATE the deletion left, from the sides that keep one): the
-    series no longer excludes it, a change written to every side, this one included (its own copy of
-    the series may carry the EXDATE calsync wrote). Series taken from this side on this page are left
-    as they came (an EXDATE there over a live exception is _excluded_exceptions' case)."""
+def _include_restored_occurrences(conn: Connection, binding: _Binding, writes: _PageWrites) -> None:
+    """Occurrences live again on this side (a cancelled instance confirmed again, in Google) whose
+    series still excludes them here: engine.series.include_restored. Series taken from this side on
+    this page are left as they came (an EXDATE there over a live exception is _excluded_exceptions')."""
     taken = {row["event_id"] for row in writes.event_updates}
-    live = [(row.get("event_id") or row["id"], row) for row in [*writes.new_events, *writes.event_updates]
-            if row["original_start"] and row["recurring_event_id"] and not row["deleted"]
-            and row["status"] != "cancelled" and row["recurring_event_id"] not in taken]
-    if not live:
-        return
-    restored: dict[str, set[str]] = {}
-    for _, row in live:
-        restored.setdefault(row["recurring_event_id"], set()).add(row["original_start"])
-    changed: list[tuple[str, int]] = []
-    rows: list[dict[str, Any]] = []
-    for series_row in repo.get_events(conn, list(restored)):
-        data = repo.row_to_data(series_row)
-        if series_row["deleted"] or not data.recurrence:
-            continue
-        starts = restored[series_row["id"]] & excluded_starts(data.recurrence, data.time_zone)
-        if not starts:
-            continue
-        data = replace(data, recurrence=without_starts(data.recurrence, data.time_zone, starts))
-        version = series_row["version"] + 1
-        rows.append({"event_id": series_row["id"], **_event_row(
-            data, version=version, source=binding.source, now=now, series_id=None, content_hash=data.content_hash())})
-        changed.append((series_row["id"], version))
-    if rows:
-        repo.update_events(conn, rows)
-        outbox_store.enqueue(conn, binding.calendar_id, changed)
+    include_restored(conn, binding.calendar_id, [
+        (row["recurring_event_id"], row["original_start"]) for row in [*writes.new_events, *writes.event_updates]
+        if row["original_start"] and row["recurring_event_id"] and not row["deleted"]
+        and row["status"] != "cancelled" and row["recurring_event_id"] not in taken], binding.source)
 
 
 def _excluded_exceptions(conn: Connection, binding: _Binding, updates: list[dict[str, Any]]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from calsync.providers.base import (
     Provider,
     ProviderError,
 )
+from calsync.series_exdates import without_starts
 from calsync.store import outbox as queue
 from calsync.store import repo
 
@@ -158,6 +159,9 @@ class Pusher:
             series = repo.link_of(conn, series_id, self.binding["id"]) if series_id else None
             series_dead = bool(series_id) and bool(repo.deleted_event_ids(conn, [series_id]))
             data = repo.row_to_data(event)
+            if data.recurrence and not data.original_start:
+                paused = repo.paused_occurrence_starts(conn, event["id"], self.binding["id"])
+                data = _withhold_paused_exdates(data, paused)
         version = event["version"]
         series_gone_here = series is not None and bool(series["remote_deleted"])
         if series_id and not event["deleted"] and (
@@ -284,6 +288,15 @@ class Pusher:
                 repo.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
+
+
+def _withhold_paused_exdates(data: EventData, paused: set[str]) -> EventData:
+    """A series written while some of its exceptions are paused here by a conflict: it does not
+    exclude their starts here yet (an EXDATE from another side, or from a deletion made here, would
+    delete the occurrence on this side before the person decides; the decision brings it here)."""
+    if not paused or not data.recurrence:
+        return data
+    return replace(data, recurrence=without_starts(data.recurrence, data.time_zone, paused))
 
 
 def _reshaped(link: dict[str, Any], data: EventData) -> bool:

@@ -300,6 +300,8 @@ class CalDAVProvider:
             ical.apply_event_data(comp, data)
             if key is None:  # an instance the master now excludes keeps no override
                 ical.drop_excluded_overrides(cal, comp)
+            elif data.status != "cancelled" and (master := ical.find_vevent(cal, None)) is not None:
+                ical.include_instance(master, key)  # a live override: the instance exists
             return cal
 
         written, response = self._rewrite(href, remote_id, if_match, patch)
@@ -675,6 +677,8 @@ class CalDAVProvider:
                 comp = probe
                 cal.add_component(comp)
             ical.apply_event_data(comp, data, creating=creating)
+            if master is not None and data.status != "cancelled":
+                ical.include_instance(master, keys[0] or "")  # a live override: the instance exists
             return cal
 
         text, response = self._rewrite(path, base, None, add)

@@ -536,6 +536,21 @@ def add_exdate(master: Event, override_key: str, override: Event | None) -> None
     master.add("EXDATE", value)
 
 
+def include_instance(master: Event, key: str) -> bool:
+    """The master's EXDATEs no longer exclude the instance at recurrence key `key` (a live override is
+    written there: an excluded instance with an override would be ambiguous, and read as deleted).
+    The other EXDATE values are kept as they were; False when none excluded it."""
+    props = _as_list(master.get("EXDATE"))
+    values = [value.dt for prop in props for value in prop.dts]
+    kept = [value for value in values if _key_of(value) != key]
+    if len(kept) == len(values):
+        return False
+    del master["EXDATE"]
+    for value in kept:
+        master.add("EXDATE", value)
+    return True
+
+
 def _excluded_keys(master: Event) -> set[str]:
     """The recurrence keys (as recurrence_key spells them) the master's EXDATEs exclude."""
     return {_key_of(value.dt) for prop in _as_list(master.get("EXDATE")) for value in prop.dts}

@@ -759,6 +759,14 @@ def open_conflicts_of(conn: Connection, binding_id: str, event_ids: Sequence[str
     return found
 
 
+def paused_occurrence_starts(conn: Connection, series_id: str, binding_id: str) -> set[str]:
+    """Original starts of the series' exceptions paused on the binding by an open conflict."""
+    return set(conn.execute(
+        select(events.c.original_start).join(conflicts, conflicts.c.event_id == events.c.id)
+        .where(events.c.recurring_event_id == series_id, events.c.original_start.is_not(None),
+               conflicts.c.binding_id == binding_id, conflicts.c.status == "open")).scalars())
+
+
 def open_conflicts_of_event(conn: Connection, event_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(conflicts).where(
         conflicts.c.event_id == event_id, conflicts.c.status == "open")).mappings()]
