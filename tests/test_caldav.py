@@ -865,3 +865,27 @@ def test_recurrence_lines_read_one_by_one_match_icalendar_reading_them_together(
             ical._fast_recurrence(lines)
         return
     assert ical._fast_recurrence(lines) == expected
+
+
+@pytest.mark.parametrize("server", ["radicale", "xandikos"])
+def test_a_rewrite_whose_resource_changed_under_it_is_made_again_over_the_new_copy(
+        request: pytest.FixtureRequest, server: str) -> None:
+    """A series and its overrides are one resource, written whole with If-Match on its ETag. When the
+    server answers 412 to that write (another part of the resource changed since our read, or a
+    retried write of ours already landed), the provider reads the resource again and makes its
+    change over the new copy: deleting one occurrence does not fail because the resource moved on."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.remotes import open_remote
+
+    remote = open_remote(server, request)
+    start = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    series = remote.insert_series("Standup", start, 4)
+    provider = remote.provider()
+    remote.fault(status=412, methods=["PUT"], count=2)
+    second = start + timedelta(weeks=1)
+    provider.cancel_occurrence(remote.calendar, series, second.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert remote.occurrence_state(series, second) == "excluded"
+    puts = [r["status"] for r in remote.requests() if r["method"] == "PUT"]
+    assert puts[:2] == [412, 412] and len(puts) == 3 and puts[2] < 300, puts
+    provider.close()

@@ -32,6 +32,7 @@ No push notifications: `watch` raises ProviderError and the scheduler's poll tim
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
@@ -57,8 +58,8 @@ from calsync.model import (
     RemoteEvent,
 )
 from calsync.providers.base import (
-    Capabilities,
     AlreadyExists,
+    Capabilities,
     Channel,
     NotFoundError,
     PreconditionFailed,
@@ -221,10 +222,11 @@ class CalDAVProvider:
             if self.sync_collection is not False:
                 try:
                     yield from self._sync_collection(collection, "")
-                    return
                 except _NoSyncCollection:
                     if self.sync_collection:
                         raise ProviderError("the server refused the sync-collection REPORT") from None
+                else:
+                    return
             yield from self._etag_listing(collection)
             return
         if sync_token.startswith(DAV_TOKEN):
@@ -353,15 +355,15 @@ class CalDAVProvider:
                 return _UNCHANGED
             return cal if ical.vevents(cal) else None
 
-        try:
+        with contextlib.suppress(NotFoundError):
             self._rewrite(href, remote_id or base, if_match, exclude)
-        except NotFoundError:
-            pass
         return None
 
     # --- push notifications: none in CalDAV ------------------------------------------------
 
-    def watch(self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None) -> Channel:
+    def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+    ) -> Channel:
         raise ProviderError("CalDAV has no push notifications")
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
@@ -390,9 +392,9 @@ class CalDAVProvider:
                     marker = ", DAV:valid-sync-token" if _mentions(response, "valid-sync-token") else ""
                     raise SyncTokenInvalid(f"sync token refused ({status}{marker})", status=status,
                                            reason="valid-sync-token")
-                raise _NoSyncCollection()
+                raise _NoSyncCollection
             if status == 501 and not current:
-                raise _NoSyncCollection()
+                raise _NoSyncCollection
             _check(response, f"REPORT sync-collection {collection}")
             responses, new_token = _multistatus(response.content)
             if new_token is None:
@@ -567,7 +569,9 @@ class CalDAVProvider:
             etag = next((_text(r.props.get(_t(DAV, "getetag"))) or "" for r in found), "")
         return response.text, etag
 
-    def _propfind(self, path: str, depth: int, props: list[tuple[str, str]], *, follow: bool = False) -> list[_Response]:
+    def _propfind(
+        self, path: str, depth: int, props: list[tuple[str, str]], *, follow: bool = False,
+    ) -> list[_Response]:
         names = "".join(f'<x:{name} xmlns:x="{ns}"/>' for ns, name in props)
         body = f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>{names}</d:prop></d:propfind>'
         response = self.http.request("PROPFIND", path, content=body, follow_redirects=follow,
@@ -618,7 +622,25 @@ class CalDAVProvider:
                  change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
         """Read the resource, check `if_match` against the component (or resource) ETag, apply
         `change`, and write it back with If-Match on the resource's ETag (DELETE when nothing is left,
-        no write at all when `change` answers _UNCHANGED)."""
+        no write at all when `change` answers _UNCHANGED).
+
+        The resource's own ETag only makes the read-modify-write atomic: when the server answers 412
+        to it (another part of the resource changed meanwhile, or a retried write of ours already
+        landed), the resource is read again and the check and change made over the new copy, a few
+        times; a change to the component `if_match` guards is still a PreconditionFailed."""
+        for _ in range(REWRITE_ATTEMPTS - 1):
+            try:
+                return self._rewrite_once(href, remote_id, if_match, change)
+            except _ResourceChanged:
+                continue
+        try:
+            return self._rewrite_once(href, remote_id, if_match, change)
+        except _ResourceChanged as exc:
+            raise PreconditionFailed(f"{href}: the resource kept changing under our writes (412)",
+                                     status=412) from exc
+
+    def _rewrite_once(self, href: str, remote_id: str, if_match: str | None,
+                      change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
         fetched = self._get(href)
         if fetched is None:
             raise NotFoundError(f"{href} does not exist", status=404)
@@ -635,10 +657,15 @@ class CalDAVProvider:
         if result is _UNCHANGED:
             return text, httpx.Response(204)
         if result is None:
-            self._delete(href, resource_etag or None)
+            try:
+                self._delete(href, resource_etag or None)
+            except PreconditionFailed as exc:
+                raise _ResourceChanged from exc
             return None, httpx.Response(204)
         new_text = ical.render(result)
         response = self._put(href, new_text, {"If-Match": resource_etag} if resource_etag else {})
+        if response.status_code == 412 and resource_etag and not _mentions(response, "no-uid-conflict"):
+            raise _ResourceChanged
         self._check_write(response, href)
         return new_text, response
 
@@ -729,6 +756,13 @@ class CalDAVProvider:
 # --- helpers --------------------------------------------------------------------------------
 
 
+REWRITE_ATTEMPTS = 3  # reads and writes of one resource when its ETag changes under us
+
+
+class _ResourceChanged(Exception):
+    """The server refused our write of a whole resource on its ETag (412): read it again."""
+
+
 def _new_name() -> str:
     import uuid
 
@@ -772,7 +806,9 @@ def _status_code(text: str | None) -> int | None:
 def _multistatus(content: bytes) -> tuple[list[_Response], str | None]:
     """The responses of a DAV:multistatus, and its DAV:sync-token if any."""
     try:
-        root = ET.fromstring(content)
+        # (the server's own answer; ElementTree fetches no external entity, and the bundled expat
+        # (>= 2.4.1) refuses entity-expansion bombs)
+        root = ET.fromstring(content)  # noqa: S314
     except ET.ParseError as exc:
         raise ProviderError(f"unreadable DAV answer: {exc}") from exc
     token_element = root.find(_t(DAV, "sync-token"))
