@@ -232,7 +232,11 @@ async def _handle_hook(emu: ConfhookEmulator, request: Request) -> Response:
         return HookError(500, "internal error").response()
 
 
-def create_app(emulator: ConfhookEmulator | None = None, *, secret: str = "confhook-secret") -> Starlette:
+def create_app(
+    emulator: ConfhookEmulator | None = None,
+    *,
+    secret: str = "confhook-secret",  # noqa: S107 (the emulator's test HMAC secret, not a real credential)
+) -> Starlette:
     """The Starlette app: ``POST /hook`` and the /emulator admin surface."""
     emu = emulator or ConfhookEmulator(secret)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -249,7 +253,8 @@ def create_app(emulator: ConfhookEmulator | None = None, *, secret: str = "confh
     async def not_found(request: Request) -> Response:
         return HookError(404, "no such endpoint").response()
 
-    app = Starlette(routes=_admin_routes(emu) + [
+    app = Starlette(routes=[
+        *_admin_routes(emu),
         Route(HOOK_PATH, hook, methods=methods),
         Route("/{rest:path}", not_found, methods=methods),
     ])
@@ -261,6 +266,7 @@ def _admin_routes(emu: ConfhookEmulator) -> list[Route]:
     async def meetings(request: Request) -> Response:
         return JSONResponse({"meetings": emu.meetings()})
 
-    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
+    return [
+        *common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests),
         Route("/emulator/meetings", meetings, methods=["GET"]),
     ]

@@ -50,7 +50,7 @@ __all__ = ["API_PREFIX", "TOKEN_PATH", "OAuthError", "ZoomApiError", "ZoomEmulat
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v2"
-TOKEN_PATH = "/oauth/token"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 (a URL path, the OAuth token endpoint, not a password)
 DEFAULT_TOKEN_LIFETIME = 3600
 MAX_TOKENS_KEPT = 1000
 PAGE_SIZE_DEFAULT = 30
@@ -658,7 +658,8 @@ def create_app(emulator: ZoomEmulator | None = None) -> Starlette:
     async def not_found(request: Request) -> Response:
         return ZoomApiError(404, 404, "The requested resource was not found.").response()
 
-    routes = _admin_routes(emu) + [
+    routes = [
+        *_admin_routes(emu),
         Route(TOKEN_PATH, token, methods=methods),
         Route(API_PREFIX + "/{rest:path}", api, methods=methods),
         Route("/{rest:path}", not_found, methods=methods),
@@ -684,7 +685,8 @@ def _admin_routes(emu: ZoomEmulator) -> list[Route]:
         except ValueError as exc:
             return admin_error(400, str(exc))
 
-    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
+    return [
+        *common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests),
         Route("/emulator/expire-tokens", expire, methods=["POST"]),
         Route("/emulator/config", config, methods=["GET", "POST"]),
     ]

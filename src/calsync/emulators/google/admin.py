@@ -38,8 +38,10 @@ def _admin_routes(emu: GoogleEmulator) -> list[Route]:
             return admin_error(400, str(exc))
         return JSONResponse({"created": created})
 
-    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
+    return [
+        *common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests),
         Route("/emulator/calendars/{cal}/invalidate-tokens", invalidate, methods=["POST"]),
         Route("/emulator/calendars/{cal}/seed", seed, methods=["POST"]),
         switches_route(lambda: dict(emu.switches), emu.set_switches),
-    ] + push_admin_routes(emu.push)
+        *push_admin_routes(emu.push),
+    ]

@@ -222,7 +222,8 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
     async def not_found(request: Request) -> Response:
         return _error_response(_not_found())
 
-    routes = _admin_routes(emu) + [
+    routes = [
+        *_admin_routes(emu),
         Route(API_PREFIX + "/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

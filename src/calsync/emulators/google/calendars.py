@@ -37,7 +37,8 @@ class _Calendars(_Store):
             return out
 
     def _list_etag(self, ids: list[str]) -> str:
-        digest = hashlib.sha1("|".join(self._calendars[c].etag for c in ids).encode()).hexdigest()
+        joined = "|".join(self._calendars[c].etag for c in ids)
+        digest = hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()
         return f'"{int(digest[:12], 16)}"'
 
     def calendar_list_get(self, user: str, ref: str) -> dict[str, Any]:

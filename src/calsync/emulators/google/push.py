@@ -532,12 +532,13 @@ class PushHub:
         try:
             response = client.post(channel.address, headers=channel.headers(message.number, message.state),
                                    content=b"")
-            return response.status_code, None
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a bad URL or a library bug must not kill the worker
             log.exception("google push: delivery to %s failed", channel.address)
             return None, f"{type(exc).__name__}: {exc}"
+        else:
+            return response.status_code, None
 
     def _settle(self, message: _Message, status: int | None, error: str | None) -> None:
         """Under the lock: log the attempt; retry 5xx-retryable and transport errors with backoff."""

@@ -56,7 +56,8 @@ def _ical_datetime(value: str, params: list[str], dtstart: datetime, zone: ZoneI
     value = value.strip().upper()
     tzid = next((p.split("=", 1)[1] for p in params if p.upper().startswith("TZID=")), None)
     if len(value) == 8:
-        d = datetime.strptime(value, "%Y%m%d")
+        # a DATE value: naive, as an all-day DTSTART is; for a timed series only its year, month and day are used
+        d = datetime.strptime(value, "%Y%m%d")  # noqa: DTZ007 (a date, not an instant: see above)
         if zone is None:
             return d
         return dtstart.replace(year=d.year, month=d.month, day=d.day)
@@ -66,7 +67,7 @@ def _ical_datetime(value: str, params: list[str], dtstart: datetime, zone: ZoneI
         local_zone = ZoneInfo(tzid) if tzid else (zone or UTC)
         dt = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=local_zone)
     if zone is None:
-        return datetime(dt.year, dt.month, dt.day)
+        return datetime(dt.year, dt.month, dt.day)  # noqa: DTZ001 (all-day series: naive like its DTSTART)
     return dt.astimezone(zone)
 
 
@@ -108,7 +109,8 @@ class _Series:
         if self.all_day:
             d0, d1 = date.fromisoformat(start["date"]), date.fromisoformat(end["date"])
             self.zone: ZoneInfo | None = None
-            self.dtstart = datetime(d0.year, d0.month, d0.day)
+            # all-day: a naive DTSTART, so dateutil expands floating dates (UNTIL stays a date, see _until_for)
+            self.dtstart = datetime(d0.year, d0.month, d0.day)  # noqa: DTZ001 (a date, floating by design)
             self.days = (d1 - d0).days
             self.duration = timedelta(0)
             self.end_zone_name = ""
@@ -180,7 +182,7 @@ class _Series:
             if self.all_day:
                 if len(suffix) != 8:
                     return None
-                dt = datetime.strptime(suffix, "%Y%m%d")
+                dt = datetime.strptime(suffix, "%Y%m%d")  # noqa: DTZ007 (all-day suffix: a date, naive like DTSTART)
             else:
                 if len(suffix) != 16:
                     return None

@@ -71,8 +71,10 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
     "sync_token_restriction_reason": lambda v: v in ("invalid", "syncTokenWithRequestRestrictions"),
     "page_scan_limit": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     "no_sync_token_with_order_or_q": lambda v: isinstance(v, bool),
-    "sync_token_ttl_seconds": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
-    "updated_min_horizon_seconds": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+    "sync_token_ttl_seconds": lambda v: v is None or (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+    "updated_min_horizon_seconds": lambda v: v is None or (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
     "conference_create_status": lambda v: v in ("success", "failure"),
     "push_allow_http": lambda v: isinstance(v, bool),
     "push_max_ttl_seconds": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10 * 365 * 86400,

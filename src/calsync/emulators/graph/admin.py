@@ -86,7 +86,8 @@ def _admin_routes(emu: GraphEmulator) -> list[Route]:
         except ValueError as exc:
             return admin_error(400, str(exc))
 
-    return common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests) + [
+    return [
+        *common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests),
         Route("/emulator/calendars/{cal}/seed", seed, methods=["POST"]),
         Route("/emulator/delta/expire", expire_delta, methods=["POST"]),
         switches_route(lambda: dict(emu.switches), emu.set_switches),
@@ -94,4 +95,5 @@ def _admin_routes(emu: GraphEmulator) -> list[Route]:
         Route("/emulator/subscriptions/{sub}/lifecycle", lifecycle, methods=["POST"]),
         Route("/emulator/subscriptions/{sub}/expire", expire_subscription, methods=["POST"]),
         Route("/emulator/events/{ev}/{action}", event_action, methods=["POST"]),
-    ] + push_admin_routes(emu.push)
+        *push_admin_routes(emu.push),
+    ]

@@ -299,13 +299,15 @@ async def _handle_api(emu: GraphEmulator, request: Request, email: str | None) -
         response = await result if inspect.isawaitable(result) else result
         response.headers.setdefault("client-request-id", client_request_id or str(uuid.uuid4()))
         response.headers.setdefault("request-id", response.headers["client-request-id"])
-        return response
     except GraphError as err:
         return _error_response(err, client_request_id)
     except Exception:  # a bug must still answer like Graph would, never a bare traceback
         log.exception("graph emulator: unhandled error for %s %s", request.method, request.url.path)
         return _error_response(GraphError(500, "ErrorInternalServerError",
-                                          "An internal server error occurred. The operation failed."), client_request_id)
+                                          "An internal server error occurred. The operation failed."),
+                               client_request_id)
+    else:
+        return response
 
 
 async def _serve(emu: GraphEmulator, request: Request, email: str | None) -> Response:
@@ -376,7 +378,8 @@ def create_app(emulator: GraphEmulator | None = None) -> Starlette:
     async def not_found(request: Request) -> Response:
         return _error_response(GraphError(400, "BadRequest", "Invalid version."), None)
 
-    routes = _admin_routes(emu) + [
+    routes = [
+        *_admin_routes(emu),
         Route(API_PREFIX + "/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

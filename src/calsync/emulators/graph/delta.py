@@ -25,7 +25,8 @@ from calsync.emulators.graph.times import _fmt_instant
 class _Delta(_Render):
     """Delta rounds over a calendar view; token state is sealed by the store's signer."""
 
-    def delta(self, view: _View, cal_ref: str | None, params: _Params, path: str, page_size: int | None) -> dict[str, Any]:
+    def delta(self, view: _View, cal_ref: str | None, params: _Params, path: str,
+              page_size: int | None) -> dict[str, Any]:
         """calendarView/delta: one page of a round; nextLink inside a round, deltaLink at its end."""
         for name in ("$filter", "$orderby", "$search", "$top", "$skip"):
             if name in params:
@@ -36,10 +37,7 @@ class _Delta(_Render):
             state = self._delta_state(view, cal, params, path)
             view = replace(view, expand_props=state.get("x"))  # first-request options live in the token
             size = min(page_size or self.switches["delta_default_page_size"], self.switches["delta_max_page_size"])
-            if state["m"] == "full":
-                stream = self._full_stream(view, cal, state)
-            else:
-                stream = self._log_stream(view, cal, state)
+            stream = self._full_stream(view, cal, state) if state["m"] == "full" else self._log_stream(view, cal, state)
             items, next_key = self._take_page(stream, size)
             out: dict[str, Any] = {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)"}
             link = f"{view.base}{API_PREFIX}{path}"

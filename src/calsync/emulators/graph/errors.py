@@ -79,6 +79,7 @@ def _error_response(err: GraphError, client_request_id: str | None) -> Response:
     headers = {"request-id": request_id, "client-request-id": client_request_id or request_id, **err.headers}
     if err.status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
-                                               'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
+                                               'common/oauth2/authorize", '
+                                               'client_id="00000003-0000-0000-c000-000000000000"')
     return Response(json_bytes(err.body(request_id, client_request_id)), status_code=err.status,
                     media_type=JSON_TYPE, headers=headers)

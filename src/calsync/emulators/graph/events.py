@@ -211,8 +211,8 @@ class _Events(_Render):
             cal = self._calendar(view.user, cal_ref)
             live = list(self._live_events(cal))
             page = [self._event_json(view, ev) for ev in live[skip:skip + top]]
-            out: dict[str, Any] = {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#users('{quote(view.user.email)}')/events",
-                                   "value": page}
+            context = f"{view.base}{API_PREFIX}/$metadata#users('{quote(view.user.email)}')/events"
+            out: dict[str, Any] = {"@odata.context": context, "value": page}
             if skip + top < len(live):
                 out["@odata.nextLink"] = f"{view.base}{API_PREFIX}{path}?$top={top}&$skip={skip + top}"
             return out
@@ -230,7 +230,8 @@ class _Events(_Render):
                     items.append((start, target.change_key, target, occ))
             items.sort(key=lambda t: (t[0], t[1]))
             page = [self._event_json(view, t[2], t[3]) for t in items[skip:skip + top]]
-            out: dict[str, Any] = {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)", "value": page}
+            out: dict[str, Any] = {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)",
+                                   "value": page}
             if skip + top < len(items):
                 out["@odata.nextLink"] = (f"{view.base}{API_PREFIX}{path}?startDateTime={quote(_fmt_instant(lo))}"
                                           f"&endDateTime={quote(_fmt_instant(hi))}&$top={top}&$skip={skip + top}")

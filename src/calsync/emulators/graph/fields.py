@@ -70,7 +70,8 @@ def _check_attendees(value: Any) -> list[dict[str, Any]]:
 
 
 def _check_ext_props(value: Any) -> list[dict[str, str]]:
-    _expect(value, list, "singleValueExtendedProperties", "Collection(microsoft.graph.singleValueLegacyExtendedProperty)")
+    _expect(value, list, "singleValueExtendedProperties",
+            "Collection(microsoft.graph.singleValueLegacyExtendedProperty)")
     out = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("value"), str):
@@ -124,7 +125,8 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 def _check_times(start: _When, end: _When, all_day: bool) -> None:
     if end.instant < start.instant:
-        raise GraphError(400, "ErrorCalendarEndDateIsEarlierThanStartDate", "The end date occurs before the start date.")
+        raise GraphError(400, "ErrorCalendarEndDateIsEarlierThanStartDate",
+                         "The end date occurs before the start date.")
     if all_day:
         midnight = start.local.time() == datetime.min.time() and end.local.time() == datetime.min.time()
         if not midnight or start.tz_name.lower() != end.tz_name.lower() or end.local <= start.local:

@@ -296,7 +296,7 @@ class GraphPushHub:
                 if not self._deliverable(first):
                     self._cond.notify_all()
                     continue
-                batch = [first] + self._gather(first, now)
+                batch = [first, *self._gather(first, now)]
                 self._in_flight += len(batch)
                 return batch
             wait = max(self._heap[0][0] - now, 0.001) if self._heap else None
@@ -340,12 +340,13 @@ class GraphPushHub:
         try:
             response = client.post(batch[0].url, content=body, timeout=timeout, headers={
                 "Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT})
-            return response.status_code, None
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a bad URL or a library bug must not kill the worker
             log.exception("graph push: delivery to %s failed", batch[0].url)
             return None, f"{type(exc).__name__}: {exc}"
+        else:
+            return response.status_code, None
 
     def _settle(self, batch: list[Note], status: int | None, error: str | None) -> None:
         """Under the lock: 2xx delivers; anything else (non-2xx, timeout) is retried with backoff, bounded."""

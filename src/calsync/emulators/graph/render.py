@@ -105,8 +105,8 @@ class _Render(_Store):
             out["originalStart"] = _fmt_instant(original)
         if view.expand_props is not None:
             props = data.get("singleValueExtendedProperties") or []
-            out["singleValueExtendedProperties"] = [dict(p) for p in props
-                                                    if not view.expand_props or p["id"].lower() == view.expand_props.lower()]
+            out["singleValueExtendedProperties"] = [
+                dict(p) for p in props if not view.expand_props or p["id"].lower() == view.expand_props.lower()]
         return out
 
     def _removed_json(self, view: _View, ev: _Event, occ: int | None, cal: bytes) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def _seed_options(spec: Any) -> dict[str, Any]:
     if set(spec) - allowed:
         raise ValueError(f"unknown seed keys: {sorted(set(spec) - allowed)}")
     out: dict[str, Any] = {"count": spec.get("count", 100), "days": spec.get("days", 60), "seed": spec.get("seed", 1),
-                           "recurring_every": spec.get("recurring_every", 0), "online_every": spec.get("online_every", 0)}
+                           "recurring_every": spec.get("recurring_every", 0),
+                           "online_every": spec.get("online_every", 0)}
     limits = {"count": (0, 1_000_000), "days": (1, 3650), "seed": (-(2**63), 2**63),
               "recurring_every": (0, 10**9), "online_every": (0, 10**9)}
     for key, (low, high) in limits.items():

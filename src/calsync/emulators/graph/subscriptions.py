@@ -71,7 +71,8 @@ class _Subscriptions(_Store):
         if when.timestamp() <= now:
             raise GraphError(400, "ExtensionError", "Subscription expiration must be in the future.")
         if when.timestamp() > now + limit * 60:
-            raise GraphError(400, "ExtensionError", f"Subscription expiration can only be {limit} minutes in the future.")
+            raise GraphError(400, "ExtensionError",
+                             f"Subscription expiration can only be {limit} minutes in the future.")
         return when.timestamp()
 
     def add_subscription(self, email: str, fields: dict[str, Any], immutable: bool) -> dict[str, Any]:

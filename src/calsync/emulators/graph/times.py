@@ -51,7 +51,8 @@ def _zone(name: Any) -> ZoneInfo:
             except (ZoneInfoNotFoundError, ValueError):
                 pass
     raise GraphError(400, "TimeZoneNotSupportedException",
-                     f"A valid TimeZone value must be specified. The following TimeZone value is not supported: '{name}'.")
+                     "A valid TimeZone value must be specified. "
+                     f"The following TimeZone value is not supported: '{name}'.")
 
 
 def _fmt_local(dt: datetime) -> str:
