@@ -13,11 +13,14 @@ from sqlalchemy import Engine
 
 from calsync.engine.inbound import sync_binding
 from calsync.model import ChangePage, EventData, RemoteEvent
+from calsync.providers.base import Capabilities
 from tests.helpers import bind, local_events
 
 
 class ScriptedListing:
     """A provider whose change listings are given: one list of pages per sync."""
+
+    capabilities = Capabilities(push=False)
 
     def __init__(self, syncs: list[list[list[RemoteEvent]]]) -> None:
         self.syncs = iter(syncs)

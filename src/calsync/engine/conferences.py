@@ -38,21 +38,6 @@ class ConferenceWorkError(Exception):
     """A conference request the user made cannot be carried out (the message says why)."""
 
 
-# --- queueing (called inside the transaction that changed the events) ---------------------
-
-
-def enqueue_for_changed_events(conn: Connection, changed_rows: list[dict[str, Any]], deleted_ids: list[str]) -> int:
-    """Queue conference work for changed events that carry one of our conferences or had one."""
-    carrying = [
-        r.get("id") or r["event_id"] for r in changed_rows
-        if r.get("conference") and r["conference"].get("provider") and not r.get("recurring_event_id")
-    ]
-    ids = [r.get("id") or r["event_id"] for r in changed_rows] + deleted_ids
-    had = store.events_with_active_conferences(conn, ids) if ids else set()
-    wanted = set(carrying) | had
-    return store.enqueue(conn, wanted, "inbound") if wanted else 0
-
-
 # --- the meeting a calendar event asks for -------------------------------------------------
 
 

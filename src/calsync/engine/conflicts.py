@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from calsync.engine import conferences, local
+from calsync.engine import local
 from calsync.engine.series import include_restored
 from calsync.model import EventData
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
+from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
 
 
 class ConflictResolved(Exception):
@@ -95,7 +96,7 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
     # the series first, then its exceptions: each is written over the series' occurrence there
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])
     outbox_store.enqueue(conn, event["calendar_id"], revived, skip_binding=binding["id"])
-    conferences.enqueue_for_changed_events(conn, [{"event_id": event["id"], "conference": None}], [event["id"]])
+    enqueue_for_changed_events(conn, [ChangedEvent(event["id"], None)], [event["id"]])
 
 
 def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str, source: str) -> list[tuple[str, int]]:
@@ -122,4 +123,4 @@ def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, A
     outbox_store.release(conn, binding["id"], event["id"], drop=False)
     others = None if merged is not None else [binding["id"]]
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], bindings_to=others)
-    conferences.enqueue_for_changed_events(conn, [{"event_id": event["id"], "conference": None}], [event["id"]])
+    enqueue_for_changed_events(conn, [ChangedEvent(event["id"], None)], [event["id"]])

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Engine
 
-from calsync.engine import conferences
 from calsync.engine.prefetch import prefetched
 from calsync.engine.series import include_restored
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
@@ -28,8 +27,10 @@ from calsync.model import (
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
 from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
+from calsync.store import conferences as conference_store
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
+from calsync.store.conferences import ChangedEvent
 
 
 @dataclass
@@ -422,7 +423,9 @@ def _apply_page(
         repo.tombstone_events(conn, proofs, binding.source)
         repo.agree_links_with_versions(conn, doomed, binding.id)
     if conference_work:
-        conferences.enqueue_for_changed_events(conn, [*writes.new_events, *writes.event_updates], doomed)
+        conference_store.enqueue_for_changed_events(conn, [
+            ChangedEvent(row.get("id") or row["event_id"], row["conference"], row["recurring_event_id"])
+            for row in [*writes.new_events, *writes.event_updates]], doomed)
     _mirror(conn, binding, writes, doomed)
 
 

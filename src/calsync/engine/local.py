@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Engine
 
-from calsync.engine.conferences import enqueue_for_changed_events
 from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
 from calsync.providers.canonical import canonical_text, canonical_zone
 from calsync.store import outbox as outbox_store
 from calsync.store import repo
+from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
 MAX_TEXT = {"title": 1024, "description": 8192, "location": 1024}
@@ -36,6 +36,14 @@ class StaleVersion(Exception):
     def __init__(self, current: int) -> None:
         super().__init__(f"the event is at version {current}")
         self.current = current
+
+
+class NoConference(Exception):
+    """The event carries no conference to remove (the API answers 409)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__("the event has no conference")
+        self.event_id = event_id
 
 
 @dataclass
@@ -94,6 +102,33 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
     return LocalChange(event_id, version, queued)
 
 
+def remove_conference(engine: Engine, event_id: str, if_version: int | None) -> LocalChange:
+    """Take the conference off the event: a local change pushed to every binding; a meeting calsync
+    made is deleted by the conference worker. NoConference when the event carries none."""
+    with engine.begin() as conn:
+        row = _live_row(conn, event_id, if_version)
+        if not row["conference"]:
+            raise NoConference(event_id)
+        repo.set_local_conference(conn, event_id, None)
+        version = _current_version(conn, event_id)
+        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        enqueue_for_changed_events(conn, [ChangedEvent(event_id, None, row["recurring_event_id"])], [])
+    return LocalChange(event_id, version, queued)
+
+
+def queue_unagreed(engine: Engine, event_id: str) -> int:
+    """The event's current version queued for every push binding that has not agreed on it (a
+    conference made before the event's first push is written on the local event only)."""
+    with engine.begin() as conn:
+        row = _live_row(conn, event_id, None)
+        agreed = {link["binding_id"]: link["base_version"] for link in row["links"]}
+        behind = [b for b in outbox_store.push_bindings(conn, row["calendar_id"])
+                  if agreed.get(b, 0) < row["version"]]
+        if not behind:
+            return 0
+        return outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])], bindings_to=behind)
+
+
 def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data: EventData | None) -> None:
     """A local change that makes the event what the remote side of an open conflict already is (both
     deleted, or the same content) settles that conflict: nothing is left to ask. The link agrees
@@ -132,8 +167,7 @@ def _current_version(conn: Connection, event_id: str) -> int:
 
 
 def _conference_work(conn: Connection, event_id: str, data: EventData) -> None:
-    enqueue_for_changed_events(conn, [{"event_id": event_id, "conference": data.conference,
-                                       "recurring_event_id": None}], [])
+    enqueue_for_changed_events(conn, [ChangedEvent(event_id, data.conference)], [])
 
 
 # --- validation ---------------------------------------------------------------------------

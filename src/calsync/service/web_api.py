@@ -18,11 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
 
 from calsync.conferencing.base import ConferenceAdapter, ConferenceError
-from calsync.engine.conferences import (
-    ConferenceEngine,
-    ConferenceWorkError,
-    enqueue_for_changed_events,
-)
+from calsync.engine import local
+from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
 from calsync.service.api import (
@@ -32,7 +29,6 @@ from calsync.service.api import (
     event_bodies,
     if_match_versions,
 )
-from calsync.store import outbox as outbox_store
 from calsync.store import repo
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -84,20 +80,15 @@ def _check_if_match(if_match: str | None, event_id: str, current: int) -> None:
         return
     wanted = if_match_versions(if_match, event_id)
     if wanted is not None and current not in wanted:
-        tag = etag_of(event_id, current)
-        raise HTTPException(412, headers={"ETag": tag}, detail={
-            "msg": f"the event has changed: it is at version {current}; re-read it and retry",
-            "etag": tag, "version": current})
+        raise _changed(event_id, current)
 
 
-def _queue_unpushed(conn: Connection, event_id: str) -> None:
-    """A conference made before the event's first push is written on the local event only: make sure
-    the version that carries it is queued for every push-enabled binding that has not agreed on it."""
-    row = _live(conn, event_id)
-    agreed = {link["binding_id"]: link["base_version"] for link in row["links"]}
-    behind = [b for b in outbox_store.push_bindings(conn, row["calendar_id"]) if agreed.get(b, 0) < row["version"]]
-    if behind:
-        outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])], bindings_to=behind)
+def _changed(event_id: str, current: int) -> HTTPException:
+    """412: the event is at another version than the caller's."""
+    tag = etag_of(event_id, current)
+    return HTTPException(412, headers={"ETag": tag}, detail={
+        "msg": f"the event has changed: it is at version {current}; re-read it and retry",
+        "etag": tag, "version": current})
 
 
 def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None,
@@ -134,8 +125,8 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
             raise HTTPException(502, detail=f"could not create the conference: {exc}") from exc
         finally:
             pool.close()
+        local.queue_unagreed(engine, event_id)
         with engine.begin() as conn:
-            _queue_unpushed(conn, event_id)
             return _body(conn, event_id, response)
 
     @router.delete("/events/{event_id}/conference")
@@ -144,15 +135,15 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
         """Take the conference off the event: a local change pushed to every binding; a meeting calsync
         made is deleted by the conference worker."""
         with engine.begin() as conn:
-            row = _live(conn, event_id)
-            _check_if_match(if_match, event_id, row["version"])
-            if not row["conference"]:
-                raise HTTPException(409, detail="the event has no conference")
-            repo.set_local_conference(conn, event_id, None)
             version = int(_live(conn, event_id)["version"])
-            outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
-            enqueue_for_changed_events(conn, [{"event_id": event_id, "conference": None,
-                                               "recurring_event_id": row["recurring_event_id"]}], [])
+        _check_if_match(if_match, event_id, version)
+        try:  # the version checked is the one changed: an edit in between is a 412 too
+            local.remove_conference(engine, event_id, version)
+        except local.NoConference as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
+        except local.StaleVersion as exc:
+            raise _changed(event_id, exc.current) from exc
+        with engine.begin() as conn:
             return _body(conn, event_id, response)
 
     if demo is not None:

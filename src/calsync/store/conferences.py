@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 
@@ -67,6 +67,27 @@ def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -
             select(conferences.c.event_id).where(conferences.c.event_id.in_(chunk), conferences.c.state == "active")
         ).scalars())
     return found
+
+
+class ChangedEvent(NamedTuple):
+    """What conference queueing needs of one changed event."""
+
+    event_id: str
+    conference: dict[str, Any] | None
+    recurring_event_id: str | None = None
+
+
+def enqueue_for_changed_events(conn: Connection, changed: Iterable[ChangedEvent], deleted_ids: Iterable[str]) -> int:
+    """Queue conference work for changed events that carry one of our conferences or had one (called
+    inside the transaction that changed them). Exceptions of a series carry none of their own."""
+    changed = list(changed)
+    deleted_ids = list(deleted_ids)
+    carrying = [c.event_id for c in changed
+                if c.conference and c.conference.get("provider") and not c.recurring_event_id]
+    ids = [c.event_id for c in changed] + deleted_ids
+    had = events_with_active_conferences(conn, ids) if ids else set()
+    wanted = set(carrying) | had
+    return enqueue(conn, wanted, "inbound") if wanted else 0
 
 
 def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: datetime | None = None) -> int:
