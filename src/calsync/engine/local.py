@@ -220,7 +220,8 @@ def _time(name: str, value: Any, all_day: bool) -> str:
         raise InvalidEvent(name, "must be a string (RFC 3339 date-time, or YYYY-MM-DD for all-day events)")
     kind = "date" if all_day else "RFC 3339 date-time"
     try:
-        parsed = date.fromisoformat(value[:10]) if all_day else datetime.fromisoformat(value)
+        # (3.11's fromisoformat reads a Z itself, but in odd places too: replacing it keeps malformed text out)
+        parsed = date.fromisoformat(value[:10]) if all_day else datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: FURB162
     except ValueError as exc:
         raise InvalidEvent(name, f"is not a valid {kind}: {value[:64]!r}") from exc
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:
