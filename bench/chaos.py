@@ -120,7 +120,7 @@ SERIES_OPS = {"create_series", "series_edit", "series_delete", "instance_edit", 
 MARKER = re.compile(r"\bc\d+-\d+\b")
 # the engine's provider clients: few quick inline retries, so injected faults often reach the engine;
 # a Retry-After above half a second is not slept through but reported (the account backs off)
-RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, max_inline_retry_after=0.5)
+RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, max_retry_after=0.5)
 PAGE = 25  # small pages: full listings take several pages, so a worker can be killed between them
 GRAPH_WINDOW = (timedelta(days=-30), timedelta(days=365))  # providers/graph.py DEFAULT_WINDOW
 GRAPH_MARGIN = timedelta(days=2)
@@ -1732,8 +1732,8 @@ class Chaos:
                 continue
             if row.get("deleted_by"):  # the column is new: used when the store has it
                 side = self.world.side_of_tag(row["deleted_by"])
-                if side is None or not any(d.side == side for d in found) and not any(
-                        r.marker == mark and r.kept_side == side for r in self.resolutions):
+                if side is None or (not any(d.side == side for d in found) and not any(
+                        r.marker == mark and r.kept_side == side for r in self.resolutions)):
                     self.problem("provenance", mark, f"tombstone {row['title']} deleted_by={row['deleted_by']} "
                                                      f"({side}); the ledger deleted it on "
                                                      f"{sorted({d.side for d in found})}")

@@ -35,7 +35,6 @@ This module also holds the small HTTP retry loop every remote conference adapter
 """
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import heapq
 import hmac
@@ -45,11 +44,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
+from calsync.backoff import RetryPolicy, jittered_delay
+from calsync.backoff import retry_after_seconds as parse_retry_after
 from calsync.conferencing.base import Conference, ConferenceError, MeetingSpec
 
 __all__ = [
@@ -134,18 +134,11 @@ class ReplayGuard:
 # The retry loop shared by the HTTP adapters (Zoom, webhook)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard an adapter tries before handing the work back to the conference outbox.
-
-    Kept short (at most ~2 s of sleeping without Retry-After): the outbox retries later anyway,
-    and a worker stuck in one adapter call holds up every other event's conference work.
-    """
-
-    attempts: int = 4
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    max_retry_after: float = 60.0  # a longer Retry-After is left to the outbox, not slept here
+#: How hard an adapter tries before handing the work back to the conference outbox. Kept short (at
+#: most ~2 s of sleeping without Retry-After): the outbox retries later anyway, and a worker stuck in
+#: one adapter call holds up every other event's conference work. A longer Retry-After than a minute
+#: is left to the outbox.
+ADAPTER_RETRY = RetryPolicy(attempts=4, base_delay=0.25, max_delay=8.0, max_retry_after=60.0)
 
 
 class TransientFailure(Exception):
@@ -168,18 +161,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds, given as a number or as an HTTP date."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+    """The response's Retry-After as seconds (backoff.retry_after_seconds)."""
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 class HttpSession:
@@ -188,7 +171,7 @@ class HttpSession:
     def __init__(self, *, timeout: float = 30.0, policy: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = httpx.Client(timeout=timeout)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or ADAPTER_RETRY
         self._sleep = sleep
         self._random = random.Random()
         self._count_lock = threading.Lock()
@@ -228,8 +211,7 @@ class HttpSession:
         """Retry-After when the server gave one (None: too long to wait here), else jittered backoff."""
         if retry_after is not None:
             return retry_after if retry_after <= self.policy.max_retry_after else None
-        ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1))
-        return self._random.uniform(ceiling / 2, ceiling)
+        return jittered_delay(attempt - 1, self.policy.base_delay, self.policy.max_delay, rng=self._random)
 
     def close(self) -> None:
         self._client.close()

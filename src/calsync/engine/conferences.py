@@ -9,7 +9,6 @@ have a record of it or it carries the add-on parameter we stamp on our own confe
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Engine
 
+from calsync.backoff import jittered_delay
 from calsync.conferencing.base import (
     Conference,
     ConferenceAdapter,
@@ -189,8 +189,7 @@ class ConferenceEngine:
         result.errors.append(message)
         with self.engine.begin() as conn:
             if retryable:
-                ceiling = min(self.max_delay, self.base_delay * 2 ** item["attempts"])
-                delay = max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+                delay = jittered_delay(item["attempts"], self.base_delay, self.max_delay, retry_after=retry_after)
                 store.retry_work_later(conn, item["id"], utcnow() + timedelta(seconds=delay), message)
                 result.retried += 1
             else:

@@ -9,7 +9,6 @@ a retried create meets 409 (the id is the local id) and adopts the remote copy.
 """
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from calsync.backoff import jittered_delay
 from calsync.engine import inbound
 from calsync.model import EventData, RemoteDeletion, RemoteEvent, utcnow
 from calsync.providers.base import (
@@ -136,8 +136,8 @@ class Pusher:
             or exc.status in (403, 429)
         with self.engine.begin() as conn:
             if retryable:
-                ceiling = min(self.max_delay, self.base_delay * 2 ** row["attempts"])
-                delay = max(getattr(exc, "retry_after", None) or 0.0, random.uniform(ceiling / 2, ceiling))
+                delay = jittered_delay(row["attempts"], self.base_delay, self.max_delay,
+                                       retry_after=exc.retry_after if isinstance(exc, ProviderError) else None)
                 queue.retry_later(conn, row["id"], utcnow() + timedelta(seconds=delay), message)
                 self.result.retried += 1
             else:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from calsync.backoff import jittered_delay
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.channels import ChannelRun, ensure_channel
 from calsync.engine.conferences import ConferenceEngine, ConferenceRun
@@ -148,8 +149,8 @@ class Worker:
         a success clears it. Rejected credentials are marked on the account by the sync itself."""
         if result.status == "error":
             attempts = scheduling.backoff_attempts(conn, account_id)
-            ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** attempts)
-            delay = max(result.retry_after or 0.0, self._random.uniform(ceiling / 2, ceiling))
+            delay = jittered_delay(attempts, self.settings.backoff_base, self.settings.backoff_max,
+                                   retry_after=result.retry_after, rng=self._random)
             scheduling.set_account_backoff(conn, account_id, now + timedelta(seconds=delay))
         elif result.status == "ok" and scheduling.backoff_attempts(conn, account_id):
             scheduling.set_account_backoff(conn, account_id, None)

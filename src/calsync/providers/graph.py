@@ -247,7 +247,7 @@ class GraphProvider:
                 break
             waits = [w for w in (retry_after_seconds(r) for _, r in throttled) if w is not None]
             wait = max(waits) if waits else None
-            if attempt >= policy.attempts or (wait is not None and wait > policy.max_inline_retry_after):
+            if attempt >= policy.attempts or (wait is not None and wait > policy.max_retry_after):
                 last = throttled[0][1]
                 raise RateLimited(f"Graph $batch: {len(throttled)} event reads still throttled "
                                   f"({last.status_code}) after {attempt} rounds", status=last.status_code,

@@ -1,16 +1,17 @@
 """An httpx client that retries what is worth retrying: 429, rate-limit 403s, 5xx and broken connections."""
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from calsync.backoff import RetryPolicy as RetryPolicy  # re-exported: the providers and tests take it from here
+from calsync.backoff import jittered_delay
+from calsync.backoff import retry_after_seconds as parse_retry_after
 from calsync.providers.base import (
     AuthError,
     NotFoundError,
@@ -23,26 +24,11 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 
-@dataclass
-class RetryPolicy:
-    attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    # A longer Retry-After is not slept through inside one request: the error goes up, and the
-    # scheduler backs the whole account off for that long instead of holding a worker.
-    max_inline_retry_after: float = 10.0
-
-
 def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
-    """Retry-After as seconds, whether given as a number or as an HTTP date."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - now()) if parsed else None
+    """The response's Retry-After as seconds (backoff.retry_after_seconds). A longer one than the
+    policy's max_retry_after is not slept through inside one request: the error goes up, and the
+    scheduler backs the whole account off for that long instead of holding a worker."""
+    return parse_retry_after(response.headers.get("retry-after"), now)
 
 
 def error_reason(response: httpx.Response) -> str | None:
@@ -107,17 +93,14 @@ class RetryingClient:
             if not is_retryable(response) or attempt >= self.policy.attempts:
                 return response
             wait = retry_after_seconds(response)
-            if wait is not None and wait > self.policy.max_inline_retry_after:
+            if wait is not None and wait > self.policy.max_retry_after:
                 return response
             self._pause(attempt, wait, None)
 
     def _pause(self, attempt: int, retry_after: float | None, _exc: Exception | None) -> None:
         self.retries += 1
-        if retry_after is not None:
-            delay = retry_after
-        else:
-            ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1))
-            delay = self._random.uniform(ceiling / 2, ceiling)
+        delay = retry_after if retry_after is not None else jittered_delay(
+            attempt - 1, self.policy.base_delay, self.policy.max_delay, rng=self._random)
         self._sleep(delay)
 
     def _notify(self, status: int) -> None:
