@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import Engine
 
 from calsync.engine.pool import ProviderPool
@@ -83,7 +82,7 @@ def ensure_channel(
     try:
         channel = pool.get(binding["account_id"]).watch(
             binding["remote_calendar_id"], row_id, address, token, ttl_seconds)
-    except (ProviderError, httpx.HTTPError):
+    except ProviderError:
         with engine.begin() as conn:
             scheduling.set_channel_state(conn, row_id, "failed")
         run.failed += 1
@@ -110,7 +109,7 @@ def _renew_in_place(
         with engine.begin() as conn:
             scheduling.channel_gone(conn, channel["id"])
         return "gone"
-    except (ProviderError, httpx.HTTPError):
+    except ProviderError:
         return "failed"
     with engine.begin() as conn:
         scheduling.renew_channel(conn, channel["id"], renewed.expiration)
@@ -121,7 +120,7 @@ def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) ->
     """Stop one channel at the provider (an intent has nothing to stop) and mark it stopped."""
     if channel["state"] == "active" and channel["channel_id"] and channel["resource_id"]:
         # one that fails expires on its own; stray messages from it are rejected by the receiver
-        with contextlib.suppress(ProviderError, httpx.HTTPError):
+        with contextlib.suppress(ProviderError):
             pool.get(account_id).stop_channel(channel["channel_id"], channel["resource_id"])
     with engine.begin() as conn:
         scheduling.set_channel_state(conn, channel["id"], "stopped")

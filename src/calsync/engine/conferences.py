@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import Connection, Engine
 
 from calsync.backoff import jittered_delay
@@ -173,7 +172,7 @@ class ConferenceEngine:
             except ConferenceError as exc:
                 self._retry_or_fail(item, exc, exc.retryable, exc.retry_after, result)
                 continue
-            except (ProviderError, httpx.HTTPError) as exc:
+            except ProviderError as exc:
                 self._retry_or_fail(item, exc, True, None, result)
                 continue
             except ConferenceWorkError as exc:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import httpx
 from sqlalchemy import Connection, Engine
 
 from calsync.engine.prefetch import prefetched
@@ -125,7 +124,7 @@ def sync_binding(
         _record_failure(engine, binding_id, "auth-failed", str(exc))
         with engine.begin() as conn:
             repo.set_account_state(conn, account.id, "auth-failed", str(exc))
-    except (ProviderError, httpx.TransportError) as exc:
+    except ProviderError as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
         result.retry_after = getattr(exc, "retry_after", None)
         _record_failure(engine, binding_id, "error", result.message)

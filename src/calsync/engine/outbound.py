@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -124,7 +123,7 @@ class Pusher:
                 with self.engine.begin() as conn:
                     repo.set_account_state(conn, self.binding["account_id"], "auth-failed", str(exc))
                 return False
-            except (ProviderError, httpx.HTTPError) as exc:
+            except ProviderError as exc:
                 self._retry_later(row, exc)
                 return False
             setattr(self.result, outcome, getattr(self.result, outcome) + 1)

@@ -40,6 +40,12 @@ class AlreadyExists(ProviderError):
     """A create with a client-chosen id met an existing object (a retried create)."""
 
 
+class Unreachable(ProviderError):
+    """The service could not be reached, or its answer not read (connection refused or reset, a
+    timeout, a broken response), after the client's retries: the work is retried later. The HTTP
+    layer raises it for every transport error, so no engine module handles httpx's own."""
+
+
 class RateLimited(ProviderError):
     """Retries for 429 / rate-limit / 5xx were exhausted."""
 

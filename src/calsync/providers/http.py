@@ -18,6 +18,7 @@ from calsync.providers.base import (
     PreconditionFailed,
     ProviderError,
     RateLimited,
+    Unreachable,
 )
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -83,10 +84,10 @@ class RetryingClient:
             try:
                 self.request_count += 1
                 response = self._client.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport, decoding, redirects: no usable answer
                 self._notify(0)
-                if not idempotent or attempt >= self.policy.attempts:
-                    raise
+                if not idempotent or attempt >= self.policy.attempts or not isinstance(exc, httpx.TransportError):
+                    raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
                 self._pause(attempt, None, exc)
                 continue
             self._notify(response.status_code)
