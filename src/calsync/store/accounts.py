@@ -1,0 +1,150 @@
+"""Accounts, local calendars and the bindings between them, with each binding's sync bookkeeping
+(full sync generation, sync token, last sync status)."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from calsync.model import Account, utcnow
+from calsync.store.common import NotFound, new_id
+from calsync.store.schema import accounts, bindings, calendars
+
+
+def create_account(
+    conn: Connection, provider: str, name: str, base_url: str | None, credentials: dict[str, Any]
+) -> str:
+    now = utcnow()
+    account_id = new_id()
+    conn.execute(
+        accounts.insert().values(
+            id=account_id, provider=provider, name=name, base_url=base_url,
+            credentials=credentials, state="ok", created_at=now, updated_at=now,
+        )
+    )
+    return account_id
+
+
+def get_account(conn: Connection, account_id: str) -> Account:
+    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no account with id {account_id!r}")
+    return Account(
+        id=row["id"], provider=row["provider"], name=row["name"], base_url=row["base_url"],
+        credentials=dict(row["credentials"]), state=row["state"],
+    )
+
+
+def list_accounts(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(select(accounts).order_by(accounts.c.created_at)).mappings()
+    return [{k: v for k, v in row.items() if k != "credentials"} for row in rows]
+
+
+def set_account_state(conn: Connection, account_id: str, state: str, error: str | None = None) -> None:
+    conn.execute(
+        accounts.update().where(accounts.c.id == account_id)
+        .values(state=state, last_error=error, updated_at=utcnow())
+    )
+
+
+def create_calendar(conn: Connection, name: str, time_zone: str | None = None, color: str | None = None) -> str:
+    now = utcnow()
+    calendar_id = new_id()
+    conn.execute(
+        calendars.insert().values(
+            id=calendar_id, name=name, time_zone=time_zone, color=color, created_at=now, updated_at=now
+        )
+    )
+    return calendar_id
+
+
+def list_calendars(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()]
+
+
+def calendar_exists(conn: Connection, calendar_id: str) -> bool:
+    return conn.execute(select(calendars.c.id).where(calendars.c.id == calendar_id)).first() is not None
+
+
+def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(bindings).where(
+            bindings.c.account_id == account_id, bindings.c.remote_calendar_id == remote_calendar_id
+        )
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def create_binding(
+    conn: Connection, calendar_id: str, account_id: str, remote_calendar_id: str,
+    direction: str, conflict_policy: str = "ask",
+) -> str:
+    now = utcnow()
+    binding_id = new_id()
+    conn.execute(
+        bindings.insert().values(
+            id=binding_id, calendar_id=calendar_id, account_id=account_id,
+            remote_calendar_id=remote_calendar_id, direction=direction, conflict_policy=conflict_policy,
+            full_sync_generation=0, created_at=now, updated_at=now,
+        )
+    )
+    return binding_id
+
+
+def get_binding(conn: Connection, binding_id: str) -> dict[str, Any]:
+    row = conn.execute(select(bindings).where(bindings.c.id == binding_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no binding with id {binding_id!r}")
+    return dict(row)
+
+
+def list_bindings(conn: Connection, account_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(bindings).order_by(bindings.c.created_at)
+    if account_id:
+        query = query.where(bindings.c.account_id == account_id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def delete_binding(conn: Connection, binding_id: str) -> None:
+    conn.execute(bindings.delete().where(bindings.c.id == binding_id))
+
+
+def start_full_sync(conn: Connection, binding_id: str) -> int:
+    """Number a new full sync; links it sees get this number, the rest were deleted remotely."""
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(full_sync_generation=bindings.c.full_sync_generation + 1, updated_at=utcnow())
+    )
+    return int(conn.execute(
+        select(bindings.c.full_sync_generation).where(bindings.c.id == binding_id)
+    ).scalar_one())
+
+
+def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool, stats: dict[str, Any]) -> None:
+    """Written in the transaction of the last page only: the checkpoint of a completed listing."""
+    now = utcnow()
+    current = get_binding(conn, binding_id)
+    values: dict[str, Any] = {
+        "sync_token": token, "sync_token_updated_at": now, "last_sync_at": now,
+        "last_sync_status": "ok", "last_sync_stats": stats, "last_error": None, "updated_at": now,
+    }
+    if token != current["sync_token"]:
+        values["sync_token_obtained_at"] = now
+    if full:
+        values["last_full_sync_at"] = now
+    conn.execute(bindings.update().where(bindings.c.id == binding_id).values(**values))
+
+
+def forget_sync_token(conn: Connection, binding_id: str) -> None:
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(sync_token=None, sync_token_obtained_at=None, sync_token_updated_at=None, updated_at=utcnow())
+    )
+
+
+def record_sync_failure(conn: Connection, binding_id: str, status: str, error: str) -> None:
+    now = utcnow()
+    conn.execute(
+        bindings.update().where(bindings.c.id == binding_id)
+        .values(last_sync_at=now, last_sync_status=status, last_error=error, updated_at=now)
+    )
