@@ -12,7 +12,7 @@ Ids
   href. calsync creates `<local id>.ics`, so the remote id of its own creates *is* the local event
   id: that is what lets the engine adopt the copy of a create whose answer was lost (it only adopts
   remote ids equal to local ids), instead of importing it a second time.
-- An overridden instance of a series is `<id>#<recurrence key>` (see providers/ical.py).
+- An overridden instance of a series is `<id>#<recurrence key>` (see providers/ical/).
 
 Sync tokens (one opaque string per binding)
 - `dav:<DAV:sync-token>`: RFC 6578. An empty token lists everything; changed members come back
@@ -36,11 +36,9 @@ import contextlib
 import hashlib
 import logging
 import re
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urljoin, urlparse
@@ -72,12 +70,27 @@ from calsync.providers.http import (
     RetryPolicy,
     provider_error,
 )
+from calsync.providers.webdav import (
+    APPLE,
+    CALDAV,
+    CS,
+    DAV,
+    _access_role,
+    _hrefs,
+    _is_calendar,
+    _multistatus,
+    _Response,
+    _t,
+    _takes_events,
+    _text,
+    _tzid,
+)
 
 log = logging.getLogger(__name__)
 
 
 class _LazyIcal:
-    """providers/ical.py (and icalendar, ~50 ms to import) loaded on first use: a sync that finds
+    """providers/ical/ (and icalendar, ~50 ms to import) loaded on first use: a sync that finds
     no change (one REPORT) never parses iCalendar, and `calsync sync` is a whole process."""
 
     def __getattr__(self, name: str) -> Any:
@@ -92,10 +105,6 @@ if TYPE_CHECKING:
 else:
     ical = _LazyIcal()
 
-DAV = "DAV:"
-CALDAV = "urn:ietf:params:xml:ns:caldav"
-APPLE = "http://apple.com/ns/ical/"
-CS = "http://calendarserver.org/ns/"
 XML_HEADERS = {"Content-Type": "application/xml; charset=utf-8"}
 ICS_TYPE = "text/calendar; charset=utf-8"
 # hrefs per calendar-multiget: bounded (a stock Radicale refuses an answer holding over 10,000 VEVENTs),
@@ -116,22 +125,8 @@ _PLAIN_PATH = re.compile(r"/(?:[A-Za-z0-9_~@-][A-Za-z0-9._~@-]*/?|\.[A-Za-z0-9_~
 _UNCHANGED = object()  # what a `_rewrite` change returns when the resource needs no write
 
 
-def _t(ns: str, name: str) -> str:
-    return f"{{{ns}}}{name}"
-
-
 class _NoSyncCollection(Exception):
     """The server refused an initial sync-collection REPORT: use the ETag listing instead."""
-
-
-@dataclass
-class _Response:
-    """One DAV:response of a multistatus."""
-
-    href: str
-    status: int | None = None
-    props: dict[str, ET.Element] = field(default_factory=dict)  # properties found (2xx propstat)
-    missing: dict[str, int] = field(default_factory=dict)  # properties with a non-2xx propstat
 
 
 class CalDAVProvider:
@@ -794,84 +789,6 @@ def _pick(events: list[RemoteEvent], remote_id: str) -> RemoteEvent | None:
 
 def _mentions(response: httpx.Response, element: str) -> bool:
     return element in response.text
-
-
-def _status_code(text: str | None) -> int | None:
-    parts = (text or "").split()
-    if len(parts) >= 2 and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def _multistatus(content: bytes) -> tuple[list[_Response], str | None]:
-    """The responses of a DAV:multistatus, and its DAV:sync-token if any."""
-    try:
-        # (the server's own answer; ElementTree fetches no external entity, and the bundled expat
-        # (>= 2.4.1) refuses entity-expansion bombs)
-        root = ET.fromstring(content)  # noqa: S314
-    except ET.ParseError as exc:
-        raise ProviderError(f"unreadable DAV answer: {exc}") from exc
-    token_element = root.find(_t(DAV, "sync-token"))
-    token = token_element.text.strip() if token_element is not None and token_element.text else None
-    out: list[_Response] = []
-    for element in root.findall(_t(DAV, "response")):
-        href = element.findtext(_t(DAV, "href")) or ""
-        item = _Response(href=href.strip(), status=_status_code(element.findtext(_t(DAV, "status"))))
-        for propstat in element.findall(_t(DAV, "propstat")):
-            status = _status_code(propstat.findtext(_t(DAV, "status"))) or 200
-            prop = propstat.find(_t(DAV, "prop"))
-            for child in list(prop) if prop is not None else []:
-                if 200 <= status < 300:
-                    item.props[child.tag] = child
-                else:
-                    item.missing[child.tag] = status
-        out.append(item)
-    return out, token
-
-
-def _text(element: ET.Element | None) -> str | None:
-    if element is None:
-        return None
-    text = element.text or "" if len(element) == 0 else "".join(element.itertext())  # (no copy of calendar-data)
-    return text if text and not text.isspace() else None
-
-
-def _hrefs(element: ET.Element | None) -> list[str]:
-    if element is None:
-        return []
-    return [h.text.strip() for h in element.iter(_t(DAV, "href")) if h.text and h.text.strip()]
-
-
-def _is_calendar(response: _Response) -> bool:
-    kind = response.props.get(_t(DAV, "resourcetype"))
-    return kind is not None and kind.find(_t(CALDAV, "calendar")) is not None
-
-
-def _takes_events(response: _Response) -> bool:
-    components = response.props.get(_t(CALDAV, "supported-calendar-component-set"))
-    if components is None:
-        return True  # not stated: any component (RFC 4791 5.2.3)
-    return any((c.get("name") or "").upper() == "VEVENT" for c in components.iter(_t(CALDAV, "comp")))
-
-
-def _tzid(vtimezone: str | None) -> str | None:
-    if not vtimezone:
-        return None
-    for line in vtimezone.splitlines():
-        if line.upper().startswith("TZID:"):
-            return line[5:].strip() or None
-    return None
-
-
-def _access_role(privileges: ET.Element | None) -> str | None:
-    if privileges is None:
-        return None
-    names = {child.tag for privilege in privileges.iter(_t(DAV, "privilege")) for child in privilege}
-    if _t(DAV, "all") in names or _t(DAV, "write") in names or _t(DAV, "write-content") in names:
-        return "writer"
-    if _t(DAV, "read") in names:
-        return "reader"
-    return None
 
 
 def _check(response: httpx.Response, what: str) -> None:
