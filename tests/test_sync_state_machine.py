@@ -44,7 +44,10 @@ from calsync.model import Account, EventData
 from calsync.providers.base import Provider
 from calsync.providers.memory import MemoryProvider, MemoryService, instance_remote_id
 from calsync.series_exdates import excluded_starts
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store.db import open_engine
 from calsync.store.schema import outbox
 
@@ -105,9 +108,9 @@ class TwoWaySync(RuleBasedStateMachine):
         self.service = MemoryService(series_first=series_first)
         self.calendar = {side: self.service.add_calendar(side.upper(), f"cal-{side}") for side in SIDES}
         with self.engine.begin() as conn:
-            self.account = repo.create_account(conn, "memory", "tester", "memory://", {})
-            self.hub = repo.create_calendar(conn, "hub")
-            self.binding = {side: repo.create_binding(conn, self.hub, self.account, cal, "two-way")
+            self.account = account_store.create_account(conn, "memory", "tester", "memory://", {})
+            self.hub = account_store.create_calendar(conn, "hub")
+            self.binding = {side: account_store.create_binding(conn, self.hub, self.account, cal, "two-way")
                             for side, cal in self.calendar.items()}
         self.side_of = {binding: side for side, binding in self.binding.items()}
         self.counter = 0
@@ -141,7 +144,7 @@ class TwoWaySync(RuleBasedStateMachine):
 
     def local_rows(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
-            rows = repo.list_events(conn, calendar_id=self.hub, include_deleted=include_deleted)
+            rows = event_store.list_events(conn, calendar_id=self.hub, include_deleted=include_deleted)
         return sorted(rows, key=lambda row: row["title"])
 
     def remote_events(self, side: str) -> list[Any]:
@@ -156,14 +159,14 @@ class TwoWaySync(RuleBasedStateMachine):
         if EDITS_UNDER_DELETED_SERIES:
             return False
         with self.engine.begin() as conn:
-            found = repo.event_ids_for_remote_ids(conn, self.binding[side], {series_remote_id})
-            return bool(found) and bool(repo.deleted_event_ids(conn, list(found.values())))
+            found = link_store.event_ids_for_remote_ids(conn, self.binding[side], {series_remote_id})
+            return bool(found) and bool(event_store.deleted_event_ids(conn, list(found.values())))
 
     def unconfirmed(self, side: str) -> set[str]:
         """Copies calsync made on `side` (their ids are local events' ids) whose checkpoint was lost."""
         ids = list(self.service.events(self.calendar[side]))
         with self.engine.begin() as conn:
-            rows = repo.get_events(conn, ids)
+            rows = event_store.get_events(conn, ids)
         return {row["id"] for row in rows if all(link["binding_id"] != self.binding[side] for link in row["links"])}
 
     def dead_since(self, name: str) -> int | None:
@@ -344,14 +347,14 @@ class TwoWaySync(RuleBasedStateMachine):
 
     def open_conflicts(self) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
-            found = repo.list_conflicts(conn)
-            titles = {e["id"]: e["title"] for e in repo.get_events(conn, [c["event_id"] for c in found])}
+            found = conflict_store.list_conflicts(conn)
+            titles = {e["id"]: e["title"] for e in event_store.get_events(conn, [c["event_id"] for c in found])}
         return sorted(found, key=lambda c: (titles[c["event_id"]], self.side_of[c["binding_id"]]))
 
     def settle_conflict(self, conflict: dict[str, Any], keep: str) -> None:
         """Resolve one conflict; keeping an edit over a deletion brings the event back (the ledger)."""
         with self.engine.begin() as conn:
-            (event,) = repo.get_events(conn, [conflict["event_id"]])
+            (event,) = event_store.get_events(conn, [conflict["event_id"]])
         if event["recurrence"] and event["deleted"] and not SERIES_REVIVALS:
             keep = "local"
         kept_edit = (keep == "local" and not event["deleted"] and conflict["remote"] is None) or \
@@ -366,7 +369,7 @@ class TwoWaySync(RuleBasedStateMachine):
         """Faults gone, the account usable again, conflicts resolved, syncs until one is quiet."""
         self.service.clear_faults()
         with self.engine.begin() as conn:
-            repo.set_account_state(conn, self.account, "ok")
+            account_store.set_account_state(conn, self.account, "ok")
         for round_ in range(QUIET_ROUNDS):
             for n, conflict in enumerate(self.open_conflicts()):
                 self.settle_conflict(conflict, "local" if (n + round_) % 2 else "remote")
@@ -381,7 +384,7 @@ class TwoWaySync(RuleBasedStateMachine):
 
     def check(self) -> None:
         with self.engine.begin() as conn:
-            rows = repo.list_events(conn, calendar_id=self.hub, include_deleted=True)
+            rows = event_store.list_events(conn, calendar_id=self.hub, include_deleted=True)
             failed = conn.execute(select(outbox.c.event_id, outbox.c.last_error).where(
                 outbox.c.status.in_(("pending", "held", "failed")))).all()
         assert not failed, f"outbox rows left: {failed}"
@@ -405,7 +408,7 @@ class TwoWaySync(RuleBasedStateMachine):
             assert not missing, f"live in the store but not on {side}: {missing}"
             for rid, event in remote.items():
                 row = live[linked[rid]]
-                ours = repo.row_to_data(row)
+                ours = event_store.row_to_data(row)
                 assert ours.content_hash() == event.data.content_hash(), \
                     f"{side} differs from the store:\n  store:  {_shown(ours)}\n  {side}:      {_shown(event.data)}"
         everywhere = set(live_markers)
