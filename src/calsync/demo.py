@@ -50,7 +50,8 @@ from calsync.engine.sync import sync_once
 from calsync.providers.caldav import CalDAVProvider
 from calsync.providers.google import GoogleProvider
 from calsync.service import runtime
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.urls import sqlite_file
 
@@ -109,9 +110,10 @@ def _seed(base: str, start: datetime) -> list[tuple[str, str, str]]:
 def _binding_labels(engine: Engine) -> dict[str, str]:
     """binding id -> "provider: local calendar", for the printed tables."""
     with engine.begin() as conn:
-        names = {c["id"]: c["name"] for c in repo.list_calendars(conn)}
-        kinds = {a["id"]: a["provider"] for a in repo.list_accounts(conn)}
-        return {b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}" for b in repo.list_bindings(conn)}
+        names = {c["id"]: c["name"] for c in account_store.list_calendars(conn)}
+        kinds = {a["id"]: a["provider"] for a in account_store.list_accounts(conn)}
+        return {b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}"
+                for b in account_store.list_bindings(conn)}
 
 
 def _results_table(title: str, results: list[SyncResult], labels: dict[str, str]) -> Table:
@@ -269,8 +271,8 @@ class Demo:
     def _pick(self, after: datetime, *, with_meeting: bool) -> dict[str, Any]:
         """An upcoming single event of the first calendar (with one of our meetings, for a move)."""
         with self.engine.begin() as conn:
-            calendar = repo.get_binding(conn, self._binding_ids()[0])["calendar_id"]
-            rows = [r for r in repo.list_events(conn, calendar_id=calendar, start=_utc(after))
+            calendar = account_store.get_binding(conn, self._binding_ids()[0])["calendar_id"]
+            rows = [r for r in event_store.list_events(conn, calendar_id=calendar, start=_utc(after))
                     if _single(r) and r["links"] and r["status"] != "cancelled" and r["start"] >= _utc(after)]
         meeting = [r for r in rows if (r["conference"] or {}).get("provider")]
         candidates = (meeting or rows) if with_meeting else rows
@@ -281,8 +283,8 @@ class Demo:
     def _patch(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         link = event["links"][0]
         with self.engine.begin() as conn:
-            binding = repo.get_binding(conn, link["binding_id"])
-            token = repo.get_account(conn, binding["account_id"]).credentials["token"]
+            binding = account_store.get_binding(conn, link["binding_id"])
+            token = account_store.get_account(conn, binding["account_id"]).credentials["token"]
         with self._google(token) as api:
             api.patch(f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}",
                       json=body).raise_for_status()
@@ -311,7 +313,7 @@ class Demo:
 
     def _binding_ids(self) -> list[str]:
         with self.engine.begin() as conn:
-            return [b["id"] for b in repo.list_bindings(conn)]
+            return [b["id"] for b in account_store.list_bindings(conn)]
 
 
 def _parse(value: str) -> datetime:
@@ -355,22 +357,22 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
         with engine.begin() as conn:
             for token, _calendar, _colour in seeded:
                 if token not in demo.accounts:
-                    demo.accounts[token] = repo.create_account(conn, "google", f"{token} (emulated Google)",
-                                                               google.url, {"token": token})
+                    demo.accounts[token] = account_store.create_account(conn, "google", f"{token} (emulated Google)",
+                                                                        google.url, {"token": token})
         for token, calendar_id, colour in seeded:
             provider = GoogleProvider(token, google.url)
             info = {c.remote_id: c for c in provider.list_calendars()}[calendar_id]
             provider.close()
             with engine.begin() as conn:
-                calendar = repo.create_calendar(conn, info.name, info.time_zone, colour)
-                repo.create_binding(conn, calendar, demo.accounts[token], calendar_id, "two-way")
+                calendar = account_store.create_calendar(conn, info.name, info.time_zone, colour)
+                account_store.create_binding(conn, calendar, demo.accounts[token], calendar_id, "two-way")
             demo.calendars.append((token, calendar_id))
         _add_outlook(demo, start)
         if demo.caldav is not None:
             _add_caldav(demo, demo.caldav, start)
         _add_mirror(demo, start)
         with engine.begin() as conn:
-            accounts, calendars = len(repo.list_accounts(conn)), len(repo.list_calendars(conn))
+            accounts, calendars = len(account_store.list_accounts(conn)), len(account_store.list_calendars(conn))
         console.print(f"  {accounts} accounts, {calendars} calendars bound "
                       f"('{MIRROR_NAME}' mirrors Google and Outlook through the hub)")
         t0 = time.perf_counter()
@@ -414,10 +416,10 @@ def _add_outlook(demo: Demo, start: datetime) -> None:
     }).raise_for_status()
     demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
     with demo.engine.begin() as conn:
-        demo.outlook_account = repo.create_account(conn, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
-                                                   demo.graph.url, {"token": OUTLOOK_USER})
-        calendar = repo.create_calendar(conn, f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR)
-        repo.create_binding(conn, calendar, demo.outlook_account, default["id"], "two-way")
+        demo.outlook_account = account_store.create_account(conn, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
+                                                            demo.graph.url, {"token": OUTLOOK_USER})
+        calendar = account_store.create_calendar(conn, f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR)
+        account_store.create_binding(conn, calendar, demo.outlook_account, default["id"], "two-way")
 
 
 def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
@@ -440,10 +442,11 @@ def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
         provider.close()
     demo.caldav_calendar = path
     with demo.engine.begin() as conn:
-        demo.caldav_account = repo.create_account(conn, "caldav", f"{server.username} (Radicale CalDAV)", server.url,
-                                                  {"username": server.username, "password": server.password})
-        calendar = repo.create_calendar(conn, info.name, info.time_zone, CALDAV_COLOUR)
-        repo.create_binding(conn, calendar, demo.caldav_account, path, "two-way")
+        demo.caldav_account = account_store.create_account(
+            conn, "caldav", f"{server.username} (Radicale CalDAV)", server.url,
+            {"username": server.username, "password": server.password})
+        calendar = account_store.create_calendar(conn, info.name, info.time_zone, CALDAV_COLOUR)
+        account_store.create_binding(conn, calendar, demo.caldav_account, path, "two-way")
 
 
 def _add_mirror(demo: Demo, start: datetime) -> None:
@@ -459,9 +462,9 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
     outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
     assert demo.outlook_account is not None
     with demo.engine.begin() as conn:
-        calendar = repo.create_calendar(conn, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
-        google_binding = repo.create_binding(conn, calendar, demo.accounts[token], google_id, "two-way")
-        outlook_binding = repo.create_binding(conn, calendar, demo.outlook_account, outlook_id, "two-way")
+        calendar = account_store.create_calendar(conn, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
+        google_binding = account_store.create_binding(conn, calendar, demo.accounts[token], google_id, "two-way")
+        outlook_binding = account_store.create_binding(conn, calendar, demo.outlook_account, outlook_id, "two-way")
     demo.calendars.append((token, google_id))
     demo.mirror = {"calendar_id": calendar, "google_binding": google_binding, "google_calendar": google_id,
                    "outlook_binding": outlook_binding, "outlook_calendar": outlook_id}
@@ -470,9 +473,9 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
 def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS) -> list[dict[str, Any]]:
     """Zoom meetings for the next few single events of the first calendar."""
     with engine.begin() as conn:
-        first_calendar = repo.list_calendars(conn)[0]["id"]
+        first_calendar = account_store.list_calendars(conn)[0]["id"]
         now = _utc(datetime.now(UTC))
-        upcoming = [r for r in repo.list_events(conn, calendar_id=first_calendar, start=now)
+        upcoming = [r for r in event_store.list_events(conn, calendar_id=first_calendar, start=now)
                     if _single(r) and r["start"] >= now and not r["conference"]][:count]
     pool = ProviderPool(engine)
     try:
@@ -515,7 +518,7 @@ def _remote_edits(base: str, token: str, calendar_id: str, console: Console) -> 
 def _move_one(demo: Demo, conference: dict[str, Any], console: Console) -> None:
     """Move an event with a meeting, as its owner would in Google Calendar."""
     with demo.engine.begin() as conn:
-        event = repo.get_events(conn, [conference["event_id"]])[0]
+        event = event_store.get_events(conn, [conference["event_id"]])[0]
     start = _parse(event["start"]) + timedelta(hours=2)
     demo._patch(event, {"summary": event["title"] + " (moved)", "start": {"dateTime": _utc(start)},
                         "end": {"dateTime": _utc(start + timedelta(minutes=45))}})
@@ -557,9 +560,9 @@ def run_once(demo: Demo, console: Console) -> None:
     console.print(f"  Zoom meeting after the sync:  {_meeting(demo.adapter, meeting)}")
     _mirror_once(demo, console)
     with demo.engine.begin() as conn:
-        total = repo.count_events(conn)
+        total = event_store.count_events(conn)
         now = _utc(datetime.now(UTC))
-        upcoming = [r for r in repo.list_events(conn, start=now) if r["recurrence"] is None][:8]
+        upcoming = [r for r in event_store.list_events(conn, start=now) if r["recurrence"] is None][:8]
     table = Table("start", "title", "conference", title=f"{total} events in the local store; next few")
     for r in upcoming:
         table.add_row(r["start"], r["title"], (r["conference"] or {}).get("join_url") or "")

@@ -10,7 +10,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def event_json(row: dict[str, Any]) -> dict[str, Any]:
-    """An event row from repo.list_events as the public JSON object."""
+    """An event row from event_store.list_events as the public JSON object."""
     return {
         "id": row["id"],
         "calendar_id": row["calendar_id"],

@@ -21,7 +21,7 @@ from calsync.providers import (
 )
 from calsync.providers.base import ProviderError
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
 
 app = typer.Typer(help=f"Calendar accounts: {', '.join(kind.label for kind in KINDS.values())}.",
                   no_args_is_help=True)
@@ -62,7 +62,7 @@ def account_add(
         finally:
             client.close()
     with database(db) as engine, engine.begin() as conn:
-        account_id = repo.create_account(conn, provider, name.strip(), base_url, credentials)
+        account_id = account_store.create_account(conn, provider, name.strip(), base_url, credentials)
     console.print(account_id, highlight=False)
 
 
@@ -89,7 +89,7 @@ def gather_credentials(kind: ProviderKind, base_url: str | None, given: dict[str
 def account_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List accounts (credentials are never printed)."""
     with database(db) as engine, engine.begin() as conn:
-        rows = repo.list_accounts(conn)
+        rows = account_store.list_accounts(conn)
     if as_json:
         print_json(rows)
         return

@@ -15,7 +15,8 @@ from calsync.engine.pool import ProviderPool
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
 from calsync.providers import provider_for
 from calsync.providers.base import ProviderError
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.views import binding_json
 
 app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
@@ -25,7 +26,7 @@ app = typer.Typer(help="Remote calendars and the local calendars bound to them."
 def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the calendars an account can see at its provider."""
     with database(db) as engine, engine.begin() as conn:
-        account = repo.get_account(conn, account_id)
+        account = account_store.get_account(conn, account_id)
     client = provider_for(account)
     try:
         calendars = client.list_calendars()
@@ -60,10 +61,10 @@ def calendar_bind(
         raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
     with database(db) as engine:
         with engine.begin() as conn:
-            account = repo.get_account(conn, account_id)
-            if repo.find_binding(conn, account_id, remote_calendar_id):
+            account = account_store.get_account(conn, account_id)
+            if account_store.find_binding(conn, account_id, remote_calendar_id):
                 raise fail(f"{remote_calendar_id!r} is already bound for this account")
-            if calendar and not repo.calendar_exists(conn, calendar):
+            if calendar and not account_store.calendar_exists(conn, calendar):
                 raise fail(f"no local calendar with id {calendar!r}")
         client = provider_for(account)
         try:
@@ -77,8 +78,9 @@ def calendar_bind(
                        f"see `calsync calendar remote {account_id}`")
         info = remote[remote_calendar_id]
         with engine.begin() as conn:
-            calendar_id = calendar or repo.create_calendar(conn, name or info.name, info.time_zone, info.color)
-            binding_id = repo.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction, policy)
+            calendar_id = calendar or account_store.create_calendar(conn, name or info.name, info.time_zone, info.color)
+            binding_id = account_store.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction,
+                                                      policy)
         if calendar:
             queue_calendar(engine, binding_id)  # mirroring: the calendar's events go out to the new binding
     if as_json:
@@ -91,9 +93,9 @@ def calendar_bind(
 def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Local calendars with their bindings."""
     with database(db) as engine, engine.begin() as conn:
-        calendars = repo.list_calendars(conn)
-        bindings = repo.list_bindings(conn)
-        counts = {c["id"]: repo.count_events(conn, c["id"]) for c in calendars}
+        calendars = account_store.list_calendars(conn)
+        bindings = account_store.list_bindings(conn)
+        counts = {c["id"]: event_store.count_events(conn, c["id"]) for c in calendars}
     now = utcnow()
     out = [
         {**c, "events": counts[c["id"]],

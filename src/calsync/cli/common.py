@@ -17,7 +17,7 @@ from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.config import ConfigError, load_settings
 from calsync.engine.scheduler import WorkerSettings
-from calsync.store import repo
+from calsync.store.common import NotFound
 from calsync.store.db import open_engine
 
 DbOption = Annotated[
@@ -41,7 +41,7 @@ def database(url: str | None) -> Iterator[Engine]:
         raise fail(f"cannot open database {url or '(default)'}: {exc}") from exc
     try:
         yield engine
-    except repo.NotFound as exc:
+    except NotFound as exc:
         raise fail(str(exc)) from exc
     finally:
         engine.dispose()

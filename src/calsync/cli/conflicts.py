@@ -9,7 +9,7 @@ import typer
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
-from calsync.store import repo
+from calsync.store import conflicts as conflict_store
 
 app = typer.Typer(help="Events changed on both sides that wait for a decision.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ app = typer.Typer(help="Events changed on both sides that wait for a decision.",
 def conflicts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Open conflicts with both sides."""
     with database(db) as engine, engine.begin() as conn:
-        rows = repo.list_conflicts(conn)
+        rows = conflict_store.list_conflicts(conn)
     if as_json:
         print_json(rows)
         return

@@ -7,7 +7,8 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import fail, print_json, print_table
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.views import event_json
 
 app = typer.Typer(help="Events in the local store.", no_args_is_help=True)
@@ -22,9 +23,9 @@ def events_list(
 ) -> None:
     """List events of the local store, by start time."""
     with database(db) as engine, engine.begin() as conn:
-        if calendar and not repo.calendar_exists(conn, calendar):
+        if calendar and not account_store.calendar_exists(conn, calendar):
             raise fail(f"no local calendar with id {calendar!r}")
-        rows = repo.list_events(conn, calendar_id=calendar, include_deleted=include_deleted)
+        rows = event_store.list_events(conn, calendar_id=calendar, include_deleted=include_deleted)
     if as_json:
         print_json([event_json(r) for r in rows])
         return

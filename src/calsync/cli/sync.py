@@ -32,7 +32,7 @@ from calsync.engine.inbound import PageHook, SyncResult
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import BindingBusy, SyncReport, sync_held
 from calsync.report_text import print_report
-from calsync.store import repo
+from calsync.store.common import NotFound
 from calsync.views import jsonable
 
 
@@ -57,7 +57,7 @@ def sync(
         try:
             report = run_sync(engine, binding_ids=binding or None, full=full, force=force,
                               show_progress=not as_json, adapters=adapters, settings=settings)
-        except repo.NotFound as exc:
+        except NotFound as exc:
             raise fail(str(exc), 1) from exc
         except BindingBusy as exc:
             raise fail(f"{exc}; try again later", 1) from exc

@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 from calsync.engine.pool import ProviderPool
 from calsync.model import utcnow
 from calsync.providers.base import Channel, NotFoundError, ProviderError
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 
 WEBHOOK_PREFIX = "/webhooks/"
 
@@ -51,8 +52,8 @@ def ensure_channel(
     now = now or utcnow()
     run = run or ChannelRun()
     with engine.begin() as conn:
-        binding = repo.get_binding(conn, binding_id)
-        kind = repo.get_account(conn, binding["account_id"]).provider
+        binding = account_store.get_binding(conn, binding_id)
+        kind = account_store.get_account(conn, binding["account_id"]).provider
         previous = scheduling.open_channels(conn, binding_id)
     if binding["direction"] == "push":
         return run
@@ -130,9 +131,9 @@ def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) ->
 def unbind(engine: Engine, pool: ProviderPool, binding_id: str) -> int:
     """Remove a binding: stop its channels first, then delete it (links and conflicts go with it)."""
     with engine.begin() as conn:
-        binding = repo.get_binding(conn, binding_id)
+        binding = account_store.get_binding(conn, binding_id)
         live = scheduling.open_channels(conn, binding_id)
     stopped = sum(_stop(engine, pool, binding["account_id"], c) for c in live)
     with engine.begin() as conn:
-        repo.delete_binding(conn, binding_id)
+        account_store.delete_binding(conn, binding_id)
     return stopped

@@ -26,9 +26,11 @@ from calsync.engine import inbound
 from calsync.engine.pool import ProviderPool
 from calsync.model import RemoteEvent, utcnow
 from calsync.providers.base import PreconditionFailed, Provider, ProviderError
+from calsync.store import accounts as account_store
 from calsync.store import conferences as store
+from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo
+from calsync.store.common import NotFound
 
 WRITE_BACK_ATTEMPTS = 4
 
@@ -100,7 +102,8 @@ class ConferenceEngine:
                 raise ConferenceWorkError("add the conference to the recurring series, not to one occurrence")
             if store.active_conference(conn, event_id):
                 raise ConferenceWorkError(f"event {event_id} already has a conference")
-            calendar_bindings = [b for b in repo.list_bindings(conn) if b["calendar_id"] == event["calendar_id"]]
+            calendar_bindings = [b for b in account_store.list_bindings(conn)
+                                 if b["calendar_id"] == event["calendar_id"]]
         self._start_watching(calendar_bindings)
         record = self._make_meeting(adapter, event)
         self._write_back(event_id, _summary_of(adapter, record))
@@ -257,7 +260,7 @@ class ConferenceEngine:
         with self.engine.begin() as conn:
             event = _event(conn, event_id)
             links = [
-                (link, repo.get_binding(conn, link["binding_id"])) for link in event["links"]
+                (link, account_store.get_binding(conn, link["binding_id"])) for link in event["links"]
                 if not link["remote_deleted"]
             ]
         written = False
@@ -271,14 +274,14 @@ class ConferenceEngine:
                 written = True
         if not written:  # no remote copy yet: a local change, queued like any other
             with self.engine.begin() as conn:
-                repo.set_local_conference(conn, event_id, summary)
-                (row,) = repo.get_events(conn, [event_id])
+                event_store.set_local_conference(conn, event_id, summary)
+                (row,) = event_store.get_events(conn, [event_id])
                 outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])])
 
     def _put_conference(self, provider: Provider, calendar_id: str, link: dict[str, Any], event_id: str,
                         summary: dict[str, Any]) -> RemoteEvent | None:
         with self.engine.begin() as conn:
-            data = repo.event_data(conn, event_id)
+            data = event_store.event_data(conn, event_id)
         etag = link["etag"]
         for _ in range(WRITE_BACK_ATTEMPTS):
             data.conference = summary
@@ -307,7 +310,7 @@ def _summary_of(adapter: ConferenceAdapter, record: dict[str, Any]) -> dict[str,
 
 
 def _event(conn: Connection, event_id: str) -> dict[str, Any]:
-    rows = repo.get_events(conn, [event_id])
+    rows = event_store.get_events(conn, [event_id])
     if not rows:
-        raise repo.NotFound(f"no event with id {event_id!r}")
+        raise NotFound(f"no event with id {event_id!r}")
     return rows[0]

@@ -10,8 +10,11 @@ from sqlalchemy import Connection, Engine
 from calsync.engine import local
 from calsync.engine.series import include_restored
 from calsync.model import EventData
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
 
 
@@ -46,35 +49,36 @@ def resolve_conflict(
     if (keep is None) == (merged is None) or keep not in (None, "local", "remote"):
         raise local.InvalidEvent("keep", "give exactly one of keep=local, keep=remote, or a merged event")
     with engine.begin() as conn:
-        conflict = repo.get_conflict(conn, conflict_id)
+        conflict = conflict_store.get_conflict(conn, conflict_id)
         if conflict["status"] != "open":
             raise ConflictResolved(f"conflict {conflict_id} is already resolved ({conflict['resolution']})")
         if remote_etag is not None and remote_etag != (conflict["remote_etag"] or ""):
             raise ConflictChanged(conflict)
         # closing first, guarded on 'open', is what makes two concurrent resolutions settle it once
-        if not repo.close_conflict(conn, conflict_id, keep or "merged"):
+        if not conflict_store.close_conflict(conn, conflict_id, keep or "merged"):
             raise ConflictResolved(f"conflict {conflict_id} is already resolved")
-        binding = repo.get_binding(conn, conflict["binding_id"])
-        (event,) = repo.get_events(conn, [conflict["event_id"]])
+        binding = account_store.get_binding(conn, conflict["binding_id"])
+        (event,) = event_store.get_events(conn, [conflict["event_id"]])
         if keep == "remote":
             _keep_remote(conn, conflict, binding, event)
         else:
-            data = local.validated(repo.row_to_data(event), merged, creating=False) if merged is not None else None
+            data = (local.validated(event_store.row_to_data(event), merged, creating=False)
+                    if merged is not None else None)
             _keep_local(conn, conflict, binding, event, data)
-        return repo.get_conflict(conn, conflict_id)
+        return conflict_store.get_conflict(conn, conflict_id)
 
 
 def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any]) -> None:
-    source = f"{repo.get_account(conn, binding['account_id']).provider}:{binding['id']}"
+    source = f"{account_store.get_account(conn, binding['account_id']).provider}:{binding['id']}"
     if conflict["remote"] is None:  # deleted remotely
         proof = (f"conflict {conflict['id']} resolved keeping the remote deletion, proved by: "
                  f"{conflict['remote_deletion_proof'] or 'the remote side being a deletion'}")
         proofs = {event["id"]: proof}
-        for exception_id in repo.live_exception_ids(conn, [event["id"]]):
+        for exception_id in event_store.live_exception_ids(conn, [event["id"]]):
             proofs[exception_id] = f"its series {event['id']} was deleted: {proof}"
         doomed = list(proofs)
-        repo.tombstone_events(conn, proofs, source)  # (an event deleted here meanwhile keeps its version)
-        repo.agree_links_with_versions(conn, doomed, binding["id"])
+        event_store.tombstone_events(conn, proofs, source)  # (an event deleted here meanwhile keeps its version)
+        link_store.agree_links_with_versions(conn, doomed, binding["id"])
         version = event["version"] + (0 if event["deleted"] else 1)
         revived: list[tuple[str, int]] = []
     else:
@@ -83,11 +87,11 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         # resource): the remote side brings its own, the others' stay, as when a remote change is taken
         data.extra = {**(event["extra"] or {}), **(data.extra or {})}
         version = event["version"] + 1
-        repo.save_event_from(conn, event["id"], data, version, source, undelete=True)
-        link = repo.link_of(conn, event["id"], binding["id"])
+        event_store.save_event_from(conn, event["id"], data, version, source, undelete=True)
+        link = link_store.link_of(conn, event["id"], binding["id"])
         assert link is not None  # a conflict is about a linked copy
-        repo.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version, data,
-                        create=False)
+        link_store.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version,
+                              data, create=False)
         revived = _revive_exceptions(conn, event, binding["id"], source) if event["deleted"] else []
         if event["deleted"] and data.original_start and event["recurring_event_id"] and data.status != "cancelled":
             include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)],
@@ -103,10 +107,10 @@ def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str
     """A series deleted here and kept as the remote has it: the exceptions that went with the local
     delete, and that the remote side still holds, come back with it. Returns (event id, version)."""
     revived: list[tuple[str, int]] = []
-    for row in repo.deleted_exceptions_linked(conn, series["id"], binding_id):
+    for row in link_store.deleted_exceptions_linked(conn, series["id"], binding_id):
         version = row["version"] + 1
-        repo.save_event_from(conn, row["id"], repo.row_to_data(row), version, source, undelete=True)
-        repo.set_link_base_version(conn, row["id"], binding_id, version)
+        event_store.save_event_from(conn, row["id"], event_store.row_to_data(row), version, source, undelete=True)
+        link_store.set_link_base_version(conn, row["id"], binding_id, version)
         revived.append((row["id"], version))
     return revived
 
@@ -116,10 +120,10 @@ def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, A
     version = event["version"]
     if merged is not None:
         version += 1
-        if not repo.save_local_event(conn, event["id"], merged, version):
+        if not event_store.save_local_event(conn, event["id"], merged, version):
             raise local.StaleVersion(event["version"])
-    repo.adopt_remote_etag(conn, event["id"], binding["id"], conflict["remote_etag"],
-                           remote_deleted=conflict["remote"] is None)
+    link_store.adopt_remote_etag(conn, event["id"], binding["id"], conflict["remote_etag"],
+                                 remote_deleted=conflict["remote"] is None)
     outbox_store.release(conn, binding["id"], event["id"], drop=False)
     others = None if merged is not None else [binding["id"]]
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], bindings_to=others)

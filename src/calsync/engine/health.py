@@ -6,9 +6,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from calsync.model import utcnow
+from calsync.store import accounts as account_store
 from calsync.store import conferences as conference_store
+from calsync.store import conflicts as conflict_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo, scheduling
+from calsync.store import scheduling
 from calsync.views import binding_json, jsonable
 
 
@@ -18,7 +20,7 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
     with engine.begin() as conn:
         channels = scheduling.channel_health(conn)
         bindings = []
-        for row in repo.list_bindings(conn):
+        for row in account_store.list_bindings(conn):
             channel = channels.get(row["id"])
             bindings.append(binding_json(row, now) | {
                 "last_success_at": jsonable(row["sync_token_updated_at"]),
@@ -34,10 +36,10 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
         accounts = [
             {"id": a["id"], "provider": a["provider"], "name": a["name"], "state": a["state"],
              "last_error": a["last_error"], "backoff_until": jsonable(a["backoff_until"])}
-            for a in repo.list_accounts(conn)
+            for a in account_store.list_accounts(conn)
         ]
         return {
-            "accounts": accounts, "bindings": bindings, "open_conflicts": len(repo.list_conflicts(conn)),
+            "accounts": accounts, "bindings": bindings, "open_conflicts": len(conflict_store.list_conflicts(conn)),
             "conference_backlog": conference_store.backlog(conn),
             "outbox_backlog": outbox_store.backlog(conn),
         }

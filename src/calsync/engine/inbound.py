@@ -26,9 +26,13 @@ from calsync.model import (
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
 from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
+from calsync.store import accounts as account_store
 from calsync.store import conferences as conference_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo
+from calsync.store.common import new_id
 from calsync.store.conferences import ChangedEvent
 
 
@@ -94,8 +98,8 @@ def sync_binding(
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
     with engine.begin() as conn:
-        row = repo.get_binding(conn, binding_id)
-        account = repo.get_account(conn, row["account_id"])
+        row = account_store.get_binding(conn, binding_id)
+        account = account_store.get_account(conn, row["account_id"])
     result = SyncResult(binding_id=binding_id)
     if row["direction"] == "push":
         result.status = "skipped"
@@ -110,7 +114,7 @@ def sync_binding(
             _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
         except SyncTokenInvalid:
             with engine.begin() as conn:
-                repo.forget_sync_token(conn, binding_id)
+                account_store.forget_sync_token(conn, binding_id)
             result.token_reset = True
             binding.sync_token = None
             _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
@@ -123,7 +127,7 @@ def sync_binding(
         result.status, result.message = "auth-failed", str(exc)
         _record_failure(engine, binding_id, "auth-failed", str(exc))
         with engine.begin() as conn:
-            repo.set_account_state(conn, account.id, "auth-failed", str(exc))
+            account_store.set_account_state(conn, account.id, "auth-failed", str(exc))
     except ProviderError as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
         result.retry_after = getattr(exc, "retry_after", None)
@@ -147,8 +151,8 @@ def apply_remote_changes(
     transaction. `conference_work=False` when the change is the conference engine's own write-back."""
     result = SyncResult(binding_id=binding_id)
     with engine.begin() as conn:
-        row = repo.get_binding(conn, binding_id)
-        binding = _binding(row, repo.get_account(conn, row["account_id"]).provider)
+        row = account_store.get_binding(conn, binding_id)
+        binding = _binding(row, account_store.get_account(conn, row["account_id"]).provider)
         page = ChangePage(items=changes, full=False, last=False)
         _apply_page(conn, binding, page, None, result, conference_work=conference_work)
     return result
@@ -156,7 +160,7 @@ def apply_remote_changes(
 
 def _record_failure(engine: Engine, binding_id: str, status: str, message: str) -> None:
     with engine.begin() as conn:
-        repo.record_sync_failure(conn, binding_id, status, message)
+        account_store.record_sync_failure(conn, binding_id, status, message)
 
 
 def _walk(
@@ -167,7 +171,7 @@ def _walk(
     if binding.sync_token is None:
         result.full = True
         with engine.begin() as conn:
-            generation = repo.start_full_sync(conn, binding.id)
+            generation = account_store.start_full_sync(conn, binding.id)
     whole_series = provider.capabilities.lists_whole_series
     # a listing limited to a time window (Graph's calendarView) does not show what lies outside it:
     # what it reports removed, or does not list, is deleted only once a read by id says so
@@ -194,7 +198,7 @@ def _walk(
                     assert page.sync_token is not None
                     stats = {k: v for k, v in result.as_dict().items()
                              if isinstance(v, int) and not isinstance(v, bool)}
-                    repo.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
+                    account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)
@@ -208,7 +212,7 @@ def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, pag
     if not removed:
         return page
     with engine.connect() as conn:
-        links = repo.links_by_remote_id(conn, binding.id, removed)
+        links = link_store.links_by_remote_id(conn, binding.id, removed)
     held = [rid for rid, link in links.items() if not link.remote_deleted]
     if not held:
         return page
@@ -235,7 +239,7 @@ def _confirm_unlisted(
     after = 0
     while True:
         with engine.connect() as conn:
-            batch = repo.unseen_remote_ids(conn, binding.id, generation, after, CONFIRM_BATCH)
+            batch = link_store.unseen_remote_ids(conn, binding.id, generation, after, CONFIRM_BATCH)
         if not batch:
             return confirmed
         after = batch[-1][0]
@@ -258,7 +262,7 @@ def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, resul
     it): the deletion is only visible as a change of its master (one more EXDATE). Re-reading the
     masters, only when such deletions came, keeps the series right without waiting for a full sync."""
     with engine.begin() as conn:
-        remote_ids = repo.live_series_remote_ids(conn, binding.id)
+        remote_ids = link_store.live_series_remote_ids(conn, binding.id)
     changes: list[RemoteChange] = []
     for at in range(0, len(remote_ids), CONFIRM_BATCH):
         found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at:at + CONFIRM_BATCH])
@@ -276,10 +280,10 @@ def _reconcile(
 ) -> None:
     """What the binding links to but the full listing no longer had was deleted remotely. For a
     windowed listing (`confirmed` given), only the unlisted ids a read by id proved gone."""
-    doomed = repo.count_unseen_links(conn, binding.id, generation) if confirmed is None else len(confirmed)
+    doomed = link_store.count_unseen_links(conn, binding.id, generation) if confirmed is None else len(confirmed)
     if not doomed:
         return
-    live = repo.count_live_links(conn, binding.id)
+    live = link_store.count_live_links(conn, binding.id)
     if not force and guard.blocks(doomed, live):
         raise MassDeleteBlocked(doomed, live)
     if confirmed is not None:
@@ -291,7 +295,7 @@ def _reconcile(
             _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
         return
     after = 0
-    while batch := repo.unseen_remote_ids(conn, binding.id, generation, after, 1000):
+    while batch := link_store.unseen_remote_ids(conn, binding.id, generation, after, 1000):
         after = batch[-1][0]
         items = [RemoteDeletion(rid, proof=f"full listing #{generation} of the whole calendar no longer held {rid}")
                  for _, rid in batch]
@@ -320,32 +324,34 @@ def _apply_page(
     items = {item.remote_id: item for item in page.items}  # a repeated id within a page: the last one wins
     if whole_series and generation is None:
         listed = {i.series_remote_id or i.remote_id for i in items.values() if isinstance(i, RemoteEvent)}
-        for remote_id in repo.live_series_members(conn, binding.id, listed) - items.keys():
+        for remote_id in link_store.live_series_members(conn, binding.id, listed) - items.keys():
             items[remote_id] = RemoteDeletion(remote_id, proof=(
                 f"its series was listed again without exception {remote_id} (a series is listed whole)"))
     series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
-    series = repo.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
+    series = link_store.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
     dead: dict[str, tuple[str, str]] = {}  # series deleted here: id -> (who deleted it, the proof)
     if series:  # a cancelled instance of a series we already deleted is just another deletion
-        dead = repo.deletions_of(conn, series.values())
+        dead = event_store.deletions_of(conn, series.values())
         for rid, item in items.items():
             if (isinstance(item, RemoteEvent) and item.data.status == "cancelled"
                     and series.get(item.series_remote_id or "") in dead):
                 items[rid] = RemoteDeletion(rid, proof=f"listed cancelled, and its series {item.series_remote_id} "
                                                        "is deleted")
-    links = repo.links_by_remote_id(conn, binding.id, list(items))
-    open_conflicts = repo.open_conflicts_of(conn, binding.id, [link.event_id for link in links.values()])
+    links = link_store.links_by_remote_id(conn, binding.id, list(items))
+    open_conflicts = conflict_store.open_conflicts_of(conn, binding.id, [link.event_id for link in links.values()])
     # an unknown remote event may be our own create whose answer was lost: it carries our local id
     claims = {rid: item.client_id or rid for rid, item in items.items()
               if rid not in links and isinstance(item, RemoteEvent)}
-    adoptable = repo.unlinked_events_with_ids(
+    adoptable = link_store.unlinked_events_with_ids(
         conn, binding.calendar_id, binding.id, list(claims.values())) if claims else set()
     # an unknown exception of a series we hold may be our own instance, written over the series'
     # occurrence (Google, Graph: the provider names it): the local exception at that start is it
     at_start = {(series[item.series_remote_id], item.data.original_start): rid for rid, item in items.items()
                 if rid in claims and claims[rid] not in adoptable and isinstance(item, RemoteEvent)
                 and item.series_remote_id in series and item.data.original_start}
-    for key, event_id in (repo.unlinked_exceptions_at(conn, binding.id, list(at_start)) if at_start else {}).items():
+    for key, event_id in (
+        link_store.unlinked_exceptions_at(conn, binding.id, list(at_start)) if at_start else {}
+    ).items():
         claims[at_start[key]] = event_id
         adoptable.add(event_id)
     # a claimed event whose copy here is gone (its link says so) takes this copy in that link's place,
@@ -354,21 +360,22 @@ def _apply_page(
     for rid, claim in claims.items():
         if claim in adoptable and isinstance(claimed := items[rid], RemoteEvent):
             copies[claim] = (rid, claimed.series_remote_id)
-    relinked = repo.relink_gone_copies(conn, binding.id, copies) if copies else []
+    relinked = link_store.relink_gone_copies(conn, binding.id, copies) if copies else []
     if relinked:
-        links.update(repo.links_by_remote_id(conn, binding.id, relinked))
-        open_conflicts.update(repo.open_conflicts_of(conn, binding.id, [links[rid].event_id for rid in relinked]))
+        links.update(link_store.links_by_remote_id(conn, binding.id, relinked))
+        open_conflicts.update(
+            conflict_store.open_conflicts_of(conn, binding.id, [links[rid].event_id for rid in relinked]))
         for rid in relinked:
             del claims[rid]
     now = utcnow()
     writes = _PageWrites()
     for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page
         if claim not in adoptable:
-            series[rid] = repo.new_id()
+            series[rid] = new_id()
     # exceptions of linked series after every other item: a series whose deletion here paused it
     # (a conflict, maybe opened on this very page) keeps its exceptions until the person decides
     held_exceptions = {rid for rid, link in links.items() if link.recurring_event_id is not None}
-    stand_ins = repo.stand_in_starts(conn, binding.id, [
+    stand_ins = link_store.stand_in_starts(conn, binding.id, [
         link.event_id for rid, link in links.items() if link.data.recurrence and not link.data.original_start
         and isinstance(items[rid], RemoteEvent)])
     paused: set[str] | None = None
@@ -386,7 +393,7 @@ def _apply_page(
         else:
             if link.recurring_event_id is not None and _gone(item):
                 if paused is None:
-                    paused = repo.series_paused_by_remote_delete(
+                    paused = conflict_store.series_paused_by_remote_delete(
                         conn, binding.id, {links[r].recurring_event_id for r in held_exceptions})
                 if link.recurring_event_id in paused:  # its copy went with the series; the event waits
                     writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
@@ -397,17 +404,17 @@ def _apply_page(
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in writes.new_links:
             row["seen_generation"] = generation
-        repo.mark_seen(conn, binding.id, [rid for rid in items if rid in links], generation)
+        link_store.mark_seen(conn, binding.id, [rid for rid in items if rid in links], generation)
     # series before their exceptions: a page may list an exception ahead of its master
-    repo.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
-    repo.insert_links(conn, writes.new_links)
+    event_store.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
+    link_store.insert_links(conn, writes.new_links)
     if writes.doomed_copies:  # copies of events deleted here: the push deletes them on this side
         outbox_store.enqueue(conn, binding.calendar_id, writes.doomed_copies, bindings_to=[binding.id])
     if writes.new_links:  # exceptions that came before their series (on an earlier page or sync) join it now
-        repo.attach_orphan_exceptions(conn, binding.id, {
+        link_store.attach_orphan_exceptions(conn, binding.id, {
             row["remote_id"]: row["event_id"] for row in writes.new_links if row["series_remote_id"] is None})
-    repo.update_events(conn, writes.event_updates)
-    repo.update_links(conn, writes.link_updates)
+    event_store.update_events(conn, writes.event_updates)
+    link_store.update_links(conn, writes.link_updates)
     _include_restored_occurrences(conn, binding, writes)
     for exception_id, proof in _excluded_exceptions(conn, binding, writes.event_updates).items():
         if exception_id not in writes.tombstones:
@@ -416,11 +423,11 @@ def _apply_page(
     doomed: list[str] = []
     if writes.tombstones:
         proofs = dict(writes.tombstones)
-        for exception_id, series_id in repo.live_exceptions_of(conn, list(writes.tombstones)).items():
+        for exception_id, series_id in event_store.live_exceptions_of(conn, list(writes.tombstones)).items():
             proofs.setdefault(exception_id, f"its series {series_id} was deleted: {writes.tombstones[series_id]}")
         doomed = list(proofs)
-        repo.tombstone_events(conn, proofs, binding.source)
-        repo.agree_links_with_versions(conn, doomed, binding.id)
+        event_store.tombstone_events(conn, proofs, binding.source)
+        link_store.agree_links_with_versions(conn, doomed, binding.id)
     if conference_work:
         conference_store.enqueue_for_changed_events(conn, [
             ChangedEvent(row.get("id") or row["event_id"], row["conference"], row["recurring_event_id"])
@@ -450,7 +457,7 @@ def _excluded_exceptions(conn: Connection, binding: _Binding, updates: list[dict
         return {}
     return {
         exception_id: f"its series {series_id}, as {binding.source} holds it now, excludes {original} (an EXDATE)"
-        for exception_id, series_id, original in repo.live_confirmed_exceptions_of(conn, list(excluded))
+        for exception_id, series_id, original in event_store.live_confirmed_exceptions_of(conn, list(excluded))
         if original in excluded[series_id]
     }
 
@@ -472,7 +479,8 @@ def _event_row(
     data: EventData, *, version: int, source: str, now: datetime, series_id: str | None, content_hash: str
 ) -> dict[str, Any]:
     return {
-        **repo.event_columns(data, content_hash), "version": version, "updated_at_source": source, "updated_at": now,
+        **event_store.event_columns(data, content_hash), "version": version, "updated_at_source": source,
+        "updated_at": now,
         "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
         "recurring_event_id": series_id,
     }
@@ -481,7 +489,7 @@ def _event_row(
 def _link_row(item: RemoteEvent, version: int, now: datetime, *, event_takes_it: bool = False) -> dict[str, Any]:
     """The link agrees with `item` at `version`. `event_takes_it`: the event is written with item's
     content in the same page, so the base is the event's own content (base_snapshot NULL, written
-    down by repo.write_down_bases when the event changes), not a second copy of it in every link."""
+    down by event_store.write_down_bases when the event changes), not a second copy of it in every link."""
     return {
         "etag": item.etag, "base_version": version, "base_hash": item.content_hash,
         "base_snapshot": None if event_takes_it else item.data.snapshot(), "remote_updated": item.updated,
@@ -522,7 +530,7 @@ def _adopt(
     """The remote copy of a local event that our outbox created: link it, don't import it twice.
     A copy of an event deleted here since (the create's checkpoint was lost, then the event deleted)
     is linked as not agreed and queued, so the push deletes it there too."""
-    local_version, local_hash, deleted = repo.event_version_and_hash(conn, event_id)
+    local_version, local_hash, deleted = event_store.event_version_and_hash(conn, event_id)
     version = local_version if local_hash == item.content_hash and not deleted else 0
     if deleted:
         writes.doomed_copies.append((event_id, local_version))
@@ -534,12 +542,12 @@ def _adopt(
 
 
 def _three_way(
-    conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent,
+    conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: link_store.LinkedEvent,
     series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
     open_conflict: str | None = None, stood_in: set[str] | None = None,
 ) -> None:
     """The three-way rule for one linked event. `stood_in`: for a series, the original starts of its
-    live occurrences this side holds as stand-in single events (repo.stand_in_starts)."""
+    live occurrences this side holds as stand-in single events (link_store.stand_in_starts)."""
     if isinstance(item, RemoteEvent) and item.exdates_known is not None:  # a series seen through a window
         item = completed_outside_window(item, link.base_snapshot)
     if isinstance(item, RemoteEvent) and link.data.original_start and not item.data.original_start \
@@ -563,7 +571,7 @@ def _three_way(
         # the event is paused, and the remote moved on to something that settles it (both deleted, the
         # same content on both sides, the remote back at the base): the conflict closes by itself and
         # the decision applies as it would have without it
-        repo.close_conflict(conn, open_conflict, f"auto:{decision.value}")
+        conflict_store.close_conflict(conn, open_conflict, f"auto:{decision.value}")
         outbox_store.release(conn, binding.id, link.event_id, drop=decision is Decision.TAKE_REMOTE or (
             decision is Decision.FAST_FORWARD and remote is None))
     if decision is Decision.NOTHING:
@@ -583,7 +591,7 @@ def _three_way(
             writes.link_updates.append(_link_keep(link, now, remote_deleted=True))
         result.unchanged += 1
     else:  # a new conflict, or a later remote change to an open one: its remote side is the newest
-        repo.record_conflict(
+        conflict_store.record_conflict(
             conn, event_id=link.event_id, binding_id=binding.id, kind=conflict_kind(sides),
             local=None if link.deleted else link.data.to_json(), remote=remote.data.to_json() if remote else None,
             base=link.base_snapshot, remote_etag=remote.etag if remote else None,
@@ -607,7 +615,7 @@ def _proof(binding: _Binding, item: RemoteEvent | RemoteDeletion) -> str:
 
 
 def _take_remote(
-    binding: _Binding, item: RemoteEvent | RemoteDeletion, link: repo.LinkedEvent, series: dict[str, str],
+    binding: _Binding, item: RemoteEvent | RemoteDeletion, link: link_store.LinkedEvent, series: dict[str, str],
     now: datetime, writes: _PageWrites, result: SyncResult,
 ) -> None:
     if not isinstance(item, RemoteEvent):
@@ -631,7 +639,7 @@ def _take_remote(
     result.updated += 1
 
 
-def _link_keep(link: repo.LinkedEvent, now: datetime, **changes: Any) -> dict[str, Any]:
+def _link_keep(link: link_store.LinkedEvent, now: datetime, **changes: Any) -> dict[str, Any]:
     """A link update that keeps everything but `changes`."""
     row = {
         "link_id": link.link_id, "etag": link.etag, "base_version": link.base_version, "base_hash": link.base_hash,

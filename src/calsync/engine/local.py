@@ -12,8 +12,12 @@ from sqlalchemy import Connection, Engine
 
 from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
 from calsync.providers.canonical import canonical_text, canonical_zone
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo
+from calsync.store.common import NotFound, new_id
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
@@ -57,13 +61,13 @@ def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> Lo
     """A new local event, queued for every push-enabled binding of its calendar."""
     data = validated(EventData(), fields, creating=True)
     now = utcnow()
-    event_id = repo.new_id()
+    event_id = new_id()
     with engine.begin() as conn:
-        if not repo.calendar_exists(conn, calendar_id):
+        if not account_store.calendar_exists(conn, calendar_id):
             raise InvalidEvent("calendar_id", f"no calendar with id {calendar_id!r}")
-        repo.insert_events(conn, [{
+        event_store.insert_events(conn, [{
             "id": event_id, "calendar_id": calendar_id, "source": LOCAL_SOURCE, "created_at": now,
-            **repo.event_columns(data), "version": 1, "updated_at_source": LOCAL_SOURCE, "updated_at": now,
+            **event_store.event_columns(data), "version": 1, "updated_at_source": LOCAL_SOURCE, "updated_at": now,
             "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
             "recurring_event_id": None,
         }])
@@ -75,9 +79,9 @@ def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_vers
     """Change some fields of a live event; `if_version` guards against overwriting a newer version."""
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
-        data = validated(repo.row_to_data(row), changes, creating=False)
+        data = validated(event_store.row_to_data(row), changes, creating=False)
         version = row["version"] + 1
-        if not repo.save_local_event(conn, event_id, data, version):  # someone else wrote it meanwhile
+        if not event_store.save_local_event(conn, event_id, data, version):  # someone else wrote it meanwhile
             raise StaleVersion(_current_version(conn, event_id))
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _settle_agreed_conflicts(conn, event_id, version, data)
@@ -92,10 +96,11 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         version = row["version"] + 1
-        if not repo.tombstone_local_event(conn, event_id, version, proof):
+        if not event_store.tombstone_local_event(conn, event_id, version, proof):
             raise StaleVersion(_current_version(conn, event_id))
-        doomed = [event_id, *repo.live_exception_ids(conn, [event_id])]
-        repo.tombstone_events(conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"), LOCAL_SOURCE)
+        doomed = [event_id, *event_store.live_exception_ids(conn, [event_id])]
+        event_store.tombstone_events(conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"),
+                                     LOCAL_SOURCE)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _settle_agreed_conflicts(conn, event_id, version, None)
         enqueue_for_changed_events(conn, [], doomed)
@@ -109,7 +114,7 @@ def remove_conference(engine: Engine, event_id: str, if_version: int | None) -> 
         row = _live_row(conn, event_id, if_version)
         if not row["conference"]:
             raise NoConference(event_id)
-        repo.set_local_conference(conn, event_id, None)
+        event_store.set_local_conference(conn, event_id, None)
         version = _current_version(conn, event_id)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         enqueue_for_changed_events(conn, [ChangedEvent(event_id, None, row["recurring_event_id"])], [])
@@ -134,28 +139,28 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
     deleted, or the same content) settles that conflict: nothing is left to ask. The link agrees
     with this version, and the held pushes for that binding have nothing to do. Otherwise the
     conflict's local side (and kind) become the newest. `data` None: deleted."""
-    for conflict in repo.open_conflicts_of_event(conn, event_id):
+    for conflict in conflict_store.open_conflicts_of_event(conn, event_id):
         binding_id, remote = conflict["binding_id"], conflict["remote"]
         if data is None and remote is None:
-            repo.mark_link_deleted(conn, event_id, binding_id, version)
+            link_store.mark_link_deleted(conn, event_id, binding_id, version)
         elif data is not None and remote is not None and \
                 EventData.from_json(remote).content_hash() == data.content_hash():
-            link = repo.link_of(conn, event_id, binding_id)
+            link = link_store.link_of(conn, event_id, binding_id)
             assert link is not None  # a conflict is about a linked copy
-            repo.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
-                            create=False)
+            link_store.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
+                                  create=False)
         else:  # still different: the conflict offers the newest local side too
             kind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
-            repo.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
+            conflict_store.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
             continue
-        repo.close_conflict(conn, conflict["id"], "auto:agreed-locally")
+        conflict_store.close_conflict(conn, conflict["id"], "auto:agreed-locally")
         outbox_store.release(conn, binding_id, event_id, drop=True)
 
 
 def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[str, Any]:
-    rows = repo.get_events(conn, [event_id])
+    rows = event_store.get_events(conn, [event_id])
     if not rows or rows[0]["deleted"]:
-        raise repo.NotFound(f"no event with id {event_id!r}")
+        raise NotFound(f"no event with id {event_id!r}")
     row = rows[0]
     if if_version is not None and if_version != row["version"]:
         raise StaleVersion(row["version"])
@@ -163,7 +168,7 @@ def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[s
 
 
 def _current_version(conn: Connection, event_id: str) -> int:
-    return int(repo.get_events(conn, [event_id])[0]["version"])
+    return int(event_store.get_events(conn, [event_id])[0]["version"])
 
 
 def _conference_work(conn: Connection, event_id: str, data: EventData) -> None:

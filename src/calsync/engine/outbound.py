@@ -29,8 +29,11 @@ from calsync.providers.base import (
     ProviderError,
 )
 from calsync.series_exdates import without_starts
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store import outbox as queue
-from calsync.store import repo
 
 REDECIDE_LIMIT = 3
 
@@ -76,7 +79,7 @@ class Pusher:
         self.max_delay = max_delay
         self.after_write = after_write
         with engine.begin() as conn:
-            self.binding = repo.get_binding(conn, binding_id)
+            self.binding = account_store.get_binding(conn, binding_id)
         self.result = PushResult(binding_id=binding_id)
 
     def run(self, now: datetime | None = None) -> PushResult:
@@ -121,7 +124,7 @@ class Pusher:
             except AuthError as exc:
                 self.result.status, self.result.message = "auth-failed", str(exc)
                 with self.engine.begin() as conn:
-                    repo.set_account_state(conn, self.binding["account_id"], "auth-failed", str(exc))
+                    account_store.set_account_state(conn, self.binding["account_id"], "auth-failed", str(exc))
                 return False
             except ProviderError as exc:
                 self._retry_later(row, exc)
@@ -149,17 +152,17 @@ class Pusher:
     def _push(self, row: dict[str, Any], attempt: int = 0) -> str:
         """Make the remote match the event as it is now; returns the outcome's counter name."""
         with self.engine.begin() as conn:
-            (event,) = repo.get_events(conn, [row["event_id"]])
-            if repo.has_open_conflict(conn, event["id"], self.binding["id"]):
+            (event,) = event_store.get_events(conn, [row["event_id"]])
+            if conflict_store.has_open_conflict(conn, event["id"], self.binding["id"]):
                 queue.hold(conn, self.binding["id"], event["id"])
                 return "held"
-            link = repo.link_of(conn, event["id"], self.binding["id"])
+            link = link_store.link_of(conn, event["id"], self.binding["id"])
             series_id = event["recurring_event_id"]
-            series = repo.link_of(conn, series_id, self.binding["id"]) if series_id else None
-            series_dead = bool(series_id) and bool(repo.deleted_event_ids(conn, [series_id]))
-            data = repo.row_to_data(event)
+            series = link_store.link_of(conn, series_id, self.binding["id"]) if series_id else None
+            series_dead = bool(series_id) and bool(event_store.deleted_event_ids(conn, [series_id]))
+            data = event_store.row_to_data(event)
             if data.recurrence and not data.original_start:
-                paused = repo.paused_occurrence_starts(conn, event["id"], self.binding["id"])
+                paused = conflict_store.paused_occurrence_starts(conn, event["id"], self.binding["id"])
                 data = _withhold_paused_exdates(data, paused)
         version = event["version"]
         series_gone_here = series is not None and bool(series["remote_deleted"])
@@ -224,7 +227,7 @@ class Pusher:
         self._hook(event_id, "deleted")
         if remote is not None and link is None:
             with self.engine.begin() as conn:  # that instance may already stand for another local copy of it
-                if repo.links_by_remote_id(conn, self.binding["id"], [remote.remote_id]):
+                if link_store.links_by_remote_id(conn, self.binding["id"], [remote.remote_id]):
                     remote = None
         if remote is None and link is None:
             return self._settle(event_id, version, "deleted")
@@ -274,17 +277,17 @@ class Pusher:
         queued again, after it."""
         with self.engine.begin() as conn:
             if series_remade:
-                again = repo.forget_exception_copies(conn, event_id, self.binding["id"])
+                again = link_store.forget_exception_copies(conn, event_id, self.binding["id"])
                 queue.enqueue(conn, self.binding["calendar_id"], again, bindings_to=[self.binding["id"]])
             if remote is None:
-                repo.mark_link_deleted(conn, event_id, self.binding["id"], version)
+                link_store.mark_link_deleted(conn, event_id, self.binding["id"], version)
                 if data.recurrence and not data.original_start:  # a series' exceptions go with it there
-                    repo.forget_exception_copies(conn, event_id, self.binding["id"])
+                    link_store.forget_exception_copies(conn, event_id, self.binding["id"])
             else:
-                repo.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
-                                create=new_link, series_remote_id=remote.series_remote_id)
+                link_store.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
+                                      create=new_link, series_remote_id=remote.series_remote_id)
                 # keep what the provider answered (its unmodelled fields), so the next write patches this copy
-                repo.set_event_extra(conn, event_id, remote.data.extra)
+                event_store.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
 
@@ -322,9 +325,9 @@ def queue_calendar(engine: Engine, binding_id: str) -> int:
     adopts the remote copies calsync made earlier (same id), so nothing is duplicated. Exceptions
     are queued after every series, so each is written over its series' occurrence there."""
     with engine.begin() as conn:
-        binding = repo.get_binding(conn, binding_id)
+        binding = account_store.get_binding(conn, binding_id)
         if binding["direction"] == "pull":
             return 0
-        rows = repo.list_events(conn, calendar_id=binding["calendar_id"])
+        rows = event_store.list_events(conn, calendar_id=binding["calendar_id"])
         live = [(e["id"], e["version"]) for e in sorted(rows, key=lambda e: e["recurring_event_id"] is not None)]
         return queue.enqueue(conn, binding["calendar_id"], live, bindings_to=[binding_id])

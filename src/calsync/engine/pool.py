@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from calsync.model import Account
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
-from calsync.store import repo
+from calsync.store import accounts as account_store
 
 
 class ProviderPool:
@@ -29,7 +29,7 @@ class ProviderPool:
     def get(self, account_id: str) -> Provider:
         if account_id not in self._clients:
             with self.engine.begin() as conn:
-                self._clients[account_id] = self.make(repo.get_account(conn, account_id))
+                self._clients[account_id] = self.make(account_store.get_account(conn, account_id))
         return self._clients[account_id]
 
     def close(self) -> None:

@@ -11,8 +11,8 @@ from dataclasses import replace
 from sqlalchemy import Connection
 
 from calsync.series_exdates import excluded_starts, without_starts
+from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
-from calsync.store import repo
 
 
 def include_restored(conn: Connection, calendar_id: str, live: Iterable[tuple[str, str]], source: str) -> int:
@@ -26,8 +26,8 @@ def include_restored(conn: Connection, calendar_id: str, live: Iterable[tuple[st
     if not restored:
         return 0
     changed: list[tuple[str, int]] = []
-    for row in repo.get_events(conn, list(restored)):
-        data = repo.row_to_data(row)
+    for row in event_store.get_events(conn, list(restored)):
+        data = event_store.row_to_data(row)
         if row["deleted"] or not data.recurrence:
             continue
         starts = restored[row["id"]] & excluded_starts(data.recurrence, data.time_zone)
@@ -35,7 +35,7 @@ def include_restored(conn: Connection, calendar_id: str, live: Iterable[tuple[st
             continue
         data = replace(data, recurrence=without_starts(data.recurrence, data.time_zone, starts))
         version = row["version"] + 1
-        repo.save_event_from(conn, row["id"], data, version, source)
+        event_store.save_event_from(conn, row["id"], data, version, source)
         changed.append((row["id"], version))
     if changed:
         outbox_store.enqueue(conn, calendar_id, changed)

@@ -18,7 +18,8 @@ from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 
 
 @dataclass
@@ -49,8 +50,9 @@ def sync_once(
     filled (when `adapters` are given; work for a conference system that is not configured here
     waits in the outbox)."""
     with engine.begin() as conn:
-        rows = [repo.get_binding(conn, b) for b in binding_ids] if binding_ids else repo.list_bindings(conn)
-        accounts = {r["account_id"]: repo.get_account(conn, r["account_id"]) for r in rows}
+        rows = ([account_store.get_binding(conn, b) for b in binding_ids] if binding_ids
+                else account_store.list_bindings(conn))
+        accounts = {r["account_id"]: account_store.get_account(conn, r["account_id"]) for r in rows}
     pool = ProviderPool(engine, make_provider, release_provider)
     report = SyncReport()
     try:
@@ -89,12 +91,12 @@ def sync_held(
     """sync_once for a sync someone asked a running service for: the bindings are leased first, so
     the service's own workers (and any other process) never sync the same binding at the same time.
     A binding a worker is syncing right now is waited for, then synced again (it may have changed
-    since that sync began). Unknown binding ids raise repo.NotFound before anything is leased.
+    since that sync began). Unknown binding ids raise store.common.NotFound before anything is leased.
     `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync.
     `on_wait(binding_id)` is told once when a binding is busy and the sync waits for it."""
     with engine.begin() as conn:
-        ids = [repo.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
-            r["id"] for r in repo.list_bindings(conn)]
+        ids = [account_store.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
+            r["id"] for r in account_store.list_bindings(conn)]
     held: dict[str, datetime | None] = {}  # binding id -> dirty_at seen when leased
     waited: set[str] = set()
     try:

@@ -34,8 +34,12 @@ from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.model import canonical_time, range_key
-from calsync.store import event_pages, repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import event_pages
+from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
+from calsync.store.common import NotFound
 from calsync.views import event_json, jsonable
 
 PREFIX = "/api/v1"
@@ -43,7 +47,7 @@ DEFAULT_LIMIT = 500
 MAX_LIMIT = 2500
 MAX_ATTENDEES = 1000
 
-_ID = re.compile(r"[0-9a-f]{32}")  # repo.new_id(): anything else cannot name a row, so it is a 404 at once
+_ID = re.compile(r"[0-9a-f]{32}")  # store.common.new_id(): anything else cannot name a row, so it is a 404 at once
 _RANGE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ETAG = re.compile(r'(?:W/)?"?(\d{1,18})-([0-9a-f]{8})"?')
 _BOOKKEEPING = ("sequence", "extra", "ical_uid")  # provider fields a person does not edit (model.content_hash)
@@ -338,7 +342,7 @@ def _engine_errors(loc: tuple[str, ...] = ("body",), what: str = "event", ident:
         yield
     except local.InvalidEvent as exc:
         raise _invalid((*loc, exc.field), exc.message) from exc
-    except repo.NotFound as exc:
+    except NotFound as exc:
         raise _not_found(what, ident) from exc
 
 
@@ -435,7 +439,7 @@ def event_bodies(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str,
 
 def _live_row(conn: Connection, event_id: str) -> dict[str, Any]:
     """A live event; tombstones are 404 like ids that never existed."""
-    rows = repo.get_events(conn, [event_id]) if _ID.fullmatch(event_id) else []
+    rows = event_store.get_events(conn, [event_id]) if _ID.fullmatch(event_id) else []
     if not rows or rows[0]["deleted"]:
         raise _not_found("event", event_id)
     return rows[0]
@@ -465,12 +469,12 @@ def conflict_body(row: dict[str, Any]) -> dict[str, Any]:
 def calendar_bodies(conn: Connection) -> list[dict[str, Any]]:
     counts = event_pages.event_counts(conn)
     per_calendar: dict[str, list[dict[str, Any]]] = {}
-    for b in repo.list_bindings(conn):
+    for b in account_store.list_bindings(conn):
         per_calendar.setdefault(b["calendar_id"], []).append({
             "id": b["id"], "direction": b["direction"], "remote_calendar_id": b["remote_calendar_id"],
             "account_id": b["account_id"]})
     return [{**jsonable(c), "event_count": counts.get(c["id"], 0), "bindings": per_calendar.get(c["id"], [])}
-            for c in repo.list_calendars(conn)]
+            for c in account_store.list_calendars(conn)]
 
 
 # --- writes ------------------------------------------------------------------------------------
@@ -553,7 +557,7 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
         after = decode_cursor(cursor) if cursor is not None else None
         with engine.begin() as conn:
             if calendar_id is not None and not (_ID.fullmatch(calendar_id)
-                                                and repo.calendar_exists(conn, calendar_id)):
+                                                and account_store.calendar_exists(conn, calendar_id)):
                 raise _invalid(("query", "calendar_id"), f"no calendar with id {calendar_id!r}")
             page = event_pages.page_events(conn, calendar_id=calendar_id, start=low, end=high, after=after,
                                            limit=limit)
@@ -609,7 +613,7 @@ def _conflict_routes(router: APIRouter, engine: Engine) -> None:
     def list_conflicts(status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
         """Conflicts with base, local and remote side by side and the fields that differ."""
         with engine.begin() as conn:
-            rows = repo.list_conflicts(conn, status=None if status == "all" else status)
+            rows = conflict_store.list_conflicts(conn, status=None if status == "all" else status)
         return {"conflicts": [conflict_body(r) for r in rows]}
 
     @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictOut, responses={

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.pool import WarmProviders
 from calsync.engine.sync import BindingBusy, sync_held
-from calsync.store import repo
+from calsync.store.common import NotFound
 from calsync.views import jsonable
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None
             report = sync_held(engine, f"control-{uuid.uuid4().hex[:12]}", binding_ids=body.bindings,
                                full=body.full, force=body.force, adapters=adapters, poll_interval=poll_interval,
                                providers=providers)
-        except repo.NotFound as exc:
+        except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         except BindingBusy as exc:
             raise HTTPException(409, detail=str(exc)) from exc

@@ -29,7 +29,8 @@ from calsync.service.api import (
     event_bodies,
     if_match_versions,
 )
-from calsync.store import repo
+from calsync.store import events as event_store
+from calsync.store.common import NotFound
 
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -62,7 +63,7 @@ EventId = Annotated[str, PathParam(max_length=64)]
 
 
 def _live(conn: Connection, event_id: str) -> dict[str, Any]:
-    rows = repo.get_events(conn, [event_id]) if len(event_id) == 32 else []
+    rows = event_store.get_events(conn, [event_id]) if len(event_id) == 32 else []
     if not rows or rows[0]["deleted"]:
         raise HTTPException(404, detail=f"no event with id {event_id!r}")
     return rows[0]
@@ -119,7 +120,7 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
             ConferenceEngine(engine, adapters, pool).create(event_id, body.provider)
         except ConferenceWorkError as exc:
             raise HTTPException(409, detail=str(exc)) from exc
-        except repo.NotFound as exc:
+        except NotFound as exc:
             raise HTTPException(404, detail=f"no event with id {event_id!r}") from exc
         except (ConferenceError, ProviderError, httpx.HTTPError) as exc:
             raise HTTPException(502, detail=f"could not create the conference: {exc}") from exc

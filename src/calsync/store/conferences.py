@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select
 
 from calsync.model import utcnow
-from calsync.store.repo import chunks, new_id
+from calsync.store.common import chunks, new_id
 from calsync.store.schema import channels, conference_outbox, conferences
 
 

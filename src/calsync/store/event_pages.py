@@ -1,7 +1,7 @@
 """Keyset pages of events for the REST API, and per-calendar event counts.
 
 Offsets get slower and skip or repeat rows while events change; a keyset on (range_start, id),
-the order `repo.list_events` uses, resumes exactly after the last row a client saw.
+the order `event_store.list_events` uses, resumes exactly after the last row a client saw.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from calsync.store import repo
+from calsync.store import events as event_store
 from calsync.store.schema import events
 
 
@@ -26,7 +26,7 @@ def page_events(
 ) -> EventPage:
     """Live events overlapping [start, end) (UTC range keys), after the keyset `after`, at most `limit`.
 
-    The overlap test is repo.list_events' own: series with a recurrence rule always overlap a
+    The overlap test is event_store.list_events' own: series with a recurrence rule always overlap a
     window that has a start, because their last occurrence is not stored.
     """
     query = select(events.c.id).where(events.c.deleted.is_(False))
@@ -45,7 +45,7 @@ def page_events(
     more = len(ids) > limit
     ids = ids[:limit]
     position = {event_id: n for n, event_id in enumerate(ids)}
-    rows = sorted(repo.get_events(conn, ids), key=lambda row: position[row["id"]])
+    rows = sorted(event_store.get_events(conn, ids), key=lambda row: position[row["id"]])
     return EventPage(rows=rows, more=more)
 
 

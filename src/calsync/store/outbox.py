@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from calsync.model import utcnow
-from calsync.store.repo import chunks
+from calsync.store.common import chunks
 from calsync.store.schema import bindings, conflicts, event_links, outbox
 
 PUSHING = ("two-way", "push")

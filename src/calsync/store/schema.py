@@ -162,7 +162,7 @@ event_links = Table(
     Column("remote_id", Text, nullable=False),
     Column("etag", Text),
     # The local version last agreed with this binding, and that version's content (the three-way base).
-    # base_snapshot NULL: the base is the event's own content, until the event changes (repo.write_down_bases).
+    # base_snapshot NULL: the base is the event's own content, until the event changes (event_store.write_down_bases).
     Column("base_version", Integer, nullable=False),
     Column("base_hash", String(64), nullable=False),
     Column("base_snapshot", JsonType),
