@@ -25,6 +25,7 @@ import httpx
 
 from calsync.providers.base import Provider
 
+
 class InboundTarget(Protocol):
     """One provider under benchmark."""
 
@@ -57,15 +58,16 @@ def peak_rss_mb() -> float:
 def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, page_size: int) -> None:
     """Runs in a fresh process: full sync, N remote changes, incremental sync; prints one JSON line."""
     from calsync.engine.inbound import sync_binding
-    from calsync.store import repo
+    from calsync.store import accounts as account_store
+    from calsync.store import events as event_store
     from calsync.store.db import open_engine
 
     folder = Path(tempfile.mkdtemp(prefix="calsync-bench-"))
     engine = open_engine(f"sqlite:///{folder / 'bench.db'}")
     with engine.begin() as conn:
-        account = repo.create_account(conn, target.kind, "bench", base_url, {"token": target.token})
-        calendar = repo.create_calendar(conn, "bench")
-        binding = repo.create_binding(conn, calendar, account, calendar_id, "two-way")
+        account = account_store.create_account(conn, target.kind, "bench", base_url, {"token": target.token})
+        calendar = account_store.create_calendar(conn, "bench")
+        binding = account_store.create_binding(conn, calendar, account, calendar_id, "two-way")
     rss_before = peak_rss_mb()
     provider = target.provider(base_url, page_size)
     started = time.perf_counter()
@@ -80,7 +82,7 @@ def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, 
     incremental_seconds = time.perf_counter() - started
     assert incremental.status == "ok", incremental.message
     with engine.begin() as conn:
-        stored = repo.count_events(conn)
+        stored = event_store.count_events(conn)
     print(json.dumps({
         "events": full.created, "stored": stored, "full_seconds": full_seconds,
         "full_events_per_s": full.created / full_seconds, "full_requests": full.requests, "full_pages": full.pages,

@@ -99,7 +99,10 @@ from calsync.providers import provider_for
 from calsync.providers.base import Provider
 from calsync.providers.html_text import html_to_text
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store.common import NotFound
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings, events, outbox
 
@@ -897,7 +900,7 @@ def store_view(engine: Engine, calendar_id: str, hi: datetime) -> tuple[View, li
     """The local store's live events in the same shape (and its rows, tombstones included)."""
     view = View("local")
     with engine.begin() as conn:
-        rows = repo.list_events(conn, calendar_id=calendar_id, include_deleted=True)
+        rows = event_store.list_events(conn, calendar_id=calendar_id, include_deleted=True)
     live = [r for r in rows if not r["deleted"]]
     by_id = {r["id"]: r for r in live}
     exceptions: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -970,13 +973,13 @@ class LocalSide:
     def edit(self, event_id: str, changes: dict[str, Any]) -> None:
         try:
             local.update_event(self.engine, event_id, changes, None)
-        except repo.NotFound as exc:
+        except NotFound as exc:
             raise Gone(str(exc)) from None
 
     def delete(self, event_id: str) -> None:
         try:
             local.delete_event(self.engine, event_id, None, **self.delete_kwargs)
-        except repo.NotFound as exc:
+        except NotFound as exc:
             raise Gone(str(exc)) from None
 
 
@@ -995,11 +998,12 @@ class World:
                 self.sides[name] = GoogleSide() if name == "google" else GraphSide() if name == "graph" \
                     else DavSide(name)
             with self.engine.begin() as conn:
-                self.hub = repo.create_calendar(conn, "chaos hub")
+                self.hub = account_store.create_calendar(conn, "chaos hub")
                 for side in self.sides.values():
-                    side.account = repo.create_account(conn, side.kind, f"chaos-{side.name}", side.base_url,
-                                                       side.credentials())
-                    side.binding = repo.create_binding(conn, self.hub, side.account, side.calendar, "two-way", "ask")
+                    side.account = account_store.create_account(conn, side.kind, f"chaos-{side.name}", side.base_url,
+                                                                side.credentials())
+                    side.binding = account_store.create_binding(conn, self.hub, side.account, side.calendar, "two-way",
+                                                                "ask")
         except BaseException:
             self.close()
             raise
@@ -1169,7 +1173,7 @@ class Chaos:
         if not self.index_dirty:
             return
         with self.engine.begin() as conn:
-            rows = repo.list_events(conn, calendar_id=self.world.hub)
+            rows = event_store.list_events(conn, calendar_id=self.world.hub)
         side_of = {s.binding: s.name for s in self.world.sides.values()}
         index: dict[str, Known] = {}
         by_id: dict[str, Known] = {}
@@ -1521,7 +1525,7 @@ class Chaos:
 
     def op_resolve(self) -> bool:
         with self.engine.begin() as conn:
-            listed = repo.list_conflicts(conn)
+            listed = conflict_store.list_conflicts(conn)
         if not listed:
             return False
         for conflict in self.rng.sample(listed, min(len(listed), self.rng.randint(1, 3))):
@@ -1531,16 +1535,16 @@ class Chaos:
     # --- conflicts -------------------------------------------------------------------------------
 
     def conflict_marker(self, conn: Any, conflict: dict[str, Any]) -> tuple[str, str | None]:
-        (event,) = repo.get_events(conn, [conflict["event_id"]])
+        (event,) = event_store.get_events(conn, [conflict["event_id"]])
         if event["recurring_event_id"]:
-            (series,) = repo.get_events(conn, [event["recurring_event_id"]])
+            (series,) = event_store.get_events(conn, [event["recurring_event_id"]])
             return marker_of(series["title"]) or "?", (canon(event["original_start"], series["all_day"])
                                                        if event["original_start"] else None)
         return marker_of(event["title"]) or "?", None
 
     def observe_conflicts(self) -> None:
         with self.engine.begin() as conn:
-            listed = repo.list_conflicts(conn)
+            listed = conflict_store.list_conflicts(conn)
             for conflict in listed:
                 if conflict["id"] not in self.conflicts_seen:
                     self.stats["conflicts_opened"] += 1
@@ -1637,7 +1641,7 @@ class Chaos:
         quiet_run = 0
         for _ in range(self.cfg.quiet_passes):
             with self.engine.begin() as conn:
-                listed = repo.list_conflicts(conn)
+                listed = conflict_store.list_conflicts(conn)
             for conflict in listed:
                 self.resolve(conflict)
             report = self.run_sync(None)
@@ -1740,15 +1744,15 @@ class Chaos:
                 if "deletion_proof" in row and not row["deletion_proof"]:
                     self.problem("provenance", mark, f"tombstone {row['title']} without deletion_proof")
         with self.engine.begin() as conn:
-            left = repo.list_conflicts(conn)
+            left = conflict_store.list_conflicts(conn)
             queued = conn.execute(select(outbox.c.status, outbox.c.binding_id, outbox.c.last_error, outbox.c.attempts,
                                          outbox.c.next_attempt_at, events.c.id, events.c.title, events.c.deleted,
                                          events.c.status.label("event_status"), events.c.original_start,
                                          events.c.recurring_event_id, events.c.ical_uid, events.c.extra)
                                   .join(events, events.c.id == outbox.c.event_id)
                                   .where(outbox.c.status != "done")).mappings().all()
-            titles = {r["id"]: r["title"] for r in repo.get_events(conn, [q["recurring_event_id"] for q in queued
-                                                                          if q["recurring_event_id"]])}
+            titles = {r["id"]: r["title"] for r in event_store.get_events(conn, [q["recurring_event_id"] for q in queued
+                                                                                 if q["recurring_event_id"]])}
         if left:
             self.problem("open-conflicts", "-", f"{len(left)} conflicts still open after convergence")
         for q in queued:

@@ -26,7 +26,8 @@ from calsync.emulators.zoom import create_app as zoom_app
 from calsync.engine.conferences import ConferenceEngine
 from calsync.engine.pool import ProviderPool
 from calsync.engine.sync import sync_once
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.store.db import open_engine
 
 
@@ -50,9 +51,9 @@ def run(google_url: str, zoom_url: str, count: int, changed_share: float) -> Non
                json={"count": count, "start": "2026-12-01T00:00:00Z", "days": 60, "seed": 3}).raise_for_status()
     engine = open_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='calsync-bench-')) / 'bench.db'}")
     with engine.begin() as conn:
-        account = repo.create_account(conn, "google", "bench", google_url, {"token": "bench"})
-        local = repo.create_calendar(conn, "bench")
-        repo.create_binding(conn, local, account, calendar, "two-way")
+        account = account_store.create_account(conn, "google", "bench", google_url, {"token": "bench"})
+        local = account_store.create_calendar(conn, "bench")
+        account_store.create_binding(conn, local, account, calendar, "two-way")
     zoom = ZoomAdapter.from_settings({
         "CALSYNC_ZOOM_BASE_URL": f"{zoom_url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom_url}/oauth/token",
         "CALSYNC_ZOOM_ACCOUNT_ID": "a", "CALSYNC_ZOOM_CLIENT_ID": "c", "CALSYNC_ZOOM_CLIENT_SECRET": "s",
@@ -65,7 +66,7 @@ def run(google_url: str, zoom_url: str, count: int, changed_share: float) -> Non
     pool = ProviderPool(engine)
     conferences = ConferenceEngine(engine, adapters, pool)
     with engine.begin() as conn:
-        event_ids = [e["id"] for e in repo.list_events(conn, calendar_id=local)]
+        event_ids = [e["id"] for e in event_store.list_events(conn, calendar_id=local)]
     for event_id in event_ids:
         conferences.create(event_id, "zoom")
     pool.close()

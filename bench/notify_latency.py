@@ -62,7 +62,7 @@ from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.service.app import WorkerPool, create_app
 from calsync.service.metrics import Metrics
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.db import normalise_url, open_engine
 from calsync.store.schema import bindings, channels, conference_outbox, conferences, event_links, events
 
@@ -284,9 +284,9 @@ def bind_all(engine: Engine, google_url: str, remote: list[tuple[str, str]]) -> 
     with engine.begin() as conn:
         for index, (user, calendar_id) in enumerate(remote):
             if user not in accounts:
-                accounts[user] = repo.create_account(conn, "google", user, google_url, {"token": user})
-            local = repo.create_calendar(conn, f"{user}:{calendar_id}")
-            binding_index[repo.create_binding(conn, local, accounts[user], calendar_id, "two-way")] = index
+                accounts[user] = account_store.create_account(conn, "google", user, google_url, {"token": user})
+            local = account_store.create_calendar(conn, f"{user}:{calendar_id}")
+            binding_index[account_store.create_binding(conn, local, accounts[user], calendar_id, "two-way")] = index
     return binding_index
 
 

@@ -22,7 +22,7 @@ import httpx
 from calsync.engine import local
 from calsync.engine.outbound import Pusher
 from calsync.providers.google import GoogleProvider
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.db import open_engine
 
 
@@ -75,9 +75,9 @@ def run(base: str, count: int) -> None:
     calendar_id = httpx.get(f"{base}/calendar/v3/calendars/primary", headers={"Authorization": "Bearer bench"}).json()["id"]
     engine = open_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='calsync-bench-')) / 'bench.db'}")
     with engine.begin() as conn:
-        account = repo.create_account(conn, "google", "bench", base, {"token": "bench"})
-        calendar = repo.create_calendar(conn, "bench")
-        binding = repo.create_binding(conn, calendar, account, calendar_id, "two-way")
+        account = account_store.create_account(conn, "google", "bench", base, {"token": "bench"})
+        calendar = account_store.create_calendar(conn, "bench")
+        binding = account_store.create_binding(conn, calendar, account, calendar_id, "two-way")
     provider = GoogleProvider("bench", base)
     start = datetime(2026, 12, 1, 8, tzinfo=UTC)
     committed: dict[str, float] = {}

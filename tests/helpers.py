@@ -8,7 +8,9 @@ import httpx
 from sqlalchemy import Engine, select
 
 from calsync.model import EventData
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
+from calsync.store.common import new_id
 from calsync.store.schema import bindings, events
 
 # Seeded calendars start a few days before today: Graph lists a window around *now* (30 days back by
@@ -78,19 +80,19 @@ def admin(base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Respons
 def bind(engine: Engine, base_url: str, token: str, calendar_id: str, **options: Any) -> str:
     """An account (reused per token) and a binding of `calendar_id` to a new local calendar."""
     with engine.begin() as conn:
-        existing = [a for a in repo.list_accounts(conn) if a["name"] == token]
-        account_id = existing[0]["id"] if existing else repo.create_account(
+        existing = [a for a in account_store.list_accounts(conn) if a["name"] == token]
+        account_id = existing[0]["id"] if existing else account_store.create_account(
             conn, "google", token, base_url, {"token": token})
-        calendar = repo.create_calendar(conn, f"{token}:{calendar_id}")
-        return repo.create_binding(conn, calendar, account_id, calendar_id,
-                                   options.get("direction", "two-way"), options.get("policy", "ask"))
+        calendar = account_store.create_calendar(conn, f"{token}:{calendar_id}")
+        return account_store.create_binding(conn, calendar, account_id, calendar_id,
+                                            options.get("direction", "two-way"), options.get("policy", "ask"))
 
 
 def local_events(engine: Engine, binding_id: str, include_deleted: bool = False) -> dict[str, dict[str, Any]]:
     """The binding's events keyed by remote id (asserting no remote id maps to two events)."""
     with engine.begin() as conn:
-        calendar_id = repo.get_binding(conn, binding_id)["calendar_id"]
-        rows = repo.list_events(conn, calendar_id=calendar_id, include_deleted=include_deleted)
+        calendar_id = account_store.get_binding(conn, binding_id)["calendar_id"]
+        rows = event_store.list_events(conn, calendar_id=calendar_id, include_deleted=include_deleted)
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         for link in row["links"]:
@@ -109,25 +111,25 @@ def local_edit(engine: Engine, event_id: str, **changes: Any) -> None:
     """A local edit as the store records it (what the REST API does too): content + version."""
     with engine.begin() as conn:
         row = conn.execute(select(events).where(events.c.id == event_id)).mappings().one()
-        data = repo.row_to_data(row)
+        data = event_store.row_to_data(row)
         for key, value in changes.items():
             setattr(data, key, value)
-        assert repo.save_local_event(conn, event_id, data, row["version"] + 1)
+        assert event_store.save_local_event(conn, event_id, data, row["version"] + 1)
 
 
 def event_data(engine: Engine, event_id: str) -> EventData:
     with engine.begin() as conn:
-        return repo.row_to_data(conn.execute(select(events).where(events.c.id == event_id)).mappings().one())
+        return event_store.row_to_data(conn.execute(select(events).where(events.c.id == event_id)).mappings().one())
 
 
 def local_create(engine: Engine, calendar_id: str, data: EventData) -> str:
     """A locally born event, as the store records it (the REST API of a later issue does the same)."""
     now = datetime.now(UTC)
-    event_id = repo.new_id()
+    event_id = new_id()
     with engine.begin() as conn:
-        repo.insert_events(conn, [{
+        event_store.insert_events(conn, [{
             "id": event_id, "calendar_id": calendar_id, "source": "local", "created_at": now,
-            **repo.event_columns(data), "version": 1, "updated_at_source": "local", "updated_at": now,
+            **event_store.event_columns(data), "version": 1, "updated_at_source": "local", "updated_at": now,
             "deleted": False, "deleted_at": None, "recurring_event_id": None,
         }])
     return event_id

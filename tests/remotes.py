@@ -35,7 +35,7 @@ from calsync.providers.http import RetryPolicy
 from calsync.providers.memory import MemoryProvider, MemoryService, starts_between
 from calsync.providers.memory import occurs as memory_occurs
 from calsync.series_exdates import excluded_starts
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.schema import bindings
 from tests.caldav_servers import (
     CalDAVServer,
@@ -103,11 +103,11 @@ class Remote:
         """An account (one per remote) and a binding of `calendar` to a (new) local calendar."""
         name = f"{self.name}-tester"
         with engine.begin() as conn:
-            existing = [a for a in repo.list_accounts(conn) if a["name"] == name]
-            account = existing[0]["id"] if existing else repo.create_account(
+            existing = [a for a in account_store.list_accounts(conn) if a["name"] == name]
+            account = existing[0]["id"] if existing else account_store.create_account(
                 conn, self.kind, name, self.url, self.credentials())
-            target = local_calendar or repo.create_calendar(conn, f"{self.name}:{calendar or self.calendar}")
-            return repo.create_binding(conn, target, account, calendar or self.calendar, direction, policy)
+            target = local_calendar or account_store.create_calendar(conn, f"{self.name}:{calendar or self.calendar}")
+            return account_store.create_binding(conn, target, account, calendar or self.calendar, direction, policy)
 
     def full_requests(self, events: int, page_size: int) -> int:
         """Requests of a full listing of `events` events (and of an incremental one with that many changes)."""

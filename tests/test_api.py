@@ -21,7 +21,8 @@ from calsync.emulators.server import serve_in_thread
 from calsync.engine import local
 from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.schema import events, outbox
 from tests.helpers import GoogleApi, bind, local_events
@@ -62,7 +63,7 @@ def api(service_url: str) -> Iterator[httpx.Client]:
 def calendar(engine: Engine) -> str:
     """A local calendar without bindings."""
     with engine.begin() as conn:
-        return repo.create_calendar(conn, "Team")
+        return account_store.create_calendar(conn, "Team")
 
 
 @pytest.fixture()
@@ -72,7 +73,7 @@ def alice(google_url: str) -> GoogleApi:
 
 def calendar_of(engine: Engine, binding_id: str) -> str:
     with engine.begin() as conn:
-        return str(repo.get_binding(conn, binding_id)["calendar_id"])
+        return str(account_store.get_binding(conn, binding_id)["calendar_id"])
 
 
 def create(api: httpx.Client, calendar_id: str, title: Any = "Standup", **fields: Any) -> httpx.Response:
@@ -342,7 +343,7 @@ def test_instant_outside_the_utc_range_is_a_422(api: httpx.Client, calendar: str
 
 def test_years_before_1000_are_stored_or_rejected(api: httpx.Client, calendar: str) -> None:
     """Engine bug: model.canonical_instant formats with strftime("%Y"), which glibc does not pad to four
-    digits, so engine/local.py `_time` returns "999-12-31T09:00:00Z" and repo.event_columns fails to
+    digits, so engine/local.py `_time` returns "999-12-31T09:00:00Z" and event_store.event_columns fails to
     parse it again (ValueError, a 500); unpadded years would also sort wrongly as range keys."""
     response = create(api, calendar, start="0999-12-31T09:00:00Z", end="0999-12-31T10:00:00Z")
     assert response.status_code in (201, 422), response.text
@@ -509,7 +510,7 @@ def test_a_resolution_decided_on_an_older_remote_side_is_refused_and_offered_aga
 
 def local_events_of(engine: Engine, event_id: str) -> list[dict[str, Any]]:
     with engine.begin() as conn:
-        (row,) = repo.get_events(conn, [event_id])
+        (row,) = event_store.get_events(conn, [event_id])
     return list(row["links"])
 
 

@@ -30,7 +30,7 @@ from calsync.providers.base import (
     SyncTokenInvalid,
 )
 from calsync.providers.caldav import CalDAVProvider
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings, conflicts, event_links, events
 from tests.caldav_servers import DavCalendar, caldav_server, dav, ics, provider_options  # noqa: F401 (fixtures)
@@ -99,11 +99,11 @@ def engine(tmp_path: Path) -> Engine:
 def bind(engine: Engine, dav: DavCalendar, **options: Any) -> str:
     """A caldav account and a binding of the test's collection to a new local calendar."""
     with engine.begin() as conn:
-        account = repo.create_account(conn, "caldav", f"{dav.server.username}@{dav.server.kind}", dav.url,
-                                      {"username": dav.server.username, "password": dav.server.password})
-        calendar = repo.create_calendar(conn, f"caldav:{dav.path}")
-        return repo.create_binding(conn, calendar, account, dav.path, options.get("direction", "two-way"),
-                                   options.get("policy", "ask"))
+        account = account_store.create_account(conn, "caldav", f"{dav.server.username}@{dav.server.kind}", dav.url,
+                                               {"username": dav.server.username, "password": dav.server.password})
+        calendar = account_store.create_calendar(conn, f"caldav:{dav.path}")
+        return account_store.create_binding(conn, calendar, account, dav.path, options.get("direction", "two-way"),
+                                            options.get("policy", "ask"))
 
 
 def maker(**options: Any) -> Callable[[Account], CalDAVProvider]:
@@ -124,7 +124,7 @@ def inbound(report: SyncReport) -> SyncResult:
 
 def calendar_of(engine: Engine, binding: str) -> str:
     with engine.begin() as conn:
-        return str(repo.get_binding(conn, binding)["calendar_id"])
+        return str(account_store.get_binding(conn, binding)["calendar_id"])
 
 
 def titles(engine: Engine, binding: str) -> dict[str, str]:
@@ -363,7 +363,7 @@ def test_a_concurrent_edit_meets_412_and_becomes_a_conflict(engine: Engine, dav:
 
 def _account(engine: Engine, binding: str) -> Account:
     with engine.begin() as conn:
-        return repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+        return account_store.get_account(conn, account_store.get_binding(conn, binding)["account_id"])
 
 
 # --- recurring series and unmodelled properties ----------------------------------------------------

@@ -78,7 +78,8 @@ def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: P
     from datetime import timedelta
 
     from calsync.model import utcnow
-    from calsync.store import repo, scheduling
+    from calsync.store import accounts as account_store
+    from calsync.store import scheduling
     from calsync.store.db import open_engine
 
     db = tmp_path / "lease.db"
@@ -96,7 +97,7 @@ def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: P
         assert "being synced elsewhere; waiting" in done.stderr
         assert as_json(done)["inbound"][0]["created"] == 3
         with engine.begin() as conn:
-            row = repo.get_binding(conn, binding)
+            row = account_store.get_binding(conn, binding)
         assert row["lease_owner"] is None, "the CLI's own lease is released"
         assert row["next_poll_at"] is not None and row["next_poll_at"] > utcnow() + timedelta(seconds=60), \
             "the workers' next poll is put off: the binding was just synced"

@@ -28,8 +28,10 @@ from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account, EventData, RemoteEvent, utcnow
 from calsync.providers.base import Provider
+from calsync.store import accounts as account_store
 from calsync.store import conferences as store
-from calsync.store import repo
+from calsync.store import events as event_store
+from calsync.store.common import NotFound
 from calsync.store.schema import bindings, conference_outbox
 from tests.helpers import (
     GoogleApi,
@@ -105,7 +107,7 @@ class World:
     def fetch(self, remote_id: str) -> RemoteEvent | None:
         """The event as calsync's own provider reads it."""
         with self.engine.begin() as conn:
-            account = repo.get_account(conn, repo.get_binding(conn, self.binding)["account_id"])
+            account = account_store.get_account(conn, account_store.get_binding(conn, self.binding)["account_id"])
         provider = self.make_provider(account)
         try:
             return provider.get_event(self.calendar, remote_id)
@@ -313,7 +315,7 @@ def test_bad_requests_are_refused_clearly(world: World, zoom: ZoomApi) -> None:
             conference.create(world.local_id(remote_id), "zoom")
         with pytest.raises(ConferenceWorkError, match="not configured"):
             conference.create(world.local_id(remote_id), "webhook")
-        with pytest.raises(repo.NotFound):
+        with pytest.raises(NotFound):
             conference.create("0" * 32, "zoom")
     finally:
         pool.close()
@@ -323,7 +325,7 @@ def test_bad_requests_are_refused_clearly(world: World, zoom: ZoomApi) -> None:
 def test_a_local_event_carries_its_conference_to_the_remote(world: World, zoom: ZoomApi) -> None:
     """A locally born event, not pushed yet: the conference goes out with the event's first push."""
     with world.engine.begin() as conn:
-        calendar = repo.get_binding(conn, world.binding)["calendar_id"]
+        calendar = account_store.get_binding(conn, world.binding)["calendar_id"]
     event_id = local_create(world.engine, calendar, EventData(title="Born here", start="2026-12-05T10:00:00Z",
                                                                 end="2026-12-05T10:30:00Z"))
     record = world.create_for(event_id)
@@ -443,7 +445,7 @@ def test_a_calendar_without_push_is_polled_not_watched(
         assert worker.stats.sync_errors == 0 and worker.stats.channels.failed == 0
         assert worker.stats.channels.created == 0 and world.channels() == []
         with engine.begin() as conn:
-            next_poll = repo.get_binding(conn, world.binding)["next_poll_at"]
+            next_poll = account_store.get_binding(conn, world.binding)["next_poll_at"]
         assert next_poll is not None and next_poll > utcnow() + timedelta(seconds=200), "the poll timer is set"
         world.change(remote_id, title="Renamed, found by polling")
         assert run_worker(worker) == 0, "not due before the poll timer runs out"
@@ -465,7 +467,7 @@ def test_local_only_event_keeps_its_conference_locally(
     engine: Engine, adapters: dict[str, ConferenceAdapter], zoom: ZoomApi
 ) -> None:
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "local only")
+        calendar = account_store.create_calendar(conn, "local only")
     event_id = local_create(engine, calendar, EventData(title="Local", start="2026-12-05T10:00:00Z",
                                                           end="2026-12-05T10:30:00Z"))
     pool = ProviderPool(engine)
@@ -474,7 +476,7 @@ def test_local_only_event_keeps_its_conference_locally(
     finally:
         pool.close()
     with engine.begin() as conn:
-        data = repo.event_data(conn, event_id)
+        data = event_store.event_data(conn, event_id)
         assert store.list_channels(conn) == []
     assert data.conference is not None and data.conference["conference_id"] == row["conference_id"]
     assert zoom.meeting(row["conference_id"]) is not None  # in Zoom, though no calendar carries it yet

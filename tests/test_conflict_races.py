@@ -9,20 +9,21 @@ from sqlalchemy import Engine
 
 from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
 from calsync.store import outbox as queue
-from calsync.store import repo
 from tests.remotes import Remote
 from tests.test_twoway import calendar_of, new_event, remote_id, sync
 
 
 def open_conflicts(engine: Engine) -> list[dict]:
     with engine.begin() as conn:
-        return repo.list_conflicts(conn)
+        return conflict_store.list_conflicts(conn)
 
 
 def event_row(engine: Engine, event_id: str) -> dict:
     with engine.begin() as conn:
-        (row,) = repo.get_events(conn, [event_id])
+        (row,) = event_store.get_events(conn, [event_id])
     return row
 
 
@@ -54,7 +55,7 @@ def test_a_remote_delete_during_a_local_delete_conflict_settles_it(engine: Engin
     assert row["deleted"] is True and row["deleted_by"] == "local"
     assert remote.titles() == {}, "gone on both sides, for good"
     with engine.begin() as conn:
-        (closed,) = repo.list_conflicts(conn, status="resolved")
+        (closed,) = conflict_store.list_conflicts(conn, status="resolved")
     assert closed["resolution"] == "auto:fast-forward"
 
 

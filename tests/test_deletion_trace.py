@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import Engine, update
 
 from calsync.engine import local
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.store import outbox as queue
-from calsync.store import repo
 from calsync.store.schema import events, outbox
 from tests.remotes import Remote
 from tests.test_twoway import calendar_of, new_event, remote_id, sync
@@ -33,10 +34,10 @@ def test_the_store_refuses_a_deletion_without_proof(engine: Engine, remote: Remo
     binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))
     with engine.begin() as conn, pytest.raises(ValueError, match="without a recorded proof"):
-        repo.tombstone_events(conn, {event_id: ""}, "local")
+        event_store.tombstone_events(conn, {event_id: ""}, "local")
     local.delete_event(engine, event_id, if_version=1, via="a test")
     with engine.begin() as conn:
-        (row,) = repo.get_events(conn, [event_id])
+        (row,) = event_store.get_events(conn, [event_id])
     assert (row["deleted_by"], row["deletion_proof"]) == ("local", "deleted locally through a test")
 
 
@@ -59,8 +60,8 @@ def test_an_exdate_over_an_exception_deletes_it_with_the_side_that_holds_the_exd
     google.move_occurrence(series_id, first + timedelta(weeks=2), first + timedelta(weeks=2, hours=2), "Moved")
     sync(engine, google)
     with engine.begin() as conn:
-        (exception,) = [e for e in repo.list_events(conn) if e["original_start"]]
-        account = repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+        (exception,) = [e for e in event_store.list_events(conn) if e["original_start"]]
+        account = account_store.get_account(conn, account_store.get_binding(conn, binding)["account_id"])
     provider = provider_for(account)
     series = provider.get_event(google.calendar, series_id)
     provider.close()
@@ -69,6 +70,6 @@ def test_an_exdate_over_an_exception_deletes_it_with_the_side_that_holds_the_exd
         series.data, recurrence=[*series.data.recurrence, "EXDATE:20261221T090000Z"]))
     apply_remote_changes(engine, binding, [excluded])
     with engine.begin() as conn:
-        (row,) = repo.get_events(conn, [exception["id"]])
+        (row,) = event_store.get_events(conn, [exception["id"]])
     assert row["deleted"] is True and row["deleted_by"] == f"google:{binding}"
     assert "EXDATE" in row["deletion_proof"] and "2026-12-21T09:00:00Z" in row["deletion_proof"]

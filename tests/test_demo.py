@@ -148,7 +148,7 @@ def test_without_radicale_the_demo_skips_its_caldav_account_and_says_so(monkeypa
 
     from rich.console import Console
 
-    from calsync.store import repo
+    from calsync.store import accounts as account_store
 
     monkeypatch.setattr(caldav_server, "available", lambda kind: False)
     out = io.StringIO()
@@ -157,7 +157,7 @@ def test_without_radicale_the_demo_skips_its_caldav_account_and_says_so(monkeypa
         assert demo.caldav is None and demo.caldav_account is None
         assert "CalDAV demo account skipped: Radicale is not installed" in out.getvalue()
         with demo.engine.begin() as conn:
-            assert {a["provider"] for a in repo.list_accounts(conn)} == {"google", "graph"}
+            assert {a["provider"] for a in account_store.list_accounts(conn)} == {"google", "graph"}
         assert demo.mirror["outlook_binding"]
     finally:
         demo.stop()

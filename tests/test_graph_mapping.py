@@ -36,7 +36,7 @@ from calsync.providers.graph_mapping import (
 )
 from calsync.providers.html_text import html_to_text, text_to_html
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.schema import events, outbox
 
 USER = "adele"
@@ -274,11 +274,11 @@ def test_unsupported_rules_never_reach_graph_and_fail_the_outbox_row_once(
 def hub_with_google(engine: Engine, graph_url: str, graph_calendar: str) -> tuple[str, str, str]:
     """One local calendar bound to a (pull-only, never contacted) Google calendar and to Outlook."""
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "team")
-        g_account = repo.create_account(conn, "google", "g", None, {"token": "unused"})
-        o_account = repo.create_account(conn, "graph", USER, graph_url, {"token": USER})
-        google = repo.create_binding(conn, calendar, g_account, "primary", "pull")
-        graph = repo.create_binding(conn, calendar, o_account, graph_calendar, "two-way")
+        calendar = account_store.create_calendar(conn, "team")
+        g_account = account_store.create_account(conn, "google", "g", None, {"token": "unused"})
+        o_account = account_store.create_account(conn, "graph", USER, graph_url, {"token": USER})
+        google = account_store.create_binding(conn, calendar, g_account, "primary", "pull")
+        graph = account_store.create_binding(conn, calendar, o_account, graph_calendar, "two-way")
     return calendar, google, graph
 
 
@@ -332,9 +332,9 @@ def test_an_outlook_series_arrives_as_a_master_with_exdates_and_its_exceptions(
     api.delete(f"/me/events/{occurrences[2]['id']}").raise_for_status()
 
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "outlook")
-        account = repo.create_account(conn, "graph", USER, graph_url, {"token": USER})
-        binding = repo.create_binding(conn, calendar, account, cal, "two-way")
+        calendar = account_store.create_calendar(conn, "outlook")
+        account = account_store.create_account(conn, "graph", USER, graph_url, {"token": USER})
+        binding = account_store.create_binding(conn, calendar, account, cal, "two-way")
     sync_once(engine, binding_ids=[binding], make_provider=make)
     rows = {r["title"]: r for r in local_rows(engine, calendar)}
     assert set(rows) == {"Review", "Review (moved)"}, "no plain occurrences, one master, one exception"
@@ -496,9 +496,9 @@ def test_an_occurrence_deleted_in_outlook_reaches_its_series_without_a_full_sync
                                      "recurrenceTimeZone": "UTC"}}}
     master = api.post(f"/me/calendars/{cal}/events", json=body).raise_for_status().json()
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "outlook")
-        account = repo.create_account(conn, "graph", USER, graph_url, {"token": USER})
-        binding = repo.create_binding(conn, calendar, account, cal, "two-way")
+        calendar = account_store.create_calendar(conn, "outlook")
+        account = account_store.create_account(conn, "graph", USER, graph_url, {"token": USER})
+        binding = account_store.create_binding(conn, calendar, account, cal, "two-way")
     sync_once(engine, binding_ids=[binding], make_provider=make)
     (row,) = local_rows(engine, calendar)
     # Graph's pattern names the Monday and a Sunday week start: neither changes a weekly Monday rule

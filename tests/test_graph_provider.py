@@ -17,7 +17,8 @@ from calsync.providers import SUPPORTED, provider_for
 from calsync.providers.base import AuthError, ProviderError, RateLimited, SyncTokenInvalid
 from calsync.providers.graph import GraphProvider, change_from_graph, event_to_graph
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import links as link_store
 from calsync.store.schema import conflicts
 from tests.helpers import GRAPH_TEST_WINDOW, SEED_START, graph_window_params, local_events, token_of
 
@@ -82,9 +83,9 @@ def adele(graph_url: str) -> GraphApi:
 
 def bind(engine: Engine, base_url: str, calendar_id: str, token: str = USER) -> str:
     with engine.begin() as conn:
-        account_id = repo.create_account(conn, "graph", token, base_url, {"token": token})
-        calendar = repo.create_calendar(conn, f"{token}:graph")
-        return repo.create_binding(conn, calendar, account_id, calendar_id, "two-way", "ask")
+        account_id = account_store.create_account(conn, "graph", token, base_url, {"token": token})
+        calendar = account_store.create_calendar(conn, f"{token}:graph")
+        return account_store.create_binding(conn, calendar, account_id, calendar_id, "two-way", "ask")
 
 
 def make(page_size: int = 50) -> Any:
@@ -105,7 +106,7 @@ def one(results: list[SyncResult]) -> SyncResult:
 
 def calendar_of(engine: Engine, binding: str) -> str:
     with engine.begin() as conn:
-        return str(repo.get_binding(conn, binding)["calendar_id"])
+        return str(account_store.get_binding(conn, binding)["calendar_id"])
 
 
 def assert_mirrors(engine: Engine, binding: str, api: GraphApi, calendar_id: str) -> None:
@@ -115,7 +116,7 @@ def assert_mirrors(engine: Engine, binding: str, api: GraphApi, calendar_id: str
 
 def link_of(engine: Engine, binding: str, event_id: str) -> dict[str, Any]:
     with engine.begin() as conn:
-        link = repo.link_of(conn, event_id, binding)
+        link = link_store.link_of(conn, event_id, binding)
     assert link is not None
     return dict(link)
 

@@ -29,7 +29,8 @@ from calsync.model import utcnow
 from calsync.providers.base import ProviderError
 from calsync.providers.graph import GraphProvider
 from calsync.service.app import WorkerPool
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 from calsync.store.schema import channels
 from tests.helpers import admin
 from tests.test_service import (
@@ -71,7 +72,7 @@ def lifecycle(graph: GraphSide, subscription_id: str, event: str, **options: Any
 
 def dirty_at(engine: Engine, binding: str) -> Any:
     with engine.begin() as conn:
-        return repo.get_binding(conn, binding)["dirty_at"]
+        return account_store.get_binding(conn, binding)["dirty_at"]
 
 
 def metric(service_url: str, result: str) -> float:

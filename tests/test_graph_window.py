@@ -16,7 +16,8 @@ from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account
 from calsync.providers import provider_for
 from calsync.providers.base import Provider
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from tests.remotes import QUICK_RETRY, GoogleRemote, GraphRemote
 
 NOW = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
@@ -33,7 +34,7 @@ class Mirror:
 
     def bind_outlook(self) -> None:
         with self.engine.begin() as conn:
-            hub = repo.get_binding(conn, self.binding_google)["calendar_id"]
+            hub = account_store.get_binding(conn, self.binding_google)["calendar_id"]
         self.binding_graph = self.graph.bind(self.engine, local_calendar=hub)
         queue_calendar(self.engine, self.binding_graph)  # as `calsync calendar bind --calendar` does
 
@@ -76,7 +77,7 @@ def spread(google: GoogleRemote, days: list[int]) -> dict[str, str]:
 
 def live_local(engine: Engine) -> set[str]:
     with engine.begin() as conn:
-        return {e["title"] for e in repo.list_events(conn)}
+        return {e["title"] for e in event_store.list_events(conn)}
 
 
 @pytest.fixture()
@@ -137,7 +138,7 @@ def test_outlook_changes_outside_the_window_are_picked_up(mirror: Mirror) -> Non
     mirror.sync()
     assert sorted(mirror.google.titles().values()) == ["Day -120 (renamed in Outlook)", "Day -90"]
     with mirror.engine.begin() as conn:
-        (gone,) = [e for e in repo.list_events(conn, include_deleted=True) if e["deleted"]]
+        (gone,) = [e for e in event_store.list_events(conn, include_deleted=True) if e["deleted"]]
     assert gone["title"] == "Day +400"
     assert gone["deleted_by"] == f"graph:{mirror.binding_graph}"
     assert "404" in gone["deletion_proof"], gone["deletion_proof"]

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from calsync.engine.inbound import SyncResult
 from calsync.engine.sync import sync_once
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.schema import conflicts, event_links, events
 from tests.helpers import event_data, local_edit, local_events, token_of
 from tests.remotes import Remote
@@ -200,7 +200,7 @@ def test_retries_give_up_and_record_the_error(engine: Engine, remote: Remote) ->
     result = one(run(engine, remote))
     assert result.status == "error" and "500" in (result.message or "")
     with engine.begin() as conn:
-        row = repo.get_binding(conn, binding)
+        row = account_store.get_binding(conn, binding)
     assert row["last_sync_status"] == "error" and row["sync_token"] is None
 
 
@@ -209,7 +209,7 @@ def test_rejected_credentials_mark_the_account(engine: Engine, remote: Remote) -
     remote.fault(status=401, count=1)
     assert one(run(engine, remote)).status == "auth-failed"
     with engine.begin() as conn:
-        assert repo.list_accounts(conn)[0]["state"] == "auth-failed"
+        assert account_store.list_accounts(conn)[0]["state"] == "auth-failed"
     remote.clear_requests()  # not retried in a loop: the next pass does not even call the provider
     assert one(run(engine, remote)).status == "auth-failed"
     assert remote.requests() == []

@@ -13,7 +13,7 @@ from calsync.engine.sync import sync_once
 from calsync.model import Account, EventData
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.schema import event_links
 from tests.helpers import (
     GoogleApi,
@@ -158,7 +158,7 @@ def test_remote_copy_of_a_local_event_is_adopted_not_duplicated(
     calendar = alice.primary_id()
     binding = bind(engine, google_url, "alice", calendar)
     with engine.begin() as conn:
-        local_calendar = repo.get_binding(conn, binding)["calendar_id"]
+        local_calendar = account_store.get_binding(conn, binding)["calendar_id"]
     data = EventData(title="Pushed by calsync", start="2026-12-02T10:00:00Z", end="2026-12-02T11:00:00Z")
     event_id = local_create(engine, local_calendar, data)
     alice.insert(calendar, "Pushed by calsync", at=datetime(2026, 12, 2, 10, tzinfo=UTC), id=event_id)

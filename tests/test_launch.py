@@ -17,7 +17,8 @@ from calsync.engine.sync import BindingBusy, sync_held
 from calsync.launch import ServiceLost, SyncArgs, parse_sync_args, post, service_address
 from calsync.model import utcnow
 from calsync.service import runtime
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 from calsync.store.db import open_engine
 from tests.helpers import GoogleApi
 
@@ -172,12 +173,12 @@ def test_a_sync_someone_asked_for_waits_for_a_workers_lease(bound_db: tuple[Path
     engine = open_engine(str(db))
     try:
         with engine.begin() as conn:
-            (binding,) = repo.list_bindings(conn)
+            (binding,) = account_store.list_bindings(conn)
             assert scheduling.claim_named_binding(conn, binding["id"], "worker-1", utcnow(), 30) is not None
         with pytest.raises(BindingBusy):
             sync_held(engine, "control-1", wait_seconds=0.2)
         with engine.begin() as conn:
-            assert repo.get_binding(conn, binding["id"])["lease_owner"] == "worker-1"  # left alone
+            assert account_store.get_binding(conn, binding["id"])["lease_owner"] == "worker-1"  # left alone
             scheduling.release_binding(conn, binding["id"], "worker-1", utcnow(), 300, None)
             assert scheduling.claim_named_binding(conn, binding["id"], "worker-1", utcnow(), 0.5) is not None
 
@@ -186,7 +187,7 @@ def test_a_sync_someone_asked_for_waits_for_a_workers_lease(bound_db: tuple[Path
         assert time.monotonic() - started >= 0.3  # it waited for the worker's lease to run out
         assert report.ok and report.inbound[0].created == 12
         with engine.begin() as conn:
-            after = repo.get_binding(conn, binding["id"])
+            after = account_store.get_binding(conn, binding["id"])
         assert after["lease_owner"] is None and after["next_poll_at"] is not None
     finally:
         engine.dispose()
@@ -264,6 +265,7 @@ def test_a_connection_that_breaks_during_the_sync_is_an_error_not_a_second_sync(
     engine = open_engine(str(db))
     try:
         with engine.begin() as conn:
-            assert repo.get_binding(conn, repo.list_bindings(conn)[0]["id"])["sync_token"] is None  # not synced here
+            binding_id = account_store.list_bindings(conn)[0]["id"]
+            assert account_store.get_binding(conn, binding_id)["sync_token"] is None  # not synced here
     finally:
         engine.dispose()

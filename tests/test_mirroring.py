@@ -16,7 +16,10 @@ from calsync.engine.outbound import queue_calendar
 from calsync.engine.sync import SyncReport, sync_once
 from calsync.model import Account
 from calsync.providers.base import Provider
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from tests.remotes import GoogleRemote, Remote, open_remote
 
 PAIRS = [("google", "graph"), ("graph", "radicale"), ("google", "xandikos")]
@@ -36,7 +39,7 @@ class Mirror:
         self.remotes = [a, b, *more]
         self.binding_a = a.bind(engine)
         with engine.begin() as conn:
-            hub = repo.get_binding(conn, self.binding_a)["calendar_id"]
+            hub = account_store.get_binding(conn, self.binding_a)["calendar_id"]
         self.bindings = [self.binding_a, *(r.bind(engine, local_calendar=hub) for r in self.remotes[1:])]
         self.binding_b = self.bindings[1]
 
@@ -104,7 +107,7 @@ def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine
     mirror, made, copy = both_sides_edit(engine, pair)
     mirror.sync()
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert {conflict["local"]["title"], conflict["remote"]["title"]} == {"Budget (from A)", "Budget (from B)"}
     assert a.titles()[made] == "Budget (from A)" and b.titles()[copy] == "Budget (from B)", "nothing overwritten"
 
@@ -113,7 +116,7 @@ def test_both_sides_editing_one_event_is_a_conflict_that_resolves(engine: Engine
     winner = conflict["remote"]["title"]
     assert a.titles()[made] == b.titles()[copy] == winner
     with engine.begin() as conn:
-        assert repo.list_conflicts(conn) == []
+        assert conflict_store.list_conflicts(conn) == []
 
 
 @pytest.mark.parametrize("conflict_on", ["first", "second"])
@@ -132,7 +135,7 @@ def test_keeping_the_remote_side_keeps_what_the_other_sides_need(
     order = [mirror.binding_b, mirror.binding_a] if conflict_on == "first" else [mirror.binding_a, mirror.binding_b]
     sync_once(engine, binding_ids=order, make_provider=mirror.providers())
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["binding_id"] == order[1]
     resolve_conflict(engine, conflict["id"], keep="remote")
     mirror.settle()
@@ -157,7 +160,7 @@ def bind_later(engine: Engine, first: Remote, first_binding: str, second: Remote
     """Bind `second` to the calendar `first_binding` fills, queue that calendar for it (as the CLI
     does), and return the providers of both sides."""
     with engine.begin() as conn:
-        hub = repo.get_binding(conn, first_binding)["calendar_id"]
+        hub = account_store.get_binding(conn, first_binding)["calendar_id"]
     queue_calendar(engine, second.bind(engine, local_calendar=hub))
     by_kind = {first.kind: first.make_provider(), second.kind: second.make_provider()}
     return lambda account: by_kind[account.provider](account)
@@ -193,7 +196,7 @@ def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_
     sync_once(engine, binding_ids=[mirror.binding_b], make_provider=providers)  # B's change reaches the event first
     sync_once(engine, binding_ids=[mirror.binding_a], make_provider=providers)  # then A meets it
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert {conflict["local"]["title"], conflict["remote"]["title"]} == {"Budget (from A)", "Budget (from B)"}
     assert conflict["base"]["title"] == "Budget"
 
@@ -305,7 +308,7 @@ def test_an_instance_write_whose_answer_was_lost_is_adopted_not_imported_again(
     again = sync_once(engine, make_provider=mirror.providers())  # reads it back; the retry is not due yet
     assert all(r.status == "ok" for r in again.inbound)
     with engine.begin() as conn:
-        exceptions = [e for e in repo.list_events(conn) if e["original_start"]]
+        exceptions = [e for e in event_store.list_events(conn) if e["original_start"]]
     assert [e["title"] for e in exceptions] == ["Standup (moved)"]
     assert len(exceptions[0]["links"]) == 2, "linked to both sides"
     later = datetime.now(UTC) + timedelta(hours=1)  # the retry, when it is due, finds nothing to write
@@ -352,8 +355,8 @@ LEFT = [(SERIES_START, "Standup"), (SERIES_START + timedelta(weeks=3), "Standup"
 def remote_series(engine: Engine, binding_id: str) -> str:
     """The remote id, on one binding, of the calendar's only series."""
     with engine.begin() as conn:
-        (series,) = [e for e in repo.list_events(conn) if e["recurrence"]]
-        link = repo.link_of(conn, series["id"], binding_id)
+        (series,) = [e for e in event_store.list_events(conn) if e["recurrence"]]
+        link = link_store.link_of(conn, series["id"], binding_id)
     assert link is not None
     return str(link["remote_id"])
 
@@ -410,7 +413,7 @@ def test_an_occurrence_deleted_locally_is_deleted_on_every_side_in_its_own_terms
                            "Standup (moved)")
     mirror.settle()
     with engine.begin() as conn:
-        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
+        (moved,) = [e for e in event_store.list_events(conn) if e["original_start"]]
     assert len(moved["links"]) == 3, "an exception on every side"
 
     delete_event(engine, moved["id"], None)
@@ -420,7 +423,7 @@ def test_an_occurrence_deleted_locally_is_deleted_on_every_side_in_its_own_terms
         assert remote.occurrences(*SEEN) == sorted(left), remote.name
         assert remote.occurrence_state(remote_series(engine, binding), THIRD) == KEPT_AS[remote.kind], remote.name
     with engine.begin() as conn:
-        (again,) = repo.get_events(conn, [moved["id"]])
+        (again,) = event_store.get_events(conn, [moved["id"]])
     assert again["deleted"], "the local deletion stays a deletion"
     assert_quiet(mirror, google, graph, dav)
 
@@ -435,7 +438,7 @@ def series_with_moved_occurrence(engine: Engine, pair: tuple[Remote, Remote]) ->
     a.move_occurrence(remote_series(engine, mirror.binding_a), THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
     mirror.settle()
     with engine.begin() as conn:
-        (series,) = [e for e in repo.list_events(conn) if e["recurrence"]]
+        (series,) = [e for e in event_store.list_events(conn) if e["recurrence"]]
     return mirror, str(series["id"]), remote_series(engine, mirror.binding_b)
 
 
@@ -451,7 +454,7 @@ def test_a_series_kept_over_its_remote_deletion_comes_back_with_its_exceptions(
     b.delete(series_b)
     mirror.sync()
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["kind"] == "remote-delete" and conflict["binding_id"] == mirror.binding_b
     resolve_conflict(engine, conflict["id"], keep="local")
     mirror.settle()
@@ -471,7 +474,7 @@ def test_a_series_deleted_here_and_kept_as_the_remote_has_it_comes_back_everywhe
     a.change(series_a, description="still on")
     mirror.sync()
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_a
     resolve_conflict(engine, conflict["id"], keep="remote")
     mirror.settle()
@@ -499,8 +502,8 @@ def test_an_occurrence_moved_on_a_series_deleted_elsewhere_waits_with_it(
     b.move_occurrence(series_b, THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
     sync_once(engine, binding_ids=[mirror.binding_a, mirror.binding_b], make_provider=mirror.providers())
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
-        assert repo.list_events(conn) == [], "nothing of the deleted series is live here"
+        (conflict,) = conflict_store.list_conflicts(conn)
+        assert event_store.list_events(conn) == [], "nothing of the deleted series is live here"
     assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_b
     mirror.settle()
     assert a.occurrences(*SEEN) == [], "the moved occurrence is not written on its own"
@@ -541,7 +544,7 @@ def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_li
     for remote in mirror.remotes:
         assert remote.occurrences(*SEEN) == expected, remote.name
     with engine.begin() as conn:
-        (occurrence,) = [e for e in repo.list_events(conn) if e["original_start"]]
+        (occurrence,) = [e for e in event_store.list_events(conn) if e["original_start"]]
     assert not occurrence["deleted"] and occurrence["recurring_event_id"], "still an occurrence of its series"
     assert len(occurrence["links"]) == 3, "linked on every side (in Outlook: to the single event)"
     assert_quiet(mirror, google, graph, dav)
@@ -553,7 +556,7 @@ def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_li
     for remote in mirror.remotes:
         assert remote.occurrences(*SEEN) == renamed, remote.name
     with engine.begin() as conn:
-        (again,) = repo.get_events(conn, [occurrence["id"]])
+        (again,) = event_store.get_events(conn, [occurrence["id"]])
     assert again["original_start"] == occurrence["original_start"] and again["recurring_event_id"]
     assert_quiet(mirror, google, graph, dav)
 
@@ -577,7 +580,7 @@ def test_a_rule_change_written_to_outlook_keeps_the_series_exceptions_there(
     assert google.occurrences(*seen) == grown
     assert graph.occurrences(*seen) == grown, "the moved occurrence is written to Outlook again"
     with engine.begin() as conn:
-        live = [e for e in repo.list_events(conn) if e["original_start"]]
+        live = [e for e in event_store.list_events(conn) if e["original_start"]]
     assert [e["title"] for e in live] == ["Standup (moved)"]
     assert_quiet(mirror, google, graph)
 
@@ -596,16 +599,16 @@ def test_an_exception_whose_copy_there_is_gone_is_adopted_when_that_side_shows_i
     google, graph = open_remote("google", request), open_remote("graph", request)
     mirror, _, _ = series_with_moved_occurrence(engine, (google, graph))
     with engine.begin() as conn:
-        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
-        held = repo.link_of(conn, moved["id"], mirror.binding_b)
+        (moved,) = [e for e in event_store.list_events(conn) if e["original_start"]]
+        held = link_store.link_of(conn, moved["id"], mirror.binding_b)
         assert held is not None
         conn.execute(update(event_links).where(event_links.c.id == held["id"])
                      .values(remote_id="gone-with-the-old-series", remote_deleted=True))
     graph.change(str(held["remote_id"]), title="Standup (moved, noted)")
     mirror.settle()
     with engine.begin() as conn:
-        exceptions = [e for e in repo.list_events(conn) if e["original_start"]]
-        link = repo.link_of(conn, moved["id"], mirror.binding_b)
+        exceptions = [e for e in event_store.list_events(conn) if e["original_start"]]
+        link = link_store.link_of(conn, moved["id"], mirror.binding_b)
     assert [e["id"] for e in exceptions] == [moved["id"]], "one exception at that start, not two"
     assert link is not None and link["remote_id"] == held["remote_id"] and not link["remote_deleted"]
     assert (THIRD + timedelta(hours=2), "Standup (moved, noted)") in google.occurrences(*SEEN)
@@ -623,7 +626,7 @@ def test_an_occurrence_kept_over_its_deletion_here_comes_back_on_the_side_that_e
     assert isinstance(google, GoogleRemote)
     mirror, series_id, _ = series_with_moved_occurrence(engine, (google, dav))
     with engine.begin() as conn:
-        (moved,) = [e for e in repo.list_events(conn) if e["original_start"]]
+        (moved,) = [e for e in event_store.list_events(conn) if e["original_start"]]
     delete_event(engine, moved["id"], None)
     again = THIRD + timedelta(hours=4)
     google.change(google.instance_id(remote_series(engine, mirror.binding_a), THIRD), title="Standup (again)",
@@ -631,7 +634,7 @@ def test_an_occurrence_kept_over_its_deletion_here_comes_back_on_the_side_that_e
     mirror.settle()
     assert dav.occurrence_state(remote_series(engine, mirror.binding_b), THIRD) == "excluded"
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["kind"] == "local-delete" and conflict["binding_id"] == mirror.binding_a
     resolve_conflict(engine, conflict["id"], keep="remote")
     mirror.settle()
@@ -640,7 +643,7 @@ def test_an_occurrence_kept_over_its_deletion_here_comes_back_on_the_side_that_e
     assert google.occurrences(*SEEN) == kept
     assert dav.occurrences(*SEEN) == kept, "the override written again, its start no longer excluded"
     with engine.begin() as conn:
-        (series,) = repo.get_events(conn, [series_id])
-        (back,) = repo.get_events(conn, [moved["id"]])
+        (series,) = event_store.get_events(conn, [series_id])
+        (back,) = event_store.get_events(conn, [moved["id"]])
     assert not back["deleted"] and not any(line.startswith("EXDATE") for line in series["recurrence"])
     assert_quiet(mirror, google, dav)

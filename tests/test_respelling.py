@@ -23,7 +23,9 @@ from calsync.providers.canonical import (
 )
 from calsync.providers.google import change_from_google
 from calsync.providers.graph_mapping import change_from_graph
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
 from tests.remotes import open_remote
 from tests.test_mirroring import (
     LEFT,
@@ -52,7 +54,7 @@ def test_an_occurrence_deleted_in_google_with_three_sides_opens_no_conflict(
     for _ in range(3):
         mirror.sync()
     with engine.begin() as conn:
-        assert [(c["kind"], c["binding_id"]) for c in repo.list_conflicts(conn)] == []
+        assert [(c["kind"], c["binding_id"]) for c in conflict_store.list_conflicts(conn)] == []
     left = sorted([*LEFT, (THIRD, "Standup")])
     for remote in mirror.remotes:
         assert remote.occurrences(*SEEN) == left, remote.name
@@ -73,7 +75,7 @@ def test_a_series_made_in_outlook_mirrored_to_google_and_caldav_opens_no_conflic
     for _ in range(3):
         mirror.sync()
     with engine.begin() as conn:
-        assert [(c["kind"], c["binding_id"]) for c in repo.list_conflicts(conn)] == []
+        assert [(c["kind"], c["binding_id"]) for c in conflict_store.list_conflicts(conn)] == []
     left = sorted([*LEFT, (THIRD, "Standup")])
     for remote in mirror.remotes:
         assert remote.occurrences(*SEEN) == left, remote.name
@@ -304,13 +306,12 @@ def test_a_local_write_is_spelled_as_the_providers_read_it_back(engine: Engine) 
     """An empty description or location is none, and UTC by any name is no zone, here as everywhere:
     the local side of a later three-way comparison is spelled like the remote one."""
     from calsync.engine import local
-    from calsync.store import repo as store
 
     with engine.begin() as conn:
-        calendar = store.create_calendar(conn, "Work")
+        calendar = account_store.create_calendar(conn, "Work")
     made = local.create_event(engine, calendar, {"title": "Plain", "start": "2026-12-01T09:00:00Z",
                                                  "end": "2026-12-01T10:00:00Z", "description": "",
                                                  "location": "", "time_zone": "UTC"})
     with engine.begin() as conn:
-        data = store.event_data(conn, made.event_id)
+        data = event_store.event_data(conn, made.event_id)
     assert (data.description, data.location, data.time_zone) == (None, None, None)

@@ -20,7 +20,8 @@ from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.model import utcnow
 from calsync.service.app import WorkerPool, create_app
 from calsync.service.metrics import Metrics
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 from calsync.store.schema import channels
 from tests.helpers import GoogleApi, admin, bind, local_events
 
@@ -112,11 +113,11 @@ class GraphSide:
     def bind(self, engine: Engine, calendar: str | None = None) -> str:
         """A binding of the default calendar (or `calendar`) to a new local one; one account per mailbox."""
         with engine.begin() as conn:
-            existing = [a for a in repo.list_accounts(conn) if a["name"] == "adele"]
-            account = existing[0]["id"] if existing else repo.create_account(
+            existing = [a for a in account_store.list_accounts(conn) if a["name"] == "adele"]
+            account = existing[0]["id"] if existing else account_store.create_account(
                 conn, "graph", "adele", self.url, {"token": "adele"})
-            local = repo.create_calendar(conn, f"adele:{calendar or 'default'}")
-            return repo.create_binding(conn, local, account, calendar or self.calendar, "two-way", "ask")
+            local = account_store.create_calendar(conn, f"adele:{calendar or 'default'}")
+            return account_store.create_binding(conn, local, account, calendar or self.calendar, "two-way", "ask")
 
     def syncs(self) -> list[dict[str, Any]]:
         """calendarView/delta requests in the emulator's log: one per sync of a small calendar."""
@@ -235,7 +236,7 @@ def test_forged_notifications_change_nothing(
                for url, kwargs, expected in side.forgeries(service[0], channel)]
     assert [a for a, _ in answers] == [e for _, e in answers]
     with engine.begin() as conn:
-        assert repo.get_binding(conn, binding)["dirty_at"] is None
+        assert account_store.get_binding(conn, binding)["dirty_at"] is None
     metrics = httpx.get(f"{service[0]}/metrics").text
     assert f'calsync_notifications_total{{provider="{side.kind}",result="bad-token"}} 1.0' in metrics
     assert f'calsync_notifications_total{{provider="{side.kind}",result="accepted"}}' not in metrics
@@ -347,7 +348,7 @@ def test_rate_limited_account_backs_off(engine: Engine, side: RemoteSide) -> Non
     worker = Worker(engine, settings=WorkerSettings(poll_interval=0))
     assert worker.run_once() is True
     with engine.begin() as conn:
-        account = repo.list_accounts(conn)[0]
+        account = account_store.list_accounts(conn)[0]
     assert account["backoff_until"] is not None
     assert (account["backoff_until"] - utcnow()).total_seconds() >= 25, "Retry-After is honoured"
     admin(side.url, "DELETE", "/requests")
@@ -368,7 +369,7 @@ def test_unbinding_stops_the_channel(engine: Engine, side: RemoteSide, service: 
     pool.close()
     assert not side.remote_live(channel)
     with engine.begin() as conn:
-        assert repo.list_bindings(conn) == []
+        assert account_store.list_bindings(conn) == []
     admin(side.url, "DELETE", "/deliveries")
     side.insert("Nobody listens")
     admin(side.url, "POST", "/push/flush", json={"timeout": 5})

@@ -9,7 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, Engine, event, inspect
 
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store.db import default_url, normalise_url, open_engine
 from calsync.store.schema import metadata
 
@@ -26,9 +28,9 @@ def test_migrations_build_exactly_the_schema_the_code_declares(tmp_path: Path) -
 def test_opening_twice_is_harmless_and_keeps_data(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'b.db'}"
     with open_engine(url).begin() as conn:
-        repo.create_calendar(conn, "kept")
+        account_store.create_calendar(conn, "kept")
     with open_engine(url).begin() as conn:
-        assert [c["name"] for c in repo.list_calendars(conn)] == ["kept"]
+        assert [c["name"] for c in account_store.list_calendars(conn)] == ["kept"]
 
 
 def test_database_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -44,7 +46,7 @@ def test_database_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
     with pytest.raises(Exception), engine.begin() as conn:
-        repo.create_binding(conn, "no-such-calendar", "no-such-account", "x", "two-way")
+        account_store.create_binding(conn, "no-such-calendar", "no-such-account", "x", "two-way")
 
 
 def test_the_known_schema_head_is_alembics_head() -> None:
@@ -79,8 +81,9 @@ def test_series_lookups_of_a_page_read_indexes_not_the_binding_links(tmp_path: P
     sync: each must cost what the page holds (an index lookup per series), never a read of all the
     binding's links."""
     engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
-    plans = _plans_of(engine, lambda conn: repo.attach_orphan_exceptions(conn, "x", {"a": "event-a", "b": "event-b"}))
-    plans += _plans_of(engine, lambda conn: repo.live_series_members(conn, "x", ["a", "b"]))
+    plans = _plans_of(engine, lambda conn: link_store.attach_orphan_exceptions(conn, "x", {"a": "event-a",
+                                                                                          "b": "event-b"}))
+    plans += _plans_of(engine, lambda conn: link_store.live_series_members(conn, "x", ["a", "b"]))
     assert len(plans) == 3, plans
     for plan in plans:
         assert "SEARCH event_links USING" in plan and "(binding_id=? AND " in plan, plan
@@ -99,9 +102,9 @@ def test_bulk_inserts_store_what_sqlalchemy_would(db_url: str) -> None:
     engine = open_engine(db_url)
     now = datetime(2026, 12, 6, 15, 4, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "c")
-        account = repo.create_account(conn, "caldav", "a", "http://x/", {"username": "u"})
-        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+        calendar = account_store.create_calendar(conn, "c")
+        account = account_store.create_account(conn, "caldav", "a", "http://x/", {"username": "u"})
+        binding = account_store.create_binding(conn, calendar, account, "/cal/", "two-way")
 
     def row(event_id: str, **changes: object) -> dict[str, object]:
         base: dict[str, object] = {
@@ -126,11 +129,11 @@ def test_bulk_inserts_store_what_sqlalchemy_would(db_url: str) -> None:
     theirs = ["c" * 32, "d" * 32]
     with engine.begin() as conn:
         later = now + timedelta(minutes=5)  # rows share one `now` (converted once) or carry their own times
-        repo.insert_events(conn, [row(mine[0]), row(mine[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
-                                                    deleted=True, deleted_at=now, created_at=later)])
+        event_store.insert_events(conn, [row(mine[0]), row(mine[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
+                                                           deleted=True, deleted_at=now, created_at=later)])
         conn.execute(events.insert(), [row(theirs[0]), row(theirs[1], recurrence=["RRULE:FREQ=DAILY"], all_day=False,
                                                                   deleted=True, deleted_at=now, created_at=later)])
-        repo.insert_links(conn, [link(mine[0]), link(mine[1])])
+        link_store.insert_links(conn, [link(mine[0]), link(mine[1])])
         conn.execute(event_links.insert(), [link(theirs[0]), link(theirs[1])])
     with engine.connect() as conn:
         read = {r["id"]: {k: v for k, v in r.items() if k != "id"}
@@ -162,9 +165,9 @@ def test_upgrading_a_database_from_0005_keeps_its_links_and_lets_bases_be_null(t
         config.attributes["connection"] = conn
         command.upgrade(config, "0005")
     with old.begin() as conn:
-        calendar = repo.create_calendar(conn, "c")
-        account = repo.create_account(conn, "caldav", "a", "http://x/", {})
-        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+        calendar = account_store.create_calendar(conn, "c")
+        account = account_store.create_account(conn, "caldav", "a", "http://x/", {})
+        binding = account_store.create_binding(conn, calendar, account, "/cal/", "two-way")
         conn.exec_driver_sql(
             "INSERT INTO events (id, calendar_id, title, start, \"end\", range_start, range_end, all_day, status, "
             "attendees, sequence, extra, content_hash, version, source, updated_at_source, created_at, updated_at, "
@@ -196,11 +199,11 @@ def test_bulk_inserts_refuse_rows_that_carry_different_columns(tmp_path: Path) -
     engine = open_engine(f"sqlite:///{tmp_path / 'k.db'}")
     now = datetime(2026, 12, 6, tzinfo=UTC)
     with engine.begin() as conn:
-        calendar = repo.create_calendar(conn, "c")
-        account = repo.create_account(conn, "caldav", "a", "http://x/", {})
-        binding = repo.create_binding(conn, calendar, account, "/cal/", "two-way")
+        calendar = account_store.create_calendar(conn, "c")
+        account = account_store.create_account(conn, "caldav", "a", "http://x/", {})
+        binding = account_store.create_binding(conn, calendar, account, "/cal/", "two-way")
     link = {"event_id": "e", "binding_id": binding, "remote_id": "r", "etag": None, "base_version": 1,
             "base_hash": "h", "base_snapshot": None, "series_remote_id": None, "remote_updated": None,
             "remote_deleted": False, "seen_generation": 0, "created_at": now, "updated_at": now}
     with pytest.raises(ValueError, match="different columns"), engine.begin() as conn:
-        repo.insert_links(conn, [link, {**link, "remote_id": "r2", "surprise": 1}])
+        link_store.insert_links(conn, [link, {**link, "remote_id": "r2", "surprise": 1}])

@@ -22,7 +22,7 @@ from calsync.engine.sync import sync_once
 from calsync.model import Account
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
 from calsync.store.db import alembic_config, open_engine
 from calsync.store.schema import accounts, bindings, event_links, events, metadata
 from tests.helpers import GoogleApi, admin, bind, local_events, token_of
@@ -61,12 +61,12 @@ def test_migrations_build_exactly_the_schema_the_code_declares(pg_engine: Engine
 def test_opening_twice_is_harmless_and_keeps_data(pg_url: str) -> None:
     first = open_engine(pg_url)
     with first.begin() as conn:
-        repo.create_calendar(conn, "kept")
+        account_store.create_calendar(conn, "kept")
     first.dispose()
     second = open_engine(pg_url)
     try:
         with second.begin() as conn:
-            assert [c["name"] for c in repo.list_calendars(conn)] == ["kept"]
+            assert [c["name"] for c in account_store.list_calendars(conn)] == ["kept"]
             head = ScriptDirectory.from_config(alembic_config()).get_current_head()
             assert MigrationContext.configure(conn).get_current_revision() == head
     finally:
@@ -75,7 +75,7 @@ def test_opening_twice_is_harmless_and_keeps_data(pg_url: str) -> None:
 
 def test_foreign_keys_are_enforced(pg_engine: Engine) -> None:
     with pytest.raises(IntegrityError), pg_engine.begin() as conn:
-        repo.create_binding(conn, "no-such-calendar", "no-such-account", "x", "two-way")
+        account_store.create_binding(conn, "no-such-calendar", "no-such-account", "x", "two-way")
 
 
 # --- types (on both backends) --------------------------------------------------------------------
@@ -83,9 +83,9 @@ def test_foreign_keys_are_enforced(pg_engine: Engine) -> None:
 
 def _binding(engine: Engine) -> str:
     with engine.begin() as conn:
-        account = repo.create_account(conn, "google", "alice", None, {"token": "t"})
-        calendar = repo.create_calendar(conn, "Work")
-        return repo.create_binding(conn, calendar, account, "primary", "two-way")
+        account = account_store.create_account(conn, "google", "alice", None, {"token": "t"})
+        calendar = account_store.create_calendar(conn, "Work")
+        return account_store.create_binding(conn, calendar, account, "primary", "two-way")
 
 
 def test_json_columns_round_trip(any_engine: Engine) -> None:
@@ -94,9 +94,9 @@ def test_json_columns_round_trip(any_engine: Engine) -> None:
         "unicode": "Zoë — 会議 🗓", "empty": {}, "list_of_objects": [{"a": 1}, {"b": [1, 2, 3]}],
     }
     with any_engine.begin() as conn:
-        account_id = repo.create_account(conn, "google", "json", None, credentials)
+        account_id = account_store.create_account(conn, "google", "json", None, credentials)
     with any_engine.begin() as conn:
-        assert repo.get_account(conn, account_id).credentials == credentials
+        assert account_store.get_account(conn, account_id).credentials == credentials
 
 
 def test_json_none_is_sql_null_and_values_are_not(any_engine: Engine) -> None:
@@ -115,9 +115,9 @@ def test_json_none_is_sql_null_and_values_are_not(any_engine: Engine) -> None:
 
 def _binding_with_stats(engine: Engine, stats: dict[str, Any]) -> str:
     with engine.begin() as conn:
-        account = repo.create_account(conn, "google", "bob", None, {"token": "u"})
-        calendar = repo.create_calendar(conn, "Home")
-        binding_id = repo.create_binding(conn, calendar, account, "primary", "two-way")
+        account = account_store.create_account(conn, "google", "bob", None, {"token": "u"})
+        calendar = account_store.create_calendar(conn, "Home")
+        binding_id = account_store.create_binding(conn, calendar, account, "primary", "two-way")
         conn.execute(update(bindings).where(bindings.c.id == binding_id).values(last_sync_stats=stats))
         return binding_id
 

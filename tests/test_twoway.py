@@ -12,8 +12,11 @@ from calsync.engine import local
 from calsync.engine.conflicts import resolve_conflict
 from calsync.engine.outbound import Pusher, queue_calendar
 from calsync.engine.sync import SyncReport, sync_once
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
+from calsync.store import links as link_store
 from calsync.store import outbox as queue
-from calsync.store import repo
 from calsync.store.schema import conflicts
 from tests.helpers import GoogleApi, admin, bind, event_data, local_events
 from tests.remotes import Remote
@@ -29,7 +32,7 @@ def sync(engine: Engine, remote: Remote, *, later: bool = False, **kwargs: Any) 
 
 def calendar_of(engine: Engine, binding: str) -> str:
     with engine.begin() as conn:
-        return str(repo.get_binding(conn, binding)["calendar_id"])
+        return str(account_store.get_binding(conn, binding)["calendar_id"])
 
 
 def new_event(engine: Engine, calendar: str, title: str = "Planning", hour: int = 9) -> str:
@@ -41,21 +44,21 @@ def new_event(engine: Engine, calendar: str, title: str = "Planning", hour: int 
 def remote_id(engine: Engine, binding: str, event_id: str) -> str:
     """The remote id the event's link records (Google and CalDAV reuse the local id; Graph picks its own)."""
     with engine.begin() as conn:
-        link = repo.link_of(conn, event_id, binding)
+        link = link_store.link_of(conn, event_id, binding)
     assert link is not None, "the event has no remote copy"
     return str(link["remote_id"])
 
 
 def link(engine: Engine, binding: str, event_id: str) -> dict[str, Any]:
     with engine.begin() as conn:
-        found = repo.link_of(conn, event_id, binding)
+        found = link_store.link_of(conn, event_id, binding)
     assert found is not None
     return dict(found)
 
 
 def version_of(engine: Engine, event_id: str) -> int:
     with engine.begin() as conn:
-        return int(repo.get_events(conn, [event_id])[0]["version"])
+        return int(event_store.get_events(conn, [event_id])[0]["version"])
 
 
 def backlog(engine: Engine) -> int:
@@ -117,7 +120,7 @@ def test_edits_on_both_sides_make_one_conflict_and_resolve_both_ways(engine: Eng
     assert report.inbound[0].conflicts == 2 and report.outbound[0].updated == 1, "other events keep syncing"
     assert remote.titles()[rid[bystander]] == "Three (local)"
     with engine.begin() as conn:
-        open_ = {c["event_id"]: c for c in repo.list_conflicts(conn)}
+        open_ = {c["event_id"]: c for c in conflict_store.list_conflicts(conn)}
     assert set(open_) == {first, second}
     assert remote.titles()[rid[first]] == "One (remote)"
 
@@ -129,7 +132,7 @@ def test_edits_on_both_sides_make_one_conflict_and_resolve_both_ways(engine: Eng
     assert (titles[rid[first]], titles[rid[second]]) == ("One (local)", "Two (remote)")
     assert event_data(engine, first).title == "One (local)" and event_data(engine, second).title == "Two (remote)"
     with engine.begin() as conn:
-        assert repo.list_conflicts(conn) == []
+        assert conflict_store.list_conflicts(conn) == []
     assert backlog(engine) == 0
 
 
@@ -141,7 +144,7 @@ def test_a_412_on_push_is_redecided_and_loses_no_remote_edit(engine: Engine, rem
     local.update_event(engine, event_id, {"title": "Planning (local)"}, if_version=1)
     remote.change(rid, title="Planning (remote)")  # after our last read
     with engine.begin() as conn:
-        account = repo.get_account(conn, repo.get_binding(conn, binding)["account_id"])
+        account = account_store.get_account(conn, account_store.get_binding(conn, binding)["account_id"])
     provider = remote.make_provider()(account)
     result = Pusher(engine, provider, binding).run()  # pushes straight away: meets 412
     provider.close()
@@ -285,7 +288,7 @@ def test_a_local_delete_against_a_remote_edit_is_a_conflict(engine: Engine, remo
     report = sync(engine, remote)
     assert report.inbound[0].conflicts == 1 and report.outbound[0].deleted == 0
     with engine.begin() as conn:
-        (conflict,) = repo.list_conflicts(conn)
+        (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["kind"] == "local-delete" and conflict["remote"]["title"] == "Still needed"
     assert list(remote.titles().values()) == ["Still needed"], "nothing deleted blindly"
     resolve_conflict(engine, conflict["id"], keep="remote")

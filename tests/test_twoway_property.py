@@ -19,7 +19,9 @@ from calsync.engine.sync import sync_once
 from calsync.model import Account
 from calsync.providers.google import GoogleProvider
 from calsync.providers.http import RetryPolicy
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
+from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from tests.helpers import GoogleApi, admin
 
@@ -49,9 +51,9 @@ class World:
         self.remote = {"a": self.api.primary_id(), "b": self.api.create_calendar("B")}
         self.engine: Engine = open_engine(f"sqlite:///{folder / 'calsync.db'}")
         with self.engine.begin() as conn:
-            account = repo.create_account(conn, "google", "alice", base, {"token": "alice"})
-            self.hub = repo.create_calendar(conn, "hub")
-            self.binding = {side: repo.create_binding(conn, self.hub, account, cal, "two-way")
+            account = account_store.create_account(conn, "google", "alice", base, {"token": "alice"})
+            self.hub = account_store.create_calendar(conn, "hub")
+            self.binding = {side: account_store.create_binding(conn, self.hub, account, cal, "two-way")
                             for side, cal in self.remote.items()}
         self.counter = 0
         self.sync()
@@ -66,7 +68,7 @@ class World:
 
     def live_local(self) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
-            return repo.list_events(conn, calendar_id=self.hub)
+            return event_store.list_events(conn, calendar_id=self.hub)
 
     def apply(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
@@ -110,8 +112,8 @@ class World:
 
     def check(self) -> None:
         with self.engine.begin() as conn:
-            events = repo.list_events(conn, calendar_id=self.hub, include_deleted=True)
-            conflicted = {(c["event_id"], c["binding_id"]) for c in repo.list_conflicts(conn)}
+            events = event_store.list_events(conn, calendar_id=self.hub, include_deleted=True)
+            conflicted = {(c["event_id"], c["binding_id"]) for c in conflict_store.list_conflicts(conn)}
         for side, binding in self.binding.items():
             remote = {e["id"]: e for e in self.api.list_all(self.remote[side])}
             linked: dict[str, dict[str, Any]] = {}

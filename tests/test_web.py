@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 
 from calsync.emulators.server import serve_in_thread
 from calsync.service.app import create_app
-from calsync.store import repo
+from calsync.store import accounts as account_store
+from calsync.store import events as event_store
 from calsync.store.db import open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,8 +139,8 @@ def remote_event(demo: Any, event: dict[str, Any]) -> dict[str, Any]:
     """The Google copy of a local event (through its first link)."""
     link = event["links"][0]
     with demo.engine.begin() as conn:
-        binding = repo.get_binding(conn, link["binding_id"])
-        token = repo.get_account(conn, binding["account_id"]).credentials["token"]
+        binding = account_store.get_binding(conn, link["binding_id"])
+        token = account_store.get_account(conn, binding["account_id"]).credentials["token"]
     with google(demo, token) as api:
         return api.get(f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}").raise_for_status().json()
 
@@ -153,8 +154,8 @@ def untouched_events(demo: Any, *, with_conference: bool | None, skip: set[str])
     (the demo control picks among the first few upcoming ones)."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with demo.engine.begin() as conn:
-        calendar = repo.list_calendars(conn)[0]["id"]
-        rows = [r for r in repo.list_events(conn, calendar_id=calendar, start=now)
+        calendar = account_store.list_calendars(conn)[0]["id"]
+        rows = [r for r in event_store.list_events(conn, calendar_id=calendar, start=now)
                 if r["recurrence"] is None and r["recurring_event_id"] is None and r["start"] >= now]
     rows = rows[8:]
     if with_conference is not None:
@@ -314,7 +315,7 @@ def test_a_remote_change_appears_without_a_reload(page: Any, demo: Any) -> None:
     page.wait_for_selector(f'.fc-event[data-event-id="{event["id"]}"]')
     link = event["links"][0]
     with demo.engine.begin() as conn:
-        remote_calendar = repo.get_binding(conn, link["binding_id"])["remote_calendar_id"]
+        remote_calendar = account_store.get_binding(conn, link["binding_id"])["remote_calendar_id"]
     started = time.monotonic()
     with google(demo) as api:
         api.patch(f"/calendars/{remote_calendar}/events/{link['remote_id']}",
@@ -488,7 +489,7 @@ def test_a_conference_added_while_the_first_push_is_in_flight_reaches_google(
 
     try:
         with plain_engine.begin() as conn:
-            local_calendar = repo.get_binding(conn, binding)["calendar_id"]
+            local_calendar = account_store.get_binding(conn, binding)["calendar_id"]
         made = httpx.post(f"{url}/events", json={"calendar_id": local_calendar, "title": "Born with a meeting",
                                                  "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z"})
         sync_once(plain_engine, adapters={"zoom": adapter}, after_write=add_conference)

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from calsync.store import repo, scheduling
+from calsync.store import accounts as account_store
+from calsync.store import scheduling
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings
 from tests.helpers import local_events, token_of
@@ -86,7 +87,7 @@ def test_two_workers_share_fifty_dirty_bindings_without_doing_any_twice(
     assert set(per_calendar) == set(calendars)
     assert set(per_calendar.values()) == {1}, f"some binding was synced twice: {per_calendar}\n{outputs}"
     with engine.begin() as conn:
-        assert all(b["lease_owner"] is None for b in repo.list_bindings(conn))
+        assert all(b["lease_owner"] is None for b in account_store.list_bindings(conn))
 
 
 def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
@@ -103,7 +104,7 @@ def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
     first.wait(timeout=10)
     killed_at = time.monotonic()
     with engine.begin() as conn:
-        assert repo.get_binding(conn, binding)["lease_owner"] is not None
+        assert account_store.get_binding(conn, binding)["lease_owner"] is not None
     assert token_of(engine, binding) is None
     second = start_worker(pg_url, "--lease-seconds", "3")
     try:
