@@ -58,7 +58,7 @@ WEEK = timedelta(days=7)
 SERIES_COUNT = 4
 # Engine bugs this machine found, each shown by an xfail regression test at the end: the rules keep
 # clear of them until they are fixed (then flip the switch, and the strict xfail reminds you).
-SERIES_FIRST = True  # test_an_exception_listed_before_its_series_...
+SERIES_FIRST = False  # (fixed: inbound._mirror queues series before their exceptions)
 REMOTE_SERIES_DELETES = False  # test_a_new_exception_of_a_series_deleted_on_the_other_side_...
 SERIES_REVIVALS = False  # test_a_series_deleted_here_and_kept_from_both_sides_... (such conflicts: keep local)
 EDITS_UNDER_DELETED_SERIES = False  # test_an_exception_edited_remotely_while_its_series_is_deleted_here_...
@@ -451,11 +451,6 @@ def test_a_create_whose_answer_was_lost_then_deleted_locally_is_deleted_remotely
     world.teardown()  # quiet: e1 is deleted in the store, live on A
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: inbound._mirror queues a page's changes in listing order, so an exception listed "
-    "before its series is pushed to the other binding before the series exists there: without a "
-    "series id (Google and Graph would write an event of its own; CalDAV and memory look the series "
-    "up by UID and fail with 409 series-not-found, and the row fails for good)"))
 def test_an_exception_listed_before_its_series_is_mirrored_after_it() -> None:
     world = TwoWaySync(series_first=False)
     world.remote_create_series(side="a", hour=0)

@@ -469,8 +469,11 @@ def _mirror(conn: Connection, binding: _Binding, writes: _PageWrites, doomed: li
         return
     others = [b for b in outbox_store.push_bindings(conn, binding.calendar_id) if b != binding.id]
     if others:
-        changed = [(r["id"], r["version"]) for r in writes.new_events]
-        changed += [(r["event_id"], r["version"]) for r in writes.event_updates]
+        # series before their exceptions (a listing may name an exception first): each exception is
+        # written over its series' occurrence there, so the series must be there before it
+        rows = [*((r["id"], r) for r in writes.new_events), *((r["event_id"], r) for r in writes.event_updates)]
+        rows.sort(key=lambda pair: pair[1]["recurring_event_id"] is not None)
+        changed = [(event_id, row["version"]) for event_id, row in rows]
         changed += [(e, 0) for e in doomed]
         outbox_store.enqueue(conn, binding.calendar_id, changed, bindings_to=others)
 
