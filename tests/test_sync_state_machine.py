@@ -62,7 +62,7 @@ SERIES_FIRST = False  # (fixed: inbound._mirror queues series before their excep
 REMOTE_SERIES_DELETES = False  # test_a_new_exception_of_a_series_deleted_on_the_other_side_...
 SERIES_REVIVALS = False  # test_a_series_deleted_here_and_kept_from_both_sides_... (such conflicts: keep local)
 EDITS_UNDER_DELETED_SERIES = False  # test_an_exception_edited_remotely_while_its_series_is_deleted_here_...
-LOST_COPIES_DELETED = False  # test_a_copy_left_by_a_lost_create_and_deleted_there_stays_deleted
+LOST_COPIES_DELETED = True  # (fixed: a deletion of a lost create's copy is the event's deletion)
 OCCURRENCE_SIDES = ("a",)  # SIDES once test_an_occurrence_moved_on_one_side_and_deleted_on_the_other_... passes
 PAGE_SIZE = 3  # small pages: listings of a few events already come in several
 QUIET_ROUNDS = 10
@@ -530,11 +530,6 @@ def test_an_occurrence_moved_on_one_side_and_deleted_on_the_other_is_a_conflict_
     world.teardown()  # quiet: e1/3 is live everywhere, nobody kept it over A's deletion
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: a copy left on A by a create whose answer was lost (stored, then 500; or a pass killed "
-    "before the checkpoint), deleted there by another client before the next sync, is made again by "
-    "the retried create (the listing's deletion of an id that is a local event's id is dropped as "
-    "unknown; Google answers 409 and the pusher writes over the deleted copy): A's deletion is undone"))
 def test_a_copy_left_by_a_lost_create_and_deleted_there_stays_deleted() -> None:
     world = TwoWaySync()
     world.local_create(hour=0)

@@ -204,6 +204,40 @@ def test_an_event_deleted_after_a_create_whose_checkpoint_was_lost_is_deleted_th
     assert quiet.inbound[0].created == quiet.outbound[0].deleted == 0
 
 
+def test_a_copy_left_by_a_lost_checkpoint_and_deleted_there_is_the_events_deletion(
+        engine: Engine, remote: Remote) -> None:
+    """A create written to the remote whose checkpoint was lost, then that copy deleted there by
+    another client before the next sync: the local event is deleted (traced to that side), and the
+    retried create does not make it again (found by the state machine). Outlook is left out: its
+    ids are the server's, so a deletion there names an id calsync never learnt (its transactionId
+    is what keeps the retry from duplicating); so is Xandikos, whose report leaves out a member
+    created and deleted since the token."""
+    if remote.kind == "graph":
+        pytest.skip("Graph's event ids are the server's: the deletion of a copy whose answer was lost names "
+                    "an id calsync never learnt")
+    if remote.name == "xandikos":
+        pytest.skip("Xandikos leaves out of a sync-collection report a member created and deleted since the "
+                    "token (RFC 6578 3.8 allows it): the deletion never reaches calsync, a known limit")
+    binding = remote.bind(engine)
+    calendar = calendar_of(engine, binding)
+
+    def crash(_event: str, _what: str) -> None:
+        raise RuntimeError("worker killed after the remote write")
+
+    created = new_event(engine, calendar)
+    with pytest.raises(RuntimeError):
+        sync(engine, remote, after_write=crash)
+    (copy,) = remote.titles()
+    remote.delete(copy)
+    sync(engine, remote)
+    sync(engine, remote)
+    assert remote.titles() == {}, "not made again"
+    with engine.begin() as conn:
+        (event,) = event_store.get_events(conn, [created])
+    assert event["deleted"] and event["deleted_by"].endswith(binding) and event["deletion_proof"]
+    assert backlog(engine) == 0
+
+
 def test_fifty_queued_edits_become_one_write(engine: Engine, remote: Remote) -> None:
     binding = remote.bind(engine)
     event_id = new_event(engine, calendar_of(engine, binding))

@@ -344,6 +344,12 @@ def _apply_page(
               if rid not in links and isinstance(item, RemoteEvent)}
     adoptable = link_store.unlinked_events_with_ids(
         conn, binding.calendar_id, binding.id, list(claims.values())) if claims else set()
+    # an unknown deletion of an id that is a local event's own: the copy our create made there (its
+    # answer lost, so no link says so) was deleted there by someone; it is that event's deletion, and
+    # the create is not made again
+    unknown_gone = [rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteDeletion)]
+    lost_creates = link_store.unlinked_events_with_ids(
+        conn, binding.calendar_id, binding.id, unknown_gone) if unknown_gone else set()
     # an unknown exception of a series we hold may be our own instance, written over the series'
     # occurrence (Google, Graph: the provider names it): the local exception at that start is it
     at_start = {(series[item.series_remote_id], item.data.original_start): rid for rid, item in items.items()
@@ -387,6 +393,10 @@ def _apply_page(
                 _adopt(conn, binding, item, claims[rid], now, writes, result)
             else:
                 _create(binding, item, series, now, writes, result, dead)
+        elif rid in lost_creates:
+            writes.tombstones[rid] = (f"{_proof(binding, item)}: the copy calsync's create made there (whose answer "
+                                      "was lost) was deleted there")
+            result.deleted += 1
         elif link is None:
             result.unchanged += 1  # deletion of something we never had
             result.unknown_deletions += 1

@@ -65,6 +65,10 @@ class UntracedDeletion(Exception):
                          "not deleting it remotely")
 
 
+class _DeletedThere(Exception):
+    """A retried create met its own earlier copy deleted there (by someone else): now a deletion."""
+
+
 WriteHook = Callable[[str, str], None]  # (event id, what was done) after the remote write, before the checkpoint
 
 
@@ -181,7 +185,10 @@ class Pusher:
         if link is None or link["remote_deleted"]:
             if event["deleted"] or event["status"] == "cancelled":
                 return self._settle(event["id"], version, "unchanged")
-            remote = self._create(event["id"], data, link, series["remote_id"] if series else None)
+            try:
+                remote = self._create(event["id"], data, link, series["remote_id"] if series else None)
+            except _DeletedThere:
+                return self._settle(event["id"], version, "unchanged")
             self._hook(event["id"], "created")
             remade = link is not None and bool(data.recurrence) and not data.original_start
             return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None,
@@ -250,6 +257,12 @@ class Pusher:
             existing = self.provider.get_event(self._calendar, remote_id)
             if existing is not None and existing.content_hash == data.content_hash():
                 return existing  # our own earlier insert whose answer was lost
+            if link is None and (existing is None or existing.data.status == "cancelled"):
+                # our earlier insert landed (its answer was lost) and someone deleted that copy there:
+                # that is the event's deletion, not a reason to write it again
+                inbound.apply_remote_changes(self.engine, self.binding["id"], [RemoteDeletion(remote_id, proof=(
+                    f"a create retried after its answer was lost met {remote_id} already there, deleted"))])
+                raise _DeletedThere from None
             # a deleted copy (ids are kept) or a stale one: write ours over it
             return self.provider.update_event(self._calendar, remote_id, data, if_match=None)
 
