@@ -560,6 +560,12 @@ def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_li
     assert again["original_start"] == occurrence["original_start"] and again["recurring_event_id"]
     assert_quiet(mirror, google, graph, dav)
 
+    google.delete(series)  # the series goes, and with it the occurrence Outlook holds as a single event
+    mirror.settle()
+    for remote in mirror.remotes:
+        assert remote.occurrences(*SEEN) == [], remote.name
+    assert_quiet(mirror, google, graph, dav)
+
 
 def test_a_rule_change_written_to_outlook_keeps_the_series_exceptions_there(
         engine: Engine, request: pytest.FixtureRequest) -> None:

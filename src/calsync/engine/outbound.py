@@ -176,6 +176,17 @@ class Pusher:
             # exceptions queued again when it is made again here (_checkpoint); one deleted here
             # takes its exceptions with it, and they are never written on their own
             return self._settle(event["id"], version, "unchanged")
+        if series_id and series is None and not series_dead and not event["deleted"] \
+                and (link is None or link["remote_deleted"]):
+            # its series is not written here yet (a listing named the exception first): it waits, and
+            # is queued again when the series is made here (_checkpoint)
+            return self._settle(event["id"], version, "unchanged")
+        if event["deleted"] and series_dead and link is not None and not link["remote_deleted"] \
+                and link["series_remote_id"] is not None:
+            # an exception of a series deleted here, held there inside that series: it goes with the
+            # series' deletion there (writing it first changed the series there under that deletion,
+            # which then met 412 and opened a conflict calsync caused itself)
+            return self._settle(event["id"], version, "unchanged")
         if series_gone_here or series_dead:
             series = None  # the series is gone (here or locally): its instances go with it
         if event["deleted"] and not (event["deleted_by"] and event["deletion_proof"]):
@@ -190,7 +201,7 @@ class Pusher:
             except _DeletedThere:
                 return self._settle(event["id"], version, "unchanged")
             self._hook(event["id"], "created")
-            remade = link is not None and bool(data.recurrence) and not data.original_start
+            remade = bool(data.recurrence) and not data.original_start  # its exceptions follow it
             return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None,
                                     series_remade=remade)
         if link["base_version"] == version:

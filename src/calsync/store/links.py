@@ -330,10 +330,12 @@ def deleted_exceptions_linked(conn: Connection, series_id: str, binding_id: str)
 def forget_exception_copies(conn: Connection, series_id: str, binding_id: str) -> list[tuple[str, int]]:
     """A series made again on the binding (its copy there was deleted): the copies its exceptions had
     there went with the old one, and their links say so now. Returns the series' live exceptions
-    (id, version), to be written over the new copy's occurrences."""
+    (id, version), to be written over the new copy's occurrences. A single event standing in for an
+    occurrence there (a link with no series_remote_id: Outlook) is an event of its own, not gone with
+    the series: its link stays, and the occurrence's own deletion deletes it."""
     linked = select(event_links.c.event_id).join(events, events.c.id == event_links.c.event_id).where(
         events.c.recurring_event_id == series_id, event_links.c.binding_id == binding_id,
-        event_links.c.remote_deleted.is_(False))
+        event_links.c.remote_deleted.is_(False), event_links.c.series_remote_id.is_not(None))
     conn.execute(event_links.update().where(
         event_links.c.binding_id == binding_id, event_links.c.event_id.in_(linked.scalar_subquery()),
     ).values(remote_deleted=True, updated_at=utcnow()))
