@@ -155,12 +155,14 @@ def test_a_412_on_push_is_redecided_and_loses_no_remote_edit(engine: Engine, rem
     assert conflict["local"]["title"] == "Planning (local)" and conflict["remote"]["title"] == "Planning (remote)"
 
 
+def crash(_event: str, _what: str) -> None:
+    """An after_write hook: the worker dies after the remote write, before its checkpoint."""
+    raise RuntimeError("worker killed after the remote write")
+
+
 def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(engine: Engine, remote: Remote) -> None:
     binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
-
-    def crash(_event: str, _what: str) -> None:
-        raise RuntimeError("worker killed after the remote write")
 
     created = new_event(engine, calendar)
     with pytest.raises(RuntimeError):
@@ -187,9 +189,6 @@ def test_an_event_deleted_after_a_create_whose_checkpoint_was_lost_is_deleted_th
     and deleted, not left behind for ever (found by the chaos harness: c2-677)."""
     binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
-
-    def crash(_event: str, _what: str) -> None:
-        raise RuntimeError("worker killed after the remote write")
 
     created = new_event(engine, calendar)
     with pytest.raises(RuntimeError):
@@ -220,9 +219,6 @@ def test_a_copy_left_by_a_lost_checkpoint_and_deleted_there_is_the_events_deleti
                     "token (RFC 6578 3.8 allows it): the deletion never reaches calsync, a known limit")
     binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
-
-    def crash(_event: str, _what: str) -> None:
-        raise RuntimeError("worker killed after the remote write")
 
     created = new_event(engine, calendar)
     with pytest.raises(RuntimeError):
