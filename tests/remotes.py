@@ -82,6 +82,8 @@ class Remote:
     push: bool = False
     create_method = "POST"  # the HTTP method of calsync's create, and of its update
     update_method = "PUT"
+    # what withdrawing a create whose answer may have been lost sends (Provider.withdraw_create)
+    withdraw_methods: tuple[str, ...] = ("DELETE",)
     default_page_size = 2500  # what calsync asks for when nobody says otherwise
 
     # --- calsync's side -----------------------------------------------------------------------
@@ -160,6 +162,10 @@ class Remote:
     def text_of(self, remote_id: str, calendar: str | None = None) -> str:
         """The event as another client sees it, as text (to look for join links, titles ...)."""
         raise NotImplementedError
+
+    def all_titles(self, calendar: str | None = None) -> dict[str, str]:
+        """titles(), but also what lies outside calsync's listing window where it has one (Graph)."""
+        return self.titles(calendar)
 
     def seed(self, count: int, calendar: str | None = None) -> None:
         raise NotImplementedError
@@ -357,6 +363,7 @@ class GraphRemote(Remote):
     name = kind = "graph"
     push = True
     update_method = "PATCH"
+    withdraw_methods = ("POST", "DELETE")  # the create replayed with its transactionId, then deleted
     default_page_size = 100
 
     def __init__(self, url: str, user: str = "adele") -> None:
@@ -442,6 +449,18 @@ class GraphRemote(Remote):
             }).raise_for_status().json()
             out.update({e["id"]: e.get("subject", "") for e in body["value"]
                         if "@removed" not in e and not e.get("isCancelled")})
+            if "@odata.nextLink" not in body:
+                return out
+            url, params = body["@odata.nextLink"], None
+
+    def all_titles(self, calendar: str | None = None) -> dict[str, str]:
+        """/events lists singles and series masters whatever their dates: what no window shows too."""
+        url = f"/me/calendars/{calendar or self.calendar}/events"
+        params: dict[str, Any] | None = {"$top": 500}
+        out: dict[str, str] = {}
+        while True:
+            body = self.http.get(url, params=params).raise_for_status().json()
+            out.update({e["id"]: e.get("subject", "") for e in body["value"] if not e.get("isCancelled")})
             if "@odata.nextLink" not in body:
                 return out
             url, params = body["@odata.nextLink"], None
@@ -725,6 +744,7 @@ class MemoryRemote(Remote):
     url = "memory://"
     create_method = "insert_event"  # the "methods" of a fault rule are provider method names here
     update_method = "update_event"
+    withdraw_methods = ("delete_event",)
     default_page_size = 100
     restorable = True  # a cancelled event is confirmed again by an edit
     # an HTTP method in a fault rule, as the provider methods that send it

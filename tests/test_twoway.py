@@ -182,22 +182,29 @@ def test_a_crash_between_the_remote_write_and_the_checkpoint_loses_nothing(engin
     assert quiet.inbound[0].updated == 0 and quiet.outbound[0].updated == 0
 
 
+@pytest.mark.parametrize("days_ahead", [None, 500], ids=["in-window", "500-days-ahead"])
 def test_an_event_deleted_after_a_create_whose_checkpoint_was_lost_is_deleted_there_too(
-        engine: Engine, remote: Remote) -> None:
+        engine: Engine, remote: Remote, days_ahead: int | None) -> None:
     """A create written to the remote whose checkpoint was lost (the worker killed after the write),
-    then the event deleted here before the next sync: the copy met there is adopted by the tombstone
-    and deleted, not left behind for ever (found by the chaos harness: c2-677)."""
+    then the event deleted here before the next sync: the copy left there is deleted, not left
+    behind for ever (found by the chaos harness: c2-677). 500 days ahead lies outside Graph's window,
+    where no listing would ever show that copy to calsync (chaos c2-1016, c3-598)."""
     binding = remote.bind(engine)
     calendar = calendar_of(engine, binding)
 
-    created = new_event(engine, calendar)
+    if days_ahead is None:
+        created = new_event(engine, calendar)
+    else:
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days_ahead)
+        created = local.create_event(engine, calendar, {
+            "title": "Planning", "start": at.isoformat(), "end": (at + timedelta(hours=1)).isoformat()}).event_id
     with pytest.raises(RuntimeError):
         sync(engine, remote, after_write=crash)
-    assert list(remote.titles().values()) == ["Planning"], "written there, but not checkpointed"
+    assert list(remote.all_titles().values()) == ["Planning"], "written there, but not checkpointed"
     local.delete_event(engine, created, None)
     sync(engine, remote)
     sync(engine, remote)
-    assert remote.titles() == {}, "the deletion reaches the copy the lost checkpoint left there"
+    assert remote.all_titles() == {}, "the deletion reaches the copy the lost checkpoint left there"
     assert backlog(engine) == 0
     quiet = sync(engine, remote)
     assert quiet.inbound[0].created == quiet.outbound[0].deleted == 0
@@ -246,9 +253,11 @@ def test_fifty_queued_edits_become_one_write(engine: Engine, remote: Remote) -> 
     assert remote.titles() == {remote_id(engine, binding, event_id): "Edit 49"}
 
 
-def test_create_update_delete_queued_while_down_leaves_nothing_and_writes_nothing(
+def test_create_update_delete_queued_while_down_leaves_nothing_and_writes_only_a_withdrawal(
     engine: Engine, remote: Remote
 ) -> None:
+    """The create met a 503, which does not say whether the service made the event first: the event
+    deleted here since, what that create may have left there is withdrawn, and nothing else is written."""
     binding = remote.bind(engine)
     sync(engine, remote)
     remote.fault(status=503)
@@ -260,7 +269,20 @@ def test_create_update_delete_queued_while_down_leaves_nothing_and_writes_nothin
     remote.clear_requests()
     assert sync(engine, remote, later=True).outbound[0].status == "ok"
     assert remote.titles() == {}
-    assert remote.writes() == [], "a create, update and delete that collapse to nothing write nothing"
+    assert remote.writes() == list(remote.withdraw_methods), \
+        "a create, update and delete that collapse to nothing write only the create's withdrawal"
+    assert backlog(engine) == 0
+
+
+def test_an_event_never_sent_and_deleted_writes_nothing(engine: Engine, remote: Remote) -> None:
+    """Created and deleted here between two syncs: no create went out, so nothing is written."""
+    binding = remote.bind(engine)
+    sync(engine, remote)
+    event_id = new_event(engine, calendar_of(engine, binding))
+    local.delete_event(engine, event_id, if_version=None)
+    remote.clear_requests()
+    assert sync(engine, remote).outbound[0].unchanged == 1
+    assert remote.writes() == []
     assert backlog(engine) == 0
 
 
@@ -276,7 +298,8 @@ def test_ordered_pushes_while_down_arrive_in_order(engine: Engine, remote: Remot
     remote.clear_faults()
     remote.clear_requests()
     sync(engine, remote, later=True)
-    assert remote.writes() == [remote.create_method], "first is gone before it was ever created"
+    assert remote.writes() == [*remote.withdraw_methods, remote.create_method], \
+        "first (its create met a 503) is withdrawn, not created"
     assert remote.titles() == {remote_id(engine, binding, second): "Second"}
 
 

@@ -195,7 +195,11 @@ class Pusher:
             return self._drop_occurrence(row, event, data, link, str(series["remote_id"]), attempt)
         if link is None or link["remote_deleted"]:
             if event["deleted"] or event["status"] == "cancelled":
+                if row["create_sent"]:  # a create went out for it and its answer was lost
+                    return self._withdraw(event["id"], version, data, link)
                 return self._settle(event["id"], version, "unchanged")
+            with self.engine.begin() as conn:  # before the request: its answer may be lost
+                queue.mark_create_sent(conn, row["id"])
             try:
                 remote = self._create(event["id"], data, link, series["remote_id"] if series else None)
             except _DeletedThere:
@@ -250,6 +254,14 @@ class Pusher:
         if remote is None and link is None:
             return self._settle(event_id, version, "deleted")
         return self._checkpoint(event_id, version, data, remote, "deleted", new_link=link is None)
+
+    def _withdraw(self, event_id: str, version: int, data: EventData, link: dict[str, Any] | None) -> str:
+        """An event deleted (or cancelled) here after a create for it went out whose answer was lost:
+        the copy that create may have made there goes (traced to this event's deletion here). Without
+        this, a copy outside Graph's window would stay in Outlook, never listed, never deleted."""
+        self.provider.withdraw_create(self._calendar, data, remote_id=link["remote_id"] if link else event_id)
+        self._hook(event_id, "deleted")
+        return self._settle(event_id, version, "deleted")
 
     @property
     def _calendar(self) -> str:

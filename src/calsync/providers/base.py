@@ -124,6 +124,13 @@ class Provider(Protocol):
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
 
+    def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
+        """Undo a create sent with `remote_id` whose answer was lost, for an event deleted here
+        before the retry: the copy it made (if it made one) is deleted; none there is no error.
+        Where calsync chooses the id (Google, CalDAV) that is a DELETE of that id; where the service
+        does (Graph), the create is replayed with the same idempotency key to learn the copy's id."""
+        ...
+
     def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
                           remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
         """Delete one occurrence of a series (the one first due at `original_start`, a canonical

@@ -305,6 +305,10 @@ class CalDAVProvider:
         assert written is not None
         return self._written(collection, href, base, written, response, remote_id)
 
+    def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
+        """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
+        self.delete_event(calendar_id, remote_id, if_match=None)
+
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         """DELETE with If-Match (404: already gone). Deleting an override removes that VEVENT and
         excludes the instance from the series (EXDATE), rewriting the resource."""

@@ -173,6 +173,10 @@ class GoogleProvider:
         )
         return _as_event(_checked(response))
 
+    def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
+        """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
+        self.delete_event(calendar_id, remote_id, if_match=None)
+
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         headers = {"If-Match": if_match} if if_match else {}
         response = self.http.request(

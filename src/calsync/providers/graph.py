@@ -299,6 +299,18 @@ class GraphProvider:
         self.series.delete_occurrences(remote_id, data, exdates)
         return self.series.get(remote_id) or updated
 
+    def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
+        """Graph chooses ids, and the lost create's copy may lie outside any window calsync lists: the
+        POST is replayed with the same transactionId (Graph answers with the first copy when there is
+        one) and what it answers is deleted. The replay carries the times and nothing else, so when
+        the first create never landed the bare copy made instead invites no one before it goes."""
+        bare = EventData(title=data.title, start=data.start, end=data.end, all_day=data.all_day,
+                         time_zone=data.time_zone)
+        body = {**event_to_graph(bare, create=True), "transactionId": remote_id}
+        response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
+        created = _as_event(_checked(response))
+        self.delete_event(calendar_id, created.remote_id, if_match=None)
+
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         headers = {"If-Match": graph_etag(if_match)} if if_match else {}
         response = self.http.request("DELETE", f"/me/events/{_q(remote_id)}", headers=headers)

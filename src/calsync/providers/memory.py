@@ -425,6 +425,10 @@ class MemoryProvider:
         return self._call("update_event", calendar_id,
                           lambda: self.service.update(calendar_id, remote_id, data, if_match=if_match))
 
+    def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
+        """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
+        self.delete_event(calendar_id, remote_id, if_match=None)
+
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         self._call("delete_event", calendar_id, lambda: self.service.delete(calendar_id, remote_id, if_match=if_match))
 

@@ -156,3 +156,8 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
             states.append({"binding_id": binding_id, "state": state})
         out[r["id"]] = states
     return out
+
+
+def mark_create_sent(conn: Connection, row_id: int) -> None:
+    """Recorded before a create goes out: its answer may be lost (a killed worker, a dropped reply)."""
+    conn.execute(update(outbox).where(outbox.c.id == row_id).values(create_sent=True))
