@@ -280,18 +280,24 @@ def common_admin_routes(
         commit_faults.clear()
         return Response(status_code=204)
 
-    async def requests_(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"requests": log.entries()})
-        log.clear()
-        return Response(status_code=204)
-
     return [
         Route("/emulator/reset", reset_, methods=["POST"]),
         Route("/emulator/faults", add_rule, methods=["POST"]),
         Route("/emulator/faults", rules, methods=["GET", "DELETE"]),
-        Route("/emulator/requests", requests_, methods=["GET", "DELETE"]),
+        log_route("/emulator/requests", "requests", log.entries, log.clear),
     ]
+
+
+def log_route(path: str, key: str, entries: Callable[[], list[dict[str, Any]]], clear: Callable[[], None]) -> Route:
+    """``GET`` a log as ``{key: [...]}``, ``DELETE`` empties it: the request log and the push delivery log."""
+
+    async def log_(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({key: entries()})
+        clear()
+        return Response(status_code=204)
+
+    return Route(path, log_, methods=["GET", "DELETE"])
 
 
 def switches_route(current: Callable[[], dict[str, Any]], update: Callable[[Any], dict[str, Any]]) -> Route:

@@ -7,10 +7,8 @@ channel's identity in ``X-Goog-*`` headers. Messages can be late, lost, duplicat
 order, or arrive after ``channels.stop``, and a sync engine has to survive all of that, so
 every one of those can be switched on here (``PushFaults``) with seeded, repeatable dice.
 
-Delivery runs in one background thread with its own httpx client, so an API write never
-waits for a receiver. The queue is a heap of (due time, sequence) so delays and retry
-backoff never block other channels; it is bounded, and each message gets a bounded number
-of attempts, so a receiver that is down cannot make the emulator work forever.
+Delivery (queue, worker, retries, faults, log) is the shared ``push_hub.DeliveryHub``; Google's
+own parts are here: channels, message numbers, held reorder batches and which statuses it retries.
 
 This module imports only the standard library, starlette, httpx and the shared emulator modules.
 """
@@ -18,29 +16,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
-import itertools
 import logging
 import random
 import re
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from calsync.emulators.common import is_loopback, rfc3339_ms
-from calsync.emulators.faults import admin_error, admin_json
-from calsync.emulators.push_faults import COUNTERS, OUTCOME_COUNTER, PushFaults
+from calsync.emulators.faults import admin_error
+from calsync.emulators.push_faults import PushFaults
+from calsync.emulators.push_hub import DeliveryHub, delivery_admin_routes
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
@@ -60,11 +54,8 @@ DEFAULT_TTL_SECONDS = 604_800  # params.ttl default documented for the Calendar 
 CHANNEL_ID_MAX = 64
 TOKEN_MAX = 256
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
-MAX_QUEUE = 10_000  # messages waiting or in flight; more are refused and logged as queue_full
 MAX_CHANNELS = 10_000  # live channels; dead ones are pruned first
-MAX_LOG = 10_000
 DELIVERY_TIMEOUT_S = 5.0
-FLUSH_TIMEOUT_MAX_S = 120.0
 USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
 _CHANNEL_ID_RE = re.compile(r"^[A-Za-z0-9\-_+/=]+$")
 _CHANNEL_TYPES = ("web_hook", "webhook")
@@ -284,58 +275,29 @@ class _Message:
 
 
 # ---------------------------------------------------------------------------------------------
-# The hub: channels, queue, worker
+# The hub: channels, and what Google's delivery does its own way
 
 
-
-class PushHub:
+class PushHub(DeliveryHub[_Message, _Message]):
     """Channels and their delivery queue; one condition lock guards everything here.
 
     ``settings`` returns the emulator's switch dict (read at use, so switch changes apply at
     once): push_retry_base_ms, push_max_attempts and push_deliver_remote are used here.
     """
 
-    def __init__(self, settings: Callable[[], Mapping[str, Any]], seed: int = 0,
-                 max_queue: int = MAX_QUEUE, transport: httpx.BaseTransport | None = None) -> None:
-        self._settings = settings
-        self._seed = seed
-        self._max_queue = max_queue
-        self._transport = transport
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
-        self._generation = 0
-        self._in_flight = 0
-        self._closed = False
-        self._worker: threading.Thread | None = None
-        self._clear()
+    name = "google"
+    logger = log
+    close_wait_s = DELIVERY_TIMEOUT_S + 1
+    client_timeout_s = DELIVERY_TIMEOUT_S
 
     def _clear(self) -> None:
         """Forget channels, queue, faults and log; in-flight results of the old generation are ignored."""
-        self._generation += 1
+        super()._clear()
         self._channels: dict[str, Channel] = {}
         self._by_calendar: dict[str, dict[str, Channel]] = {}
-        self._heap: list[tuple[float, int, _Message]] = []
         self._held: list[_Message] = []
         self._held_deadline: float | None = None
-        self._faults = PushFaults()
-        self._fault_rng = random.Random(self._seed)
         self._number_rng = random.Random(self._seed)
-        self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
-        self._counts = dict.fromkeys(COUNTERS, 0)
-
-    def reset(self) -> None:
-        """Drop every channel, queued message, fault and log entry (POST /emulator/reset)."""
-        with self._cond:
-            self._clear()
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Stop the worker thread (the emulator's server normally just lets the daemon die)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(DELIVERY_TIMEOUT_S + 1)
 
     # -- channels -------------------------------------------------------------------------------
 
@@ -439,10 +401,7 @@ class PushHub:
         self._ensure_worker()
 
     def _pending(self) -> int:
-        return len(self._heap) + len(self._held) + self._in_flight
-
-    def _push(self, message: _Message) -> None:
-        heapq.heappush(self._heap, (message.due, next(self._seq), message))
+        return super()._pending() + len(self._held)
 
     def _hold(self, message: _Message) -> None:
         if not self._held:
@@ -462,83 +421,49 @@ class PushHub:
             message.due = due
             self._push(message)
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._run, name="google-push-delivery", daemon=True)
-            self._worker.start()
+    def _before_take(self, now: float) -> None:
+        if self._held and self._held_deadline is not None and now >= self._held_deadline:
+            self._release_held()
 
-    # -- the worker -----------------------------------------------------------------------------
+    def _before_flush_check(self) -> None:
+        if self._held:
+            self._release_held()
+            self._cond.notify_all()
 
-    def _run(self) -> None:
-        """Deliver due messages one at a time until closed; a crash in one delivery never kills it."""
-        with httpx.Client(timeout=DELIVERY_TIMEOUT_S, trust_env=False, follow_redirects=False,
-                          transport=self._transport) as client:
-            while True:
-                with self._cond:
-                    message = self._take_due()
-                    if message is None:
-                        return
-                status, error = self._post(client, message)
-                with self._cond:
-                    self._in_flight -= 1
-                    self._settle(message, status, error)
-                    self._cond.notify_all()
-
-    def _take_due(self) -> _Message | None:
-        """Under the lock: wait for the next due message that may still be delivered."""
-        while not self._closed:
-            now = time.monotonic()
-            if self._held and self._held_deadline is not None and now >= self._held_deadline:
-                self._release_held()
-            if self._heap and self._heap[0][0] <= now:
-                message = heapq.heappop(self._heap)[2]
-                if self._deliverable(message):
-                    self._in_flight += 1
-                    return message
-                self._cond.notify_all()  # a flush may be waiting for the queue to drain
-                continue
-            self._cond.wait(self._wait_seconds(now))
-        return None
+    def _faults_changing(self, faults: PushFaults) -> None:
+        if self._held and not faults.reorder:
+            self._release_held()
 
     def _wait_seconds(self, now: float) -> float | None:
         deadlines = [d for d in (self._heap[0][0] if self._heap else None, self._held_deadline) if d is not None]
         return max(min(deadlines) - now, 0.001) if deadlines else None
 
-    def _deliverable(self, message: _Message) -> bool:
-        """Under the lock: skip messages of a reset, or for expired, stopped or (by switch) remote channels."""
-        if message.generation != self._generation:
-            return False
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _skip_reason(self, message: _Message) -> str | None:
         channel = message.channel
-        reason = None
         if channel.expired(time.time()):
-            reason = "channel expired"
-        elif channel.stopped and not self._faults.deliver_after_stop:
-            reason = "channel stopped"
-        elif not self._remote_allowed(channel.address):
-            reason = "not a loopback address (switch push_deliver_remote is off)"
-        if reason is None:
-            return True
-        self._record(channel, message.number, message.state, message.attempt, "skipped", error=reason)
-        return False
+            return "channel expired"
+        if channel.stopped and not self._faults.deliver_after_stop:
+            return "channel stopped"
+        return None
 
-    def _remote_allowed(self, address: str) -> bool:
-        """Loopback receivers always; others only when switched on, so tests never reach the internet."""
-        return bool(self._settings().get("push_deliver_remote")) or is_loopback(urlsplit(address).hostname or "")
+    def _address(self, message: _Message) -> str:
+        return message.channel.address
 
-    @staticmethod
-    def _post(client: httpx.Client, message: _Message) -> tuple[int | None, str | None]:
-        """One attempt, outside the lock: (status, None) or (None, transport error)."""
+    def _log_skipped(self, message: _Message, reason: str) -> None:
+        self._record(message.channel, message.number, message.state, message.attempt, "skipped", error=reason)
+
+    def _claim(self, first: _Message, now: float) -> _Message:
+        return first
+
+    def _size(self, unit: _Message) -> int:
+        return 1
+
+    def _post(self, client: httpx.Client, message: _Message) -> tuple[int | None, str | None]:
         channel = message.channel
-        try:
-            response = client.post(channel.address, headers=channel.headers(message.number, message.state),
-                                   content=b"")
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a bad URL or a library bug must not kill the worker
-            log.exception("google push: delivery to %s failed", channel.address)
-            return None, f"{type(exc).__name__}: {exc}"
-        else:
-            return response.status_code, None
+        return self._send(client, channel.address, headers=channel.headers(message.number, message.state),
+                          content=b"")
 
     def _settle(self, message: _Message, status: int | None, error: str | None) -> None:
         """Under the lock: log the attempt; retry 5xx-retryable and transport errors with backoff."""
@@ -549,70 +474,23 @@ class PushHub:
         if status is not None and 200 <= status < 300:
             channel.delivered += 1
             outcome = "delivered"
-        elif retryable and message.attempt < int(self._settings().get("push_max_attempts", 5)):
+        elif retryable and self._may_retry(message.attempt):
             outcome = "retry"
         else:
             channel.failed += 1
             outcome = "gave_up" if retryable else "failed"
         self._record(channel, message.number, message.state, message.attempt, outcome, status, error)
         if outcome == "retry":
-            base = float(self._settings().get("push_retry_base_ms", 200)) / 1000.0
-            message.due = time.monotonic() + base * 2 ** (message.attempt - 1)
+            message.due = self._retry_due(message.attempt)
             message.attempt += 1
             self._push(message)
 
     def _record(self, channel: Channel, number: int, state: str, attempt: int, outcome: str,
                 status: int | None = None, error: str | None = None) -> None:
         """Under the lock: one delivery-log entry and its counter."""
-        self._counts[OUTCOME_COUNTER[outcome]] += 1
-        now = time.time()
-        self._log.append({"channelId": channel.id, "resourceId": channel.resource_id, "address": channel.address,
-                          "messageNumber": number, "state": state, "attempt": attempt, "outcome": outcome,
-                          "status": status, "error": error, "time": rfc3339_ms(now), "epoch": now})
-
-    # -- test support ---------------------------------------------------------------------------
-
-    def flush(self, timeout: float) -> dict[str, Any]:
-        """Block until nothing is queued, held or in flight (or the timeout passes); returns counts."""
-        deadline = time.monotonic() + max(0.0, min(timeout, FLUSH_TIMEOUT_MAX_S))
-        started = time.monotonic()
-        with self._cond:
-            while True:
-                if self._held:
-                    self._release_held()
-                    self._cond.notify_all()
-                remaining = deadline - time.monotonic()
-                if self._pending() == 0 or remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return {"idle": self._pending() == 0, "pending": self._pending(),
-                    "waitedMs": int((time.monotonic() - started) * 1000), **self._counts}
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return list(self._log)
-
-    def clear_deliveries(self) -> None:
-        with self._cond:
-            self._log.clear()
-
-    def set_faults(self, spec: Any) -> dict[str, Any]:
-        """Replace the push faults; the dice are re-seeded so a run repeats exactly."""
-        faults = PushFaults.parse(spec)
-        with self._cond:
-            if self._held and not faults.reorder:
-                self._release_held()
-            self._faults = faults
-            self._fault_rng = random.Random(self._seed if faults.seed is None else faults.seed)
-            self._cond.notify_all()
-            return faults.as_dict()
-
-    def clear_faults(self) -> None:
-        self.set_faults({})
-
-    def faults(self) -> dict[str, Any]:
-        with self._cond:
-            return self._faults.as_dict()
+        self._count(outcome, {"channelId": channel.id, "resourceId": channel.resource_id,
+                              "address": channel.address, "messageNumber": number, "state": state,
+                              "attempt": attempt, "outcome": outcome, "status": status, "error": error})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,38 +508,8 @@ def push_admin_routes(hub: PushHub) -> list[Route]:
         found = hub.expire(request.path_params["channel_id"])
         return JSONResponse(found) if found is not None else admin_error(404, "no such channel")
 
-    async def deliveries(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"deliveries": hub.deliveries()})
-        hub.clear_deliveries()
-        return Response(status_code=204)
-
-    async def push_faults(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse(hub.faults())
-        if request.method == "DELETE":
-            hub.clear_faults()
-            return Response(status_code=204)
-        try:
-            return JSONResponse(hub.set_faults(await admin_json(request)))
-        except ValueError as exc:
-            return admin_error(400, str(exc))
-
-    async def flush(request: Request) -> Response:
-        try:
-            body = await admin_json(request)
-            timeout = body.get("timeout", 10) if isinstance(body, dict) else None
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
-                    not 0 <= timeout <= FLUSH_TIMEOUT_MAX_S:
-                raise ValueError(f"timeout must be a number of seconds in [0, {FLUSH_TIMEOUT_MAX_S:g}]")
-        except ValueError as exc:
-            return admin_error(400, str(exc))
-        return JSONResponse(await run_in_threadpool(hub.flush, float(timeout)))
-
     return [
         Route("/emulator/channels", channels, methods=["GET"]),
         Route("/emulator/channels/{channel_id:path}/expire", expire, methods=["POST"]),
-        Route("/emulator/deliveries", deliveries, methods=["GET", "DELETE"]),
-        Route("/emulator/push-faults", push_faults, methods=["GET", "POST", "DELETE"]),
-        Route("/emulator/push/flush", flush, methods=["POST"]),
+        *delivery_admin_routes(hub),
     ]

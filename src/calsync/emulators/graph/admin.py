@@ -16,7 +16,7 @@ from calsync.emulators.faults import (
 )
 from calsync.emulators.graph.emulator import GraphEmulator
 from calsync.emulators.graph.errors import GraphError
-from calsync.emulators.graph.push import push_admin_routes
+from calsync.emulators.push_hub import delivery_admin_routes
 
 
 def _admin_routes(emu: GraphEmulator) -> list[Route]:
@@ -95,5 +95,5 @@ def _admin_routes(emu: GraphEmulator) -> list[Route]:
         Route("/emulator/subscriptions/{sub}/lifecycle", lifecycle, methods=["POST"]),
         Route("/emulator/subscriptions/{sub}/expire", expire_subscription, methods=["POST"]),
         Route("/emulator/events/{ev}/{action}", event_action, methods=["POST"]),
-        *push_admin_routes(emu.push),
+        *delivery_admin_routes(emu.push),
     ]
