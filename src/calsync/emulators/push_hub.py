@@ -29,16 +29,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.common import is_loopback, rfc3339_ms
+from calsync.emulators.common import is_int, is_loopback, rfc3339_ms
 from calsync.emulators.faults import admin_error, admin_json, log_route
 from calsync.emulators.push_faults import COUNTERS, OUTCOME_COUNTER, PushFaults
 
-__all__ = ["FLUSH_TIMEOUT_MAX_S", "MAX_LOG", "MAX_QUEUE", "DeliveryHub", "delivery_admin_routes"]
+__all__ = ["FLUSH_TIMEOUT_MAX_S", "HUB_SWITCH_CHECKS", "MAX_LOG", "MAX_QUEUE", "DeliveryHub", "delivery_admin_routes"]
 
 MAX_QUEUE = 10_000  # items waiting or in flight; more are refused and logged as queue_full
 MAX_LOG = 10_000
 FLUSH_TIMEOUT_MAX_S = 120.0
 REMOTE_OFF = "not a loopback address (switch push_deliver_remote is off)"
+
+#: The emulator switches a hub reads, and their valid values (each emulator's switch table includes them).
+HUB_SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "push_retry_base_ms": lambda v: is_int(v, 0, 60_000),
+    "push_max_attempts": lambda v: is_int(v, 1, 20),
+    "push_deliver_remote": lambda v: isinstance(v, bool),
+}
 
 
 class Queued(Protocol):

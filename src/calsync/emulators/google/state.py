@@ -17,19 +17,17 @@ from __future__ import annotations
 import os
 import random
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
 
-from calsync.emulators.common import Signer, validate_switches
+from calsync.emulators.common import is_int
 from calsync.emulators.common import rfc3339_ms as _fmt_ts
-from calsync.emulators.faults import FaultInjector, RequestLog
+from calsync.emulators.faults import RequestLog
 from calsync.emulators.google.errors import (
     _error_response,
     _not_found,
@@ -37,6 +35,8 @@ from calsync.emulators.google.errors import (
 )
 from calsync.emulators.google.push import DEFAULT_TTL_SECONDS, PushHub
 from calsync.emulators.google.recurrence import _Occ, _Series
+from calsync.emulators.push_hub import HUB_SWITCH_CHECKS
+from calsync.emulators.store_base import StoreBase
 
 API_PREFIX = "/calendar/v3"
 BASE32HEX = "0123456789abcdefghijklmnopqrstuv"
@@ -77,10 +77,8 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
         isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
     "conference_create_status": lambda v: v in ("success", "failure"),
     "push_allow_http": lambda v: isinstance(v, bool),
-    "push_max_ttl_seconds": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10 * 365 * 86400,
-    "push_retry_base_ms": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 60_000,
-    "push_max_attempts": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
-    "push_deliver_remote": lambda v: isinstance(v, bool),
+    "push_max_ttl_seconds": lambda v: is_int(v, 1, 10 * 365 * 86400),
+    **HUB_SWITCH_CHECKS,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -175,64 +173,33 @@ class _Calendar:
 # The store
 
 
-class _Store:
+class _Store(StoreBase):
     """All emulator state, in memory, guarded by one lock (HTTP handlers and tests share it)."""
 
+    api_prefix = API_PREFIX
+    default_switches = DEFAULT_SWITCHES
+    switch_checks = _SWITCH_CHECKS
+    push: PushHub
+
     def __init__(self, seed: int = 0) -> None:
-        self._lock = threading.RLock()
-        self._seed = seed
-        self.faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
-        # `"after_commit": true` rules: the request is carried out, then its answer is replaced (a lost answer)
-        self.commit_faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
-        self.requests = RequestLog()
-        self._write_depth = 0
-        self._reset_state()
+        super().__init__(seed, RequestLog())
         self.push = PushHub(lambda: self.switches, seed=seed)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        self._signer = Signer(os.urandom(32))
+        super()._reset_state()
         self._calendars: dict[str, _Calendar] = {}
         self._owned: dict[str, list[str]] = {}
         self._etag_counter = 0
-        self.switches: dict[str, Any] = dict(DEFAULT_SWITCHES)
-        self._rng = random.Random(self._seed)
         self._dirty: set[str] = set()  # calendars whose events changed in the current write
 
-    def reset(self) -> None:
-        """Drop everything: users, calendars, events, tokens, faults, request log, switches, channels."""
-        with self._lock:
-            self._reset_state()
-            self.push.reset()
-        self.faults.clear()
-        self.commit_faults.clear()
-        self.requests.clear()
-
-    @contextmanager
-    def _changes(self) -> Iterator[None]:
-        """Hold the lock for a write; afterwards notify watchers of each calendar it changed, once.
-
-        Only ``_touch`` marks a calendar, and it runs after validation, so a failed write
-        (400, 404, 412 ...) notifies nobody while a committed one always does.
-        """
-        with self._lock:
-            self._write_depth += 1
-            try:
-                yield
-            finally:
-                self._write_depth -= 1
-                if self._write_depth == 0 and self._dirty:
-                    changed, self._dirty = self._dirty, set()
-                    for cal_id in changed:
-                        self.push.notify(cal_id, "exists")
-
-    def set_switches(self, values: Any) -> dict[str, Any]:
-        """Flip documented-variant behaviours; unknown names or bad values raise ValueError."""
-        values = validate_switches(values, _SWITCH_CHECKS)
-        with self._lock:
-            self.switches.update(values)
-            return dict(self.switches)
+    def _notify_changes(self) -> None:
+        """Each calendar a write changed notifies its watchers once; only ``_touch`` marks one, after validation."""
+        if self._dirty:
+            changed, self._dirty = self._dirty, set()
+            for cal_id in changed:
+                self.push.notify(cal_id, "exists")
 
     @staticmethod
     def _fault_response(status: int, reason: str | None, rule: dict[str, Any]) -> Response:

@@ -17,13 +17,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
-import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,8 +28,7 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
 
-from calsync.emulators.common import Signer, is_int, is_num, validate_switches
-from calsync.emulators.faults import FaultInjector
+from calsync.emulators.common import is_int, is_num
 from calsync.emulators.graph.errors import _error_response, _not_found, error_for_status
 from calsync.emulators.graph.ids import (
     _decode_calendar_id,
@@ -45,6 +40,8 @@ from calsync.emulators.graph.push import GraphPushHub, Note
 from calsync.emulators.graph.recurrence import _overlaps, _Series
 from calsync.emulators.graph.throttle import _GraphRequestLog, _Throttle
 from calsync.emulators.graph.times import _fmt_ts, _When
+from calsync.emulators.push_hub import HUB_SWITCH_CHECKS
+from calsync.emulators.store_base import StoreBase
 
 API_PREFIX = "/v1.0"
 USER_DOMAIN = "contoso.example"
@@ -113,9 +110,7 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
     "throttle_retry_after_seconds": lambda v: is_int(v, 0, 86_400),
     "batch_reverse_responses": lambda v: isinstance(v, bool),
     "push_allow_http": lambda v: isinstance(v, bool),
-    "push_deliver_remote": lambda v: isinstance(v, bool),
-    "push_retry_base_ms": lambda v: is_int(v, 0, 60_000),
-    "push_max_attempts": lambda v: is_int(v, 1, 20),
+    **HUB_SWITCH_CHECKS,
     "delivery_timeout_s": lambda v: is_num(v, 0.05, 60),
     "validation_timeout_s": lambda v: is_num(v, 0.05, 60),
 }
@@ -249,66 +244,40 @@ def _occ_key(ev: _Event) -> int | None:
 # The store
 
 
-class _Store:
+class _Store(StoreBase):
     """All emulator state, in memory, guarded by one lock (HTTP handlers and admin calls share it)."""
 
+    api_prefix = API_PREFIX
+    default_switches = DEFAULT_SWITCHES
+    switch_checks = _SWITCH_CHECKS
+    requests: _GraphRequestLog
+    push: GraphPushHub
+
     def __init__(self, seed: int = 0) -> None:
-        self._lock = threading.RLock()
-        self._seed = seed
-        self.faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
-        self.commit_faults = FaultInjector(self._fault_response, default_prefix=API_PREFIX + "/", seed=seed)
-        self.requests = _GraphRequestLog()
         self.throttle = _Throttle()
-        self._depth = 0
-        self._reset_state()
+        super().__init__(seed, _GraphRequestLog())
         self.push = GraphPushHub(lambda: self.switches, self._sub_live, seed=seed)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        self._signer = Signer(os.urandom(32))
+        super()._reset_state()
         self._users: dict[str, _User] = {}
         self._subs: dict[str, _Subscription] = {}
         self._ck_counter = itertools.count(int(time.time()) << 12)
         self._delta_epoch = 0
         self._user_epochs: dict[str, int] = {}
-        self.switches: dict[str, Any] = dict(DEFAULT_SWITCHES)
-        self._rng = random.Random(self._seed)
         self._pending: list[_Change] = []
 
     def reset(self) -> None:
-        """Drop everything: mailboxes, events, tokens, subscriptions, switches, faults, logs."""
-        with self._lock:
-            self._reset_state()
-            self.push.reset()
-        self.faults.clear()
-        self.commit_faults.clear()
-        self.requests.clear()
+        """Everything the base drops, and the mailbox throttle's counts."""
+        super().reset()
         self.throttle.reset()
 
-    @contextmanager
-    def _changes(self) -> Iterator[None]:
-        """Hold the lock for a write; afterwards notify subscribers of what it committed, once.
-
-        Changes are recorded only after validation passed, so a failed write (400, 404, 412 ...)
-        notifies nobody while a committed one always does.
-        """
-        with self._lock:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0 and self._pending:
-                    changes, self._pending = self._pending, []
-                    self._notify(changes)
-
-    def set_switches(self, values: Any) -> dict[str, Any]:
-        """Flip behaviours; unknown names or bad values raise ValueError."""
-        values = validate_switches(values, _SWITCH_CHECKS)
-        with self._lock:
-            self.switches.update(values)
-            return dict(self.switches)
+    def _notify_changes(self) -> None:
+        if self._pending:
+            changes, self._pending = self._pending, []
+            self._notify(changes)
 
     @staticmethod
     def _fault_response(status: int, reason: str | None, rule: dict[str, Any]) -> Response:
