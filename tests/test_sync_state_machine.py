@@ -59,11 +59,11 @@ SERIES_COUNT = 4
 # Engine bugs this machine found, each shown by an xfail regression test at the end: the rules keep
 # clear of them until they are fixed (then flip the switch, and the strict xfail reminds you).
 SERIES_FIRST = False  # (fixed: inbound._mirror queues series before their exceptions)
-REMOTE_SERIES_DELETES = False  # test_a_new_exception_of_a_series_deleted_on_the_other_side_...
-SERIES_REVIVALS = False  # test_a_series_deleted_here_and_kept_from_both_sides_... (such conflicts: keep local)
-EDITS_UNDER_DELETED_SERIES = False  # test_an_exception_edited_remotely_while_its_series_is_deleted_here_...
+REMOTE_SERIES_DELETES = True  # (fixed: a paused series' new exceptions wait for the decision)
+SERIES_REVIVALS = True  # (fixed: a series kept from both sides keeps its exceptions in step)
+EDITS_UNDER_DELETED_SERIES = True  # (fixed: an exception of a series deleted here stays deleted)
 LOST_COPIES_DELETED = True  # (fixed: a deletion of a lost create's copy is the event's deletion)
-OCCURRENCE_SIDES = ("a",)  # SIDES once test_an_occurrence_moved_on_one_side_and_deleted_on_the_other_... passes
+OCCURRENCE_SIDES = SIDES  # (fixed: an occurrence moved on one side and deleted on the other is a conflict)
 PAGE_SIZE = 3  # small pages: listings of a few events already come in several
 QUIET_ROUNDS = 10
 SETTLE_EVERY = 25  # steps at least between two quiet points within one run (each costs a few passes)
@@ -464,11 +464,10 @@ def test_an_exception_listed_before_its_series_is_mirrored_after_it() -> None:
     world.teardown()  # A lists e1/1 before e1; the push of e1/1 to B fails (409) and stays failed
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: a series changed on A and deleted on B is paused by a conflict on B, but an exception "
-    "A adds to it meanwhile is pushed to B anyway: the write over B's deleted series meets 404 and the "
-    "outbox row fails for good (ARCHITECTURE: a paused series' exceptions wait for the decision)"))
 def test_a_new_exception_of_a_series_deleted_on_the_other_side_waits_for_the_decision() -> None:
+    """Found by this machine: a series changed on A and deleted on B is paused by a conflict on B, and
+    an exception A added to it meanwhile was pushed to B anyway: the write over B's deleted series met
+    404 and its outbox row failed for good. Now it waits, and follows the series if it is made again."""
     world = TwoWaySync()
     world.remote_create_series(side="a", hour=6)
     world.sync()
@@ -480,12 +479,11 @@ def test_a_new_exception_of_a_series_deleted_on_the_other_side_waits_for_the_dec
     world.teardown()  # the first quiet pass fails: NotFoundError for the exception's push to B
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: keep-remote of a series deleted here revives the exceptions the resolving side still "
-    "holds only while the series is still deleted: resolving B first (which had deleted e1/1) brings "
-    "the series back, and A's keep-remote then revives nothing, so e1/1 stays deleted here and live on "
-    "A; resolved A first, it converges (the same with keep-local on A, then keep-remote on B)"))
 def test_a_series_deleted_here_and_kept_from_both_sides_keeps_its_exceptions_in_step() -> None:
+    """Found by this machine: keep-remote of a series deleted here revived the exceptions the resolving
+    side still held only while the series was still deleted: resolving B first (which had deleted
+    e1/1) brought the series back, and A's keep-remote then revived nothing, so e1/1 stayed deleted
+    here and live on A."""
     world = TwoWaySync()
     world.remote_create_series(side="a", hour=6)
     world.remote_move_occurrence(side="a", which=0, nth=1)  # e1 with its exception e1/1,
@@ -503,11 +501,10 @@ def test_a_series_deleted_here_and_kept_from_both_sides_keeps_its_exceptions_in_
     world.teardown()  # e1/1 is live on A, not here nor on B
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: an exception born deleted with its series (deleted here, the deletion held by a "
-    "local-delete conflict on B) and then edited on B is taken as a remote change (local unchanged "
-    "since its base): it comes back to life here, its series still deleted, and exists nowhere else"))
 def test_an_exception_edited_remotely_while_its_series_is_deleted_here_stays_deleted() -> None:
+    """Found by this machine: an exception born deleted with its series (deleted here, the deletion
+    held by a local-delete conflict on B) and then edited on B was taken as a remote change: it came
+    back to life here, its series still deleted, and existed nowhere else."""
     world = TwoWaySync()
     world.remote_create_series(side="b", hour=6)
     world.sync()
@@ -522,17 +519,22 @@ def test_an_exception_edited_remotely_while_its_series_is_deleted_here_stays_del
     world.teardown()  # e1/1 is live here (series deleted), on neither side
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: one occurrence moved on B (a new exception) and deleted on A (an EXDATE) before they "
-    "meet: no conflict is offered and the move wins silently (the exception is written over A's "
-    "deleted occurrence, which comes back), so A's deletion is undone without anyone deciding"))
-def test_an_occurrence_moved_on_one_side_and_deleted_on_the_other_is_a_conflict_or_deleted() -> None:
+@pytest.mark.parametrize("keep", ["local", "remote"])
+def test_an_occurrence_moved_on_one_side_and_deleted_on_the_other_is_a_conflict(keep: str) -> None:
+    """Found by this machine: one occurrence moved on B (a new exception) and deleted on A (an EXDATE)
+    before they met was written over A's deleted occurrence, undoing A's deletion without anyone
+    deciding. Now the exception is born deleted with a conflict on B, and the decision holds everywhere."""
     world = TwoWaySync()
     world.remote_create_series(side="a", hour=3)
     world.sync()
     world.remote_move_occurrence(side="b", which=0, nth=3)  # B moves the fourth occurrence,
     world.remote_delete_occurrence(side="a", which=0, nth=3)  # A deletes it
-    world.teardown()  # quiet: e1/3 is live everywhere, nobody kept it over A's deletion
+    world.sync()
+    (conflict,) = world.open_conflicts()
+    assert world.side_of[conflict["binding_id"]] == "b" and conflict["kind"] == "local-delete"
+    world.settle_conflict(conflict, keep)
+    world.teardown()  # e1/3 deleted everywhere (keep local), or live everywhere again (keep remote)
+    assert ("e1/3" in world.revived) == (keep == "remote")
 
 
 def test_a_copy_left_by_a_lost_create_and_deleted_there_stays_deleted() -> None:

@@ -92,7 +92,7 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
         assert link is not None  # a conflict is about a linked copy
         link_store.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version,
                               data, create=False)
-        revived = _revive_exceptions(conn, event, binding["id"], source) if event["deleted"] else []
+        revived = _revive_exceptions(conn, event, binding["id"], source)
         if event["deleted"] and data.original_start and event["recurring_event_id"] and data.status != "cancelled":
             include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)],
                                     source)
@@ -104,10 +104,15 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
 
 
 def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str, source: str) -> list[tuple[str, int]]:
-    """A series deleted here and kept as the remote has it: the exceptions that went with the local
-    delete, and that the remote side still holds, come back with it. Returns (event id, version)."""
+    """A series kept as the remote has it: the exceptions that were deleted with the series (their
+    proof says so), and that the remote side still holds, come back with it, also when another
+    side's resolution brought the series back first (its version may have lacked them). An exception
+    deleted on its own stays deleted. Returns (event id, version)."""
     revived: list[tuple[str, int]] = []
+    with_series = f"its series {series['id']} was "
     for row in link_store.deleted_exceptions_linked(conn, series["id"], binding_id):
+        if not (row["deletion_proof"] or "").startswith(with_series):
+            continue
         version = row["version"] + 1
         event_store.save_event_from(conn, row["id"], event_store.row_to_data(row), version, source, undelete=True)
         link_store.set_link_base_version(conn, row["id"], binding_id, version)

@@ -310,6 +310,8 @@ class _PageWrites:
     link_updates: list[dict[str, Any]] = field(default_factory=list)
     tombstones: dict[str, str] = field(default_factory=dict)  # event id -> what proved its deletion
     doomed_copies: list[tuple[str, int]] = field(default_factory=list)  # tombstones adopted: (id, version)
+    # new exceptions born deleted over an occurrence deleted elsewhere: the conflict each opens here
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _apply_page(
@@ -378,6 +380,7 @@ def _apply_page(
     for rid, claim in claims.items():  # ids for new events first, so exceptions can find a series made on this page
         if claim not in adoptable:
             series[rid] = new_id()
+    deleted_here = _occurrences_deleted_here(conn, items, links, claims, adoptable, series, dead)
     # exceptions of linked series after every other item: a series whose deletion here paused it
     # (a conflict, maybe opened on this very page) keeps its exceptions until the person decides
     held_exceptions = {rid for rid, link in links.items() if link.recurring_event_id is not None}
@@ -392,7 +395,7 @@ def _apply_page(
             if claims[rid] in adoptable:
                 _adopt(conn, binding, item, claims[rid], now, writes, result)
             else:
-                _create(binding, item, series, now, writes, result, dead)
+                _create(binding, item, series, now, writes, result, dead, deleted_here.get(rid))
         elif rid in lost_creates:
             writes.tombstones[rid] = (f"{_proof(binding, item)}: the copy calsync's create made there (whose answer "
                                       "was lost) was deleted there")
@@ -410,7 +413,7 @@ def _apply_page(
                     result.unchanged += 1
                     continue
             _three_way(conn, binding, item, link, series, now, writes, result, open_conflicts.get(link.event_id),
-                       stand_ins.get(link.event_id))
+                       stand_ins.get(link.event_id), dead)
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in writes.new_links:
             row["seen_generation"] = generation
@@ -418,6 +421,8 @@ def _apply_page(
     # series before their exceptions: a page may list an exception ahead of its master
     event_store.insert_events(conn, sorted(writes.new_events, key=lambda row: row["recurring_event_id"] is not None))
     link_store.insert_links(conn, writes.new_links)
+    for conflict in writes.conflicts:
+        conflict_store.record_conflict(conn, **conflict)
     if writes.doomed_copies:  # copies of events deleted here: the push deletes them on this side
         outbox_store.enqueue(conn, binding.calendar_id, writes.doomed_copies, bindings_to=[binding.id])
     if writes.new_links:  # exceptions that came before their series (on an earlier page or sync) join it now
@@ -510,13 +515,58 @@ def _link_row(item: RemoteEvent, version: int, now: datetime, *, event_takes_it:
     }
 
 
+def _occurrences_deleted_here(
+    conn: Connection, items: dict[str, RemoteChange], links: dict[str, link_store.LinkedEvent],
+    claims: dict[str, str], adoptable: set[str], series: dict[str, str], dead: dict[str, tuple[str, str]],
+) -> dict[str, tuple[str, str]]:
+    """New live exceptions (remote id -> (who deleted, proof)) whose occurrence the local series
+    excludes: the occurrence was deleted on another side (or here) while this side moved or edited
+    it. Not when this side restored the occurrence: it had agreed on the exclusion (its link's base)
+    and this page brings its series without it."""
+    new: dict[str, tuple[str, str, str]] = {}  # remote id -> (series id, original start, series' remote id)
+    for rid, item in items.items():
+        if (rid in claims and claims[rid] not in adoptable and isinstance(item, RemoteEvent)
+                and item.data.original_start and item.data.status != "cancelled" and item.series_remote_id):
+            series_id = series.get(item.series_remote_id)
+            if series_id and series_id not in dead:
+                new[rid] = (series_id, item.data.original_start, item.series_remote_id)
+    if not new:
+        return {}
+    rows = {row["id"]: row for row in event_store.get_events(conn, list({s for s, _, _ in new.values()}))}
+    found: dict[str, tuple[str, str]] = {}
+    for rid, (series_id, start, series_remote_id) in new.items():
+        row = rows.get(series_id)
+        if row is None or row["deleted"] or start not in excluded_starts(row["recurrence"], row["time_zone"]):
+            continue
+        listed, agreed = items.get(series_remote_id), links.get(series_remote_id)
+        if isinstance(listed, RemoteEvent) and agreed is not None \
+                and start not in excluded_starts(listed.data.recurrence, listed.data.time_zone) \
+                and start in excluded_starts(*_base_rule(agreed)):
+            continue
+        found[rid] = (str(row["updated_at_source"] or "local"), (
+            f"its series {series_id} excludes {start} here (an occurrence deleted there, last written by "
+            f"{row['updated_at_source']}), before this exception of it arrived"))
+    return found
+
+
+def _base_rule(link: link_store.LinkedEvent) -> tuple[list[str] | None, str | None]:
+    """The series' rules and zone as this side last agreed on them (a NULL base: the event's own)."""
+    base = link.base_snapshot
+    if base is None:
+        return link.data.recurrence, link.data.time_zone
+    return base.get("recurrence"), base.get("time_zone")
+
+
 def _create(
     binding: _Binding, item: RemoteEvent, series: dict[str, str], now: datetime, writes: _PageWrites,
-    result: SyncResult, dead: dict[str, tuple[str, str]],
+    result: SyncResult, dead: dict[str, tuple[str, str]], deleted_here: tuple[str, str] | None = None,
 ) -> None:
     """A new event. An exception of a series deleted here is born deleted with it (the same who and
     proof), linked: it is not written anywhere, and comes back if the series' deletion is undone by
-    keeping the remote side of its conflict."""
+    keeping the remote side of its conflict. An exception over an occurrence deleted here
+    (`deleted_here`: _occurrences_deleted_here) is born deleted too, with a conflict on this binding:
+    one side deleted the occurrence while this one moved or edited it, and a person decides (keep
+    remote: it comes back everywhere; keep local: it is deleted here too)."""
     event_id = series[item.remote_id]
     series_id = series.get(item.series_remote_id) if item.series_remote_id else None
     row = {
@@ -528,10 +578,18 @@ def _create(
         deleted_by, proof = dead[series_id]
         row.update(deleted=True, deleted_at=now, deleted_by=deleted_by,
                    deletion_proof=f"its series {series_id} was deleted: {proof}")
+    elif deleted_here is not None:
+        row.update(deleted=True, deleted_at=now, deleted_by=deleted_here[0], deletion_proof=deleted_here[1])
+        writes.conflicts.append({
+            "event_id": event_id, "binding_id": binding.id, "kind": "local-delete", "local": None,
+            "remote": item.data.to_json(), "base": None, "remote_etag": item.etag})
+        result.conflicts += 1
     writes.new_events.append(row)
     writes.new_links.append({
         "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
-        "seen_generation": 0, **_link_row(item, 1, now, event_takes_it=True),
+        # a copy born in conflict agrees with nothing yet: keeping local then deletes it there
+        "seen_generation": 0, **_link_row(item, 0 if deleted_here and series_id not in dead else 1, now,
+                                          event_takes_it=deleted_here is None or series_id in dead),
     })
     result.created += 1
 
@@ -558,9 +616,11 @@ def _three_way(
     conn: Connection, binding: _Binding, item: RemoteEvent | RemoteDeletion, link: link_store.LinkedEvent,
     series: dict[str, str], now: datetime, writes: _PageWrites, result: SyncResult,
     open_conflict: str | None = None, stood_in: set[str] | None = None,
+    dead: dict[str, tuple[str, str]] | None = None,
 ) -> None:
     """The three-way rule for one linked event. `stood_in`: for a series, the original starts of its
-    live occurrences this side holds as stand-in single events (link_store.stand_in_starts)."""
+    live occurrences this side holds as stand-in single events (link_store.stand_in_starts). `dead`:
+    series deleted here (id -> who, proof), whose exceptions stay deleted whatever this side does."""
     if isinstance(item, RemoteEvent) and item.exdates_known is not None:  # a series seen through a window
         item = completed_outside_window(item, link.base_snapshot)
     if isinstance(item, RemoteEvent) and link.data.original_start and not item.data.original_start \
@@ -590,7 +650,7 @@ def _three_way(
     if decision is Decision.NOTHING:
         result.unchanged += 1
     elif decision is Decision.TAKE_REMOTE:
-        _take_remote(binding, item, link, series, now, writes, result)
+        _take_remote(binding, item, link, series, now, writes, result, dead or {})
     elif decision is Decision.FAST_FORWARD:
         if remote:
             writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, link.version, now)})
@@ -629,8 +689,11 @@ def _proof(binding: _Binding, item: RemoteEvent | RemoteDeletion) -> str:
 
 def _take_remote(
     binding: _Binding, item: RemoteEvent | RemoteDeletion, link: link_store.LinkedEvent, series: dict[str, str],
-    now: datetime, writes: _PageWrites, result: SyncResult,
+    now: datetime, writes: _PageWrites, result: SyncResult, dead: dict[str, tuple[str, str]],
 ) -> None:
+    """The remote side's change becomes the event's. An exception deleted here with its series takes
+    the content but stays deleted while the series is (its series' conflict may still bring both
+    back: then with this newest content)."""
     if not isinstance(item, RemoteEvent):
         if not link.deleted:
             writes.tombstones[link.event_id] = _proof(binding, item)
@@ -643,11 +706,13 @@ def _take_remote(
     series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
     # `extra` holds each provider's unmodelled fields under its own key: a mirrored event keeps the others'
     data = replace(remote.data, extra={**(link.data.extra or {}), **(remote.data.extra or {})})
-    writes.event_updates.append({
-        "event_id": link.event_id,
-        **_event_row(data, version=version, source=binding.source, now=now, series_id=series_id,
-                     content_hash=remote.content_hash),
-    })
+    row = {"event_id": link.event_id, **_event_row(data, version=version, source=binding.source, now=now,
+                                                   series_id=series_id, content_hash=remote.content_hash)}
+    if link.deleted and series_id in dead:
+        deleted_by, proof = dead[series_id]
+        row.update(deleted=True, deleted_at=now, deleted_by=deleted_by,
+                   deletion_proof=f"its series {series_id} was deleted: {proof}")
+    writes.event_updates.append(row)
     writes.link_updates.append({"link_id": link.link_id, **_link_row(remote, version, now, event_takes_it=True)})
     result.updated += 1
 

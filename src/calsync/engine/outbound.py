@@ -164,12 +164,15 @@ class Pusher:
             series_id = event["recurring_event_id"]
             series = link_store.link_of(conn, series_id, self.binding["id"]) if series_id else None
             series_dead = bool(series_id) and bool(event_store.deleted_event_ids(conn, [series_id]))
+            # a series whose deletion there waits for a decision is as good as gone there until then
+            series_paused = series is not None and bool(
+                conflict_store.series_paused_by_remote_delete(conn, self.binding["id"], [series_id]))
             data = event_store.row_to_data(event)
             if data.recurrence and not data.original_start:
                 paused = conflict_store.paused_occurrence_starts(conn, event["id"], self.binding["id"])
                 data = _withhold_paused_exdates(data, paused)
         version = event["version"]
-        series_gone_here = series is not None and bool(series["remote_deleted"])
+        series_gone_here = series is not None and (bool(series["remote_deleted"]) or series_paused)
         if series_id and not event["deleted"] and (
                 (series_gone_here and not series_dead) or (series_dead and (link is None or link["remote_deleted"]))):
             # an exception waits for its series: one whose copy here is gone but lives on gets its
