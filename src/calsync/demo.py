@@ -41,7 +41,7 @@ from calsync.emulators.graph import create_app as create_graph_app
 from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.emulators.zoom import ZoomEmulator
 from calsync.emulators.zoom import create_app as create_zoom_app
-from calsync.engine import local
+from calsync.engine import local, setup
 from calsync.engine.conferences import ConferenceEngine
 from calsync.engine.inbound import SyncResult
 from calsync.engine.pool import ProviderPool
@@ -354,18 +354,16 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
                       f"  Zoom emulator: {zoom.url}\n  database: {db_url}")
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
         seeded = _seed(google.url, start)
-        with engine.begin() as conn:
-            for token, _calendar, _colour in seeded:
-                if token not in demo.accounts:
-                    demo.accounts[token] = account_store.create_account(conn, "google", f"{token} (emulated Google)",
-                                                                        google.url, {"token": token})
+        for token, _calendar, _colour in seeded:
+            if token not in demo.accounts:
+                demo.accounts[token] = setup.add_account(engine, "google", f"{token} (emulated Google)", google.url,
+                                                         {"token": token})
         for token, calendar_id, colour in seeded:
             provider = GoogleProvider(token, google.url)
             info = {c.remote_id: c for c in provider.list_calendars()}[calendar_id]
             provider.close()
-            with engine.begin() as conn:
-                calendar = account_store.create_calendar(conn, info.name, info.time_zone, colour)
-                account_store.create_binding(conn, calendar, demo.accounts[token], calendar_id, "two-way")
+            setup.bind_calendar(engine, demo.accounts[token], calendar_id,
+                                setup.NewCalendar(info.name, info.time_zone, colour))
             demo.calendars.append((token, calendar_id))
         _add_outlook(demo, start)
         if demo.caldav is not None:
@@ -415,11 +413,10 @@ def _add_outlook(demo: Demo, start: datetime) -> None:
         "count": OUTLOOK_EVENTS, "start": _utc(start), "days": 42, "seed": 4, "recurring_every": 15,
     }).raise_for_status()
     demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
-    with demo.engine.begin() as conn:
-        demo.outlook_account = account_store.create_account(conn, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
-                                                            demo.graph.url, {"token": OUTLOOK_USER})
-        calendar = account_store.create_calendar(conn, f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR)
-        account_store.create_binding(conn, calendar, demo.outlook_account, default["id"], "two-way")
+    demo.outlook_account = setup.add_account(demo.engine, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
+                                             demo.graph.url, {"token": OUTLOOK_USER})
+    setup.bind_calendar(demo.engine, demo.outlook_account, default["id"],
+                        setup.NewCalendar(f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR))
 
 
 def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
@@ -441,12 +438,10 @@ def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
     finally:
         provider.close()
     demo.caldav_calendar = path
-    with demo.engine.begin() as conn:
-        demo.caldav_account = account_store.create_account(
-            conn, "caldav", f"{server.username} (Radicale CalDAV)", server.url,
-            {"username": server.username, "password": server.password})
-        calendar = account_store.create_calendar(conn, info.name, info.time_zone, CALDAV_COLOUR)
-        account_store.create_binding(conn, calendar, demo.caldav_account, path, "two-way")
+    demo.caldav_account = setup.add_account(demo.engine, "caldav", f"{server.username} (Radicale CalDAV)",
+                                            server.url, {"username": server.username, "password": server.password})
+    setup.bind_calendar(demo.engine, demo.caldav_account, path,
+                        setup.NewCalendar(info.name, info.time_zone, CALDAV_COLOUR))
 
 
 def _add_mirror(demo: Demo, start: datetime) -> None:
@@ -461,10 +456,9 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
     }).raise_for_status()
     outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
     assert demo.outlook_account is not None
-    with demo.engine.begin() as conn:
-        calendar = account_store.create_calendar(conn, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
-        google_binding = account_store.create_binding(conn, calendar, demo.accounts[token], google_id, "two-way")
-        outlook_binding = account_store.create_binding(conn, calendar, demo.outlook_account, outlook_id, "two-way")
+    calendar = setup.add_calendar(demo.engine, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
+    google_binding = setup.bind_calendar(demo.engine, demo.accounts[token], google_id, calendar).binding_id
+    outlook_binding = setup.bind_calendar(demo.engine, demo.outlook_account, outlook_id, calendar).binding_id
     demo.calendars.append((token, google_id))
     demo.mirror = {"calendar_id": calendar, "google_binding": google_binding, "google_calendar": google_id,
                    "outlook_binding": outlook_binding, "outlook_calendar": outlook_id}

@@ -10,6 +10,7 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
+from calsync.engine import setup
 from calsync.model import Account
 from calsync.providers import (
     KINDS,
@@ -61,8 +62,11 @@ def account_add(
             raise fail(f"the account does not answer: {exc}") from exc
         finally:
             client.close()
-    with database(db) as engine, engine.begin() as conn:
-        account_id = account_store.create_account(conn, provider, name.strip(), base_url, credentials)
+    with database(db) as engine:
+        try:
+            account_id = setup.add_account(engine, provider, name.strip(), base_url, credentials)
+        except setup.SetupError as exc:
+            raise fail(str(exc), 2) from exc
     console.print(account_id, highlight=False)
 
 

@@ -9,8 +9,8 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
+from calsync.engine import setup
 from calsync.engine.channels import unbind
-from calsync.engine.outbound import queue_calendar
 from calsync.engine.pool import ProviderPool
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
 from calsync.providers import provider_for
@@ -59,13 +59,13 @@ def calendar_bind(
         raise fail(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}", 2)
     if policy not in CONFLICT_POLICIES:
         raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
+    if name and not name.strip():
+        raise fail("--name must not be empty", 2)
     with database(db) as engine:
-        with engine.begin() as conn:
-            account = account_store.get_account(conn, account_id)
-            if account_store.find_binding(conn, account_id, remote_calendar_id):
-                raise fail(f"{remote_calendar_id!r} is already bound for this account")
-            if calendar and not account_store.calendar_exists(conn, calendar):
-                raise fail(f"no local calendar with id {calendar!r}")
+        try:
+            account = setup.check_binding(engine, account_id, remote_calendar_id, calendar or None)
+        except setup.SetupError as exc:
+            raise fail(str(exc)) from exc
         client = provider_for(account)
         try:
             remote = {c.remote_id: c for c in client.list_calendars()}
@@ -77,12 +77,17 @@ def calendar_bind(
             raise fail(f"the account has no calendar {remote_calendar_id!r}; "
                        f"see `calsync calendar remote {account_id}`")
         info = remote[remote_calendar_id]
-        with engine.begin() as conn:
-            calendar_id = calendar or account_store.create_calendar(conn, name or info.name, info.time_zone, info.color)
-            binding_id = account_store.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction,
-                                                      policy)
-        if calendar:
-            queue_calendar(engine, binding_id)  # mirroring: the calendar's events go out to the new binding
+        if not calendar and not (name or info.name).strip():
+            raise fail(f"the remote calendar {remote_calendar_id!r} has no name; give the local one a --name", 2)
+        try:
+            # mirroring (--calendar): the calendar's events are queued for the new binding
+            bound = setup.bind_calendar(
+                engine, account_id, remote_calendar_id,
+                calendar or setup.NewCalendar(name or info.name, info.time_zone, info.color),
+                direction=direction, conflict_policy=policy)
+        except setup.SetupError as exc:
+            raise fail(str(exc)) from exc
+        calendar_id, binding_id = bound.calendar_id, bound.binding_id
     if as_json:
         print_json({"calendar_id": calendar_id, "binding_id": binding_id})
     else:

@@ -1,0 +1,156 @@
+"""Setting up what calsync syncs: accounts, local calendars, and the bindings between them.
+
+The CLI, the demo and library users write these through here, not through the store, so every one of
+them checks its input the same way and a binding added to a calendar that already holds events gets
+them queued (otherwise they would reach the new side only when each one changes). Nothing here calls
+a provider: whether an account answers, or has the remote calendar named, is asked by the caller,
+which holds the client (and decides how long to wait for it)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from calsync.engine.outbound import queue_calendar
+from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account
+from calsync.providers.registry import UnknownProvider, provider_kind
+from calsync.store import accounts as account_store
+from calsync.store.common import NotFound
+
+
+class SetupError(ValueError):
+    """Bad input to a set-up call. The message is fit to show a person as it is; a missing account or
+    local calendar is store.common.NotFound instead, as everywhere else."""
+
+
+@dataclass(frozen=True)
+class NewCalendar:
+    """A local calendar to make with its first binding, in the binding's transaction, so a refused
+    binding leaves no empty calendar behind."""
+
+    name: str
+    time_zone: str | None = None
+    color: str | None = None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What bind_calendar made: the local calendar (new or given), the binding, and how many of the
+    calendar's events it queued for the binding."""
+
+    calendar_id: str
+    binding_id: str
+    queued: int
+
+
+def add_account(
+    engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]
+) -> str:
+    """Store an account of a known provider kind with the credentials that kind takes; returns its id.
+
+    Checked against providers.registry (not per kind here), so an account stored is one a provider
+    client can be made for: a kind that does not exist, a missing server URL or credential, a blank
+    token or an unknown credential key (a typo) is refused rather than failing at the first sync."""
+    try:
+        kind = provider_kind(provider)
+    except UnknownProvider as exc:
+        raise SetupError(str(exc)) from exc
+    if not name.strip():
+        raise SetupError("an account needs a name")
+    if kind.needs_url and not base_url:
+        raise SetupError(f"{kind.label} needs a server URL")
+    taken = {credential.key for credential in kind.credentials}
+    unknown = sorted(set(credentials) - taken)
+    if unknown:
+        raise SetupError(f"{kind.label} takes no credential {unknown[0]!r} (it takes {', '.join(sorted(taken))})")
+    for credential in kind.credentials:
+        value = credentials.get(credential.key)
+        if value is None:
+            raise SetupError(f"{kind.label} needs {credential.description} ({credential.key!r})")
+        if not isinstance(value, str):
+            raise SetupError(f"the {credential.key} must be a string")
+        if not credential.may_be_empty and not value.strip():
+            raise SetupError(f"the {credential.key} must not be empty")
+    with engine.begin() as conn:
+        return account_store.create_account(conn, provider, name, base_url, dict(credentials))
+
+
+def add_calendar(engine: Engine, name: str, time_zone: str | None = None, color: str | None = None) -> str:
+    """Make a local calendar with no binding yet; returns its id. For a calendar that several bindings
+    share from the start (a mirror): bind_calendar(..., NewCalendar(...)) makes one with its first binding."""
+    _check_calendar_name(name)
+    with engine.begin() as conn:
+        return account_store.create_calendar(conn, name, time_zone, color)
+
+
+def check_binding(engine: Engine, account_id: str, remote_calendar_id: str, calendar_id: str | None = None) -> Account:
+    """The refusals bind_calendar would make, without writing; returns the account.
+
+    For a caller that asks the provider about the remote calendar before binding it: it can refuse at
+    once, without a request, what would be refused anyway. bind_calendar checks again in its transaction."""
+    with engine.begin() as conn:
+        return _check_binding(conn, account_id, remote_calendar_id, calendar_id)
+
+
+def bind_calendar(
+    engine: Engine, account_id: str, remote_calendar_id: str, calendar: str | NewCalendar, *,
+    direction: str = "two-way", conflict_policy: str = "ask",
+) -> Bound:
+    """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
+
+    A binding that pushes, added to a calendar that already holds events (mirroring), gets them all
+    queued (engine/outbound.queue_calendar: series before their exceptions); its first sync adopts the
+    copies calsync made there earlier, so nothing is duplicated. queue_calendar opens its own
+    transaction, so the queueing commits just after the binding, not with it (as `calsync calendar
+    bind --calendar` always did): a crash between the two leaves the binding without those events queued.
+
+    SetupError for a direction or policy calsync does not know, a blank name, or a remote calendar
+    the account has bound already (also when another writer binds it at the same moment); NotFound
+    for an account or local calendar that does not exist."""
+    if direction not in DIRECTIONS:
+        raise SetupError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    if conflict_policy not in CONFLICT_POLICIES:
+        raise SetupError(f"conflict policy must be one of {', '.join(CONFLICT_POLICIES)}, not {conflict_policy!r}")
+    if isinstance(calendar, NewCalendar):
+        _check_calendar_name(calendar.name)
+    existing = calendar if isinstance(calendar, str) else None
+    try:
+        with engine.begin() as conn:
+            _check_binding(conn, account_id, remote_calendar_id, existing)
+            if isinstance(calendar, NewCalendar):
+                calendar_id = account_store.create_calendar(conn, calendar.name, calendar.time_zone, calendar.color)
+            else:
+                calendar_id = calendar
+            binding_id = account_store.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction,
+                                                      conflict_policy)
+    except IntegrityError:
+        # another writer bound the same remote calendar between our check and our insert (the unique
+        # constraint on account and remote calendar caught it): the same refusal as the check's
+        with engine.begin() as conn:
+            if account_store.find_binding(conn, account_id, remote_calendar_id) is None:
+                raise
+        raise SetupError(_already_bound(remote_calendar_id)) from None
+    queued = queue_calendar(engine, binding_id) if existing else 0
+    return Bound(calendar_id, binding_id, queued)
+
+
+def _check_binding(conn: Connection, account_id: str, remote_calendar_id: str, calendar_id: str | None) -> Account:
+    """In the order the CLI has always reported them: the account, the binding, the local calendar."""
+    account = account_store.get_account(conn, account_id)
+    if account_store.find_binding(conn, account_id, remote_calendar_id) is not None:
+        raise SetupError(_already_bound(remote_calendar_id))
+    if calendar_id is not None and not account_store.calendar_exists(conn, calendar_id):
+        raise NotFound(f"no local calendar with id {calendar_id!r}")
+    return account
+
+
+def _already_bound(remote_calendar_id: str) -> str:
+    return f"{remote_calendar_id!r} is already bound for this account"
+
+
+def _check_calendar_name(name: str) -> None:
+    if not name.strip():
+        raise SetupError("a calendar needs a name")
