@@ -14,10 +14,11 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -242,6 +243,17 @@ def add_fault(before: FaultInjector, after: FaultInjector, spec: Any) -> dict[st
     return before.add(spec)
 
 
+async def with_faults(before: FaultInjector, after: FaultInjector, request: Request,
+                      handle: Callable[[], Awaitable[Response]]) -> Response:
+    """Serve a request under injected faults: a ``before`` fault answers instead of the work, an
+    ``after`` (after_commit) one replaces the answer of work that was done."""
+    injected = await before.maybe_fail(request.method, request.url.path)
+    if injected is not None:
+        return injected
+    response = await handle()
+    return await after.maybe_fail(request.method, request.url.path) or response
+
+
 def list_faults(before: FaultInjector, after: FaultInjector) -> list[dict[str, Any]]:
     return before.rules() + [{**r, "after_commit": True} for r in after.rules()]
 
@@ -312,3 +324,20 @@ def switches_route(current: Callable[[], dict[str, Any]], update: Callable[[Any]
             return admin_error(400, str(exc))
 
     return Route("/emulator/switches", switches, methods=["GET", "POST"])
+
+
+def seed_route(seed: Callable[[str, Any], Any], missing: type[Exception], missing_message: str) -> Route:
+    """``POST /emulator/calendars/{cal}/seed``: ``seed(cal, spec)`` in a worker thread (100,000 events take
+    seconds); ``missing`` (the calendar is unknown) answers 404, ValueError (a bad spec) 400."""
+
+    async def seed_(request: Request) -> Response:
+        try:
+            spec = await admin_json(request)
+            out = await run_in_threadpool(seed, request.path_params["cal"], spec)
+        except missing:
+            return admin_error(404, missing_message)
+        except ValueError as exc:
+            return admin_error(400, str(exc))
+        return JSONResponse(out)
+
+    return Route("/emulator/calendars/{cal}/seed", seed_, methods=["POST"])

@@ -11,14 +11,15 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from calsync.emulators.common import (
+    api_app,
     bearer_token,
     json_bytes,
     object_body,
     read_json_body,
 )
+from calsync.emulators.faults import with_faults
 from calsync.emulators.google.admin import _admin_routes
 from calsync.emulators.google.emulator import GoogleEmulator
 from calsync.emulators.google.errors import (
@@ -212,21 +213,11 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
 
     async def api(request: Request) -> Response:
         user = _bearer_user(request.headers.get("authorization"))
-        response = await emu.faults.maybe_fail(request.method, request.url.path)
-        if response is None:
-            response = await _handle_api(emu, request, user)
-            response = await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
+        response = await with_faults(emu.faults, emu.commit_faults, request, lambda: _handle_api(emu, request, user))
         emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, user)
         return response
 
     async def not_found(request: Request) -> Response:
         return _error_response(_not_found())
 
-    routes = [
-        *_admin_routes(emu),
-        Route(API_PREFIX + "/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    ]
-    app = Starlette(routes=routes)
-    app.state.emulator = emu
-    return app
+    return api_app(emu, _admin_routes(emu), API_PREFIX, api, not_found)

@@ -3,7 +3,6 @@ subscriptions and their lifecycle, Outlook-side event moves and cancels, and pus
 Admin requests are never logged, faulted or throttled."""
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -12,6 +11,7 @@ from calsync.emulators.faults import (
     admin_error,
     admin_json,
     common_admin_routes,
+    seed_route,
     switches_route,
 )
 from calsync.emulators.graph.emulator import GraphEmulator
@@ -21,16 +21,6 @@ from calsync.emulators.push_hub import delivery_admin_routes
 
 def _admin_routes(emu: GraphEmulator) -> list[Route]:
     """Endpoints tests and benchmarks use to steer the emulator (never logged, faulted or throttled)."""
-
-    async def seed(request: Request) -> Response:
-        try:
-            spec = await admin_json(request)
-            out = await run_in_threadpool(emu.seed, request.path_params["cal"], spec)
-        except GraphError:
-            return admin_error(404, "no such calendar (give a calendar id or a mailbox address)")
-        except ValueError as exc:
-            return admin_error(400, str(exc))
-        return JSONResponse(out)
 
     async def expire_delta(request: Request) -> Response:
         try:
@@ -88,7 +78,7 @@ def _admin_routes(emu: GraphEmulator) -> list[Route]:
 
     return [
         *common_admin_routes(emu.reset, emu.faults, emu.commit_faults, emu.requests),
-        Route("/emulator/calendars/{cal}/seed", seed, methods=["POST"]),
+        seed_route(emu.seed, GraphError, "no such calendar (give a calendar id or a mailbox address)"),
         Route("/emulator/delta/expire", expire_delta, methods=["POST"]),
         switches_route(lambda: dict(emu.switches), emu.set_switches),
         Route("/emulator/subscriptions", subscriptions, methods=["GET"]),

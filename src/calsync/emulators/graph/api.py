@@ -15,14 +15,15 @@ from zoneinfo import ZoneInfo
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from calsync.emulators.common import (
+    api_app,
     bearer_token,
     json_bytes,
     object_body,
     read_json_body,
 )
+from calsync.emulators.faults import with_faults
 from calsync.emulators.graph.admin import _admin_routes
 from calsync.emulators.graph.batch import (
     BatchItem,
@@ -316,11 +317,7 @@ async def _serve(emu: GraphEmulator, request: Request, email: str | None) -> Res
     if throttled is not None:
         return _error_response(throttled, request.headers.get("client-request-id"))
     try:
-        injected = await emu.faults.maybe_fail(request.method, request.url.path)
-        if injected is not None:
-            return injected
-        response = await _handle_api(emu, request, email)
-        return await emu.commit_faults.maybe_fail(request.method, request.url.path) or response
+        return await with_faults(emu.faults, emu.commit_faults, request, lambda: _handle_api(emu, request, email))
     finally:
         if email:
             emu.throttle.leave(email)
@@ -378,11 +375,4 @@ def create_app(emulator: GraphEmulator | None = None) -> Starlette:
     async def not_found(request: Request) -> Response:
         return _error_response(GraphError(400, "BadRequest", "Invalid version."), None)
 
-    routes = [
-        *_admin_routes(emu),
-        Route(API_PREFIX + "/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    ]
-    app = Starlette(routes=routes)
-    app.state.emulator = emu
-    return app
+    return api_app(emu, _admin_routes(emu), API_PREFIX, api, not_found)

@@ -7,15 +7,7 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from calsync.emulators.common import (
-    SEED_KINDS,
-    SEED_LENGTHS,
-    SEED_PEOPLE,
-    SEED_PLACES,
-    SEED_TOPICS,
-    gc_paused,
-    is_int,
-)
+from calsync.emulators.common import SEED_PEOPLE, SEED_START, gc_paused, seed_options, seed_pick
 from calsync.emulators.graph.fields import _NO_RESPONSE, _ical_uid
 from calsync.emulators.graph.recurrence import _DAYS, _Series
 from calsync.emulators.graph.state import _Calendar, _Event, _Store, _User
@@ -23,20 +15,8 @@ from calsync.emulators.graph.times import _parse_instant, _When
 
 
 def _seed_options(spec: Any) -> dict[str, Any]:
-    if not isinstance(spec, dict):
-        raise ValueError("seed spec must be a JSON object")  # noqa: TRY004 - the admin API answers ValueError as 400
-    allowed = {"count", "start", "days", "seed", "recurring_every", "online_every"}
-    if set(spec) - allowed:
-        raise ValueError(f"unknown seed keys: {sorted(set(spec) - allowed)}")
-    out: dict[str, Any] = {"count": spec.get("count", 100), "days": spec.get("days", 60), "seed": spec.get("seed", 1),
-                           "recurring_every": spec.get("recurring_every", 0),
-                           "online_every": spec.get("online_every", 0)}
-    limits = {"count": (0, 1_000_000), "days": (1, 3650), "seed": (-(2**63), 2**63),
-              "recurring_every": (0, 10**9), "online_every": (0, 10**9)}
-    for key, (low, high) in limits.items():
-        if not is_int(out[key], low, high):
-            raise ValueError(f"{key} must be an integer in [{low}, {high}]")
-    start = _parse_instant(spec.get("start", "2026-11-01T00:00:00Z"))
+    out = seed_options(spec, ("recurring_every", "online_every"))
+    start = _parse_instant(spec.get("start", SEED_START))
     if start is None:
         raise ValueError("start must be an ISO 8601 timestamp")
     out["start"] = start
@@ -68,24 +48,16 @@ class _Seeder:
 
     def _event(self, i: int, now: float) -> _Event:
         """One seeded event; all choices come from a single 64-bit draw."""
-        bits = self.rng.getrandbits(64)
-        bits, day = divmod(bits, self.opt["days"])
-        bits, hour = divmod(bits, 8)
-        bits, quarter = divmod(bits, 4)
-        bits, length = divmod(bits, len(SEED_LENGTHS))
-        bits, topic = divmod(bits, len(SEED_TOPICS))
-        bits, kind = divmod(bits, len(SEED_KINDS))
-        bits, place = divmod(bits, len(SEED_PLACES))
-        bits, who = divmod(bits, len(SEED_PEOPLE))
-        start = (self.opt["start"] + timedelta(days=day, hours=9 + hour, minutes=15 * quarter)).replace(tzinfo=None)
-        end = start + timedelta(minutes=SEED_LENGTHS[length])
-        title = f"{SEED_TOPICS[topic]} {SEED_KINDS[kind]}"
-        person = SEED_PEOPLE[who]
+        pick = seed_pick(self.rng, self.opt["days"])
+        start = (self.opt["start"] + timedelta(days=pick.day, hours=9 + pick.hour, minutes=15 * pick.quarter)
+                 ).replace(tzinfo=None)
+        end = start + timedelta(minutes=pick.minutes)
+        person = SEED_PEOPLE[pick.who]
         data: dict[str, Any] = {
-            "subject": title,
-            "body": {"contentType": "text", "content": f"{title} #{i}: agenda, notes and follow-ups."},
-            "location": {"displayName": SEED_PLACES[place]},
-            "locations": [{"displayName": SEED_PLACES[place]}],
+            "subject": pick.title,
+            "body": {"contentType": "text", "content": pick.description(i)},
+            "location": {"displayName": pick.place},
+            "locations": [{"displayName": pick.place}],
             "attendees": [{"type": "required", "status": dict(_NO_RESPONSE),
                            "emailAddress": {"name": person.title(), "address": f"{person}@example.org"}}],
         }
@@ -102,7 +74,7 @@ class _Seeder:
             rec = {"pattern": {"type": "weekly", "interval": 1, "month": 0, "dayOfMonth": 0,
                                "daysOfWeek": [_DAYS[start.weekday()]], "firstDayOfWeek": "sunday", "index": "first"},
                    "range": {"type": "numbered", "startDate": start.date().isoformat(), "endDate": "0001-01-01",
-                             "recurrenceTimeZone": "UTC", "numberOfOccurrences": 4 + bits % 9}}
+                             "recurrenceTimeZone": "UTC", "numberOfOccurrences": 4 + pick.bits % 9}}
             data["recurrence"] = rec
             ev.series = _Series(rec, ev.start, ev.end)
         return ev
