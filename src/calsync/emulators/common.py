@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +47,8 @@ __all__ = [
     "json_text",
     "object_body",
     "read_json_body",
+    "receiver_allowed",
+    "receiver_host",
     "rfc3339_ms",
     "seed_options",
     "seed_pick",
@@ -160,6 +163,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def receiver_host(url: str) -> str | None:
+    """The host of a push receiver's URL; None when it has none or its port does not parse."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        return None
+    return host or None
+
+
+def receiver_allowed(url: str, allow_http: bool) -> bool:
+    """Whether push may go to ``url``: HTTPS anywhere, plain HTTP to a loopback host when the switch allows it."""
+    host = receiver_host(url)
+    if not host:
+        return False
+    scheme = urlsplit(url).scheme.lower()
+    return scheme == "https" or (scheme == "http" and allow_http and is_loopback(host))
 
 
 def api_app(emulator: Any, admin: list[Route], api_prefix: str, api: Callable[[Request], Awaitable[Response]],

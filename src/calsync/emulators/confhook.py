@@ -39,6 +39,7 @@ from calsync.emulators.faults import (
     FaultInjector,
     RequestLog,
     common_admin_routes,
+    with_faults,
 )
 
 __all__ = ["HOOK_PATH", "ConfhookEmulator", "HookError", "create_app"]
@@ -242,12 +243,8 @@ def create_app(
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
     async def hook(request: Request) -> Response:
-        path = request.url.path
-        response = await emu.faults.maybe_fail(request.method, path)
-        if response is None:
-            response = await _handle_hook(emu, request)
-            response = await emu.commit_faults.maybe_fail(request.method, path) or response
-        emu.requests.add(request.method, path, request.url.query, response.status_code, None)
+        response = await with_faults(emu.faults, emu.commit_faults, request, lambda: _handle_hook(emu, request))
+        emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, None)
         return response
 
     async def not_found(request: Request) -> Response:

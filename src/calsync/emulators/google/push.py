@@ -24,14 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calsync.emulators.common import is_loopback, rfc3339_ms
+from calsync.emulators.common import receiver_allowed, receiver_host, rfc3339_ms
 from calsync.emulators.faults import admin_error
 from calsync.emulators.push_faults import PushFaults
 from calsync.emulators.push_hub import DeliveryHub, delivery_admin_routes
@@ -115,17 +114,10 @@ def _address(value: Any, allow_http: bool) -> str:
         raise PushError(400, "required", "Required: channel address.", location="address")
     if not isinstance(value, str):
         raise _bad("Invalid channel address.", "address")
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a bad port
-    except ValueError:
-        host = None
-    if not host:
+    if not receiver_host(value):
         raise _bad(f"WebHook callback must have a host or address: {value}", "address",
                    reason="push.webhookUrlNoHostOrAddress")
-    scheme = parts.scheme.lower()
-    if scheme == "https" or (scheme == "http" and allow_http and is_loopback(host)):
+    if receiver_allowed(value, allow_http):
         return value
     raise _bad(f"WebHook callback must be HTTPS: {value}", "address", reason="push.webhookUrlNotHttps")
 

@@ -28,7 +28,6 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from calsync.emulators.common import is_loopback
 from calsync.emulators.push_hub import REMOTE_OFF, DeliveryHub
 
 __all__ = [
@@ -37,7 +36,6 @@ __all__ = [
     "GraphPushHub",
     "Note",
     "ValidationResult",
-    "url_allowed",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,20 +44,6 @@ VALIDATION_TIMEOUT_S = 10.0  # documented: the endpoint must answer the handshak
 DELIVERY_TIMEOUT_S = 3.0  # documented: a 2xx within 3 seconds, or Graph retries
 MAX_BATCH = 100  # notifications per POST; Graph batches but publishes no number (guess)
 USER_AGENT = "Microsoft-Graph-Change-Notifications/1.0 (calsync emulator)"
-
-
-def url_allowed(url: str, allow_http: bool) -> bool:
-    """HTTPS anywhere, or plain HTTP to a loopback host when the switch allows it (tests)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port
-    except ValueError:
-        return False
-    if not host:
-        return False
-    scheme = parts.scheme.lower()
-    return scheme == "https" or (scheme == "http" and allow_http and is_loopback(host))
 
 
 def _with_query(url: str, **params: str) -> str:

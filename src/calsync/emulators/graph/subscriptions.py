@@ -8,8 +8,9 @@ import time
 import uuid
 from typing import Any
 
+from calsync.emulators.common import receiver_allowed
 from calsync.emulators.graph.errors import GraphError, _bad
-from calsync.emulators.graph.push import Note, url_allowed
+from calsync.emulators.graph.push import Note
 from calsync.emulators.graph.state import (
     API_PREFIX,
     TENANT_ID,
@@ -194,6 +195,6 @@ def _change_types(value: Any) -> tuple[str, ...]:
 def _notification_url(value: Any, name: str, allow_http: bool) -> str:
     if not isinstance(value, str) or not value:
         raise _bad(f"{name} is required.", "InvalidRequest")
-    if not url_allowed(value, allow_http):
+    if not receiver_allowed(value, allow_http):
         raise _bad(f"The {name} must use the HTTPS protocol.", "InvalidRequest")
     return value
