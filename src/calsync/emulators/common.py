@@ -1,4 +1,5 @@
-"""Helpers the emulators share: sealed tokens, JSON bodies, bearer tokens, switches and seeding.
+"""Helpers the emulators share: sealed tokens, JSON bodies, bearer tokens, push receiver URLs, the app,
+switches and seeding.
 
 Each emulator answers errors in its own provider's shape, so a helper that can refuse input
 takes a factory for that provider's error rather than raising one of its own. This module

@@ -12,7 +12,8 @@ can be lifted out and run alone.
 
 One job per module, imports pointing one way (``api`` -> ``admin`` -> ``emulator`` ->
 ``calendars``/``events``/``sync``/``seed`` -> ``render`` -> ``state`` -> ``push``, ``fields``,
-``params``, ``recurrence``, ``times``, ``errors`` -> ``..common``).
+``params``, ``recurrence``, ``times``, ``errors`` -> ``..common``); the parts Graph shares are
+``..store_base`` (the store's frame), ``..push_hub`` (delivery) and ``..faults`` (faults, admin routes).
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ python-dateutil and the shared emulator modules.
 One job per module, imports pointing one way (``api`` -> ``admin`` -> ``emulator`` ->
 ``calendars``/``events``/``delta``/``subscriptions``/``seed`` -> ``render`` -> ``state`` ->
 ``push``, ``throttle``, ``fields``, ``params``, ``recurrence``, ``ids``, ``times``, ``errors``
--> ``..common``); ``api`` also uses ``batch``.
+-> ``..common``); ``api`` also uses ``batch``. The parts Google shares are ``..store_base`` (the store's
+frame), ``..push_hub`` (delivery) and ``..faults`` (faults, admin routes).
 """
 from __future__ import annotations
 
