@@ -74,6 +74,21 @@ def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[s
     return found
 
 
+def gone_links_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -> dict[str, LinkedEvent]:
+    """Event id -> its link on the binding, for those of these events whose link says the copy there
+    is gone (remote_deleted): the copy met next there takes that link's place (relink_gone_copies)."""
+    found: dict[str, LinkedEvent] = {}
+    for chunk in chunks(list(dict.fromkeys(event_ids))):
+        query = (
+            select(*_LINKED_COLUMNS).join(events, events.c.id == event_links.c.event_id)
+            .where(event_links.c.binding_id == binding_id, event_links.c.event_id.in_(chunk),
+                   event_links.c.remote_deleted.is_(True))
+        )
+        for row in conn.execute(query).mappings():
+            found[row["id"]] = _linked(row)
+    return found
+
+
 def _live_copy_on(binding_id: str) -> Any:
     """The event has a live copy on the binding: a link that does not say the copy was deleted there.
     An event whose copy there is gone (the link says so) is written there again, and the copy met
