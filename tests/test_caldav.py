@@ -6,6 +6,7 @@ Remote changes are made by *another* client: plain httpx PUT / DELETE of .ics re
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from calsync.providers.base import (
 )
 from calsync.providers.caldav import CalDAVProvider
 from calsync.store import accounts as account_store
+from calsync.store import events as event_store
+from calsync.store import outbox as outbox_store
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings, conflicts, event_links, events
 from tests.caldav_servers import DavCalendar, caldav_server, dav, ics, provider_options  # noqa: F401 (fixtures)
@@ -311,6 +314,37 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(engine: Engine
     assert report.ok and report.inbound[0].created == 0
     assert report.outbound[0].created == 0
     assert list(local_events(engine, binding)) == [made.event_id]
+    assert dav.names() == {made.event_id}
+
+
+def test_a_retried_create_whose_event_took_another_uid_writes_over_its_copy(engine: Engine, dav: DavCalendar) -> None:
+    """A create whose answer was lost, then the event changed as another side's edit that names it with
+    that side's UID (Outlook's iCalUId): the retried create meets its copy (412) and writes over it.
+    A resource keeps its UID, so that write keeps the copy's, instead of failing for good with the
+    server's no-uid-conflict (chaos c1-907, c3-1192)."""
+    binding = bind(engine, dav)
+    inbound(sync(engine, binding))
+    made = local.create_event(engine, calendar_of(engine, binding), {
+        "title": "Once", "start": "2026-12-04T10:00:00Z", "end": "2026-12-04T11:00:00Z"})
+
+    def crash(event_id: str, what: str) -> None:
+        raise RuntimeError("worker died after the PUT, before the checkpoint")
+
+    with pytest.raises(RuntimeError):
+        sync_once(engine, binding_ids=[binding], make_provider=maker(), after_write=crash)
+    (first_uid,) = [str(c["UID"]) for c in parsed(dav, made.event_id).walk("VEVENT")]
+    with engine.begin() as conn:  # what taking Outlook's edit does: its title, its UID
+        data = event_store.event_data(conn, made.event_id)
+        event_store.save_event_from(conn, made.event_id, replace(data, title="Once (moved)", ical_uid="040000008200E"),
+                                    2, "graph:other")
+        outbox_store.enqueue(conn, calendar_of(engine, binding), [(made.event_id, 2)])
+    report = sync(engine, binding)
+    assert report.ok and report.outbound[0].failed == 0, report.outbound[0].message
+    (vevent,) = list(parsed(dav, made.event_id).walk("VEVENT"))
+    assert str(vevent["SUMMARY"]) == "Once (moved)"
+    # Radicale refuses to change a resource's UID (the change goes into its copy, UID kept);
+    # Xandikos takes the new one
+    assert str(vevent["UID"]) == (first_uid if dav.server.kind == "radicale" else "040000008200E")
     assert dav.names() == {made.event_id}
 
 

@@ -289,7 +289,11 @@ class Pusher:
                 inbound.apply_remote_changes(self.engine, self.binding["id"], [RemoteDeletion(remote_id, proof=(
                     f"a create retried after its answer was lost met {remote_id} already there, deleted"))])
                 raise _DeletedThere from None
-            # a deleted copy (ids are kept) or a stale one: write ours over it
+            # a deleted copy (ids are kept) or a stale one: write ours over it, as a change of that copy
+            # (its unmodelled fields kept: a CalDAV resource keeps the UID it was made with, which the
+            # event may have changed since, taking another side's edit)
+            if existing is not None:
+                data = replace(data, extra={**(data.extra or {}), **(existing.data.extra or {})})
             return self.provider.update_event(self._calendar, remote_id, data, if_match=None)
 
     def _redecide(self, remote_id: str) -> None:

@@ -287,6 +287,11 @@ class CalDAVProvider:
             ical.apply_event_data(comp, data)
             text = ical.render(cal)
             response = self._put(href, text, {"If-Match": if_match} if if_match else {})
+            if response.status_code in (403, 409, 412) and _mentions(response, "no-uid-conflict"):
+                # the resource holds another UID than the event now names (the event took another
+                # side's edit, and our copy of the resource was stale or missing): a resource keeps
+                # its UID, so the change is patched into the server's copy, under the same If-Match
+                return self._patch_servers_copy(collection, href, base, remote_id, data, if_match)
             self._check_write(response, href)
             return self._written(collection, href, base, text, response, remote_id)
 
@@ -308,6 +313,22 @@ class CalDAVProvider:
     def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
         """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
         self.delete_event(calendar_id, remote_id, if_match=None)
+
+    def _patch_servers_copy(self, collection: str, href: str, base: str, remote_id: str,
+                            data: EventData, if_match: str | None) -> RemoteEvent:
+        """`data` written into the resource as the server holds it (its master, or its one VEVENT),
+        keeping the resource's UID."""
+        def patch(cal: Any) -> Any:
+            comp = ical.find_vevent(cal, None) or next(iter(ical.vevents(cal)), None)
+            if comp is None:
+                raise NotFoundError(f"{href} holds no event", status=404)
+            ical.apply_event_data(comp, data)
+            ical.drop_excluded_overrides(cal, comp)
+            return cal
+
+        written, response = self._rewrite(href, remote_id, if_match, patch)
+        assert written is not None
+        return self._written(collection, href, base, written, response, remote_id)
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         """DELETE with If-Match (404: already gone). Deleting an override removes that VEVENT and
@@ -586,14 +607,14 @@ class CalDAVProvider:
         return self.http.request("PUT", href, content=text.encode(), headers={"Content-Type": ICS_TYPE, **headers})
 
     def _check_write(self, response: httpx.Response, href: str) -> None:
+        refused = (f"PUT {href}: the server refused its UID (no-uid-conflict: another resource holds that UID, "
+                   "or this resource holds another one)")
         if response.status_code == 412:
             if _mentions(response, "no-uid-conflict"):
-                raise ProviderError(f"PUT {href}: the UID is already used by another resource", status=409,
-                                    reason="no-uid-conflict")
+                raise ProviderError(refused, status=409, reason="no-uid-conflict")
             raise PreconditionFailed(f"PUT {href}: the resource changed (412)", status=412)
         if response.status_code in (403, 409) and _mentions(response, "no-uid-conflict"):
-            raise ProviderError(f"PUT {href}: the UID is already used by another resource", status=409,
-                                reason="no-uid-conflict")
+            raise ProviderError(refused, status=409, reason="no-uid-conflict")
         _check(response, f"PUT {href}")
 
     def _written(self, collection: str, href: str, base: str, sent: str, response: httpx.Response,
