@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from calsync.backoff import jittered_delay
@@ -364,13 +364,20 @@ def _base_status(link: dict[str, Any], event: dict[str, Any]) -> str:
 
 
 def queue_calendar(engine: Engine, binding_id: str) -> int:
-    """A binding added to a calendar that already has events: queue them all for it. Its first sync
-    adopts the remote copies calsync made earlier (same id), so nothing is duplicated. Exceptions
-    are queued after every series, so each is written over its series' occurrence there."""
+    """A binding added to a calendar that already has events: queue them all for it (queue_calendar_in,
+    in a transaction of its own)."""
     with engine.begin() as conn:
-        binding = account_store.get_binding(conn, binding_id)
-        if binding["direction"] == "pull":
-            return 0
-        rows = event_store.list_events(conn, calendar_id=binding["calendar_id"])
-        live = [(e["id"], e["version"]) for e in sorted(rows, key=lambda e: e["recurring_event_id"] is not None)]
-        return queue.enqueue(conn, binding["calendar_id"], live, bindings_to=[binding_id])
+        return queue_calendar_in(conn, binding_id)
+
+
+def queue_calendar_in(conn: Connection, binding_id: str) -> int:
+    """Queue the calendar's live events for a binding added to it, in the caller's transaction (the
+    binding's own, so a crash cannot leave it without them). Its first sync adopts the remote copies
+    calsync made earlier (same id), so nothing is duplicated. Exceptions are queued after every
+    series, so each is written over its series' occurrence there."""
+    binding = account_store.get_binding(conn, binding_id)
+    if binding["direction"] == "pull":
+        return 0
+    rows = event_store.list_events(conn, calendar_id=binding["calendar_id"])
+    live = [(e["id"], e["version"]) for e in sorted(rows, key=lambda e: e["recurring_event_id"] is not None)]
+    return queue.enqueue(conn, binding["calendar_id"], live, bindings_to=[binding_id])

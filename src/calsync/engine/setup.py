@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from calsync.engine.outbound import queue_calendar
+from calsync.engine.outbound import queue_calendar_in
 from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account
 from calsync.providers.registry import UnknownProvider, provider_kind
 from calsync.store import accounts as account_store
@@ -102,10 +102,8 @@ def bind_calendar(
     """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
 
     A binding that pushes, added to a calendar that already holds events (mirroring), gets them all
-    queued (engine/outbound.queue_calendar: series before their exceptions); its first sync adopts the
-    copies calsync made there earlier, so nothing is duplicated. queue_calendar opens its own
-    transaction, so the queueing commits just after the binding, not with it (as `calsync calendar
-    bind --calendar` always did): a crash between the two leaves the binding without those events queued.
+    queued (engine/outbound.queue_calendar_in: series before their exceptions); its first sync adopts the
+    copies calsync made there earlier, so nothing is duplicated; the queueing commits with the binding.
 
     SetupError for a direction or policy calsync does not know, a blank name, or a remote calendar
     the account has bound already (also when another writer binds it at the same moment); NotFound
@@ -126,6 +124,7 @@ def bind_calendar(
                 calendar_id = calendar
             binding_id = account_store.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction,
                                                       conflict_policy)
+            queued = queue_calendar_in(conn, binding_id) if existing else 0
     except IntegrityError:
         # another writer bound the same remote calendar between our check and our insert (the unique
         # constraint on account and remote calendar caught it): the same refusal as the check's
@@ -133,7 +132,6 @@ def bind_calendar(
             if account_store.find_binding(conn, account_id, remote_calendar_id) is None:
                 raise
         raise SetupError(_already_bound(remote_calendar_id)) from None
-    queued = queue_calendar(engine, binding_id) if existing else 0
     return Bound(calendar_id, binding_id, queued)
 
 
