@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 
@@ -101,7 +101,7 @@ def ensure_channel(
 
 def _renew_in_place(
     engine: Engine, renew: Callable[[str, str, int | None], Channel], channel: dict[str, Any], ttl_seconds: int | None,
-) -> str:
+) -> Literal["renewed", "gone", "failed"]:
     """Extend a live channel at the provider: "renewed", "gone" (the provider no longer has it, so it
     is marked gone and replaced) or "failed" (try again on the next claim)."""
     try:

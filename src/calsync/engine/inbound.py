@@ -26,6 +26,7 @@ from calsync.model import (
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
 from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
+from calsync.statuses import ConflictPolicy, SyncFailure, SyncStatus
 from calsync.store import accounts as account_store
 from calsync.store import conferences as conference_store
 from calsync.store import conflicts as conflict_store
@@ -71,7 +72,7 @@ class SyncResult:
     conflicts: int = 0
     unknown_deletions: int = 0  # deletions of ids the binding never had (Graph: a deleted occurrence)
     token_reset: bool = False  # the provider rejected our token and a full sync followed
-    status: str = "ok"  # ok | skipped | blocked | auth-failed | error
+    status: SyncStatus = "ok"
     message: str | None = None
     retry_after: float | None = None  # what the provider asked us to wait, after a rate limit or outage
 
@@ -87,7 +88,7 @@ class _Binding:
     id: str
     calendar_id: str
     remote_calendar_id: str
-    policy: str
+    policy: ConflictPolicy
     source: str
     sync_token: str | None
 
@@ -158,7 +159,7 @@ def apply_remote_changes(
     return result
 
 
-def _record_failure(engine: Engine, binding_id: str, status: str, message: str) -> None:
+def _record_failure(engine: Engine, binding_id: str, status: SyncFailure, message: str) -> None:
     with engine.begin() as conn:
         account_store.record_sync_failure(conn, binding_id, status, message)
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
 from calsync.providers.canonical import canonical_text, canonical_zone
+from calsync.statuses import ConflictKind
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
@@ -150,7 +151,7 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
             link_store.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
                                   create=False)
         else:  # still different: the conflict offers the newest local side too
-            kind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
+            kind: ConflictKind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
             conflict_store.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
             continue
         conflict_store.close_conflict(conn, conflict["id"], "auto:agreed-locally")

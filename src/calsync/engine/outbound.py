@@ -29,6 +29,7 @@ from calsync.providers.base import (
     ProviderError,
 )
 from calsync.series_exdates import without_starts
+from calsync.statuses import PushStatus
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
@@ -49,7 +50,7 @@ class PushResult:
     retried: int = 0
     failed: int = 0
     requests: int = 0
-    status: str = "ok"  # ok | skipped | waiting (a retry is scheduled) | auth-failed
+    status: PushStatus = "ok"  # waiting: a retry is scheduled
     message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:

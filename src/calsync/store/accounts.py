@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from calsync.model import Account, utcnow
+from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
 from calsync.store.common import NotFound, new_id
 from calsync.store.schema import accounts, bindings, calendars
 
@@ -40,7 +41,7 @@ def list_accounts(conn: Connection) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "credentials"} for row in rows]
 
 
-def set_account_state(conn: Connection, account_id: str, state: str, error: str | None = None) -> None:
+def set_account_state(conn: Connection, account_id: str, state: AccountState, error: str | None = None) -> None:
     conn.execute(
         accounts.update().where(accounts.c.id == account_id)
         .values(state=state, last_error=error, updated_at=utcnow())
@@ -77,7 +78,7 @@ def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> 
 
 def create_binding(
     conn: Connection, calendar_id: str, account_id: str, remote_calendar_id: str,
-    direction: str, conflict_policy: str = "ask",
+    direction: Direction, conflict_policy: ConflictPolicy = "ask",
 ) -> str:
     now = utcnow()
     binding_id = new_id()
@@ -142,7 +143,7 @@ def forget_sync_token(conn: Connection, binding_id: str) -> None:
     )
 
 
-def record_sync_failure(conn: Connection, binding_id: str, status: str, error: str) -> None:
+def record_sync_failure(conn: Connection, binding_id: str, status: SyncFailure, error: str) -> None:
     now = utcnow()
     conn.execute(
         bindings.update().where(bindings.c.id == binding_id)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 
 from calsync.model import utcnow
+from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
 from calsync.store.common import chunks, new_id
 from calsync.store.schema import channels, conference_outbox, conferences
 
@@ -53,7 +54,7 @@ def update_conference(conn: Connection, row_id: str, **values: Any) -> None:
     conn.execute(conferences.update().where(conferences.c.id == row_id).values(updated_at=utcnow(), **values))
 
 
-def list_conferences(conn: Connection, state: str | None = None) -> list[dict[str, Any]]:
+def list_conferences(conn: Connection, state: ConferenceState | None = None) -> list[dict[str, Any]]:
     query = select(conferences).order_by(conferences.c.created_at)
     if state:
         query = query.where(conferences.c.state == state)
@@ -90,7 +91,8 @@ def enqueue_for_changed_events(conn: Connection, changed: Iterable[ChangedEvent]
     return enqueue(conn, wanted, "inbound") if wanted else 0
 
 
-def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: datetime | None = None) -> int:
+def enqueue(conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkReason,
+            now: datetime | None = None) -> int:
     """One pending row per event: events that already have one are left alone (the work collapses)."""
     now = now or utcnow()
     ids = list(set(event_ids))
@@ -121,7 +123,8 @@ def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) 
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def finish_work(conn: Connection, row_id: int, status: str = "done", error: str | None = None) -> None:
+def finish_work(conn: Connection, row_id: int, status: Literal["done", "failed"] = "done",
+                error: str | None = None) -> None:
     conn.execute(
         conference_outbox.update().where(conference_outbox.c.id == row_id)
         .values(status=status, last_error=error, updated_at=utcnow())
@@ -146,7 +149,7 @@ def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     """Record that the binding needs change notifications, unless a channel (or intent) exists already."""
     existing = conn.execute(
         select(channels.c.id).where(channels.c.binding_id == binding_id,
-                                    channels.c.state.in_(("intent", "pending", "active")))
+                                    channels.c.state.in_(OPEN_CHANNEL_STATES))
     ).first()
     if existing:
         return False

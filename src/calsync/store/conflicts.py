@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from calsync.model import utcnow
+from calsync.statuses import ConflictKind, ConflictStatus
 from calsync.store.common import NotFound, chunks, new_id
 from calsync.store.schema import conflicts, events
 
@@ -50,7 +51,8 @@ def series_paused_by_remote_delete(conn: Connection, binding_id: str, series_ids
     return found
 
 
-def refresh_conflict_local(conn: Connection, conflict_id: str, local: dict[str, Any] | None, kind: str) -> None:
+def refresh_conflict_local(conn: Connection, conflict_id: str, local: dict[str, Any] | None,
+                           kind: ConflictKind) -> None:
     """An open conflict's local side changed: it shows the newest (None: deleted here)."""
     conn.execute(conflicts.update().where(conflicts.c.id == conflict_id, conflicts.c.status == "open")
                  .values(local=local, kind=kind, updated_at=utcnow()))
@@ -71,7 +73,7 @@ def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
 
 
 def record_conflict(
-    conn: Connection, *, event_id: str, binding_id: str, kind: str,
+    conn: Connection, *, event_id: str, binding_id: str, kind: ConflictKind,
     local: dict[str, Any] | None, remote: dict[str, Any] | None, base: dict[str, Any] | None,
     remote_etag: str | None, remote_deletion_proof: str | None = None,
 ) -> str:
@@ -95,7 +97,7 @@ def record_conflict(
     return conflict_id
 
 
-def list_conflicts(conn: Connection, status: str | None = "open") -> list[dict[str, Any]]:
+def list_conflicts(conn: Connection, status: ConflictStatus | None = "open") -> list[dict[str, Any]]:
     query = select(conflicts).order_by(conflicts.c.created_at)
     if status:
         query = query.where(conflicts.c.status == status)

@@ -8,10 +8,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from calsync.model import utcnow
+from calsync.statuses import PUSHING, SyncState
 from calsync.store.common import chunks
 from calsync.store.schema import bindings, conflicts, event_links, outbox
-
-PUSHING = ("two-way", "push")
 
 
 def push_bindings(conn: Connection, calendar_id: str) -> list[str]:
@@ -125,7 +124,7 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
                           .where(bindings.c.calendar_id.in_(calendars))):
         per_calendar.setdefault(b.calendar_id, []).append((b.id, b.direction))
     links: dict[tuple[str, str], int] = {}
-    queued: dict[tuple[str, str], str] = {}
+    queued: dict[tuple[str, str], SyncState] = {}
     conflicted: set[tuple[str, str]] = set()
     for chunk in chunks(ids):
         for link in conn.execute(select(event_links.c.event_id, event_links.c.binding_id, event_links.c.base_version)
@@ -134,8 +133,8 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
         for row in conn.execute(select(outbox.c.event_id, outbox.c.binding_id, outbox.c.status, outbox.c.attempts)
                                 .where(outbox.c.event_id.in_(chunk),
                                        outbox.c.status.in_(("pending", "held", "failed")))):
-            state = "error" if row.status == "failed" or row.attempts > 0 else "pending"
-            queued[(row.event_id, row.binding_id)] = state
+            outbox_state: SyncState = "error" if row.status == "failed" or row.attempts > 0 else "pending"
+            queued[(row.event_id, row.binding_id)] = outbox_state
         conflicted.update((e, b) for e, b in conn.execute(select(conflicts.c.event_id, conflicts.c.binding_id).where(
             and_(conflicts.c.event_id.in_(chunk), conflicts.c.status == "open"))))
     out: dict[str, list[dict[str, Any]]] = {}
@@ -143,6 +142,7 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
         states = []
         for binding_id, direction in per_calendar.get(r["calendar_id"], []):
             key = (r["id"], binding_id)
+            state: SyncState
             if key in conflicted:
                 state = "conflict"
             elif key in queued:

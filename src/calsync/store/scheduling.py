@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, update
 
 from calsync.model import utcnow
+from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
 
 
@@ -195,7 +196,7 @@ def open_channels(conn: Connection, binding_id: str) -> list[dict[str, Any]]:
     """The binding's channels that are live or only intended (oldest first)."""
     rows = conn.execute(
         select(channels)
-        .where(channels.c.binding_id == binding_id, channels.c.state.in_(("intent", "pending", "active")))
+        .where(channels.c.binding_id == binding_id, channels.c.state.in_(OPEN_CHANNEL_STATES))
         .order_by(channels.c.created_at)
     ).mappings()
     return [dict(r) for r in rows]
@@ -212,7 +213,7 @@ def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration
         state="active", resource_id=resource_id, expiration=expiration, updated_at=utcnow()))
 
 
-def set_channel_state(conn: Connection, row_id: str, state: str) -> None:
+def set_channel_state(conn: Connection, row_id: str, state: ChannelState) -> None:
     conn.execute(update(channels).where(channels.c.id == row_id).values(state=state, updated_at=utcnow()))
 
 
