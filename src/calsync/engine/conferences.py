@@ -111,7 +111,7 @@ class ConferenceEngine:
             return store.active_conference(conn, event_id) or record
 
     def _make_meeting(self, adapter: ConferenceAdapter, event: dict[str, Any]) -> dict[str, Any]:
-        """Record the intent, create the meeting, then record the meeting.
+        """Record the intent, create the meeting, then record the meeting; returns its row.
 
         The intent row carries the idempotency key: if we crash after the conference system made
         the meeting but before we recorded it, the retry finds the intent, reuses its key and tells
@@ -121,21 +121,19 @@ class ConferenceEngine:
             intent = store.creating_conference(conn, event["id"])
             if intent is None:
                 key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
-                intent = {"id": store.insert_conference(
+                row_id = store.insert_conference(
                     conn, event_id=event["id"], provider=adapter.name, conference_id="", state="creating",
-                    idempotency_key=key), "idempotency_key": key, "retry": False}
+                    idempotency_key=key)
             else:
-                intent["retry"] = True
+                row_id, key = intent["id"], intent["idempotency_key"]
         spec = meeting_spec(event)
-        made = adapter.create(spec, idempotency_key=intent["idempotency_key"], maybe_exists=intent["retry"])
-        values = {
-            "event_id": event["id"], "provider": adapter.name, "conference_id": made.conference_id,
-            "join_url": made.join_url, "details": made.details, "state": "active", "spec_hash": spec.fingerprint(),
-            "spec": _spec_json(spec), "idempotency_key": intent["idempotency_key"], "last_synced_at": utcnow(),
-        }
+        made = adapter.create(spec, idempotency_key=key, maybe_exists=intent is not None)
         with self.engine.begin() as conn:
-            store.update_conference(conn, intent["id"], **values)
-        return {"id": intent["id"], **values}
+            store.update_conference(
+                conn, row_id, event_id=event["id"], provider=adapter.name, conference_id=made.conference_id,
+                join_url=made.join_url, details=made.details, state="active", spec_hash=spec.fingerprint(),
+                spec=_spec_json(spec), idempotency_key=key, last_synced_at=utcnow())
+            return store.get_conference(conn, row_id)
 
     def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
         """The first conference on a calendar: a notification channel (only if none exists, and only
@@ -243,14 +241,12 @@ class ConferenceEngine:
 
     def _adopt(self, event: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         """Our stamp without our record (e.g. a restored database): record it so it is kept in step."""
-        values = {
-            "event_id": event["id"], "provider": summary["provider"], "conference_id": summary["conference_id"],
-            "join_url": summary.get("join_url"), "details": {}, "state": "active", "spec_hash": None, "spec": None,
-            "idempotency_key": f"{event['id']}:adopted",
-        }
         with self.engine.begin() as conn:
-            row_id = store.insert_conference(conn, **values)
-        return {"id": row_id, **values}
+            row_id = store.insert_conference(
+                conn, event_id=event["id"], provider=summary["provider"], conference_id=summary["conference_id"],
+                join_url=summary.get("join_url"), details={}, state="active", spec_hash=None, spec=None,
+                idempotency_key=f"{event['id']}:adopted")
+            return store.get_conference(conn, row_id)
 
     # --- writing the conference onto the calendar event ---------------------------------
 

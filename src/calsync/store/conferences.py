@@ -9,8 +9,15 @@ from sqlalchemy import Connection, func, or_, select
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
-from calsync.store.common import chunks, new_id
+from calsync.store.common import NotFound, chunks, new_id
 from calsync.store.schema import channels, conference_outbox, conferences
+
+
+def get_conference(conn: Connection, row_id: str) -> dict[str, Any]:
+    row = conn.execute(select(conferences).where(conferences.c.id == row_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no conference with id {row_id!r}")
+    return dict(row)
 
 
 def active_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
