@@ -2,7 +2,7 @@
 bound to them."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -103,7 +103,7 @@ def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
         bindings = account_store.list_bindings(conn)
         counts = {c["id"]: event_store.count_events(conn, c["id"]) for c in calendars}
     now = utcnow()
-    out = [
+    out: list[dict[str, Any]] = [
         {**c, "events": counts[c["id"]],
          "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]]}
         for c in calendars

@@ -20,12 +20,13 @@ from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
 from calsync.statuses import ConferenceState
 from calsync.store import conferences as conference_store
+from calsync.store.rows import ConferenceRow
 from calsync.views import jsonable
 
 app = typer.Typer(help="Video conferences kept in step with their events.", no_args_is_help=True)
 
 
-def conference_json(row: dict[str, Any]) -> dict[str, Any]:
+def conference_json(row: ConferenceRow) -> dict[str, Any]:
     """A conference row as the CLI shows it (the adapter's own state stays inside)."""
     return {
         "id": row["id"], "event_id": row["event_id"], "provider": row["provider"],

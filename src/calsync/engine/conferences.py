@@ -31,6 +31,7 @@ from calsync.store import conferences as store
 from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
+from calsync.store.rows import BindingRow, ConferenceRow, ConferenceWorkRow, EventRow, EventWithLinks, LinkSummary
 
 WRITE_BACK_ATTEMPTS = 4
 
@@ -42,7 +43,7 @@ class ConferenceWorkError(Exception):
 # --- the meeting a calendar event asks for -------------------------------------------------
 
 
-def meeting_spec(event: dict[str, Any]) -> MeetingSpec:
+def meeting_spec(event: EventRow) -> MeetingSpec:
     """The meeting fields of an event. The description is compared without surrounding whitespace:
     providers trim or add line breaks when they store a body (Graph around the conference block we
     append), and that must not cost a conference update."""
@@ -91,7 +92,7 @@ class ConferenceEngine:
 
     # --- creating ---------------------------------------------------------------------
 
-    def create(self, event_id: str, provider: str) -> dict[str, Any]:
+    def create(self, event_id: str, provider: str) -> ConferenceRow:
         """Make a meeting for the event, put it on the calendar event, and start watching the calendar."""
         adapter = self._adapter(provider)
         with self.engine.begin() as conn:
@@ -110,7 +111,7 @@ class ConferenceEngine:
         with self.engine.begin() as conn:
             return store.active_conference(conn, event_id) or record
 
-    def _make_meeting(self, adapter: ConferenceAdapter, event: dict[str, Any]) -> dict[str, Any]:
+    def _make_meeting(self, adapter: ConferenceAdapter, event: EventRow) -> ConferenceRow:
         """Record the intent, create the meeting, then record the meeting; returns its row.
 
         The intent row carries the idempotency key: if we crash after the conference system made
@@ -135,7 +136,7 @@ class ConferenceEngine:
                 spec=_spec_json(spec), idempotency_key=key, last_synced_at=utcnow())
             return store.get_conference(conn, row_id)
 
-    def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
+    def _start_watching(self, calendar_bindings: list[BindingRow]) -> None:
         """The first conference on a calendar: a notification channel (only if none exists, and only
         for a pulled binding whose provider can push: CalDAV has no channels, its poll timer covers
         it) and a token."""
@@ -164,7 +165,7 @@ class ConferenceEngine:
             after = work[-1]["id"]
             self.work(work, result)
 
-    def work(self, work: list[dict[str, Any]], result: ConferenceRun) -> None:
+    def work(self, work: list[ConferenceWorkRow], result: ConferenceRun) -> None:
         """Reconcile each claimed outbox row; done, retried later, or failed."""
         for item in work:
             result.processed += 1
@@ -183,7 +184,7 @@ class ConferenceEngine:
             with self.engine.begin() as conn:
                 store.finish_work(conn, item["id"])
 
-    def _retry_or_fail(self, item: dict[str, Any], exc: Exception, retryable: bool, retry_after: float | None,
+    def _retry_or_fail(self, item: ConferenceWorkRow, exc: Exception, retryable: bool, retry_after: float | None,
                        result: ConferenceRun) -> None:
         message = f"{type(exc).__name__}: {exc}"
         result.errors.append(message)
@@ -239,7 +240,7 @@ class ConferenceEngine:
             self._write_back(event_id, conference_summary(adapter, updated))
         return "updated"
 
-    def _adopt(self, event: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    def _adopt(self, event: EventRow, summary: dict[str, Any]) -> ConferenceRow:
         """Our stamp without our record (e.g. a restored database): record it so it is kept in step."""
         with self.engine.begin() as conn:
             row_id = store.insert_conference(
@@ -274,7 +275,7 @@ class ConferenceEngine:
                 (row,) = event_store.get_events(conn, [event_id])
                 outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])])
 
-    def _put_conference(self, provider: Provider, calendar_id: str, link: dict[str, Any], event_id: str,
+    def _put_conference(self, provider: Provider, calendar_id: str, link: LinkSummary, event_id: str,
                         summary: dict[str, Any]) -> RemoteEvent | None:
         with self.engine.begin() as conn:
             data = event_store.event_data(conn, event_id)
@@ -301,11 +302,11 @@ def _spec_json(spec: MeetingSpec) -> dict[str, Any]:
     return {**spec.__dict__, "attendees": list(spec.attendees)}
 
 
-def _summary_of(adapter: ConferenceAdapter, record: dict[str, Any]) -> dict[str, Any]:
+def _summary_of(adapter: ConferenceAdapter, record: ConferenceRow) -> dict[str, Any]:
     return conference_summary(adapter, Conference(adapter.name, record["conference_id"], record["join_url"] or ""))
 
 
-def _event(conn: Connection, event_id: str) -> dict[str, Any]:
+def _event(conn: Connection, event_id: str) -> EventWithLinks:
     rows = event_store.get_events(conn, [event_id])
     if not rows:
         raise NotFound(f"no event with id {event_id!r}")

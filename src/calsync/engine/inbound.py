@@ -35,6 +35,7 @@ from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import new_id
 from calsync.store.conferences import ChangedEvent
+from calsync.store.rows import BindingRow
 
 
 @dataclass
@@ -138,7 +139,7 @@ def sync_binding(
     return result
 
 
-def _binding(row: dict[str, Any], provider_name: str) -> _Binding:
+def _binding(row: BindingRow, provider_name: str) -> _Binding:
     return _Binding(
         id=row["id"], calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
         policy=row["conflict_policy"], source=f"{provider_name}:{row['id']}", sync_token=row["sync_token"],

@@ -20,6 +20,7 @@ from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound, new_id
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
+from calsync.store.rows import EventWithLinks
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
 MAX_TEXT = {"title": 1024, "description": 8192, "location": 1024}
@@ -158,7 +159,7 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
         outbox_store.release(conn, binding_id, event_id, drop=True)
 
 
-def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[str, Any]:
+def _live_row(conn: Connection, event_id: str, if_version: int | None) -> EventWithLinks:
     rows = event_store.get_events(conn, [event_id])
     if not rows or rows[0]["deleted"]:
         raise NotFound(f"no event with id {event_id!r}")

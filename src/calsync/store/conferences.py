@@ -3,45 +3,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, RowMapping, func, or_, select
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
 from calsync.store.common import NotFound, chunks, new_id
+from calsync.store.rows import ChannelRow, ConferenceRow, ConferenceWorkRow
 from calsync.store.schema import channels, conference_outbox, conferences
 
 
-def get_conference(conn: Connection, row_id: str) -> dict[str, Any]:
-    row = conn.execute(select(conferences).where(conferences.c.id == row_id)).mappings().first()
+def _conference(row: RowMapping | None) -> ConferenceRow | None:
+    return cast("ConferenceRow", dict(row)) if row else None
+
+
+def get_conference(conn: Connection, row_id: str) -> ConferenceRow:
+    row = _conference(conn.execute(select(conferences).where(conferences.c.id == row_id)).mappings().first())
     if row is None:
         raise NotFound(f"no conference with id {row_id!r}")
-    return dict(row)
+    return row
 
 
-def active_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
+def active_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "active")
         .order_by(conferences.c.created_at.desc())
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
-def creating_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
+def creating_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
     """An unfinished create (intent recorded, meeting not yet): its key must be reused."""
-    row = conn.execute(
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "creating")
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
-def latest_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
+def latest_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state != "creating")
         .order_by(conferences.c.created_at.desc())
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
 def count_conferences(conn: Connection, event_id: str) -> int:
@@ -61,11 +63,11 @@ def update_conference(conn: Connection, row_id: str, **values: Any) -> None:
     conn.execute(conferences.update().where(conferences.c.id == row_id).values(updated_at=utcnow(), **values))
 
 
-def list_conferences(conn: Connection, state: ConferenceState | None = None) -> list[dict[str, Any]]:
+def list_conferences(conn: Connection, state: ConferenceState | None = None) -> list[ConferenceRow]:
     query = select(conferences).order_by(conferences.c.created_at)
     if state:
         query = query.where(conferences.c.state == state)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ConferenceRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
 def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -> set[str]:
@@ -119,7 +121,7 @@ def enqueue(conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkRe
     return len(rows)
 
 
-def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[ConferenceWorkRow]:
     query = (
         select(conference_outbox)
         .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
@@ -127,7 +129,7 @@ def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) 
                or_(conference_outbox.c.lease_until.is_(None), conference_outbox.c.lease_until < now))
         .order_by(conference_outbox.c.id).limit(limit)
     )
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ConferenceWorkRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
 def finish_work(conn: Connection, row_id: int, status: Literal["done", "failed"] = "done",
@@ -166,8 +168,8 @@ def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     return True
 
 
-def list_channels(conn: Connection, binding_id: str | None = None) -> list[dict[str, Any]]:
+def list_channels(conn: Connection, binding_id: str | None = None) -> list[ChannelRow]:
     query = select(channels).order_by(channels.c.created_at)
     if binding_id:
         query = query.where(channels.c.binding_id == binding_id)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ChannelRow]", [dict(r) for r in conn.execute(query).mappings()])
