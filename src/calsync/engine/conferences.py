@@ -232,10 +232,12 @@ class ConferenceEngine:
         previous = MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])}) \
             if record["spec"] else None
         updated = adapter.update(record["conference_id"], spec, spec.changed_fields(previous))
-        details = {"join_url": updated.join_url, "details": updated.details} if updated else {}
+        changes: store.ConferenceChanges = {"spec_hash": spec.fingerprint(), "spec": _spec_json(spec),
+                                            "last_synced_at": utcnow(), "last_error": None}
+        if updated:
+            changes.update({"join_url": updated.join_url, "details": updated.details})
         with self.engine.begin() as conn:
-            store.update_conference(conn, record["id"], spec_hash=spec.fingerprint(), spec=_spec_json(spec),
-                                    last_synced_at=utcnow(), last_error=None, **details)
+            store.update_conference(conn, record["id"], **changes)
         if updated and updated.join_url != summary.get("join_url"):  # new join details go onto the event
             self._write_back(event_id, conference_summary(adapter, updated))
         return "updated"

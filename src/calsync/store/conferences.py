@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, Unpack, cast
 
 from sqlalchemy import Connection, RowMapping, func, or_, select
 
@@ -52,14 +52,44 @@ def count_conferences(conn: Connection, event_id: str) -> int:
     ).scalar_one())
 
 
-def insert_conference(conn: Connection, **values: Any) -> str:
+class NewConference(TypedDict):
+    """A `conferences` row as insert_conference writes it (the id and times are its own)."""
+
+    event_id: str
+    provider: str
+    conference_id: str
+    state: ConferenceState
+    idempotency_key: str
+    join_url: NotRequired[str | None]
+    details: NotRequired[dict[str, Any] | None]
+    spec_hash: NotRequired[str | None]
+    spec: NotRequired[dict[str, Any] | None]
+
+
+class ConferenceChanges(TypedDict, total=False):
+    """The columns of a `conferences` row update_conference writes: those given."""
+
+    event_id: str
+    provider: str
+    conference_id: str
+    join_url: str | None
+    details: dict[str, Any] | None
+    state: ConferenceState
+    spec_hash: str | None
+    spec: dict[str, Any] | None
+    idempotency_key: str
+    last_synced_at: datetime | None
+    last_error: str | None
+
+
+def insert_conference(conn: Connection, **values: Unpack[NewConference]) -> str:
     now = utcnow()
     conference_id = new_id()
     conn.execute(conferences.insert().values(id=conference_id, created_at=now, updated_at=now, **values))
     return conference_id
 
 
-def update_conference(conn: Connection, row_id: str, **values: Any) -> None:
+def update_conference(conn: Connection, row_id: str, **values: Unpack[ConferenceChanges]) -> None:
     conn.execute(conferences.update().where(conferences.c.id == row_id).values(updated_at=utcnow(), **values))
 
 

@@ -7,7 +7,7 @@ number of workers share the work and a crashed worker's lease simply runs out.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, update
 
@@ -204,7 +204,18 @@ def open_channels(conn: Connection, binding_id: str) -> list[ChannelRow]:
     return cast("list[ChannelRow]", [dict(r) for r in rows])
 
 
-def add_channel(conn: Connection, row_id: str, binding_id: str, values: dict[str, Any]) -> None:
+class NewChannel(TypedDict):
+    """A `channels` row as add_channel writes it (the ids and times are its own)."""
+
+    state: ChannelState
+    channel_id: NotRequired[str]
+    resource_id: NotRequired[str]
+    token: NotRequired[str]
+    address: NotRequired[str]
+    expiration: NotRequired[datetime]
+
+
+def add_channel(conn: Connection, row_id: str, binding_id: str, values: NewChannel) -> None:
     now = utcnow()
     conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now,
                                           **values))
