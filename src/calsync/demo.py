@@ -53,6 +53,7 @@ from calsync.service import runtime
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
+from calsync.store.rows import ConferenceRow, EventRow, EventWithLinks
 from calsync.store.urls import sqlite_file
 
 # (user token, calendar summary or None for the primary calendar, events to seed, colour on the page)
@@ -133,7 +134,7 @@ def _zoom_adapter(zoom: RunningServer) -> ZoomAdapter:
     return adapter
 
 
-def _single(row: dict[str, Any]) -> bool:
+def _single(row: EventRow) -> bool:
     return row["recurrence"] is None and row["recurring_event_id"] is None and not row["all_day"]
 
 
@@ -157,7 +158,7 @@ class Demo:
     outlook_calendars: dict[str, str] = field(default_factory=dict)  # Outlook calendar name -> Graph id
     caldav_calendar: str | None = None  # the collection path on Radicale
     mirror: dict[str, str] = field(default_factory=dict)  # calendar_id, google/outlook binding and remote ids
-    conferences: list[dict[str, Any]] = field(default_factory=list)
+    conferences: list[ConferenceRow] = field(default_factory=list)
     service: RunningServer | None = None
     pool: Any = None  # calsync.service.app.WorkerPool once serving
     record: str | None = None  # the database whose service record (service/runtime.py) this demo wrote
@@ -268,7 +269,7 @@ class Demo:
         return {"kind": "create", "title": title, "remote_id": made["id"], "start": _utc(at), "event_id": None,
                 "message": f"created '{title}' at {_utc(at)} in Google Calendar"}
 
-    def _pick(self, after: datetime, *, with_meeting: bool) -> dict[str, Any]:
+    def _pick(self, after: datetime, *, with_meeting: bool) -> EventWithLinks:
         """An upcoming single event of the first calendar (with one of our meetings, for a move)."""
         with self.engine.begin() as conn:
             calendar = account_store.get_binding(conn, self._binding_ids()[0])["calendar_id"]
@@ -280,7 +281,7 @@ class Demo:
             raise LookupError("no upcoming event to change")
         return candidates[(self._changes - 1) % min(len(candidates), 5)]
 
-    def _patch(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+    def _patch(self, event: EventWithLinks, body: dict[str, Any]) -> None:
         link = event["links"][0]
         with self.engine.begin() as conn:
             binding = account_store.get_binding(conn, link["binding_id"])
@@ -289,7 +290,7 @@ class Demo:
             api.patch(f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}",
                       json=body).raise_for_status()
 
-    def _answer(self, kind: str, event: dict[str, Any], title: str, message: str, **extra: Any) -> dict[str, Any]:
+    def _answer(self, kind: str, event: EventWithLinks, title: str, message: str, **extra: Any) -> dict[str, Any]:
         return {"kind": kind, "title": title, "event_id": event["id"], "remote_id": event["links"][0]["remote_id"],
                 "start": extra.pop("start", event["start"]), "message": message, **extra}
 
@@ -464,7 +465,7 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
                    "outlook_binding": outlook_binding, "outlook_calendar": outlook_id}
 
 
-def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS) -> list[dict[str, Any]]:
+def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS) -> list[ConferenceRow]:
     """Zoom meetings for the next few single events of the first calendar."""
     with engine.begin() as conn:
         first_calendar = account_store.list_calendars(conn)[0]["id"]
@@ -509,7 +510,7 @@ def _remote_edits(base: str, token: str, calendar_id: str, console: Console) -> 
     console.print(f"  remote edits on {calendar_id}: 1 created, 1 renamed, 1 deleted (as another Google client)")
 
 
-def _move_one(demo: Demo, conference: dict[str, Any], console: Console) -> None:
+def _move_one(demo: Demo, conference: ConferenceRow, console: Console) -> None:
     """Move an event with a meeting, as its owner would in Google Calendar."""
     with demo.engine.begin() as conn:
         event = event_store.get_events(conn, [conference["event_id"]])[0]

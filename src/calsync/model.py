@@ -6,12 +6,15 @@ import json
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
-Direction = Literal["two-way", "pull", "push"]
-DIRECTIONS: tuple[str, ...] = ("two-way", "pull", "push")
-ConflictPolicy = Literal["ask", "local-wins", "remote-wins", "latest-wins"]
-CONFLICT_POLICIES: tuple[str, ...] = ("ask", "local-wins", "remote-wins", "latest-wins")
+# (defined in calsync.statuses with the other closed sets; still importable from here)
+from calsync.statuses import CONFLICT_POLICIES as CONFLICT_POLICIES
+from calsync.statuses import DIRECTIONS as DIRECTIONS
+from calsync.statuses import AccountState
+from calsync.statuses import ConflictPolicy as ConflictPolicy
+from calsync.statuses import Direction as Direction
+
 EVENT_STATUSES: tuple[str, ...] = ("confirmed", "tentative", "cancelled")
 LOCAL_SOURCE = "local"
 
@@ -175,4 +178,4 @@ class Account:
     name: str
     base_url: str | None
     credentials: dict[str, Any]
-    state: str = "ok"
+    state: AccountState = "ok"

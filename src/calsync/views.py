@@ -4,12 +4,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from calsync.store.rows import BindingRow, EventWithLinks
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
-def event_json(row: dict[str, Any]) -> dict[str, Any]:
+def event_json(row: EventWithLinks) -> dict[str, Any]:
     """An event row from event_store.list_events as the public JSON object."""
     return {
         "id": row["id"],
@@ -34,19 +36,19 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "updated_at": _iso(row["updated_at"]),
         "deleted": row["deleted"],
         # a tombstone says who deleted it, when, and what proved it (docs/ARCHITECTURE.md, "Deletions")
-        "deletion": {"by": row.get("deleted_by"), "at": _iso(row.get("deleted_at")),
-                     "proof": row.get("deletion_proof")} if row["deleted"] else None,
+        "deletion": {"by": row["deleted_by"], "at": _iso(row["deleted_at"]),
+                     "proof": row["deletion_proof"]} if row["deleted"] else None,
         "links": [
             {"binding_id": link["binding_id"], "remote_id": link["remote_id"], "etag": link["etag"],
              "base_version": link["base_version"], "remote_deleted": link["remote_deleted"]}
-            for link in row.get("links", [])
+            for link in row["links"]
         ],
     }
 
 
-def binding_json(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+def binding_json(row: BindingRow, now: datetime) -> dict[str, Any]:
     """A binding with its sync health: last sync, token age, status, error."""
-    obtained = row.get("sync_token_obtained_at")
+    obtained = row["sync_token_obtained_at"]
     return {
         "id": row["id"],
         "calendar_id": row["calendar_id"],
@@ -54,13 +56,13 @@ def binding_json(row: dict[str, Any], now: datetime) -> dict[str, Any]:
         "remote_calendar_id": row["remote_calendar_id"],
         "direction": row["direction"],
         "conflict_policy": row["conflict_policy"],
-        "has_sync_token": bool(row.get("sync_token")),
+        "has_sync_token": bool(row["sync_token"]),
         "token_age_seconds": round((now - obtained).total_seconds()) if obtained else None,
-        "last_sync_at": _iso(row.get("last_sync_at")),
-        "last_full_sync_at": _iso(row.get("last_full_sync_at")),
-        "last_sync_status": row.get("last_sync_status"),
-        "last_sync_stats": row.get("last_sync_stats"),
-        "last_error": row.get("last_error"),
+        "last_sync_at": _iso(row["last_sync_at"]),
+        "last_full_sync_at": _iso(row["last_full_sync_at"]),
+        "last_sync_status": row["last_sync_status"],
+        "last_sync_stats": row["last_sync_stats"],
+        "last_error": row["last_error"],
     }
 
 

@@ -2,7 +2,7 @@
 bound to them."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -12,9 +12,10 @@ from calsync.cli.output import console, fail, print_json, print_table
 from calsync.engine import setup
 from calsync.engine.channels import unbind
 from calsync.engine.pool import ProviderPool
-from calsync.model import CONFLICT_POLICIES, DIRECTIONS, utcnow
+from calsync.model import utcnow
 from calsync.providers import provider_for
 from calsync.providers.base import ProviderError
+from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, is_conflict_policy, is_direction
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.views import binding_json
@@ -55,9 +56,9 @@ def calendar_bind(
     as_json: JsonOption = False,
 ) -> None:
     """Bind a remote calendar to a local one; prints the local calendar id and the binding id."""
-    if direction not in DIRECTIONS:
+    if not is_direction(direction):
         raise fail(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}", 2)
-    if policy not in CONFLICT_POLICIES:
+    if not is_conflict_policy(policy):
         raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
     if name and not name.strip():
         raise fail("--name must not be empty", 2)
@@ -102,7 +103,7 @@ def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
         bindings = account_store.list_bindings(conn)
         counts = {c["id"]: event_store.count_events(conn, c["id"]) for c in calendars}
     now = utcnow()
-    out = [
+    out: list[dict[str, Any]] = [
         {**c, "events": counts[c["id"]],
          "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]]}
         for c in calendars

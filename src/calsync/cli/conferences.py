@@ -1,7 +1,7 @@
 """`calsync conference ...`: video conferences calsync creates and keeps in step with their events."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import typer
@@ -18,13 +18,15 @@ from calsync.conferencing.base import ConferenceError
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
+from calsync.statuses import ConferenceState
 from calsync.store import conferences as conference_store
+from calsync.store.rows import ConferenceRow
 from calsync.views import jsonable
 
 app = typer.Typer(help="Video conferences kept in step with their events.", no_args_is_help=True)
 
 
-def conference_json(row: dict[str, Any]) -> dict[str, Any]:
+def conference_json(row: ConferenceRow) -> dict[str, Any]:
     """A conference row as the CLI shows it (the adapter's own state stays inside)."""
     return {
         "id": row["id"], "event_id": row["event_id"], "provider": row["provider"],
@@ -68,8 +70,9 @@ def conference_list(
     """Conferences calsync manages, with their state."""
     if state not in (None, "active", "deleted"):
         raise fail("--state must be active or deleted", 2)
+    listed = cast("ConferenceState | None", state)  # checked just above
     with database(db) as engine, engine.begin() as conn:
-        rows = [conference_json(r) for r in conference_store.list_conferences(conn, state)]
+        rows = [conference_json(r) for r in conference_store.list_conferences(conn, listed)]
     if as_json:
         print_json(rows)
         return

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Literal
 
 from sqlalchemy import Engine
 
@@ -22,6 +22,7 @@ from calsync.model import utcnow
 from calsync.providers.base import Channel, NotFoundError, ProviderError
 from calsync.store import accounts as account_store
 from calsync.store import scheduling
+from calsync.store.rows import ChannelRow
 
 WEBHOOK_PREFIX = "/webhooks/"
 
@@ -100,10 +101,12 @@ def ensure_channel(
 
 
 def _renew_in_place(
-    engine: Engine, renew: Callable[[str, str, int | None], Channel], channel: dict[str, Any], ttl_seconds: int | None,
-) -> str:
+    engine: Engine, renew: Callable[[str, str, int | None], Channel], channel: ChannelRow, ttl_seconds: int | None,
+) -> Literal["renewed", "gone", "failed"]:
     """Extend a live channel at the provider: "renewed", "gone" (the provider no longer has it, so it
     is marked gone and replaced) or "failed" (try again on the next claim)."""
+    # an active channel has both ids: the channel id from its creation, the resource id from the provider's answer
+    assert channel["channel_id"] is not None and channel["resource_id"] is not None
     try:
         renewed = renew(channel["channel_id"], channel["resource_id"], ttl_seconds)
     except NotFoundError:
@@ -117,7 +120,7 @@ def _renew_in_place(
     return "renewed"
 
 
-def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: dict) -> int:  # type: ignore[type-arg]
+def _stop(engine: Engine, pool: ProviderPool, account_id: str, channel: ChannelRow) -> int:
     """Stop one channel at the provider (an intent has nothing to stop) and mark it stopped."""
     if channel["state"] == "active" and channel["channel_id"] and channel["resource_id"]:
         # one that fails expires on its own; stray messages from it are rejected by the receiver

@@ -31,6 +31,7 @@ from calsync.store import conferences as store
 from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
+from calsync.store.rows import BindingRow, ConferenceRow, ConferenceWorkRow, EventRow, EventWithLinks, LinkSummary
 
 WRITE_BACK_ATTEMPTS = 4
 
@@ -42,7 +43,7 @@ class ConferenceWorkError(Exception):
 # --- the meeting a calendar event asks for -------------------------------------------------
 
 
-def meeting_spec(event: dict[str, Any]) -> MeetingSpec:
+def meeting_spec(event: EventRow) -> MeetingSpec:
     """The meeting fields of an event. The description is compared without surrounding whitespace:
     providers trim or add line breaks when they store a body (Graph around the conference block we
     append), and that must not cost a conference update."""
@@ -91,7 +92,7 @@ class ConferenceEngine:
 
     # --- creating ---------------------------------------------------------------------
 
-    def create(self, event_id: str, provider: str) -> dict[str, Any]:
+    def create(self, event_id: str, provider: str) -> ConferenceRow:
         """Make a meeting for the event, put it on the calendar event, and start watching the calendar."""
         adapter = self._adapter(provider)
         with self.engine.begin() as conn:
@@ -110,8 +111,8 @@ class ConferenceEngine:
         with self.engine.begin() as conn:
             return store.active_conference(conn, event_id) or record
 
-    def _make_meeting(self, adapter: ConferenceAdapter, event: dict[str, Any]) -> dict[str, Any]:
-        """Record the intent, create the meeting, then record the meeting.
+    def _make_meeting(self, adapter: ConferenceAdapter, event: EventRow) -> ConferenceRow:
+        """Record the intent, create the meeting, then record the meeting; returns its row.
 
         The intent row carries the idempotency key: if we crash after the conference system made
         the meeting but before we recorded it, the retry finds the intent, reuses its key and tells
@@ -121,23 +122,21 @@ class ConferenceEngine:
             intent = store.creating_conference(conn, event["id"])
             if intent is None:
                 key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
-                intent = {"id": store.insert_conference(
+                row_id = store.insert_conference(
                     conn, event_id=event["id"], provider=adapter.name, conference_id="", state="creating",
-                    idempotency_key=key), "idempotency_key": key, "retry": False}
+                    idempotency_key=key)
             else:
-                intent["retry"] = True
+                row_id, key = intent["id"], intent["idempotency_key"]
         spec = meeting_spec(event)
-        made = adapter.create(spec, idempotency_key=intent["idempotency_key"], maybe_exists=intent["retry"])
-        values = {
-            "event_id": event["id"], "provider": adapter.name, "conference_id": made.conference_id,
-            "join_url": made.join_url, "details": made.details, "state": "active", "spec_hash": spec.fingerprint(),
-            "spec": _spec_json(spec), "idempotency_key": intent["idempotency_key"], "last_synced_at": utcnow(),
-        }
+        made = adapter.create(spec, idempotency_key=key, maybe_exists=intent is not None)
         with self.engine.begin() as conn:
-            store.update_conference(conn, intent["id"], **values)
-        return {"id": intent["id"], **values}
+            store.update_conference(
+                conn, row_id, event_id=event["id"], provider=adapter.name, conference_id=made.conference_id,
+                join_url=made.join_url, details=made.details, state="active", spec_hash=spec.fingerprint(),
+                spec=_spec_json(spec), idempotency_key=key, last_synced_at=utcnow())
+            return store.get_conference(conn, row_id)
 
-    def _start_watching(self, calendar_bindings: list[dict[str, Any]]) -> None:
+    def _start_watching(self, calendar_bindings: list[BindingRow]) -> None:
         """The first conference on a calendar: a notification channel (only if none exists, and only
         for a pulled binding whose provider can push: CalDAV has no channels, its poll timer covers
         it) and a token."""
@@ -166,7 +165,7 @@ class ConferenceEngine:
             after = work[-1]["id"]
             self.work(work, result)
 
-    def work(self, work: list[dict[str, Any]], result: ConferenceRun) -> None:
+    def work(self, work: list[ConferenceWorkRow], result: ConferenceRun) -> None:
         """Reconcile each claimed outbox row; done, retried later, or failed."""
         for item in work:
             result.processed += 1
@@ -185,7 +184,7 @@ class ConferenceEngine:
             with self.engine.begin() as conn:
                 store.finish_work(conn, item["id"])
 
-    def _retry_or_fail(self, item: dict[str, Any], exc: Exception, retryable: bool, retry_after: float | None,
+    def _retry_or_fail(self, item: ConferenceWorkRow, exc: Exception, retryable: bool, retry_after: float | None,
                        result: ConferenceRun) -> None:
         message = f"{type(exc).__name__}: {exc}"
         result.errors.append(message)
@@ -233,24 +232,24 @@ class ConferenceEngine:
         previous = MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])}) \
             if record["spec"] else None
         updated = adapter.update(record["conference_id"], spec, spec.changed_fields(previous))
-        details = {"join_url": updated.join_url, "details": updated.details} if updated else {}
+        changes: store.ConferenceChanges = {"spec_hash": spec.fingerprint(), "spec": _spec_json(spec),
+                                            "last_synced_at": utcnow(), "last_error": None}
+        if updated:
+            changes.update({"join_url": updated.join_url, "details": updated.details})
         with self.engine.begin() as conn:
-            store.update_conference(conn, record["id"], spec_hash=spec.fingerprint(), spec=_spec_json(spec),
-                                    last_synced_at=utcnow(), last_error=None, **details)
+            store.update_conference(conn, record["id"], **changes)
         if updated and updated.join_url != summary.get("join_url"):  # new join details go onto the event
             self._write_back(event_id, conference_summary(adapter, updated))
         return "updated"
 
-    def _adopt(self, event: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    def _adopt(self, event: EventRow, summary: dict[str, Any]) -> ConferenceRow:
         """Our stamp without our record (e.g. a restored database): record it so it is kept in step."""
-        values = {
-            "event_id": event["id"], "provider": summary["provider"], "conference_id": summary["conference_id"],
-            "join_url": summary.get("join_url"), "details": {}, "state": "active", "spec_hash": None, "spec": None,
-            "idempotency_key": f"{event['id']}:adopted",
-        }
         with self.engine.begin() as conn:
-            row_id = store.insert_conference(conn, **values)
-        return {"id": row_id, **values}
+            row_id = store.insert_conference(
+                conn, event_id=event["id"], provider=summary["provider"], conference_id=summary["conference_id"],
+                join_url=summary.get("join_url"), details={}, state="active", spec_hash=None, spec=None,
+                idempotency_key=f"{event['id']}:adopted")
+            return store.get_conference(conn, row_id)
 
     # --- writing the conference onto the calendar event ---------------------------------
 
@@ -278,7 +277,7 @@ class ConferenceEngine:
                 (row,) = event_store.get_events(conn, [event_id])
                 outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])])
 
-    def _put_conference(self, provider: Provider, calendar_id: str, link: dict[str, Any], event_id: str,
+    def _put_conference(self, provider: Provider, calendar_id: str, link: LinkSummary, event_id: str,
                         summary: dict[str, Any]) -> RemoteEvent | None:
         with self.engine.begin() as conn:
             data = event_store.event_data(conn, event_id)
@@ -305,11 +304,11 @@ def _spec_json(spec: MeetingSpec) -> dict[str, Any]:
     return {**spec.__dict__, "attendees": list(spec.attendees)}
 
 
-def _summary_of(adapter: ConferenceAdapter, record: dict[str, Any]) -> dict[str, Any]:
+def _summary_of(adapter: ConferenceAdapter, record: ConferenceRow) -> dict[str, Any]:
     return conference_summary(adapter, Conference(adapter.name, record["conference_id"], record["join_url"] or ""))
 
 
-def _event(conn: Connection, event_id: str) -> dict[str, Any]:
+def _event(conn: Connection, event_id: str) -> EventWithLinks:
     rows = event_store.get_events(conn, [event_id])
     if not rows:
         raise NotFound(f"no event with id {event_id!r}")

@@ -16,6 +16,7 @@ from calsync.store import events as event_store
 from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
+from calsync.store.rows import BindingRow, ConflictRow, EventRow
 
 
 class ConflictResolved(Exception):
@@ -26,7 +27,7 @@ class ConflictChanged(Exception):
     """The remote side changed after the caller looked at the conflict: nothing was applied, and the
     conflict, still open, offers the newest remote side (`conflict`)."""
 
-    def __init__(self, conflict: dict[str, Any]) -> None:
+    def __init__(self, conflict: ConflictRow) -> None:
         super().__init__(
             f"conflict {conflict['id']}: the remote side changed since you looked (its ETag is now "
             f"{conflict['remote_etag']!r}); nothing was applied: decide again on the newest remote side")
@@ -36,7 +37,7 @@ class ConflictChanged(Exception):
 def resolve_conflict(
     engine: Engine, conflict_id: str, keep: str | None = None, merged: dict[str, Any] | None = None,
     *, remote_etag: str | None = None,
-) -> dict[str, Any]:
+) -> ConflictRow:
     """Settle a conflict by keeping the local side, the remote side, or a merged event.
 
     The remote side is the newest calsync has seen (each later sync refreshes it). `remote_etag`, the
@@ -68,7 +69,7 @@ def resolve_conflict(
         return conflict_store.get_conflict(conn, conflict_id)
 
 
-def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any]) -> None:
+def _keep_remote(conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow) -> None:
     source = f"{account_store.get_account(conn, binding['account_id']).provider}:{binding['id']}"
     if conflict["remote"] is None:  # deleted remotely
         proof = (f"conflict {conflict['id']} resolved keeping the remote deletion, proved by: "
@@ -103,7 +104,7 @@ def _keep_remote(conn: Connection, conflict: dict[str, Any], binding: dict[str, 
     enqueue_for_changed_events(conn, [ChangedEvent(event["id"], None)], [event["id"]])
 
 
-def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str, source: str) -> list[tuple[str, int]]:
+def _revive_exceptions(conn: Connection, series: EventRow, binding_id: str, source: str) -> list[tuple[str, int]]:
     """A series kept as the remote has it: the exceptions that were deleted with the series (their
     proof says so), and that the remote side still holds, come back with it, also when another
     side's resolution brought the series back first (its version may have lacked them). An exception
@@ -120,7 +121,7 @@ def _revive_exceptions(conn: Connection, series: dict[str, Any], binding_id: str
     return revived
 
 
-def _keep_local(conn: Connection, conflict: dict[str, Any], binding: dict[str, Any], event: dict[str, Any],
+def _keep_local(conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow,
                 merged: EventData | None) -> None:
     version = event["version"]
     if merged is not None:

@@ -22,9 +22,11 @@ from calsync.model import (
     utcnow,
 )
 from calsync.providers.base import AuthError, Provider, ProviderError, SyncTokenInvalid
+from calsync.statuses import ConflictPolicy, SyncFailure, SyncStatus
 from calsync.store import accounts as account_store
 from calsync.store import links as link_store
 from calsync.store.common import new_id
+from calsync.store.rows import BindingRow
 
 
 @dataclass
@@ -62,7 +64,7 @@ class SyncResult:
     conflicts: int = 0
     unknown_deletions: int = 0  # deletions of ids the binding never had (Graph: a deleted occurrence)
     token_reset: bool = False  # the provider rejected our token and a full sync followed
-    status: str = "ok"  # ok | skipped | blocked | auth-failed | error
+    status: SyncStatus = "ok"
     message: str | None = None
     retry_after: float | None = None  # what the provider asked us to wait, after a rate limit or outage
 
@@ -78,7 +80,7 @@ class _Binding:
     id: str
     calendar_id: str
     remote_calendar_id: str
-    policy: str
+    policy: ConflictPolicy
     source: str
     sync_token: str | None
 
@@ -128,7 +130,7 @@ def sync_binding(
     return result
 
 
-def _binding(row: dict[str, Any], provider_name: str) -> _Binding:
+def _binding(row: BindingRow, provider_name: str) -> _Binding:
     return _Binding(
         id=row["id"], calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
         policy=row["conflict_policy"], source=f"{provider_name}:{row['id']}", sync_token=row["sync_token"],
@@ -149,7 +151,7 @@ def apply_remote_changes(
     return result
 
 
-def _record_failure(engine: Engine, binding_id: str, status: str, message: str) -> None:
+def _record_failure(engine: Engine, binding_id: str, status: SyncFailure, message: str) -> None:
     with engine.begin() as conn:
         account_store.record_sync_failure(conn, binding_id, status, message)
 

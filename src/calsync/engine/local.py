@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from calsync.model import LOCAL_SOURCE, Attendee, EventData, canonical_time, utcnow
 from calsync.providers.canonical import canonical_text, canonical_zone
+from calsync.statuses import ConflictKind
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
@@ -19,6 +20,7 @@ from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound, new_id
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
+from calsync.store.rows import EventWithLinks
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
 MAX_TEXT = {"title": 1024, "description": 8192, "location": 1024}
@@ -150,14 +152,14 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
             link_store.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
                                   create=False)
         else:  # still different: the conflict offers the newest local side too
-            kind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
+            kind: ConflictKind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
             conflict_store.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
             continue
         conflict_store.close_conflict(conn, conflict["id"], "auto:agreed-locally")
         outbox_store.release(conn, binding_id, event_id, drop=True)
 
 
-def _live_row(conn: Connection, event_id: str, if_version: int | None) -> dict[str, Any]:
+def _live_row(conn: Connection, event_id: str, if_version: int | None) -> EventWithLinks:
     rows = event_store.get_events(conn, [event_id])
     if not rows or rows[0]["deleted"]:
         raise NotFound(f"no event with id {event_id!r}")

@@ -29,11 +29,13 @@ from calsync.providers.base import (
     ProviderError,
 )
 from calsync.series_exdates import without_starts
+from calsync.statuses import PushStatus
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
 from calsync.store import links as link_store
 from calsync.store import outbox as queue
+from calsync.store.rows import EventLinkRow, EventRow, OutboxRow
 
 REDECIDE_LIMIT = 3
 
@@ -49,7 +51,7 @@ class PushResult:
     retried: int = 0
     failed: int = 0
     requests: int = 0
-    status: str = "ok"  # ok | skipped | waiting (a retry is scheduled) | auth-failed
+    status: PushStatus = "ok"  # waiting: a retry is scheduled
     message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,7 +109,7 @@ class Pusher:
             self.result.requests = self.provider.request_count - start
         return self.result
 
-    def _work(self, rows: list[dict[str, Any]], now: datetime) -> bool:
+    def _work(self, rows: list[OutboxRow], now: datetime) -> bool:
         """False when the queue must stop here (strict order): a retry is scheduled."""
         for row in rows:
             if row["attempts"] and row["next_attempt_at"] > now:  # a fresh row (queued meanwhile) is due
@@ -136,7 +138,7 @@ class Pusher:
             setattr(self.result, outcome, getattr(self.result, outcome) + 1)
         return True
 
-    def _retry_later(self, row: dict[str, Any], exc: Exception) -> None:
+    def _retry_later(self, row: OutboxRow, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
         retryable = not isinstance(exc, ProviderError) or exc.status is None or exc.status >= 500 \
             or exc.status in (403, 429)
@@ -153,7 +155,7 @@ class Pusher:
 
     # --- one row -----------------------------------------------------------------------
 
-    def _push(self, row: dict[str, Any], attempt: int = 0) -> str:
+    def _push(self, row: OutboxRow, attempt: int = 0) -> str:
         """Make the remote match the event as it is now; returns the outcome's counter name."""
         with self.engine.begin() as conn:
             (event,) = event_store.get_events(conn, [row["event_id"]])
@@ -163,7 +165,7 @@ class Pusher:
             link = link_store.link_of(conn, event["id"], self.binding["id"])
             series_id = event["recurring_event_id"]
             series = link_store.link_of(conn, series_id, self.binding["id"]) if series_id else None
-            series_dead = bool(series_id) and bool(event_store.deleted_event_ids(conn, [series_id]))
+            series_dead = series_id is not None and bool(event_store.deleted_event_ids(conn, [series_id]))
             # a series whose deletion there waits for a decision is as good as gone there until then
             series_paused = series is not None and bool(
                 conflict_store.series_paused_by_remote_delete(conn, self.binding["id"], [series_id]))
@@ -228,8 +230,8 @@ class Pusher:
             self._redecide(link["remote_id"])
             return self._push(row, attempt + 1)
 
-    def _drop_occurrence(self, row: dict[str, Any], event: dict[str, Any], data: EventData,
-                         link: dict[str, Any] | None, series_remote_id: str, attempt: int) -> str:
+    def _drop_occurrence(self, row: OutboxRow, event: EventRow, data: EventData,
+                         link: EventLinkRow | None, series_remote_id: str, attempt: int) -> str:
         """A deleted or cancelled instance of a series this binding holds: its occurrence goes here
         too, the way this provider keeps a deleted occurrence (Provider.cancel_occurrence: Google an
         instance cancelled, Graph the occurrence deleted, CalDAV an EXDATE), whether calsync wrote
@@ -258,7 +260,7 @@ class Pusher:
             return self._settle(event_id, version, "deleted")
         return self._checkpoint(event_id, version, data, remote, "deleted", new_link=link is None)
 
-    def _withdraw(self, event_id: str, version: int, data: EventData, link: dict[str, Any] | None) -> str:
+    def _withdraw(self, event_id: str, version: int, data: EventData, link: EventLinkRow | None) -> str:
         """An event deleted (or cancelled) here after a create for it went out whose answer was lost:
         the copy that create may have made there goes (traced to this event's deletion here). Without
         this, a copy outside Graph's window would stay in Outlook, never listed, never deleted."""
@@ -270,7 +272,7 @@ class Pusher:
     def _calendar(self) -> str:
         return str(self.binding["remote_calendar_id"])
 
-    def _create(self, event_id: str, data: EventData, link: dict[str, Any] | None,
+    def _create(self, event_id: str, data: EventData, link: EventLinkRow | None,
                 series_remote_id: str | None = None) -> RemoteEvent:
         """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy.
         An instance of a series this binding holds goes with the series' remote id: the provider
@@ -344,7 +346,7 @@ def _withhold_paused_exdates(data: EventData, paused: set[str]) -> EventData:
     return replace(data, recurrence=without_starts(data.recurrence, data.time_zone, paused))
 
 
-def _reshaped(link: dict[str, Any], data: EventData) -> bool:
+def _reshaped(link: EventLinkRow, data: EventData) -> bool:
     """A series write that changes its pattern or its times (what drops a series' exceptions in
     Outlook): the rules (EXDATEs aside) or the first occurrence's start, end or zone differ from what
     the link last agreed on. A NULL base is the event as it is: nothing changed."""
@@ -357,7 +359,7 @@ def _reshaped(link: dict[str, Any], data: EventData) -> bool:
         base.get(name) != getattr(data, name) for name in ("start", "end", "all_day", "time_zone"))
 
 
-def _base_status(link: dict[str, Any], event: dict[str, Any]) -> str:
+def _base_status(link: EventLinkRow, event: EventRow) -> str:
     """The status the link last agreed on (a NULL snapshot: the event's content as it is)."""
     base = link["base_snapshot"]
     return str((base or {}).get("status") if base else event["status"])

@@ -17,6 +17,7 @@ from typing import Any
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
 from calsync.model import EventData, RemoteChange, RemoteDeletion, RemoteEvent
 from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
+from calsync.statuses import ConflictPolicy
 from calsync.store.events import event_columns
 from calsync.store.links import LinkedEvent
 
@@ -27,7 +28,7 @@ class BindingRef:
 
     id: str
     calendar_id: str
-    policy: str  # the binding's conflict policy (threeway.decide)
+    policy: ConflictPolicy  # the binding's conflict policy (threeway.decide)
     source: str  # "<provider>:<binding id>": who a change or a deletion came from
 
 

@@ -15,8 +15,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from calsync.engine.outbound import queue_calendar_in
-from calsync.model import CONFLICT_POLICIES, DIRECTIONS, Account
+from calsync.model import Account
 from calsync.providers.registry import UnknownProvider, provider_kind
+from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, ConflictPolicy, Direction
 from calsync.store import accounts as account_store
 from calsync.store.common import NotFound
 
@@ -97,7 +98,7 @@ def check_binding(engine: Engine, account_id: str, remote_calendar_id: str, cale
 
 def bind_calendar(
     engine: Engine, account_id: str, remote_calendar_id: str, calendar: str | NewCalendar, *,
-    direction: str = "two-way", conflict_policy: str = "ask",
+    direction: Direction = "two-way", conflict_policy: ConflictPolicy = "ask",
 ) -> Bound:
     """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
 
@@ -108,7 +109,7 @@ def bind_calendar(
     SetupError for a direction or policy calsync does not know, a blank name, or a remote calendar
     the account has bound already (also when another writer binds it at the same moment); NotFound
     for an account or local calendar that does not exist."""
-    if direction not in DIRECTIONS:
+    if direction not in DIRECTIONS:  # (callers mypy does not check may pass anything)
         raise SetupError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
     if conflict_policy not in CONFLICT_POLICIES:
         raise SetupError(f"conflict policy must be one of {', '.join(CONFLICT_POLICIES)}, not {conflict_policy!r}")

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from calsync.statuses import ConflictKind, ConflictPolicy
+
 
 class Decision(Enum):
     # Remote unchanged since we last agreed: our own writes echo back this way, and a local change
@@ -34,7 +36,7 @@ class Sides:
     base_hash: str | None = None  # content of the last agreed version
 
 
-def decide(sides: Sides, policy: str) -> Decision:
+def decide(sides: Sides, policy: ConflictPolicy) -> Decision:
     """Compare local and remote against the base; `policy` settles edits on both sides."""
     if sides.remote_deleted:
         if sides.link_remote_deleted:
@@ -62,7 +64,7 @@ def decide(sides: Sides, policy: str) -> Decision:
     return Decision.CONFLICT
 
 
-def conflict_kind(sides: Sides) -> str:
+def conflict_kind(sides: Sides) -> ConflictKind:
     if sides.remote_deleted:
         return "remote-delete"
     if sides.local_deleted:

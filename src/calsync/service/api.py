@@ -40,6 +40,7 @@ from calsync.store import event_pages
 from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
+from calsync.store.rows import ConflictRow, EventWithLinks
 from calsync.views import event_json, jsonable
 
 PREFIX = "/api/v1"
@@ -430,14 +431,14 @@ def window_key(name: str, value: str | None) -> str | None:
 # --- bodies ------------------------------------------------------------------------------------
 
 
-def event_bodies(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def event_bodies(conn: Connection, rows: list[EventWithLinks]) -> list[dict[str, Any]]:
     """The public event shape plus per-binding sync states and the ETag (one sync query per page)."""
     states = outbox_store.sync_states(conn, rows)
     return [{**event_json(row), "sync": states.get(row["id"], []), "etag": etag_of(row["id"], row["version"])}
             for row in rows]
 
 
-def _live_row(conn: Connection, event_id: str) -> dict[str, Any]:
+def _live_row(conn: Connection, event_id: str) -> EventWithLinks:
     """A live event; tombstones are 404 like ids that never existed."""
     rows = event_store.get_events(conn, [event_id]) if _ID.fullmatch(event_id) else []
     if not rows or rows[0]["deleted"]:
@@ -460,9 +461,9 @@ def differing_fields(local_side: dict[str, Any] | None, remote_side: dict[str, A
     return [n for n in names if local_side.get(n) != remote_side.get(n)]
 
 
-def conflict_body(row: dict[str, Any]) -> dict[str, Any]:
+def conflict_body(row: ConflictRow) -> dict[str, Any]:
     body: dict[str, Any] = jsonable(dict(row))
-    body["differing_fields"] = differing_fields(row.get("local"), row.get("remote"))
+    body["differing_fields"] = differing_fields(row["local"], row["remote"])
     return body
 
 
@@ -495,7 +496,7 @@ def guarded_write(engine: Engine, event_id: str, if_match: str | None,
         raise _stale(event_id, exc.current) from exc
 
 
-def resolve(engine: Engine, conflict_id: str, request: ResolveRequest) -> dict[str, Any]:
+def resolve(engine: Engine, conflict_id: str, request: ResolveRequest) -> ConflictRow:
     """Hand the decision to the engine: 404 unknown, 409 no longer open, 422 for a bad merged event."""
     if not _ID.fullmatch(conflict_id):
         raise _not_found("conflict", conflict_id)

@@ -31,6 +31,7 @@ from calsync.service.api import (
 )
 from calsync.store import events as event_store
 from calsync.store.common import NotFound
+from calsync.store.rows import EventWithLinks
 
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -62,7 +63,7 @@ class RemoteChangeRequest(_Strict):
 EventId = Annotated[str, PathParam(max_length=64)]
 
 
-def _live(conn: Connection, event_id: str) -> dict[str, Any]:
+def _live(conn: Connection, event_id: str) -> EventWithLinks:
     rows = event_store.get_events(conn, [event_id]) if len(event_id) == 32 else []
     if not rows or rows[0]["deleted"]:
         raise HTTPException(404, detail=f"no event with id {event_id!r}")

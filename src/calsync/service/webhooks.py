@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine
 from calsync.model import utcnow
 from calsync.service.metrics import Metrics
 from calsync.store import scheduling
+from calsync.store.rows import ChannelRow
 
 
 def google_router(engine: Engine, metrics: Metrics, wake: threading.Event | None, debounce: float = 0.2) -> APIRouter:
@@ -79,7 +80,7 @@ class _GraphBatch:
     """What one Graph delivery asks for, gathered under one read so the writes are one transaction."""
 
     dirty: set[str] = field(default_factory=set)  # bindings to sync (changes, missed, lifecycle events)
-    channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> channel that spoke
+    channels: dict[str, ChannelRow] = field(default_factory=dict)  # row id -> channel that spoke
     renew: set[str] = field(default_factory=set)  # channel rows to renew (reauthorizationRequired)
     gone: set[str] = field(default_factory=set)  # channel rows Graph removed (subscriptionRemoved)
     changes: list[str] = field(default_factory=list)  # binding of each accepted change notification

@@ -2,12 +2,14 @@
 (full sync generation, sync token, last sync status)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
 from calsync.model import Account, utcnow
+from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
 from calsync.store.common import NotFound, new_id
+from calsync.store.rows import AccountRow, BindingRow, CalendarRow
 from calsync.store.schema import accounts, bindings, calendars
 
 
@@ -35,12 +37,12 @@ def get_account(conn: Connection, account_id: str) -> Account:
     )
 
 
-def list_accounts(conn: Connection) -> list[dict[str, Any]]:
+def list_accounts(conn: Connection) -> list[AccountRow]:
     rows = conn.execute(select(accounts).order_by(accounts.c.created_at)).mappings()
-    return [{k: v for k, v in row.items() if k != "credentials"} for row in rows]
+    return cast("list[AccountRow]", [{k: v for k, v in row.items() if k != "credentials"} for row in rows])
 
 
-def set_account_state(conn: Connection, account_id: str, state: str, error: str | None = None) -> None:
+def set_account_state(conn: Connection, account_id: str, state: AccountState, error: str | None = None) -> None:
     conn.execute(
         accounts.update().where(accounts.c.id == account_id)
         .values(state=state, last_error=error, updated_at=utcnow())
@@ -58,26 +60,27 @@ def create_calendar(conn: Connection, name: str, time_zone: str | None = None, c
     return calendar_id
 
 
-def list_calendars(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()]
+def list_calendars(conn: Connection) -> list[CalendarRow]:
+    return cast("list[CalendarRow]",
+                [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()])
 
 
 def calendar_exists(conn: Connection, calendar_id: str) -> bool:
     return conn.execute(select(calendars.c.id).where(calendars.c.id == calendar_id)).first() is not None
 
 
-def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> dict[str, Any] | None:
+def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> BindingRow | None:
     row = conn.execute(
         select(bindings).where(
             bindings.c.account_id == account_id, bindings.c.remote_calendar_id == remote_calendar_id
         )
     ).mappings().first()
-    return dict(row) if row else None
+    return cast("BindingRow", dict(row)) if row else None
 
 
 def create_binding(
     conn: Connection, calendar_id: str, account_id: str, remote_calendar_id: str,
-    direction: str, conflict_policy: str = "ask",
+    direction: Direction, conflict_policy: ConflictPolicy = "ask",
 ) -> str:
     now = utcnow()
     binding_id = new_id()
@@ -91,18 +94,18 @@ def create_binding(
     return binding_id
 
 
-def get_binding(conn: Connection, binding_id: str) -> dict[str, Any]:
+def get_binding(conn: Connection, binding_id: str) -> BindingRow:
     row = conn.execute(select(bindings).where(bindings.c.id == binding_id)).mappings().first()
     if row is None:
         raise NotFound(f"no binding with id {binding_id!r}")
-    return dict(row)
+    return cast("BindingRow", dict(row))
 
 
-def list_bindings(conn: Connection, account_id: str | None = None) -> list[dict[str, Any]]:
+def list_bindings(conn: Connection, account_id: str | None = None) -> list[BindingRow]:
     query = select(bindings).order_by(bindings.c.created_at)
     if account_id:
         query = query.where(bindings.c.account_id == account_id)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[BindingRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
 def delete_binding(conn: Connection, binding_id: str) -> None:
@@ -142,7 +145,7 @@ def forget_sync_token(conn: Connection, binding_id: str) -> None:
     )
 
 
-def record_sync_failure(conn: Connection, binding_id: str, status: str, error: str) -> None:
+def record_sync_failure(conn: Connection, binding_id: str, status: SyncFailure, error: str) -> None:
     now = utcnow()
     conn.execute(
         bindings.update().where(bindings.c.id == binding_id)

@@ -3,37 +3,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, Unpack, cast
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, RowMapping, func, or_, select
 
 from calsync.model import utcnow
-from calsync.store.common import chunks, new_id
+from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
+from calsync.store.common import NotFound, chunks, new_id
+from calsync.store.rows import ChannelRow, ConferenceRow, ConferenceWorkRow
 from calsync.store.schema import channels, conference_outbox, conferences
 
 
-def active_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
+def _conference(row: RowMapping | None) -> ConferenceRow | None:
+    return cast("ConferenceRow", dict(row)) if row else None
+
+
+def get_conference(conn: Connection, row_id: str) -> ConferenceRow:
+    row = _conference(conn.execute(select(conferences).where(conferences.c.id == row_id)).mappings().first())
+    if row is None:
+        raise NotFound(f"no conference with id {row_id!r}")
+    return row
+
+
+def active_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "active")
         .order_by(conferences.c.created_at.desc())
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
-def creating_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
+def creating_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
     """An unfinished create (intent recorded, meeting not yet): its key must be reused."""
-    row = conn.execute(
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "creating")
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
-def latest_conference(conn: Connection, event_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
+def latest_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
+    return _conference(conn.execute(
         select(conferences).where(conferences.c.event_id == event_id, conferences.c.state != "creating")
         .order_by(conferences.c.created_at.desc())
-    ).mappings().first()
-    return dict(row) if row else None
+    ).mappings().first())
 
 
 def count_conferences(conn: Connection, event_id: str) -> int:
@@ -42,22 +52,52 @@ def count_conferences(conn: Connection, event_id: str) -> int:
     ).scalar_one())
 
 
-def insert_conference(conn: Connection, **values: Any) -> str:
+class NewConference(TypedDict):
+    """A `conferences` row as insert_conference writes it (the id and times are its own)."""
+
+    event_id: str
+    provider: str
+    conference_id: str
+    state: ConferenceState
+    idempotency_key: str
+    join_url: NotRequired[str | None]
+    details: NotRequired[dict[str, Any] | None]
+    spec_hash: NotRequired[str | None]
+    spec: NotRequired[dict[str, Any] | None]
+
+
+class ConferenceChanges(TypedDict, total=False):
+    """The columns of a `conferences` row update_conference writes: those given."""
+
+    event_id: str
+    provider: str
+    conference_id: str
+    join_url: str | None
+    details: dict[str, Any] | None
+    state: ConferenceState
+    spec_hash: str | None
+    spec: dict[str, Any] | None
+    idempotency_key: str
+    last_synced_at: datetime | None
+    last_error: str | None
+
+
+def insert_conference(conn: Connection, **values: Unpack[NewConference]) -> str:
     now = utcnow()
     conference_id = new_id()
     conn.execute(conferences.insert().values(id=conference_id, created_at=now, updated_at=now, **values))
     return conference_id
 
 
-def update_conference(conn: Connection, row_id: str, **values: Any) -> None:
+def update_conference(conn: Connection, row_id: str, **values: Unpack[ConferenceChanges]) -> None:
     conn.execute(conferences.update().where(conferences.c.id == row_id).values(updated_at=utcnow(), **values))
 
 
-def list_conferences(conn: Connection, state: str | None = None) -> list[dict[str, Any]]:
+def list_conferences(conn: Connection, state: ConferenceState | None = None) -> list[ConferenceRow]:
     query = select(conferences).order_by(conferences.c.created_at)
     if state:
         query = query.where(conferences.c.state == state)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ConferenceRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
 def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -> set[str]:
@@ -90,7 +130,8 @@ def enqueue_for_changed_events(conn: Connection, changed: Iterable[ChangedEvent]
     return enqueue(conn, wanted, "inbound") if wanted else 0
 
 
-def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: datetime | None = None) -> int:
+def enqueue(conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkReason,
+            now: datetime | None = None) -> int:
     """One pending row per event: events that already have one are left alone (the work collapses)."""
     now = now or utcnow()
     ids = list(set(event_ids))
@@ -110,7 +151,7 @@ def enqueue(conn: Connection, event_ids: Iterable[str], reason: str, now: dateti
     return len(rows)
 
 
-def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[ConferenceWorkRow]:
     query = (
         select(conference_outbox)
         .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
@@ -118,10 +159,11 @@ def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) 
                or_(conference_outbox.c.lease_until.is_(None), conference_outbox.c.lease_until < now))
         .order_by(conference_outbox.c.id).limit(limit)
     )
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ConferenceWorkRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
-def finish_work(conn: Connection, row_id: int, status: str = "done", error: str | None = None) -> None:
+def finish_work(conn: Connection, row_id: int, status: Literal["done", "failed"] = "done",
+                error: str | None = None) -> None:
     conn.execute(
         conference_outbox.update().where(conference_outbox.c.id == row_id)
         .values(status=status, last_error=error, updated_at=utcnow())
@@ -146,7 +188,7 @@ def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     """Record that the binding needs change notifications, unless a channel (or intent) exists already."""
     existing = conn.execute(
         select(channels.c.id).where(channels.c.binding_id == binding_id,
-                                    channels.c.state.in_(("intent", "pending", "active")))
+                                    channels.c.state.in_(OPEN_CHANNEL_STATES))
     ).first()
     if existing:
         return False
@@ -156,8 +198,8 @@ def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     return True
 
 
-def list_channels(conn: Connection, binding_id: str | None = None) -> list[dict[str, Any]]:
+def list_channels(conn: Connection, binding_id: str | None = None) -> list[ChannelRow]:
     query = select(channels).order_by(channels.c.created_at)
     if binding_id:
         query = query.where(channels.c.binding_id == binding_id)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ChannelRow]", [dict(r) for r in conn.execute(query).mappings()])

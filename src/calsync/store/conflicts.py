@@ -3,12 +3,14 @@ what open ones pause (an event's pushes, a series' occurrences, a series' deleti
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
 from calsync.model import utcnow
+from calsync.statuses import ConflictKind, ConflictStatus
 from calsync.store.common import NotFound, chunks, new_id
+from calsync.store.rows import ConflictRow
 from calsync.store.schema import conflicts, events
 
 
@@ -35,9 +37,9 @@ def paused_occurrence_starts(conn: Connection, series_id: str, binding_id: str) 
                conflicts.c.binding_id == binding_id, conflicts.c.status == "open")).scalars())
 
 
-def open_conflicts_of_event(conn: Connection, event_id: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(select(conflicts).where(
-        conflicts.c.event_id == event_id, conflicts.c.status == "open")).mappings()]
+def open_conflicts_of_event(conn: Connection, event_id: str) -> list[ConflictRow]:
+    return cast("list[ConflictRow]", [dict(r) for r in conn.execute(select(conflicts).where(
+        conflicts.c.event_id == event_id, conflicts.c.status == "open")).mappings()])
 
 
 def series_paused_by_remote_delete(conn: Connection, binding_id: str, series_ids: Iterable[str | None]) -> set[str]:
@@ -50,17 +52,18 @@ def series_paused_by_remote_delete(conn: Connection, binding_id: str, series_ids
     return found
 
 
-def refresh_conflict_local(conn: Connection, conflict_id: str, local: dict[str, Any] | None, kind: str) -> None:
+def refresh_conflict_local(conn: Connection, conflict_id: str, local: dict[str, Any] | None,
+                           kind: ConflictKind) -> None:
     """An open conflict's local side changed: it shows the newest (None: deleted here)."""
     conn.execute(conflicts.update().where(conflicts.c.id == conflict_id, conflicts.c.status == "open")
                  .values(local=local, kind=kind, updated_at=utcnow()))
 
 
-def get_conflict(conn: Connection, conflict_id: str) -> dict[str, Any]:
+def get_conflict(conn: Connection, conflict_id: str) -> ConflictRow:
     row = conn.execute(select(conflicts).where(conflicts.c.id == conflict_id)).mappings().first()
     if row is None:
         raise NotFound(f"no conflict with id {conflict_id!r}")
-    return dict(row)
+    return cast("ConflictRow", dict(row))
 
 
 def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
@@ -71,7 +74,7 @@ def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
 
 
 def record_conflict(
-    conn: Connection, *, event_id: str, binding_id: str, kind: str,
+    conn: Connection, *, event_id: str, binding_id: str, kind: ConflictKind,
     local: dict[str, Any] | None, remote: dict[str, Any] | None, base: dict[str, Any] | None,
     remote_etag: str | None, remote_deletion_proof: str | None = None,
 ) -> str:
@@ -95,8 +98,9 @@ def record_conflict(
     return conflict_id
 
 
-def list_conflicts(conn: Connection, status: str | None = "open") -> list[dict[str, Any]]:
+def list_conflicts(conn: Connection, status: ConflictStatus | None = "open") -> list[ConflictRow]:
+    """Conflicts in this status (None: all), oldest first."""
     query = select(conflicts).order_by(conflicts.c.created_at)
     if status:
         query = query.where(conflicts.c.status == status)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return cast("list[ConflictRow]", [dict(r) for r in conn.execute(query).mappings()])

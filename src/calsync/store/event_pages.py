@@ -6,17 +6,17 @@ the order `event_store.list_events` uses, resumes exactly after the last row a c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
 from calsync.store import events as event_store
+from calsync.store.rows import EventWithLinks
 from calsync.store.schema import events
 
 
 @dataclass
 class EventPage:
-    rows: list[dict[str, Any]]  # live events with their links, ordered by (range_start, id)
+    rows: list[EventWithLinks]  # live events with their links, ordered by (range_start, id)
     more: bool  # another page follows the last row
 
 

@@ -4,12 +4,13 @@ agreed with it as it was (write_down_bases)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, or_, select, update
 
 from calsync.model import EventData, canonical_time, range_key, utcnow
 from calsync.store.common import NotFound, chunks, insert_many
+from calsync.store.rows import EventWithLinks, LinkSummary
 from calsync.store.schema import event_links, events
 
 
@@ -28,7 +29,8 @@ def event_columns(data: EventData, content_hash: str | None = None) -> dict[str,
     }
 
 
-def row_to_data(row: Any) -> EventData:
+def row_to_data(row: Mapping[str, Any] | RowMapping) -> EventData:
+    """The content of an event row (or of any row holding the event's columns)."""
     return EventData.from_json({
         "title": row["title"], "start": row["start"], "end": row["end"], "all_day": row["all_day"],
         "time_zone": row["time_zone"], "description": row["description"], "location": row["location"],
@@ -157,7 +159,7 @@ def live_confirmed_exceptions_of(conn: Connection, series_ids: Sequence[str]) ->
 def list_events(
     conn: Connection, *, calendar_id: str | None = None, include_deleted: bool = False,
     start: str | None = None, end: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[EventWithLinks]:
     """Events with their links, ordered by start. `start`/`end` are UTC range keys (overlap test)."""
     query = select(events).order_by(events.c.range_start, events.c.id)
     if calendar_id:
@@ -171,7 +173,7 @@ def list_events(
     return _with_links(conn, [dict(r) for r in conn.execute(query).mappings()])
 
 
-def get_events(conn: Connection, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+def get_events(conn: Connection, event_ids: Sequence[str]) -> list[EventWithLinks]:
     """Events (tombstones included) with their links, in no particular order."""
     rows: list[dict[str, Any]] = []
     for chunk in chunks(list(event_ids)):
@@ -179,18 +181,19 @@ def get_events(conn: Connection, event_ids: Sequence[str]) -> list[dict[str, Any
     return _with_links(conn, rows)
 
 
-def _with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    links: dict[str, list[dict[str, Any]]] = {}
+def _with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[EventWithLinks]:
+    """Event rows (all the table's columns) with the `links` each one has."""
+    links: dict[str, list[LinkSummary]] = {}
     for chunk in chunks([r["id"] for r in rows]):
         for link in conn.execute(
             select(event_links.c.event_id, event_links.c.binding_id, event_links.c.remote_id,
                    event_links.c.etag, event_links.c.base_version, event_links.c.remote_deleted)
             .where(event_links.c.event_id.in_(chunk))
         ).mappings():
-            links.setdefault(link["event_id"], []).append(dict(link))
+            links.setdefault(link["event_id"], []).append(cast("LinkSummary", dict(link)))
     for row in rows:
         row["links"] = links.get(row["id"], [])
-    return rows
+    return cast("list[EventWithLinks]", rows)
 
 
 def event_data(conn: Connection, event_id: str) -> EventData:

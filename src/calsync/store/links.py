@@ -7,13 +7,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
 
 from calsync.model import EventData, utcnow
 from calsync.store.common import chunks, insert_many
 from calsync.store.events import row_to_data
+from calsync.store.rows import EventLinkRow, EventRow
 from calsync.store.schema import event_links, events
 
 _LOCAL_ID = re.compile(r"[0-9a-f]{32}")
@@ -48,7 +49,7 @@ _LINKED_COLUMNS: list[Any] = [
 ]
 
 
-def _linked(row: Any) -> LinkedEvent:
+def _linked(row: Mapping[str, Any] | RowMapping) -> LinkedEvent:
     data = row_to_data(row)
     return LinkedEvent(
         link_id=row["link_id"], event_id=row["id"], remote_id=row["remote_id"], etag=row["etag"],
@@ -300,17 +301,18 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dic
     return len(updates)
 
 
-def link_of(conn: Connection, event_id: str, binding_id: str) -> dict[str, Any] | None:
+def link_of(conn: Connection, event_id: str, binding_id: str) -> EventLinkRow | None:
     row = conn.execute(select(event_links).where(
         event_links.c.event_id == event_id, event_links.c.binding_id == binding_id)).mappings().first()
-    return dict(row) if row else None
+    return cast("EventLinkRow", dict(row)) if row else None
 
 
 def agree_link(
-    conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str, version: int, data: EventData,
+    conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str | None, version: int, data: EventData,
     *, create: bool, series_remote_id: str | bool | None = False,
 ) -> None:
-    """After a successful push: the link records the remote copy's id and ETag, and `version` as base.
+    """After a successful push: the link records the remote copy's id and ETag (None, as the column
+    allows: a conflict's remote_etag may be), and `version` as base.
     `series_remote_id`: the series the remote copy belongs to there, as the provider answered (None:
     a single event there, which for an occurrence is a stand-in, see stand_in_starts); False keeps it."""
     now = utcnow()
@@ -333,13 +335,13 @@ def set_link_base_version(conn: Connection, event_id: str, binding_id: str, vers
     ).values(base_version=version, updated_at=utcnow()))
 
 
-def deleted_exceptions_linked(conn: Connection, series_id: str, binding_id: str) -> list[dict[str, Any]]:
+def deleted_exceptions_linked(conn: Connection, series_id: str, binding_id: str) -> list[EventRow]:
     """Deleted exceptions of a series whose copy on the binding is still there (link not remote-deleted)."""
-    return [dict(r) for r in conn.execute(
+    return cast("list[EventRow]", [dict(r) for r in conn.execute(
         select(events).join(event_links, event_links.c.event_id == events.c.id)
         .where(events.c.recurring_event_id == series_id, events.c.deleted.is_(True),
                event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
-    ).mappings()]
+    ).mappings()])
 
 
 def forget_exception_copies(conn: Connection, series_id: str, binding_id: str) -> list[tuple[str, int]]:

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import cast
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from calsync.model import utcnow
+from calsync.statuses import PUSHING, SyncState
 from calsync.store.common import chunks
+from calsync.store.rows import EventRow, EventSyncState, OutboxRow
 from calsync.store.schema import bindings, conflicts, event_links, outbox
-
-PUSHING = ("two-way", "push")
 
 
 def push_bindings(conn: Connection, calendar_id: str) -> list[str]:
@@ -59,13 +59,13 @@ def enqueue(
     return written
 
 
-def pending_for_binding(conn: Connection, binding_id: str, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+def pending_for_binding(conn: Connection, binding_id: str, now: datetime, limit: int = 100) -> list[OutboxRow]:
     """The binding's queue in order (held rows are skipped: their event waits for a decision)."""
     rows = conn.execute(
         select(outbox).where(outbox.c.binding_id == binding_id, outbox.c.status == "pending")
         .order_by(outbox.c.id).limit(limit)
     ).mappings()
-    return [dict(r) for r in rows]
+    return cast("list[OutboxRow]", [dict(r) for r in rows])
 
 
 def bindings_with_work(conn: Connection, now: datetime) -> list[str]:
@@ -112,7 +112,7 @@ def backlog(conn: Connection, binding_id: str | None = None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def sync_states(conn: Connection, events: Iterable[EventRow]) -> dict[str, list[EventSyncState]]:
     """event id -> [{binding_id, state}] for every push or pull binding of its calendar, where state is
     synced (agreed with the binding), pending (queued), conflict (waiting for a decision) or error."""
     rows = list(events)
@@ -125,7 +125,7 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
                           .where(bindings.c.calendar_id.in_(calendars))):
         per_calendar.setdefault(b.calendar_id, []).append((b.id, b.direction))
     links: dict[tuple[str, str], int] = {}
-    queued: dict[tuple[str, str], str] = {}
+    queued: dict[tuple[str, str], SyncState] = {}
     conflicted: set[tuple[str, str]] = set()
     for chunk in chunks(ids):
         for link in conn.execute(select(event_links.c.event_id, event_links.c.binding_id, event_links.c.base_version)
@@ -134,15 +134,16 @@ def sync_states(conn: Connection, events: Iterable[dict[str, Any]]) -> dict[str,
         for row in conn.execute(select(outbox.c.event_id, outbox.c.binding_id, outbox.c.status, outbox.c.attempts)
                                 .where(outbox.c.event_id.in_(chunk),
                                        outbox.c.status.in_(("pending", "held", "failed")))):
-            state = "error" if row.status == "failed" or row.attempts > 0 else "pending"
-            queued[(row.event_id, row.binding_id)] = state
+            outbox_state: SyncState = "error" if row.status == "failed" or row.attempts > 0 else "pending"
+            queued[(row.event_id, row.binding_id)] = outbox_state
         conflicted.update((e, b) for e, b in conn.execute(select(conflicts.c.event_id, conflicts.c.binding_id).where(
             and_(conflicts.c.event_id.in_(chunk), conflicts.c.status == "open"))))
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[EventSyncState]] = {}
     for r in rows:
-        states = []
+        states: list[EventSyncState] = []
         for binding_id, direction in per_calendar.get(r["calendar_id"], []):
             key = (r["id"], binding_id)
+            state: SyncState
             if key in conflicted:
                 state = "conflict"
             elif key in queued:

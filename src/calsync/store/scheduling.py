@@ -7,11 +7,13 @@ number of workers share the work and a crashed worker's lease simply runs out.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, update
 
 from calsync.model import utcnow
+from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
+from calsync.store.rows import BindingClaim, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
 
 
@@ -42,7 +44,7 @@ def _free(table: Any, now: datetime) -> Any:
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
-def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> dict[str, Any] | None:
+def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
     """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
     poll timer, or shortly after a notification (mark_dirty brings the time forward)."""
     queued = (
@@ -74,11 +76,11 @@ def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: fl
         update(bindings).where(bindings.c.id == candidate["id"], _free(bindings, now))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
-    return dict(candidate) if claimed == 1 else None
+    return cast("BindingClaim", dict(candidate)) if claimed == 1 else None
 
 
 def claim_named_binding(conn: Connection, binding_id: str, owner: str, now: datetime,
-                        lease_seconds: float) -> dict[str, Any] | None:
+                        lease_seconds: float) -> BindingClaim | None:
     """Lease this binding, due or not (a sync someone asked for), unless another owner holds it."""
     row = conn.execute(
         select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id).where(bindings.c.id == binding_id)
@@ -89,7 +91,7 @@ def claim_named_binding(conn: Connection, binding_id: str, owner: str, now: date
         update(bindings).where(bindings.c.id == binding_id, _free(bindings, now))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
-    return dict(row) if claimed == 1 else None
+    return cast("BindingClaim", dict(row)) if claimed == 1 else None
 
 
 def extend_binding_lease(conn: Connection, binding_id: str, owner: str, until: datetime) -> bool:
@@ -138,8 +140,9 @@ def backoff_attempts(conn: Connection, account_id: str) -> int:
 
 def claim_conference_work(
     conn: Connection, owner: str, now: datetime, lease_seconds: float, limit: int = 50
-) -> list[dict[str, Any]]:
-    """Due conference outbox rows, leased to `owner`."""
+) -> list[ConferenceWorkRow]:
+    """Due conference outbox rows, leased to `owner` (the rows as read before the claim: their lease
+    columns are the old ones)."""
     rows = conn.execute(
         select(conference_outbox)
         .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
@@ -147,30 +150,30 @@ def claim_conference_work(
         .order_by(conference_outbox.c.id).limit(limit)
         .with_for_update(skip_locked=True)
     ).mappings().all()
-    claimed: list[dict[str, Any]] = []
+    claimed: list[ConferenceWorkRow] = []
     for row in rows:
         if conn.execute(
             update(conference_outbox).where(conference_outbox.c.id == row["id"], _free(conference_outbox, now))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
         ).rowcount == 1:
-            claimed.append(dict(row))
+            claimed.append(cast("ConferenceWorkRow", dict(row)))
     return claimed
 
 
 # --- channels ----------------------------------------------------------------------------
 
 
-def channel_by_channel_id(conn: Connection, channel_id: str) -> dict[str, Any] | None:
+def channel_by_channel_id(conn: Connection, channel_id: str) -> ChannelRow | None:
     row = conn.execute(select(channels).where(channels.c.channel_id == channel_id)).mappings().first()
-    return dict(row) if row else None
+    return cast("ChannelRow", dict(row)) if row else None
 
 
-def channel_by_resource_id(conn: Connection, resource_id: str) -> dict[str, Any] | None:
+def channel_by_resource_id(conn: Connection, resource_id: str) -> ChannelRow | None:
     """The active channel the provider knows as `resource_id` (a Graph subscription id). A fallback
     for deliveries that lost our channel id from their URL; the channel id lookup is the indexed one."""
     row = conn.execute(select(channels).where(channels.c.resource_id == resource_id, channels.c.state == "active")
                        ).mappings().first()
-    return dict(row) if row else None
+    return cast("ChannelRow", dict(row)) if row else None
 
 
 def record_channel_message(conn: Connection, row_id: str, now: datetime, *, confirmation: bool) -> None:
@@ -180,10 +183,10 @@ def record_channel_message(conn: Connection, row_id: str, now: datetime, *, conf
     conn.execute(update(channels).where(channels.c.id == row_id).values(**values))
 
 
-def channel_health(conn: Connection) -> dict[str, dict[str, Any]]:
+def channel_health(conn: Connection) -> dict[str, ChannelRow]:
     """binding id -> its live channel (for status pages)."""
     rows = conn.execute(select(channels).where(channels.c.state == "active")).mappings()
-    return {r["binding_id"]: dict(r) for r in rows}
+    return {r["binding_id"]: cast("ChannelRow", dict(r)) for r in rows}
 
 
 def dirty_count(conn: Connection) -> int:
@@ -191,17 +194,28 @@ def dirty_count(conn: Connection) -> int:
                .scalar_one())
 
 
-def open_channels(conn: Connection, binding_id: str) -> list[dict[str, Any]]:
+def open_channels(conn: Connection, binding_id: str) -> list[ChannelRow]:
     """The binding's channels that are live or only intended (oldest first)."""
     rows = conn.execute(
         select(channels)
-        .where(channels.c.binding_id == binding_id, channels.c.state.in_(("intent", "pending", "active")))
+        .where(channels.c.binding_id == binding_id, channels.c.state.in_(OPEN_CHANNEL_STATES))
         .order_by(channels.c.created_at)
     ).mappings()
-    return [dict(r) for r in rows]
+    return cast("list[ChannelRow]", [dict(r) for r in rows])
 
 
-def add_channel(conn: Connection, row_id: str, binding_id: str, values: dict[str, Any]) -> None:
+class NewChannel(TypedDict):
+    """A `channels` row as add_channel writes it (the ids and times are its own)."""
+
+    state: ChannelState
+    channel_id: NotRequired[str]
+    resource_id: NotRequired[str]
+    token: NotRequired[str]
+    address: NotRequired[str]
+    expiration: NotRequired[datetime]
+
+
+def add_channel(conn: Connection, row_id: str, binding_id: str, values: NewChannel) -> None:
     now = utcnow()
     conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now,
                                           **values))
@@ -212,7 +226,7 @@ def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration
         state="active", resource_id=resource_id, expiration=expiration, updated_at=utcnow()))
 
 
-def set_channel_state(conn: Connection, row_id: str, state: str) -> None:
+def set_channel_state(conn: Connection, row_id: str, state: ChannelState) -> None:
     conn.execute(update(channels).where(channels.c.id == row_id).values(state=state, updated_at=utcnow()))
 
 

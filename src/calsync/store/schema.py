@@ -211,7 +211,7 @@ conferences = Table(
     Column("conference_id", Text, nullable=False),
     Column("join_url", Text),
     Column("details", JsonType),
-    Column("state", String(16), nullable=False),  # active | deleted
+    Column("state", String(16), nullable=False),  # creating | active | deleted (statuses.ConferenceState)
     # Fingerprint of the event fields the meeting was last made from (MeetingSpec): same -> no call.
     Column("spec_hash", String(64)),
     Column("spec", JsonType),
@@ -232,7 +232,7 @@ conference_outbox = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     Column("status", String(16), nullable=False),  # pending | done | failed
-    Column("reason", String(32), nullable=False),  # inbound | local | create
+    Column("reason", String(32), nullable=False),  # inbound | local | create (only inbound is written so far)
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
@@ -251,7 +251,7 @@ channels = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("binding_id", String(32), ForeignKey("bindings.id", ondelete="CASCADE"), nullable=False),
-    Column("state", String(16), nullable=False),  # intent | active | stopped
+    Column("state", String(16), nullable=False),  # intent | pending | active | stopped | failed | gone
     Column("channel_id", Text),
     Column("resource_id", Text),
     Column("token", Text),
