@@ -66,6 +66,14 @@ def _as_list(value: Any) -> list[Any]:
     return [] if value is None else value if isinstance(value, list) else [value]
 
 
+def _with_count(line: str, count: int) -> str:
+    """An RRULE line ending after `count` occurrences (COUNT in place of COUNT or UNTIL); other lines as they are."""
+    if not line.upper().startswith("RRULE:"):
+        return line
+    parts = [p for p in line[len("RRULE:"):].split(";") if p.split("=", 1)[0].upper() not in ("COUNT", "UNTIL")]
+    return "RRULE:" + ";".join([*parts, f"COUNT={count}"])
+
+
 def _instant(text: str) -> datetime:
     """A UTC dateTime as Google, Graph (Prefer: outlook.timezone="UTC") or iCalendar readers give it."""
     value = datetime.fromisoformat(text.split(".", 1)[0])
@@ -187,6 +195,19 @@ class Remote:
 
     def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
         """What a person sees in [lo, hi): (start, title) of every live event and occurrence, sorted."""
+        return [(at, title) for at, title, _kind in self.occurrence_kinds(lo, hi, calendar)]
+
+    def occurrence_kinds(self, lo: datetime, hi: datetime,
+                         calendar: str | None = None) -> list[tuple[datetime, str, str]]:
+        """occurrences(), each with what the service says it is: "single" (no series), or an instance of
+        a series: "occurrence" (as the rule makes it) or "exception" (changed from the rule), where the
+        service tells those two apart (Graph's type, a CalDAV override, a memory exception), else
+        "instance" (Google: an instance is an instance, moved or not)."""
+        raise NotImplementedError
+
+    def set_series_count(self, series_id: str, count: int, calendar: str | None = None) -> None:
+        """Another client changes the series' rule to end after `count` occurrences (its COUNT);
+        everything else of the series stays as it is (the service does what it does to exceptions)."""
         raise NotImplementedError
 
     def occurrence_state(self, series_id: str, original_start: datetime, calendar: str | None = None) -> str:
@@ -260,11 +281,14 @@ class GoogleRemote(Remote):
         return f"/calendars/{calendar or self.calendar}/events"
 
     def insert(self, title: str, at: datetime | None = None, calendar: str | None = None, *,
-               location: str | None = None, description: str | None = None) -> str:
+               location: str | None = None, description: str | None = None,
+               extended_properties: dict[str, Any] | None = None) -> str:
+        """Also with Google's extendedProperties ({"private": {...}, "shared": {...}}), which only Google has."""
         start = at or DAY
         body = {"summary": title, "start": {"dateTime": start.isoformat()},
                 "end": {"dateTime": (start + timedelta(hours=1)).isoformat()},
-                **({"location": location} if location else {}), **({"description": description} if description else {})}
+                **({"location": location} if location else {}), **({"description": description} if description else {}),
+                **({"extendedProperties": extended_properties} if extended_properties else {})}
         return str(self.http.post(self._events(calendar), json=body).raise_for_status().json()["id"])
 
     def change(self, remote_id: str, calendar: str | None = None, *, title: str | None = None,
@@ -345,11 +369,24 @@ class GoogleRemote(Remote):
             return "gone"
         return "cancelled" if response.raise_for_status().json().get("status") == "cancelled" else "live"
 
-    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+    def occurrence_kinds(self, lo: datetime, hi: datetime,
+                         calendar: str | None = None) -> list[tuple[datetime, str, str]]:
+        """singleEvents=true: each series expanded; an instance names its series (recurringEventId)."""
         params: dict[str, Any] = {"timeMin": _utc(lo), "timeMax": _utc(hi), "singleEvents": "true", "maxResults": 2500}
         items = self.http.get(self._events(calendar), params=params).raise_for_status().json()["items"]
-        return sorted((_instant(i["start"]["dateTime"]), i.get("summary", "")) for i in items
+        return sorted((_instant(i["start"]["dateTime"]), i.get("summary", ""),
+                       "instance" if i.get("recurringEventId") else "single") for i in items
                       if i.get("status") != "cancelled")
+
+    def set_series_count(self, series_id: str, count: int, calendar: str | None = None) -> None:
+        path = f"{self._events(calendar)}/{series_id}"
+        lines = self.http.get(path).raise_for_status().json()["recurrence"]
+        self.http.patch(path, json={"recurrence": [_with_count(line, count) for line in lines]}).raise_for_status()
+
+    def extended_properties(self, remote_id: str, calendar: str | None = None) -> dict[str, Any]:
+        """The event's extendedProperties as Google holds them ({} when it has none)."""
+        event = self.http.get(f"{self._events(calendar)}/{remote_id}").raise_for_status().json()
+        return dict(event.get("extendedProperties") or {})
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         match = re.fullmatch(r"/calendar/v3/calendars/([^/]+)/events", entry["path"])
@@ -509,12 +546,24 @@ class GraphRemote(Remote):
             return "gone"
         return "cancelled" if found[0].get("isCancelled") else "live"
 
-    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+    KINDS: ClassVar[dict[str, str]] = {"singleInstance": "single", "occurrence": "occurrence",
+                                       "exception": "exception"}
+
+    def occurrence_kinds(self, lo: datetime, hi: datetime,
+                         calendar: str | None = None) -> list[tuple[datetime, str, str]]:
+        """calendarView: occurrences, exceptions and single events, each with its type."""
         params: dict[str, Any] = {"startDateTime": _utc(lo), "endDateTime": _utc(hi), "$top": 1000}
         items = self.http.get(f"/me/calendars/{calendar or self.calendar}/calendarView", params=params
                               ).raise_for_status().json()["value"]
-        return sorted((_instant(i["start"]["dateTime"]), i.get("subject", "")) for i in items
+        return sorted((_instant(i["start"]["dateTime"]), i.get("subject", ""), self.KINDS[i["type"]]) for i in items
                       if not i.get("isCancelled"))
+
+    def set_series_count(self, series_id: str, count: int, calendar: str | None = None) -> None:
+        """PATCH of the whole recurrence (Graph replaces it): a numbered range of `count`."""
+        recurrence = self.http.get(f"/me/events/{series_id}").raise_for_status().json()["recurrence"]
+        recurrence["range"] = {**recurrence["range"], "type": "numbered", "numberOfOccurrences": count}
+        recurrence["range"].pop("endDate", None)
+        self.http.patch(f"/me/events/{series_id}", json={"recurrence": recurrence}).raise_for_status()
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         match = re.fullmatch(r"/v1\.0/me/calendars/([^/]+)/calendarView/delta", entry["path"])
@@ -708,10 +757,12 @@ class CalDAVRemote(Remote):
         excluded = {d.dt for prop in _as_list(master.get("EXDATE")) for d in prop.dts}
         return "excluded" if original_start in excluded else "live"
 
-    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
-        """Each resource expanded as a CalDAV client shows it: RRULE less EXDATEs, overrides in place."""
+    def occurrence_kinds(self, lo: datetime, hi: datetime,
+                         calendar: str | None = None) -> list[tuple[datetime, str, str]]:
+        """Each resource expanded as a CalDAV client shows it: RRULE less EXDATEs, overrides in place
+        (an override is an "exception")."""
         dav = self._dav(calendar)
-        out: list[tuple[datetime, str]] = []
+        out: list[tuple[datetime, str, str]] = []
         for name in dav.names():
             parsed: Any = Calendar.from_ical(dav.get(name)[0])
             master = next(e for e in parsed.events if "RECURRENCE-ID" not in e)
@@ -725,9 +776,17 @@ class CalDAVRemote(Remote):
                 starts = [s for s in rule if s not in excluded]
             for at in starts:
                 comp = overrides.pop(at, master)
+                kind = "single" if "RRULE" not in master else "occurrence" if comp is master else "exception"
                 if str(comp.get("STATUS", "")).upper() != "CANCELLED":
-                    out.append((comp["DTSTART"].dt if comp is not master else at, str(comp.get("SUMMARY", ""))))
-        return sorted((at.astimezone(UTC), title) for at, title in out if lo <= at < hi)
+                    out.append((comp["DTSTART"].dt if comp is not master else at, str(comp.get("SUMMARY", "")), kind))
+        return sorted((at.astimezone(UTC), title, kind) for at, title, kind in out if lo <= at < hi)
+
+    def set_series_count(self, series_id: str, count: int, calendar: str | None = None) -> None:
+        def recount(parsed: Any, master: Any) -> None:
+            rule = master["RRULE"]
+            rule.pop("UNTIL", None)
+            rule["COUNT"] = [count]
+        self._series_edit(series_id, calendar, recount)
 
     def listed_calendar(self, entry: dict[str, Any]) -> str | None:
         return unquote(entry["path"]) if entry["method"] == "REPORT" else None
@@ -852,22 +911,27 @@ class MemoryRemote(Remote):
             return "gone"
         return "excluded" if start in excluded_starts(series.recurrence, series.time_zone) else "live"
 
-    def occurrences(self, lo: datetime, hi: datetime, calendar: str | None = None) -> list[tuple[datetime, str]]:
+    def occurrence_kinds(self, lo: datetime, hi: datetime,
+                         calendar: str | None = None) -> list[tuple[datetime, str, str]]:
         """Series expanded (rule less EXDATEs, exceptions in place of their occurrence), and single events."""
         held = self.service.events(self._cal(calendar))
         moved = {(e.series_remote_id, e.data.original_start) for e in held.values() if e.series_remote_id}
-        out: list[tuple[datetime, str]] = []
+        out: list[tuple[datetime, str, str]] = []
         for rid, event in held.items():
             data = event.data
             if data.status == "cancelled":
                 continue
             if not data.recurrence:
-                out.append((_instant(data.start), data.title))
+                out.append((_instant(data.start), data.title, "exception" if event.series_remote_id else "single"))
                 continue
             excluded = excluded_starts(data.recurrence, data.time_zone)
-            out.extend((_instant(start), data.title) for start in starts_between(data, lo, hi)
+            out.extend((_instant(start), data.title, "occurrence") for start in starts_between(data, lo, hi)
                        if start not in excluded and (rid, start) not in moved)
-        return sorted((at, title) for at, title in out if lo <= at < hi)
+        return sorted((at, title, kind) for at, title, kind in out if lo <= at < hi)
+
+    def set_series_count(self, series_id: str, count: int, calendar: str | None = None) -> None:
+        lines = self.service.events(self._cal(calendar))[series_id].data.recurrence or []
+        self.service.edit(self._cal(calendar), series_id, recurrence=[_with_count(line, count) for line in lines])
 
     # --- admin surface: the service's fault switches and call log -----------------------------------
 

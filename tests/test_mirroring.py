@@ -172,17 +172,14 @@ def test_a_mirrored_event_keeps_the_fields_only_one_provider_has(engine: Engine,
     google, outlook = open_remote("google", request), open_remote("graph", request)
     assert isinstance(google, GoogleRemote)
     mirror = Mirror(engine, google, outlook)
-    made = google.http.post(f"/calendars/{google.calendar}/events", json={
-        "summary": "Deal review", "start": {"dateTime": "2026-12-11T09:00:00Z"},
-        "end": {"dateTime": "2026-12-11T10:00:00Z"}, "extendedProperties": {"private": {"crm": "42"}},
-    }).raise_for_status().json()
+    made = google.insert("Deal review", at=datetime(2026, 12, 11, 9, tzinfo=UTC),
+                         extended_properties={"private": {"crm": "42"}})
     mirror.settle()
     outlook.change(by_title(outlook)["Deal review"], title="Deal review (moved)",
                    at=datetime(2026, 12, 11, 11, tzinfo=UTC))
     mirror.settle()
-    event = google.http.get(f"/calendars/{google.calendar}/events/{made['id']}").raise_for_status().json()
-    assert event["summary"] == "Deal review (moved)"
-    assert event["extendedProperties"] == {"private": {"crm": "42"}}
+    assert google.titles()[made] == "Deal review (moved)"
+    assert google.extended_properties(made) == {"private": {"crm": "42"}}
 
 
 def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_changed_it(
@@ -202,68 +199,28 @@ def test_a_conflict_shows_the_base_the_two_sides_agreed_on_after_the_other_side_
 
 
 SERIES_START = datetime(2026, 12, 7, 9, tzinfo=UTC)  # a Monday
+SECOND, THIRD = SERIES_START + timedelta(weeks=1), SERIES_START + timedelta(weeks=2)
+SEEN = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))
+# how each service shows an occurrence as its rule makes it, and one changed from it (Remote.occurrence_kinds)
+IN_SERIES = {"google": ("instance", "instance"), "graph": ("occurrence", "exception")}
 
 
-def instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-WINDOW = {"timeMin": "2026-12-01T00:00:00Z", "timeMax": "2027-01-15T00:00:00Z"}
-
-
-def _google_instances(google: GoogleRemote, series_id: str) -> list[dict[str, object]]:
-    return google.http.get(f"{google._events(None)}/{series_id}/instances", params=WINDOW).raise_for_status().json()["items"]
-
-
-def _google_view(google: GoogleRemote) -> list[dict[str, object]]:
-    """What a person sees in Google: every instance, each series expanded."""
-    return google.http.get(google._events(None), params={**WINDOW, "singleEvents": "true", "maxResults": 2500}
-                           ).raise_for_status().json()["items"]
-
-
-def _graph_view(graph: Remote) -> list[dict[str, object]]:
-    """What a person sees in Outlook: calendarView (occurrences, exceptions and single events)."""
-    return graph.http.get(f"/me/calendars/{graph.calendar}/calendarView", params={  # type: ignore[attr-defined]
-        "startDateTime": WINDOW["timeMin"], "endDateTime": WINDOW["timeMax"], "$top": 1000}).raise_for_status().json()["value"]
-
-
-def _when(at: datetime) -> dict[str, str]:
-    return {"dateTime": at.replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
-
-
-def _move_an_instance(google: GoogleRemote, graph: Remote, mirror: Mirror, made_in: str, moved_to: datetime) -> None:
-    """A weekly series of four made on one side and mirrored; then its second occurrence moved and
-    renamed there."""
-    if made_in == "google":
-        series = google.http.post(google._events(None), json={
-            "summary": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
-            "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}).raise_for_status().json()["id"]
-        mirror.settle()
-        second = _google_instances(google, series)[1]["id"]
-        google.http.patch(f"{google._events(None)}/{second}", json={
-            "summary": "Standup (moved)", "start": _when(moved_to),
-            "end": _when(moved_to + timedelta(minutes=30))}).raise_for_status()
-        return
-    series = graph.http.post(f"/me/calendars/{graph.calendar}/events", json={  # type: ignore[attr-defined]
-        "subject": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
-        "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
-                       "range": {"type": "numbered", "startDate": "2026-12-07", "numberOfOccurrences": 4}},
-    }).raise_for_status().json()["id"]
+def _move_an_instance(mirror: Mirror, moved_to: datetime) -> None:
+    """A weekly series of four made on the mirror's first side and mirrored; then its second
+    occurrence moved and renamed there."""
+    series = mirror.a.insert_series("Standup", SERIES_START, 4)
     mirror.settle()
-    second = sorted((i for i in _graph_view(graph) if i.get("seriesMasterId") == series),
-                    key=lambda i: str(i["start"]))[1]["id"]
-    graph.http.patch(f"/me/events/{second}", json={  # type: ignore[attr-defined]
-        "subject": "Standup (moved)", "start": _when(moved_to), "end": _when(moved_to + timedelta(minutes=30)),
-    }).raise_for_status()
+    mirror.a.move_occurrence(series, SECOND, moved_to, "Standup (moved)")
 
 
-def _assert_one_moved_instance_on_both_sides(google: GoogleRemote, graph: Remote, moved_to: datetime) -> None:
-    google_seen = sorted((str(i["summary"]), bool(i.get("recurringEventId")), str(i["start"]["dateTime"]))  # type: ignore[index]
-                         for i in _google_view(google))
-    graph_seen = sorted((str(i["subject"]), str(i["type"]), str(i["start"]["dateTime"]))  # type: ignore[index]
-                        for i in _graph_view(graph))
-    assert [s[:2] for s in google_seen] == [("Standup", True)] * 3 + [("Standup (moved)", True)], google_seen
-    assert [s[:2] for s in graph_seen] == [("Standup", "occurrence")] * 3 + [("Standup (moved)", "exception")], \
-        graph_seen
-    assert instant(google_seen[-1][2]) == instant(graph_seen[-1][2] + "Z") == moved_to
+def _assert_one_moved_instance_on_both_sides(google: Remote, graph: Remote, moved_to: datetime) -> None:
+    """Each side shows the series' four instances, the second moved (an exception where the service
+    says so), and nothing else: no single event beside an unmoved occurrence."""
+    for remote in (google, graph):
+        plain, moved = IN_SERIES[remote.name]
+        assert remote.occurrence_kinds(*SEEN) == [
+            (SERIES_START, "Standup", plain), (moved_to, "Standup (moved)", moved), (THIRD, "Standup", plain),
+            (SERIES_START + timedelta(weeks=3), "Standup", plain)], remote.name
 
 
 @pytest.mark.parametrize("made_in", ["google", "graph"])
@@ -274,10 +231,9 @@ def test_a_moved_instance_stays_an_instance_of_its_series_on_the_other_side(
     side becomes that occurrence moved on the other, an exception of the mirrored series, not a
     second event beside an unmoved occurrence. A quiet pass then writes nothing."""
     google, graph = open_remote("google", request), open_remote("graph", request)
-    assert isinstance(google, GoogleRemote)
     mirror = Mirror(engine, google, graph) if made_in == "google" else Mirror(engine, graph, google)
     moved_to = SERIES_START + timedelta(weeks=1, hours=2)
-    _move_an_instance(google, graph, mirror, made_in, moved_to)
+    _move_an_instance(mirror, moved_to)
     mirror.settle()
     _assert_one_moved_instance_on_both_sides(google, graph, moved_to)
 
@@ -296,12 +252,11 @@ def test_an_instance_write_whose_answer_was_lost_is_adopted_not_imported_again(
     The next pass reads that exception back before the push is retried: it must be taken for our
     own instance (same series, same original start), not imported as a second local exception."""
     google, graph = open_remote("google", request), open_remote("graph", request)
-    assert isinstance(google, GoogleRemote)
     mirror = Mirror(engine, google, graph) if made_in == "google" else Mirror(engine, graph, google)
     moved_to = SERIES_START + timedelta(weeks=1, hours=2)
-    _move_an_instance(google, graph, mirror, made_in, moved_to)
-    target = graph if made_in == "google" else google
-    target.fault(status=503, count=50, after_commit=True, methods=["PATCH" if target is graph else "PUT"])
+    _move_an_instance(mirror, moved_to)
+    target = mirror.b
+    target.fault(status=503, count=50, after_commit=True, methods=[target.update_method])
     report = sync_once(engine, make_provider=mirror.providers())  # done there each time, every answer lost
     target.clear_faults()
     assert any(r.retried for r in report.outbound)
@@ -323,16 +278,10 @@ def test_binding_outlook_later_copies_a_series_with_its_moved_instance(
     """A Google calendar synced alone first; Outlook bound to it later gets the series and its moved
     occurrence as an exception (queued after the series), not a second event."""
     google, graph = open_remote("google", request), open_remote("graph", request)
-    assert isinstance(google, GoogleRemote)
     binding_google = google.bind(engine)
-    series = google.http.post(google._events(None), json={
-        "summary": "Standup", "start": _when(SERIES_START), "end": _when(SERIES_START + timedelta(minutes=30)),
-        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}).raise_for_status().json()["id"]
+    series = google.insert_series("Standup", SERIES_START, 4)
     moved_to = SERIES_START + timedelta(weeks=1, hours=2)
-    second = _google_instances(google, series)[1]["id"]
-    google.http.patch(f"{google._events(None)}/{second}", json={
-        "summary": "Standup (moved)", "start": _when(moved_to), "end": _when(moved_to + timedelta(minutes=30)),
-    }).raise_for_status()
+    google.move_occurrence(series, SECOND, moved_to, "Standup (moved)")
     sync_once(engine, make_provider=google.make_provider())
     providers = bind_later(engine, google, binding_google, graph)
     for _ in range(2):
@@ -345,10 +294,8 @@ def test_binding_outlook_later_copies_a_series_with_its_moved_instance(
 
 DELETE_PAIRS = [("google", "graph"), ("graph", "google"), ("google", "radicale"), ("radicale", "google"),
                 ("graph", "radicale"), ("radicale", "graph")]
-SEEN = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))
 # how each service keeps a deleted occurrence (Remote.occurrence_state)
 KEPT_AS = {"google": "cancelled", "graph": "gone", "caldav": "excluded"}
-SECOND, THIRD = SERIES_START + timedelta(weeks=1), SERIES_START + timedelta(weeks=2)
 LEFT = [(SERIES_START, "Standup"), (SERIES_START + timedelta(weeks=3), "Standup")]
 
 
@@ -575,9 +522,7 @@ def test_a_rule_change_written_to_outlook_keeps_the_series_exceptions_there(
     pass writes nothing."""
     google, graph = open_remote("google", request), open_remote("graph", request)
     mirror, _, _ = series_with_moved_occurrence(engine, (google, graph))
-    rule = ["RRULE:FREQ=WEEKLY;COUNT=6"]
-    google.http.patch(f"{google._events(None)}/{remote_series(engine, mirror.binding_a)}",
-                      json={"recurrence": rule}).raise_for_status()
+    google.set_series_count(remote_series(engine, mirror.binding_a), 6)
     mirror.settle()
     mirror.settle()
     grown = sorted([*MOVED_SERIES, (SERIES_START + timedelta(weeks=4), "Standup"),
