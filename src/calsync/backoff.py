@@ -3,6 +3,7 @@
 Why one place: the provider HTTP client, the conference adapters, the outbox pushers, the conference
 worker and the scheduler all back off; a fix (a cap, the jitter) must reach every one of them.
 Standard library only, so any layer may use it."""
+
 from __future__ import annotations
 
 import email.utils
@@ -24,8 +25,9 @@ class RetryPolicy:
     max_retry_after: float = 10.0
 
 
-def jittered_delay(attempt: int, base: float, ceiling: float, *, retry_after: float | None = None,
-                   rng: random.Random | None = None) -> float:
+def jittered_delay(
+    attempt: int, base: float, ceiling: float, *, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before retry number `attempt` (0 for the first retry): exponential from `base`,
     capped at `ceiling`, with 'equal jitter' (a random point in the upper half, so many clients that
     failed together do not come back together), and never less than the server's Retry-After."""

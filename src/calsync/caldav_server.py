@@ -9,6 +9,7 @@ A server never outlives the process that started it: it runs under this module's
 its stdin pipe closes, and the parent holds the other end, so even a SIGKILLed demo leaves no orphan
 process and no storage behind.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -85,20 +86,37 @@ def _command(kind: str, port: int, storage: Path, username: str) -> tuple[list[s
         config = storage / "radicale.conf"
         config.write_text("")  # no system or user configuration leaks in
         return [
-            "--config", str(config), "--server-hosts", f"127.0.0.1:{port}",
-            "--storage-filesystem-folder", str(storage / "collections"),
-            "--auth-type", "none", "--logging-level", "warning",
+            "--config",
+            str(config),
+            "--server-hosts",
+            f"127.0.0.1:{port}",
+            "--storage-filesystem-folder",
+            str(storage / "collections"),
+            "--auth-type",
+            "none",
+            "--logging-level",
+            "warning",
         ], f"/{username}/"
     if kind == "xandikos":
         return [
-            "serve", "--defaults", "-d", str(storage / "data"), "--state-dir", str(storage / "state"),
-            "-l", "127.0.0.1", "-p", str(port), "--no-detect-systemd",
+            "serve",
+            "--defaults",
+            "-d",
+            str(storage / "data"),
+            "--state-dir",
+            str(storage / "state"),
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--no-detect-systemd",
         ], "/user/calendars/"
     raise ValueError(f"unknown CalDAV server {kind!r} (known: {', '.join(KINDS)})")
 
 
-def start_server(kind: str = "radicale", *, username: str = USERNAME, password: str = PASSWORD,
-                 timeout: float = 30.0) -> CalDAVServer:
+def start_server(
+    kind: str = "radicale", *, username: str = USERNAME, password: str = PASSWORD, timeout: float = 30.0
+) -> CalDAVServer:
     """Start one server on a free loopback port with fresh storage; return once it answers a PROPFIND."""
     if not available(kind):
         raise RuntimeError(f"{kind} is not installed")
@@ -111,15 +129,24 @@ def start_server(kind: str = "radicale", *, username: str = USERNAME, password: 
         with log.open("wb") as out:
             # (this module run by this interpreter, with arguments built above from a known server kind)
             process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", __name__, str(storage), kind, *args], stdin=subprocess.PIPE,
-                stdout=out, stderr=subprocess.STDOUT, cwd=storage)
+                [sys.executable, "-m", __name__, str(storage), kind, *args],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=storage,
+            )
         server = CalDAVServer(kind, f"http://127.0.0.1:{port}/", home, process, storage, log, username, password)
         atexit.register(server.stop)  # a safety net should the caller never stop it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                answer = httpx.request("PROPFIND", server.url + home.lstrip("/"), headers={"Depth": "0"},
-                                       auth=(username, password), timeout=2)
+                answer = httpx.request(
+                    "PROPFIND",
+                    server.url + home.lstrip("/"),
+                    headers={"Depth": "0"},
+                    auth=(username, password),
+                    timeout=2,
+                )
                 if answer.status_code in (207, 404):
                     return server
             except httpx.TransportError:
@@ -131,8 +158,9 @@ def start_server(kind: str = "radicale", *, username: str = USERNAME, password: 
     raise RuntimeError(f"{kind} did not start: {last_error}")
 
 
-def make_calendar(server: CalDAVServer, name: str | None = None, display_name: str = "Test calendar",
-                  http: httpx.Client | None = None) -> str:
+def make_calendar(
+    server: CalDAVServer, name: str | None = None, display_name: str = "Test calendar", http: httpx.Client | None = None
+) -> str:
     """MKCALENDAR a collection under the calendar home; returns its path (calsync's remote calendar id)."""
     client = http or server.client()
     try:
@@ -155,18 +183,28 @@ def make_calendar(server: CalDAVServer, name: str | None = None, display_name: s
             client.close()
 
 
-def ics(uid: str, summary: str, start: datetime | None = None, *, hours: int = 1, body: str = "",
-        extra_components: str = "") -> str:
+def ics(
+    uid: str, summary: str, start: datetime | None = None, *, hours: int = 1, body: str = "", extra_components: str = ""
+) -> str:
     """A small VCALENDAR with one VEVENT, as another CalDAV client would PUT it; `body` adds content
     lines inside the VEVENT, `extra_components` whole components after it."""
     begin = start or datetime(2026, 12, 1, 9, tzinfo=UTC)
     end = begin + timedelta(hours=hours)
     lines = [
-        "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//other client//test//EN",
-        "BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20260101T000000Z",
-        f"DTSTART:{begin:%Y%m%dT%H%M%SZ}", f"DTEND:{end:%Y%m%dT%H%M%SZ}", f"SUMMARY:{summary}",
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//other client//test//EN",
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T000000Z",
+        f"DTSTART:{begin:%Y%m%dT%H%M%SZ}",
+        f"DTEND:{end:%Y%m%dT%H%M%SZ}",
+        f"SUMMARY:{summary}",
         *[line for line in body.splitlines() if line.strip()],
-        "END:VEVENT", *[line for line in extra_components.splitlines() if line.strip()], "END:VCALENDAR", "",
+        "END:VEVENT",
+        *[line for line in extra_components.splitlines() if line.strip()],
+        "END:VCALENDAR",
+        "",
     ]
     return "\r\n".join(lines)
 

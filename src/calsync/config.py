@@ -3,6 +3,7 @@
 The file is `$CALSYNC_CONFIG`, else `config.toml` in the user config dir. Its keys are either flat
 (`zoom_client_id = "..."`) or in sections (`[zoom]` `client_id = "..."`); both mean CALSYNC_ZOOM_CLIENT_ID.
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. `--once` does a o
 initial sync, Zoom meetings, remote edits, incremental sync, a Google event reaching Outlook through
 the mirror, printed, then exit.
 """
+
 from __future__ import annotations
 
 import io
@@ -98,12 +99,21 @@ def _seed(base: str, start: datetime) -> list[tuple[str, str, str]]:
             if summary is None:
                 calendar_id = api.get("/calendar/v3/calendars/primary").raise_for_status().json()["id"]
             else:
-                calendar_id = api.post(
-                    "/calendar/v3/calendars", json={"summary": summary, "timeZone": "Europe/Berlin"}
-                ).raise_for_status().json()["id"]
-        httpx.post(f"{base}/emulator/calendars/{calendar_id}/seed", json={
-            "count": count, "start": _utc(start), "days": 42, "seed": n + 1, "recurring_every": 30,
-        }).raise_for_status()
+                calendar_id = (
+                    api.post("/calendar/v3/calendars", json={"summary": summary, "timeZone": "Europe/Berlin"})
+                    .raise_for_status()
+                    .json()["id"]
+                )
+        httpx.post(
+            f"{base}/emulator/calendars/{calendar_id}/seed",
+            json={
+                "count": count,
+                "start": _utc(start),
+                "days": 42,
+                "seed": n + 1,
+                "recurring_every": 30,
+            },
+        ).raise_for_status()
         made.append((token, calendar_id, colour))
     return made
 
@@ -113,23 +123,37 @@ def _binding_labels(engine: Engine) -> dict[str, str]:
     with engine.begin() as conn:
         names = {c["id"]: c["name"] for c in account_store.list_calendars(conn)}
         kinds = {a["id"]: a["provider"] for a in account_store.list_accounts(conn)}
-        return {b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}"
-                for b in account_store.list_bindings(conn)}
+        return {
+            b["id"]: f"{kinds[b['account_id']]}: {names[b['calendar_id']]}" for b in account_store.list_bindings(conn)
+        }
 
 
 def _results_table(title: str, results: list[SyncResult], labels: dict[str, str]) -> Table:
     table = Table("binding", "kind", "pages", "requests", "created", "updated", "deleted", "status", title=title)
     for r in results:
-        table.add_row(labels.get(r.binding_id, r.binding_id[:12]), "full" if r.full else "incremental", str(r.pages),
-                      str(r.requests), str(r.created), str(r.updated), str(r.deleted), r.status)
+        table.add_row(
+            labels.get(r.binding_id, r.binding_id[:12]),
+            "full" if r.full else "incremental",
+            str(r.pages),
+            str(r.requests),
+            str(r.created),
+            str(r.updated),
+            str(r.deleted),
+            r.status,
+        )
     return table
 
 
 def _zoom_adapter(zoom: RunningServer) -> ZoomAdapter:
-    adapter = ZoomAdapter.from_settings({
-        "CALSYNC_ZOOM_BASE_URL": f"{zoom.url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom.url}/oauth/token",
-        "CALSYNC_ZOOM_ACCOUNT_ID": "demo", "CALSYNC_ZOOM_CLIENT_ID": "demo", "CALSYNC_ZOOM_CLIENT_SECRET": "demo",
-    })
+    adapter = ZoomAdapter.from_settings(
+        {
+            "CALSYNC_ZOOM_BASE_URL": f"{zoom.url}/v2",
+            "CALSYNC_ZOOM_OAUTH_URL": f"{zoom.url}/oauth/token",
+            "CALSYNC_ZOOM_ACCOUNT_ID": "demo",
+            "CALSYNC_ZOOM_CLIENT_ID": "demo",
+            "CALSYNC_ZOOM_CLIENT_SECRET": "demo",
+        }
+    )
     assert adapter is not None
     return adapter
 
@@ -186,15 +210,27 @@ class Demo:
         database = sqlite_file(self.db_url)
         token = runtime.new_token() if database else None
         self.pool = WorkerPool(self.engine, WorkerSettings(), self.adapters, metrics)
-        self.service = serve_in_thread(create_service(self.engine, metrics, wake=self.pool.wake,
-                                                      adapters=self.adapters, demo=self, control_token=token,
-                                                      poll_interval=DEMO_POLL_SECONDS), host=host, port=port)
+        self.service = serve_in_thread(
+            create_service(
+                self.engine,
+                metrics,
+                wake=self.pool.wake,
+                adapters=self.adapters,
+                demo=self,
+                control_token=token,
+                poll_interval=DEMO_POLL_SECONDS,
+            ),
+            host=host,
+            port=port,
+        )
         if database and token:  # `calsync sync --db <this database>` hands its work to the demo's service
-            runtime.claim(database, runtime.ServiceRecord(url=self.service.url, pid=os.getpid(), token=token,
-                                                          config=None))
+            runtime.claim(
+                database, runtime.ServiceRecord(url=self.service.url, pid=os.getpid(), token=token, config=None)
+            )
             self.record = database
-        self.pool.settings = WorkerSettings(public_url=self.service.url, idle_sleep=0.25, debounce=0.2,
-                                            poll_interval=DEMO_POLL_SECONDS)
+        self.pool.settings = WorkerSettings(
+            public_url=self.service.url, idle_sleep=0.25, debounce=0.2, poll_interval=DEMO_POLL_SECONDS
+        )
         self.pool.start()
         self.pool.wake.set()
         return self.service.url
@@ -219,8 +255,11 @@ class Demo:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "google_emulator": self.google.url, "zoom_emulator": self.zoom.url, "database": self.db_url,
-            "graph_emulator": self.graph.url, "caldav_server": self.caldav.url if self.caldav else None,
+            "google_emulator": self.google.url,
+            "zoom_emulator": self.zoom.url,
+            "database": self.db_url,
+            "graph_emulator": self.graph.url,
+            "caldav_server": self.caldav.url if self.caldav else None,
             "accounts": sorted(self.accounts),
             "kinds": {
                 "create": "a new event appears in Google Calendar",
@@ -246,35 +285,63 @@ class Demo:
                 begin = _parse(event["start"]) + timedelta(hours=1)
                 finish = _parse(event["end"]) + timedelta(hours=1)
                 self._patch(event, {"start": {"dateTime": _utc(begin)}, "end": {"dateTime": _utc(finish)}})
-                return self._answer(kind, event, event["title"],
-                                    f"moved '{event['title']}' one hour later in Google Calendar", start=_utc(begin))
+                return self._answer(
+                    kind,
+                    event,
+                    event["title"],
+                    f"moved '{event['title']}' one hour later in Google Calendar",
+                    start=_utc(begin),
+                )
             if kind == "conflict":
                 remote_title = _retitled(event["title"], "edited in Google")
                 local_title = _retitled(event["title"], "edited here")
                 self._patch(event, {"summary": remote_title})
                 local.update_event(self.engine, event["id"], {"title": local_title}, None)
-                return self._answer(kind, event, remote_title,
-                                    f"'{event['title']}' renamed here to '{local_title}' and in Google Calendar "
-                                    f"to '{remote_title}' at the same moment", local_title=local_title)
+                return self._answer(
+                    kind,
+                    event,
+                    remote_title,
+                    f"'{event['title']}' renamed here to '{local_title}' and in Google Calendar "
+                    f"to '{remote_title}' at the same moment",
+                    local_title=local_title,
+                )
             raise LookupError(f"unknown kind of change {kind!r}")
 
     def _create(self, at: datetime) -> dict[str, Any]:
         token, calendar_id = self.calendars[0]
         title = f"Coffee with the calsync team #{self._changes}"
         with self._google(token) as api:
-            made = api.post(f"/calendars/{calendar_id}/events", json={
-                "summary": title, "description": "Made in Google Calendar by the demo control.",
-                "start": {"dateTime": _utc(at)}, "end": {"dateTime": _utc(at + timedelta(minutes=30))},
-            }).raise_for_status().json()
-        return {"kind": "create", "title": title, "remote_id": made["id"], "start": _utc(at), "event_id": None,
-                "message": f"created '{title}' at {_utc(at)} in Google Calendar"}
+            made = (
+                api.post(
+                    f"/calendars/{calendar_id}/events",
+                    json={
+                        "summary": title,
+                        "description": "Made in Google Calendar by the demo control.",
+                        "start": {"dateTime": _utc(at)},
+                        "end": {"dateTime": _utc(at + timedelta(minutes=30))},
+                    },
+                )
+                .raise_for_status()
+                .json()
+            )
+        return {
+            "kind": "create",
+            "title": title,
+            "remote_id": made["id"],
+            "start": _utc(at),
+            "event_id": None,
+            "message": f"created '{title}' at {_utc(at)} in Google Calendar",
+        }
 
     def _pick(self, after: datetime, *, with_meeting: bool) -> EventWithLinks:
         """An upcoming single event of the first calendar (with one of our meetings, for a move)."""
         with self.engine.begin() as conn:
             calendar = account_store.get_binding(conn, self._binding_ids()[0])["calendar_id"]
-            rows = [r for r in event_store.list_events(conn, calendar_id=calendar, start=_utc(after))
-                    if _single(r) and r["links"] and r["status"] != "cancelled" and r["start"] >= _utc(after)]
+            rows = [
+                r
+                for r in event_store.list_events(conn, calendar_id=calendar, start=_utc(after))
+                if _single(r) and r["links"] and r["status"] != "cancelled" and r["start"] >= _utc(after)
+            ]
         meeting = [r for r in rows if (r["conference"] or {}).get("provider")]
         candidates = (meeting or rows) if with_meeting else rows
         if not candidates:
@@ -287,12 +354,20 @@ class Demo:
             binding = account_store.get_binding(conn, link["binding_id"])
             token = account_store.get_account(conn, binding["account_id"]).credentials["token"]
         with self._google(token) as api:
-            api.patch(f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}",
-                      json=body).raise_for_status()
+            api.patch(
+                f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}", json=body
+            ).raise_for_status()
 
     def _answer(self, kind: str, event: EventWithLinks, title: str, message: str, **extra: Any) -> dict[str, Any]:
-        return {"kind": kind, "title": title, "event_id": event["id"], "remote_id": event["links"][0]["remote_id"],
-                "start": extra.pop("start", event["start"]), "message": message, **extra}
+        return {
+            "kind": kind,
+            "title": title,
+            "event_id": event["id"],
+            "remote_id": event["links"][0]["remote_id"],
+            "start": extra.pop("start", event["start"]),
+            "message": message,
+            **extra,
+        }
 
     def _google(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=f"{self.google.url}/calendar/v3", headers={"Authorization": f"Bearer {token}"})
@@ -349,22 +424,26 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
     demo = Demo(google=google, zoom=zoom, graph=graph, adapter=adapter, db_url=db_url, engine=engine)
     try:
         demo.caldav = _start_radicale(console)
-        console.print(f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {google.url}\n"
-                      f"  Outlook (Microsoft Graph) emulator: {graph.url}\n"
-                      f"  CalDAV (Radicale): {demo.caldav.url if demo.caldav else 'skipped'}\n"
-                      f"  Zoom emulator: {zoom.url}\n  database: {db_url}")
+        console.print(
+            f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {google.url}\n"
+            f"  Outlook (Microsoft Graph) emulator: {graph.url}\n"
+            f"  CalDAV (Radicale): {demo.caldav.url if demo.caldav else 'skipped'}\n"
+            f"  Zoom emulator: {zoom.url}\n  database: {db_url}"
+        )
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
         seeded = _seed(google.url, start)
         for token, _calendar, _colour in seeded:
             if token not in demo.accounts:
-                demo.accounts[token] = setup.add_account(engine, "google", f"{token} (emulated Google)", google.url,
-                                                         {"token": token})
+                demo.accounts[token] = setup.add_account(
+                    engine, "google", f"{token} (emulated Google)", google.url, {"token": token}
+                )
         for token, calendar_id, colour in seeded:
             provider = GoogleProvider(token, google.url)
             info = {c.remote_id: c for c in provider.list_calendars()}[calendar_id]
             provider.close()
-            setup.bind_calendar(engine, demo.accounts[token], calendar_id,
-                                setup.NewCalendar(info.name, info.time_zone, colour))
+            setup.bind_calendar(
+                engine, demo.accounts[token], calendar_id, setup.NewCalendar(info.name, info.time_zone, colour)
+            )
             demo.calendars.append((token, calendar_id))
         _add_outlook(demo, start)
         if demo.caldav is not None:
@@ -372,12 +451,15 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
         _add_mirror(demo, start)
         with engine.begin() as conn:
             accounts, calendars = len(account_store.list_accounts(conn)), len(account_store.list_calendars(conn))
-        console.print(f"  {accounts} accounts, {calendars} calendars bound "
-                      f"('{MIRROR_NAME}' mirrors Google and Outlook through the hub)")
+        console.print(
+            f"  {accounts} accounts, {calendars} calendars bound "
+            f"('{MIRROR_NAME}' mirrors Google and Outlook through the hub)"
+        )
         t0 = time.perf_counter()
         first = sync_once(engine, adapters=demo.adapters)
-        console.print(_results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first.inbound,
-                                     _binding_labels(engine)))
+        console.print(
+            _results_table(f"initial sync ({time.perf_counter() - t0:.2f}s)", first.inbound, _binding_labels(engine))
+        )
         mirrored = sum(r.created for r in first.outbound if r.binding_id == demo.mirror["outlook_binding"])
         console.print(f"  {mirrored} events of '{MIRROR_GOOGLE}' (Google) copied to '{MIRROR_OUTLOOK}' (Outlook)")
         demo.conferences = _add_conferences(engine, adapter)
@@ -391,8 +473,10 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
 def _start_radicale(console: Console) -> CalDAVServer | None:
     """A real Radicale on loopback with throwaway storage, or None (and why) when it is not installed."""
     if not caldav_server.available("radicale"):
-        console.print("  [yellow]CalDAV demo account skipped:[/yellow] Radicale is not installed "
-                      "(pip install radicale, or install calsync with its dev extras, to add it)")
+        console.print(
+            "  [yellow]CalDAV demo account skipped:[/yellow] Radicale is not installed "
+            "(pip install radicale, or install calsync with its dev extras, to add it)"
+        )
         return None
     # (Radicale runs without authentication: any password will do)
     return caldav_server.start_server("radicale", username=CALDAV_USER, password="demo")  # noqa: S106
@@ -407,42 +491,68 @@ def _add_outlook(demo: Demo, start: datetime) -> None:
     empty second calendar that becomes the Outlook side of the mirror."""
     mailbox = GraphEmulator.user_email(OUTLOOK_USER)
     with _outlook_client(demo.graph.url) as api:
-        default = next(c for c in api.get("/me/calendars").raise_for_status().json()["value"]
-                       if c["isDefaultCalendar"])
+        default = next(c for c in api.get("/me/calendars").raise_for_status().json()["value"] if c["isDefaultCalendar"])
         shared = api.post("/me/calendars", json={"name": MIRROR_OUTLOOK}).raise_for_status().json()
-    httpx.post(f"{demo.graph.url}/emulator/calendars/{mailbox}/seed", json={
-        "count": OUTLOOK_EVENTS, "start": _utc(start), "days": 42, "seed": 4, "recurring_every": 15,
-    }).raise_for_status()
+    httpx.post(
+        f"{demo.graph.url}/emulator/calendars/{mailbox}/seed",
+        json={
+            "count": OUTLOOK_EVENTS,
+            "start": _utc(start),
+            "days": 42,
+            "seed": 4,
+            "recurring_every": 15,
+        },
+    ).raise_for_status()
     demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
-    demo.outlook_account = setup.add_account(demo.engine, "graph", f"{OUTLOOK_USER} (emulated Outlook)",
-                                             demo.graph.url, {"token": OUTLOOK_USER})
-    setup.bind_calendar(demo.engine, demo.outlook_account, default["id"],
-                        setup.NewCalendar(f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR))
+    demo.outlook_account = setup.add_account(
+        demo.engine, "graph", f"{OUTLOOK_USER} (emulated Outlook)", demo.graph.url, {"token": OUTLOOK_USER}
+    )
+    setup.bind_calendar(
+        demo.engine,
+        demo.outlook_account,
+        default["id"],
+        setup.NewCalendar(f"{mailbox} (Outlook)", "Europe/Berlin", OUTLOOK_COLOUR),
+    )
 
 
 def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
     """A calendar on Radicale with a handful of events PUT as any CalDAV client would, then bound."""
     with server.client() as http:
-        path = caldav_server.make_calendar(server, "personal", f"{CALDAV_USER.title()}'s personal calendar",
-                                           http=http)
+        path = caldav_server.make_calendar(server, "personal", f"{CALDAV_USER.title()}'s personal calendar", http=http)
         for n, (summary, day, hour, hours, location, rule) in enumerate(CALDAV_SAMPLE):
-            lines = [f"LOCATION:{location}" if location else "", f"RRULE:{rule}" if rule else "",
-                     f"DESCRIPTION:Sample event {n + 1} on Radicale, made by the demo as another CalDAV client."]
-            text = caldav_server.ics(f"demo-{n}@radicale.calsync", summary,
-                                     start + timedelta(days=day, hours=hour), hours=hours, body="\n".join(lines))
-            http.put(f"{path}demo-{n}.ics", content=text.encode(),
-                     headers={"Content-Type": "text/calendar; charset=utf-8", "If-None-Match": "*"}
-                     ).raise_for_status()
+            lines = [
+                f"LOCATION:{location}" if location else "",
+                f"RRULE:{rule}" if rule else "",
+                f"DESCRIPTION:Sample event {n + 1} on Radicale, made by the demo as another CalDAV client.",
+            ]
+            text = caldav_server.ics(
+                f"demo-{n}@radicale.calsync",
+                summary,
+                start + timedelta(days=day, hours=hour),
+                hours=hours,
+                body="\n".join(lines),
+            )
+            http.put(
+                f"{path}demo-{n}.ics",
+                content=text.encode(),
+                headers={"Content-Type": "text/calendar; charset=utf-8", "If-None-Match": "*"},
+            ).raise_for_status()
     provider = CalDAVProvider(server.url, server.username, server.password)
     try:
         info = {c.remote_id: c for c in provider.list_calendars()}[path]
     finally:
         provider.close()
     demo.caldav_calendar = path
-    demo.caldav_account = setup.add_account(demo.engine, "caldav", f"{server.username} (Radicale CalDAV)",
-                                            server.url, {"username": server.username, "password": server.password})
-    setup.bind_calendar(demo.engine, demo.caldav_account, path,
-                        setup.NewCalendar(info.name, info.time_zone, CALDAV_COLOUR))
+    demo.caldav_account = setup.add_account(
+        demo.engine,
+        "caldav",
+        f"{server.username} (Radicale CalDAV)",
+        server.url,
+        {"username": server.username, "password": server.password},
+    )
+    setup.bind_calendar(
+        demo.engine, demo.caldav_account, path, setup.NewCalendar(info.name, info.time_zone, CALDAV_COLOUR)
+    )
 
 
 def _add_mirror(demo: Demo, start: datetime) -> None:
@@ -450,19 +560,33 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
     side is queued for the other (the Google side starts with sample events, the Outlook side empty)."""
     token = SAMPLE[0][0]
     with demo._google(token) as api:
-        google_id = api.post("/calendars", json={"summary": MIRROR_GOOGLE, "timeZone": "Europe/Berlin"}
-                             ).raise_for_status().json()["id"]
-    httpx.post(f"{demo.google.url}/emulator/calendars/{google_id}/seed", json={
-        "count": MIRROR_EVENTS, "start": _utc(start + timedelta(days=7)), "days": 21, "seed": 9,
-    }).raise_for_status()
+        google_id = (
+            api.post("/calendars", json={"summary": MIRROR_GOOGLE, "timeZone": "Europe/Berlin"})
+            .raise_for_status()
+            .json()["id"]
+        )
+    httpx.post(
+        f"{demo.google.url}/emulator/calendars/{google_id}/seed",
+        json={
+            "count": MIRROR_EVENTS,
+            "start": _utc(start + timedelta(days=7)),
+            "days": 21,
+            "seed": 9,
+        },
+    ).raise_for_status()
     outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
     assert demo.outlook_account is not None
     calendar = setup.add_calendar(demo.engine, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
     google_binding = setup.bind_calendar(demo.engine, demo.accounts[token], google_id, calendar).binding_id
     outlook_binding = setup.bind_calendar(demo.engine, demo.outlook_account, outlook_id, calendar).binding_id
     demo.calendars.append((token, google_id))
-    demo.mirror = {"calendar_id": calendar, "google_binding": google_binding, "google_calendar": google_id,
-                   "outlook_binding": outlook_binding, "outlook_calendar": outlook_id}
+    demo.mirror = {
+        "calendar_id": calendar,
+        "google_binding": google_binding,
+        "google_calendar": google_id,
+        "outlook_binding": outlook_binding,
+        "outlook_calendar": outlook_id,
+    }
 
 
 def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS) -> list[ConferenceRow]:
@@ -470,8 +594,11 @@ def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS
     with engine.begin() as conn:
         first_calendar = account_store.list_calendars(conn)[0]["id"]
         now = _utc(datetime.now(UTC))
-        upcoming = [r for r in event_store.list_events(conn, calendar_id=first_calendar, start=now)
-                    if _single(r) and r["start"] >= now and not r["conference"]][:count]
+        upcoming = [
+            r
+            for r in event_store.list_events(conn, calendar_id=first_calendar, start=now)
+            if _single(r) and r["start"] >= now and not r["conference"]
+        ][:count]
     pool = ProviderPool(engine)
     try:
         return [ConferenceEngine(engine, {"zoom": adapter}, pool).create(r["id"], "zoom") for r in upcoming]
@@ -479,8 +606,9 @@ def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS
         pool.close()
 
 
-def start_demo(db: str | None = None, *, host: str = "127.0.0.1", port: int = 0,
-               console: Console | None = None) -> Demo:
+def start_demo(
+    db: str | None = None, *, host: str = "127.0.0.1", port: int = 0, console: Console | None = None
+) -> Demo:
     """The demo with its service running (what `calsync demo` serves, and what the browser tests use)."""
     demo = prepare(db, console)
     try:
@@ -500,12 +628,19 @@ def _remote_edits(base: str, token: str, calendar_id: str, console: Console) -> 
         path = f"/calendars/{calendar_id}/events"
         items = api.get(path, params={"maxResults": 3}).raise_for_status().json()["items"]
         start = _next_hour() + timedelta(days=1)
-        api.post(path, json={
-            "summary": "Coffee with the calsync team",
-            "start": {"dateTime": start.isoformat()}, "end": {"dateTime": (start + timedelta(minutes=30)).isoformat()},
-        }).raise_for_status()
-        api.patch(f"{path}/{items[0]['id']}", json={"summary": items[0].get("summary", "") + " (moved online)"},
-                  headers={"If-Match": items[0]["etag"]}).raise_for_status()
+        api.post(
+            path,
+            json={
+                "summary": "Coffee with the calsync team",
+                "start": {"dateTime": start.isoformat()},
+                "end": {"dateTime": (start + timedelta(minutes=30)).isoformat()},
+            },
+        ).raise_for_status()
+        api.patch(
+            f"{path}/{items[0]['id']}",
+            json={"summary": items[0].get("summary", "") + " (moved online)"},
+            headers={"If-Match": items[0]["etag"]},
+        ).raise_for_status()
         api.delete(f"{path}/{items[1]['id']}").raise_for_status()
     console.print(f"  remote edits on {calendar_id}: 1 created, 1 renamed, 1 deleted (as another Google client)")
 
@@ -515,8 +650,14 @@ def _move_one(demo: Demo, conference: ConferenceRow, console: Console) -> None:
     with demo.engine.begin() as conn:
         event = event_store.get_events(conn, [conference["event_id"]])[0]
     start = _parse(event["start"]) + timedelta(hours=2)
-    demo._patch(event, {"summary": event["title"] + " (moved)", "start": {"dateTime": _utc(start)},
-                        "end": {"dateTime": _utc(start + timedelta(minutes=45))}})
+    demo._patch(
+        event,
+        {
+            "summary": event["title"] + " (moved)",
+            "start": {"dateTime": _utc(start)},
+            "end": {"dateTime": _utc(start + timedelta(minutes=45))},
+        },
+    )
     console.print(f"  moved '{event['title']}' by two hours in Google Calendar")
 
 
@@ -525,9 +666,14 @@ def _mirror_once(demo: Demo, console: Console) -> None:
     title = "Planning lunch (made in Google, mirrored to Outlook)"
     at = _next_hour() + timedelta(days=2)
     with demo._google(SAMPLE[0][0]) as api:
-        api.post(f"/calendars/{demo.mirror['google_calendar']}/events", json={
-            "summary": title, "start": {"dateTime": _utc(at)}, "end": {"dateTime": _utc(at + timedelta(hours=1))},
-        }).raise_for_status()
+        api.post(
+            f"/calendars/{demo.mirror['google_calendar']}/events",
+            json={
+                "summary": title,
+                "start": {"dateTime": _utc(at)},
+                "end": {"dateTime": _utc(at + timedelta(hours=1))},
+            },
+        ).raise_for_status()
     sync_once(demo.engine, binding_ids=[demo.mirror["google_binding"], demo.mirror["outlook_binding"]])
     copies = [e for e in demo.outlook_events(demo.mirror["outlook_calendar"]) if e["subject"] == title]
     where = f"in Outlook as {copies[0]['id'][:16]}..." if copies else "not yet in Outlook"
@@ -547,11 +693,16 @@ def run_once(demo: Demo, console: Console) -> None:
     _move_one(demo, demo.conferences[0], console)
     console.print(f"  Zoom meeting before the sync: {_meeting(demo.adapter, meeting)}")
     second = sync_once(demo.engine, adapters=demo.adapters)
-    console.print(_results_table("incremental sync (one request per calendar with nothing new)", second.inbound,
-                                 _binding_labels(demo.engine)))
+    console.print(
+        _results_table(
+            "incremental sync (one request per calendar with nothing new)", second.inbound, _binding_labels(demo.engine)
+        )
+    )
     c = second.conferences
-    console.print(f"  conference work: {c.updated} updated, {c.deleted} deleted, {c.unchanged} unchanged "
-                  f"({demo.adapter.request_count} Zoom requests in all)")
+    console.print(
+        f"  conference work: {c.updated} updated, {c.deleted} deleted, {c.unchanged} unchanged "
+        f"({demo.adapter.request_count} Zoom requests in all)"
+    )
     console.print(f"  Zoom meeting after the sync:  {_meeting(demo.adapter, meeting)}")
     _mirror_once(demo, console)
     with demo.engine.begin() as conn:
@@ -563,12 +714,15 @@ def run_once(demo: Demo, console: Console) -> None:
         table.add_row(r["start"], r["title"], (r["conference"] or {}).get("join_url") or "")
     console.print(table)
     db = demo.db_url
-    console.print(f"Explore: calsync events list --db {db}\n         calsync status --db {db}\n"
-                  f"         calsync conference list --db {db}")
+    console.print(
+        f"Explore: calsync events list --db {db}\n         calsync status --db {db}\n"
+        f"         calsync conference list --db {db}"
+    )
 
 
 def _stop_on_sigterm() -> None:
     """SIGTERM (a service manager, `kill`) stops the demo as Ctrl-C does: workers and servers shut down."""
+
     def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -576,8 +730,9 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def run_demo(db: str | None, *, host: str = "127.0.0.1", port: int = 8000, once: bool = False,
-             console: Console) -> None:
+def run_demo(
+    db: str | None, *, host: str = "127.0.0.1", port: int = 8000, once: bool = False, console: Console
+) -> None:
     """`calsync demo`: serve until Ctrl-C, or (`once`) the one-shot run."""
     if not once and port:
         try:  # fail before the seeding, not after it
@@ -599,14 +754,16 @@ def run_demo(db: str | None, *, host: str = "127.0.0.1", port: int = 8000, once:
         except RuntimeError as exc:  # another service already serves this database
             console.print(f"[red]error:[/red] {exc}")
             raise SystemExit(1) from exc
-        console.print(f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
-                      f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
-                      f"  Google tokens: {', '.join(sorted(demo.accounts))} · Outlook token: {OUTLOOK_USER} "
-                      f"({demo.graph.url}/v1.0)"
-                      + (f" · CalDAV: {demo.caldav.url} as {demo.caldav.username}" if demo.caldav else "")
-                      + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
-                      f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
-                      f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop.")
+        console.print(
+            f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
+            f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
+            f"  Google tokens: {', '.join(sorted(demo.accounts))} · Outlook token: {OUTLOOK_USER} "
+            f"({demo.graph.url}/v1.0)"
+            + (f" · CalDAV: {demo.caldav.url} as {demo.caldav.username}" if demo.caldav else "")
+            + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
+            f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
+            f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop."
+        )
         _stop_on_sigterm()
         while True:
             time.sleep(3600)

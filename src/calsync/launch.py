@@ -7,6 +7,7 @@ standard library (not pathlib, typing or urllib: together about a quarter of thi
 start-up) and the two small modules that find the database and the service's record. The heavy
 engine is imported only when this process does the work itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,16 @@ class SyncArgs:
 
     __slots__ = ("bindings", "full", "force", "db", "config", "as_json", "local")  # noqa: RUF023 (the repr's order)
 
-    def __init__(self, bindings: tuple[str, ...] = (), full: bool = False, force: bool = False,
-                 db: str | None = None, config: str | None = None, as_json: bool = False,
-                 local: bool = False) -> None:
+    def __init__(
+        self,
+        bindings: tuple[str, ...] = (),
+        full: bool = False,
+        force: bool = False,
+        db: str | None = None,
+        config: str | None = None,
+        as_json: bool = False,
+        local: bool = False,
+    ) -> None:
         self.bindings = bindings
         self.full = full
         self.force = force
@@ -40,7 +48,8 @@ class SyncArgs:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SyncArgs) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: unhashable (as __eq__ alone made it)
 
@@ -48,8 +57,14 @@ class SyncArgs:
         return "SyncArgs(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
 
 
-_FLAGS = {"--full": ("full", True), "--no-full": ("full", False), "--force": ("force", True),
-          "--no-force": ("force", False), "--json": ("as_json", True), "--local": ("local", True)}
+_FLAGS = {
+    "--full": ("full", True),
+    "--no-full": ("full", False),
+    "--force": ("force", True),
+    "--no-force": ("force", False),
+    "--json": ("as_json", True),
+    "--local": ("local", True),
+}
 _VALUES = {"--binding": "bindings", "--db": "db", "--config": "config"}
 
 
@@ -101,8 +116,13 @@ def ask_service(record: runtime.ServiceRecord, args: SyncArgs) -> tuple[int, dic
     """POST /control/sync and wait for the sync to finish: (HTTP status, JSON answer)."""
     host, port = service_address(record.url)
     body = json.dumps({"bindings": list(args.bindings) or None, "full": args.full, "force": args.force})
-    status, raw = post(host, port, "/control/sync", body.encode(),
-                       {"Content-Type": "application/json", "Authorization": f"Bearer {record.token}"})
+    status, raw = post(
+        host,
+        port,
+        "/control/sync",
+        body.encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {record.token}"},
+    )
     try:
         return status, json.loads(raw)
     except ValueError:
@@ -125,8 +145,9 @@ def post(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) 
     Written out rather than taken from http.client, whose import (email parsing, ssl) alone costs
     more than the rest of this decision; the one peer is our own service (uvicorn)."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
-               f"Connection: close\r\n{head}\r\n").encode("latin-1") + body
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n"
+    ).encode("latin-1") + body
     try:
         conn = socket.create_connection((host, port))
     except OSError as exc:
@@ -160,7 +181,7 @@ def _unchunk(data: bytes) -> bytes:
         size = int(data[at:line_end].split(b";")[0], 16)
         if size == 0:
             return b"".join(out)
-        out.append(data[line_end + 2:line_end + 2 + size])
+        out.append(data[line_end + 2 : line_end + 2 + size])
         at = line_end + 2 + size + 2
 
 
@@ -173,8 +194,10 @@ def delegate_sync(args: SyncArgs, record: runtime.ServiceRecord) -> int | None:
         sys.stderr.write(f"calsync: the service at {record.url} does not answer ({exc}); syncing in this process\n")
         return None
     except ServiceLost as exc:
-        sys.stderr.write(f"error: the connection to the calsync service at {record.url} broke during the sync ({exc}); "
-                         f"`calsync status` shows what it did\n")
+        sys.stderr.write(
+            f"error: the connection to the calsync service at {record.url} broke during the sync ({exc}); "
+            f"`calsync status` shows what it did\n"
+        )
         return 1
     if status != 200:
         detail = answer.get("detail", answer)

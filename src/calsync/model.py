@@ -1,4 +1,5 @@
 """Plain typed values shared by the engine, the store and the providers. No I/O here."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ Why: Graph keeps no EXDATEs; calsync derives them from the occurrences a time wi
 master read from Graph knows its deleted occurrences only inside that window. Taken as they read,
 every EXDATE outside the window would look removed, and the occurrence it deleted would come back
 on every other side. The engine instead keeps the EXDATEs it last agreed on outside the window."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -99,5 +100,6 @@ def as_occurrence(remote: RemoteEvent, occurrence: Any) -> RemoteEvent:
     series (Outlook cannot restore a deleted occurrence: calsync writes it as a single event there),
     read as that occurrence: its original start and UID are the occurrence's (`occurrence`, the local
     EventData), so reading it back is no change, and an edit of it there is an edit of the occurrence."""
-    return replace(remote, data=replace(remote.data, original_start=occurrence.original_start,
-                                        ical_uid=occurrence.ical_uid))
+    return replace(
+        remote, data=replace(remote.data, original_start=occurrence.original_start, ical_uid=occurrence.ical_uid)
+    )

@@ -5,6 +5,7 @@
 nothing is converted at any boundary. mypy checks every comparison and assignment against the set.
 Imports nothing of calsync.
 """
+
 from __future__ import annotations
 
 from typing import Literal, TypeGuard, get_args

@@ -1,4 +1,5 @@
 """JSON shapes shown to people and programs (CLI --json now, the REST API later): one place, one shape."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -36,11 +37,17 @@ def event_json(row: EventWithLinks) -> dict[str, Any]:
         "updated_at": _iso(row["updated_at"]),
         "deleted": row["deleted"],
         # a tombstone says who deleted it, when, and what proved it (docs/ARCHITECTURE.md, "Deletions")
-        "deletion": {"by": row["deleted_by"], "at": _iso(row["deleted_at"]),
-                     "proof": row["deletion_proof"]} if row["deleted"] else None,
+        "deletion": {"by": row["deleted_by"], "at": _iso(row["deleted_at"]), "proof": row["deletion_proof"]}
+        if row["deleted"]
+        else None,
         "links": [
-            {"binding_id": link["binding_id"], "remote_id": link["remote_id"], "etag": link["etag"],
-             "base_version": link["base_version"], "remote_deleted": link["remote_deleted"]}
+            {
+                "binding_id": link["binding_id"],
+                "remote_id": link["remote_id"],
+                "etag": link["etag"],
+                "base_version": link["base_version"],
+                "remote_deleted": link["remote_deleted"],
+            }
             for link in row["links"]
         ],
     }

@@ -2,6 +2,7 @@
 
 `calsync` itself starts in calsync.launch, which may hand `calsync sync` to a running service
 before anything here is imported; everything else ends up in `app`."""
+
 from __future__ import annotations
 
 import typer

@@ -1,5 +1,6 @@
 """`calsync account ...`: the calendar accounts calsync syncs. What each provider kind takes is read
 from providers.registry, so a new kind needs no branch here."""
+
 from __future__ import annotations
 
 import sys
@@ -24,23 +25,31 @@ from calsync.providers.base import ProviderError
 from calsync.providers.http import RetryPolicy
 from calsync.store import accounts as account_store
 
-app = typer.Typer(help=f"Calendar accounts: {', '.join(kind.label for kind in KINDS.values())}.",
-                  no_args_is_help=True)
+app = typer.Typer(help=f"Calendar accounts: {', '.join(kind.label for kind in KINDS.values())}.", no_args_is_help=True)
 
 
 @app.command("add")
 def account_add(
     provider: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED)}.")],
-    name: Annotated[str | None, typer.Option(
-        help="A name to recognise the account by (CalDAV: user@host when not given).")] = None,
-    token: Annotated[str | None, typer.Option(
-        envvar="CALSYNC_TOKEN", help="Bearer token (prompted for, hidden, when not given).")] = None,
-    base_url: Annotated[str | None, typer.Option(
-        "--base-url", "--url", help="API root, e.g. an emulator's URL; for CalDAV, the server URL.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="A name to recognise the account by (CalDAV: user@host when not given).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="CALSYNC_TOKEN", help="Bearer token (prompted for, hidden, when not given).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", "--url", help="API root, e.g. an emulator's URL; for CalDAV, the server URL."),
+    ] = None,
     username: Annotated[str | None, typer.Option(help="CalDAV user name.")] = None,
-    password: Annotated[str | None, typer.Option(
-        envvar="CALSYNC_CALDAV_PASSWORD", show_default=False,
-        help="CalDAV password (prompted for, hidden, when not given).")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CALSYNC_CALDAV_PASSWORD",
+            show_default=False,
+            help="CalDAV password (prompted for, hidden, when not given).",
+        ),
+    ] = None,
     verify: Annotated[bool, typer.Option(help="Check the credentials by listing calendars first.")] = True,
     db: DbOption = None,
 ) -> None:
@@ -97,5 +106,7 @@ def account_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(rows)
         return
-    print_table(("id", "provider", "name", "state", "base url"),
-                ((r["id"], r["provider"], r["name"], r["state"], r["base_url"] or "") for r in rows))
+    print_table(
+        ("id", "provider", "name", "state", "base url"),
+        ((r["id"], r["provider"], r["name"], r["state"], r["base_url"] or "") for r in rows),
+    )

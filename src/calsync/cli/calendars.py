@@ -1,5 +1,6 @@
 """`calsync calendar ...`: the calendars an account sees at its provider, and the local calendars
 bound to them."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -38,9 +39,10 @@ def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = 
     if as_json:
         print_json([c.__dict__ for c in calendars])
         return
-    print_table(("remote id", "name", "time zone", "primary", "access"),
-                ((c.remote_id, c.name, c.time_zone or "", "yes" if c.primary else "", c.access_role or "")
-                 for c in calendars))
+    print_table(
+        ("remote id", "name", "time zone", "primary", "access"),
+        ((c.remote_id, c.name, c.time_zone or "", "yes" if c.primary else "", c.access_role or "") for c in calendars),
+    )
 
 
 @app.command("bind")
@@ -50,8 +52,9 @@ def calendar_bind(
     name: Annotated[str | None, typer.Option(help="Local calendar name (default: the remote name).")] = None,
     direction: Annotated[str, typer.Option(help="two-way, pull or push.")] = "two-way",
     policy: Annotated[str, typer.Option(help="Conflict policy: ask, local-wins, remote-wins, latest-wins.")] = "ask",
-    calendar: Annotated[str | None, typer.Option(
-        help="Bind to this existing local calendar instead of making a new one (mirroring).")] = None,
+    calendar: Annotated[
+        str | None, typer.Option(help="Bind to this existing local calendar instead of making a new one (mirroring).")
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -75,17 +78,22 @@ def calendar_bind(
         finally:
             client.close()
         if remote_calendar_id not in remote:
-            raise fail(f"the account has no calendar {remote_calendar_id!r}; "
-                       f"see `calsync calendar remote {account_id}`")
+            raise fail(
+                f"the account has no calendar {remote_calendar_id!r}; see `calsync calendar remote {account_id}`"
+            )
         info = remote[remote_calendar_id]
         if not calendar and not (name or info.name).strip():
             raise fail(f"the remote calendar {remote_calendar_id!r} has no name; give the local one a --name", 2)
         try:
             # mirroring (--calendar): the calendar's events are queued for the new binding
             bound = setup.bind_calendar(
-                engine, account_id, remote_calendar_id,
+                engine,
+                account_id,
+                remote_calendar_id,
                 calendar or setup.NewCalendar(name or info.name, info.time_zone, info.color),
-                direction=direction, conflict_policy=policy)
+                direction=direction,
+                conflict_policy=policy,
+            )
         except setup.SetupError as exc:
             raise fail(str(exc)) from exc
         calendar_id, binding_id = bound.calendar_id, bound.binding_id
@@ -104,17 +112,28 @@ def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
         counts = {c["id"]: event_store.count_events(conn, c["id"]) for c in calendars}
     now = utcnow()
     out: list[dict[str, Any]] = [
-        {**c, "events": counts[c["id"]],
-         "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]]}
+        {
+            **c,
+            "events": counts[c["id"]],
+            "bindings": [binding_json(b, now) for b in bindings if b["calendar_id"] == c["id"]],
+        }
         for c in calendars
     ]
     if as_json:
         print_json(out)
         return
-    print_table(("id", "name", "events", "bindings"),
-                ((c["id"], c["name"], str(c["events"]),
-                  "\n".join(f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]))
-                 for c in out))
+    print_table(
+        ("id", "name", "events", "bindings"),
+        (
+            (
+                c["id"],
+                c["name"],
+                str(c["events"]),
+                "\n".join(f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]),
+            )
+            for c in out
+        ),
+    )
 
 
 @app.command("unbind")

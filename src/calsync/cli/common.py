@@ -1,5 +1,6 @@
 """What several command groups share: the --db, --json and --config options, the database, the
 conference systems and worker settings read from the config, and the heap settings of a syncing process."""
+
 from __future__ import annotations
 
 import gc
@@ -27,8 +28,9 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ConfigOption = Annotated[
     str | None,
-    typer.Option("--config",
-                 help="TOML settings file (default: $CALSYNC_CONFIG, else config.toml in the user config dir)."),
+    typer.Option(
+        "--config", help="TOML settings file (default: $CALSYNC_CONFIG, else config.toml in the user config dir)."
+    ),
 ]
 
 
@@ -55,8 +57,9 @@ def conference_adapters(config: str | None) -> dict[str, ConferenceAdapter]:
         raise fail(str(exc), 2) from exc
 
 
-def worker_settings(config: str | None, public_url: str | None, poll_interval: float | None,
-                    lease_seconds: float | None) -> WorkerSettings:
+def worker_settings(
+    config: str | None, public_url: str | None, poll_interval: float | None, lease_seconds: float | None
+) -> WorkerSettings:
     """Flags win over CALSYNC_* settings, which win over the defaults."""
     try:
         settings = load_settings(config)

@@ -1,4 +1,5 @@
 """`calsync conference ...`: video conferences calsync creates and keeps in step with their events."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, cast
@@ -29,9 +30,14 @@ app = typer.Typer(help="Video conferences kept in step with their events.", no_a
 def conference_json(row: ConferenceRow) -> dict[str, Any]:
     """A conference row as the CLI shows it (the adapter's own state stays inside)."""
     return {
-        "id": row["id"], "event_id": row["event_id"], "provider": row["provider"],
-        "conference_id": row["conference_id"], "join_url": row["join_url"], "state": row["state"],
-        "last_synced_at": row["last_synced_at"], "last_error": row["last_error"],
+        "id": row["id"],
+        "event_id": row["event_id"],
+        "provider": row["provider"],
+        "conference_id": row["conference_id"],
+        "join_url": row["join_url"],
+        "state": row["state"],
+        "last_synced_at": row["last_synced_at"],
+        "last_error": row["last_error"],
     }
 
 
@@ -76,6 +82,17 @@ def conference_list(
     if as_json:
         print_json(rows)
         return
-    print_table(("event", "provider", "conference id", "state", "join url", "last synced"),
-                ((r["event_id"], r["provider"], r["conference_id"], r["state"], r["join_url"] or "",
-                  jsonable(r["last_synced_at"]) or "") for r in rows))
+    print_table(
+        ("event", "provider", "conference id", "state", "join url", "last synced"),
+        (
+            (
+                r["event_id"],
+                r["provider"],
+                r["conference_id"],
+                r["state"],
+                r["join_url"] or "",
+                jsonable(r["last_synced_at"]) or "",
+            )
+            for r in rows
+        ),
+    )

@@ -1,5 +1,6 @@
 """`calsync conflicts ...`: events changed on both sides, listed and settled (engine.conflicts decides
 what settling means)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -22,19 +23,32 @@ def conflicts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(rows)
         return
-    print_table(("id", "event", "binding", "kind", "local title", "remote title"),
-                ((r["id"], r["event_id"], r["binding_id"][:12], r["kind"],
-                  (r["local"] or {}).get("title", "(deleted)"), (r["remote"] or {}).get("title", "(deleted)"))
-                 for r in rows))
+    print_table(
+        ("id", "event", "binding", "kind", "local title", "remote title"),
+        (
+            (
+                r["id"],
+                r["event_id"],
+                r["binding_id"][:12],
+                r["kind"],
+                (r["local"] or {}).get("title", "(deleted)"),
+                (r["remote"] or {}).get("title", "(deleted)"),
+            )
+            for r in rows
+        ),
+    )
 
 
 @app.command("resolve")
 def conflicts_resolve(
     conflict_id: str,
     keep: Annotated[str, typer.Option(help="Which side wins: local or remote.")],
-    remote_etag: Annotated[str | None, typer.Option(
-        help="Refuse if the remote side is no longer the one with this ETag "
-             "(as `calsync conflicts` showed it).")] = None,
+    remote_etag: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse if the remote side is no longer the one with this ETag (as `calsync conflicts` showed it)."
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -49,5 +63,6 @@ def conflicts_resolve(
     if as_json:
         print_json(row)
     else:
-        console.print(f"conflict {conflict_id} resolved: kept {keep}; run `calsync sync` to carry it out",
-                      highlight=False)
+        console.print(
+            f"conflict {conflict_id} resolved: kept {keep}; run `calsync sync` to carry it out", highlight=False
+        )

@@ -1,4 +1,5 @@
 """`calsync db ...`: the database schema (every command migrates it on opening; this does only that)."""
+
 from __future__ import annotations
 
 import typer

@@ -1,4 +1,5 @@
 """`calsync events ...`: the events of the local store, as the engine keeps them."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -29,6 +30,18 @@ def events_list(
     if as_json:
         print_json([event_json(r) for r in rows])
         return
-    print_table(("start", "end", "title", "status", "v", "source", "id"),
-                ((r["start"], r["end"], r["title"], r["status"] + (" (deleted)" if r["deleted"] else ""),
-                  str(r["version"]), r["updated_at_source"], r["id"]) for r in rows))
+    print_table(
+        ("start", "end", "title", "status", "v", "source", "id"),
+        (
+            (
+                r["start"],
+                r["end"],
+                r["title"],
+                r["status"] + (" (deleted)" if r["deleted"] else ""),
+                str(r["version"]),
+                r["updated_at_source"],
+                r["id"],
+            )
+            for r in rows
+        ),
+    )

@@ -1,5 +1,6 @@
 """Where every command writes: a Rich console for people, JSON on stdout for scripts, and one red
 line on stderr for a mistake (never a traceback)."""
+
 from __future__ import annotations
 
 import json

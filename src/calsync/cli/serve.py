@@ -1,5 +1,6 @@
 """`calsync serve`, `calsync worker` and `calsync demo`: the long-running processes. Their heavy
 imports (the web app, uvicorn) wait until one of them runs."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,13 @@ def _interrupt(*_: object) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
-    public_url: Annotated[str | None, typer.Option(
-        help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only.")] = None,
-    no_workers: Annotated[bool, typer.Option(
-        "--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")] = False,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL providers call back (default $CALSYNC_PUBLIC_URL); without it, polling only."),
+    ] = None,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")
+    ] = False,
     workers: Annotated[int, typer.Option(help="Worker threads in this process (keep 1 on SQLite).")] = 1,
     poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
     lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
@@ -61,20 +65,29 @@ def serve(
     with database(db) as engine:
         metrics = Metrics()
         pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
-        app_ = create_app(engine, metrics, wake=pool.wake if pool else None, adapters=adapters,
-                          control_token=token, poll_interval=settings.poll_interval)
+        app_ = create_app(
+            engine,
+            metrics,
+            wake=pool.wake if pool else None,
+            adapters=adapters,
+            control_token=token,
+            poll_interval=settings.poll_interval,
+        )
         if database_file and token:
-            record = runtime.ServiceRecord(url=url, pid=os.getpid(), token=token,
-                                           config=os.path.realpath(config) if config else None)
+            record = runtime.ServiceRecord(
+                url=url, pid=os.getpid(), token=token, config=os.path.realpath(config) if config else None
+            )
             try:
                 runtime.claim(database_file, record)
             except RuntimeError as exc:
                 raise fail(str(exc), 2) from exc
         if pool:
             pool.start()
-        err.print(f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
-                  f"workers: {0 if pool is None else pool.count}; "
-                  f"notifications: {settings.public_url or 'off (polling)'}")
+        err.print(
+            f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
+            f"workers: {0 if pool is None else pool.count}; "
+            f"notifications: {settings.public_url or 'off (polling)'}"
+        )
         settle_heap()
         try:
             serve_forever(app_, host, sock=sock)
@@ -123,13 +136,16 @@ def worker(
 
 def demo(
     db: DbOption = None,
-    port: Annotated[int, typer.Option(
-        help="Port of the demo service: web page, API, webhooks (0: any free port).")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port of the demo service: web page, API, webhooks (0: any free port).")
+    ] = 8000,
     host: Annotated[str, typer.Option(help="Address the demo service listens on.")] = "127.0.0.1",
-    once: Annotated[bool, typer.Option(
-        "--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")] = False,
-    keep_running: Annotated[bool, typer.Option(
-        hidden=True, help="Kept for old scripts: serving is the default.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="One-shot run: sync, remote edits, re-sync, print, exit.")
+    ] = False,
+    keep_running: Annotated[
+        bool, typer.Option(hidden=True, help="Kept for old scripts: serving is the default.")
+    ] = False,
 ) -> None:
     """The whole service on SQLite with sample Google, Outlook and CalDAV accounts and Zoom, until Ctrl-C."""
     from calsync.demo import run_demo

@@ -1,5 +1,6 @@
 """`calsync sync` and `calsync status`: one sync in this process, with progress for a person
 watching, and the health of every binding and account."""
+
 from __future__ import annotations
 
 import os
@@ -39,13 +40,15 @@ from calsync.views import jsonable
 def sync(
     binding: Annotated[list[str] | None, typer.Option(help="Only this binding (repeatable).")] = None,
     full: Annotated[bool, typer.Option(help="Ignore stored tokens and list everything again.")] = False,
-    force: Annotated[bool, typer.Option(
-        help="Let a full sync delete most of a calendar (mass-delete guard off).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Let a full sync delete most of a calendar (mass-delete guard off).")
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-    local: Annotated[bool, typer.Option(
-        "--local", help="Sync in this process even when a service serves the database.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Sync in this process even when a service serves the database.")
+    ] = False,
 ) -> None:
     """Sync once: everything that is due (inbound, outbound, then conference work), then print a summary.
     When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch).
@@ -55,8 +58,15 @@ def sync(
     with database(db) as engine:
         settle_heap()
         try:
-            report = run_sync(engine, binding_ids=binding or None, full=full, force=force,
-                              show_progress=not as_json, adapters=adapters, settings=settings)
+            report = run_sync(
+                engine,
+                binding_ids=binding or None,
+                full=full,
+                force=force,
+                show_progress=not as_json,
+                adapters=adapters,
+                settings=settings,
+            )
         except NotFound as exc:
             raise fail(str(exc), 1) from exc
         except BindingBusy as exc:
@@ -72,8 +82,13 @@ def sync(
 
 
 def run_sync(
-    engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
-    show_progress: bool = True, adapters: dict[str, ConferenceAdapter] | None = None,
+    engine: Engine,
+    *,
+    binding_ids: list[str] | None = None,
+    full: bool = False,
+    force: bool = False,
+    show_progress: bool = True,
+    adapters: dict[str, ConferenceAdapter] | None = None,
     settings: WorkerSettings | None = None,
 ) -> SyncReport:
     """sync_held (this process's own lease on each binding) with a Rich progress line for long
@@ -82,24 +97,38 @@ def run_sync(
     owner = f"cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def held(after_page: PageHook | None = None) -> SyncReport:
-        return sync_held(engine, owner, binding_ids=binding_ids, full=full, force=force, adapters=adapters,
-                         lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
-                         after_page=after_page,
-                         on_wait=lambda b: err.print(f"binding {b} is being synced elsewhere; waiting for it"))
+        return sync_held(
+            engine,
+            owner,
+            binding_ids=binding_ids,
+            full=full,
+            force=force,
+            adapters=adapters,
+            lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval,
+            after_page=after_page,
+            on_wait=lambda b: err.print(f"binding {b} is being synced elsewhere; waiting for it"),
+        )
 
     if not (show_progress and console.is_terminal):
         return held()
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(), console=console, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("syncing", total=None, detail="")
 
         def on_page(pages: int, result: SyncResult) -> None:
             seen = result.created + result.updated + result.deleted + result.unchanged
             kind = "full" if result.full else "incremental"
-            progress.update(task, description=f"{kind} sync {result.binding_id[:8]}",
-                            detail=f"page {pages}, {seen} events")
+            progress.update(
+                task, description=f"{kind} sync {result.binding_id[:8]}", detail=f"page {pages}, {seen} events"
+            )
 
         return held(on_page)
 
@@ -112,17 +141,40 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(snapshot)
         return
-    print_table(("binding", "remote calendar", "last success", "token age", "channel expires", "dirty", "queued",
-                 "status", "error"),
-                ((b["id"][:12], b["remote_calendar_id"], b["last_success_at"] or "never",
-                  f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token",
-                  (b["channel"] or {}).get("expiration") or "none", "yes" if b["dirty"] else "",
-                  str(b["outbox_backlog"]), b["last_sync_status"] or "", b["last_error"] or "")
-                 for b in snapshot["bindings"]))
+    print_table(
+        (
+            "binding",
+            "remote calendar",
+            "last success",
+            "token age",
+            "channel expires",
+            "dirty",
+            "queued",
+            "status",
+            "error",
+        ),
+        (
+            (
+                b["id"][:12],
+                b["remote_calendar_id"],
+                b["last_success_at"] or "never",
+                f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token",
+                (b["channel"] or {}).get("expiration") or "none",
+                "yes" if b["dirty"] else "",
+                str(b["outbox_backlog"]),
+                b["last_sync_status"] or "",
+                b["last_error"] or "",
+            )
+            for b in snapshot["bindings"]
+        ),
+    )
     for a in snapshot["accounts"]:
         if a["state"] != "ok" or a["backoff_until"]:
-            console.print(f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] "
-                          f"{('backing off until ' + a['backoff_until']) if a['backoff_until'] else ''} "
-                          f"{a['last_error'] or ''}")
-    console.print(f"open conflicts: {snapshot['open_conflicts']}   "
-                  f"conference work waiting: {snapshot['conference_backlog']}")
+            console.print(
+                f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] "
+                f"{('backing off until ' + a['backoff_until']) if a['backoff_until'] else ''} "
+                f"{a['last_error'] or ''}"
+            )
+    console.print(
+        f"open conflicts: {snapshot['open_conflicts']}   conference work waiting: {snapshot['conference_backlog']}"
+    )

@@ -1,4 +1,5 @@
 """Conference systems calsync keeps in step with calendar events (see conferencing/base.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -9,8 +10,15 @@ from calsync.conferencing.webhook import WebhookAdapter
 from calsync.conferencing.zoom import ZoomAdapter
 
 __all__ = [
-    "ADAPTERS", "Conference", "ConferenceAdapter", "ConferenceError", "JitsiAdapter", "MeetingSpec",
-    "WebhookAdapter", "ZoomAdapter", "configured_adapters",
+    "ADAPTERS",
+    "Conference",
+    "ConferenceAdapter",
+    "ConferenceError",
+    "JitsiAdapter",
+    "MeetingSpec",
+    "WebhookAdapter",
+    "ZoomAdapter",
+    "configured_adapters",
 ]
 
 ADAPTERS = ("zoom", "webhook", "jitsi")

@@ -1,4 +1,5 @@
 """The contract every conference system adapter implements (Zoom, a signed webhook, Jitsi)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,9 @@ class Conference:
 class ConferenceError(Exception):
     """The conference system failed. `retryable` work goes back to the conference outbox."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable

@@ -4,6 +4,7 @@ So the room name is all there is, and it must be deterministic (a retried create
 room) and unguessable (anyone who can derive it can join): it is an HMAC-SHA256 of the
 idempotency key under a secret, in lower-case base32, 26 characters (130 bits).
 """
+
 from __future__ import annotations
 
 import base64

@@ -33,6 +33,7 @@ Answers:
 
 This module also holds the small HTTP retry loop every remote conference adapter shares.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,18 @@ from calsync.backoff import retry_after_seconds as parse_retry_after
 from calsync.conferencing.base import Conference, ConferenceError, MeetingSpec
 
 __all__ = [
-    "DEFAULT_WINDOW", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "HttpSession", "ReplayGuard", "RetryPolicy",
-    "TransientFailure", "WebhookAdapter", "from_settings", "sign", "signature_problem", "verify",
+    "DEFAULT_WINDOW",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "HttpSession",
+    "ReplayGuard",
+    "RetryPolicy",
+    "TransientFailure",
+    "WebhookAdapter",
+    "from_settings",
+    "sign",
+    "signature_problem",
+    "verify",
 ]
 
 TIMESTAMP_HEADER = "X-Calsync-Timestamp"
@@ -77,8 +88,15 @@ def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
     return f"v1={mac.hexdigest()}"
 
 
-def signature_problem(secret: str, timestamp_header: str | None, signature_header: str | None,
-                      body: bytes | str, *, now: float | None = None, window: int = DEFAULT_WINDOW) -> str | None:
+def signature_problem(
+    secret: str,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    body: bytes | str,
+    *,
+    now: float | None = None,
+    window: int = DEFAULT_WINDOW,
+) -> str | None:
     """Why a request fails verification, or None when it passes (replays are ReplayGuard's job).
 
     The signature header may list several comma-separated ``v1=`` values (secret rotation).
@@ -96,8 +114,15 @@ def signature_problem(secret: str, timestamp_header: str | None, signature_heade
     return None
 
 
-def verify(secret: str, timestamp_header: str | None, signature_header: str | None, body: bytes | str,
-           *, now: float | None = None, window: int = DEFAULT_WINDOW) -> bool:
+def verify(
+    secret: str,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    body: bytes | str,
+    *,
+    now: float | None = None,
+    window: int = DEFAULT_WINDOW,
+) -> bool:
     """True when the signature matches and the timestamp is within ``window`` seconds of ``now``."""
     return signature_problem(secret, timestamp_header, signature_header, body, now=now, window=window) is None
 
@@ -148,8 +173,14 @@ class TransientFailure(Exception):
     connection failed after the request was sent); a 429 or a refused connection did nothing.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 outcome_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -168,8 +199,9 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 class HttpSession:
     """An httpx client that counts requests and retries transient failures with backoff + jitter."""
 
-    def __init__(self, *, timeout: float = 30.0, policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, *, timeout: float = 30.0, policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._client = httpx.Client(timeout=timeout)
         self.policy = policy or ADAPTER_RETRY
         self._sleep = sleep
@@ -184,12 +216,17 @@ class HttpSession:
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise TransientFailure(f"{method} {url}: {type(exc).__name__}: {exc}",
-                                   outcome_unknown=not isinstance(exc, _NOT_SENT)) from exc
+            raise TransientFailure(
+                f"{method} {url}: {type(exc).__name__}: {exc}", outcome_unknown=not isinstance(exc, _NOT_SENT)
+            ) from exc
         status = response.status_code
         if status == 429 or status >= 500:
-            raise TransientFailure(f"{method} {url} answered {status}", status=status,
-                                   retry_after=retry_after_seconds(response), outcome_unknown=status >= 500)
+            raise TransientFailure(
+                f"{method} {url} answered {status}",
+                status=status,
+                retry_after=retry_after_seconds(response),
+                outcome_unknown=status >= 500,
+            )
         return response
 
     def run(self, attempt: Callable[[], T], what: str) -> T:
@@ -202,9 +239,12 @@ class HttpSession:
             except TransientFailure as failure:
                 delay = self._delay(number, failure.retry_after)
                 if number >= self.policy.attempts or delay is None:
-                    raise ConferenceError(f"{what} failed after {number} attempt(s): {failure}",
-                                          status=failure.status, retryable=True,
-                                          retry_after=failure.retry_after) from failure
+                    raise ConferenceError(
+                        f"{what} failed after {number} attempt(s): {failure}",
+                        status=failure.status,
+                        retryable=True,
+                        retry_after=failure.retry_after,
+                    ) from failure
             self._sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
@@ -236,8 +276,14 @@ def error_message(response: httpx.Response) -> str:
 
 def meeting_payload(spec: MeetingSpec) -> dict[str, Any]:
     """The ``meeting`` object of the protocol."""
-    return {"title": spec.title, "start": spec.start, "end": spec.end, "time_zone": spec.time_zone,
-            "description": spec.description, "attendees": list(spec.attendees)}
+    return {
+        "title": spec.title,
+        "start": spec.start,
+        "end": spec.end,
+        "time_zone": spec.time_zone,
+        "description": spec.description,
+        "attendees": list(spec.attendees),
+    }
 
 
 class WebhookAdapter:
@@ -245,9 +291,17 @@ class WebhookAdapter:
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, *, solution_name: str = "Conference", timeout: float = 30.0,
-                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        solution_name: str = "Conference",
+        timeout: float = 30.0,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not url or not secret:
             raise ValueError("a webhook adapter needs a URL and a secret")
         self.url = url
@@ -277,12 +331,17 @@ class WebhookAdapter:
 
     def _post(self, payload: dict[str, Any]) -> httpx.Response:
         """POST the payload, signed afresh (new timestamp and request_id) on every attempt."""
+
         def attempt() -> httpx.Response:
             body = json.dumps({**payload, "request_id": uuid.uuid4().hex}, separators=(",", ":")).encode()
             timestamp = str(int(self._clock()))
-            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
-                       SIGNATURE_HEADER: sign(self._secret, timestamp, body)}
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            }
             return self._http.send("POST", self.url, content=body, headers=headers)
+
         return self._http.run(attempt, f"conference webhook {payload['action']}")
 
     def _conference(self, response: httpx.Response, action: str) -> Conference:
@@ -292,19 +351,28 @@ class WebhookAdapter:
             body = response.json()
         except ValueError:
             body = None
-        if (not isinstance(body, dict) or not isinstance(body.get("conference_id"), str)
-                or not isinstance(body.get("join_url"), str)):
-            raise ConferenceError(f"conference webhook {action}: answer lacks conference_id/join_url",
-                                  status=response.status_code, retryable=True)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("conference_id"), str)
+            or not isinstance(body.get("join_url"), str)
+        ):
+            raise ConferenceError(
+                f"conference webhook {action}: answer lacks conference_id/join_url",
+                status=response.status_code,
+                retryable=True,
+            )
         details = body.get("details")
-        return Conference(self.name, body["conference_id"], body["join_url"],
-                          dict(details) if isinstance(details, dict) else {})
+        return Conference(
+            self.name, body["conference_id"], body["join_url"], dict(details) if isinstance(details, dict) else {}
+        )
 
     @staticmethod
     def _failure(response: httpx.Response, action: str) -> ConferenceError:
         return ConferenceError(
             f"conference webhook {action} answered {response.status_code}: {error_message(response)}",
-            status=response.status_code, retryable=False)
+            status=response.status_code,
+            retryable=False,
+        )
 
     def create(self, spec: MeetingSpec, *, idempotency_key: str, maybe_exists: bool = True) -> Conference:
         payload = {"action": "create", "idempotency_key": idempotency_key, "meeting": meeting_payload(spec)}
@@ -318,8 +386,12 @@ class WebhookAdapter:
 
     def update(self, conference_id: str, spec: MeetingSpec, fields: list[str]) -> Conference | None:
         """404 (gone) raises a non-retryable ConferenceError with status 404."""
-        payload = {"action": "update", "conference_id": conference_id, "fields": list(fields),
-                   "meeting": meeting_payload(spec)}
+        payload = {
+            "action": "update",
+            "conference_id": conference_id,
+            "fields": list(fields),
+            "meeting": meeting_payload(spec),
+        }
         return self._conference(self._post(payload), "update")
 
     def delete(self, conference_id: str) -> None:

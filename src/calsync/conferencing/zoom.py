@@ -8,6 +8,7 @@ instead of posting again, so neither a retry inside the adapter nor a retry by t
 outbox after a crash makes a second meeting. An adopted meeting is patched to the spec if it
 differs (the event may have changed between the lost create and the retry).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,15 @@ import httpx
 from calsync.conferencing.base import Conference, ConferenceError, MeetingSpec
 from calsync.conferencing.webhook import HttpSession, RetryPolicy, TransientFailure
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_OAUTH_URL", "ZoomAdapter", "from_settings", "marker", "meeting_body",
-           "patch_body"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_OAUTH_URL",
+    "ZoomAdapter",
+    "from_settings",
+    "marker",
+    "meeting_body",
+    "patch_body",
+]
 
 DEFAULT_BASE_URL = "https://api.zoom.us/v2"
 DEFAULT_OAUTH_URL = "https://zoom.us/oauth/token"
@@ -57,8 +65,11 @@ FIELD_MAP: dict[str, tuple[str, ...]] = {
 
 def marker(idempotency_key: str) -> str:
     """The agenda line that names a create; odd keys are hashed so the marker stays one token."""
-    key = idempotency_key if _SAFE_KEY.match(idempotency_key) else \
-        "h-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+    key = (
+        idempotency_key
+        if _SAFE_KEY.match(idempotency_key)
+        else "h-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+    )
     return f"[calsync:{key}]"
 
 
@@ -73,7 +84,7 @@ def agenda_with(description: str | None, mark: str | None) -> str:
     text = description or ""
     if mark is None:
         return text[:AGENDA_MAX]
-    text = text[:AGENDA_MAX - len(mark) - 1]
+    text = text[: AGENDA_MAX - len(mark) - 1]
     return f"{text}\n{mark}" if text else mark
 
 
@@ -140,20 +151,26 @@ def _differs(meeting: dict[str, Any], body: dict[str, Any]) -> bool:
     """Whether a meeting found by its marker no longer matches what the create asked for."""
     invitees = (meeting.get("settings") or {}).get("meeting_invitees") or []
     wanted = body["settings"]["meeting_invitees"]
-    return any(meeting.get(k) != body[k] for k in ("topic", "start_time", "duration", "timezone", "agenda")) \
-        or sorted(i.get("email", "") for i in invitees) != sorted(i["email"] for i in wanted)
+    return any(meeting.get(k) != body[k] for k in ("topic", "start_time", "duration", "timezone", "agenda")) or sorted(
+        i.get("email", "") for i in invitees
+    ) != sorted(i["email"] for i in wanted)
 
 
 def _conference(meeting: Any) -> Conference:
     if not isinstance(meeting, dict) or "id" not in meeting or not isinstance(meeting.get("join_url"), str):
         raise ConferenceError("Zoom answered a meeting without id or join_url", retryable=True)
     details = {
-        "meeting_id": meeting["id"], "passcode": meeting.get("password"), "host_url": meeting.get("start_url"),
-        "topic": meeting.get("topic"), "start_time": meeting.get("start_time"),
-        "duration": meeting.get("duration"), "timezone": meeting.get("timezone"),
+        "meeting_id": meeting["id"],
+        "passcode": meeting.get("password"),
+        "host_url": meeting.get("start_url"),
+        "topic": meeting.get("topic"),
+        "start_time": meeting.get("start_time"),
+        "duration": meeting.get("duration"),
+        "timezone": meeting.get("timezone"),
     }
-    return Conference("zoom", str(meeting["id"]), meeting["join_url"],
-                      {k: v for k, v in details.items() if v is not None})
+    return Conference(
+        "zoom", str(meeting["id"]), meeting["join_url"], {k: v for k, v in details.items() if v is not None}
+    )
 
 
 def _json(response: httpx.Response) -> Any:
@@ -174,8 +191,9 @@ def _failure(response: httpx.Response, what: str) -> ConferenceError:
                 text += f"; {err.get('field')}: {err.get('message')}"
     else:
         text = response.text[:200]
-    return ConferenceError(f"Zoom {what} answered {response.status_code} ({text})",
-                           status=response.status_code, retryable=False)
+    return ConferenceError(
+        f"Zoom {what} answered {response.status_code} ({text})", status=response.status_code, retryable=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,11 +205,21 @@ class ZoomAdapter:
 
     name = "zoom"
 
-    def __init__(self, account_id: str, client_id: str, client_secret: str, *,
-                 base_url: str = DEFAULT_BASE_URL, oauth_url: str = DEFAULT_OAUTH_URL,
-                 solution_name: str = "Zoom", timeout: float = 30.0, policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep, lookup_before_create: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        oauth_url: str = DEFAULT_OAUTH_URL,
+        solution_name: str = "Zoom",
+        timeout: float = 30.0,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        lookup_before_create: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not (account_id and client_id and client_secret):
             raise ValueError("a Zoom adapter needs an account id, a client id and a client secret")
         self.base_url = base_url.rstrip("/")
@@ -210,14 +238,21 @@ class ZoomAdapter:
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> ZoomAdapter | None:
         """From CALSYNC_ZOOM_*; None unless account id, client id and client secret are all set."""
+
         def value(key: str, default: str = "") -> str:
             return (settings.get(f"CALSYNC_ZOOM_{key}") or "").strip() or default
 
         account, client, secret = value("ACCOUNT_ID"), value("CLIENT_ID"), value("CLIENT_SECRET")
         if not (account and client and secret):
             return None
-        return cls(account, client, secret, base_url=value("BASE_URL", DEFAULT_BASE_URL),
-                   oauth_url=value("OAUTH_URL", DEFAULT_OAUTH_URL), solution_name=value("SOLUTION_NAME", "Zoom"))
+        return cls(
+            account,
+            client,
+            secret,
+            base_url=value("BASE_URL", DEFAULT_BASE_URL),
+            oauth_url=value("OAUTH_URL", DEFAULT_OAUTH_URL),
+            solution_name=value("SOLUTION_NAME", "Zoom"),
+        )
 
     @property
     def request_count(self) -> int:
@@ -235,8 +270,12 @@ class ZoomAdapter:
         with self._token_lock:
             if self._token is not None and self._clock() < self._token_good_until:
                 return self._token
-            response = self._http.send("POST", self.oauth_url, auth=self._credentials, params={
-                "grant_type": "account_credentials", "account_id": self._account_id})
+            response = self._http.send(
+                "POST",
+                self.oauth_url,
+                auth=self._credentials,
+                params={"grant_type": "account_credentials", "account_id": self._account_id},
+            )
             if response.status_code != 200:
                 raise _failure(response, "OAuth token request")
             try:
@@ -257,8 +296,9 @@ class ZoomAdapter:
         """One attempt; a 401 (token expired or revoked) fetches a new token and tries once more."""
         for _ in range(2):
             token = self._access_token()
-            response = self._http.send(method, self.base_url + path,
-                                       headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            response = self._http.send(
+                method, self.base_url + path, headers={"Authorization": f"Bearer {token}"}, **kwargs
+            )
             if response.status_code != 401:
                 return response
             self._drop_token(token)
@@ -306,8 +346,9 @@ class ZoomAdapter:
         if meeting is None:
             return None
         if _differs(meeting, body):
-            response = self._request("PATCH", self._path(str(meeting["id"])),
-                                     json={k: v for k, v in body.items() if k != "type"})
+            response = self._request(
+                "PATCH", self._path(str(meeting["id"])), json={k: v for k, v in body.items() if k != "type"}
+            )
             if response.status_code == 404:
                 return None
             if response.status_code not in (200, 204):

@@ -6,6 +6,7 @@ takes a factory for that provider's error rather than raising one of its own. Th
 imports only the standard library and starlette (nothing of calsync), so that every emulator
 built on it can still be lifted out and run alone.
 """
+
 from __future__ import annotations
 
 import base64
@@ -107,7 +108,7 @@ class Signer:
         blob = b64url_decode(token)
         if blob is None or len(blob) <= self._SIG_LEN:
             return None
-        raw, sig = blob[: -self._SIG_LEN], blob[-self._SIG_LEN:]
+        raw, sig = blob[: -self._SIG_LEN], blob[-self._SIG_LEN :]
         if not hmac.compare_digest(sig, self._mac(raw)):
             return None
         try:
@@ -186,15 +187,22 @@ def receiver_allowed(url: str, allow_http: bool) -> bool:
     return scheme == "https" or (scheme == "http" and allow_http and is_loopback(host))
 
 
-def api_app(emulator: Any, admin: list[Route], api_prefix: str, api: Callable[[Request], Awaitable[Response]],
-            not_found: Callable[[Request], Awaitable[Response]]) -> Starlette:
+def api_app(
+    emulator: Any,
+    admin: list[Route],
+    api_prefix: str,
+    api: Callable[[Request], Awaitable[Response]],
+    not_found: Callable[[Request], Awaitable[Response]],
+) -> Starlette:
     """An emulator's app: its admin routes, its API under ``api_prefix``, its own answer for any other path."""
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    app = Starlette(routes=[
-        *admin,
-        Route(api_prefix + "/{rest:path}", api, methods=methods),
-        Route("/{rest:path}", not_found, methods=methods),
-    ])
+    app = Starlette(
+        routes=[
+            *admin,
+            Route(api_prefix + "/{rest:path}", api, methods=methods),
+            Route("/{rest:path}", not_found, methods=methods),
+        ]
+    )
     app.state.emulator = emulator
     return app
 
@@ -230,15 +238,63 @@ def validate_switches(values: Any, checks: Mapping[str, Callable[[Any], bool]]) 
 # Seeding (benchmarks build 100,000 realistic events in seconds)
 
 GC_FREEZE_THRESHOLD = 20_000  # seeds at least this big are moved out of the GC's sight
-SEED_TOPICS = ("Budget", "Design", "Roadmap", "Hiring", "Customer", "Incident", "Quarterly", "Security",
-               "Onboarding", "Pricing", "Release", "Support", "Marketing", "Data", "Platform", "Mobile")
-SEED_KINDS = ("review", "sync", "planning", "retro", "interview", "workshop", "demo", "1:1", "standup",
-              "kickoff", "deep dive", "office hours")
+SEED_TOPICS = (
+    "Budget",
+    "Design",
+    "Roadmap",
+    "Hiring",
+    "Customer",
+    "Incident",
+    "Quarterly",
+    "Security",
+    "Onboarding",
+    "Pricing",
+    "Release",
+    "Support",
+    "Marketing",
+    "Data",
+    "Platform",
+    "Mobile",
+)
+SEED_KINDS = (
+    "review",
+    "sync",
+    "planning",
+    "retro",
+    "interview",
+    "workshop",
+    "demo",
+    "1:1",
+    "standup",
+    "kickoff",
+    "deep dive",
+    "office hours",
+)
 SEED_LENGTHS = (30, 45, 60, 60, 90, 120)
 SEED_PLACES = ("Room 101", "Room 204", "Blue room", "Cafeteria", "Main hall", "Online")
 SEED_START = "2026-11-01T00:00:00Z"  # when a seed spec names no start
-SEED_PEOPLE = ("ana", "ben", "chen", "dara", "eli", "fatima", "goran", "hana", "ivan", "jules", "kofi",
-               "lena", "mateo", "noor", "omar", "priya", "quinn", "rosa", "sven", "tariq")
+SEED_PEOPLE = (
+    "ana",
+    "ben",
+    "chen",
+    "dara",
+    "eli",
+    "fatima",
+    "goran",
+    "hana",
+    "ivan",
+    "jules",
+    "kofi",
+    "lena",
+    "mateo",
+    "noor",
+    "omar",
+    "priya",
+    "quinn",
+    "rosa",
+    "sven",
+    "tariq",
+)
 
 
 @contextmanager
@@ -273,8 +329,7 @@ def seed_options(spec: Any, every: tuple[str, ...]) -> dict[str, Any]:
     if set(spec) - allowed:
         raise ValueError(f"unknown seed keys: {sorted(set(spec) - allowed)}")
     defaults = {"count": 100, "days": 60, "seed": 1}
-    limits = {"count": (0, 1_000_000), "days": (1, 3650), "seed": (-(2**63), 2**63),
-              **dict.fromkeys(every, (0, 10**9))}
+    limits = {"count": (0, 1_000_000), "days": (1, 3650), "seed": (-(2**63), 2**63), **dict.fromkeys(every, (0, 10**9))}
     out: dict[str, Any] = {key: spec.get(key, defaults.get(key, 0)) for key in limits}
     for key, (low, high) in limits.items():
         if not is_int(out[key], low, high):
@@ -310,5 +365,13 @@ def seed_pick(rng: random.Random, days: int) -> SeedPick:
     bits, kind = divmod(bits, len(SEED_KINDS))
     bits, place = divmod(bits, len(SEED_PLACES))
     bits, who = divmod(bits, len(SEED_PEOPLE))
-    return SeedPick(day, hour, quarter, SEED_LENGTHS[length], f"{SEED_TOPICS[topic]} {SEED_KINDS[kind]}",
-                    SEED_PLACES[place], who, bits)
+    return SeedPick(
+        day,
+        hour,
+        quarter,
+        SEED_LENGTHS[length],
+        f"{SEED_TOPICS[topic]} {SEED_KINDS[kind]}",
+        SEED_PLACES[place],
+        who,
+        bits,
+    )

@@ -10,6 +10,7 @@ Endpoints: ``POST /hook`` (the webhook), and the admin surface shared with the o
 ``"after_commit": true`` as in the Zoom emulator), ``GET|DELETE /emulator/requests``, and
 ``GET /emulator/meetings`` (every meeting, deleted ones marked ``"deleted": true``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -147,14 +148,21 @@ class ConfhookEmulator:
         if action not in ACTIONS:
             raise HookError(400, f"action must be one of {list(ACTIONS)}")
         handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "create": self._create, "get": self._get, "update": self._update, "delete": self._delete}
+            "create": self._create,
+            "get": self._get,
+            "update": self._update,
+            "delete": self._delete,
+        }
         with self._lock:
             return handlers[action](payload)
 
     @staticmethod
     def _answer(record: dict[str, Any]) -> dict[str, Any]:
-        return {"conference_id": record["conference_id"], "join_url": record["join_url"],
-                "details": dict(record["details"])}
+        return {
+            "conference_id": record["conference_id"],
+            "join_url": record["join_url"],
+            "details": dict(record["details"]),
+        }
 
     def _live(self, payload: dict[str, Any]) -> dict[str, Any]:
         conference_id = _string(payload, "conference_id")
@@ -174,10 +182,17 @@ class ConfhookEmulator:
         conference_id = "cf_" + self._rng.randbytes(8).hex()
         now = _now_text()
         record = {
-            "conference_id": conference_id, "join_url": f"{self.join_base}/m/{conference_id}",
-            "details": {"passcode": f"{self._rng.randrange(10**6):06d}",
-                        "host_url": f"{self.join_base}/host/{conference_id}"},
-            "meeting": fields, "idempotency_key": key, "created_at": now, "updated_at": now, "deleted": False,
+            "conference_id": conference_id,
+            "join_url": f"{self.join_base}/m/{conference_id}",
+            "details": {
+                "passcode": f"{self._rng.randrange(10**6):06d}",
+                "host_url": f"{self.join_base}/host/{conference_id}",
+            },
+            "meeting": fields,
+            "idempotency_key": key,
+            "created_at": now,
+            "updated_at": now,
+            "deleted": False,
         }
         self._meetings[conference_id] = record
         if key:
@@ -250,11 +265,13 @@ def create_app(
     async def not_found(request: Request) -> Response:
         return HookError(404, "no such endpoint").response()
 
-    app = Starlette(routes=[
-        *_admin_routes(emu),
-        Route(HOOK_PATH, hook, methods=methods),
-        Route("/{rest:path}", not_found, methods=methods),
-    ])
+    app = Starlette(
+        routes=[
+            *_admin_routes(emu),
+            Route(HOOK_PATH, hook, methods=methods),
+            Route("/{rest:path}", not_found, methods=methods),
+        ]
+    )
     app.state.emulator = emu
     return app
 

@@ -8,6 +8,7 @@ headers other than Host), and the same admin surface as the Google and Graph emu
 which ones fail. So the provider-neutral tests drive every provider the same way, and the request
 counts of a CalDAV sync come from the wire, not from the client's own bookkeeping.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,7 @@ class FaultProxy:
         self.commit_faults = FaultInjector(_render_error)
         self.requests = RequestLog()
         self._client: httpx.AsyncClient | None = None
-        self._admin = Starlette(routes=common_admin_routes(
-            self.reset, self.faults, self.commit_faults, self.requests))
+        self._admin = Starlette(routes=common_admin_routes(self.reset, self.faults, self.commit_faults, self.requests))
 
     def reset(self) -> None:
         self.faults.clear()
@@ -64,7 +64,8 @@ class FaultProxy:
             self._client = httpx.AsyncClient(timeout=120)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
         answer = await self._client.request(
-            method, self.upstream + path, params=query or None, content=await request.body(), headers=headers)
+            method, self.upstream + path, params=query or None, content=await request.body(), headers=headers
+        )
         after = await self.commit_faults.maybe_fail(method, path)
         if after is not None:  # the server did the work; the client never hears of it
             self.requests.add(method, path, query, after.status_code, user)
@@ -72,4 +73,3 @@ class FaultProxy:
         self.requests.add(method, path, query, answer.status_code, user)
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP_RESPONSE}
         return Response(answer.content, status_code=answer.status_code, headers=kept)
-

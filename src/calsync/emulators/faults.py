@@ -5,6 +5,7 @@ emulator can be told to fail (status, Retry-After), to slow down, or both, for a
 of requests or a fraction of them. Each emulator supplies a callback that renders the
 error in its own provider's format; this module stays provider-neutral.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,13 @@ class FaultRule:
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as the admin API reports it."""
-        out: dict[str, Any] = {"id": self.id, "rate": self.rate, "latency_ms": self.latency_ms,
-                               "path_prefix": self.path_prefix, "fired": self.fired}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "rate": self.rate,
+            "latency_ms": self.latency_ms,
+            "path_prefix": self.path_prefix,
+            "fired": self.fired,
+        }
         if self.status is not None:
             out["status"] = self.status
         if self.count is not None:
@@ -211,8 +217,15 @@ class RequestLog:
     def add(self, method: str, path: str, query: str, status: int, user: str | None) -> None:
         """Record one request."""
         now = time.time()
-        entry = {"method": method, "path": path, "query": query, "status": status,
-                 "time": rfc3339_ms(now), "epoch": now, "user": user}
+        entry = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "status": status,
+            "time": rfc3339_ms(now),
+            "epoch": now,
+            "user": user,
+        }
         with self._lock:
             self._entries.append(entry)
 
@@ -243,8 +256,9 @@ def add_fault(before: FaultInjector, after: FaultInjector, spec: Any) -> dict[st
     return before.add(spec)
 
 
-async def with_faults(before: FaultInjector, after: FaultInjector, request: Request,
-                      handle: Callable[[], Awaitable[Response]]) -> Response:
+async def with_faults(
+    before: FaultInjector, after: FaultInjector, request: Request, handle: Callable[[], Awaitable[Response]]
+) -> Response:
     """Serve a request under injected faults: a ``before`` fault answers instead of the work, an
     ``after`` (after_commit) one replaces the answer of work that was done."""
     injected = await before.maybe_fail(request.method, request.url.path)

@@ -4,6 +4,7 @@ Push notifications are hints that can be late, lost, duplicated or out of order,
 can be told to misbehave in those ways with seeded, repeatable dice (``PushFaults``), and both
 count their outcomes the same way.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,12 +16,28 @@ __all__ = ["COUNTERS", "OUTCOME_COUNTER", "PushFaults"]
 
 COUNTERS = ("delivered", "failed", "retried", "dropped", "skipped", "queue_full")
 #: Delivery-log outcome -> the flush counter it adds to (gave_up = failed after the last retry).
-OUTCOME_COUNTER = {"delivered": "delivered", "failed": "failed", "gave_up": "failed", "retry": "retried",
-                   "dropped": "dropped", "skipped": "skipped", "queue_full": "queue_full"}
+OUTCOME_COUNTER = {
+    "delivered": "delivered",
+    "failed": "failed",
+    "gave_up": "failed",
+    "retry": "retried",
+    "dropped": "dropped",
+    "skipped": "skipped",
+    "queue_full": "queue_full",
+}
 
 
-_FAULT_KEYS = {"drop_rate", "drop_count", "duplicate_rate", "delay_ms", "reorder", "reorder_batch",
-               "reorder_window_ms", "deliver_after_stop", "seed"}
+_FAULT_KEYS = {
+    "drop_rate",
+    "drop_count",
+    "duplicate_rate",
+    "delay_ms",
+    "reorder",
+    "reorder_batch",
+    "reorder_window_ms",
+    "deliver_after_stop",
+    "seed",
+}
 
 
 def _rate(spec: Mapping[str, Any], key: str, default: float) -> float:
@@ -107,9 +124,13 @@ class PushFaults:
         return 2 if self.duplicate_rate >= 1.0 or rng.random() < self.duplicate_rate else 1
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"drop_rate": self.drop_rate, "duplicate_rate": self.duplicate_rate,
-                               "delay_ms": self.delay_ms, "reorder": self.reorder,
-                               "deliver_after_stop": self.deliver_after_stop}
+        out: dict[str, Any] = {
+            "drop_rate": self.drop_rate,
+            "duplicate_rate": self.duplicate_rate,
+            "delay_ms": self.delay_ms,
+            "reorder": self.reorder,
+            "deliver_after_stop": self.deliver_after_stop,
+        }
         if self.drop_count is not None:
             out["drop_count"] = self.drop_count
             out["drop_remaining"] = self.drop_remaining

@@ -9,6 +9,7 @@ queued item is, which items travel in one POST, what that POST looks like and wh
 
 This module imports only the standard library, starlette, httpx and the shared emulator modules.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -73,8 +74,13 @@ class DeliveryHub(ABC, Generic[ItemT, UnitT]):
     client_timeout_s: ClassVar[float] = 5.0  # httpx's own default; a hub may time each POST itself
     flush_poll_s: ClassVar[float | None] = None  # flush() re-checks at least this often when set
 
-    def __init__(self, settings: Callable[[], Mapping[str, Any]], seed: int = 0, max_queue: int = MAX_QUEUE,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], Mapping[str, Any]],
+        seed: int = 0,
+        max_queue: int = MAX_QUEUE,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._settings = settings
         self._seed = seed
         self._max_queue = max_queue
@@ -135,8 +141,9 @@ class DeliveryHub(ABC, Generic[ItemT, UnitT]):
 
     def _run(self) -> None:
         """Deliver due units one POST at a time until closed; a crash in one delivery never kills it."""
-        with httpx.Client(timeout=self.client_timeout_s, trust_env=False, follow_redirects=False,
-                          transport=self._transport) as client:
+        with httpx.Client(
+            timeout=self.client_timeout_s, trust_env=False, follow_redirects=False, transport=self._transport
+        ) as client:
             while True:
                 with self._cond:
                     unit = self._take()
@@ -257,8 +264,12 @@ class DeliveryHub(ABC, Generic[ItemT, UnitT]):
                 if self._pending() == 0 or remaining <= 0:
                     break
                 self._cond.wait(remaining if self.flush_poll_s is None else min(remaining, self.flush_poll_s))
-            return {"idle": self._pending() == 0, "pending": self._pending(),
-                    "waitedMs": int((time.monotonic() - started) * 1000), **self._counts}
+            return {
+                "idle": self._pending() == 0,
+                "pending": self._pending(),
+                "waitedMs": int((time.monotonic() - started) * 1000),
+                **self._counts,
+            }
 
     def _before_flush_check(self) -> None:
         """Under the lock, before flush looks at the queue (Google releases what it holds)."""
@@ -310,8 +321,11 @@ def delivery_admin_routes(hub: DeliveryHub[Any, Any]) -> list[Route]:
         try:
             body = await admin_json(request)
             timeout = body.get("timeout", 10) if isinstance(body, dict) else None
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
-                    not 0 <= timeout <= FLUSH_TIMEOUT_MAX_S:
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not 0 <= timeout <= FLUSH_TIMEOUT_MAX_S
+            ):
                 raise ValueError(f"timeout must be a number of seconds in [0, {FLUSH_TIMEOUT_MAX_S:g}]")
         except ValueError as exc:
             return admin_error(400, str(exc))

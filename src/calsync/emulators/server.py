@@ -3,6 +3,7 @@
 Tests and benchmarks need real HTTP (the official client libraries speak it), so
 emulators are served by a real uvicorn server rather than an in-process transport.
 """
+
 from __future__ import annotations
 
 import socket

@@ -5,6 +5,7 @@ Both stores are shared by HTTP handler threads, admin calls and tests, so all st
 re-entrant lock; a write notifies receivers only after it committed, and nested writes only once.
 Each store adds its own data, switches and error shape.
 """
+
 from __future__ import annotations
 
 import os

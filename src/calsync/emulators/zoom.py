@@ -12,6 +12,7 @@ Admin surface (never logged, never faulted): ``POST /emulator/reset``, ``POST|GE
 ``"after_commit": true``: the request is carried out first and its answer is then replaced by
 the fault (or delayed by its latency), which is how a lost response is simulated.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,13 +60,21 @@ TOPIC_MAX = 200
 AGENDA_MAX = 2000
 DURATION_MAX = 366 * 1440
 JOIN_HOST = "https://zoom.example"
-SCOPES = ("meeting:read:meeting:admin meeting:write:meeting:admin meeting:update:meeting:admin "
-          "meeting:delete:meeting:admin meeting:read:list_meetings:admin")
+SCOPES = (
+    "meeting:read:meeting:admin meeting:write:meeting:admin meeting:update:meeting:admin "
+    "meeting:delete:meeting:admin meeting:read:list_meetings:admin"
+)
 LIST_TYPES = frozenset({"scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings"})
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "host_video": False, "participant_video": False, "join_before_host": False,
-    "mute_upon_entry": False, "waiting_room": True, "approval_type": 2, "audio": "voip",
-    "auto_recording": "none", "email_notification": True,
+    "host_video": False,
+    "participant_video": False,
+    "join_before_host": False,
+    "mute_upon_entry": False,
+    "waiting_room": True,
+    "approval_type": 2,
+    "audio": "voip",
+    "auto_recording": "none",
+    "email_notification": True,
 }
 _START_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$")
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9@\-_*]{1,10}$")
@@ -186,7 +195,8 @@ def _check_settings(value: Any) -> dict[str, Any]:
 
 def _invitee_list(value: Any) -> bool:
     return isinstance(value, list) and all(
-        isinstance(i, dict) and isinstance(i.get("email"), str) and bool(_EMAIL_RE.match(i["email"])) for i in value)
+        isinstance(i, dict) and isinstance(i.get("email"), str) and bool(_EMAIL_RE.match(i["email"])) for i in value
+    )
 
 
 def _bad_body() -> ZoomApiError:
@@ -250,9 +260,16 @@ class ZoomEmulator:
     exactly those; otherwise any non-empty credentials are accepted.
     """
 
-    def __init__(self, account_id: str | None = None, client_id: str | None = None,
-                 client_secret: str | None = None, *, token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
-                 seed: int = 0, host_email: str = "host@zoom.example") -> None:
+    def __init__(
+        self,
+        account_id: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        *,
+        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+        seed: int = 0,
+        host_email: str = "host@zoom.example",
+    ) -> None:
         self.account_id = account_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -284,8 +301,9 @@ class ZoomEmulator:
 
     # -- OAuth ----------------------------------------------------------------------------------
 
-    def issue_token(self, grant_type: str | None, account_id: str | None,
-                    client_id: str | None, client_secret: str | None) -> dict[str, Any]:
+    def issue_token(
+        self, grant_type: str | None, account_id: str | None, client_id: str | None, client_secret: str | None
+    ) -> dict[str, Any]:
         """The account-credentials grant; raises OAuthError in Zoom's shape."""
         if not grant_type:
             raise OAuthError(400, "invalid_request", "Missing grant type")
@@ -294,7 +312,8 @@ class ZoomEmulator:
         if not client_id or not client_secret:
             raise OAuthError(401, "invalid_client", "Client ID or client secret is missing.")
         if (self.client_id is not None and client_id != self.client_id) or (
-                self.client_secret is not None and client_secret != self.client_secret):
+            self.client_secret is not None and client_secret != self.client_secret
+        ):
             raise OAuthError(401, "invalid_client", "Invalid client_id or client_secret")
         if not account_id:
             raise OAuthError(400, "invalid_request", "Missing account_id")
@@ -462,8 +481,19 @@ def _host_id(seed: str) -> str:
 
 def _summary(meeting: dict[str, Any]) -> dict[str, Any]:
     """The fields Zoom's list endpoint shows for each meeting."""
-    keys = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
-            "created_at", "join_url")
+    keys = (
+        "uuid",
+        "id",
+        "host_id",
+        "topic",
+        "type",
+        "start_time",
+        "duration",
+        "timezone",
+        "agenda",
+        "created_at",
+        "join_url",
+    )
     return {k: meeting[k] for k in keys}
 
 
@@ -585,7 +615,7 @@ async def _handle_api(emu: ZoomEmulator, request: Request) -> Response:
     """Authenticate, route and run one API call; every failure answers in Zoom's shape."""
     try:
         emu.authenticate(_bearer(request))
-        handler, args = _route(request.method, request.url.path[len(API_PREFIX):])
+        handler, args = _route(request.method, request.url.path[len(API_PREFIX) :])
         body = await read_json_body(request, _bad_body) if request.method in ("POST", "PATCH") else None
         return handler(_Call(emu, args, dict(request.query_params), body))
     except ZoomApiError as err:
@@ -653,6 +683,7 @@ def create_app(emulator: ZoomEmulator | None = None) -> Starlette:
     async def api(request: Request) -> Response:
         async def run() -> tuple[Response, str | None]:
             return await _handle_api(emu, request), None
+
         return await _with_faults(emu, request, run)
 
     async def not_found(request: Request) -> Response:
@@ -667,8 +698,6 @@ def create_app(emulator: ZoomEmulator | None = None) -> Starlette:
     app = Starlette(routes=routes)
     app.state.emulator = emu
     return app
-
-
 
 
 def _admin_routes(emu: ZoomEmulator) -> list[Route]:

@@ -5,6 +5,7 @@ Renewal is provider-neutral: a provider that can extend a channel in place (an o
 `renew_channel` method, as Graph's PATCH of a subscription) is asked to; otherwise, or when the
 channel turns out to be gone, a new channel is made first and the old one stopped after, so there is
 never a gap. Notifications are delivered to `/webhooks/{account kind}` under the public URL."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,15 @@ class ChannelRun:
 
 
 def ensure_channel(
-    engine: Engine, pool: ProviderPool, binding_id: str, public_url: str, *, now: datetime | None = None,
-    renew_before: timedelta = timedelta(hours=6), ttl_seconds: int | None = None, run: ChannelRun | None = None,
+    engine: Engine,
+    pool: ProviderPool,
+    binding_id: str,
+    public_url: str,
+    *,
+    now: datetime | None = None,
+    renew_before: timedelta = timedelta(hours=6),
+    ttl_seconds: int | None = None,
+    run: ChannelRun | None = None,
 ) -> ChannelRun:
     """Give a pulled binding a live channel that does not expire within `renew_before`.
 
@@ -79,11 +87,13 @@ def ensure_channel(
     token = secrets.token_urlsafe(32)
     address = webhook_address(public_url, kind)
     with engine.begin() as conn:  # recorded first: the provider's `sync` message may beat its answer
-        scheduling.add_channel(conn, row_id, binding_id, {
-            "state": "pending", "channel_id": row_id, "token": token, "address": address})
+        scheduling.add_channel(
+            conn, row_id, binding_id, {"state": "pending", "channel_id": row_id, "token": token, "address": address}
+        )
     try:
         channel = pool.get(binding["account_id"]).watch(
-            binding["remote_calendar_id"], row_id, address, token, ttl_seconds)
+            binding["remote_calendar_id"], row_id, address, token, ttl_seconds
+        )
     except ProviderError:
         with engine.begin() as conn:
             scheduling.set_channel_state(conn, row_id, "failed")
@@ -101,7 +111,10 @@ def ensure_channel(
 
 
 def _renew_in_place(
-    engine: Engine, renew: Callable[[str, str, int | None], Channel], channel: ChannelRow, ttl_seconds: int | None,
+    engine: Engine,
+    renew: Callable[[str, str, int | None], Channel],
+    channel: ChannelRow,
+    ttl_seconds: int | None,
 ) -> Literal["renewed", "gone", "failed"]:
     """Extend a live channel at the provider: "renewed", "gone" (the provider no longer has it, so it
     is marked gone and replaced) or "failed" (try again on the next claim)."""

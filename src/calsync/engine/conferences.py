@@ -7,6 +7,7 @@ it; the fields a meeting depends on changed -> update exactly those; nothing rel
 no call at all. Ownership is decided by data, never by display name: a conference is ours when we
 have a record of it or it carries the add-on parameter we stamp on our own conferences.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,7 +49,10 @@ def meeting_spec(event: EventRow) -> MeetingSpec:
     providers trim or add line breaks when they store a body (Graph around the conference block we
     append), and that must not cost a conference update."""
     return MeetingSpec(
-        title=event["title"], start=event["start"], end=event["end"], time_zone=event["time_zone"],
+        title=event["title"],
+        start=event["start"],
+        end=event["end"],
+        time_zone=event["time_zone"],
         description=(event["description"] or "").strip() or None,
         attendees=tuple(sorted(a["email"] for a in event["attendees"] or [] if a.get("email"))),
     )
@@ -57,8 +61,11 @@ def meeting_spec(event: EventRow) -> MeetingSpec:
 def conference_summary(adapter: ConferenceAdapter, conference: Conference) -> dict[str, Any]:
     """How the event carries the conference (providers turn this into their own format)."""
     return {
-        "type": "addOn", "name": adapter.solution_name, "conference_id": conference.conference_id,
-        "join_url": conference.join_url, "provider": adapter.name,
+        "type": "addOn",
+        "name": adapter.solution_name,
+        "conference_id": conference.conference_id,
+        "join_url": conference.join_url,
+        "provider": adapter.name,
     }
 
 
@@ -82,8 +89,15 @@ class ConferenceRun:
 class ConferenceEngine:
     """Creates conferences on request and keeps them in step with their events."""
 
-    def __init__(self, engine: Engine, adapters: dict[str, ConferenceAdapter], providers: ProviderPool,
-                 *, base_delay: float = 5.0, max_delay: float = 3600.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        adapters: dict[str, ConferenceAdapter],
+        providers: ProviderPool,
+        *,
+        base_delay: float = 5.0,
+        max_delay: float = 3600.0,
+    ) -> None:
         self.engine = engine
         self.adapters = adapters
         self.providers = providers
@@ -103,8 +117,9 @@ class ConferenceEngine:
                 raise ConferenceWorkError("add the conference to the recurring series, not to one occurrence")
             if store.active_conference(conn, event_id):
                 raise ConferenceWorkError(f"event {event_id} already has a conference")
-            calendar_bindings = [b for b in account_store.list_bindings(conn)
-                                 if b["calendar_id"] == event["calendar_id"]]
+            calendar_bindings = [
+                b for b in account_store.list_bindings(conn) if b["calendar_id"] == event["calendar_id"]
+            ]
         self._start_watching(calendar_bindings)
         record = self._make_meeting(adapter, event)
         self._write_back(event_id, _summary_of(adapter, record))
@@ -123,17 +138,32 @@ class ConferenceEngine:
             if intent is None:
                 key = f"{event['id']}:{store.count_conferences(conn, event['id'])}"
                 row_id = store.insert_conference(
-                    conn, event_id=event["id"], provider=adapter.name, conference_id="", state="creating",
-                    idempotency_key=key)
+                    conn,
+                    event_id=event["id"],
+                    provider=adapter.name,
+                    conference_id="",
+                    state="creating",
+                    idempotency_key=key,
+                )
             else:
                 row_id, key = intent["id"], intent["idempotency_key"]
         spec = meeting_spec(event)
         made = adapter.create(spec, idempotency_key=key, maybe_exists=intent is not None)
         with self.engine.begin() as conn:
             store.update_conference(
-                conn, row_id, event_id=event["id"], provider=adapter.name, conference_id=made.conference_id,
-                join_url=made.join_url, details=made.details, state="active", spec_hash=spec.fingerprint(),
-                spec=_spec_json(spec), idempotency_key=key, last_synced_at=utcnow())
+                conn,
+                row_id,
+                event_id=event["id"],
+                provider=adapter.name,
+                conference_id=made.conference_id,
+                join_url=made.join_url,
+                details=made.details,
+                state="active",
+                spec_hash=spec.fingerprint(),
+                spec=_spec_json(spec),
+                idempotency_key=key,
+                last_synced_at=utcnow(),
+            )
             return store.get_conference(conn, row_id)
 
     def _start_watching(self, calendar_bindings: list[BindingRow]) -> None:
@@ -184,8 +214,9 @@ class ConferenceEngine:
             with self.engine.begin() as conn:
                 store.finish_work(conn, item["id"])
 
-    def _retry_or_fail(self, item: ConferenceWorkRow, exc: Exception, retryable: bool, retry_after: float | None,
-                       result: ConferenceRun) -> None:
+    def _retry_or_fail(
+        self, item: ConferenceWorkRow, exc: Exception, retryable: bool, retry_after: float | None, result: ConferenceRun
+    ) -> None:
         message = f"{type(exc).__name__}: {exc}"
         result.errors.append(message)
         with self.engine.begin() as conn:
@@ -229,11 +260,18 @@ class ConferenceEngine:
         spec = meeting_spec(event)
         if spec.fingerprint() == record["spec_hash"]:
             return "unchanged"
-        previous = MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])}) \
-            if record["spec"] else None
+        previous = (
+            MeetingSpec(**{**record["spec"], "attendees": tuple(record["spec"]["attendees"])})
+            if record["spec"]
+            else None
+        )
         updated = adapter.update(record["conference_id"], spec, spec.changed_fields(previous))
-        changes: store.ConferenceChanges = {"spec_hash": spec.fingerprint(), "spec": _spec_json(spec),
-                                            "last_synced_at": utcnow(), "last_error": None}
+        changes: store.ConferenceChanges = {
+            "spec_hash": spec.fingerprint(),
+            "spec": _spec_json(spec),
+            "last_synced_at": utcnow(),
+            "last_error": None,
+        }
         if updated:
             changes.update({"join_url": updated.join_url, "details": updated.details})
         with self.engine.begin() as conn:
@@ -246,9 +284,17 @@ class ConferenceEngine:
         """Our stamp without our record (e.g. a restored database): record it so it is kept in step."""
         with self.engine.begin() as conn:
             row_id = store.insert_conference(
-                conn, event_id=event["id"], provider=summary["provider"], conference_id=summary["conference_id"],
-                join_url=summary.get("join_url"), details={}, state="active", spec_hash=None, spec=None,
-                idempotency_key=f"{event['id']}:adopted")
+                conn,
+                event_id=event["id"],
+                provider=summary["provider"],
+                conference_id=summary["conference_id"],
+                join_url=summary.get("join_url"),
+                details={},
+                state="active",
+                spec_hash=None,
+                spec=None,
+                idempotency_key=f"{event['id']}:adopted",
+            )
             return store.get_conference(conn, row_id)
 
     # --- writing the conference onto the calendar event ---------------------------------
@@ -259,7 +305,8 @@ class ConferenceEngine:
         with self.engine.begin() as conn:
             event = _event(conn, event_id)
             links = [
-                (link, account_store.get_binding(conn, link["binding_id"])) for link in event["links"]
+                (link, account_store.get_binding(conn, link["binding_id"]))
+                for link in event["links"]
                 if not link["remote_deleted"]
             ]
         written = False
@@ -277,8 +324,9 @@ class ConferenceEngine:
                 (row,) = event_store.get_events(conn, [event_id])
                 outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])])
 
-    def _put_conference(self, provider: Provider, calendar_id: str, link: LinkSummary, event_id: str,
-                        summary: dict[str, Any]) -> RemoteEvent | None:
+    def _put_conference(
+        self, provider: Provider, calendar_id: str, link: LinkSummary, event_id: str, summary: dict[str, Any]
+    ) -> RemoteEvent | None:
         with self.engine.begin() as conn:
             data = event_store.event_data(conn, event_id)
         etag = link["etag"]

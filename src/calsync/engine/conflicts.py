@@ -1,6 +1,7 @@
 """Conflicts: events changed on both sides since they last agreed, waiting for a person's decision.
 
 The decision itself (engine/threeway.py) records them; this module settles them."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,13 +31,18 @@ class ConflictChanged(Exception):
     def __init__(self, conflict: ConflictRow) -> None:
         super().__init__(
             f"conflict {conflict['id']}: the remote side changed since you looked (its ETag is now "
-            f"{conflict['remote_etag']!r}); nothing was applied: decide again on the newest remote side")
+            f"{conflict['remote_etag']!r}); nothing was applied: decide again on the newest remote side"
+        )
         self.conflict = conflict
 
 
 def resolve_conflict(
-    engine: Engine, conflict_id: str, keep: str | None = None, merged: dict[str, Any] | None = None,
-    *, remote_etag: str | None = None,
+    engine: Engine,
+    conflict_id: str,
+    keep: str | None = None,
+    merged: dict[str, Any] | None = None,
+    *,
+    remote_etag: str | None = None,
 ) -> ConflictRow:
     """Settle a conflict by keeping the local side, the remote side, or a merged event.
 
@@ -63,8 +69,9 @@ def resolve_conflict(
         if keep == "remote":
             _keep_remote(conn, conflict, binding, event)
         else:
-            data = (local.validated(event_store.row_to_data(event), merged, creating=False)
-                    if merged is not None else None)
+            data = (
+                local.validated(event_store.row_to_data(event), merged, creating=False) if merged is not None else None
+            )
             _keep_local(conn, conflict, binding, event, data)
         return conflict_store.get_conflict(conn, conflict_id)
 
@@ -72,8 +79,10 @@ def resolve_conflict(
 def _keep_remote(conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow) -> None:
     source = f"{account_store.get_account(conn, binding['account_id']).provider}:{binding['id']}"
     if conflict["remote"] is None:  # deleted remotely
-        proof = (f"conflict {conflict['id']} resolved keeping the remote deletion, proved by: "
-                 f"{conflict['remote_deletion_proof'] or 'the remote side being a deletion'}")
+        proof = (
+            f"conflict {conflict['id']} resolved keeping the remote deletion, proved by: "
+            f"{conflict['remote_deletion_proof'] or 'the remote side being a deletion'}"
+        )
         proofs = {event["id"]: proof}
         for exception_id in event_store.live_exception_ids(conn, [event["id"]]):
             proofs[exception_id] = f"its series {event['id']} was deleted: {proof}"
@@ -91,12 +100,12 @@ def _keep_remote(conn: Connection, conflict: ConflictRow, binding: BindingRow, e
         event_store.save_event_from(conn, event["id"], data, version, source, undelete=True)
         link = link_store.link_of(conn, event["id"], binding["id"])
         assert link is not None  # a conflict is about a linked copy
-        link_store.agree_link(conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version,
-                              data, create=False)
+        link_store.agree_link(
+            conn, event["id"], binding["id"], link["remote_id"], conflict["remote_etag"], version, data, create=False
+        )
         revived = _revive_exceptions(conn, event, binding["id"], source)
         if event["deleted"] and data.original_start and event["recurring_event_id"] and data.status != "cancelled":
-            include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)],
-                                    source)
+            include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)], source)
     outbox_store.release(conn, binding["id"], event["id"], drop=True)
     # the series first, then its exceptions: each is written over the series' occurrence there
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])
@@ -121,15 +130,17 @@ def _revive_exceptions(conn: Connection, series: EventRow, binding_id: str, sour
     return revived
 
 
-def _keep_local(conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow,
-                merged: EventData | None) -> None:
+def _keep_local(
+    conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow, merged: EventData | None
+) -> None:
     version = event["version"]
     if merged is not None:
         version += 1
         if not event_store.save_local_event(conn, event["id"], merged, version):
             raise local.StaleVersion(event["version"])
-    link_store.adopt_remote_etag(conn, event["id"], binding["id"], conflict["remote_etag"],
-                                 remote_deleted=conflict["remote"] is None)
+    link_store.adopt_remote_etag(
+        conn, event["id"], binding["id"], conflict["remote_etag"], remote_deleted=conflict["remote"] is None
+    )
     outbox_store.release(conn, binding["id"], event["id"], drop=False)
     others = None if merged is not None else [binding["id"]]
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], bindings_to=others)

@@ -1,4 +1,5 @@
 """Sync health, as the status API, `calsync status` and the web page show it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,24 +23,39 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
         bindings = []
         for row in account_store.list_bindings(conn):
             channel = channels.get(row["id"])
-            bindings.append(binding_json(row, now) | {
-                "last_success_at": jsonable(row["sync_token_updated_at"]),
-                "outbox_backlog": outbox_store.backlog(conn, row["id"]),
-                "dirty": row["dirty_at"] is not None,
-                "leased": row["lease_until"] is not None and row["lease_until"] > now,
-                "next_poll_at": jsonable(row["next_poll_at"]),
-                "channel": None if channel is None else {
-                    "expiration": jsonable(channel["expiration"]), "confirmed": channel["confirmed_at"] is not None,
-                    "last_message_at": jsonable(channel["last_message_at"]), "messages": channel["messages"],
-                },
-            })
+            bindings.append(
+                binding_json(row, now)
+                | {
+                    "last_success_at": jsonable(row["sync_token_updated_at"]),
+                    "outbox_backlog": outbox_store.backlog(conn, row["id"]),
+                    "dirty": row["dirty_at"] is not None,
+                    "leased": row["lease_until"] is not None and row["lease_until"] > now,
+                    "next_poll_at": jsonable(row["next_poll_at"]),
+                    "channel": None
+                    if channel is None
+                    else {
+                        "expiration": jsonable(channel["expiration"]),
+                        "confirmed": channel["confirmed_at"] is not None,
+                        "last_message_at": jsonable(channel["last_message_at"]),
+                        "messages": channel["messages"],
+                    },
+                }
+            )
         accounts = [
-            {"id": a["id"], "provider": a["provider"], "name": a["name"], "state": a["state"],
-             "last_error": a["last_error"], "backoff_until": jsonable(a["backoff_until"])}
+            {
+                "id": a["id"],
+                "provider": a["provider"],
+                "name": a["name"],
+                "state": a["state"],
+                "last_error": a["last_error"],
+                "backoff_until": jsonable(a["backoff_until"]),
+            }
             for a in account_store.list_accounts(conn)
         ]
         return {
-            "accounts": accounts, "bindings": bindings, "open_conflicts": len(conflict_store.list_conflicts(conn)),
+            "accounts": accounts,
+            "bindings": bindings,
+            "open_conflicts": len(conflict_store.list_conflicts(conn)),
             "conference_backlog": conference_store.backlog(conn),
             "outbox_backlog": outbox_store.backlog(conn),
         }

@@ -4,6 +4,7 @@ Incremental with the binding's own token; full (with reconciliation of remote de
 there is none or the provider rejects it. Each page is applied in one transaction; the new token is
 written only in the transaction of the last page, so a crash anywhere re-applies pages harmlessly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -86,8 +87,14 @@ class _Binding:
 
 
 def sync_binding(
-    engine: Engine, provider: Provider, binding_id: str, *, full: bool = False, force: bool = False,
-    guard: MassDeleteGuard | None = None, after_page: PageHook | None = None,
+    engine: Engine,
+    provider: Provider,
+    binding_id: str,
+    *,
+    full: bool = False,
+    force: bool = False,
+    guard: MassDeleteGuard | None = None,
+    after_page: PageHook | None = None,
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
     with engine.begin() as conn:
@@ -132,8 +139,12 @@ def sync_binding(
 
 def _binding(row: BindingRow, provider_name: str) -> _Binding:
     return _Binding(
-        id=row["id"], calendar_id=row["calendar_id"], remote_calendar_id=row["remote_calendar_id"],
-        policy=row["conflict_policy"], source=f"{provider_name}:{row['id']}", sync_token=row["sync_token"],
+        id=row["id"],
+        calendar_id=row["calendar_id"],
+        remote_calendar_id=row["remote_calendar_id"],
+        policy=row["conflict_policy"],
+        source=f"{provider_name}:{row['id']}",
+        sync_token=row["sync_token"],
     )
 
 
@@ -157,8 +168,13 @@ def _record_failure(engine: Engine, binding_id: str, status: SyncFailure, messag
 
 
 def _walk(
-    engine: Engine, provider: Provider, binding: _Binding, result: SyncResult, force: bool,
-    guard: MassDeleteGuard, after_page: PageHook | None,
+    engine: Engine,
+    provider: Provider,
+    binding: _Binding,
+    result: SyncResult,
+    force: bool,
+    guard: MassDeleteGuard,
+    after_page: PageHook | None,
 ) -> None:
     generation: int | None = None
     if binding.sync_token is None:
@@ -189,8 +205,9 @@ def _walk(
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard, confirmed)
                     assert page.sync_token is not None
-                    stats = {k: v for k, v in result.as_dict().items()
-                             if isinstance(v, int) and not isinstance(v, bool)}
+                    stats = {
+                        k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)
+                    }
                     account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
             result.pages += 1
             if after_page:
@@ -214,16 +231,26 @@ def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, pag
     for item in page.items:
         if isinstance(item, RemoteDeletion) and item.remote_id in found:
             fresh = found[item.remote_id]
-            items.append(fresh if fresh is not None else RemoteDeletion(
-                item.remote_id, proof=f"the change listing reported {item.remote_id} removed and a read by id "
-                                      "found it gone (404/410) or cancelled"))
+            items.append(
+                fresh
+                if fresh is not None
+                else RemoteDeletion(
+                    item.remote_id,
+                    proof=f"the change listing reported {item.remote_id} removed and a read by id "
+                    "found it gone (404/410) or cancelled",
+                )
+            )
         else:
             items.append(item)
     return replace(page, items=items)
 
 
 def _confirm_unlisted(
-    engine: Engine, provider: Provider, binding: _Binding, generation: int, result: SyncResult,
+    engine: Engine,
+    provider: Provider,
+    binding: _Binding,
+    generation: int,
+    result: SyncResult,
 ) -> set[str]:
     """A windowed full listing's unlisted links, read by id in batches: those still there are applied
     (and so seen: changes made outside the window arrive here); the ids that answered 404/410 are
@@ -258,17 +285,25 @@ def _recheck_series(engine: Engine, provider: Provider, binding: _Binding, resul
         remote_ids = link_store.live_series_remote_ids(conn, binding.id)
     changes: list[RemoteChange] = []
     for at in range(0, len(remote_ids), CONFIRM_BATCH):
-        found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at:at + CONFIRM_BATCH])
-        changes.extend(event if event is not None else RemoteDeletion(
-            rid, proof=f"series master {rid} re-read by id: gone (404/410) or cancelled")
-            for rid, event in found.items())
+        found = provider.fetch_events(binding.remote_calendar_id, remote_ids[at : at + CONFIRM_BATCH])
+        changes.extend(
+            event
+            if event is not None
+            else RemoteDeletion(rid, proof=f"series master {rid} re-read by id: gone (404/410) or cancelled")
+            for rid, event in found.items()
+        )
     if changes:
         with engine.begin() as conn:
             _apply_page(conn, binding, ChangePage(items=changes, full=False, last=False), None, result)
 
 
 def _reconcile(
-    conn: Connection, binding: _Binding, generation: int, result: SyncResult, force: bool, guard: MassDeleteGuard,
+    conn: Connection,
+    binding: _Binding,
+    generation: int,
+    result: SyncResult,
+    force: bool,
+    guard: MassDeleteGuard,
     confirmed: set[str] | None = None,
 ) -> None:
     """What the binding links to but the full listing no longer had was deleted remotely. For a
@@ -282,22 +317,37 @@ def _reconcile(
     if confirmed is not None:
         ids = sorted(confirmed)
         for at in range(0, len(ids), 1000):
-            items: list[RemoteChange] = [RemoteDeletion(rid, proof=(
-                f"full listing #{generation} did not list {rid} and a read by id found it gone (404/410) or cancelled"))
-                for rid in ids[at:at + 1000]]
+            items: list[RemoteChange] = [
+                RemoteDeletion(
+                    rid,
+                    proof=(
+                        f"full listing #{generation} did not list {rid} and a read by id found it gone "
+                        "(404/410) or cancelled"
+                    ),
+                )
+                for rid in ids[at : at + 1000]
+            ]
             _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
         return
     after = 0
     while batch := link_store.unseen_remote_ids(conn, binding.id, generation, after, 1000):
         after = batch[-1][0]
-        items = [RemoteDeletion(rid, proof=f"full listing #{generation} of the whole calendar no longer held {rid}")
-                 for _, rid in batch]
+        items = [
+            RemoteDeletion(rid, proof=f"full listing #{generation} of the whole calendar no longer held {rid}")
+            for _, rid in batch
+        ]
         _apply_page(conn, binding, ChangePage(items=items, full=True, last=False), None, result)
 
 
 def _apply_page(
-    conn: Connection, binding: _Binding, page: ChangePage, generation: int | None, result: SyncResult,
-    *, conference_work: bool = True, whole_series: bool = False,
+    conn: Connection,
+    binding: _Binding,
+    page: ChangePage,
+    generation: int | None,
+    result: SyncResult,
+    *,
+    conference_work: bool = True,
+    whole_series: bool = False,
 ) -> None:
     """Apply one page in its transaction: read what the rules need (page_store.load_page_state),
     decide (page_plan.plan_page, pure), carry it out (page_store.write_page).

@@ -1,6 +1,7 @@
 """Local changes to events (REST API, CLI, library): validate, write the event with its next version,
 and queue it for every push-enabled binding, all in one transaction (the transactional outbox).
 Nothing here calls a provider: pushing is the outbox worker's job."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,12 +68,26 @@ def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> Lo
     with engine.begin() as conn:
         if not account_store.calendar_exists(conn, calendar_id):
             raise InvalidEvent("calendar_id", f"no calendar with id {calendar_id!r}")
-        event_store.insert_events(conn, [{
-            "id": event_id, "calendar_id": calendar_id, "source": LOCAL_SOURCE, "created_at": now,
-            **event_store.event_columns(data), "version": 1, "updated_at_source": LOCAL_SOURCE, "updated_at": now,
-            "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
-            "recurring_event_id": None,
-        }])
+        event_store.insert_events(
+            conn,
+            [
+                {
+                    "id": event_id,
+                    "calendar_id": calendar_id,
+                    "source": LOCAL_SOURCE,
+                    "created_at": now,
+                    **event_store.event_columns(data),
+                    "version": 1,
+                    "updated_at_source": LOCAL_SOURCE,
+                    "updated_at": now,
+                    "deleted": False,
+                    "deleted_at": None,
+                    "deleted_by": None,
+                    "deletion_proof": None,
+                    "recurring_event_id": None,
+                }
+            ],
+        )
         queued = outbox_store.enqueue(conn, calendar_id, [(event_id, 1)])
     return LocalChange(event_id, 1, queued)
 
@@ -101,8 +116,9 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
         if not event_store.tombstone_local_event(conn, event_id, version, proof):
             raise StaleVersion(_current_version(conn, event_id))
         doomed = [event_id, *event_store.live_exception_ids(conn, [event_id])]
-        event_store.tombstone_events(conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"),
-                                     LOCAL_SOURCE)
+        event_store.tombstone_events(
+            conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"), LOCAL_SOURCE
+        )
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _settle_agreed_conflicts(conn, event_id, version, None)
         enqueue_for_changed_events(conn, [], doomed)
@@ -129,8 +145,7 @@ def queue_unagreed(engine: Engine, event_id: str) -> int:
     with engine.begin() as conn:
         row = _live_row(conn, event_id, None)
         agreed = {link["binding_id"]: link["base_version"] for link in row["links"]}
-        behind = [b for b in outbox_store.push_bindings(conn, row["calendar_id"])
-                  if agreed.get(b, 0) < row["version"]]
+        behind = [b for b in outbox_store.push_bindings(conn, row["calendar_id"]) if agreed.get(b, 0) < row["version"]]
         if not behind:
             return 0
         return outbox_store.enqueue(conn, row["calendar_id"], [(event_id, row["version"])], bindings_to=behind)
@@ -145,12 +160,16 @@ def _settle_agreed_conflicts(conn: Connection, event_id: str, version: int, data
         binding_id, remote = conflict["binding_id"], conflict["remote"]
         if data is None and remote is None:
             link_store.mark_link_deleted(conn, event_id, binding_id, version)
-        elif data is not None and remote is not None and \
-                EventData.from_json(remote).content_hash() == data.content_hash():
+        elif (
+            data is not None
+            and remote is not None
+            and EventData.from_json(remote).content_hash() == data.content_hash()
+        ):
             link = link_store.link_of(conn, event_id, binding_id)
             assert link is not None  # a conflict is about a linked copy
-            link_store.agree_link(conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data,
-                                  create=False)
+            link_store.agree_link(
+                conn, event_id, binding_id, link["remote_id"], conflict["remote_etag"], version, data, create=False
+            )
         else:  # still different: the conflict offers the newest local side too
             kind: ConflictKind = "local-delete" if data is None else "remote-delete" if remote is None else "edit-edit"
             conflict_store.refresh_conflict_local(conn, conflict["id"], None if data is None else data.to_json(), kind)
@@ -261,6 +280,12 @@ def _attendees(value: Any) -> list[Attendee]:
         entry = {"email": item} if isinstance(item, str) else item
         if not isinstance(entry, dict) or not isinstance(entry.get("email"), str) or "@" not in entry["email"]:
             raise InvalidEvent("attendees", f"each attendee needs an e-mail address, got {item!r}")
-        out.append(Attendee(email=entry["email"], name=entry.get("name"), optional=bool(entry.get("optional")),
-                            response=entry.get("response", "needsAction")))
+        out.append(
+            Attendee(
+                email=entry["email"],
+                name=entry.get("name"),
+                optional=bool(entry.get("optional")),
+                response=entry.get("response", "needsAction"),
+            )
+        )
     return out

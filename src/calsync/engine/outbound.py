@@ -7,6 +7,7 @@ between the remote write and the checkpoint is harmless: the retried update meet
 write changed the ETag), the re-read shows the same content, and the three-way rule fast-forwards;
 a retried create meets 409 (the id is the local id) and adopts the remote copy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -63,8 +64,9 @@ class UntracedDeletion(Exception):
     propagated (docs/ARCHITECTURE.md, "Deletions are traced"), and the outbox row fails visibly."""
 
     def __init__(self, event_id: str) -> None:
-        super().__init__(f"event {event_id} is deleted without a recorded proof of who deleted it: "
-                         "not deleting it remotely")
+        super().__init__(
+            f"event {event_id} is deleted without a recorded proof of who deleted it: not deleting it remotely"
+        )
 
 
 class _DeletedThere(Exception):
@@ -77,8 +79,16 @@ WriteHook = Callable[[str, str], None]  # (event id, what was done) after the re
 class Pusher:
     """Drains one binding's outbox with one provider client."""
 
-    def __init__(self, engine: Engine, provider: Provider, binding_id: str, *, base_delay: float = 5.0,
-                 max_delay: float = 900.0, after_write: WriteHook | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        provider: Provider,
+        binding_id: str,
+        *,
+        base_delay: float = 5.0,
+        max_delay: float = 900.0,
+        after_write: WriteHook | None = None,
+    ) -> None:
         self.engine = engine
         self.provider = provider
         self.base_delay = base_delay
@@ -140,12 +150,17 @@ class Pusher:
 
     def _retry_later(self, row: OutboxRow, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        retryable = not isinstance(exc, ProviderError) or exc.status is None or exc.status >= 500 \
-            or exc.status in (403, 429)
+        retryable = (
+            not isinstance(exc, ProviderError) or exc.status is None or exc.status >= 500 or exc.status in (403, 429)
+        )
         with self.engine.begin() as conn:
             if retryable:
-                delay = jittered_delay(row["attempts"], self.base_delay, self.max_delay,
-                                       retry_after=exc.retry_after if isinstance(exc, ProviderError) else None)
+                delay = jittered_delay(
+                    row["attempts"],
+                    self.base_delay,
+                    self.max_delay,
+                    retry_after=exc.retry_after if isinstance(exc, ProviderError) else None,
+                )
                 queue.retry_later(conn, row["id"], utcnow() + timedelta(seconds=delay), message)
                 self.result.retried += 1
             else:
@@ -168,26 +183,40 @@ class Pusher:
             series_dead = series_id is not None and bool(event_store.deleted_event_ids(conn, [series_id]))
             # a series whose deletion there waits for a decision is as good as gone there until then
             series_paused = series is not None and bool(
-                conflict_store.series_paused_by_remote_delete(conn, self.binding["id"], [series_id]))
+                conflict_store.series_paused_by_remote_delete(conn, self.binding["id"], [series_id])
+            )
             data = event_store.row_to_data(event)
             if data.recurrence and not data.original_start:
                 paused = conflict_store.paused_occurrence_starts(conn, event["id"], self.binding["id"])
                 data = _withhold_paused_exdates(data, paused)
         version = event["version"]
         series_gone_here = series is not None and (bool(series["remote_deleted"]) or series_paused)
-        if series_id and not event["deleted"] and (
-                (series_gone_here and not series_dead) or (series_dead and (link is None or link["remote_deleted"]))):
+        if (
+            series_id
+            and not event["deleted"]
+            and ((series_gone_here and not series_dead) or (series_dead and (link is None or link["remote_deleted"])))
+        ):
             # an exception waits for its series: one whose copy here is gone but lives on gets its
             # exceptions queued again when it is made again here (_checkpoint); one deleted here
             # takes its exceptions with it, and they are never written on their own
             return self._settle(event["id"], version, "unchanged")
-        if series_id and series is None and not series_dead and not event["deleted"] \
-                and (link is None or link["remote_deleted"]):
+        if (
+            series_id
+            and series is None
+            and not series_dead
+            and not event["deleted"]
+            and (link is None or link["remote_deleted"])
+        ):
             # its series is not written here yet (a listing named the exception first): it waits, and
             # is queued again when the series is made here (_checkpoint)
             return self._settle(event["id"], version, "unchanged")
-        if event["deleted"] and series_dead and link is not None and not link["remote_deleted"] \
-                and link["series_remote_id"] is not None:
+        if (
+            event["deleted"]
+            and series_dead
+            and link is not None
+            and not link["remote_deleted"]
+            and link["series_remote_id"] is not None
+        ):
             # an exception of a series deleted here, held there inside that series: it goes with the
             # series' deletion there (writing it first changed the series there under that deletion,
             # which then met 412 and opened a conflict calsync caused itself)
@@ -211,8 +240,9 @@ class Pusher:
                 return self._settle(event["id"], version, "unchanged")
             self._hook(event["id"], "created")
             remade = bool(data.recurrence) and not data.original_start  # its exceptions follow it
-            return self._checkpoint(event["id"], version, data, remote, "created", new_link=link is None,
-                                    series_remade=remade)
+            return self._checkpoint(
+                event["id"], version, data, remote, "created", new_link=link is None, series_remade=remade
+            )
         if link["base_version"] == version:
             return self._settle(event["id"], version, "unchanged")
         try:
@@ -230,8 +260,15 @@ class Pusher:
             self._redecide(link["remote_id"])
             return self._push(row, attempt + 1)
 
-    def _drop_occurrence(self, row: OutboxRow, event: EventRow, data: EventData,
-                         link: EventLinkRow | None, series_remote_id: str, attempt: int) -> str:
+    def _drop_occurrence(
+        self,
+        row: OutboxRow,
+        event: EventRow,
+        data: EventData,
+        link: EventLinkRow | None,
+        series_remote_id: str,
+        attempt: int,
+    ) -> str:
         """A deleted or cancelled instance of a series this binding holds: its occurrence goes here
         too, the way this provider keeps a deleted occurrence (Provider.cancel_occurrence: Google an
         instance cancelled, Graph the occurrence deleted, CalDAV an EXDATE), whether calsync wrote
@@ -244,8 +281,12 @@ class Pusher:
         assert data.original_start is not None
         try:
             remote = self.provider.cancel_occurrence(
-                self._calendar, series_remote_id, data.original_start,
-                remote_id=held["remote_id"] if held else None, if_match=held["etag"] if held else None)
+                self._calendar,
+                series_remote_id,
+                data.original_start,
+                remote_id=held["remote_id"] if held else None,
+                if_match=held["etag"] if held else None,
+            )
         except (PreconditionFailed, NotFoundError):
             if held is None or attempt >= REDECIDE_LIMIT:
                 raise
@@ -272,15 +313,17 @@ class Pusher:
     def _calendar(self) -> str:
         return str(self.binding["remote_calendar_id"])
 
-    def _create(self, event_id: str, data: EventData, link: EventLinkRow | None,
-                series_remote_id: str | None = None) -> RemoteEvent:
+    def _create(
+        self, event_id: str, data: EventData, link: EventLinkRow | None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy.
         An instance of a series this binding holds goes with the series' remote id: the provider
         writes it as that series' exception (inbound adopts it by series and original start)."""
         remote_id = link["remote_id"] if link else event_id
         try:
-            return self.provider.insert_event(self._calendar, data, remote_id=remote_id,
-                                              series_remote_id=series_remote_id)
+            return self.provider.insert_event(
+                self._calendar, data, remote_id=remote_id, series_remote_id=series_remote_id
+            )
         except AlreadyExists:
             existing = self.provider.get_event(self._calendar, remote_id)
             if existing is not None and existing.content_hash == data.content_hash():
@@ -288,8 +331,18 @@ class Pusher:
             if link is None and (existing is None or existing.data.status == "cancelled"):
                 # our earlier insert landed (its answer was lost) and someone deleted that copy there:
                 # that is the event's deletion, not a reason to write it again
-                inbound.apply_remote_changes(self.engine, self.binding["id"], [RemoteDeletion(remote_id, proof=(
-                    f"a create retried after its answer was lost met {remote_id} already there, deleted"))])
+                inbound.apply_remote_changes(
+                    self.engine,
+                    self.binding["id"],
+                    [
+                        RemoteDeletion(
+                            remote_id,
+                            proof=(
+                                f"a create retried after its answer was lost met {remote_id} already there, deleted"
+                            ),
+                        )
+                    ],
+                )
                 raise _DeletedThere from None
             # a deleted copy (ids are kept) or a stale one: write ours over it, as a change of that copy
             # (its unmodelled fields kept: a CalDAV resource keeps the UID it was made with, which the
@@ -314,8 +367,16 @@ class Pusher:
             queue.settle(conn, self.binding["id"], event_id, version)
         return outcome
 
-    def _checkpoint(self, event_id: str, version: int, data: EventData, remote: RemoteEvent | None,
-                    outcome: str, new_link: bool = False, series_remade: bool = False) -> str:
+    def _checkpoint(
+        self,
+        event_id: str,
+        version: int,
+        data: EventData,
+        remote: RemoteEvent | None,
+        outcome: str,
+        new_link: bool = False,
+        series_remade: bool = False,
+    ) -> str:
         """The link now agrees with `version`; the rows asking for it are done. One transaction.
         `series_remade`: a series written again here after its copy was deleted, or reshaped where that
         drops its exceptions (Outlook); its exceptions' copies went with the old one, so they are
@@ -329,8 +390,17 @@ class Pusher:
                 if data.recurrence and not data.original_start:  # a series' exceptions go with it there
                     link_store.forget_exception_copies(conn, event_id, self.binding["id"])
             else:
-                link_store.agree_link(conn, event_id, self.binding["id"], remote.remote_id, remote.etag, version, data,
-                                      create=new_link, series_remote_id=remote.series_remote_id)
+                link_store.agree_link(
+                    conn,
+                    event_id,
+                    self.binding["id"],
+                    remote.remote_id,
+                    remote.etag,
+                    version,
+                    data,
+                    create=new_link,
+                    series_remote_id=remote.series_remote_id,
+                )
                 # keep what the provider answered (its unmodelled fields), so the next write patches this copy
                 event_store.set_event_extra(conn, event_id, remote.data.extra)
             queue.settle(conn, self.binding["id"], event_id, version)
@@ -353,10 +423,13 @@ def _reshaped(link: EventLinkRow, data: EventData) -> bool:
     base = link["base_snapshot"]
     if not base or not data.recurrence or data.original_start:
         return False
+
     def rules(lines: list[str] | None) -> list[str]:
         return [line for line in lines or [] if not line.upper().startswith("EXDATE")]
+
     return rules(base.get("recurrence")) != rules(data.recurrence) or any(
-        base.get(name) != getattr(data, name) for name in ("start", "end", "all_day", "time_zone"))
+        base.get(name) != getattr(data, name) for name in ("start", "end", "all_day", "time_zone")
+    )
 
 
 def _base_status(link: EventLinkRow, event: EventRow) -> str:

@@ -7,6 +7,7 @@ engine/page_store.load_page_state). The answer is a `PagePlan`: small action obj
 engine/page_store.write_page carries out in one transaction. Tests build a PageState by hand and
 look at the plan, with no database and no HTTP (tests/test_page_plan.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -165,30 +166,44 @@ def unknown_claims(items: Mapping[str, RemoteChange], links: Mapping[str, Linked
     """Unknown remote events -> the local id each may be: the id our create chose (Google, CalDAV) or
     the one it carries (Graph's transactionId, RemoteEvent.client_id). A create whose answer was lost
     comes back this way."""
-    return {rid: item.client_id or rid for rid, item in items.items()
-            if rid not in links and isinstance(item, RemoteEvent)}
+    return {
+        rid: item.client_id or rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteEvent)
+    }
 
 
-def starts_to_claim(items: Mapping[str, RemoteChange], claims: Mapping[str, str], adoptable: frozenset[str] | set[str],
-                    series: Mapping[str, str]) -> dict[tuple[str, str], str]:
+def starts_to_claim(
+    items: Mapping[str, RemoteChange],
+    claims: Mapping[str, str],
+    adoptable: frozenset[str] | set[str],
+    series: Mapping[str, str],
+) -> dict[tuple[str, str], str]:
     """(local series id, original start) -> remote id, for unknown exceptions of series the binding
     holds that no id claims: our own instance written over the series' occurrence (Google and Graph
     name it themselves) is the local exception at that start."""
     found: dict[tuple[str, str], str] = {}
     for rid, item in items.items():
-        if rid in claims and claims[rid] not in adoptable and isinstance(item, RemoteEvent) \
-                and item.series_remote_id in series and item.data.original_start:
+        if (
+            rid in claims
+            and claims[rid] not in adoptable
+            and isinstance(item, RemoteEvent)
+            and item.series_remote_id in series
+            and item.data.original_start
+        ):
             found[(series[str(item.series_remote_id)], item.data.original_start)] = rid
     return found
 
 
-def cancelled_of_dead_series(items: Mapping[str, RemoteChange], series: Mapping[str, str],
-                             dead: Mapping[str, tuple[str, str]]) -> dict[str, RemoteChange]:
+def cancelled_of_dead_series(
+    items: Mapping[str, RemoteChange], series: Mapping[str, str], dead: Mapping[str, tuple[str, str]]
+) -> dict[str, RemoteChange]:
     """The page with each cancelled instance of a series deleted here read as a plain deletion."""
     out = dict(items)
     for rid, item in items.items():
-        if isinstance(item, RemoteEvent) and item.data.status == "cancelled" \
-                and series.get(item.series_remote_id or "") in dead:
+        if (
+            isinstance(item, RemoteEvent)
+            and item.data.status == "cancelled"
+            and series.get(item.series_remote_id or "") in dead
+        ):
             out[rid] = RemoteDeletion(rid, proof=f"listed cancelled, and its series {item.series_remote_id} is deleted")
     return out
 
@@ -203,8 +218,12 @@ def plan_page(binding: BindingRef, state: PageState, now: datetime, new_id: Call
     relinked: set[str] = set()
     for rid, claim in list(claims.items()):  # a claimed event whose copy here is gone: this copy, in its place
         gone = state.gone_links.get(claim)
-        if claim in state.adoptable and gone is not None and claim not in relinked \
-                and isinstance(claimed := items[rid], RemoteEvent):
+        if (
+            claim in state.adoptable
+            and gone is not None
+            and claim not in relinked
+            and isinstance(claimed := items[rid], RemoteEvent)
+        ):
             plan.actions.append(Relink(claim, rid, claimed.series_remote_id))
             links[rid] = replace(gone, remote_id=rid, series_remote_id=claimed.series_remote_id)
             relinked.add(claim)
@@ -216,8 +235,10 @@ def plan_page(binding: BindingRef, state: PageState, now: datetime, new_id: Call
     # exceptions of linked series after every other item: a series whose deletion here paused it
     # (a conflict, maybe opened on this very page) keeps its exceptions until the person decides
     held_exceptions = {rid for rid, link in links.items() if link.recurring_event_id is not None}
-    ordered = [*((r, i) for r, i in items.items() if r not in held_exceptions),
-               *((r, i) for r, i in items.items() if r in held_exceptions)]
+    ordered = [
+        *((r, i) for r, i in items.items() if r not in held_exceptions),
+        *((r, i) for r, i in items.items() if r in held_exceptions),
+    ]
     paused: set[str] | None = None  # read once, when the first exception is met: after every series
     for rid, item in ordered:
         link = links.get(rid)
@@ -227,19 +248,36 @@ def plan_page(binding: BindingRef, state: PageState, now: datetime, new_id: Call
             else:
                 _create(binding, item, series, now, plan, state.dead, deleted_here.get(rid))
         elif rid in state.lost_creates:
-            plan.actions.append(Delete(rid, f"{_proof(binding, item)}: the copy calsync's create made there (whose "
-                                            "answer was lost) was deleted there"))
+            plan.actions.append(
+                Delete(
+                    rid,
+                    f"{_proof(binding, item)}: the copy calsync's create made there (whose "
+                    "answer was lost) was deleted there",
+                )
+            )
             plan.counts.deleted += 1
         elif link is None:
             plan.counts.unchanged += 1  # deletion of something we never had
             plan.counts.unknown_deletions += 1
-        elif link.recurring_event_id is not None and _gone(item) \
-                and link.recurring_event_id in (paused := paused if paused is not None else _paused(state, plan)):
+        elif (
+            link.recurring_event_id is not None
+            and _gone(item)
+            and link.recurring_event_id in (paused := paused if paused is not None else _paused(state, plan))
+        ):
             plan.actions.append(UpdateLink(_link_keep(link, now, remote_deleted=True)))  # went with its series
             plan.counts.unchanged += 1  # there; the event waits for the series' decision
         else:
-            _three_way(binding, item, link, series, now, plan, state.open_conflicts.get(link.event_id),
-                       state.stand_ins.get(link.event_id), state.dead)
+            _three_way(
+                binding,
+                item,
+                link,
+                series,
+                now,
+                plan,
+                state.open_conflicts.get(link.event_id),
+                state.stand_ins.get(link.event_id),
+                state.dead,
+            )
     plan.seen = [rid for rid in items if rid in links]
     return plan
 
@@ -257,8 +295,11 @@ def _paused(state: PageState, plan: PagePlan) -> set[str]:
 
 
 def _occurrences_deleted_here(
-    state: PageState, items: Mapping[str, RemoteChange], links: Mapping[str, LinkedEvent],
-    claims: Mapping[str, str], series: Mapping[str, str],
+    state: PageState,
+    items: Mapping[str, RemoteChange],
+    links: Mapping[str, LinkedEvent],
+    claims: Mapping[str, str],
+    series: Mapping[str, str],
 ) -> dict[str, tuple[str, str]]:
     """New live exceptions (remote id -> (who deleted, proof)) whose occurrence the local series
     excludes: the occurrence was deleted on another side (or here) while this side moved or edited
@@ -266,23 +307,41 @@ def _occurrences_deleted_here(
     and this page brings its series without it."""
     found: dict[str, tuple[str, str]] = {}
     for rid, item in items.items():
-        if not (rid in claims and claims[rid] not in state.adoptable and isinstance(item, RemoteEvent)
-                and item.data.original_start and item.data.status != "cancelled" and item.series_remote_id):
+        if not (
+            rid in claims
+            and claims[rid] not in state.adoptable
+            and isinstance(item, RemoteEvent)
+            and item.data.original_start
+            and item.data.status != "cancelled"
+            and item.series_remote_id
+        ):
             continue
         series_id = series.get(item.series_remote_id)
         rule = state.series_rules.get(series_id or "")
         start = item.data.original_start
-        if series_id is None or series_id in state.dead or rule is None or rule.deleted \
-                or start not in excluded_starts(rule.recurrence, rule.time_zone):
+        if (
+            series_id is None
+            or series_id in state.dead
+            or rule is None
+            or rule.deleted
+            or start not in excluded_starts(rule.recurrence, rule.time_zone)
+        ):
             continue
         listed, agreed = items.get(item.series_remote_id), links.get(item.series_remote_id)
-        if isinstance(listed, RemoteEvent) and agreed is not None \
-                and start not in excluded_starts(listed.data.recurrence, listed.data.time_zone) \
-                and start in excluded_starts(*_base_rule(agreed)):
+        if (
+            isinstance(listed, RemoteEvent)
+            and agreed is not None
+            and start not in excluded_starts(listed.data.recurrence, listed.data.time_zone)
+            and start in excluded_starts(*_base_rule(agreed))
+        ):
             continue
-        found[rid] = (rule.updated_at_source or "local", (
-            f"its series {series_id} excludes {start} here (an occurrence deleted there, last written by "
-            f"{rule.updated_at_source}), before this exception of it arrived"))
+        found[rid] = (
+            rule.updated_at_source or "local",
+            (
+                f"its series {series_id} excludes {start} here (an occurrence deleted there, last written by "
+                f"{rule.updated_at_source}), before this exception of it arrived"
+            ),
+        )
     return found
 
 
@@ -293,8 +352,13 @@ def _base_rule(link: LinkedEvent) -> tuple[list[str] | None, str | None]:
 
 
 def _create(
-    binding: BindingRef, item: RemoteEvent, series: Mapping[str, str], now: datetime, plan: PagePlan,
-    dead: Mapping[str, tuple[str, str]], deleted_here: tuple[str, str] | None = None,
+    binding: BindingRef,
+    item: RemoteEvent,
+    series: Mapping[str, str],
+    now: datetime,
+    plan: PagePlan,
+    dead: Mapping[str, tuple[str, str]],
+    deleted_here: tuple[str, str] | None = None,
 ) -> None:
     """A new event. An exception of a series deleted here is born deleted with it (the same who and
     proof), linked: it is not written anywhere, and comes back if the series' deletion is undone by
@@ -305,47 +369,79 @@ def _create(
     event_id = series[item.remote_id]
     series_id = series.get(item.series_remote_id) if item.series_remote_id else None
     row = {
-        "id": event_id, "calendar_id": binding.calendar_id, "source": binding.source, "created_at": now,
-        **event_row(item.data, version=1, source=binding.source, now=now, series_id=series_id,
-                    content_hash=item.content_hash),
+        "id": event_id,
+        "calendar_id": binding.calendar_id,
+        "source": binding.source,
+        "created_at": now,
+        **event_row(
+            item.data, version=1, source=binding.source, now=now, series_id=series_id, content_hash=item.content_hash
+        ),
     }
     conflict: dict[str, Any] | None = None
     dead_series = dead.get(series_id) if series_id else None
     in_conflict = deleted_here is not None and dead_series is None
     if series_id and dead_series:
         deleted_by, proof = dead_series
-        row.update(deleted=True, deleted_at=now, deleted_by=deleted_by,
-                   deletion_proof=f"its series {series_id} was deleted: {proof}")
+        row.update(
+            deleted=True,
+            deleted_at=now,
+            deleted_by=deleted_by,
+            deletion_proof=f"its series {series_id} was deleted: {proof}",
+        )
     elif deleted_here is not None:
         row.update(deleted=True, deleted_at=now, deleted_by=deleted_here[0], deletion_proof=deleted_here[1])
-        conflict = {"event_id": event_id, "binding_id": binding.id, "kind": "local-delete", "local": None,
-                    "remote": item.data.to_json(), "base": None, "remote_etag": item.etag}
+        conflict = {
+            "event_id": event_id,
+            "binding_id": binding.id,
+            "kind": "local-delete",
+            "local": None,
+            "remote": item.data.to_json(),
+            "base": None,
+            "remote_etag": item.etag,
+        }
         plan.counts.conflicts += 1
     link = {
-        "event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
+        "event_id": event_id,
+        "binding_id": binding.id,
+        "remote_id": item.remote_id,
+        "created_at": now,
         # a copy born in conflict agrees with nothing yet: keeping local then deletes it there
-        "seen_generation": 0, **link_row(item, 0 if in_conflict else 1, now, event_takes_it=not in_conflict),
+        "seen_generation": 0,
+        **link_row(item, 0 if in_conflict else 1, now, event_takes_it=not in_conflict),
     }
     plan.actions.append(Create(row, link, conflict))
     plan.counts.created += 1
 
 
-def _adopt(binding: BindingRef, item: RemoteEvent, event_id: str, local: tuple[int, str, bool], now: datetime,
-           plan: PagePlan) -> None:
+def _adopt(
+    binding: BindingRef, item: RemoteEvent, event_id: str, local: tuple[int, str, bool], now: datetime, plan: PagePlan
+) -> None:
     """The remote copy of a local event that our outbox created: link it, don't import it twice.
     A copy of an event deleted here since (the create's checkpoint was lost, then the event deleted)
     is linked as not agreed and queued, so the push deletes it there too."""
     local_version, local_hash, deleted = local
     version = local_version if local_hash == item.content_hash and not deleted else 0
-    link = {"event_id": event_id, "binding_id": binding.id, "remote_id": item.remote_id, "created_at": now,
-            "seen_generation": 0, **link_row(item, version, now)}
+    link = {
+        "event_id": event_id,
+        "binding_id": binding.id,
+        "remote_id": item.remote_id,
+        "created_at": now,
+        "seen_generation": 0,
+        **link_row(item, version, now),
+    }
     plan.actions.append(Adopt(link, (event_id, local_version) if deleted else None))
     plan.counts.unchanged += 1
 
 
 def _three_way(
-    binding: BindingRef, item: RemoteEvent | RemoteDeletion, link: LinkedEvent, series: Mapping[str, str],
-    now: datetime, plan: PagePlan, open_conflict: str | None, stood_in: set[str] | None,
+    binding: BindingRef,
+    item: RemoteEvent | RemoteDeletion,
+    link: LinkedEvent,
+    series: Mapping[str, str],
+    now: datetime,
+    plan: PagePlan,
+    open_conflict: str | None,
+    stood_in: set[str] | None,
     dead: Mapping[str, tuple[str, str]],
 ) -> None:
     """The three-way rule for one linked event. `stood_in`: for a series, the original starts of its
@@ -353,20 +449,32 @@ def _three_way(
     exceptions stay deleted whatever this side does."""
     if isinstance(item, RemoteEvent) and item.exdates_known is not None:  # a series seen through a window
         item = completed_outside_window(item, link.base_snapshot)
-    if isinstance(item, RemoteEvent) and link.data.original_start and not item.data.original_start \
-            and not item.series_remote_id:  # a single event standing in for the occurrence (Outlook)
+    if (
+        isinstance(item, RemoteEvent)
+        and link.data.original_start
+        and not item.data.original_start
+        and not item.series_remote_id
+    ):  # a single event standing in for the occurrence (Outlook)
         item = as_occurrence(item, link.data)
     if isinstance(item, RemoteEvent) and stood_in and item.data.recurrence and not item.data.original_start:
         # the side holds these occurrences as stand-ins, and its series excludes them: not a deletion
-        item = replace(item, data=replace(item.data, recurrence=without_starts(
-            item.data.recurrence, item.data.time_zone, stood_in)))
+        item = replace(
+            item,
+            data=replace(item.data, recurrence=without_starts(item.data.recurrence, item.data.time_zone, stood_in)),
+        )
     remote = item if isinstance(item, RemoteEvent) else None
     sides = Sides(
-        link_etag=link.etag, remote_etag=remote.etag if remote else None, base_version=link.base_version,
-        local_version=link.version, local_hash=link.content_hash,
-        remote_hash=remote.content_hash if remote else None, local_deleted=link.deleted,
-        remote_deleted=remote is None, link_remote_deleted=link.remote_deleted,
-        local_updated=link.updated_at, remote_updated=_parse_updated(remote.updated if remote else None),
+        link_etag=link.etag,
+        remote_etag=remote.etag if remote else None,
+        base_version=link.base_version,
+        local_version=link.version,
+        local_hash=link.content_hash,
+        remote_hash=remote.content_hash if remote else None,
+        local_deleted=link.deleted,
+        remote_deleted=remote is None,
+        link_remote_deleted=link.remote_deleted,
+        local_updated=link.updated_at,
+        remote_updated=_parse_updated(remote.updated if remote else None),
         base_hash=link.base_hash,
     )
     decision = decide(sides, binding.policy)
@@ -374,8 +482,14 @@ def _three_way(
         # the event is paused, and the remote moved on to something that settles it (both deleted, the
         # same content on both sides, the remote back at the base): the conflict closes by itself and
         # the decision applies as it would have without it
-        plan.actions.append(CloseConflict(open_conflict, link.event_id, f"auto:{decision.value}", drop=(
-            decision is Decision.TAKE_REMOTE or (decision is Decision.FAST_FORWARD and remote is None))))
+        plan.actions.append(
+            CloseConflict(
+                open_conflict,
+                link.event_id,
+                f"auto:{decision.value}",
+                drop=(decision is Decision.TAKE_REMOTE or (decision is Decision.FAST_FORWARD and remote is None)),
+            )
+        )
     if decision is Decision.NOTHING:
         plan.counts.unchanged += 1
     elif decision is Decision.TAKE_REMOTE:
@@ -393,19 +507,33 @@ def _three_way(
             plan.actions.append(UpdateLink(_link_keep(link, now, remote_deleted=True)))
         plan.counts.unchanged += 1
     else:  # a new conflict, or a later remote change to an open one: its remote side is the newest
-        plan.actions.append(OpenConflict({
-            "event_id": link.event_id, "binding_id": binding.id, "kind": conflict_kind(sides),
-            "local": None if link.deleted else link.data.to_json(), "remote": remote.data.to_json() if remote else None,
-            "base": link.base_snapshot, "remote_etag": remote.etag if remote else None,
-            "remote_deletion_proof": None if remote else _proof(binding, item),
-        }, new=open_conflict is None))
+        plan.actions.append(
+            OpenConflict(
+                {
+                    "event_id": link.event_id,
+                    "binding_id": binding.id,
+                    "kind": conflict_kind(sides),
+                    "local": None if link.deleted else link.data.to_json(),
+                    "remote": remote.data.to_json() if remote else None,
+                    "base": link.base_snapshot,
+                    "remote_etag": remote.etag if remote else None,
+                    "remote_deletion_proof": None if remote else _proof(binding, item),
+                },
+                new=open_conflict is None,
+            )
+        )
         if open_conflict is None:
             plan.counts.conflicts += 1
 
 
 def _take_remote(
-    binding: BindingRef, item: RemoteEvent | RemoteDeletion, link: LinkedEvent, series: Mapping[str, str],
-    now: datetime, plan: PagePlan, dead: Mapping[str, tuple[str, str]],
+    binding: BindingRef,
+    item: RemoteEvent | RemoteDeletion,
+    link: LinkedEvent,
+    series: Mapping[str, str],
+    now: datetime,
+    plan: PagePlan,
+    dead: Mapping[str, tuple[str, str]],
 ) -> None:
     """The remote side's change becomes the event's. An exception deleted here with its series takes
     the content but stays deleted while the series is (its series' conflict may still bring both
@@ -422,12 +550,20 @@ def _take_remote(
     series_id = series.get(remote.series_remote_id) if remote.series_remote_id else link.recurring_event_id
     # `extra` holds each provider's unmodelled fields under its own key: a mirrored event keeps the others'
     data = replace(remote.data, extra={**(link.data.extra or {}), **(remote.data.extra or {})})
-    row = {"event_id": link.event_id, **event_row(data, version=version, source=binding.source, now=now,
-                                                  series_id=series_id, content_hash=remote.content_hash)}
+    row = {
+        "event_id": link.event_id,
+        **event_row(
+            data, version=version, source=binding.source, now=now, series_id=series_id, content_hash=remote.content_hash
+        ),
+    }
     if link.deleted and series_id and (dead_series := dead.get(series_id)):
         deleted_by, proof = dead_series
-        row.update(deleted=True, deleted_at=now, deleted_by=deleted_by,
-                   deletion_proof=f"its series {series_id} was deleted: {proof}")
+        row.update(
+            deleted=True,
+            deleted_at=now,
+            deleted_by=deleted_by,
+            deletion_proof=f"its series {series_id} was deleted: {proof}",
+        )
     agreed = {"link_id": link.link_id, **link_row(remote, version, now, event_takes_it=True)}
     plan.actions.append(TakeRemote(row, agreed))
     plan.counts.updated += 1
@@ -440,9 +576,14 @@ def event_row(
     data: EventData, *, version: int, source: str, now: datetime, series_id: str | None, content_hash: str
 ) -> dict[str, Any]:
     return {
-        **event_columns(data, content_hash), "version": version, "updated_at_source": source,
+        **event_columns(data, content_hash),
+        "version": version,
+        "updated_at_source": source,
         "updated_at": now,
-        "deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None,
+        "deleted": False,
+        "deleted_at": None,
+        "deleted_by": None,
+        "deletion_proof": None,
         "recurring_event_id": series_id,
     }
 
@@ -452,18 +593,29 @@ def link_row(item: RemoteEvent, version: int, now: datetime, *, event_takes_it: 
     content in the same page, so the base is the event's own content (base_snapshot NULL, written
     down by event_store.write_down_bases when the event changes), not a second copy of it in every link."""
     return {
-        "etag": item.etag, "base_version": version, "base_hash": item.content_hash,
-        "base_snapshot": None if event_takes_it else item.data.snapshot(), "remote_updated": item.updated,
-        "remote_deleted": False, "series_remote_id": item.series_remote_id, "updated_at": now,
+        "etag": item.etag,
+        "base_version": version,
+        "base_hash": item.content_hash,
+        "base_snapshot": None if event_takes_it else item.data.snapshot(),
+        "remote_updated": item.updated,
+        "remote_deleted": False,
+        "series_remote_id": item.series_remote_id,
+        "updated_at": now,
     }
 
 
 def _link_keep(link: LinkedEvent, now: datetime, **changes: Any) -> dict[str, Any]:
     """A link update that keeps everything but `changes`."""
     row = {
-        "link_id": link.link_id, "etag": link.etag, "base_version": link.base_version, "base_hash": link.base_hash,
-        "base_snapshot": link.base_snapshot, "remote_updated": link.remote_updated,
-        "remote_deleted": link.remote_deleted, "series_remote_id": link.series_remote_id, "updated_at": now,
+        "link_id": link.link_id,
+        "etag": link.etag,
+        "base_version": link.base_version,
+        "base_hash": link.base_hash,
+        "base_snapshot": link.base_snapshot,
+        "remote_updated": link.remote_updated,
+        "remote_deleted": link.remote_deleted,
+        "series_remote_id": link.series_remote_id,
+        "updated_at": now,
     }
     row.update(changes)
     return row

@@ -6,6 +6,7 @@ whatever its size. write_page also runs the consequences the store itself knows 
 exceptions, a restored occurrence's EXDATE, a deleted series' exceptions), queues conference work,
 and mirrors the page's changes to the calendar's other bindings, all in the page's transaction.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -42,7 +43,11 @@ from calsync.store.conferences import ChangedEvent
 
 
 def load_page_state(
-    conn: Connection, binding: BindingRef, changes: list[RemoteChange], *, whole_series: bool = False,
+    conn: Connection,
+    binding: BindingRef,
+    changes: list[RemoteChange],
+    *,
+    whole_series: bool = False,
 ) -> PageState:
     """Everything plan_page needs about the page's ids, in a few batched reads.
 
@@ -53,16 +58,21 @@ def load_page_state(
     if whole_series:
         listed = {i.series_remote_id or i.remote_id for i in items.values() if isinstance(i, RemoteEvent)}
         for remote_id in link_store.live_series_members(conn, binding.id, listed) - items.keys():
-            items[remote_id] = RemoteDeletion(remote_id, proof=(
-                f"its series was listed again without exception {remote_id} (a series is listed whole)"))
+            items[remote_id] = RemoteDeletion(
+                remote_id,
+                proof=(f"its series was listed again without exception {remote_id} (a series is listed whole)"),
+            )
     series_ids = {i.series_remote_id for i in items.values() if isinstance(i, RemoteEvent) and i.series_remote_id}
     series = link_store.event_ids_for_remote_ids(conn, binding.id, series_ids) if series_ids else {}
     dead = event_store.deletions_of(conn, series.values()) if series else {}
     items = cancelled_of_dead_series(items, series, dead)
     links = link_store.links_by_remote_id(conn, binding.id, list(items))
     claims = unknown_claims(items, links)
-    adoptable = link_store.unlinked_events_with_ids(
-        conn, binding.calendar_id, binding.id, list(claims.values())) if claims else set()
+    adoptable = (
+        link_store.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, list(claims.values()))
+        if claims
+        else set()
+    )
     at_start = starts_to_claim(items, claims, adoptable, series)
     ours_at = link_store.unlinked_exceptions_at(conn, binding.id, list(at_start)) if at_start else {}
     for key, event_id in ours_at.items():
@@ -73,27 +83,51 @@ def load_page_state(
     # an unknown deletion of an id that is a local event's own: the copy our create made there (its
     # answer lost, so no link says so) was deleted there by someone; it is that event's deletion
     unknown_gone = [rid for rid, item in items.items() if rid not in links and isinstance(item, RemoteDeletion)]
-    lost_creates = link_store.unlinked_events_with_ids(
-        conn, binding.calendar_id, binding.id, unknown_gone) if unknown_gone else set()
+    lost_creates = (
+        link_store.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, unknown_gone)
+        if unknown_gone
+        else set()
+    )
     every_link = [*links.values(), *gone_links.values()]
     held_series = {link.recurring_event_id for link in every_link if link.recurring_event_id}
     exceptions_gone = any(  # an exception of a series the binding holds, deleted or cancelled there
-        (link := links.get(rid) or gone_links.get(claims.get(rid, ""))) is not None and link.recurring_event_id
-        and (isinstance(item, RemoteDeletion) or item.data.status == "cancelled") for rid, item in items.items())
-    new_exception_series = {series[i.series_remote_id] for rid, i in items.items()
-                            if rid in claims and claims[rid] not in adoptable and isinstance(i, RemoteEvent)
-                            and i.data.original_start and i.series_remote_id in series}
+        (link := links.get(rid) or gone_links.get(claims.get(rid, ""))) is not None
+        and link.recurring_event_id
+        and (isinstance(item, RemoteDeletion) or item.data.status == "cancelled")
+        for rid, item in items.items()
+    )
+    new_exception_series = {
+        series[i.series_remote_id]
+        for rid, i in items.items()
+        if rid in claims
+        and claims[rid] not in adoptable
+        and isinstance(i, RemoteEvent)
+        and i.data.original_start
+        and i.series_remote_id in series
+    }
     return PageState(
-        items=items, links=links, series=series, dead=dead,
+        items=items,
+        links=links,
+        series=series,
+        dead=dead,
         open_conflicts=conflict_store.open_conflicts_of(conn, binding.id, [link.event_id for link in every_link]),
-        claims=claims, adoptable=frozenset(adoptable), gone_links=gone_links,
+        claims=claims,
+        adoptable=frozenset(adoptable),
+        gone_links=gone_links,
         adopted={event_id: event_store.event_version_and_hash(conn, event_id) for event_id in claimed},
         lost_creates=frozenset(lost_creates),
-        stand_ins=link_store.stand_in_starts(conn, binding.id, [
-            link.event_id for rid, link in links.items() if link.data.recurrence and not link.data.original_start
-            and isinstance(items[rid], RemoteEvent)]),
-        paused_series=frozenset(conflict_store.series_paused_by_remote_delete(conn, binding.id, held_series)
-                                if exceptions_gone else ()),
+        stand_ins=link_store.stand_in_starts(
+            conn,
+            binding.id,
+            [
+                link.event_id
+                for rid, link in links.items()
+                if link.data.recurrence and not link.data.original_start and isinstance(items[rid], RemoteEvent)
+            ],
+        ),
+        paused_series=frozenset(
+            conflict_store.series_paused_by_remote_delete(conn, binding.id, held_series) if exceptions_gone else ()
+        ),
         series_rules=_series_rules(conn, new_exception_series),
     )
 
@@ -101,12 +135,19 @@ def load_page_state(
 def _series_rules(conn: Connection, series_ids: set[str]) -> dict[str, SeriesRule]:
     if not series_ids:
         return {}
-    return {row["id"]: SeriesRule(row["recurrence"], row["time_zone"], row["deleted"], row["updated_at_source"])
-            for row in event_store.get_events(conn, list(series_ids))}
+    return {
+        row["id"]: SeriesRule(row["recurrence"], row["time_zone"], row["deleted"], row["updated_at_source"])
+        for row in event_store.get_events(conn, list(series_ids))
+    }
 
 
 def write_page(
-    conn: Connection, binding: BindingRef, plan: PagePlan, generation: int | None, *, conference_work: bool = True,
+    conn: Connection,
+    binding: BindingRef,
+    plan: PagePlan,
+    generation: int | None,
+    *,
+    conference_work: bool = True,
 ) -> int:
     """Carry out the plan, batched by kind, and its consequences. `generation`: a full listing's, which
     marks what the page names as seen. Returns the tombstones the consequences added (counted as
@@ -140,8 +181,11 @@ def write_page(
     if doomed_copies:  # copies of events deleted here: the push deletes them on this side
         outbox_store.enqueue(conn, binding.calendar_id, doomed_copies, bindings_to=[binding.id])
     if new_links:  # exceptions that came before their series (on an earlier page or sync) join it now
-        link_store.attach_orphan_exceptions(conn, binding.id, {
-            row["remote_id"]: row["event_id"] for row in new_links if row["series_remote_id"] is None})
+        link_store.attach_orphan_exceptions(
+            conn,
+            binding.id,
+            {row["remote_id"]: row["event_id"] for row in new_links if row["series_remote_id"] is None},
+        )
     event_store.update_events(conn, event_updates)
     link_store.update_links(conn, [*(t.link for t in taken), *(u.link for u in plan.of(UpdateLink))])
     _include_restored_occurrences(conn, binding, new_events, event_updates)
@@ -159,24 +203,39 @@ def write_page(
         event_store.tombstone_events(conn, proofs, binding.source)
         link_store.agree_links_with_versions(conn, doomed, binding.id)
     if conference_work:
-        conference_store.enqueue_for_changed_events(conn, [
-            *(ChangedEvent(row["id"], row["conference"], row["recurring_event_id"]) for row in new_events),
-            *(ChangedEvent(row["event_id"], row["conference"], row["recurring_event_id"]) for row in event_updates),
-        ], doomed)
+        conference_store.enqueue_for_changed_events(
+            conn,
+            [
+                *(ChangedEvent(row["id"], row["conference"], row["recurring_event_id"]) for row in new_events),
+                *(ChangedEvent(row["event_id"], row["conference"], row["recurring_event_id"]) for row in event_updates),
+            ],
+            doomed,
+        )
     _mirror(conn, binding, new_events, event_updates, doomed)
     return added
 
 
-def _include_restored_occurrences(conn: Connection, binding: BindingRef, new_events: list[dict[str, Any]],
-                                  event_updates: list[dict[str, Any]]) -> None:
+def _include_restored_occurrences(
+    conn: Connection, binding: BindingRef, new_events: list[dict[str, Any]], event_updates: list[dict[str, Any]]
+) -> None:
     """Occurrences live again on this side (a cancelled instance confirmed again, in Google) whose
     series still excludes them here: engine.series.include_restored. Series taken from this side on
     this page are left as they came (an EXDATE there over a live exception is _excluded_exceptions')."""
     taken = {row["event_id"] for row in event_updates}
-    include_restored(conn, binding.calendar_id, [
-        (row["recurring_event_id"], row["original_start"]) for row in [*new_events, *event_updates]
-        if row["original_start"] and row["recurring_event_id"] and not row["deleted"]
-        and row["status"] != "cancelled" and row["recurring_event_id"] not in taken], binding.source)
+    include_restored(
+        conn,
+        binding.calendar_id,
+        [
+            (row["recurring_event_id"], row["original_start"])
+            for row in [*new_events, *event_updates]
+            if row["original_start"]
+            and row["recurring_event_id"]
+            and not row["deleted"]
+            and row["status"] != "cancelled"
+            and row["recurring_event_id"] not in taken
+        ],
+        binding.source,
+    )
 
 
 def _excluded_exceptions(conn: Connection, binding: BindingRef, updates: list[dict[str, Any]]) -> dict[str, str]:
@@ -184,8 +243,12 @@ def _excluded_exceptions(conn: Connection, binding: BindingRef, updates: list[di
     original start, where the side dropped the exception with its occurrence): id -> proof. Cancelled
     ones are how Google keeps a deleted occurrence already, and stay as they are."""
     excluded: Mapping[str, set[str]] = {
-        row["event_id"]: starts for row in updates if row["recurrence"] and not row["original_start"]
-        and (starts := excluded_starts(row["recurrence"], row["time_zone"]))}
+        row["event_id"]: starts
+        for row in updates
+        if row["recurrence"]
+        and not row["original_start"]
+        and (starts := excluded_starts(row["recurrence"], row["time_zone"]))
+    }
     if not excluded:
         return {}
     return {
@@ -195,8 +258,13 @@ def _excluded_exceptions(conn: Connection, binding: BindingRef, updates: list[di
     }
 
 
-def _mirror(conn: Connection, binding: BindingRef, new_events: list[dict[str, Any]],
-            event_updates: list[dict[str, Any]], doomed: list[str]) -> None:
+def _mirror(
+    conn: Connection,
+    binding: BindingRef,
+    new_events: list[dict[str, Any]],
+    event_updates: list[dict[str, Any]],
+    doomed: list[str],
+) -> None:
     """Changes that came from this binding go out to the calendar's other push-enabled bindings
     (never back to this one: that is how the hub mirrors without echoing)."""
     if not (new_events or event_updates or doomed):

@@ -1,5 +1,6 @@
 """Provider clients shared by one pass of work: one per account, made on first use; and the warm
 clients a long-running service keeps between passes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,12 @@ class ProviderPool:
     """`make` gives a client for an account; `release` takes it back when the pass ends (by default
     it is closed)."""
 
-    def __init__(self, engine: Engine, make: Callable[[Account], Provider] = provider_for,
-                 release: Callable[[Provider], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        make: Callable[[Account], Provider] = provider_for,
+        release: Callable[[Provider], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.make = make
         self.release = release
@@ -61,8 +66,9 @@ class WarmProviders:
 
     @staticmethod
     def _key(account: Account) -> str:
-        settings = json.dumps([account.id, account.provider, account.base_url, account.credentials],
-                              sort_keys=True, default=str)
+        settings = json.dumps(
+            [account.id, account.provider, account.base_url, account.credentials], sort_keys=True, default=str
+        )
         return hashlib.sha256(settings.encode()).hexdigest()
 
     def borrow(self, account: Account) -> Provider:

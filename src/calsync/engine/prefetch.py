@@ -7,6 +7,7 @@ before it, exactly where a plain loop would have raised it. Leaving the block ea
 storing, a crash hook) stops the helper and waits for it, so the provider is never used by two
 threads at once.
 """
+
 from __future__ import annotations
 
 import queue

@@ -6,6 +6,7 @@ near expiry. Claims are leases with an owner and an expiry, so any number of wor
 `calsync serve`, processes from `calsync worker`, on any number of machines sharing PostgreSQL)
 share the work, and a crashed worker's work is picked up once its lease runs out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,9 +69,13 @@ class Worker:
     """One worker: `run_once` does at most one sync and one batch of conference work."""
 
     def __init__(
-        self, engine: Engine, *, settings: WorkerSettings | None = None,
+        self,
+        engine: Engine,
+        *,
+        settings: WorkerSettings | None = None,
         adapters: dict[str, ConferenceAdapter] | None = None,
-        make_provider: Callable[[Account], Provider] = provider_for, owner: str | None = None,
+        make_provider: Callable[[Account], Provider] = provider_for,
+        owner: str | None = None,
         on_sync: SyncObserver | None = None,
     ) -> None:
         self.engine = engine
@@ -128,15 +133,26 @@ class Worker:
             Pusher(self.engine, self.pool.get(claim["account_id"]), claim["id"]).run()
         push_capable = self.pool.get(claim["account_id"]).capabilities.push
         if self.settings.public_url and result.status == "ok" and push_capable:  # ... and its channel
-            ensure_channel(self.engine, self.pool, claim["id"], self.settings.public_url,
-                           renew_before=timedelta(seconds=self.settings.channel_renew_before),
-                           ttl_seconds=self.settings.channel_ttl, run=self.stats.channels)
+            ensure_channel(
+                self.engine,
+                self.pool,
+                claim["id"],
+                self.settings.public_url,
+                renew_before=timedelta(seconds=self.settings.channel_renew_before),
+                ttl_seconds=self.settings.channel_ttl,
+                run=self.stats.channels,
+            )
         finished = utcnow()
         with self.engine.begin() as conn:
             self._account_backoff(conn, claim["account_id"], result, finished)
             scheduling.release_binding(
-                conn, claim["id"], self.owner, finished, self.settings.poll_interval * self._random.uniform(0.9, 1.1),
-                claim["dirty_at"], self.settings.debounce,
+                conn,
+                claim["id"],
+                self.owner,
+                finished,
+                self.settings.poll_interval * self._random.uniform(0.9, 1.1),
+                claim["dirty_at"],
+                self.settings.debounce,
             )
         self.stats.syncs += 1
         self.stats.sync_errors += result.status not in ("ok", "skipped")
@@ -149,8 +165,13 @@ class Worker:
         a success clears it. Rejected credentials are marked on the account by the sync itself."""
         if result.status == "error":
             attempts = scheduling.backoff_attempts(conn, account_id)
-            delay = jittered_delay(attempts, self.settings.backoff_base, self.settings.backoff_max,
-                                   retry_after=result.retry_after, rng=self._random)
+            delay = jittered_delay(
+                attempts,
+                self.settings.backoff_base,
+                self.settings.backoff_max,
+                retry_after=result.retry_after,
+                rng=self._random,
+            )
             scheduling.set_account_backoff(conn, account_id, now + timedelta(seconds=delay))
         elif result.status == "ok" and scheduling.backoff_attempts(conn, account_id):
             scheduling.set_account_backoff(conn, account_id, None)
@@ -164,4 +185,3 @@ class Worker:
             return False
         self.conferences.work(work, self.stats.conferences)
         return True
-

@@ -3,6 +3,7 @@
 Why: an exception that is live at a start its series excludes (an EXDATE) is read by every CalDAV
 client, and by calsync, as deleted; the EXDATE a deletion left must go when the occurrence comes
 back (restored in Google, or kept over its deletion in a conflict)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -5,6 +5,7 @@ them checks its input the same way and a binding added to a calendar that alread
 them queued (otherwise they would reach the new side only when each one changes). Nothing here calls
 a provider: whether an account answers, or has the remote calendar named, is asked by the caller,
 which holds the client (and decides how long to wait for it)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,9 +48,7 @@ class Bound:
     queued: int
 
 
-def add_account(
-    engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]
-) -> str:
+def add_account(engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]) -> str:
     """Store an account of a known provider kind with the credentials that kind takes; returns its id.
 
     Checked against providers.registry (not per kind here), so an account stored is one a provider
@@ -97,8 +96,13 @@ def check_binding(engine: Engine, account_id: str, remote_calendar_id: str, cale
 
 
 def bind_calendar(
-    engine: Engine, account_id: str, remote_calendar_id: str, calendar: str | NewCalendar, *,
-    direction: Direction = "two-way", conflict_policy: ConflictPolicy = "ask",
+    engine: Engine,
+    account_id: str,
+    remote_calendar_id: str,
+    calendar: str | NewCalendar,
+    *,
+    direction: Direction = "two-way",
+    conflict_policy: ConflictPolicy = "ask",
 ) -> Bound:
     """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
 
@@ -123,8 +127,9 @@ def bind_calendar(
                 calendar_id = account_store.create_calendar(conn, calendar.name, calendar.time_zone, calendar.color)
             else:
                 calendar_id = calendar
-            binding_id = account_store.create_binding(conn, calendar_id, account_id, remote_calendar_id, direction,
-                                                      conflict_policy)
+            binding_id = account_store.create_binding(
+                conn, calendar_id, account_id, remote_calendar_id, direction, conflict_policy
+            )
             queued = queue_calendar_in(conn, binding_id) if existing else 0
     except IntegrityError:
         # another writer bound the same remote calendar between our check and our insert (the unique

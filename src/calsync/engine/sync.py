@@ -1,5 +1,6 @@
 """One deterministic pass over everything that is due: inbound sync, then the outbox of local
 changes, then conference work (`calsync sync`)."""
+
 from __future__ import annotations
 
 import time
@@ -30,47 +31,74 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        return (all(r.status in ("ok", "skipped") for r in self.inbound)
-                and all(r.status in ("ok", "skipped") for r in self.outbound) and not self.conferences.failed)
+        return (
+            all(r.status in ("ok", "skipped") for r in self.inbound)
+            and all(r.status in ("ok", "skipped") for r in self.outbound)
+            and not self.conferences.failed
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inbound": [r.as_dict() for r in self.inbound], "outbound": [r.as_dict() for r in self.outbound],
-                "conferences": self.conferences.as_dict()}
+        return {
+            "inbound": [r.as_dict() for r in self.inbound],
+            "outbound": [r.as_dict() for r in self.outbound],
+            "conferences": self.conferences.as_dict(),
+        }
 
 
 def sync_once(
-    engine: Engine, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
-    guard: MassDeleteGuard | None = None, after_page: PageHook | None = None,
+    engine: Engine,
+    *,
+    binding_ids: list[str] | None = None,
+    full: bool = False,
+    force: bool = False,
+    guard: MassDeleteGuard | None = None,
+    after_page: PageHook | None = None,
     make_provider: Callable[[Account], Provider] = provider_for,
-    adapters: dict[str, ConferenceAdapter] | None = None, now: datetime | None = None,
-    after_write: WriteHook | None = None, release_provider: Callable[[Provider], None] | None = None,
+    adapters: dict[str, ConferenceAdapter] | None = None,
+    now: datetime | None = None,
+    after_write: WriteHook | None = None,
+    release_provider: Callable[[Provider], None] | None = None,
 ) -> SyncReport:
     """Sync each binding once (a failing binding is recorded and reported; the others still run),
     push each binding's queued local changes, then work the conference outbox that the changes
     filled (when `adapters` are given; work for a conference system that is not configured here
     waits in the outbox)."""
     with engine.begin() as conn:
-        rows = ([account_store.get_binding(conn, b) for b in binding_ids] if binding_ids
-                else account_store.list_bindings(conn))
+        rows = (
+            [account_store.get_binding(conn, b) for b in binding_ids]
+            if binding_ids
+            else account_store.list_bindings(conn)
+        )
         accounts = {r["account_id"]: account_store.get_account(conn, r["account_id"]) for r in rows}
     pool = ProviderPool(engine, make_provider, release_provider)
     report = SyncReport()
     try:
         for row in rows:
             if accounts[row["account_id"]].state == "auth-failed":
-                report.inbound.append(SyncResult(
-                    binding_id=row["id"], status="auth-failed",
-                    message="account credentials were rejected; re-add the account",
-                ))
+                report.inbound.append(
+                    SyncResult(
+                        binding_id=row["id"],
+                        status="auth-failed",
+                        message="account credentials were rejected; re-add the account",
+                    )
+                )
                 continue
-            report.inbound.append(sync_binding(
-                engine, pool.get(row["account_id"]), row["id"], full=full, force=force, guard=guard,
-                after_page=after_page,
-            ))
+            report.inbound.append(
+                sync_binding(
+                    engine,
+                    pool.get(row["account_id"]),
+                    row["id"],
+                    full=full,
+                    force=force,
+                    guard=guard,
+                    after_page=after_page,
+                )
+            )
         for row in rows:
             if row["direction"] != "pull" and accounts[row["account_id"]].state == "ok":
                 report.outbound.append(
-                    Pusher(engine, pool.get(row["account_id"]), row["id"], after_write=after_write).run(now))
+                    Pusher(engine, pool.get(row["account_id"]), row["id"], after_write=after_write).run(now)
+                )
         if adapters is not None:
             report.conferences = ConferenceEngine(engine, adapters, pool).run(now=now)
     finally:
@@ -83,9 +111,18 @@ class BindingBusy(RuntimeError):
 
 
 def sync_held(
-    engine: Engine, owner: str, *, binding_ids: list[str] | None = None, full: bool = False, force: bool = False,
-    adapters: dict[str, ConferenceAdapter] | None = None, lease_seconds: float = 60.0, wait_seconds: float = 600.0,
-    poll_interval: float = 300.0, providers: WarmProviders | None = None, after_page: PageHook | None = None,
+    engine: Engine,
+    owner: str,
+    *,
+    binding_ids: list[str] | None = None,
+    full: bool = False,
+    force: bool = False,
+    adapters: dict[str, ConferenceAdapter] | None = None,
+    lease_seconds: float = 60.0,
+    wait_seconds: float = 600.0,
+    poll_interval: float = 300.0,
+    providers: WarmProviders | None = None,
+    after_page: PageHook | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """sync_once for a sync someone asked a running service for: the bindings are leased first, so
@@ -95,8 +132,11 @@ def sync_held(
     `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync.
     `on_wait(binding_id)` is told once when a binding is busy and the sync waits for it."""
     with engine.begin() as conn:
-        ids = [account_store.get_binding(conn, b)["id"] for b in binding_ids] if binding_ids else [
-            r["id"] for r in account_store.list_bindings(conn)]
+        ids = (
+            [account_store.get_binding(conn, b)["id"] for b in binding_ids]
+            if binding_ids
+            else [r["id"] for r in account_store.list_bindings(conn)]
+        )
     held: dict[str, datetime | None] = {}  # binding id -> dirty_at seen when leased
     waited: set[str] = set()
     try:
@@ -124,8 +164,16 @@ def sync_held(
                 after_page(pages, result)
 
         make, release = (providers.borrow, providers.give_back) if providers is not None else (provider_for, None)
-        return sync_once(engine, binding_ids=ids, full=full, force=force, adapters=adapters, after_page=keep_leases,
-                         make_provider=make, release_provider=release)
+        return sync_once(
+            engine,
+            binding_ids=ids,
+            full=full,
+            force=force,
+            adapters=adapters,
+            after_page=keep_leases,
+            make_provider=make,
+            release_provider=release,
+        )
     finally:
         finished = utcnow()
         with engine.begin() as conn:

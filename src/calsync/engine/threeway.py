@@ -1,4 +1,5 @@
 """The three-way decision for one remote change against the link's base (see docs/ARCHITECTURE.md)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Calendar providers. Each module implements providers.base.Provider; the kinds calsync knows, with
 their factories and credentials, are listed in providers.registry, and `provider_for` picks one."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The contract every calendar provider implements, and the errors the engine understands."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -12,8 +13,9 @@ from calsync.model import ChangePage, EventData, RemoteCalendar, RemoteEvent
 class ProviderError(Exception):
     """A provider answered with an error the engine cannot retry its way out of."""
 
-    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -111,15 +113,21 @@ class Provider(Protocol):
         provider allows it (Graph's JSON $batch, 20 requests per batch)."""
         ...
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-                     series_remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         """Create the event. An instance of a series (`data.original_start` set) whose series the
         binding holds comes with the series' id here, so the provider writes it as that series'
         exception rather than as an event of its own."""
         ...
 
     def update_event(
-        self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None,
+        self,
+        calendar_id: str,
+        remote_id: str,
+        data: EventData,
+        *,
+        if_match: str | None,
     ) -> RemoteEvent: ...
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None: ...
@@ -131,8 +139,15 @@ class Provider(Protocol):
         does (Graph), the create is replayed with the same idempotency key to learn the copy's id."""
         ...
 
-    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+    def cancel_occurrence(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RemoteEvent | None:
         """Delete one occurrence of a series (the one first due at `original_start`, a canonical
         boundary), the way the service itself keeps a deleted occurrence: Google an instance with
         status cancelled, Graph no occurrence at all, CalDAV an EXDATE on the series' resource (its
@@ -144,7 +159,12 @@ class Provider(Protocol):
         ...
 
     def watch(
-        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+        self,
+        calendar_id: str,
+        channel_id: str,
+        address: str,
+        token: str,
+        ttl_seconds: int | None = None,
     ) -> Channel:
         """Ask the provider to POST change notifications for the calendar to `address`."""
         ...
@@ -156,8 +176,9 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
-def fetch_each(get_event: Callable[[str, str], RemoteEvent | None], calendar_id: str,
-               remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
+def fetch_each(
+    get_event: Callable[[str, str], RemoteEvent | None], calendar_id: str, remote_ids: Sequence[str]
+) -> dict[str, RemoteEvent | None]:
     """fetch_events for a provider without a batch read: get_event per id, NotFoundError as None
     (a proof of deletion); any other failure raises."""
     found: dict[str, RemoteEvent | None] = {}

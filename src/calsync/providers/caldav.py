@@ -29,6 +29,7 @@ Sync tokens (one opaque string per binding)
 
 No push notifications: `watch` raises ProviderError and the scheduler's poll timer covers it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -138,9 +139,17 @@ class CalDAVProvider:
     capabilities = Capabilities(push=False, lists_whole_series=True)
 
     def __init__(
-        self, url: str, username: str | None = None, password: str | None = None, *,
-        batch_size: int = BATCH_SIZE, page_events: int = PAGE_EVENTS, retry: RetryPolicy | None = None,
-        timeout: float = 30.0, sync_collection: bool | None = None, read_ahead: bool = True,
+        self,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        batch_size: int = BATCH_SIZE,
+        page_events: int = PAGE_EVENTS,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        sync_collection: bool | None = None,
+        read_ahead: bool = True,
     ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -176,8 +185,12 @@ class CalDAVProvider:
 
     def list_calendars(self) -> list[RemoteCalendar]:
         """current-user-principal -> calendar-home-set -> the calendars in it (VEVENT ones)."""
-        start = self._propfind(self.root, 0, [(DAV, "current-user-principal"), (CALDAV, "calendar-home-set"),
-                                              (DAV, "resourcetype")], follow=True)
+        start = self._propfind(
+            self.root,
+            0,
+            [(DAV, "current-user-principal"), (CALDAV, "calendar-home-set"), (DAV, "resourcetype")],
+            follow=True,
+        )
         homes: list[str] = []
         direct: list[str] = []
         for response in start:
@@ -190,20 +203,29 @@ class CalDAVProvider:
         if not homes and not direct:
             homes = [self.root]
         found_calendars: dict[str, RemoteCalendar] = {}
-        props = [(DAV, "resourcetype"), (DAV, "displayname"), (CALDAV, "supported-calendar-component-set"),
-                 (APPLE, "calendar-color"), (CALDAV, "calendar-timezone"), (DAV, "current-user-privilege-set")]
+        props = [
+            (DAV, "resourcetype"),
+            (DAV, "displayname"),
+            (CALDAV, "supported-calendar-component-set"),
+            (APPLE, "calendar-color"),
+            (CALDAV, "calendar-timezone"),
+            (DAV, "current-user-privilege-set"),
+        ]
         for home in dict.fromkeys(self._path(h) for h in [*homes, *direct]):
             for response in self._propfind(home, 1, props, follow=True):
                 if not _is_calendar(response) or not _takes_events(response):
                     continue
                 path = _collection_path(self._path(response.href))
-                found_calendars.setdefault(path, RemoteCalendar(
-                    remote_id=path,
-                    name=_text(response.props.get(_t(DAV, "displayname"))) or path.rstrip("/").rsplit("/", 1)[-1],
-                    time_zone=_tzid(_text(response.props.get(_t(CALDAV, "calendar-timezone")))),
-                    color=_text(response.props.get(_t(APPLE, "calendar-color"))),
-                    access_role=_access_role(response.props.get(_t(DAV, "current-user-privilege-set"))),
-                ))
+                found_calendars.setdefault(
+                    path,
+                    RemoteCalendar(
+                        remote_id=path,
+                        name=_text(response.props.get(_t(DAV, "displayname"))) or path.rstrip("/").rsplit("/", 1)[-1],
+                        time_zone=_tzid(_text(response.props.get(_t(CALDAV, "calendar-timezone")))),
+                        color=_text(response.props.get(_t(APPLE, "calendar-color"))),
+                        access_role=_access_role(response.props.get(_t(DAV, "current-user-privilege-set"))),
+                    ),
+                )
         calendars = list(found_calendars.values())
         if calendars:
             calendars[0].primary = True  # CalDAV has no "primary": the first one stands for it
@@ -225,7 +247,7 @@ class CalDAVProvider:
             yield from self._etag_listing(collection)
             return
         if sync_token.startswith(DAV_TOKEN):
-            yield from self._sync_collection(collection, sync_token[len(DAV_TOKEN):])
+            yield from self._sync_collection(collection, sync_token[len(DAV_TOKEN) :])
         elif sync_token.startswith(ETAGS_TOKEN):
             yield from self._etag_check(collection, sync_token)
         else:
@@ -256,8 +278,9 @@ class CalDAVProvider:
 
     # --- writing ----------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-                     series_remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         """PUT a new `<remote id>.ics` with If-None-Match: * (412 -> AlreadyExists). An instance of
         a series (original_start set) is added to the resource that holds its series: the series'
         resource when `series_remote_id` names it, else the one found by UID."""
@@ -314,10 +337,12 @@ class CalDAVProvider:
         """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
         self.delete_event(calendar_id, remote_id, if_match=None)
 
-    def _patch_servers_copy(self, collection: str, href: str, base: str, remote_id: str,
-                            data: EventData, if_match: str | None) -> RemoteEvent:
+    def _patch_servers_copy(
+        self, collection: str, href: str, base: str, remote_id: str, data: EventData, if_match: str | None
+    ) -> RemoteEvent:
         """`data` written into the resource as the server holds it (its master, or its one VEVENT),
         keeping the resource's UID."""
+
         def patch(cal: Any) -> Any:
             comp = ical.find_vevent(cal, None) or next(iter(ical.vevents(cal)), None)
             if comp is None:
@@ -356,8 +381,15 @@ class CalDAVProvider:
         except NotFoundError:
             return
 
-    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+    def cancel_occurrence(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RemoteEvent | None:
         """An EXDATE on the series' master and the instance's override (if any) removed, in one
         rewrite of the series' resource (If-Match on it; `if_match` is checked against the override
         calsync holds). Nothing is written when the instance is already excluded and has no override;
@@ -382,7 +414,12 @@ class CalDAVProvider:
     # --- push notifications: none in CalDAV ------------------------------------------------
 
     def watch(
-        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+        self,
+        calendar_id: str,
+        channel_id: str,
+        address: str,
+        token: str,
+        ttl_seconds: int | None = None,
     ) -> Channel:
         raise ProviderError("CalDAV has no push notifications")
 
@@ -404,14 +441,14 @@ class CalDAVProvider:
                 f"<d:sync-token>{escape(current)}</d:sync-token><d:sync-level>1</d:sync-level>"
                 f"<d:prop><d:getetag/></d:prop></d:sync-collection>"
             )
-            response = self.http.request("REPORT", collection, content=body,
-                                         headers={**XML_HEADERS, "Depth": "0"})
+            response = self.http.request("REPORT", collection, content=body, headers={**XML_HEADERS, "Depth": "0"})
             status = response.status_code
             if 400 <= status < 500 and status not in (401, 429):
                 if current:
                     marker = ", DAV:valid-sync-token" if _mentions(response, "valid-sync-token") else ""
-                    raise SyncTokenInvalid(f"sync token refused ({status}{marker})", status=status,
-                                           reason="valid-sync-token")
+                    raise SyncTokenInvalid(
+                        f"sync token refused ({status}{marker})", status=status, reason="valid-sync-token"
+                    )
                 raise _NoSyncCollection
             if status == 501 and not current:
                 raise _NoSyncCollection
@@ -488,8 +525,9 @@ class CalDAVProvider:
     def _members(self, collection: str) -> tuple[list[tuple[str, str]], str | None]:
         """(path, ETag) of the collection's calendar object resources, sorted, and the collection's
         getctag (None when the server has none): one Depth-1 PROPFIND."""
-        responses = self._propfind(collection, 1, [(DAV, "getetag"), (DAV, "resourcetype"),
-                                                   (DAV, "getcontenttype"), (CS, "getctag")])
+        responses = self._propfind(
+            collection, 1, [(DAV, "getetag"), (DAV, "resourcetype"), (DAV, "getcontenttype"), (CS, "getctag")]
+        )
         members: list[tuple[str, str]] = []
         ctag: str | None = None
         for item in responses:
@@ -534,8 +572,9 @@ class CalDAVProvider:
         members, current_ctag = self._members(collection)
         current = self._digest(members, current_ctag)
         if current.partition(CTAG_SEPARATOR)[0] != digest:
-            raise SyncTokenInvalid("the collection changed (no sync-collection: a full listing follows)",
-                                   reason="etag-listing")
+            raise SyncTokenInvalid(
+                "the collection changed (no sync-collection: a full listing follows)", reason="etag-listing"
+            )
         yield ChangePage(items=[], full=False, last=True, sync_token=current)
 
     # --- fetching ------------------------------------------------------------------------
@@ -590,12 +629,18 @@ class CalDAVProvider:
         return response.text, etag
 
     def _propfind(
-        self, path: str, depth: int, props: list[tuple[str, str]], *, follow: bool = False,
+        self,
+        path: str,
+        depth: int,
+        props: list[tuple[str, str]],
+        *,
+        follow: bool = False,
     ) -> list[_Response]:
         names = "".join(f'<x:{name} xmlns:x="{ns}"/>' for ns, name in props)
         body = f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>{names}</d:prop></d:propfind>'
-        response = self.http.request("PROPFIND", path, content=body, follow_redirects=follow,
-                                     headers={**XML_HEADERS, "Depth": str(depth)})
+        response = self.http.request(
+            "PROPFIND", path, content=body, follow_redirects=follow, headers={**XML_HEADERS, "Depth": str(depth)}
+        )
         if response.status_code in (404, 410):
             raise NotFoundError(f"PROPFIND {path}: not found", status=response.status_code)
         _check(response, f"PROPFIND {path}")
@@ -607,8 +652,10 @@ class CalDAVProvider:
         return self.http.request("PUT", href, content=text.encode(), headers={"Content-Type": ICS_TYPE, **headers})
 
     def _check_write(self, response: httpx.Response, href: str) -> None:
-        refused = (f"PUT {href}: the server refused its UID (no-uid-conflict: another resource holds that UID, "
-                   "or this resource holds another one)")
+        refused = (
+            f"PUT {href}: the server refused its UID (no-uid-conflict: another resource holds that UID, "
+            "or this resource holds another one)"
+        )
         if response.status_code == 412:
             if _mentions(response, "no-uid-conflict"):
                 raise ProviderError(refused, status=409, reason="no-uid-conflict")
@@ -617,8 +664,9 @@ class CalDAVProvider:
             raise ProviderError(refused, status=409, reason="no-uid-conflict")
         _check(response, f"PUT {href}")
 
-    def _written(self, collection: str, href: str, base: str, sent: str, response: httpx.Response,
-                 remote_id: str) -> RemoteEvent:
+    def _written(
+        self, collection: str, href: str, base: str, sent: str, response: httpx.Response, remote_id: str
+    ) -> RemoteEvent:
         """The event as stored after our PUT. An ETag in the answer means the server stored what we
         sent (RFC 4791 5.3.4); without one (the server changed the data) the object is read again."""
         etag = response.headers.get("ETag")
@@ -638,8 +686,9 @@ class CalDAVProvider:
         """The copy of the resource kept with the event (the remote text as last read), to patch."""
         return ical.new_resource(data, uid=base)
 
-    def _rewrite(self, href: str, remote_id: str, if_match: str | None,
-                 change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
+    def _rewrite(
+        self, href: str, remote_id: str, if_match: str | None, change: Callable[[Any], Any]
+    ) -> tuple[str | None, httpx.Response]:
         """Read the resource, check `if_match` against the component (or resource) ETag, apply
         `change`, and write it back with If-Match on the resource's ETag (DELETE when nothing is left,
         no write at all when `change` answers _UNCHANGED).
@@ -656,11 +705,11 @@ class CalDAVProvider:
         try:
             return self._rewrite_once(href, remote_id, if_match, change)
         except _ResourceChanged as exc:
-            raise PreconditionFailed(f"{href}: the resource kept changing under our writes (412)",
-                                     status=412) from exc
+            raise PreconditionFailed(f"{href}: the resource kept changing under our writes (412)", status=412) from exc
 
-    def _rewrite_once(self, href: str, remote_id: str, if_match: str | None,
-                      change: Callable[[Any], Any]) -> tuple[str | None, httpx.Response]:
+    def _rewrite_once(
+        self, href: str, remote_id: str, if_match: str | None, change: Callable[[Any], Any]
+    ) -> tuple[str | None, httpx.Response]:
         fetched = self._get(href)
         if fetched is None:
             raise NotFoundError(f"{href} does not exist", status=404)
@@ -669,8 +718,11 @@ class CalDAVProvider:
         _, key = ical.split_remote_id(remote_id)
         comp = ical.find_vevent(cal, key)
         if if_match is not None:
-            current = (ical.component_etag(comp) if comp is not None else None) \
-                if ical.is_component_etag(if_match) else resource_etag
+            current = (
+                (ical.component_etag(comp) if comp is not None else None)
+                if ical.is_component_etag(if_match)
+                else resource_etag
+            )
             if current != if_match:
                 raise PreconditionFailed(f"{remote_id} changed on the server", status=412)
         result = change(cal)
@@ -708,7 +760,9 @@ class CalDAVProvider:
         if path is None:
             raise ProviderError(
                 f"cannot create an instance of a series that is not in {collection} (UID {data.ical_uid!r})",
-                status=409, reason="series-not-found")
+                status=409,
+                reason="series-not-found",
+            )
         base = self._remote_id(collection, path)
         keys: list[str | None] = []
 
@@ -762,7 +816,7 @@ class CalDAVProvider:
         return _collection_path(self._path(calendar_id))
 
     def _remote_id(self, collection: str, path: str) -> str:
-        rest = path[len(collection):] if path.startswith(collection) else ""
+        rest = path[len(collection) :] if path.startswith(collection) else ""
         if rest.endswith(".ics") and len(rest) > 4 and "/" not in rest and "#" not in rest:
             return rest[:-4]
         return path
@@ -791,7 +845,7 @@ def _new_name() -> str:
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _collection_path(path: str) -> str:

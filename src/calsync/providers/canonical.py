@@ -31,6 +31,7 @@ Only re-spellings whose meaning is provably the same are folded (RFC 5545 sectio
 Anything not understood (a malformed rule, a part with a value that is not a number where one is
 expected) is left exactly as it was: re-spelling is never a reason to lose or guess meaning.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from calsync.model import canonical_instant
 
 # icalendar's vRecur.canonical_order (the order RFC 5545 lists the parts in); unknown parts follow
-RULE_ORDER = ("RSCALE", "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
-              "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST", "SKIP")
+RULE_ORDER = (
+    "RSCALE",
+    "FREQ",
+    "UNTIL",
+    "COUNT",
+    "INTERVAL",
+    "BYSECOND",
+    "BYMINUTE",
+    "BYHOUR",
+    "BYDAY",
+    "BYMONTHDAY",
+    "BYYEARDAY",
+    "BYWEEKNO",
+    "BYMONTH",
+    "BYSETPOS",
+    "WKST",
+    "SKIP",
+)
 _STANDARD = frozenset(RULE_ORDER) - {"RSCALE", "SKIP"}  # RFC 5545's own parts
 LINE_ORDER = ("RRULE", "EXRULE", "RDATE", "EXDATE")
 _NUMBER_LISTS = ("BYSECOND", "BYMINUTE", "BYHOUR", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS")
@@ -51,9 +68,30 @@ _NUMBERS = ("COUNT", "INTERVAL")
 _DAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _BYDAY = re.compile(r"^([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
 # IANA names of a zone that is UTC all year, every year (tzdata links to Etc/UTC or Etc/GMT)
-UTC_NAMES = frozenset(name.upper() for name in (
-    "UTC", "Z", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT",
-    "Etc/GMT", "GMT0", "GMT+0", "GMT-0", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich"))
+UTC_NAMES = frozenset(
+    name.upper()
+    for name in (
+        "UTC",
+        "Z",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "GMT",
+        "Etc/GMT",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "Greenwich",
+        "Etc/Greenwich",
+    )
+)
 
 
 class _Unsure(ValueError):
@@ -201,8 +239,13 @@ def _drop_defaults(parts: dict[str, str], first: tuple[int, int, int] | None) ->
             del parts["BYDAY"]  # RFC 5545: a WEEKLY rule without BYDAY repeats on DTSTART's weekday
         elif freq == "MONTHLY" and parts.get("BYMONTHDAY") == day and by <= {"BYMONTHDAY", "BYMONTH"}:
             del parts["BYMONTHDAY"]  # ... a MONTHLY one without BYMONTHDAY (or BYDAY...) on DTSTART's day
-        elif freq == "YEARLY" and by and by <= {"BYMONTH", "BYMONTHDAY"} and parts.get("BYMONTH") == month \
-                and parts.get("BYMONTHDAY", day) == day:
+        elif (
+            freq == "YEARLY"
+            and by
+            and by <= {"BYMONTH", "BYMONTHDAY"}
+            and parts.get("BYMONTH") == month
+            and parts.get("BYMONTHDAY", day) == day
+        ):
             del parts["BYMONTH"]  # ... a YEARLY one without BYMONTH (and BYMONTHDAY...) on DTSTART's date
             parts.pop("BYMONTHDAY", None)
     wkst = parts.get("WKST")

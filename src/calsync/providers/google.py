@@ -1,4 +1,5 @@
 """Google Calendar API v3 over httpx: listing with sync tokens, and ETag-guarded writes."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -48,8 +49,17 @@ MAX_PAGE = 2500  # the largest page events.list allows
 # Google fields calsync does not model but must carry back unchanged when it writes an event.
 PROVIDER_PARAMETER = "calsyncProvider"
 PRESERVED_FIELDS = (
-    "extendedProperties", "conferenceData", "reminders", "transparency", "visibility", "colorId",
-    "guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "source", "eventType",
+    "extendedProperties",
+    "conferenceData",
+    "reminders",
+    "transparency",
+    "visibility",
+    "colorId",
+    "guestsCanModify",
+    "guestsCanInviteOthers",
+    "guestsCanSeeOtherGuests",
+    "source",
+    "eventType",
 )
 
 
@@ -60,12 +70,18 @@ class GoogleProvider:
     capabilities = Capabilities()
 
     def __init__(
-        self, token: str, base_url: str | None = None, *, page_size: int = MAX_PAGE,
-        retry: RetryPolicy | None = None, send_updates: str = "none",
+        self,
+        token: str,
+        base_url: str | None = None,
+        *,
+        page_size: int = MAX_PAGE,
+        retry: RetryPolicy | None = None,
+        send_updates: str = "none",
     ) -> None:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.http = RetryingClient(f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry,
-                                   provider="google")
+        self.http = RetryingClient(
+            f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry, provider="google"
+        )
         self.page_size = page_size
         self.send_updates = send_updates
 
@@ -88,11 +104,16 @@ class GoogleProvider:
         while True:
             body = self._json("GET", "/users/me/calendarList", params=params)
             for item in body.get("items", []):
-                found.append(RemoteCalendar(
-                    remote_id=item["id"], name=item.get("summaryOverride") or item.get("summary", item["id"]),
-                    time_zone=item.get("timeZone"), color=item.get("backgroundColor"),
-                    primary=bool(item.get("primary")), access_role=item.get("accessRole"),
-                ))
+                found.append(
+                    RemoteCalendar(
+                        remote_id=item["id"],
+                        name=item.get("summaryOverride") or item.get("summary", item["id"]),
+                        time_zone=item.get("timeZone"),
+                        color=item.get("backgroundColor"),
+                        primary=bool(item.get("primary")),
+                        access_role=item.get("accessRole"),
+                    )
+                )
             if not body.get("nextPageToken"):
                 return found
             params["pageToken"] = body["nextPageToken"]
@@ -141,8 +162,9 @@ class GoogleProvider:
 
     # --- writing ---------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-                     series_remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         """POST with our id (a retry meets 409). An instance of a series we hold is written to the
         series' instance id instead (`<series id>_<original start>`, what Google names it), which
         turns that occurrence into an exception; writing it again is harmless."""
@@ -153,7 +175,10 @@ class GoogleProvider:
         if remote_id:
             body["id"] = remote_id
         response = self.http.request(
-            "POST", f"/calendars/{_q(calendar_id)}/events", json=body, idempotent=remote_id is not None,
+            "POST",
+            f"/calendars/{_q(calendar_id)}/events",
+            json=body,
+            idempotent=remote_id is not None,
             params={"conferenceDataVersion": 1, "sendUpdates": self.send_updates},
         )
         if response.status_code == 409:
@@ -168,8 +193,11 @@ class GoogleProvider:
             self._cancel_excluded(calendar_id, remote_id, data, if_match)
         headers = {"If-Match": if_match} if if_match else {}
         response = self.http.request(
-            "PUT", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}", json=event_to_google(data),
-            headers=headers, params={"conferenceDataVersion": 1, "sendUpdates": self.send_updates},
+            "PUT",
+            f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}",
+            json=event_to_google(data),
+            headers=headers,
+            params={"conferenceDataVersion": 1, "sendUpdates": self.send_updates},
         )
         return _as_event(_checked(response))
 
@@ -180,15 +208,24 @@ class GoogleProvider:
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         headers = {"If-Match": if_match} if if_match else {}
         response = self.http.request(
-            "DELETE", f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}", headers=headers,
+            "DELETE",
+            f"/calendars/{_q(calendar_id)}/events/{_q(remote_id)}",
+            headers=headers,
             params={"sendUpdates": self.send_updates},
         )
         if response.status_code in (404, 410):
             return  # already gone: deleting is idempotent
         _checked(response)
 
-    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+    def cancel_occurrence(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RemoteEvent | None:
         """The instance (`<series id>_<original start>`, or the exception's own id) gets status
         cancelled, which is how Google keeps a deleted occurrence. Unlinked (no `if_match`), it is
         read first: one already cancelled, or that the rule no longer yields (an EXDATE), is left as
@@ -205,8 +242,13 @@ class GoogleProvider:
             if current.data.status == "cancelled":
                 return current
             if_match = current.etag
-        response = self.http.request("PATCH", path, json={"status": "cancelled"}, headers={"If-Match": if_match},
-                                     params={"sendUpdates": self.send_updates})
+        response = self.http.request(
+            "PATCH",
+            path,
+            json={"status": "cancelled"},
+            headers={"If-Match": if_match},
+            params={"sendUpdates": self.send_updates},
+        )
         if response.status_code in (404, 410):
             return None
         return _as_event(_checked(response))
@@ -230,7 +272,12 @@ class GoogleProvider:
     # --- push notifications ---------------------------------------------------------
 
     def watch(
-        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+        self,
+        calendar_id: str,
+        channel_id: str,
+        address: str,
+        token: str,
+        ttl_seconds: int | None = None,
     ) -> Channel:
         body: dict[str, Any] = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
         if ttl_seconds:
@@ -238,7 +285,9 @@ class GoogleProvider:
         answer = self._json("POST", f"/calendars/{_q(calendar_id)}/events/watch", json=body)
         expiration = answer.get("expiration")
         return Channel(
-            channel_id=answer.get("id", channel_id), resource_id=answer["resourceId"], token=answer.get("token"),
+            channel_id=answer.get("id", channel_id),
+            resource_id=answer["resourceId"],
+            token=answer.get("token"),
             expiration=datetime.fromtimestamp(int(expiration) / 1000, UTC) if expiration else None,
         )
 
@@ -327,8 +376,11 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
         original_start=original or None,
         attendees=[
             Attendee(
-                email=a.get("email", ""), name=a.get("displayName"), response=a.get("responseStatus", "needsAction"),
-                optional=bool(a.get("optional")), organizer=bool(a.get("organizer")),
+                email=a.get("email", ""),
+                name=a.get("displayName"),
+                response=a.get("responseStatus", "needsAction"),
+                optional=bool(a.get("optional")),
+                organizer=bool(a.get("organizer")),
             )
             for a in item.get("attendees") or []
         ],
@@ -338,7 +390,10 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
         extra={"google": {k: item[k] for k in PRESERVED_FIELDS if k in item}},
     )
     return RemoteEvent(
-        remote_id=item["id"], etag=item.get("etag", ""), data=data, series_remote_id=series,
+        remote_id=item["id"],
+        etag=item.get("etag", ""),
+        data=data,
+        series_remote_id=series,
         updated=item.get("updated"),
     )
 
@@ -350,7 +405,8 @@ def conference_summary(conference: dict[str, Any] | None) -> dict[str, Any] | No
         return None
     solution = conference.get("conferenceSolution") or {}
     video: dict[str, Any] = next(
-        (e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {})
+        (e for e in conference.get("entryPoints") or [] if e.get("entryPointType") == "video"), {}
+    )
     parameters = ((conference.get("parameters") or {}).get("addOnParameters") or {}).get("parameters") or {}
     return {
         "type": (solution.get("key") or {}).get("type"),
@@ -366,10 +422,13 @@ def conference_data(summary: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "conferenceSolution": {"key": {"type": summary.get("type") or "addOn"}, "name": summary.get("name") or ""},
         "conferenceId": summary.get("conference_id"),
-        "entryPoints": [{
-            "entryPointType": "video", "uri": summary["join_url"],
-            "label": summary["join_url"].split("://", 1)[-1][:512],
-        }],
+        "entryPoints": [
+            {
+                "entryPointType": "video",
+                "uri": summary["join_url"],
+                "label": summary["join_url"].split("://", 1)[-1][:512],
+            }
+        ],
     }
     if summary.get("provider"):
         data["parameters"] = {"addOnParameters": {"parameters": {PROVIDER_PARAMETER: summary["provider"]}}}
@@ -392,22 +451,39 @@ def event_to_google(data: EventData) -> dict[str, Any]:
     if data.conference is not None:  # keep Google's own copy (and its signature) when it still matches
         same = raw_conference is not None and conference_summary(raw_conference) == data.conference
         body["conferenceData"] = raw_conference if same else conference_data(data.conference)
-    body.update({
-        "summary": data.title,
-        # Google expands a rule in a named zone only ("Missing time zone definition"): a series that
-        # came without one (Outlook's UTC series) repeats at the same UTC time, which is what it meant
-        "start": _google_time(data.start, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
-        "end": _google_time(data.end, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
-        "status": data.status,
-    })
-    body.update({key: value for key, value in (("description", data.description), ("location", data.location),
-                                               ("recurrence", data.recurrence)) if value is not None})
+    body.update(
+        {
+            "summary": data.title,
+            # Google expands a rule in a named zone only ("Missing time zone definition"): a series that
+            # came without one (Outlook's UTC series) repeats at the same UTC time, which is what it meant
+            "start": _google_time(data.start, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
+            "end": _google_time(data.end, data.all_day, data.time_zone or ("UTC" if data.recurrence else None)),
+            "status": data.status,
+        }
+    )
+    body.update(
+        {
+            key: value
+            for key, value in (
+                ("description", data.description),
+                ("location", data.location),
+                ("recurrence", data.recurrence),
+            )
+            if value is not None
+        }
+    )
     if data.attendees:
         body["attendees"] = [
-            {k: v for k, v in {
-                "email": a.email, "displayName": a.name, "responseStatus": a.response,
-                "optional": a.optional or None,
-            }.items() if v is not None}
+            {
+                k: v
+                for k, v in {
+                    "email": a.email,
+                    "displayName": a.name,
+                    "responseStatus": a.response,
+                    "optional": a.optional or None,
+                }.items()
+                if v is not None
+            }
             for a in data.attendees
         ]
     return body

@@ -37,6 +37,7 @@ Idempotent creates
     local event id), so a create whose answer was lost and is retried (by RetryingClient, or by a
     later push) gets the first event back (201 with the existing event) rather than a duplicate.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,8 +102,13 @@ class GraphProvider:
     capabilities = Capabilities(names_occurrences_only=True, series_change_drops_exceptions=True)
 
     def __init__(
-        self, token: str, base_url: str | None = None, *, page_size: int = DEFAULT_PAGE_SIZE,
-        window: tuple[timedelta, timedelta] = DEFAULT_WINDOW, retry: RetryPolicy | None = None,
+        self,
+        token: str,
+        base_url: str | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        window: tuple[timedelta, timedelta] = DEFAULT_WINDOW,
+        retry: RetryPolicy | None = None,
         rebaseline_after: timedelta = REBASELINE_AFTER,
     ) -> None:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -139,11 +145,15 @@ class GraphProvider:
         while url:
             body = _checked(self.http.request("GET", url))
             for item in body.get("value", []):
-                found.append(RemoteCalendar(
-                    remote_id=item["id"], name=item.get("name") or item["id"], color=item.get("hexColor") or None,
-                    primary=bool(item.get("isDefaultCalendar")),
-                    access_role="owner" if item.get("canEdit", True) else "reader",
-                ))
+                found.append(
+                    RemoteCalendar(
+                        remote_id=item["id"],
+                        name=item.get("name") or item["id"],
+                        color=item.get("hexColor") or None,
+                        primary=bool(item.get("isDefaultCalendar")),
+                        access_role="owner" if item.get("canEdit", True) else "reader",
+                    )
+                )
             url = body.get("@odata.nextLink")
         return found
 
@@ -155,7 +165,9 @@ class GraphProvider:
             start = now + self.window[0]
             url = f"/me/calendars/{_q(calendar_id)}/calendarView/delta"
             params: dict[str, Any] | None = {
-                "startDateTime": _iso(start), "endDateTime": _iso(start + self.window[1] - self.window[0])}
+                "startDateTime": _iso(start),
+                "endDateTime": _iso(start + self.window[1] - self.window[0]),
+            }
         else:
             start, url = _split_token(sync_token)
             if now + self.window[0] - start > self.rebaseline_after:
@@ -167,8 +179,9 @@ class GraphProvider:
         while True:
             response = self.http.request("GET", url, params=params, headers=headers)
             if _is_reset(response):  # a dead delta token, or a skip token that died mid-round
-                raise SyncTokenInvalid("delta token no longer valid", status=response.status_code,
-                                       reason=_error_code(response))
+                raise SyncTokenInvalid(
+                    "delta token no longer valid", status=response.status_code, reason=_error_code(response)
+                )
             body = _checked(response)
             items = folder.page(body.get("value", []))
             next_link = body.get("@odata.nextLink")
@@ -181,7 +194,7 @@ class GraphProvider:
                 raise ProviderError("calendarView/delta ended without @odata.deltaLink", status=response.status_code)
             held: list[RemoteChange] = list(folder.held_masters())  # a full round's series, each with its EXDATEs
             for at in range(0, len(held), self.page_size):
-                yield ChangePage(items=held[at:at + self.page_size], full=full, last=False)
+                yield ChangePage(items=held[at : at + self.page_size], full=full, last=False)
             del held
             items.extend(folder.removals())
             token = f"{_iso(start)}{TOKEN_SEPARATOR}{delta_link}"
@@ -204,7 +217,7 @@ class GraphProvider:
         ids = list(dict.fromkeys(remote_ids))
         found: dict[str, RemoteEvent | None] = {}
         for at in range(0, len(ids), BATCH_LIMIT):
-            for remote_id, raw in self._batch_get(ids[at:at + BATCH_LIMIT]).items():
+            for remote_id, raw in self._batch_get(ids[at : at + BATCH_LIMIT]).items():
                 found[remote_id] = None if raw is None else self._read(remote_id, raw)
         return found
 
@@ -226,8 +239,10 @@ class GraphProvider:
         attempt = 0
         while pending:
             attempt += 1
-            requests = [{"id": str(n), "method": "GET", "url": f"/me/events/{_q(rid)}",
-                         "headers": {"Prefer": READ_PREFER}} for n, rid in enumerate(pending)]
+            requests = [
+                {"id": str(n), "method": "GET", "url": f"/me/events/{_q(rid)}", "headers": {"Prefer": READ_PREFER}}
+                for n, rid in enumerate(pending)
+            ]
             answer = _checked(self.http.request("POST", "/$batch", json={"requests": requests}))
             items = _batch_items(answer, len(pending))
             throttled: list[tuple[str, httpx.Response]] = []
@@ -238,9 +253,12 @@ class GraphProvider:
                 elif is_retryable(response):
                     throttled.append((rid, response))
                 elif response.status_code >= 300:
-                    raise provider_error(response, f"Graph $batch GET event {response.status_code} "
-                                         f"{_error_code(response) or ''}: {_error_message(response)}".strip(),
-                                         _error_code(response))
+                    raise provider_error(
+                        response,
+                        f"Graph $batch GET event {response.status_code} "
+                        f"{_error_code(response) or ''}: {_error_message(response)}".strip(),
+                        _error_code(response),
+                    )
                 else:
                     out[rid] = _event_body(rid, response)
             if not throttled:
@@ -249,17 +267,22 @@ class GraphProvider:
             wait = max(waits) if waits else None
             if attempt >= policy.attempts or (wait is not None and wait > policy.max_retry_after):
                 last = throttled[0][1]
-                raise RateLimited(f"Graph $batch: {len(throttled)} event reads still throttled "
-                                  f"({last.status_code}) after {attempt} rounds", status=last.status_code,
-                                  reason=_error_code(last), retry_after=wait)
+                raise RateLimited(
+                    f"Graph $batch: {len(throttled)} event reads still throttled "
+                    f"({last.status_code}) after {attempt} rounds",
+                    status=last.status_code,
+                    reason=_error_code(last),
+                    retry_after=wait,
+                )
             self.http._pause(attempt, wait, None)  # the client's own backoff (jitter, Retry-After, counted)
             pending = [rid for rid, _ in throttled]
         return out
 
     # --- writing ---------------------------------------------------------------------
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-                     series_remote_id: str | None = None) -> RemoteEvent:
+    def insert_event(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         """POST with a transactionId: a retried create gets the first event back, not a second one.
         An instance of a series we hold is written over that series' occurrence (PATCH of the
         instance id, which makes it an exception; writing it again is harmless)."""
@@ -280,8 +303,11 @@ class GraphProvider:
 
     def _instance_at(self, master_id: str, original_start: str) -> str | None:
         """The id of the series' occurrence (or exception) that was to start at `original_start`."""
-        at = datetime.fromisoformat(f"{original_start}T00:00:00+00:00" if len(original_start) == 10
-                                    else canonical_time(original_start, False).replace("Z", "+00:00"))
+        at = datetime.fromisoformat(
+            f"{original_start}T00:00:00+00:00"
+            if len(original_start) == 10
+            else canonical_time(original_start, False).replace("Z", "+00:00")
+        )
         for item in self.series.instances(master_id, at - timedelta(days=1), at + timedelta(days=2)):
             found = change_from_graph(item)
             if isinstance(found, RemoteEvent) and found.data.original_start == original_start:
@@ -291,8 +317,9 @@ class GraphProvider:
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
         headers = {"If-Match": graph_etag(if_match)} if if_match else {}
         send_rule, exdates = self.series.update_plan(remote_id, data)
-        response = self.http.request("PATCH", f"/me/events/{_q(remote_id)}",
-                                     json=event_to_graph(data, recurrence=send_rule), headers=headers)
+        response = self.http.request(
+            "PATCH", f"/me/events/{_q(remote_id)}", json=event_to_graph(data, recurrence=send_rule), headers=headers
+        )
         updated = _as_event(_checked(response))
         if series_of(data) is None:
             return updated
@@ -304,8 +331,9 @@ class GraphProvider:
         POST is replayed with the same transactionId (Graph answers with the first copy when there is
         one) and what it answers is deleted. The replay carries the times and nothing else, so when
         the first create never landed the bare copy made instead invites no one before it goes."""
-        bare = EventData(title=data.title, start=data.start, end=data.end, all_day=data.all_day,
-                         time_zone=data.time_zone)
+        bare = EventData(
+            title=data.title, start=data.start, end=data.end, all_day=data.all_day, time_zone=data.time_zone
+        )
         body = {**event_to_graph(bare, create=True), "transactionId": remote_id}
         response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
         created = _as_event(_checked(response))
@@ -318,8 +346,15 @@ class GraphProvider:
             return  # already gone: deleting is idempotent
         _checked(response)
 
-    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+    def cancel_occurrence(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RemoteEvent | None:
         """Outlook keeps nothing of a deleted occurrence: the occurrence (or exception) is deleted, by
         its own id when calsync holds one, else found in the series' /instances at its original start
         (none there: already gone, nothing written)."""
@@ -337,7 +372,12 @@ class GraphProvider:
     subscription_margin: timedelta = timedelta(minutes=1)
 
     def watch(
-        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None,
+        self,
+        calendar_id: str,
+        channel_id: str,
+        address: str,
+        token: str,
+        ttl_seconds: int | None = None,
     ) -> Channel:
         """POST /subscriptions for the calendar's events (created, updated, deleted).
 
@@ -357,8 +397,12 @@ class GraphProvider:
         }
         # not idempotent: a POST lost in transit may have made a subscription, and a second one would leak
         answer = _checked(self.http.request("POST", "/subscriptions", json=body, idempotent=False))
-        return Channel(channel_id=channel_id, resource_id=str(answer["id"]),
-                       expiration=_parse_expiry(answer.get("expirationDateTime")), token=token)
+        return Channel(
+            channel_id=channel_id,
+            resource_id=str(answer["id"]),
+            expiration=_parse_expiry(answer.get("expirationDateTime")),
+            token=token,
+        )
 
     def renew_channel(self, channel_id: str, resource_id: str, ttl_seconds: int | None = None) -> Channel:
         """PATCH the subscription's expirationDateTime: Graph renews in place (same id, URL and
@@ -366,8 +410,11 @@ class GraphProvider:
         that is gone raises NotFoundError, and the engine makes a new one."""
         body = {"expirationDateTime": _iso(self._subscription_expiry(ttl_seconds))}
         answer = _checked(self.http.request("PATCH", f"/subscriptions/{_q(resource_id)}", json=body))
-        return Channel(channel_id=channel_id, resource_id=str(answer.get("id") or resource_id),
-                       expiration=_parse_expiry(answer.get("expirationDateTime")))
+        return Channel(
+            channel_id=channel_id,
+            resource_id=str(answer.get("id") or resource_id),
+            expiration=_parse_expiry(answer.get("expirationDateTime")),
+        )
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
         """DELETE the subscription; one already gone (404) counts as stopped."""
@@ -460,7 +507,8 @@ def _batch_items(answer: dict[str, Any], count: int) -> dict[str, httpx.Response
         body = item.get("body")
         content = b"" if body is None else json.dumps(body).encode()
         found[str(item.get("id"))] = httpx.Response(
-            item["status"], headers={str(k): str(v) for k, v in headers.items()}, content=content)
+            item["status"], headers={str(k): str(v) for k, v in headers.items()}, content=content
+        )
     missing = [str(n) for n in range(count) if str(n) not in found]
     if missing:
         raise ProviderError(f"Graph $batch answer lacks the requests {', '.join(missing)}")
@@ -473,8 +521,9 @@ def _event_body(remote_id: str, response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise ProviderError(f"Graph $batch: malformed event for {remote_id} ({response.status_code})",
-                            status=response.status_code)
+        raise ProviderError(
+            f"Graph $batch: malformed event for {remote_id} ({response.status_code})", status=response.status_code
+        )
     return body
 
 

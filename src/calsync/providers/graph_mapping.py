@@ -70,6 +70,7 @@ Conferences we manage (``conference["provider"]`` set, e.g. Zoom)
     location come back unchanged and the content hash is stable (no echo loop). A user location is
     never replaced.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,11 +102,16 @@ from calsync.providers.canonical import (
 from calsync.providers.html_text import html_to_text, text_to_html
 
 # writable Graph fields calsync does not model but carries back when it writes an event
-PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isReminderOn",
-                    "reminderMinutesBeforeStart")
+PRESERVED_FIELDS = ("categories", "importance", "sensitivity", "showAs", "isReminderOn", "reminderMinutesBeforeStart")
 KEPT_FIELDS = (*PRESERVED_FIELDS, "recurrence", "isOnlineMeeting", "onlineMeetingProvider", "type")
-_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative",
-              "organizer": "accepted", "none": "needsAction", "notResponded": "needsAction"}
+_RESPONSES = {
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentativelyAccepted": "tentative",
+    "organizer": "accepted",
+    "none": "needsAction",
+    "notResponded": "needsAction",
+}
 # a master's ETag carries a digest of its derived EXDATEs after this mark; strip it for If-Match
 EXDATES_MARK = "#exdates:"
 _CONFERENCE_RE = re.compile(r'<div id="calsync-conference" data-conference="([^"]*)">.*?</div>', re.DOTALL)
@@ -126,8 +132,7 @@ class UnsupportedRecurrence(ProviderError):
     failure once instead of retrying it for ever (see the module docstring)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"Graph cannot express this recurrence: {message}", status=422,
-                         reason="unsupportedRecurrence")
+        super().__init__(f"Graph cannot express this recurrence: {message}", status=422, reason="unsupportedRecurrence")
 
 
 @dataclass(frozen=True)
@@ -223,8 +228,11 @@ def rrule_to_graph(lines: list[str], anchor: SeriesAnchor) -> tuple[dict[str, An
     pattern = _pattern_of(parts, anchor)
     if "COUNT" in parts and "UNTIL" in parts:
         raise UnsupportedRecurrence("COUNT and UNTIL together")
-    rng: dict[str, Any] = {"type": "noEnd", "startDate": anchor.local.date().isoformat(),
-                           "recurrenceTimeZone": anchor.zone_name}
+    rng: dict[str, Any] = {
+        "type": "noEnd",
+        "startDate": anchor.local.date().isoformat(),
+        "recurrenceTimeZone": anchor.zone_name,
+    }
     if "COUNT" in parts:
         (count,) = _ints(parts["COUNT"], "COUNT")[:1] or [0]
         if count < 1:
@@ -261,8 +269,11 @@ def _pattern_of(parts: dict[str, str], anchor: SeriesAnchor) -> dict[str, Any]:
         if monthdays or months or setpos or any(n is not None for n, _ in days):
             raise UnsupportedRecurrence("a WEEKLY rule with BYMONTHDAY, BYMONTH, BYSETPOS or day ordinals")
         chosen = sorted({d for _, d in days}) or [start.weekday()]
-        pattern.update(type="weekly", daysOfWeek=[_GRAPH_DAYS[d] for d in chosen],
-                       firstDayOfWeek=_GRAPH_DAYS[_ICAL_DAYS.index(wkst)])
+        pattern.update(
+            type="weekly",
+            daysOfWeek=[_GRAPH_DAYS[d] for d in chosen],
+            firstDayOfWeek=_GRAPH_DAYS[_ICAL_DAYS.index(wkst)],
+        )
     elif freq in ("MONTHLY", "YEARLY"):
         yearly = freq == "YEARLY"
         if months and (not yearly or len(months) != 1 or not 1 <= months[0] <= 12):
@@ -272,15 +283,20 @@ def _pattern_of(parts: dict[str, str], anchor: SeriesAnchor) -> dict[str, Any]:
             index, chosen = _relative(days, setpos)
             if yearly and not months:
                 raise UnsupportedRecurrence("a YEARLY rule with BYDAY but no BYMONTH")
-            pattern.update(type="relativeYearly" if yearly else "relativeMonthly", index=index,
-                           daysOfWeek=[_GRAPH_DAYS[d] for d in chosen])
+            pattern.update(
+                type="relativeYearly" if yearly else "relativeMonthly",
+                index=index,
+                daysOfWeek=[_GRAPH_DAYS[d] for d in chosen],
+            )
         else:
             if setpos or len(monthdays) > 1 or (monthdays and not 1 <= monthdays[0] <= 31):
                 raise UnsupportedRecurrence("BYSETPOS without BYDAY, or other than one positive BYMONTHDAY")
             if yearly and monthdays and not months:
                 raise UnsupportedRecurrence("a YEARLY rule with BYMONTHDAY but no BYMONTH")
-            pattern.update(type="absoluteYearly" if yearly else "absoluteMonthly",
-                           dayOfMonth=monthdays[0] if monthdays else start.day)
+            pattern.update(
+                type="absoluteYearly" if yearly else "absoluteMonthly",
+                dayOfMonth=monthdays[0] if monthdays else start.day,
+            )
         if yearly:
             pattern["month"] = month
     else:
@@ -309,8 +325,11 @@ def _parse_dates(line: str, anchor: SeriesAnchor) -> list[str]:
         try:
             if len(value) == 8:
                 day = datetime.strptime(value, "%Y%m%d")  # noqa: DTZ007 (only its date is used)
-                out.append(day.date().isoformat() if anchor.all_day
-                           else canonical_instant(anchor.instant(datetime.combine(day.date(), anchor.local.time()))))
+                out.append(
+                    day.date().isoformat()
+                    if anchor.all_day
+                    else canonical_instant(anchor.instant(datetime.combine(day.date(), anchor.local.time())))
+                )
                 continue
             moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")  # noqa: DTZ007 (zone set below)
         except ValueError:
@@ -324,8 +343,14 @@ def graph_to_rrule(recurrence: dict[str, Any], anchor: SeriesAnchor) -> str:
     """The RRULE line for a Graph patternedRecurrence (canonical part order, defaults left out)."""
     pattern, rng = recurrence.get("pattern") or {}, recurrence.get("range") or {}
     kind = str(pattern.get("type") or "")
-    freq = {"daily": "DAILY", "weekly": "WEEKLY", "absoluteMonthly": "MONTHLY", "relativeMonthly": "MONTHLY",
-            "absoluteYearly": "YEARLY", "relativeYearly": "YEARLY"}.get(kind or "")
+    freq = {
+        "daily": "DAILY",
+        "weekly": "WEEKLY",
+        "absoluteMonthly": "MONTHLY",
+        "relativeMonthly": "MONTHLY",
+        "absoluteYearly": "YEARLY",
+        "relativeYearly": "YEARLY",
+    }.get(kind or "")
     if freq is None:
         raise UnsupportedRecurrence(f"Graph pattern type {kind!r}")
     parts = [f"FREQ={freq}"]
@@ -362,12 +387,17 @@ def exdate_line(exdates: list[str], all_day: bool) -> str:
     """One EXDATE line for canonical boundaries: VALUE=DATE for all-day series, UTC otherwise."""
     if all_day:
         return "EXDATE;VALUE=DATE:" + ",".join(x.replace("-", "") for x in exdates)
-    return "EXDATE:" + ",".join(datetime.fromisoformat(x).strftime("%Y%m%dT%H%M%SZ")
-                                for x in exdates)
+    return "EXDATE:" + ",".join(datetime.fromisoformat(x).strftime("%Y%m%dT%H%M%SZ") for x in exdates)
 
 
-_FREQS = {"daily": DAILY, "weekly": WEEKLY, "absoluteMonthly": MONTHLY, "relativeMonthly": MONTHLY,
-          "absoluteYearly": YEARLY, "relativeYearly": YEARLY}
+_FREQS = {
+    "daily": DAILY,
+    "weekly": WEEKLY,
+    "absoluteMonthly": MONTHLY,
+    "relativeMonthly": MONTHLY,
+    "absoluteYearly": YEARLY,
+    "relativeYearly": YEARLY,
+}
 
 
 def _rule_of(recurrence: dict[str, Any], anchor: SeriesAnchor) -> rrule:
@@ -469,7 +499,7 @@ def _conference_from_body(content: str) -> tuple[str, dict[str, Any] | None]:
         conference = json.loads(html.unescape(match.group(1)))
     except ValueError:
         conference = None
-    return content[:match.start()] + content[match.end():], conference if isinstance(conference, dict) else None
+    return content[: match.start()] + content[match.end() :], conference if isinstance(conference, dict) else None
 
 
 def _own_conference_location(location: dict[str, Any], conference: dict[str, Any] | None) -> bool:
@@ -501,8 +531,13 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
         content = html_to_text(content)
     online = item.get("onlineMeeting") or {}
     if conference is None and online.get("joinUrl"):
-        conference = {"type": "teams", "name": "Microsoft Teams", "conference_id": online.get("conferenceId"),
-                      "join_url": online["joinUrl"], "provider": None}
+        conference = {
+            "type": "teams",
+            "name": "Microsoft Teams",
+            "conference_id": online.get("conferenceId"),
+            "join_url": online["joinUrl"],
+            "provider": None,
+        }
     location = item.get("location") or {}
     zone = item.get("originalStartTimeZone")
     time_zone = canonical_zone(zone) if not all_day and _zone(zone) is not None else None
@@ -535,8 +570,11 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
         data.recurrence = recurrence_lines(item["recurrence"], anchor_of(data), exdates)
         etag = exdates_etag(etag, exdates)
     return RemoteEvent(
-        remote_id=item["id"], etag=etag, data=data,
-        series_remote_id=series, updated=item.get("lastModifiedDateTime"),
+        remote_id=item["id"],
+        etag=etag,
+        data=data,
+        series_remote_id=series,
+        updated=item.get("lastModifiedDateTime"),
         client_id=item.get("transactionId"),  # our local id when calsync created it: adoption after a crash
     )
 
@@ -568,8 +606,7 @@ def _conference_block(conference: dict[str, Any]) -> str:
     url = html.escape(conference.get("join_url") or "")
     name = html.escape(conference.get("name") or "the meeting")
     payload = html.escape(json.dumps(conference, sort_keys=True, separators=(",", ":")), quote=True)
-    return (f'<div id="calsync-conference" data-conference="{payload}">'
-            f'Join {name}: <a href="{url}">{url}</a></div>')
+    return f'<div id="calsync-conference" data-conference="{payload}">Join {name}: <a href="{url}">{url}</a></div>'
 
 
 def series_of(data: EventData) -> tuple[dict[str, Any], list[str]] | None:
@@ -614,19 +651,26 @@ def event_to_graph(data: EventData, *, create: bool = False, recurrence: bool | 
     if conference and conference.get("provider") and conference.get("join_url"):
         content = f"{content}{_conference_block(conference)}"
         if not data.location:  # Outlook shows the location line and makes the link clickable
-            location = {"displayName": conference["join_url"], "locationUri": conference["join_url"],
-                        "locationType": "default"}
-    body.update({
-        "subject": data.title,
-        "body": {"contentType": "html", "content": content},
-        "location": location,
-        "isAllDay": data.all_day,
-        "start": _graph_time(data.start, data.all_day, data.time_zone),
-        "end": _graph_time(data.end, data.all_day, data.time_zone),
-        "attendees": [
-            {"type": "optional" if a.optional else "required",
-             "emailAddress": {"address": a.email, **({"name": a.name} if a.name else {})}}
-            for a in data.attendees
-        ],
-    })
+            location = {
+                "displayName": conference["join_url"],
+                "locationUri": conference["join_url"],
+                "locationType": "default",
+            }
+    body.update(
+        {
+            "subject": data.title,
+            "body": {"contentType": "html", "content": content},
+            "location": location,
+            "isAllDay": data.all_day,
+            "start": _graph_time(data.start, data.all_day, data.time_zone),
+            "end": _graph_time(data.end, data.all_day, data.time_zone),
+            "attendees": [
+                {
+                    "type": "optional" if a.optional else "required",
+                    "emailAddress": {"address": a.email, **({"name": a.name} if a.name else {})},
+                }
+                for a in data.attendees
+            ],
+        }
+    )
     return body

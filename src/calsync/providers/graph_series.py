@@ -28,6 +28,7 @@ Writing
     removed on our side alone is *not* propagated (the occurrence would only come back through a
     reshape that also wipes the series' exceptions in Outlook): a documented limit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -98,14 +99,18 @@ class GraphSeries:
             url, params = body.get("@odata.nextLink"), None
         return found
 
-    def deleted_occurrences(self, master: dict[str, Any], anchor: SeriesAnchor,
-                            window: tuple[datetime, datetime] | None = None) -> list[str]:
+    def deleted_occurrences(
+        self, master: dict[str, Any], anchor: SeriesAnchor, window: tuple[datetime, datetime] | None = None
+    ) -> list[str]:
         """EXDATEs inside the window: pattern starts that the instances listing no longer holds."""
         window = window or self.window()
         if not expected_in_window(master, anchor, window):
             return []  # nothing to compare: spare the instances request
-        present = {_original_key(item["originalStart"], anchor) for item in self.instances(master["id"], *window)
-                   if item.get("originalStart") and not item.get("isCancelled")}
+        present = {
+            _original_key(item["originalStart"], anchor)
+            for item in self.instances(master["id"], *window)
+            if item.get("originalStart") and not item.get("isCancelled")
+        }
         return missing_starts(master, anchor, present, window)
 
     def master_change(self, master: dict[str, Any], window: tuple[datetime, datetime] | None = None) -> RemoteChange:
@@ -140,8 +145,11 @@ class GraphSeries:
         deleted = 0
         for item in self.instances(master_id, lo, hi):
             original = item.get("originalStart")
-            if item.get("type") in ("occurrence", "exception") and original \
-                    and _original_key(original, anchor) in wanted:
+            if (
+                item.get("type") in ("occurrence", "exception")
+                and original
+                and _original_key(original, anchor) in wanted
+            ):
                 response = self.http.request("DELETE", f"/me/events/{_q(item['id'])}")
                 if response.status_code not in (404, 410):
                     _json(response)
@@ -179,8 +187,9 @@ def expected_in_window(master: dict[str, Any], anchor: SeriesAnchor, window: tup
         return []
 
 
-def missing_starts(master: dict[str, Any], anchor: SeriesAnchor, present: set[str],
-                   window: tuple[datetime, datetime]) -> list[str]:
+def missing_starts(
+    master: dict[str, Any], anchor: SeriesAnchor, present: set[str], window: tuple[datetime, datetime]
+) -> list[str]:
     """The EXDATEs: expected starts in the window that no listed occurrence or exception holds."""
     return [start for start in expected_in_window(master, anchor, window) if start not in present]
 
@@ -266,8 +275,12 @@ class DeltaFolder:
             _, (plain, recurrence, anchor, missing) = self.waiting.popitem()
             exdates = sorted(missing)  # canonical starts sort in time order
             lines = recurrence_lines(recurrence, anchor, exdates)
-            yield replace(plain, etag=exdates_etag(plain.etag, exdates), exdates_known=self.window,
-                          data=replace(plain.data, recurrence=lines or plain.data.recurrence))
+            yield replace(
+                plain,
+                etag=exdates_etag(plain.etag, exdates),
+                exdates_known=self.window,
+                data=replace(plain.data, recurrence=lines or plain.data.recurrence),
+            )
 
     def removals(self) -> list[RemoteChange]:
         """The round's removals, less the masters it found alive."""

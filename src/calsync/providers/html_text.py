@@ -7,14 +7,36 @@ reader sees (block elements and ``<br>`` break lines, runs of whitespace are one
 script are dropped); `text_to_html` is its inverse for text it produced, so our own writes read back
 unchanged and cause no echo.
 """
+
 from __future__ import annotations
 
 import html
 import re
 from html.parser import HTMLParser
 
-_BLOCKS = frozenset({"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-                     "blockquote", "pre", "section", "article", "header", "footer"})
+_BLOCKS = frozenset(
+    {
+        "p",
+        "div",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "table",
+        "ul",
+        "ol",
+        "blockquote",
+        "pre",
+        "section",
+        "article",
+        "header",
+        "footer",
+    }
+)
 _HIDDEN = frozenset({"head", "style", "script", "title"})
 _SPACE = re.compile(r"[ \t\r\n\f]+")
 

@@ -1,4 +1,5 @@
 """An httpx client that retries what is worth retrying: 429, rate-limit 403s, 5xx and broken connections."""
+
 from __future__ import annotations
 
 import random
@@ -62,8 +63,14 @@ class RetryingClient:
     """Wraps httpx.Client; counts requests so sync summaries can report them."""
 
     def __init__(
-        self, base_url: str, headers: dict[str, str], *, policy: RetryPolicy | None = None,
-        timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep, provider: str = "http",
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        provider: str = "http",
     ) -> None:
         self.provider = provider
         # plain http (a CalDAV server on the LAN, an emulator) never uses TLS: skip loading the CA bundle,
@@ -100,8 +107,11 @@ class RetryingClient:
 
     def _pause(self, attempt: int, retry_after: float | None, _exc: Exception | None) -> None:
         self.retries += 1
-        delay = retry_after if retry_after is not None else jittered_delay(
-            attempt - 1, self.policy.base_delay, self.policy.max_delay, rng=self._random)
+        delay = (
+            retry_after
+            if retry_after is not None
+            else jittered_delay(attempt - 1, self.policy.base_delay, self.policy.max_delay, rng=self._random)
+        )
         self._sleep(delay)
 
     def _notify(self, status: int) -> None:

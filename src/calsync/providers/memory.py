@@ -23,6 +23,7 @@ Behaviour, where providers differ:
   `invalidate_tokens` bumps the epoch: older tokens raise SyncTokenInvalid (410).
 - Listings cover the whole calendar (listing_window None); no push (watch raises, as CalDAV).
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,18 @@ from calsync.series_exdates import excluded_starts, exdate_line
 
 T = TypeVar("T")
 SCHEME = "mem"  # sync tokens are mem:<calendar>:<epoch>:<position>
-METHODS = ("list_calendars", "list_changes", "get_event", "fetch_events", "insert_event", "update_event",
-           "delete_event", "cancel_occurrence", "watch", "stop_channel")
+METHODS = (
+    "list_calendars",
+    "list_changes",
+    "get_event",
+    "fetch_events",
+    "insert_event",
+    "update_event",
+    "delete_event",
+    "cancel_occurrence",
+    "watch",
+    "stop_channel",
+)
 
 
 def error_for_status(status: int, message: str | None = None) -> ProviderError:
@@ -129,12 +140,16 @@ class MemoryService:
 
     # --- admin ------------------------------------------------------------------------
 
-    def add_calendar(self, name: str, remote_id: str | None = None, *, primary: bool = False,
-                     time_zone: str | None = None) -> str:
+    def add_calendar(
+        self, name: str, remote_id: str | None = None, *, primary: bool = False, time_zone: str | None = None
+    ) -> str:
         with self.lock:
             calendar_id = remote_id or f"cal-{uuid.uuid4().hex[:8]}"
-            self.calendars[calendar_id] = _Calendar(RemoteCalendar(
-                remote_id=calendar_id, name=name, time_zone=time_zone, primary=primary, access_role="owner"))
+            self.calendars[calendar_id] = _Calendar(
+                RemoteCalendar(
+                    remote_id=calendar_id, name=name, time_zone=time_zone, primary=primary, access_role="owner"
+                )
+            )
             return calendar_id
 
     def invalidate_tokens(self, calendar_id: str | None = None) -> None:
@@ -144,8 +159,9 @@ class MemoryService:
                 if calendar_id in (None, cid):
                     calendar.epoch += 1
 
-    def inject(self, method: str, error: ProviderError | int, *, count: int = 1, after_commit: bool = False,
-               skip: int = 0) -> None:
+    def inject(
+        self, method: str, error: ProviderError | int, *, count: int = 1, after_commit: bool = False, skip: int = 0
+    ) -> None:
         """A fault switch (see Fault); `error` may be an HTTP status, mapped as the real clients map it."""
         if method != "*" and method not in METHODS:
             raise ValueError(f"unknown provider method {method!r}")
@@ -181,8 +197,9 @@ class MemoryService:
             current = self._live(calendar_id, remote_id)
             return self.update(calendar_id, remote_id, replace(current.data, **changes), if_match=None)
 
-    def move_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str,
-                        **changes: Any) -> RemoteEvent:
+    def move_occurrence(
+        self, calendar_id: str, series_remote_id: str, original_start: str, **changes: Any
+    ) -> RemoteEvent:
         """Make (or change) the exception of one occurrence: the occurrence with `changes` applied."""
         with self.lock:
             series = self._live(calendar_id, series_remote_id).data
@@ -191,8 +208,13 @@ class MemoryService:
             if existing is not None and not existing.deleted:
                 base = existing.data
             else:
-                base = replace(series, recurrence=None, original_start=original_start,
-                               start=original_start, end=_shifted_end(series, original_start))
+                base = replace(
+                    series,
+                    recurrence=None,
+                    original_start=original_start,
+                    start=original_start,
+                    end=_shifted_end(series, original_start),
+                )
             return self.insert(calendar_id, replace(base, **changes), series_remote_id=series_remote_id)
 
     def events(self, calendar_id: str) -> dict[str, RemoteEvent]:
@@ -207,12 +229,16 @@ class MemoryService:
         with self.lock:
             calendar = self.calendar(calendar_id)
             since = -1 if sync_token is None else self._token_position(calendar_id, calendar, sync_token)
-            changed = sorted((s for s in calendar.events.values() if s.position > since and not
-                              (sync_token is None and s.deleted)),
-                             key=lambda s: (self.series_first and s.series_remote_id is not None, s.position))
+            changed = sorted(
+                (s for s in calendar.events.values() if s.position > since and not (sync_token is None and s.deleted)),
+                key=lambda s: (self.series_first and s.series_remote_id is not None, s.position),
+            )
             items: list[RemoteChange] = [
-                RemoteDeletion(s.remote_id, proof=f"memory listing since {sync_token}: deleted") if s.deleted
-                else _event(s) for s in changed]
+                RemoteDeletion(s.remote_id, proof=f"memory listing since {sync_token}: deleted")
+                if s.deleted
+                else _event(s)
+                for s in changed
+            ]
             return items, f"{SCHEME}:{calendar_id}:{calendar.epoch}:{self.position}"
 
     def read(self, calendar_id: str, remote_id: str) -> RemoteEvent | None:
@@ -220,8 +246,9 @@ class MemoryService:
             stored = self.calendar(calendar_id).events.get(remote_id)
             return None if stored is None or stored.deleted else _event(stored)
 
-    def insert(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-               series_remote_id: str | None = None) -> RemoteEvent:
+    def insert(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
         with self.lock:
             calendar = self.calendar(calendar_id)
             if data.original_start:
@@ -263,8 +290,15 @@ class MemoryService:
             if stored.series_remote_id and stored.data.original_start:
                 self._exclude(calendar, stored.series_remote_id, stored.data.original_start)
 
-    def cancel(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-               remote_id: str | None = None, if_match: str | None = None) -> None:
+    def cancel(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> None:
         """Provider.cancel_occurrence in the EXDATE model (see the module docstring)."""
         with self.lock:
             calendar = self.calendar(calendar_id)
@@ -307,18 +341,30 @@ class MemoryService:
         prefix, _, rest = token.partition(":")
         cid, _, tail = rest.rpartition(":")
         cid, _, epoch = cid.rpartition(":")
-        if prefix != SCHEME or cid != calendar_id or epoch != str(calendar.epoch) or not tail.isdigit() \
-                or int(tail) > self.position:
-            raise SyncTokenInvalid(f"sync token {token[:60]!r} is no longer valid", status=410,
-                                   reason="fullSyncRequired")
+        if (
+            prefix != SCHEME
+            or cid != calendar_id
+            or epoch != str(calendar.epoch)
+            or not tail.isdigit()
+            or int(tail) > self.position
+        ):
+            raise SyncTokenInvalid(
+                f"sync token {token[:60]!r} is no longer valid", status=410, reason="fullSyncRequired"
+            )
         return int(tail)
 
     def _write(self, calendar: _Calendar, remote_id: str, data: EventData, series: str | None) -> _Stored:
         self.position += 1
         self._etag += 1
         own = {"memory": data.extra["memory"]} if "memory" in (data.extra or {}) else {}
-        stored = _Stored(remote_id, copy.deepcopy(replace(data, extra=own)), f'"m{self._etag}"', self.position,
-                         canonical_instant(utcnow()), series)
+        stored = _Stored(
+            remote_id,
+            copy.deepcopy(replace(data, extra=own)),
+            f'"m{self._etag}"',
+            self.position,
+            canonical_instant(utcnow()),
+            series,
+        )
         calendar.events[remote_id] = stored
         return stored
 
@@ -389,13 +435,14 @@ class MemoryProvider:
         def work() -> list[RemoteCalendar]:
             with self.service.lock:
                 return [copy.copy(c.info) for c in self.service.calendars.values()]
+
         return self._call("list_calendars", "", work)
 
     def list_changes(self, calendar_id: str, sync_token: str | None) -> Iterator[ChangePage]:
         """One snapshot, taken when the first page is asked for; each page is one (faultable) call."""
         full = sync_token is None
         items, token = self._call("list_changes", calendar_id, lambda: self.service.listing(calendar_id, sync_token))
-        chunks = [items[at:at + self.page_size] for at in range(0, len(items), self.page_size)] or [[]]
+        chunks = [items[at : at + self.page_size] for at in range(0, len(items), self.page_size)] or [[]]
         for number, chunk in enumerate(chunks):
             if number:
                 self._call("list_changes", calendar_id, lambda: None)
@@ -411,19 +458,26 @@ class MemoryProvider:
 
     def fetch_events(self, calendar_id: str, remote_ids: Sequence[str]) -> dict[str, RemoteEvent | None]:
         """One call for all ids (a batch read), None only for those gone."""
+
         def work() -> dict[str, RemoteEvent | None]:
             self.service.calendar(calendar_id)  # an unknown calendar raises, rather than None for all
             return fetch_each(self.service.read, calendar_id, remote_ids)
+
         return self._call("fetch_events", calendar_id, work)
 
-    def insert_event(self, calendar_id: str, data: EventData, *, remote_id: str | None = None,
-                     series_remote_id: str | None = None) -> RemoteEvent:
-        return self._call("insert_event", calendar_id, lambda: self.service.insert(
-            calendar_id, data, remote_id=remote_id, series_remote_id=series_remote_id))
+    def insert_event(
+        self, calendar_id: str, data: EventData, *, remote_id: str | None = None, series_remote_id: str | None = None
+    ) -> RemoteEvent:
+        return self._call(
+            "insert_event",
+            calendar_id,
+            lambda: self.service.insert(calendar_id, data, remote_id=remote_id, series_remote_id=series_remote_id),
+        )
 
     def update_event(self, calendar_id: str, remote_id: str, data: EventData, *, if_match: str | None) -> RemoteEvent:
-        return self._call("update_event", calendar_id,
-                          lambda: self.service.update(calendar_id, remote_id, data, if_match=if_match))
+        return self._call(
+            "update_event", calendar_id, lambda: self.service.update(calendar_id, remote_id, data, if_match=if_match)
+        )
 
     def withdraw_create(self, calendar_id: str, data: EventData, *, remote_id: str) -> None:
         """The id is ours: delete whatever the lost create left at it (deleting is idempotent)."""
@@ -432,16 +486,29 @@ class MemoryProvider:
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         self._call("delete_event", calendar_id, lambda: self.service.delete(calendar_id, remote_id, if_match=if_match))
 
-    def cancel_occurrence(self, calendar_id: str, series_remote_id: str, original_start: str, *,
-                          remote_id: str | None = None, if_match: str | None = None) -> RemoteEvent | None:
+    def cancel_occurrence(
+        self,
+        calendar_id: str,
+        series_remote_id: str,
+        original_start: str,
+        *,
+        remote_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RemoteEvent | None:
         """An EXDATE on the master, the exception (if any) deleted; nothing is kept of the
         occurrence, so None. Already excluded, or no such occurrence: no write."""
-        self._call("cancel_occurrence", calendar_id, lambda: self.service.cancel(
-            calendar_id, series_remote_id, original_start, remote_id=remote_id, if_match=if_match))
+        self._call(
+            "cancel_occurrence",
+            calendar_id,
+            lambda: self.service.cancel(
+                calendar_id, series_remote_id, original_start, remote_id=remote_id, if_match=if_match
+            ),
+        )
         return None
 
-    def watch(self, calendar_id: str, channel_id: str, address: str, token: str,
-              ttl_seconds: int | None = None) -> Channel:
+    def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str, ttl_seconds: int | None = None
+    ) -> Channel:
         return self._call("watch", calendar_id, _no_push)
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
@@ -461,8 +528,13 @@ def instance_remote_id(series_remote_id: str, original_start: str) -> str:
 
 
 def _event(stored: _Stored) -> RemoteEvent:
-    return RemoteEvent(remote_id=stored.remote_id, etag=stored.etag, data=copy.deepcopy(stored.data),
-                       series_remote_id=stored.series_remote_id, updated=stored.updated)
+    return RemoteEvent(
+        remote_id=stored.remote_id,
+        etag=stored.etag,
+        data=copy.deepcopy(stored.data),
+        series_remote_id=stored.series_remote_id,
+        updated=stored.updated,
+    )
 
 
 def _with_exdates(data: EventData, starts: set[str]) -> EventData:
@@ -493,9 +565,11 @@ def _expand(data: EventData, use: Callable[[rruleset, Callable[[datetime], datet
     zone = UTC if data.all_day else _zone(data.time_zone)
     lines = "\n".join(line for line in data.recurrence or [] if line.upper().startswith(("RRULE", "RDATE")))
     for aware in (True, False):
+
         def convert(moment: datetime, aware: bool = aware) -> datetime:
             wall = moment.astimezone(zone)
             return wall if aware else wall.replace(tzinfo=None)
+
         try:
             rules = rrulestr(lines, dtstart=convert(_boundary(data.start)), forceset=True)
             assert isinstance(rules, rruleset)

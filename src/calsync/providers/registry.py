@@ -4,6 +4,7 @@ the credentials an account of that kind takes. Adding a kind means adding a row 
 
 Factories import their provider module only when called, so reading the table does not import
 every provider's dependencies."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -85,16 +86,23 @@ def _user_at_host(base_url: str | None, credentials: Mapping[str, Any]) -> str |
     return f"{credentials['username']}@{httpx.URL(base_url or '').host}"
 
 
-TOKEN = Credential("token", "a bearer token", secret=True, envvar="CALSYNC_TOKEN", prompt="Token",
-                   may_be_empty=False)
+TOKEN = Credential("token", "a bearer token", secret=True, envvar="CALSYNC_TOKEN", prompt="Token", may_be_empty=False)
 
 KINDS: dict[str, ProviderKind] = {
-    kind.name: kind for kind in (
+    kind.name: kind
+    for kind in (
         ProviderKind("google", "Google Calendar", _google, (TOKEN,)),
-        ProviderKind("caldav", "CalDAV", _caldav, (
-            Credential("username", "a user name"),
-            Credential("password", "a password", secret=True, envvar="CALSYNC_CALDAV_PASSWORD", prompt="Password"),
-        ), needs_url=True, default_name=_user_at_host),
+        ProviderKind(
+            "caldav",
+            "CalDAV",
+            _caldav,
+            (
+                Credential("username", "a user name"),
+                Credential("password", "a password", secret=True, envvar="CALSYNC_CALDAV_PASSWORD", prompt="Password"),
+            ),
+            needs_url=True,
+            default_name=_user_at_host,
+        ),
         ProviderKind("graph", "Microsoft Graph (Outlook)", _graph, (TOKEN,)),
     )
 }

@@ -2,6 +2,7 @@
 responses (found and missing properties by tag), and the properties calsync reads from a collection
 (calendar or not, VEVENT or not, its name, time zone, access). No I/O here: providers/caldav.py asks.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET

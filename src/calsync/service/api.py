@@ -4,6 +4,7 @@ Every write goes through the engine's local write path (engine/local.py), so the
 the library validate, version and queue changes the same way. This module only speaks HTTP:
 status codes, ETags and preconditions, cursors, and turning engine errors into 4xx answers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -72,10 +73,18 @@ def _plain_text(value: str) -> str:
 Title = Annotated[str, Field(max_length=local.MAX_TEXT["title"]), AfterValidator(_plain_text)]
 Description = Annotated[str, Field(max_length=local.MAX_TEXT["description"]), AfterValidator(_plain_text)]
 Location = Annotated[str, Field(max_length=local.MAX_TEXT["location"]), AfterValidator(_plain_text)]
-Boundary = Annotated[str, Field(max_length=64, description="RFC 3339 date-time with offset, or YYYY-MM-DD "
-                                "for all-day events", examples=["2026-12-01T09:00:00Z"]), AfterValidator(_plain_text)]
-ZoneName = Annotated[str, Field(max_length=64, description="IANA time zone", examples=["Europe/Paris"]),
-                     AfterValidator(_plain_text)]
+Boundary = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="RFC 3339 date-time with offset, or YYYY-MM-DD for all-day events",
+        examples=["2026-12-01T09:00:00Z"],
+    ),
+    AfterValidator(_plain_text),
+]
+ZoneName = Annotated[
+    str, Field(max_length=64, description="IANA time zone", examples=["Europe/Paris"]), AfterValidator(_plain_text)
+]
 Email = Annotated[str, Field(max_length=320, examples=["ada@example.com"]), AfterValidator(_plain_text)]
 Name = Annotated[str, Field(max_length=1024), AfterValidator(_plain_text)]
 IdText = Annotated[str, Field(max_length=64), AfterValidator(_plain_text)]
@@ -150,9 +159,14 @@ class ResolveRequest(_Strict):
 
     keep: Literal["local", "remote"] | None = None
     merged: EventChanges | None = None
-    remote_etag: str | None = Field(default=None, max_length=1024, description=(
-        "the conflict's remote_etag as the caller saw it: when the remote side changed since (a later "
-        "sync refreshed it), the resolution is refused with 409 and the conflict offers the newest side"))
+    remote_etag: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "the conflict's remote_etag as the caller saw it: when the remote side changed since (a later "
+            "sync refreshed it), the resolution is refused with 409 and the conflict offers the newest side"
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ResolveRequest:
@@ -241,14 +255,20 @@ class ConflictOut(_Open):
     kind: str = Field(description="edit-edit | remote-delete | local-delete")
     base: dict[str, Any] | None
     local: dict[str, Any] | None = Field(description="null when the event was deleted locally")
-    remote: dict[str, Any] | None = Field(description="null when the event was deleted remotely; always "
-                                          "the newest remote state calsync has seen")
-    remote_etag: str | None = Field(default=None, description="ETag of that remote state (send it back when "
-                                    "resolving, to refuse a decision made on an older one)")
-    remote_deletion_proof: str | None = Field(default=None, description="when the remote side is a deletion: "
-                                              "what proved it")
-    differing_fields: list[str] = Field(description='fields where local and remote differ; ["deleted"] when '
-                                        "one side is gone")
+    remote: dict[str, Any] | None = Field(
+        description="null when the event was deleted remotely; always the newest remote state calsync has seen"
+    )
+    remote_etag: str | None = Field(
+        default=None,
+        description="ETag of that remote state (send it back when "
+        "resolving, to refuse a decision made on an older one)",
+    )
+    remote_deletion_proof: str | None = Field(
+        default=None, description="when the remote side is a deletion: what proved it"
+    )
+    differing_fields: list[str] = Field(
+        description='fields where local and remote differ; ["deleted"] when one side is gone'
+    )
     resolution: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -285,8 +305,10 @@ class StaleProblemOut(BaseModel):
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ProblemOut, "description": "No such event"}}
 _GUARDED: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    412: {"model": StaleProblemOut, "description": "If-Match names an older version; the current ETag is "
-          "in the ETag header and the body"},
+    412: {
+        "model": StaleProblemOut,
+        "description": "If-Match names an older version; the current ETag is in the ETag header and the body",
+    },
     428: {"model": ProblemOut, "description": "If-Match is missing"},
 }
 
@@ -373,15 +395,21 @@ def if_match_versions(header: str, event_id: str) -> set[int] | None:
 
 def _required(if_match: str | None) -> str:
     if not if_match or not if_match.strip():
-        raise HTTPException(428, detail="If-Match is required: send the ETag from GET /api/v1/events/{id} "
-                                        "(or * to write whatever the current version is)")
+        raise HTTPException(
+            428,
+            detail="If-Match is required: send the ETag from GET /api/v1/events/{id} "
+            "(or * to write whatever the current version is)",
+        )
     return if_match
 
 
 def _stale(event_id: str, current: int) -> HTTPException:
     tag = etag_of(event_id, current)
-    detail = {"msg": f"the event has changed: it is at version {current}; re-read it and retry",
-              "etag": tag, "version": current}
+    detail = {
+        "msg": f"the event has changed: it is at version {current}; re-read it and retry",
+        "etag": tag,
+        "version": current,
+    }
     return HTTPException(412, detail=detail, headers={"ETag": tag})
 
 
@@ -411,8 +439,13 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         value = json.loads(raw)
     except (binascii.Error, ValueError):
         raise _invalid(("query", "cursor"), "is not a cursor this API gave out") from None
-    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value)
-            or not _RANGE_KEY.fullmatch(value[0]) or not _ID.fullmatch(value[1])):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, str) for v in value)
+        or not _RANGE_KEY.fullmatch(value[0])
+        or not _ID.fullmatch(value[1])
+    ):
         raise _invalid(("query", "cursor"), "is not a cursor this API gave out")
     return value[0], value[1]
 
@@ -424,8 +457,9 @@ def window_key(name: str, value: str | None) -> str | None:
     try:
         return range_key(canonical_time(value, all_day=len(value) == 10))
     except (ValueError, OverflowError):
-        raise _invalid(("query", name), "must be an RFC 3339 date-time with offset (2026-12-01T09:00:00Z) "
-                                        "or a date (2026-12-01)") from None
+        raise _invalid(
+            ("query", name), "must be an RFC 3339 date-time with offset (2026-12-01T09:00:00Z) or a date (2026-12-01)"
+        ) from None
 
 
 # --- bodies ------------------------------------------------------------------------------------
@@ -434,8 +468,10 @@ def window_key(name: str, value: str | None) -> str | None:
 def event_bodies(conn: Connection, rows: list[EventWithLinks]) -> list[dict[str, Any]]:
     """The public event shape plus per-binding sync states and the ETag (one sync query per page)."""
     states = outbox_store.sync_states(conn, rows)
-    return [{**event_json(row), "sync": states.get(row["id"], []), "etag": etag_of(row["id"], row["version"])}
-            for row in rows]
+    return [
+        {**event_json(row), "sync": states.get(row["id"], []), "etag": etag_of(row["id"], row["version"])}
+        for row in rows
+    ]
 
 
 def _live_row(conn: Connection, event_id: str) -> EventWithLinks:
@@ -471,18 +507,26 @@ def calendar_bodies(conn: Connection) -> list[dict[str, Any]]:
     counts = event_pages.event_counts(conn)
     per_calendar: dict[str, list[dict[str, Any]]] = {}
     for b in account_store.list_bindings(conn):
-        per_calendar.setdefault(b["calendar_id"], []).append({
-            "id": b["id"], "direction": b["direction"], "remote_calendar_id": b["remote_calendar_id"],
-            "account_id": b["account_id"]})
-    return [{**jsonable(c), "event_count": counts.get(c["id"], 0), "bindings": per_calendar.get(c["id"], [])}
-            for c in account_store.list_calendars(conn)]
+        per_calendar.setdefault(b["calendar_id"], []).append(
+            {
+                "id": b["id"],
+                "direction": b["direction"],
+                "remote_calendar_id": b["remote_calendar_id"],
+                "account_id": b["account_id"],
+            }
+        )
+    return [
+        {**jsonable(c), "event_count": counts.get(c["id"], 0), "bindings": per_calendar.get(c["id"], [])}
+        for c in account_store.list_calendars(conn)
+    ]
 
 
 # --- writes ------------------------------------------------------------------------------------
 
 
-def guarded_write(engine: Engine, event_id: str, if_match: str | None,
-                  write: Callable[[int | None], local.LocalChange]) -> local.LocalChange:
+def guarded_write(
+    engine: Engine, event_id: str, if_match: str | None, write: Callable[[int | None], local.LocalChange]
+) -> local.LocalChange:
     """428 without If-Match, 404 for no live event, 412 for a stale tag. The check here gives the 412
     its current ETag; the one that must hold under concurrency is the engine's, at the write."""
     _required(if_match)
@@ -503,8 +547,9 @@ def resolve(engine: Engine, conflict_id: str, request: ResolveRequest) -> Confli
     merged = request.merged.changes() if request.merged is not None else None
     try:
         with _engine_errors(loc=("body", "merged"), what="conflict", ident=conflict_id):
-            return resolve_conflict(engine, conflict_id, keep=request.keep, merged=merged,
-                                    remote_etag=request.remote_etag)
+            return resolve_conflict(
+                engine, conflict_id, keep=request.keep, merged=merged, remote_etag=request.remote_etag
+            )
     except ConflictResolved as exc:
         raise HTTPException(409, detail=str(exc)) from exc
     except ConflictChanged as exc:
@@ -557,18 +602,19 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
             raise _invalid(("query", "end"), "must be after start")
         after = decode_cursor(cursor) if cursor is not None else None
         with engine.begin() as conn:
-            if calendar_id is not None and not (_ID.fullmatch(calendar_id)
-                                                and account_store.calendar_exists(conn, calendar_id)):
+            if calendar_id is not None and not (
+                _ID.fullmatch(calendar_id) and account_store.calendar_exists(conn, calendar_id)
+            ):
                 raise _invalid(("query", "calendar_id"), f"no calendar with id {calendar_id!r}")
-            page = event_pages.page_events(conn, calendar_id=calendar_id, start=low, end=high, after=after,
-                                           limit=limit)
+            page = event_pages.page_events(conn, calendar_id=calendar_id, start=low, end=high, after=after, limit=limit)
             bodies = event_bodies(conn, page.rows)
         last = page.rows[-1] if page.rows and page.more else None
         return {"events": bodies, "next_cursor": encode_cursor(last["range_start"], last["id"]) if last else None}
 
     @router.get("/events/{event_id}", response_model=EventOut, responses={**_NOT_FOUND, 304: {}})
-    def get_event(event_id: EventId, response: Response,
-                  if_none_match: Annotated[str | None, Header()] = None) -> dict[str, Any] | Response:
+    def get_event(
+        event_id: EventId, response: Response, if_none_match: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any] | Response:
         """One live event with its ETag (If-None-Match with the current ETag answers 304)."""
         body = _event_response(engine, event_id, response)
         if if_none_match and body["version"] in (if_match_versions(if_none_match, event_id) or set()):
@@ -586,26 +632,34 @@ def _event_write_routes(router: APIRouter, engine: Engine) -> None:
         return _event_response(engine, change.event_id, response)
 
     @router.patch("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
-    def patch_event(event_id: EventId, body: EventChanges, response: Response,
-                    if_match: IfMatch = None) -> dict[str, Any]:
+    def patch_event(
+        event_id: EventId, body: EventChanges, response: Response, if_match: IfMatch = None
+    ) -> dict[str, Any]:
         """Change the given fields of the version named by If-Match."""
-        guarded_write(engine, event_id, if_match,
-                      lambda version: local.update_event(engine, event_id, body.changes(), version))
+        guarded_write(
+            engine, event_id, if_match, lambda version: local.update_event(engine, event_id, body.changes(), version)
+        )
         return _event_response(engine, event_id, response)
 
     @router.put("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
-    def replace_event(event_id: EventId, body: EventReplacement, response: Response,
-                      if_match: IfMatch = None) -> dict[str, Any]:
+    def replace_event(
+        event_id: EventId, body: EventReplacement, response: Response, if_match: IfMatch = None
+    ) -> dict[str, Any]:
         """Replace all editable fields of the version named by If-Match (optional ones left out are cleared)."""
-        guarded_write(engine, event_id, if_match,
-                      lambda version: local.update_event(engine, event_id, body.changes(), version))
+        guarded_write(
+            engine, event_id, if_match, lambda version: local.update_event(engine, event_id, body.changes(), version)
+        )
         return _event_response(engine, event_id, response)
 
     @router.delete("/events/{event_id}", status_code=204, response_class=Response, responses=_GUARDED)
     def delete_event(event_id: EventId, if_match: IfMatch = None) -> Response:
         """Delete the version named by If-Match (a tombstone, so the delete can be pushed)."""
-        guarded_write(engine, event_id, if_match,
-                      lambda version: local.delete_event(engine, event_id, version, via="the REST API"))
+        guarded_write(
+            engine,
+            event_id,
+            if_match,
+            lambda version: local.delete_event(engine, event_id, version, via="the REST API"),
+        )
         return Response(status_code=204)
 
 
@@ -617,11 +671,20 @@ def _conflict_routes(router: APIRouter, engine: Engine) -> None:
             rows = conflict_store.list_conflicts(conn, status=None if status == "all" else status)
         return {"conflicts": [conflict_body(r) for r in rows]}
 
-    @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictOut, responses={
-        404: {"model": ProblemOut},
-        409: {"model": ProblemOut | ConflictChangedProblemOut, "description": (
-            "already resolved (detail: a message), or the remote side changed since `remote_etag` "
-            "(detail: the message and the conflict as it is now, still open)")}})
+    @router.post(
+        "/conflicts/{conflict_id}/resolve",
+        response_model=ConflictOut,
+        responses={
+            404: {"model": ProblemOut},
+            409: {
+                "model": ProblemOut | ConflictChangedProblemOut,
+                "description": (
+                    "already resolved (detail: a message), or the remote side changed since `remote_etag` "
+                    "(detail: the message and the conflict as it is now, still open)"
+                ),
+            },
+        },
+    )
     def settle_conflict(conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest) -> dict[str, Any]:
         """Settle a conflict by keeping one side or giving the merged event. The remote side applied is
         the newest calsync has seen; send `remote_etag` to refuse a decision made on an older one."""

@@ -1,4 +1,5 @@
 """The FastAPI application and the process that runs it with its workers (`calsync serve`)."""
+
 from __future__ import annotations
 
 import threading
@@ -23,9 +24,15 @@ from calsync.store import scheduling
 
 
 def create_app(
-    engine: Engine, metrics: Metrics | None = None, wake: threading.Event | None = None, debounce: float = 0.2,
-    *, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None,
-    control_token: str | None = None, poll_interval: float = 300.0,
+    engine: Engine,
+    metrics: Metrics | None = None,
+    wake: threading.Event | None = None,
+    debounce: float = 0.2,
+    *,
+    adapters: dict[str, ConferenceAdapter] | None = None,
+    demo: DemoControl | None = None,
+    control_token: str | None = None,
+    poll_interval: float = 300.0,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
     that `calsync sync` uses to hand its work to this service."""
@@ -48,8 +55,9 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> PlainTextResponse:
         with engine.begin() as conn:
-            body = metrics.render(conference_store.backlog(conn), scheduling.dirty_count(conn),
-                                  outbox_store.backlog(conn))
+            body = metrics.render(
+                conference_store.backlog(conn), scheduling.dirty_count(conn), outbox_store.backlog(conn)
+            )
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app
@@ -70,10 +78,10 @@ class WorkerPool:
 
     def start(self) -> None:
         for n in range(self.count):
-            worker = Worker(self.engine, settings=self.settings, adapters=self.adapters,
-                            on_sync=self.metrics.sync_done)
-            thread = threading.Thread(target=worker.run_forever, args=(self.stop_event, self.wake),
-                                      name=f"calsync-worker-{n}", daemon=True)
+            worker = Worker(self.engine, settings=self.settings, adapters=self.adapters, on_sync=self.metrics.sync_done)
+            thread = threading.Thread(
+                target=worker.run_forever, args=(self.stop_event, self.wake), name=f"calsync-worker-{n}", daemon=True
+            )
             thread.start()
             self.threads.append(thread)
 

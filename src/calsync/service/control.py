@@ -4,6 +4,7 @@ Only callers who can read the service's record file (service/runtime.py) know th
 sync can be told to lift the mass-delete guard. The sync runs in the request, on the service's warm
 engine and provider connections, with the bindings leased so the workers keep off them meanwhile.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -33,8 +34,13 @@ class SyncRequest(BaseModel):
     force: bool = False
 
 
-def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None, token: str,
-                   poll_interval: float = 300.0, providers: WarmProviders | None = None) -> APIRouter:
+def control_router(
+    engine: Engine,
+    adapters: dict[str, ConferenceAdapter] | None,
+    token: str,
+    poll_interval: float = 300.0,
+    providers: WarmProviders | None = None,
+) -> APIRouter:
     """`providers`: clients kept warm between requested syncs (the service closes them when it stops)."""
     router = APIRouter(prefix="/control", include_in_schema=False)
     expected = f"Bearer {token}".encode()
@@ -46,17 +52,25 @@ def control_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None
         if not hmac.compare_digest(authorization.encode(), expected):
             raise HTTPException(401, detail="the control secret is missing or wrong")
         try:
-            report = sync_held(engine, f"control-{uuid.uuid4().hex[:12]}", binding_ids=body.bindings,
-                               full=body.full, force=body.force, adapters=adapters, poll_interval=poll_interval,
-                               providers=providers)
+            report = sync_held(
+                engine,
+                f"control-{uuid.uuid4().hex[:12]}",
+                binding_ids=body.bindings,
+                full=body.full,
+                force=body.force,
+                adapters=adapters,
+                poll_interval=poll_interval,
+                providers=providers,
+            )
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         except BindingBusy as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         except SQLAlchemyError as exc:  # the database, not the request: say so, and that it may pass
             log.exception("a requested sync failed in the database")
-            raise HTTPException(503, detail=f"the service's database failed: {type(exc).__name__}: "
-                                            f"{str(exc).splitlines()[0][:300]}") from exc
+            raise HTTPException(
+                503, detail=f"the service's database failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from exc
         return {"ok": report.ok, "report": jsonable(report.as_dict())}
 
     return router

@@ -1,4 +1,5 @@
 """Prometheus metrics of one service process (its own registry, so tests can run several)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -18,21 +19,36 @@ from calsync.providers.http import observe_responses
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.syncs = Counter("calsync_syncs_total", "Binding syncs run, by outcome.", ["status", "kind"],
-                             registry=self.registry)
-        self.requests = Counter("calsync_provider_requests_total", "Provider HTTP responses, by provider and status.",
-                                ["provider", "status"], registry=self.registry)
-        self.notifications = Counter("calsync_notifications_total", "Push notifications received, by outcome.",
-                                     ["provider", "result"], registry=self.registry)
+        self.syncs = Counter(
+            "calsync_syncs_total", "Binding syncs run, by outcome.", ["status", "kind"], registry=self.registry
+        )
+        self.requests = Counter(
+            "calsync_provider_requests_total",
+            "Provider HTTP responses, by provider and status.",
+            ["provider", "status"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "calsync_notifications_total",
+            "Push notifications received, by outcome.",
+            ["provider", "result"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "calsync_notification_to_sync_seconds", "From a change notification's arrival to its sync's commit.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60), registry=self.registry)
-        self.conference_backlog = Gauge("calsync_conference_outbox_depth", "Conference work waiting.",
-                                        registry=self.registry)
-        self.dirty = Gauge("calsync_dirty_bindings", "Bindings marked dirty and not yet synced.",
-                           registry=self.registry)
-        self.outbox = Gauge("calsync_outbox_depth", "Local changes waiting to be pushed (pending or held).",
-                            registry=self.registry)
+            "calsync_notification_to_sync_seconds",
+            "From a change notification's arrival to its sync's commit.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.conference_backlog = Gauge(
+            "calsync_conference_outbox_depth", "Conference work waiting.", registry=self.registry
+        )
+        self.dirty = Gauge(
+            "calsync_dirty_bindings", "Bindings marked dirty and not yet synced.", registry=self.registry
+        )
+        self.outbox = Gauge(
+            "calsync_outbox_depth", "Local changes waiting to be pushed (pending or held).", registry=self.registry
+        )
         observe_responses(self._response)
 
     def _response(self, provider: str, status: int) -> None:

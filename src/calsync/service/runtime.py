@@ -7,6 +7,7 @@ by the owner only) and `calsync sync` hands the work to it. The module uses the 
 the standard library (os.path, collections, json; not pathlib or typing, each a few milliseconds of
 every `calsync sync`): the client side runs before anything heavy is imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def read(database: StrPath) -> ServiceRecord | None:
     try:
         with open(record_path(database), encoding="utf-8") as source:
             data = json.load(source)
-        record = ServiceRecord(url=str(data["url"]), pid=int(data["pid"]), token=str(data["token"]),
-                               config=data.get("config"))
+        record = ServiceRecord(
+            url=str(data["url"]), pid=int(data["pid"]), token=str(data["token"]), config=data.get("config")
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if pid_alive(record.pid) else None

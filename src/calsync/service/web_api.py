@@ -4,6 +4,7 @@
 the service runs as `calsync demo`, `GET /api/v1/demo` and `POST /api/v1/demo/remote-change`.
 `mount_web` serves the page itself (`/` and `/static/...`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,10 @@ class ConferenceRequest(_Strict):
 
 class RemoteChangeRequest(_Strict):
     kind: DemoKind = "move"
-    start: Annotated[str | None, Field(max_length=64, description="where a created event goes (RFC 3339); "
-                                       "default: the next full hour")] = None
+    start: Annotated[
+        str | None,
+        Field(max_length=64, description="where a created event goes (RFC 3339); default: the next full hour"),
+    ] = None
 
 
 EventId = Annotated[str, PathParam(max_length=64)]
@@ -88,29 +91,47 @@ def _check_if_match(if_match: str | None, event_id: str, current: int) -> None:
 def _changed(event_id: str, current: int) -> HTTPException:
     """412: the event is at another version than the caller's."""
     tag = etag_of(event_id, current)
-    return HTTPException(412, headers={"ETag": tag}, detail={
-        "msg": f"the event has changed: it is at version {current}; re-read it and retry",
-        "etag": tag, "version": current})
+    return HTTPException(
+        412,
+        headers={"ETag": tag},
+        detail={
+            "msg": f"the event has changed: it is at version {current}; re-read it and retry",
+            "etag": tag,
+            "version": current,
+        },
+    )
 
 
-def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None,
-               demo: DemoControl | None = None) -> APIRouter:
+def web_router(
+    engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None
+) -> APIRouter:
     adapters = adapters if adapters is not None else {}
     router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
 
     @router.get("/conference-providers")
     def conference_providers() -> dict[str, Any]:
         """The conference systems configured here (what `POST /events/{id}/conference` accepts)."""
-        return {"providers": [{"name": name, "label": getattr(a, "solution_name", name) or name}
-                              for name, a in adapters.items()]}
+        return {
+            "providers": [
+                {"name": name, "label": getattr(a, "solution_name", name) or name} for name, a in adapters.items()
+            ]
+        }
 
     @router.post("/events/{event_id}/conference", status_code=201)
     def add_conference(event_id: EventId, body: ConferenceRequest, response: Response) -> dict[str, Any]:
         """Create a meeting for the event and put it on its calendar events (409 if it has a conference)."""
         if body.provider not in adapters:
             configured = ", ".join(adapters) or "none"
-            raise HTTPException(422, detail=[{"loc": ["body", "provider"], "type": "value_error",
-                                              "msg": f"unknown conference provider (configured: {configured})"}])
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["body", "provider"],
+                        "type": "value_error",
+                        "msg": f"unknown conference provider (configured: {configured})",
+                    }
+                ],
+            )
         with engine.begin() as conn:
             row = _live(conn, event_id)
         if row["conference"]:
@@ -132,8 +153,9 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
             return _body(conn, event_id, response)
 
     @router.delete("/events/{event_id}/conference")
-    def remove_conference(event_id: EventId, response: Response,
-                          if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    def remove_conference(
+        event_id: EventId, response: Response, if_match: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
         """Take the conference off the event: a local change pushed to every binding; a meeting calsync
         made is deleted by the conference worker."""
         with engine.begin() as conn:
@@ -149,6 +171,7 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
             return _body(conn, event_id, response)
 
     if demo is not None:
+
         @router.get("/demo")
         def demo_info() -> dict[str, Any]:
             """Only in `calsync demo`: the emulators behind this service."""
@@ -162,8 +185,12 @@ def web_router(engine: Engine, adapters: dict[str, ConferenceAdapter] | None = N
             except LookupError as exc:
                 raise HTTPException(409, detail=str(exc)) from exc
             except ValueError as exc:
-                raise HTTPException(422, detail=[{"loc": ["body", "start"], "type": "value_error",
-                                                  "msg": f"not an RFC 3339 date-time: {exc}"}]) from exc
+                raise HTTPException(
+                    422,
+                    detail=[
+                        {"loc": ["body", "start"], "type": "value_error", "msg": f"not an RFC 3339 date-time: {exc}"}
+                    ],
+                ) from exc
 
     return router
 

@@ -1,4 +1,5 @@
 """Webhook receivers. They only check and mark: the work is done by workers, never in the request."""
+
 from __future__ import annotations
 
 import hmac
@@ -35,7 +36,8 @@ def google_router(engine: Engine, metrics: Metrics, wake: threading.Event | None
             confirmation = state == "sync"
             # a channel is 'pending' between our watch request and its answer: only its sync message fits
             usable = channel is not None and (
-                channel["state"] == "active" or (channel["state"] == "pending" and confirmation))
+                channel["state"] == "active" or (channel["state"] == "pending" and confirmation)
+            )
             if channel is None or not usable:
                 metrics.notifications.labels("google", "unknown-channel").inc()
                 return Response("unknown channel", status_code=404)
@@ -170,8 +172,8 @@ def graph_router(engine: Engine, metrics: Metrics, wake: threading.Event | None,
         else:
             channel = scheduling.channel_by_resource_id(conn, subscription) if subscription else None
         usable = channel is not None and (
-            (channel["state"] == "active" and channel["resource_id"] == subscription)
-            or channel["state"] == "pending")  # subscription id not known yet: the clientState decides
+            (channel["state"] == "active" and channel["resource_id"] == subscription) or channel["state"] == "pending"
+        )  # subscription id not known yet: the clientState decides
         if channel is None or not usable:
             batch.unknown += 1
             count("unknown-channel")

@@ -1,5 +1,6 @@
 """Accounts, local calendars and the bindings between them, with each binding's sync bookkeeping
 (full sync generation, sync token, last sync status)."""
+
 from __future__ import annotations
 
 from typing import Any, cast
@@ -20,8 +21,14 @@ def create_account(
     account_id = new_id()
     conn.execute(
         accounts.insert().values(
-            id=account_id, provider=provider, name=name, base_url=base_url,
-            credentials=credentials, state="ok", created_at=now, updated_at=now,
+            id=account_id,
+            provider=provider,
+            name=name,
+            base_url=base_url,
+            credentials=credentials,
+            state="ok",
+            created_at=now,
+            updated_at=now,
         )
     )
     return account_id
@@ -32,8 +39,12 @@ def get_account(conn: Connection, account_id: str) -> Account:
     if row is None:
         raise NotFound(f"no account with id {account_id!r}")
     return Account(
-        id=row["id"], provider=row["provider"], name=row["name"], base_url=row["base_url"],
-        credentials=dict(row["credentials"]), state=row["state"],
+        id=row["id"],
+        provider=row["provider"],
+        name=row["name"],
+        base_url=row["base_url"],
+        credentials=dict(row["credentials"]),
+        state=row["state"],
     )
 
 
@@ -44,8 +55,7 @@ def list_accounts(conn: Connection) -> list[AccountRow]:
 
 def set_account_state(conn: Connection, account_id: str, state: AccountState, error: str | None = None) -> None:
     conn.execute(
-        accounts.update().where(accounts.c.id == account_id)
-        .values(state=state, last_error=error, updated_at=utcnow())
+        accounts.update().where(accounts.c.id == account_id).values(state=state, last_error=error, updated_at=utcnow())
     )
 
 
@@ -61,8 +71,10 @@ def create_calendar(conn: Connection, name: str, time_zone: str | None = None, c
 
 
 def list_calendars(conn: Connection) -> list[CalendarRow]:
-    return cast("list[CalendarRow]",
-                [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()])
+    return cast(
+        "list[CalendarRow]",
+        [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()],
+    )
 
 
 def calendar_exists(conn: Connection, calendar_id: str) -> bool:
@@ -70,25 +82,39 @@ def calendar_exists(conn: Connection, calendar_id: str) -> bool:
 
 
 def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> BindingRow | None:
-    row = conn.execute(
-        select(bindings).where(
-            bindings.c.account_id == account_id, bindings.c.remote_calendar_id == remote_calendar_id
+    row = (
+        conn.execute(
+            select(bindings).where(
+                bindings.c.account_id == account_id, bindings.c.remote_calendar_id == remote_calendar_id
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     return cast("BindingRow", dict(row)) if row else None
 
 
 def create_binding(
-    conn: Connection, calendar_id: str, account_id: str, remote_calendar_id: str,
-    direction: Direction, conflict_policy: ConflictPolicy = "ask",
+    conn: Connection,
+    calendar_id: str,
+    account_id: str,
+    remote_calendar_id: str,
+    direction: Direction,
+    conflict_policy: ConflictPolicy = "ask",
 ) -> str:
     now = utcnow()
     binding_id = new_id()
     conn.execute(
         bindings.insert().values(
-            id=binding_id, calendar_id=calendar_id, account_id=account_id,
-            remote_calendar_id=remote_calendar_id, direction=direction, conflict_policy=conflict_policy,
-            full_sync_generation=0, created_at=now, updated_at=now,
+            id=binding_id,
+            calendar_id=calendar_id,
+            account_id=account_id,
+            remote_calendar_id=remote_calendar_id,
+            direction=direction,
+            conflict_policy=conflict_policy,
+            full_sync_generation=0,
+            created_at=now,
+            updated_at=now,
         )
     )
     return binding_id
@@ -115,12 +141,11 @@ def delete_binding(conn: Connection, binding_id: str) -> None:
 def start_full_sync(conn: Connection, binding_id: str) -> int:
     """Number a new full sync; links it sees get this number, the rest were deleted remotely."""
     conn.execute(
-        bindings.update().where(bindings.c.id == binding_id)
+        bindings.update()
+        .where(bindings.c.id == binding_id)
         .values(full_sync_generation=bindings.c.full_sync_generation + 1, updated_at=utcnow())
     )
-    return int(conn.execute(
-        select(bindings.c.full_sync_generation).where(bindings.c.id == binding_id)
-    ).scalar_one())
+    return int(conn.execute(select(bindings.c.full_sync_generation).where(bindings.c.id == binding_id)).scalar_one())
 
 
 def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool, stats: dict[str, Any]) -> None:
@@ -128,8 +153,13 @@ def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool
     now = utcnow()
     current = get_binding(conn, binding_id)
     values: dict[str, Any] = {
-        "sync_token": token, "sync_token_updated_at": now, "last_sync_at": now,
-        "last_sync_status": "ok", "last_sync_stats": stats, "last_error": None, "updated_at": now,
+        "sync_token": token,
+        "sync_token_updated_at": now,
+        "last_sync_at": now,
+        "last_sync_status": "ok",
+        "last_sync_stats": stats,
+        "last_error": None,
+        "updated_at": now,
     }
     if token != current["sync_token"]:
         values["sync_token_obtained_at"] = now
@@ -140,7 +170,8 @@ def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool
 
 def forget_sync_token(conn: Connection, binding_id: str) -> None:
     conn.execute(
-        bindings.update().where(bindings.c.id == binding_id)
+        bindings.update()
+        .where(bindings.c.id == binding_id)
         .values(sync_token=None, sync_token_obtained_at=None, sync_token_updated_at=None, updated_at=utcnow())
     )
 
@@ -148,6 +179,7 @@ def forget_sync_token(conn: Connection, binding_id: str) -> None:
 def record_sync_failure(conn: Connection, binding_id: str, status: SyncFailure, error: str) -> None:
     now = utcnow()
     conn.execute(
-        bindings.update().where(bindings.c.id == binding_id)
+        bindings.update()
+        .where(bindings.c.id == binding_id)
         .values(last_sync_at=now, last_sync_status=status, last_error=error, updated_at=now)
     )

@@ -1,5 +1,6 @@
 """What the store's query modules share: the NotFound error, new ids, chunked IN lists and the
 bulk INSERT of many rows. Imports nothing else of the store but its schema."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ class _RandomIds:
                 self._block, self._next = os.urandom(16 * self.BLOCK).hex(), 0
             start = self._next
             self._next += 32
-            return self._block[start:start + 32]
+            return self._block[start : start + 32]
 
 
 _ids = _RandomIds()
@@ -52,7 +53,7 @@ def new_id() -> str:
 
 def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 _BulkInsert = tuple[str, list[tuple[str, Any]]]
@@ -79,8 +80,9 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     sql, columns = bulk
     if any(len(row) != len(keys) for row in rows):  # (a missing key raises KeyError below)
         raise ValueError(f"rows for {table.name} carry different columns")
-    conn.exec_driver_sql(sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns)
-                               for row in rows])
+    conn.exec_driver_sql(
+        sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns) for row in rows]
+    )
 
 
 def _compile_bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _BulkInsert | None:

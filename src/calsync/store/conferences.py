@@ -1,4 +1,5 @@
 """Queries for conferences, the conference outbox and notification channels."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,30 +27,44 @@ def get_conference(conn: Connection, row_id: str) -> ConferenceRow:
 
 
 def active_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
-    return _conference(conn.execute(
-        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "active")
-        .order_by(conferences.c.created_at.desc())
-    ).mappings().first())
+    return _conference(
+        conn.execute(
+            select(conferences)
+            .where(conferences.c.event_id == event_id, conferences.c.state == "active")
+            .order_by(conferences.c.created_at.desc())
+        )
+        .mappings()
+        .first()
+    )
 
 
 def creating_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
     """An unfinished create (intent recorded, meeting not yet): its key must be reused."""
-    return _conference(conn.execute(
-        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "creating")
-    ).mappings().first())
+    return _conference(
+        conn.execute(select(conferences).where(conferences.c.event_id == event_id, conferences.c.state == "creating"))
+        .mappings()
+        .first()
+    )
 
 
 def latest_conference(conn: Connection, event_id: str) -> ConferenceRow | None:
-    return _conference(conn.execute(
-        select(conferences).where(conferences.c.event_id == event_id, conferences.c.state != "creating")
-        .order_by(conferences.c.created_at.desc())
-    ).mappings().first())
+    return _conference(
+        conn.execute(
+            select(conferences)
+            .where(conferences.c.event_id == event_id, conferences.c.state != "creating")
+            .order_by(conferences.c.created_at.desc())
+        )
+        .mappings()
+        .first()
+    )
 
 
 def count_conferences(conn: Connection, event_id: str) -> int:
-    return int(conn.execute(
-        select(func.count()).select_from(conferences).where(conferences.c.event_id == event_id)
-    ).scalar_one())
+    return int(
+        conn.execute(
+            select(func.count()).select_from(conferences).where(conferences.c.event_id == event_id)
+        ).scalar_one()
+    )
 
 
 class NewConference(TypedDict):
@@ -103,9 +118,11 @@ def list_conferences(conn: Connection, state: ConferenceState | None = None) -> 
 def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in chunks(list(set(event_ids))):
-        found.update(conn.execute(
-            select(conferences.c.event_id).where(conferences.c.event_id.in_(chunk), conferences.c.state == "active")
-        ).scalars())
+        found.update(
+            conn.execute(
+                select(conferences.c.event_id).where(conferences.c.event_id.in_(chunk), conferences.c.state == "active")
+            ).scalars()
+        )
     return found
 
 
@@ -122,29 +139,42 @@ def enqueue_for_changed_events(conn: Connection, changed: Iterable[ChangedEvent]
     inside the transaction that changed them). Exceptions of a series carry none of their own."""
     changed = list(changed)
     deleted_ids = list(deleted_ids)
-    carrying = [c.event_id for c in changed
-                if c.conference and c.conference.get("provider") and not c.recurring_event_id]
+    carrying = [
+        c.event_id for c in changed if c.conference and c.conference.get("provider") and not c.recurring_event_id
+    ]
     ids = [c.event_id for c in changed] + deleted_ids
     had = events_with_active_conferences(conn, ids) if ids else set()
     wanted = set(carrying) | had
     return enqueue(conn, wanted, "inbound") if wanted else 0
 
 
-def enqueue(conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkReason,
-            now: datetime | None = None) -> int:
+def enqueue(
+    conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkReason, now: datetime | None = None
+) -> int:
     """One pending row per event: events that already have one are left alone (the work collapses)."""
     now = now or utcnow()
     ids = list(set(event_ids))
     pending: set[str] = set()
     for chunk in chunks(ids):
-        pending.update(conn.execute(
-            select(conference_outbox.c.event_id)
-            .where(conference_outbox.c.event_id.in_(chunk), conference_outbox.c.status == "pending")
-        ).scalars())
+        pending.update(
+            conn.execute(
+                select(conference_outbox.c.event_id).where(
+                    conference_outbox.c.event_id.in_(chunk), conference_outbox.c.status == "pending"
+                )
+            ).scalars()
+        )
     rows = [
-        {"event_id": e, "status": "pending", "reason": reason, "attempts": 0, "next_attempt_at": now,
-         "created_at": now, "updated_at": now}
-        for e in ids if e not in pending
+        {
+            "event_id": e,
+            "status": "pending",
+            "reason": reason,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in ids
+        if e not in pending
     ]
     if rows:
         conn.execute(conference_outbox.insert(), rows)
@@ -154,47 +184,62 @@ def enqueue(conn: Connection, event_ids: Iterable[str], reason: ConferenceWorkRe
 def due_work(conn: Connection, now: datetime, after: int = 0, limit: int = 500) -> list[ConferenceWorkRow]:
     query = (
         select(conference_outbox)
-        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
-               conference_outbox.c.id > after,
-               or_(conference_outbox.c.lease_until.is_(None), conference_outbox.c.lease_until < now))
-        .order_by(conference_outbox.c.id).limit(limit)
+        .where(
+            conference_outbox.c.status == "pending",
+            conference_outbox.c.next_attempt_at <= now,
+            conference_outbox.c.id > after,
+            or_(conference_outbox.c.lease_until.is_(None), conference_outbox.c.lease_until < now),
+        )
+        .order_by(conference_outbox.c.id)
+        .limit(limit)
     )
     return cast("list[ConferenceWorkRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
-def finish_work(conn: Connection, row_id: int, status: Literal["done", "failed"] = "done",
-                error: str | None = None) -> None:
+def finish_work(
+    conn: Connection, row_id: int, status: Literal["done", "failed"] = "done", error: str | None = None
+) -> None:
     conn.execute(
-        conference_outbox.update().where(conference_outbox.c.id == row_id)
+        conference_outbox.update()
+        .where(conference_outbox.c.id == row_id)
         .values(status=status, last_error=error, updated_at=utcnow())
     )
 
 
 def retry_work_later(conn: Connection, row_id: int, when: datetime, error: str) -> None:
     conn.execute(
-        conference_outbox.update().where(conference_outbox.c.id == row_id)
-        .values(attempts=conference_outbox.c.attempts + 1, next_attempt_at=when, last_error=error,
-                lease_owner=None, lease_until=None, updated_at=utcnow())
+        conference_outbox.update()
+        .where(conference_outbox.c.id == row_id)
+        .values(
+            attempts=conference_outbox.c.attempts + 1,
+            next_attempt_at=when,
+            last_error=error,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=utcnow(),
+        )
     )
 
 
 def backlog(conn: Connection) -> int:
-    return int(conn.execute(
-        select(func.count()).select_from(conference_outbox).where(conference_outbox.c.status == "pending")
-    ).scalar_one())
+    return int(
+        conn.execute(
+            select(func.count()).select_from(conference_outbox).where(conference_outbox.c.status == "pending")
+        ).scalar_one()
+    )
 
 
 def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:
     """Record that the binding needs change notifications, unless a channel (or intent) exists already."""
     existing = conn.execute(
-        select(channels.c.id).where(channels.c.binding_id == binding_id,
-                                    channels.c.state.in_(OPEN_CHANNEL_STATES))
+        select(channels.c.id).where(channels.c.binding_id == binding_id, channels.c.state.in_(OPEN_CHANNEL_STATES))
     ).first()
     if existing:
         return False
     now = utcnow()
-    conn.execute(channels.insert().values(id=new_id(), binding_id=binding_id, state="intent",
-                                          created_at=now, updated_at=now))
+    conn.execute(
+        channels.insert().values(id=new_id(), binding_id=binding_id, state="intent", created_at=now, updated_at=now)
+    )
     return True
 
 

@@ -1,4 +1,5 @@
 """Opening the database: URL resolution, SQLite pragmas, and schema migration with Alembic."""
+
 from __future__ import annotations
 
 from pathlib import Path

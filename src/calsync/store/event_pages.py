@@ -3,6 +3,7 @@
 Offsets get slower and skip or repeat rows while events change; a keyset on (range_start, id),
 the order `event_store.list_events` uses, resumes exactly after the last row a client saw.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ class EventPage:
 
 
 def page_events(
-    conn: Connection, *, calendar_id: str | None = None, start: str | None = None, end: str | None = None,
-    after: tuple[str, str] | None = None, limit: int = 500,
+    conn: Connection,
+    *,
+    calendar_id: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int = 500,
 ) -> EventPage:
     """Live events overlapping [start, end) (UTC range keys), after the keyset `after`, at most `limit`.
 
@@ -38,9 +44,9 @@ def page_events(
         query = query.where(events.c.range_start < end)
     if after is not None:
         last_start, last_id = after
-        query = query.where(or_(
-            events.c.range_start > last_start, and_(events.c.range_start == last_start, events.c.id > last_id)
-        ))
+        query = query.where(
+            or_(events.c.range_start > last_start, and_(events.c.range_start == last_start, events.c.id > last_id))
+        )
     ids = list(conn.execute(query.order_by(events.c.range_start, events.c.id).limit(limit + 1)).scalars())
     more = len(ids) > limit
     ids = ids[:limit]
@@ -51,9 +57,5 @@ def page_events(
 
 def event_counts(conn: Connection) -> dict[str, int]:
     """calendar id -> number of live events, in one grouped query (calendars without events are absent)."""
-    query = (
-        select(events.c.calendar_id, func.count())
-        .where(events.c.deleted.is_(False))
-        .group_by(events.c.calendar_id)
-    )
+    query = select(events.c.calendar_id, func.count()).where(events.c.deleted.is_(False)).group_by(events.c.calendar_id)
     return {calendar_id: int(count) for calendar_id, count in conn.execute(query)}

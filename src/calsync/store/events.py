@@ -1,6 +1,7 @@
 """Local event rows: their columns, reading them (with their links), inserting, updating and
 tombstoning them. A change of an event's content first writes down the base of the links that
 agreed with it as it was (write_down_bases)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,31 +20,55 @@ def event_columns(data: EventData, content_hash: str | None = None) -> dict[str,
     start = canonical_time(data.start, data.all_day)
     end = canonical_time(data.end, data.all_day)
     return {
-        "title": data.title, "description": data.description, "location": data.location,
-        "start": start, "end": end, "range_start": range_key(start), "range_end": range_key(end),
-        "all_day": data.all_day, "time_zone": data.time_zone, "status": data.status,
+        "title": data.title,
+        "description": data.description,
+        "location": data.location,
+        "start": start,
+        "end": end,
+        "range_start": range_key(start),
+        "range_end": range_key(end),
+        "all_day": data.all_day,
+        "time_zone": data.time_zone,
+        "status": data.status,
         "recurrence": data.recurrence,
-        "original_start": data.original_start, "attendees": [a.__dict__ for a in data.attendees],
-        "conference": data.conference, "ical_uid": data.ical_uid, "sequence": data.sequence,
-        "extra": data.extra, "content_hash": content_hash or data.content_hash(),
+        "original_start": data.original_start,
+        "attendees": [a.__dict__ for a in data.attendees],
+        "conference": data.conference,
+        "ical_uid": data.ical_uid,
+        "sequence": data.sequence,
+        "extra": data.extra,
+        "content_hash": content_hash or data.content_hash(),
     }
 
 
 def row_to_data(row: Mapping[str, Any] | RowMapping) -> EventData:
     """The content of an event row (or of any row holding the event's columns)."""
-    return EventData.from_json({
-        "title": row["title"], "start": row["start"], "end": row["end"], "all_day": row["all_day"],
-        "time_zone": row["time_zone"], "description": row["description"], "location": row["location"],
-        "status": row["status"], "recurrence": row["recurrence"], "original_start": row["original_start"],
-        "attendees": row["attendees"], "conference": row["conference"], "ical_uid": row["ical_uid"],
-        "sequence": row["sequence"], "extra": row["extra"],
-    })
+    return EventData.from_json(
+        {
+            "title": row["title"],
+            "start": row["start"],
+            "end": row["end"],
+            "all_day": row["all_day"],
+            "time_zone": row["time_zone"],
+            "description": row["description"],
+            "location": row["location"],
+            "status": row["status"],
+            "recurrence": row["recurrence"],
+            "original_start": row["original_start"],
+            "attendees": row["attendees"],
+            "conference": row["conference"],
+            "ical_uid": row["ical_uid"],
+            "sequence": row["sequence"],
+            "extra": row["extra"],
+        }
+    )
 
 
 def event_version_and_hash(conn: Connection, event_id: str) -> tuple[int, str, bool]:
     """(version, content hash, deleted) of one event."""
-    row = conn.execute(select(events.c.version, events.c.content_hash, events.c.deleted)
-                       .where(events.c.id == event_id)).one()
+    row = conn.execute(
+        select(events.c.version, events.c.content_hash, events.c.deleted).where(events.c.id == event_id)
+    ).one()
     return int(row.version), str(row.content_hash), bool(row.deleted)
 
 
@@ -51,9 +76,9 @@ def deleted_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     ids = list(set(event_ids))
     found: set[str] = set()
     for chunk in chunks(ids):
-        found.update(conn.execute(
-            select(events.c.id).where(events.c.id.in_(chunk), events.c.deleted.is_(True))
-        ).scalars())
+        found.update(
+            conn.execute(select(events.c.id).where(events.c.id.in_(chunk), events.c.deleted.is_(True))).scalars()
+        )
     return found
 
 
@@ -61,9 +86,14 @@ def deletions_of(conn: Connection, event_ids: Iterable[str]) -> dict[str, tuple[
     """Of these events, the deleted ones: id -> (who deleted it, what proved it)."""
     found: dict[str, tuple[str, str]] = {}
     for chunk in chunks(list(set(event_ids))):
-        found.update((i, (by or "", proof or "")) for i, by, proof in conn.execute(
-            select(events.c.id, events.c.deleted_by, events.c.deletion_proof)
-            .where(events.c.id.in_(chunk), events.c.deleted.is_(True))))
+        found.update(
+            (i, (by or "", proof or ""))
+            for i, by, proof in conn.execute(
+                select(events.c.id, events.c.deleted_by, events.c.deletion_proof).where(
+                    events.c.id.in_(chunk), events.c.deleted.is_(True)
+                )
+            )
+        )
     return found
 
 
@@ -72,10 +102,32 @@ def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 _EVENT_UPDATE_KEYS = (
-    "title", "description", "location", "start", "end", "range_start", "range_end", "all_day", "time_zone",
-    "status", "recurrence", "original_start", "attendees", "conference", "ical_uid", "sequence",
-    "extra", "content_hash", "version", "updated_at_source", "updated_at", "deleted", "deleted_at",
-    "deleted_by", "deletion_proof", "recurring_event_id",
+    "title",
+    "description",
+    "location",
+    "start",
+    "end",
+    "range_start",
+    "range_end",
+    "all_day",
+    "time_zone",
+    "status",
+    "recurrence",
+    "original_start",
+    "attendees",
+    "conference",
+    "ical_uid",
+    "sequence",
+    "extra",
+    "content_hash",
+    "version",
+    "updated_at_source",
+    "updated_at",
+    "deleted",
+    "deleted_at",
+    "deleted_by",
+    "deletion_proof",
+    "recurring_event_id",
 )
 
 
@@ -84,7 +136,8 @@ def update_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         write_down_bases(conn, [row["event_id"] for row in rows])
         stmt = (
-            update(events).where(events.c.id == bindparam("event_id"))
+            update(events)
+            .where(events.c.id == bindparam("event_id"))
             .values({k: bindparam(k) for k in _EVENT_UPDATE_KEYS})
         )
         conn.execute(stmt, rows)
@@ -101,13 +154,21 @@ def tombstone_events(conn: Connection, proofs: Mapping[str, str], source: str) -
         raise ValueError(f"refusing to delete events without a recorded proof: {missing or list(proofs)}")
     now = utcnow()
     stmt = (
-        events.update().where(events.c.id == bindparam("doomed_id"), events.c.deleted.is_(False))
-        .values(deleted=True, deleted_at=now, updated_at=now, updated_at_source=source, deleted_by=source,
-                deletion_proof=bindparam("proof"), version=events.c.version + 1)
+        events.update()
+        .where(events.c.id == bindparam("doomed_id"), events.c.deleted.is_(False))
+        .values(
+            deleted=True,
+            deleted_at=now,
+            updated_at=now,
+            updated_at_source=source,
+            deleted_by=source,
+            deletion_proof=bindparam("proof"),
+            version=events.c.version + 1,
+        )
     )
     rows = [{"doomed_id": event_id, "proof": proof} for event_id, proof in proofs.items()]
     for at in range(0, len(rows), 500):
-        conn.execute(stmt, rows[at:at + 500])
+        conn.execute(stmt, rows[at : at + 500])
 
 
 def write_down_bases(conn: Connection, event_ids: Sequence[str]) -> None:
@@ -115,23 +176,32 @@ def write_down_bases(conn: Connection, event_ids: Sequence[str]) -> None:
     which is how a link is born from the content it agrees with) get that content written down, so a
     later conflict still shows what the two sides last agreed on. One indexed query per call."""
     for chunk in chunks(list(dict.fromkeys(event_ids))):
-        rows = conn.execute(
-            select(event_links.c.id.label("link_id"), events)
-            .join(events, events.c.id == event_links.c.event_id)
-            .where(event_links.c.event_id.in_(chunk), event_links.c.base_snapshot.is_(None))
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(event_links.c.id.label("link_id"), events)
+                .join(events, events.c.id == event_links.c.event_id)
+                .where(event_links.c.event_id.in_(chunk), event_links.c.base_snapshot.is_(None))
+            )
+            .mappings()
+            .all()
+        )
         if rows:
-            conn.execute(update(event_links).where(event_links.c.id == bindparam("link_id"))
-                         .values(base_snapshot=bindparam("snapshot")),
-                         [{"link_id": r["link_id"], "snapshot": row_to_data(r).snapshot()} for r in rows])
+            conn.execute(
+                update(event_links)
+                .where(event_links.c.id == bindparam("link_id"))
+                .values(base_snapshot=bindparam("snapshot")),
+                [{"link_id": r["link_id"], "snapshot": row_to_data(r).snapshot()} for r in rows],
+            )
 
 
 def live_exception_ids(conn: Connection, series_ids: Sequence[str]) -> list[str]:
     found: list[str] = []
     for chunk in chunks(list(series_ids)):
-        found.extend(conn.execute(
-            select(events.c.id).where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))
-        ).scalars())
+        found.extend(
+            conn.execute(
+                select(events.c.id).where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))
+            ).scalars()
+        )
     return found
 
 
@@ -139,9 +209,14 @@ def live_exceptions_of(conn: Connection, series_ids: Sequence[str]) -> dict[str,
     """Live exceptions of these series: exception id -> its series' id."""
     found: dict[str, str] = {}
     for chunk in chunks(list(series_ids)):
-        found.update((e, r) for e, r in conn.execute(
-            select(events.c.id, events.c.recurring_event_id)
-            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False))))
+        found.update(
+            (e, r)
+            for e, r in conn.execute(
+                select(events.c.id, events.c.recurring_event_id).where(
+                    events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False)
+                )
+            )
+        )
     return found
 
 
@@ -149,16 +224,27 @@ def live_confirmed_exceptions_of(conn: Connection, series_ids: Sequence[str]) ->
     """(exception id, series id, original start) of these series' live exceptions not cancelled."""
     found: list[tuple[str, str, str]] = []
     for chunk in chunks(list(series_ids)):
-        found.extend((e, r, o) for e, r, o in conn.execute(
-            select(events.c.id, events.c.recurring_event_id, events.c.original_start)
-            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False),
-                   events.c.status != "cancelled", events.c.original_start.is_not(None))))
+        found.extend(
+            (e, r, o)
+            for e, r, o in conn.execute(
+                select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
+                    events.c.recurring_event_id.in_(chunk),
+                    events.c.deleted.is_(False),
+                    events.c.status != "cancelled",
+                    events.c.original_start.is_not(None),
+                )
+            )
+        )
     return found
 
 
 def list_events(
-    conn: Connection, *, calendar_id: str | None = None, include_deleted: bool = False,
-    start: str | None = None, end: str | None = None,
+    conn: Connection,
+    *,
+    calendar_id: str | None = None,
+    include_deleted: bool = False,
+    start: str | None = None,
+    end: str | None = None,
 ) -> list[EventWithLinks]:
     """Events with their links, ordered by start. `start`/`end` are UTC range keys (overlap test)."""
     query = select(events).order_by(events.c.range_start, events.c.id)
@@ -186,9 +272,14 @@ def _with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[EventWithL
     links: dict[str, list[LinkSummary]] = {}
     for chunk in chunks([r["id"] for r in rows]):
         for link in conn.execute(
-            select(event_links.c.event_id, event_links.c.binding_id, event_links.c.remote_id,
-                   event_links.c.etag, event_links.c.base_version, event_links.c.remote_deleted)
-            .where(event_links.c.event_id.in_(chunk))
+            select(
+                event_links.c.event_id,
+                event_links.c.binding_id,
+                event_links.c.remote_id,
+                event_links.c.etag,
+                event_links.c.base_version,
+                event_links.c.remote_deleted,
+            ).where(event_links.c.event_id.in_(chunk))
         ).mappings():
             links.setdefault(link["event_id"], []).append(cast("LinkSummary", dict(link)))
     for row in rows:
@@ -207,8 +298,14 @@ def save_local_event(conn: Connection, event_id: str, data: EventData, version: 
     """A local edit: new content at `version`, changed by 'local'. Guarded on the version before it,
     so of two concurrent edits from the same version exactly one wins (False for the loser)."""
     write_down_bases(conn, [event_id])
-    return conn.execute(events.update().where(events.c.id == event_id, events.c.version == version - 1).values(
-        **event_columns(data), version=version, updated_at_source="local", updated_at=utcnow())).rowcount == 1
+    return (
+        conn.execute(
+            events.update()
+            .where(events.c.id == event_id, events.c.version == version - 1)
+            .values(**event_columns(data), version=version, updated_at_source="local", updated_at=utcnow())
+        ).rowcount
+        == 1
+    )
 
 
 def tombstone_local_event(conn: Connection, event_id: str, version: int, proof: str) -> bool:
@@ -216,18 +313,39 @@ def tombstone_local_event(conn: Connection, event_id: str, version: int, proof: 
     if not proof:
         raise ValueError("a local delete needs a proof (how it was asked for)")
     now = utcnow()
-    return conn.execute(events.update().where(
-        events.c.id == event_id, events.c.version == version - 1, events.c.deleted.is_(False),
-    ).values(deleted=True, deleted_at=now, updated_at=now, updated_at_source="local", version=version,
-             deleted_by="local", deletion_proof=proof)).rowcount == 1
+    return (
+        conn.execute(
+            events.update()
+            .where(
+                events.c.id == event_id,
+                events.c.version == version - 1,
+                events.c.deleted.is_(False),
+            )
+            .values(
+                deleted=True,
+                deleted_at=now,
+                updated_at=now,
+                updated_at_source="local",
+                version=version,
+                deleted_by="local",
+                deletion_proof=proof,
+            )
+        ).rowcount
+        == 1
+    )
 
 
-def save_event_from(conn: Connection, event_id: str, data: EventData, version: int, source: str,
-                    *, undelete: bool = False) -> None:
+def save_event_from(
+    conn: Connection, event_id: str, data: EventData, version: int, source: str, *, undelete: bool = False
+) -> None:
     """The event takes content from `source` (a binding), at the given next version."""
     write_down_bases(conn, [event_id])
-    values: dict[str, Any] = {**event_columns(data), "version": version, "updated_at_source": source,
-                              "updated_at": utcnow()}
+    values: dict[str, Any] = {
+        **event_columns(data),
+        "version": version,
+        "updated_at_source": source,
+        "updated_at": utcnow(),
+    }
     if undelete:
         values.update(deleted=False, deleted_at=None, deleted_by=None, deletion_proof=None)
     conn.execute(events.update().where(events.c.id == event_id).values(**values))
@@ -244,10 +362,17 @@ def set_local_conference(conn: Connection, event_id: str, conference: dict[str, 
     """A local change of the event's conference: new content, next version, changed by 'local'."""
     data = event_data(conn, event_id)
     data.conference = conference
-    conn.execute(events.update().where(events.c.id == event_id).values(
-        conference=conference, content_hash=data.content_hash(), version=events.c.version + 1,
-        updated_at_source="local", updated_at=utcnow(),
-    ))
+    conn.execute(
+        events.update()
+        .where(events.c.id == event_id)
+        .values(
+            conference=conference,
+            content_hash=data.content_hash(),
+            version=events.c.version + 1,
+            updated_at_source="local",
+            updated_at=utcnow(),
+        )
+    )
 
 
 def count_events(conn: Connection, calendar_id: str | None = None, include_deleted: bool = False) -> int:

@@ -1,6 +1,7 @@
 """Event links: which remote copy on a binding each local event has, what the two last agreed on
 (the base), and what a full sync has seen; and the lookups that join links to their events
 (adoption of copies, series members, stand-ins, orphan exceptions)."""
+
 from __future__ import annotations
 
 import re
@@ -43,22 +44,38 @@ class LinkedEvent:
 
 
 _LINKED_COLUMNS: list[Any] = [
-    event_links.c.id.label("link_id"), event_links.c.remote_id, event_links.c.etag,
-    event_links.c.base_version, event_links.c.base_hash, event_links.c.base_snapshot,
-    event_links.c.remote_deleted, event_links.c.remote_updated, event_links.c.series_remote_id, events,
+    event_links.c.id.label("link_id"),
+    event_links.c.remote_id,
+    event_links.c.etag,
+    event_links.c.base_version,
+    event_links.c.base_hash,
+    event_links.c.base_snapshot,
+    event_links.c.remote_deleted,
+    event_links.c.remote_updated,
+    event_links.c.series_remote_id,
+    events,
 ]
 
 
 def _linked(row: Mapping[str, Any] | RowMapping) -> LinkedEvent:
     data = row_to_data(row)
     return LinkedEvent(
-        link_id=row["link_id"], event_id=row["id"], remote_id=row["remote_id"], etag=row["etag"],
-        base_version=row["base_version"], base_hash=row["base_hash"],
+        link_id=row["link_id"],
+        event_id=row["id"],
+        remote_id=row["remote_id"],
+        etag=row["etag"],
+        base_version=row["base_version"],
+        base_hash=row["base_hash"],
         base_snapshot=row["base_snapshot"] if row["base_snapshot"] is not None else data.snapshot(),
-        remote_deleted=row["remote_deleted"], remote_updated=row["remote_updated"],
-        series_remote_id=row["series_remote_id"], version=row["version"], deleted=row["deleted"],
-        content_hash=row["content_hash"], updated_at=row["updated_at"],
-        recurring_event_id=row["recurring_event_id"], data=data,
+        remote_deleted=row["remote_deleted"],
+        remote_updated=row["remote_updated"],
+        series_remote_id=row["series_remote_id"],
+        version=row["version"],
+        deleted=row["deleted"],
+        content_hash=row["content_hash"],
+        updated_at=row["updated_at"],
+        recurring_event_id=row["recurring_event_id"],
+        data=data,
     )
 
 
@@ -67,7 +84,8 @@ def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[s
     found: dict[str, LinkedEvent] = {}
     for chunk in chunks(remote_ids):
         query = (
-            select(*_LINKED_COLUMNS).join(events, events.c.id == event_links.c.event_id)
+            select(*_LINKED_COLUMNS)
+            .join(events, events.c.id == event_links.c.event_id)
             .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
         )
         for row in conn.execute(query).mappings():
@@ -81,9 +99,13 @@ def gone_links_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -
     found: dict[str, LinkedEvent] = {}
     for chunk in chunks(list(dict.fromkeys(event_ids))):
         query = (
-            select(*_LINKED_COLUMNS).join(events, events.c.id == event_links.c.event_id)
-            .where(event_links.c.binding_id == binding_id, event_links.c.event_id.in_(chunk),
-                   event_links.c.remote_deleted.is_(True))
+            select(*_LINKED_COLUMNS)
+            .join(events, events.c.id == event_links.c.event_id)
+            .where(
+                event_links.c.binding_id == binding_id,
+                event_links.c.event_id.in_(chunk),
+                event_links.c.remote_deleted.is_(True),
+            )
         )
         for row in conn.execute(query).mappings():
             found[row["id"]] = _linked(row)
@@ -96,8 +118,11 @@ def _live_copy_on(binding_id: str) -> Any:
     next is that one: it is adopted into the old link's place, not imported as a second event."""
     return (
         select(event_links.c.id)
-        .where(event_links.c.event_id == events.c.id, event_links.c.binding_id == binding_id,
-               event_links.c.remote_deleted.is_(False))
+        .where(
+            event_links.c.event_id == events.c.id,
+            event_links.c.binding_id == binding_id,
+            event_links.c.remote_deleted.is_(False),
+        )
         .exists()
     )
 
@@ -108,10 +133,15 @@ def relink_gone_copies(conn: Connection, binding_id: str, copies: Mapping[str, t
     decides on it as on any change). Returns the remote ids taken."""
     taken: list[str] = []
     for event_id, (remote_id, series_remote_id) in copies.items():
-        done = conn.execute(event_links.update().where(
-            event_links.c.binding_id == binding_id, event_links.c.event_id == event_id,
-            event_links.c.remote_deleted.is_(True),
-        ).values(remote_id=remote_id, series_remote_id=series_remote_id, updated_at=utcnow()))
+        done = conn.execute(
+            event_links.update()
+            .where(
+                event_links.c.binding_id == binding_id,
+                event_links.c.event_id == event_id,
+                event_links.c.remote_deleted.is_(True),
+            )
+            .values(remote_id=remote_id, series_remote_id=series_remote_id, updated_at=utcnow())
+        )
         if done.rowcount:
             taken.append(remote_id)
     return taken
@@ -134,15 +164,20 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
 
 
 def unlinked_exceptions_at(
-    conn: Connection, binding_id: str, starts: Sequence[tuple[str, str]],
+    conn: Connection,
+    binding_id: str,
+    starts: Sequence[tuple[str, str]],
 ) -> dict[tuple[str, str], str]:
     """Live local exceptions with no live copy on the binding, by (series event id, original start)."""
     linked = _live_copy_on(binding_id)
     wanted = set(starts)
     found: dict[tuple[str, str], str] = {}
     for chunk in chunks(sorted({series for series, _ in wanted})):
-        rows = conn.execute(select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
-            events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False), ~linked)).all()
+        rows = conn.execute(
+            select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
+                events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False), ~linked
+            )
+        ).all()
         for row in rows:
             key = (row.recurring_event_id, row.original_start)
             if key in wanted:
@@ -153,9 +188,14 @@ def unlinked_exceptions_at(
 def live_series_remote_ids(conn: Connection, binding_id: str) -> list[str]:
     """Remote ids of the binding's live recurring series (masters with a rule)."""
     query = (
-        select(event_links.c.remote_id).join(events, events.c.id == event_links.c.event_id)
-        .where(event_links.c.binding_id == binding_id, events.c.deleted.is_(False),
-               events.c.recurrence.is_not(None), events.c.recurring_event_id.is_(None))
+        select(event_links.c.remote_id)
+        .join(events, events.c.id == event_links.c.event_id)
+        .where(
+            event_links.c.binding_id == binding_id,
+            events.c.deleted.is_(False),
+            events.c.recurrence.is_not(None),
+            events.c.recurring_event_id.is_(None),
+        )
         .order_by(event_links.c.remote_id)
     )
     return [row[0] for row in conn.execute(query)]
@@ -176,15 +216,24 @@ def insert_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
     insert_many(conn, event_links, rows)
 
 
-_LINK_UPDATE_KEYS = ("etag", "base_version", "base_hash", "base_snapshot", "remote_updated", "remote_deleted",
-                     "series_remote_id", "updated_at")
+_LINK_UPDATE_KEYS = (
+    "etag",
+    "base_version",
+    "base_hash",
+    "base_snapshot",
+    "remote_updated",
+    "remote_deleted",
+    "series_remote_id",
+    "updated_at",
+)
 
 
 def update_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Batch update; every row carries `link_id` and all of _LINK_UPDATE_KEYS."""
     if rows:
         stmt = (
-            update(event_links).where(event_links.c.id == bindparam("link_id"))
+            update(event_links)
+            .where(event_links.c.id == bindparam("link_id"))
             .values({k: bindparam(k) for k in _LINK_UPDATE_KEYS})
         )
         conn.execute(stmt, rows)
@@ -211,10 +260,13 @@ def mark_seen(conn: Connection, binding_id: str, remote_ids: Sequence[str], gene
 
 
 def count_live_links(conn: Connection, binding_id: str) -> int:
-    return int(conn.execute(
-        select(func.count()).select_from(event_links)
-        .where(event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
-    ).scalar_one())
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(event_links)
+            .where(event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
+        ).scalar_one()
+    )
 
 
 def _unseen_condition(binding_id: str, generation: int) -> Any:
@@ -226,19 +278,26 @@ def _unseen_condition(binding_id: str, generation: int) -> Any:
 
 
 def count_unseen_links(conn: Connection, binding_id: str, generation: int) -> int:
-    return int(conn.execute(
-        select(func.count()).select_from(event_links).where(_unseen_condition(binding_id, generation))
-    ).scalar_one())
+    return int(
+        conn.execute(
+            select(func.count()).select_from(event_links).where(_unseen_condition(binding_id, generation))
+        ).scalar_one()
+    )
 
 
 def unseen_remote_ids(
-    conn: Connection, binding_id: str, generation: int, after: int, limit: int,
+    conn: Connection,
+    binding_id: str,
+    generation: int,
+    after: int,
+    limit: int,
 ) -> list[tuple[int, str]]:
     """(link id, remote id) of links the current full sync has not seen, keyset-paged by link id."""
     query = (
         select(event_links.c.id, event_links.c.remote_id)
         .where(_unseen_condition(binding_id, generation), event_links.c.id > after)
-        .order_by(event_links.c.id).limit(limit)
+        .order_by(event_links.c.id)
+        .limit(limit)
     )
     return [(i, r) for i, r in conn.execute(query)]
 
@@ -252,10 +311,15 @@ def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]
         for series_id, original in conn.execute(
             select(events.c.recurring_event_id, events.c.original_start)
             .join(event_links, event_links.c.event_id == events.c.id)
-            .where(events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False),
-                   events.c.status != "cancelled", events.c.original_start.is_not(None),
-                   event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False),
-                   event_links.c.series_remote_id.is_(None))
+            .where(
+                events.c.recurring_event_id.in_(chunk),
+                events.c.deleted.is_(False),
+                events.c.status != "cancelled",
+                events.c.original_start.is_not(None),
+                event_links.c.binding_id == binding_id,
+                event_links.c.remote_deleted.is_(False),
+                event_links.c.series_remote_id.is_(None),
+            )
         ):
             found.setdefault(series_id, set()).add(original)
     return found
@@ -269,10 +333,13 @@ def live_series_members(conn: Connection, binding_id: str, series_remote_ids: It
     for chunk in chunks(ids):
         # two lookups, not one with OR: SQLite answers an OR of both by reading every link of the binding
         for column in (event_links.c.remote_id, event_links.c.series_remote_id):
-            found.update(conn.execute(
-                select(event_links.c.remote_id).join(events, events.c.id == event_links.c.event_id)
-                .where(event_links.c.binding_id == binding_id, column.in_(chunk), events.c.deleted.is_(False))
-            ).scalars())
+            found.update(
+                conn.execute(
+                    select(event_links.c.remote_id)
+                    .join(events, events.c.id == event_links.c.event_id)
+                    .where(event_links.c.binding_id == binding_id, column.in_(chunk), events.c.deleted.is_(False))
+                ).scalars()
+            )
     return found
 
 
@@ -288,11 +355,17 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dic
         rows = conn.execute(
             select(event_links.c.event_id, event_links.c.series_remote_id)
             .join(events, events.c.id == event_links.c.event_id)
-            .where(event_links.c.binding_id == binding_id, event_links.c.series_remote_id.in_(chunk),
-                   events.c.recurring_event_id.is_(None))
+            .where(
+                event_links.c.binding_id == binding_id,
+                event_links.c.series_remote_id.in_(chunk),
+                events.c.recurring_event_id.is_(None),
+            )
         ).all()
-        updates += [{"eid": r.event_id, "sid": new_masters[r.series_remote_id]} for r in rows
-                    if r.event_id != new_masters[r.series_remote_id]]
+        updates += [
+            {"eid": r.event_id, "sid": new_masters[r.series_remote_id]}
+            for r in rows
+            if r.event_id != new_masters[r.series_remote_id]
+        ]
     if updates:
         conn.execute(
             update(events).where(events.c.id == bindparam("eid")).values(recurring_event_id=bindparam("sid")),
@@ -302,46 +375,88 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dic
 
 
 def link_of(conn: Connection, event_id: str, binding_id: str) -> EventLinkRow | None:
-    row = conn.execute(select(event_links).where(
-        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id)).mappings().first()
+    row = (
+        conn.execute(
+            select(event_links).where(event_links.c.event_id == event_id, event_links.c.binding_id == binding_id)
+        )
+        .mappings()
+        .first()
+    )
     return cast("EventLinkRow", dict(row)) if row else None
 
 
 def agree_link(
-    conn: Connection, event_id: str, binding_id: str, remote_id: str, etag: str | None, version: int, data: EventData,
-    *, create: bool, series_remote_id: str | bool | None = False,
+    conn: Connection,
+    event_id: str,
+    binding_id: str,
+    remote_id: str,
+    etag: str | None,
+    version: int,
+    data: EventData,
+    *,
+    create: bool,
+    series_remote_id: str | bool | None = False,
 ) -> None:
     """After a successful push: the link records the remote copy's id and ETag (None, as the column
     allows: a conflict's remote_etag may be), and `version` as base.
     `series_remote_id`: the series the remote copy belongs to there, as the provider answered (None:
     a single event there, which for an occurrence is a stand-in, see stand_in_starts); False keeps it."""
     now = utcnow()
-    values = {"remote_id": remote_id, "etag": etag, "base_version": version, "base_hash": data.content_hash(),
-              "base_snapshot": data.snapshot(), "remote_deleted": False, "updated_at": now}
+    values = {
+        "remote_id": remote_id,
+        "etag": etag,
+        "base_version": version,
+        "base_hash": data.content_hash(),
+        "base_snapshot": data.snapshot(),
+        "remote_deleted": False,
+        "updated_at": now,
+    }
     if series_remote_id is not False:
         values["series_remote_id"] = series_remote_id
     if create:
-        conn.execute(event_links.insert().values(event_id=event_id, binding_id=binding_id, created_at=now,
-                                                 seen_generation=0, **values))
+        conn.execute(
+            event_links.insert().values(
+                event_id=event_id, binding_id=binding_id, created_at=now, seen_generation=0, **values
+            )
+        )
     else:
-        conn.execute(event_links.update().where(
-            event_links.c.event_id == event_id, event_links.c.binding_id == binding_id).values(**values))
+        conn.execute(
+            event_links.update()
+            .where(event_links.c.event_id == event_id, event_links.c.binding_id == binding_id)
+            .values(**values)
+        )
 
 
 def set_link_base_version(conn: Connection, event_id: str, binding_id: str, version: int) -> None:
     """The link agrees with `version` of its event (whose content it already agreed with)."""
-    conn.execute(event_links.update().where(
-        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
-    ).values(base_version=version, updated_at=utcnow()))
+    conn.execute(
+        event_links.update()
+        .where(
+            event_links.c.event_id == event_id,
+            event_links.c.binding_id == binding_id,
+        )
+        .values(base_version=version, updated_at=utcnow())
+    )
 
 
 def deleted_exceptions_linked(conn: Connection, series_id: str, binding_id: str) -> list[EventRow]:
     """Deleted exceptions of a series whose copy on the binding is still there (link not remote-deleted)."""
-    return cast("list[EventRow]", [dict(r) for r in conn.execute(
-        select(events).join(event_links, event_links.c.event_id == events.c.id)
-        .where(events.c.recurring_event_id == series_id, events.c.deleted.is_(True),
-               event_links.c.binding_id == binding_id, event_links.c.remote_deleted.is_(False))
-    ).mappings()])
+    return cast(
+        "list[EventRow]",
+        [
+            dict(r)
+            for r in conn.execute(
+                select(events)
+                .join(event_links, event_links.c.event_id == events.c.id)
+                .where(
+                    events.c.recurring_event_id == series_id,
+                    events.c.deleted.is_(True),
+                    event_links.c.binding_id == binding_id,
+                    event_links.c.remote_deleted.is_(False),
+                )
+            ).mappings()
+        ],
+    )
 
 
 def forget_exception_copies(conn: Connection, series_id: str, binding_id: str) -> list[tuple[str, int]]:
@@ -350,25 +465,54 @@ def forget_exception_copies(conn: Connection, series_id: str, binding_id: str) -
     (id, version), to be written over the new copy's occurrences. A single event standing in for an
     occurrence there (a link with no series_remote_id: Outlook) is an event of its own, not gone with
     the series: its link stays, and the occurrence's own deletion deletes it."""
-    linked = select(event_links.c.event_id).join(events, events.c.id == event_links.c.event_id).where(
-        events.c.recurring_event_id == series_id, event_links.c.binding_id == binding_id,
-        event_links.c.remote_deleted.is_(False), event_links.c.series_remote_id.is_not(None))
-    conn.execute(event_links.update().where(
-        event_links.c.binding_id == binding_id, event_links.c.event_id.in_(linked.scalar_subquery()),
-    ).values(remote_deleted=True, updated_at=utcnow()))
-    return [(e, v) for e, v in conn.execute(select(events.c.id, events.c.version).where(
-        events.c.recurring_event_id == series_id, events.c.deleted.is_(False)))]
+    linked = (
+        select(event_links.c.event_id)
+        .join(events, events.c.id == event_links.c.event_id)
+        .where(
+            events.c.recurring_event_id == series_id,
+            event_links.c.binding_id == binding_id,
+            event_links.c.remote_deleted.is_(False),
+            event_links.c.series_remote_id.is_not(None),
+        )
+    )
+    conn.execute(
+        event_links.update()
+        .where(
+            event_links.c.binding_id == binding_id,
+            event_links.c.event_id.in_(linked.scalar_subquery()),
+        )
+        .values(remote_deleted=True, updated_at=utcnow())
+    )
+    return [
+        (e, v)
+        for e, v in conn.execute(
+            select(events.c.id, events.c.version).where(
+                events.c.recurring_event_id == series_id, events.c.deleted.is_(False)
+            )
+        )
+    ]
 
 
 def mark_link_deleted(conn: Connection, event_id: str, binding_id: str, version: int) -> None:
-    conn.execute(event_links.update().where(
-        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
-    ).values(remote_deleted=True, base_version=version, updated_at=utcnow()))
+    conn.execute(
+        event_links.update()
+        .where(
+            event_links.c.event_id == event_id,
+            event_links.c.binding_id == binding_id,
+        )
+        .values(remote_deleted=True, base_version=version, updated_at=utcnow())
+    )
 
 
-def adopt_remote_etag(conn: Connection, event_id: str, binding_id: str, etag: str | None, *,
-                      remote_deleted: bool) -> None:
+def adopt_remote_etag(
+    conn: Connection, event_id: str, binding_id: str, etag: str | None, *, remote_deleted: bool
+) -> None:
     """Keep-local: the next push carries the remote's current ETag (or re-creates a deleted copy)."""
-    conn.execute(event_links.update().where(
-        event_links.c.event_id == event_id, event_links.c.binding_id == binding_id,
-    ).values(etag=etag, remote_deleted=remote_deleted, updated_at=utcnow()))
+    conn.execute(
+        event_links.update()
+        .where(
+            event_links.c.event_id == event_id,
+            event_links.c.binding_id == binding_id,
+        )
+        .values(etag=etag, remote_deleted=remote_deleted, updated_at=utcnow())
+    )

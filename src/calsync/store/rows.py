@@ -5,6 +5,7 @@ nothing changes at run time; the types let mypy check every key a caller reads. 
 names exactly its table's columns (tests/test_rows.py compares them with schema.py, and the rows
 the query functions return with these keys), or the columns its query selects.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

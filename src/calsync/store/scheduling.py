@@ -4,6 +4,7 @@ Claims are one guarded UPDATE after a `SELECT ... FOR UPDATE SKIP LOCKED` (Postg
 the FOR UPDATE is dropped and the single writer plus the guard make the claim atomic), so any
 number of workers share the work and a crashed worker's lease simply runs out.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -22,21 +23,23 @@ def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, d
     so the notifications of one burst are settled by one sync."""
     now = now or utcnow()
     soon = now + timedelta(seconds=debounce)
-    conn.execute(update(bindings).where(bindings.c.id == binding_id).values(
-        dirty_at=now,
-        next_poll_at=case(
-            (or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at > soon), soon),
-            else_=bindings.c.next_poll_at,
-        ),
-    ))
+    conn.execute(
+        update(bindings)
+        .where(bindings.c.id == binding_id)
+        .values(
+            dirty_at=now,
+            next_poll_at=case(
+                (or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at > soon), soon),
+                else_=bindings.c.next_poll_at,
+            ),
+        )
+    )
 
 
 def sync_pending(conn: Connection, binding_id: str, now: datetime) -> bool:
     """Dirty and not yet claimed: the sync that will run covers any change notified now, so a
     notification needs no write at all (which keeps a burst of them cheap)."""
-    row = conn.execute(
-        select(bindings.c.dirty_at, bindings.c.lease_until).where(bindings.c.id == binding_id)
-    ).first()
+    row = conn.execute(select(bindings.c.dirty_at, bindings.c.lease_until).where(bindings.c.id == binding_id)).first()
     return row is not None and row.dirty_at is not None and (row.lease_until is None or row.lease_until < now)
 
 
@@ -54,41 +57,53 @@ def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: fl
     )
     due = and_(
         or_(
-            and_(bindings.c.direction != "push",
-                 or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now)),
+            and_(
+                bindings.c.direction != "push", or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now)
+            ),
             queued,
         ),
         _free(bindings, now),
         accounts.c.state == "ok",
         or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),
     )
-    candidate = conn.execute(
-        select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
-        .join(accounts, accounts.c.id == bindings.c.account_id)
-        .where(due)
-        .order_by(bindings.c.next_poll_at.is_not(None), bindings.c.next_poll_at)
-        .limit(1)
-        .with_for_update(of=bindings, skip_locked=True)
-    ).mappings().first()
+    candidate = (
+        conn.execute(
+            select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
+            .join(accounts, accounts.c.id == bindings.c.account_id)
+            .where(due)
+            .order_by(bindings.c.next_poll_at.is_not(None), bindings.c.next_poll_at)
+            .limit(1)
+            .with_for_update(of=bindings, skip_locked=True)
+        )
+        .mappings()
+        .first()
+    )
     if candidate is None:
         return None
     claimed = conn.execute(
-        update(bindings).where(bindings.c.id == candidate["id"], _free(bindings, now))
+        update(bindings)
+        .where(bindings.c.id == candidate["id"], _free(bindings, now))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
     return cast("BindingClaim", dict(candidate)) if claimed == 1 else None
 
 
-def claim_named_binding(conn: Connection, binding_id: str, owner: str, now: datetime,
-                        lease_seconds: float) -> BindingClaim | None:
+def claim_named_binding(
+    conn: Connection, binding_id: str, owner: str, now: datetime, lease_seconds: float
+) -> BindingClaim | None:
     """Lease this binding, due or not (a sync someone asked for), unless another owner holds it."""
-    row = conn.execute(
-        select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id).where(bindings.c.id == binding_id)
-    ).mappings().first()
+    row = (
+        conn.execute(
+            select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id).where(bindings.c.id == binding_id)
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     claimed = conn.execute(
-        update(bindings).where(bindings.c.id == binding_id, _free(bindings, now))
+        update(bindings)
+        .where(bindings.c.id == binding_id, _free(bindings, now))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
     return cast("BindingClaim", dict(row)) if claimed == 1 else None
@@ -96,15 +111,24 @@ def claim_named_binding(conn: Connection, binding_id: str, owner: str, now: date
 
 def extend_binding_lease(conn: Connection, binding_id: str, owner: str, until: datetime) -> bool:
     """A long sync keeps its lease alive page by page; False if the lease was lost meanwhile."""
-    return conn.execute(
-        update(bindings).where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
-        .values(lease_until=until)
-    ).rowcount == 1
+    return (
+        conn.execute(
+            update(bindings)
+            .where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
+            .values(lease_until=until)
+        ).rowcount
+        == 1
+    )
 
 
 def release_binding(
-    conn: Connection, binding_id: str, owner: str, now: datetime, poll_interval: float,
-    seen_dirty_at: datetime | None, debounce: float = 0.2,
+    conn: Connection,
+    binding_id: str,
+    owner: str,
+    now: datetime,
+    poll_interval: float,
+    seen_dirty_at: datetime | None,
+    debounce: float = 0.2,
 ) -> None:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
     keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs."""
@@ -112,9 +136,11 @@ def release_binding(
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
     conn.execute(
-        update(bindings).where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
+        update(bindings)
+        .where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
         .values(
-            lease_owner=None, lease_until=None,
+            lease_owner=None,
+            lease_until=None,
             dirty_at=case((settled, None), else_=bindings.c.dirty_at),
             next_poll_at=case(
                 (settled, now + timedelta(seconds=poll_interval)), else_=now + timedelta(seconds=debounce)
@@ -126,11 +152,13 @@ def release_binding(
 def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
     """Back an account off until `until` (None clears it); returns the consecutive backoff count."""
     if until is None:
-        conn.execute(update(accounts).where(accounts.c.id == account_id).values(backoff_until=None,
-                                                                                backoff_attempts=0))
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(backoff_until=None, backoff_attempts=0))
         return 0
-    conn.execute(update(accounts).where(accounts.c.id == account_id)
-                 .values(backoff_until=until, backoff_attempts=accounts.c.backoff_attempts + 1))
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(backoff_until=until, backoff_attempts=accounts.c.backoff_attempts + 1)
+    )
     return int(conn.execute(select(accounts.c.backoff_attempts).where(accounts.c.id == account_id)).scalar_one())
 
 
@@ -143,19 +171,31 @@ def claim_conference_work(
 ) -> list[ConferenceWorkRow]:
     """Due conference outbox rows, leased to `owner` (the rows as read before the claim: their lease
     columns are the old ones)."""
-    rows = conn.execute(
-        select(conference_outbox)
-        .where(conference_outbox.c.status == "pending", conference_outbox.c.next_attempt_at <= now,
-               _free(conference_outbox, now))
-        .order_by(conference_outbox.c.id).limit(limit)
-        .with_for_update(skip_locked=True)
-    ).mappings().all()
+    rows = (
+        conn.execute(
+            select(conference_outbox)
+            .where(
+                conference_outbox.c.status == "pending",
+                conference_outbox.c.next_attempt_at <= now,
+                _free(conference_outbox, now),
+            )
+            .order_by(conference_outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        .mappings()
+        .all()
+    )
     claimed: list[ConferenceWorkRow] = []
     for row in rows:
-        if conn.execute(
-            update(conference_outbox).where(conference_outbox.c.id == row["id"], _free(conference_outbox, now))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        ).rowcount == 1:
+        if (
+            conn.execute(
+                update(conference_outbox)
+                .where(conference_outbox.c.id == row["id"], _free(conference_outbox, now))
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            ).rowcount
+            == 1
+        ):
             claimed.append(cast("ConferenceWorkRow", dict(row)))
     return claimed
 
@@ -171,8 +211,11 @@ def channel_by_channel_id(conn: Connection, channel_id: str) -> ChannelRow | Non
 def channel_by_resource_id(conn: Connection, resource_id: str) -> ChannelRow | None:
     """The active channel the provider knows as `resource_id` (a Graph subscription id). A fallback
     for deliveries that lost our channel id from their URL; the channel id lookup is the indexed one."""
-    row = conn.execute(select(channels).where(channels.c.resource_id == resource_id, channels.c.state == "active")
-                       ).mappings().first()
+    row = (
+        conn.execute(select(channels).where(channels.c.resource_id == resource_id, channels.c.state == "active"))
+        .mappings()
+        .first()
+    )
     return cast("ChannelRow", dict(row)) if row else None
 
 
@@ -190,8 +233,9 @@ def channel_health(conn: Connection) -> dict[str, ChannelRow]:
 
 
 def dirty_count(conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).select_from(bindings).where(bindings.c.dirty_at.is_not(None)))
-               .scalar_one())
+    return int(
+        conn.execute(select(func.count()).select_from(bindings).where(bindings.c.dirty_at.is_not(None))).scalar_one()
+    )
 
 
 def open_channels(conn: Connection, binding_id: str) -> list[ChannelRow]:
@@ -217,13 +261,15 @@ class NewChannel(TypedDict):
 
 def add_channel(conn: Connection, row_id: str, binding_id: str, values: NewChannel) -> None:
     now = utcnow()
-    conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now,
-                                          **values))
+    conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now, **values))
 
 
 def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration: datetime | None) -> None:
-    conn.execute(update(channels).where(channels.c.id == row_id).values(
-        state="active", resource_id=resource_id, expiration=expiration, updated_at=utcnow()))
+    conn.execute(
+        update(channels)
+        .where(channels.c.id == row_id)
+        .values(state="active", resource_id=resource_id, expiration=expiration, updated_at=utcnow())
+    )
 
 
 def set_channel_state(conn: Connection, row_id: str, state: ChannelState) -> None:
@@ -232,20 +278,29 @@ def set_channel_state(conn: Connection, row_id: str, state: ChannelState) -> Non
 
 def renew_channel(conn: Connection, row_id: str, expiration: datetime | None) -> None:
     """The provider extended the channel in place (Graph's PATCH): same ids, a later expiry."""
-    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state == "active").values(
-        expiration=expiration, updated_at=utcnow()))
+    conn.execute(
+        update(channels)
+        .where(channels.c.id == row_id, channels.c.state == "active")
+        .values(expiration=expiration, updated_at=utcnow())
+    )
 
 
 def channel_due_for_renewal(conn: Connection, row_id: str, now: datetime) -> None:
     """The provider asked for a renewal (Graph's reauthorizationRequired): make the channel look
     expired, so the worker that next holds its binding's lease renews it. The receiver never calls
     the provider itself."""
-    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state == "active").values(
-        expiration=now, updated_at=utcnow()))
+    conn.execute(
+        update(channels)
+        .where(channels.c.id == row_id, channels.c.state == "active")
+        .values(expiration=now, updated_at=utcnow())
+    )
 
 
 def channel_gone(conn: Connection, row_id: str) -> None:
     """The provider removed the channel (Graph's subscriptionRemoved): it leaves the open channels,
     so the next worker on its binding makes a new one; nothing is left to stop."""
-    conn.execute(update(channels).where(channels.c.id == row_id, channels.c.state.in_(("pending", "active")))
-                 .values(state="gone", updated_at=utcnow()))
+    conn.execute(
+        update(channels)
+        .where(channels.c.id == row_id, channels.c.state.in_(("pending", "active")))
+        .values(state="gone", updated_at=utcnow())
+    )

@@ -1,4 +1,5 @@
 """SQLAlchemy 2 tables. SQLite by default, PostgreSQL at scale; the schema itself is made by Alembic."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

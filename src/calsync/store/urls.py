@@ -3,6 +3,7 @@
 Kept apart from `store.db` (and free of SQLAlchemy) because `calsync sync` resolves the database
 before deciding whether a running service should do the work, and that decision must stay cheap.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ One job per module, imports pointing one way (``api`` -> ``admin`` -> ``emulator
 ``params``, ``recurrence``, ``times``, ``errors`` -> ``..common``); the parts Graph shares are
 ``..store_base`` (the store's frame), ``..push_hub`` (delivery) and ``..faults`` (faults, admin routes).
 """
+
 from __future__ import annotations
 
 from calsync.emulators.google.api import _bearer_user as _bearer_user

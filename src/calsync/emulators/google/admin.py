@@ -1,5 +1,6 @@
 """The /emulator admin surface: reset, faults, request log, token invalidation, seeding, switches
 and push channels. Admin requests are never logged or faulted."""
+
 from __future__ import annotations
 
 from starlette.requests import Request

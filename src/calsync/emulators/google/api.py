@@ -1,5 +1,6 @@
 """The HTTP surface: Calendar API v3 routes under /calendar/v3, and the app that serves them with
 the admin routes. Every failure answers in Google's error shape, never a bare traceback."""
+
 from __future__ import annotations
 
 import logging
@@ -116,14 +117,16 @@ def _h_events_get(c: _Call) -> Response:
 
 
 def _h_events_update(c: _Call) -> Response:
-    ev = c.emu.write_event(c.user, c.args["cal"], c.args["ev"], _object_body(c.body), c.params,
-                           c.headers.get("if-match"), patch=False)
+    ev = c.emu.write_event(
+        c.user, c.args["cal"], c.args["ev"], _object_body(c.body), c.params, c.headers.get("if-match"), patch=False
+    )
     return _ok(ev, etag=ev["etag"])
 
 
 def _h_events_patch(c: _Call) -> Response:
-    ev = c.emu.write_event(c.user, c.args["cal"], c.args["ev"], _object_body(c.body), c.params,
-                           c.headers.get("if-match"), patch=True)
+    ev = c.emu.write_event(
+        c.user, c.args["cal"], c.args["ev"], _object_body(c.body), c.params, c.headers.get("if-match"), patch=True
+    )
     return _ok(ev, etag=ev["etag"])
 
 
@@ -144,7 +147,8 @@ def _h_channels_stop(c: _Call) -> Response:
 _CAL = r"(?P<cal>[^/]+)"
 _EV = r"(?P<ev>[^/]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
-    (m, re.compile(p + r"/?$"), h) for m, p, h in [
+    (m, re.compile(p + r"/?$"), h)
+    for m, p, h in [
         ("GET", r"/users/me/calendarList", _h_calendar_list),
         ("GET", rf"/users/me/calendarList/{_CAL}", _h_calendar_list_get),
         ("POST", r"/calendars", _h_calendar_insert),
@@ -188,14 +192,21 @@ async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -
     try:
         if user is None:
             raise ApiError(401, "authError", "Invalid Credentials", "global", "header", "Authorization")
-        found = _route(request.method, request.url.path[len(API_PREFIX):])
+        found = _route(request.method, request.url.path[len(API_PREFIX) :])
         if found is None:
             raise _not_found()
         handler, args = found
         body = await read_json_body(request, _parse_error) if request.method in ("POST", "PUT", "PATCH") else None
         emu.ensure_user(user)
-        call = _Call(emu, user, Params(list(request.query_params.multi_items())), request.headers, body, args,
-                     str(request.base_url).rstrip("/"))
+        call = _Call(
+            emu,
+            user,
+            Params(list(request.query_params.multi_items())),
+            request.headers,
+            body,
+            args,
+            str(request.base_url).rstrip("/"),
+        )
         return handler(call)
     except ApiError as err:
         return _error_response(err)
@@ -204,7 +215,6 @@ async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -
     except Exception:  # a bug must still answer like Google would, never a bare traceback
         log.exception("google emulator: unhandled error for %s %s", request.method, request.url.path)
         return _error_response(ApiError(500, "backendError", "Backend Error"))
-
 
 
 def create_app(emulator: GoogleEmulator | None = None) -> Starlette:

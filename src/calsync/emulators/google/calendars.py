@@ -1,4 +1,5 @@
 """calendarList and calendars: a user's calendars (primary first) and their metadata."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,12 @@ class _Calendars(_Store):
                 if not isinstance(payload, dict) or payload.get("cl") != user:
                     raise _invalid("Invalid page token value.", "pageToken")
                 offset = int(payload.get("o", 0))
-            page = ids[offset: offset + limit]
-            out: dict[str, Any] = {"kind": "calendar#calendarList", "etag": self._list_etag(ids),
-                                   "items": [self._list_entry(self._calendars[c]) for c in page]}
+            page = ids[offset : offset + limit]
+            out: dict[str, Any] = {
+                "kind": "calendar#calendarList",
+                "etag": self._list_etag(ids),
+                "items": [self._list_entry(self._calendars[c]) for c in page],
+            }
             if offset + limit < len(ids):
                 out["nextPageToken"] = self._signer.seal({"cl": user, "o": offset + limit})
             return out
@@ -50,8 +54,15 @@ class _Calendars(_Store):
         with self._lock:
             fields = self._calendar_fields(body, None)
             cal_id = f"{_random_id()}@group.calendar.google.com"
-            cal = self._new_calendar(cal_id, user, False, fields["summary"], fields.get("timeZone", "UTC"),
-                                     fields.get("description"), fields.get("location"))
+            cal = self._new_calendar(
+                cal_id,
+                user,
+                False,
+                fields["summary"],
+                fields.get("timeZone", "UTC"),
+                fields.get("description"),
+                fields.get("location"),
+            )
             return self._calendar_dict(cal)
 
     def get_calendar(self, user: str, ref: str) -> dict[str, Any]:
@@ -119,8 +130,16 @@ class _Calendars(_Store):
     def _list_entry(cal: _Calendar) -> dict[str, Any]:
         out = _Calendars._calendar_dict(cal)
         out["kind"] = "calendar#calendarListEntry"
-        out.update({"colorId": "14", "backgroundColor": "#9fe1e7", "foregroundColor": "#000000",
-                    "selected": True, "accessRole": "owner", "defaultReminders": []})
+        out.update(
+            {
+                "colorId": "14",
+                "backgroundColor": "#9fe1e7",
+                "foregroundColor": "#000000",
+                "selected": True,
+                "accessRole": "owner",
+                "defaultReminders": [],
+            }
+        )
         if cal.primary:
             out["primary"] = True
         return out

@@ -1,4 +1,5 @@
 """The Google Calendar emulator: the store with every API operation, push channels and seeding."""
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,12 @@ class GoogleEmulator(_Calendars, _Events, _Listing):
             cal = self._calendar(user, cal_ref)
             uri = f"{base_url}{API_PREFIX}/calendars/{quote(cal_ref, safe='@')}/events?alt=json"
             try:
-                request = parse_watch(body, int(time.time() * 1000), bool(self.switches["push_allow_http"]),
-                                      int(self.switches["push_max_ttl_seconds"]))
+                request = parse_watch(
+                    body,
+                    int(time.time() * 1000),
+                    bool(self.switches["push_allow_http"]),
+                    int(self.switches["push_max_ttl_seconds"]),
+                )
                 return self.push.open_channel(request, cal.id, user, uri).resource()
             except PushError as err:
                 raise _push_api_error(err) from None
@@ -63,8 +68,9 @@ class GoogleEmulator(_Calendars, _Events, _Listing):
 
 
 def _push_api_error(err: PushError) -> ApiError:
-    return ApiError(err.status, err.reason, err.message, err.domain,
-                    "parameter" if err.location else None, err.location)
+    return ApiError(
+        err.status, err.reason, err.message, err.domain, "parameter" if err.location else None, err.location
+    )
 
 
 def _is_user_email(calendar_id: str) -> bool:

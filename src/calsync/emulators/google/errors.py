@@ -4,6 +4,7 @@ The shapes follow https://developers.google.com/calendar/api/guides/errors (see 
 ``../shared/reference/provider-semantics.md`` 1.9): a sync engine branches on status and
 reason, so both must be exactly Google's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,9 +19,16 @@ JSON_TYPE = "application/json; charset=UTF-8"
 class ApiError(Exception):
     """An error answered in Google's JSON error shape."""
 
-    def __init__(self, status: int, reason: str, message: str, domain: str = "global",
-                 location_type: str | None = None, location: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        domain: str = "global",
+        location_type: str | None = None,
+        location: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -52,8 +60,7 @@ def _not_found() -> ApiError:
     return ApiError(404, "notFound", "Not Found")
 
 
-def _invalid(message: str, location: str | None = None, reason: str = "invalid",
-             domain: str = "global") -> ApiError:
+def _invalid(message: str, location: str | None = None, reason: str = "invalid", domain: str = "global") -> ApiError:
     return ApiError(400, reason, message, domain, "parameter" if location else None, location)
 
 
@@ -62,8 +69,14 @@ def _required(message: str, location: str | None = None) -> ApiError:
 
 
 def _full_sync_required() -> ApiError:
-    return ApiError(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.",
-                    "calendar", "parameter", "syncToken")
+    return ApiError(
+        410,
+        "fullSyncRequired",
+        "Sync token is no longer valid, a full sync is required.",
+        "calendar",
+        "parameter",
+        "syncToken",
+    )
 
 
 def _precondition_failed() -> ApiError:
@@ -93,8 +106,13 @@ _FAULT_REASONS: dict[str, tuple[str, str]] = {
 def error_for_status(status: int, reason: str | None = None) -> ApiError:
     """Google's error body for an injected fault: rate limits, backend errors, auth, or a given reason."""
     if reason is None:
-        reason = {429: "rateLimitExceeded", 403: "rateLimitExceeded", 401: "authError", 404: "notFound",
-                  410: "deleted"}.get(status, "backendError" if status >= 500 else "invalid")
+        reason = {
+            429: "rateLimitExceeded",
+            403: "rateLimitExceeded",
+            401: "authError",
+            404: "notFound",
+            410: "deleted",
+        }.get(status, "backendError" if status >= 500 else "invalid")
     domain, message = _FAULT_REASONS.get(reason, ("global", "Injected fault: " + reason))
     if reason == "authError":
         return ApiError(status, reason, message, domain, "header", "Authorization")

@@ -4,6 +4,7 @@ Conference data is honoured only with ``conferenceDataVersion=1``, and Meet data
 with the signature this emulator issued, as Google documents
 (https://developers.google.com/calendar/api/guides/create-events#conferencing).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,9 @@ from calsync.emulators.google.params import Params, _conference_version
 from calsync.emulators.google.render import _Render
 from calsync.emulators.google.state import _CLIENT_ID_RE, _Calendar, _Event
 
-_MEET_ICON = "https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/logo_meet_2020q4_color_2x_web_512dp.png"
+_MEET_ICON = (
+    "https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/logo_meet_2020q4_color_2x_web_512dp.png"
+)
 
 
 class _Events(_Render):
@@ -78,9 +81,17 @@ class _Events(_Render):
             now = time.time()
             request_ids: set[str] = set()
             self._apply_conference(data, request_ids, body, version, mode="insert")
-            ev = _Event(event_id, -1, data, ical_uid or f"{event_id}@google.com", _fmt_ts(now),
-                        {"email": user, "self": True}, self._organizer(cal, body if import_ else None),
-                        sequence=self._client_sequence(body, 0), conference_request_ids=request_ids)
+            ev = _Event(
+                event_id,
+                -1,
+                data,
+                ical_uid or f"{event_id}@google.com",
+                _fmt_ts(now),
+                {"email": user, "self": True},
+                self._organizer(cal, body if import_ else None),
+                sequence=self._client_sequence(body, 0),
+                conference_request_ids=request_ids,
+            )
             self._apply_times(ev, times)
             self._store_new(cal, ev, now)
             return self._event_dict(cal, ev)
@@ -108,8 +119,9 @@ class _Events(_Render):
         ev.start_ts, ev.end_ts, ev.span_end_ts = times.start_ts, times.end_ts, times.span_end_ts
         ev.compiled = times.compiled
 
-    def write_event(self, user: str, cal_ref: str, event_id: str, body: Any, params: Params,
-                    if_match: str | None, patch: bool) -> dict[str, Any]:
+    def write_event(
+        self, user: str, cal_ref: str, event_id: str, body: Any, params: Params, if_match: str | None, patch: bool
+    ) -> dict[str, Any]:
         """events.update (PUT) and events.patch; an instance id creates the exception on first write."""
         with self._changes():
             cal = self._calendar(user, cal_ref)
@@ -128,8 +140,16 @@ class _Events(_Render):
                 raise _precondition_failed()
             return self._write(cal, ev, body, version, patch=patch, import_=False, fresh=fresh is not None)
 
-    def _write(self, cal: _Calendar, ev: _Event, body: dict[str, Any], version: int, patch: bool,
-               import_: bool, fresh: bool = False) -> dict[str, Any]:
+    def _write(
+        self,
+        cal: _Calendar,
+        ev: _Event,
+        body: dict[str, Any],
+        version: int,
+        patch: bool,
+        import_: bool,
+        fresh: bool = False,
+    ) -> dict[str, Any]:
         """Apply an update/patch/import body to ``ev``; everything is validated before anything changes."""
         data = _patched_data(ev.data, body) if patch else _fresh_data(body)
         if ev.recurring_event_id is not None:
@@ -188,8 +208,9 @@ class _Events(_Render):
 
     # -- conference data ------------------------------------------------------------------------
 
-    def _apply_conference(self, data: dict[str, Any], request_ids: set[str], body: dict[str, Any],
-                          version: int, mode: str) -> None:
+    def _apply_conference(
+        self, data: dict[str, Any], request_ids: set[str], body: dict[str, Any], version: int, mode: str
+    ) -> None:
         """conferenceData is honoured only with conferenceDataVersion=1, as Google documents."""
         if version != 1:
             return
@@ -220,16 +241,24 @@ class _Events(_Render):
         key = request.get("conferenceSolutionKey")
         kind = key.get("type") if isinstance(key, dict) else None
         outcome = self.switches["conference_create_status"] if kind == "hangoutsMeet" else "failure"
-        create = {"requestId": request_id, "conferenceSolutionKey": {"type": kind if isinstance(kind, str) else ""},
-                  "status": {"statusCode": outcome}}
+        create = {
+            "requestId": request_id,
+            "conferenceSolutionKey": {"type": kind if isinstance(kind, str) else ""},
+            "status": {"statusCode": outcome},
+        }
         if outcome != "success":
             data["conferenceData"] = {"createRequest": create}
             return
         code = "-".join("".join(self._rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)) for n in (3, 4, 3))
         data["conferenceData"] = {
             "createRequest": create,
-            "entryPoints": [{"entryPointType": "video", "uri": f"https://meet.google.com/{code}",
-                             "label": f"meet.google.com/{code}"}],
+            "entryPoints": [
+                {
+                    "entryPointType": "video",
+                    "uri": f"https://meet.google.com/{code}",
+                    "label": f"meet.google.com/{code}",
+                }
+            ],
             "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet", "iconUri": _MEET_ICON},
             "conferenceId": code,
             "signature": self._signer.sign_text("meet:" + code),

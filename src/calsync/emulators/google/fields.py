@@ -1,5 +1,6 @@
 """Event bodies as Google accepts them: each writable field validated and normalised, PATCH merged,
 conference data checked, start/end/recurrence turned into the times the store indexes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,16 +12,26 @@ from calsync.emulators.google.recurrence import _Series
 from calsync.emulators.google.times import _norm_edt
 
 _STR_FIELDS = ("summary", "description", "location", "colorId")
-_BOOL_FIELDS = ("endTimeUnspecified", "anyoneCanAddSelf", "guestsCanInviteOthers", "guestsCanModify",
-                "guestsCanSeeOtherGuests", "privateCopy")
+_BOOL_FIELDS = (
+    "endTimeUnspecified",
+    "anyoneCanAddSelf",
+    "guestsCanInviteOthers",
+    "guestsCanModify",
+    "guestsCanSeeOtherGuests",
+    "privateCopy",
+)
 _ENUMS = {
     "status": ("confirmed", "tentative", "cancelled"),
     "transparency": ("opaque", "transparent"),
     "visibility": ("default", "public", "private", "confidential"),
     "eventType": ("default",),
 }
-_WRITABLE = frozenset(_STR_FIELDS + _BOOL_FIELDS + tuple(_ENUMS) + (
-    "start", "end", "recurrence", "attendees", "reminders", "extendedProperties", "source"))
+_WRITABLE = frozenset(
+    _STR_FIELDS
+    + _BOOL_FIELDS
+    + tuple(_ENUMS)
+    + ("start", "end", "recurrence", "attendees", "reminders", "extendedProperties", "source")
+)
 _SCHEDULE_FIELDS = ("start", "end", "recurrence", "location")
 _ATTENDEE_STR = ("email", "displayName", "comment", "id")
 _ATTENDEE_BOOL = ("optional", "resource", "organizer", "self")
@@ -164,13 +175,25 @@ def _merge_ext_props(old: dict[str, dict[str, str]], patch: Any) -> dict[str, di
     return merged
 
 
-_ENTRY_POINT_STR = ("entryPointType", "uri", "label", "pin", "accessCode", "meetingCode", "passcode", "password",
-                    "regionCode")
+_ENTRY_POINT_STR = (
+    "entryPointType",
+    "uri",
+    "label",
+    "pin",
+    "accessCode",
+    "meetingCode",
+    "passcode",
+    "password",
+    "regionCode",
+)
 
 
 def _check_entry_point(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or not isinstance(value.get("entryPointType"), str) or \
-            not isinstance(value.get("uri"), str):
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("entryPointType"), str)
+        or not isinstance(value.get("uri"), str)
+    ):
         raise _invalid("Invalid conference entry point: entryPointType and uri are required.")
     out: dict[str, Any] = {}
     for key in _ENTRY_POINT_STR:
@@ -192,8 +215,12 @@ def _check_conference(value: dict[str, Any]) -> dict[str, Any]:
     solution = solution if isinstance(solution, dict) else {}
     entry_points = value.get("entryPoints")
     key = solution.get("key")
-    if not isinstance(key, dict) or not isinstance(key.get("type"), str) or \
-            not isinstance(entry_points, list) or not entry_points:
+    if (
+        not isinstance(key, dict)
+        or not isinstance(key.get("type"), str)
+        or not isinstance(entry_points, list)
+        or not entry_points
+    ):
         raise _invalid("Invalid conference data: conferenceSolution and entryPoints are required.")
     out: dict[str, Any] = {}
     for name in ("conferenceId", "notes", "signature"):

@@ -1,4 +1,5 @@
 """Query parameters as Google validates them, and the validated events.list / instances request."""
+
 from __future__ import annotations
 
 import builtins
@@ -12,12 +13,33 @@ from calsync.emulators.google.times import _parse_rfc3339
 MAX_RESULTS_DEFAULT = 250
 MAX_RESULTS_CAP = 2500
 # Query parameters that do not change what a list returns, so page tokens ignore them.
-_NON_SEMANTIC_PARAMS = frozenset({
-    "pageToken", "alt", "prettyPrint", "fields", "quotaUser", "key", "userIp", "oauth_token",
-    "access_token", "callback", "$.xgafv", "upload_protocol", "uploadType",
-})
-_SYNC_RESTRICTED = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty",
-                    "timeMin", "timeMax", "updatedMin")
+_NON_SEMANTIC_PARAMS = frozenset(
+    {
+        "pageToken",
+        "alt",
+        "prettyPrint",
+        "fields",
+        "quotaUser",
+        "key",
+        "userIp",
+        "oauth_token",
+        "access_token",
+        "callback",
+        "$.xgafv",
+        "upload_protocol",
+        "uploadType",
+    }
+)
+_SYNC_RESTRICTED = (
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+)
 
 
 class Params:
@@ -103,8 +125,9 @@ def _max_results(params: Params) -> int:
     if value is None:
         return MAX_RESULTS_DEFAULT
     if value < 1:
-        raise _invalid(f"Invalid value '{value}'. Values must be within the range: [1, {MAX_RESULTS_CAP}]",
-                       "maxResults")
+        raise _invalid(
+            f"Invalid value '{value}'. Values must be within the range: [1, {MAX_RESULTS_CAP}]", "maxResults"
+        )
     return min(value, MAX_RESULTS_CAP)
 
 
@@ -123,6 +146,7 @@ def _conference_version(params: Params) -> int:
     if value is None:
         return 0
     if value not in (0, 1):
-        raise _invalid("Invalid value for: conferenceDataVersion. Values must be within the range: [0, 1]",
-                       "conferenceDataVersion")
+        raise _invalid(
+            "Invalid value for: conferenceDataVersion. Values must be within the range: [0, 1]", "conferenceDataVersion"
+        )
     return value

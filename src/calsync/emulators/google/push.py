@@ -12,6 +12,7 @@ own parts are here: channels, message numbers, held reorder batches and which st
 
 This module imports only the standard library, starlette, httpx and the shared emulator modules.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,8 +64,9 @@ _CHANNEL_TYPES = ("web_hook", "webhook")
 class PushError(Exception):
     """A watch/stop request Google would refuse; the emulator renders it in Google's error shape."""
 
-    def __init__(self, status: int, reason: str, message: str, domain: str = "global",
-                 location: str | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, domain: str = "global", location: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -115,8 +117,9 @@ def _address(value: Any, allow_http: bool) -> str:
     if not isinstance(value, str):
         raise _bad("Invalid channel address.", "address")
     if not receiver_host(value):
-        raise _bad(f"WebHook callback must have a host or address: {value}", "address",
-                   reason="push.webhookUrlNoHostOrAddress")
+        raise _bad(
+            f"WebHook callback must have a host or address: {value}", "address", reason="push.webhookUrlNoHostOrAddress"
+        )
     if receiver_allowed(value, allow_http):
         return value
     raise _bad(f"WebHook callback must be HTTPS: {value}", "address", reason="push.webhookUrlNotHttps")
@@ -222,8 +225,12 @@ class Channel:
 
     def resource(self) -> dict[str, Any]:
         """The Channel resource events.watch answers with."""
-        out: dict[str, Any] = {"kind": "api#channel", "id": self.id, "resourceId": self.resource_id,
-                               "resourceUri": self.resource_uri}
+        out: dict[str, Any] = {
+            "kind": "api#channel",
+            "id": self.id,
+            "resourceId": self.resource_id,
+            "resourceUri": self.resource_uri,
+        }
         if self.token is not None:
             out["token"] = self.token
         out["expiration"] = str(self.expiration_ms)
@@ -231,26 +238,37 @@ class Channel:
 
     def headers(self, number: int, state: str) -> dict[str, str]:
         """The headers of one notification; token only when set, as Google documents."""
-        out = {"Content-Type": "application/json; utf-8", "User-Agent": USER_AGENT,
-               "X-Goog-Channel-ID": self.id}
+        out = {"Content-Type": "application/json; utf-8", "User-Agent": USER_AGENT, "X-Goog-Channel-ID": self.id}
         if self.token is not None:
             out["X-Goog-Channel-Token"] = self.token
-        out.update({
-            "X-Goog-Channel-Expiration": formatdate(self.expiration_ms / 1000.0, usegmt=True),
-            "X-Goog-Resource-ID": self.resource_id,
-            "X-Goog-Resource-URI": self.resource_uri,
-            "X-Goog-Resource-State": state,
-            "X-Goog-Message-Number": str(number),
-        })
+        out.update(
+            {
+                "X-Goog-Channel-Expiration": formatdate(self.expiration_ms / 1000.0, usegmt=True),
+                "X-Goog-Resource-ID": self.resource_id,
+                "X-Goog-Resource-URI": self.resource_uri,
+                "X-Goog-Resource-State": state,
+                "X-Goog-Message-Number": str(number),
+            }
+        )
         return out
 
     def admin_dict(self, now: float) -> dict[str, Any]:
         """The channel as GET /emulator/channels shows it."""
         out = self.resource()
-        out.update({"calendarId": self.calendar_id, "user": self.user, "address": self.address,
-                    "state": self.state(now), "created": rfc3339_ms(self.created),
-                    "messagesSent": self.messages, "delivered": self.delivered, "failed": self.failed,
-                    "dropped": self.dropped, "lastMessageNumber": self.last_number})
+        out.update(
+            {
+                "calendarId": self.calendar_id,
+                "user": self.user,
+                "address": self.address,
+                "state": self.state(now),
+                "created": rfc3339_ms(self.created),
+                "messagesSent": self.messages,
+                "delivered": self.delivered,
+                "failed": self.failed,
+                "dropped": self.dropped,
+                "lastMessageNumber": self.last_number,
+            }
+        )
         return out
 
 
@@ -301,8 +319,17 @@ class PushHub(DeliveryHub[_Message, _Message]):
             if existing is not None and existing.state(now) == "live":
                 raise PushError(400, "channelIdNotUnique", "Channel id not unique")
             self._make_room(now)
-            channel = Channel(req.id, resource_id_for(calendar_id, user), resource_uri, calendar_id, user,
-                              req.address, req.token, req.expiration_ms, now)
+            channel = Channel(
+                req.id,
+                resource_id_for(calendar_id, user),
+                resource_uri,
+                calendar_id,
+                user,
+                req.address,
+                req.token,
+                req.expiration_ms,
+                now,
+            )
             if existing is not None:
                 self._by_calendar.get(existing.calendar_id, {}).pop(existing.id, None)
             self._channels[channel.id] = channel
@@ -329,8 +356,12 @@ class PushHub(DeliveryHub[_Message, _Message]):
             raise PushError(400, "required", "Required: resourceId.", location="resourceId")
         with self._cond:
             channel = self._channels.get(channel_id)
-            if channel is None or channel.resource_id != resource_id or channel.user != user or \
-                    channel.state(time.time()) != "live":
+            if (
+                channel is None
+                or channel.resource_id != resource_id
+                or channel.user != user
+                or channel.state(time.time()) != "live"
+            ):
                 raise PushError(404, "notFound", f"Channel '{channel_id}' not found for project 'calsync-emulator'")
             channel.stopped = True
 
@@ -347,8 +378,7 @@ class PushHub(DeliveryHub[_Message, _Message]):
     def channels(self, include_dead: bool = False) -> list[dict[str, Any]]:
         with self._cond:
             now = time.time()
-            return [c.admin_dict(now) for c in self._channels.values()
-                    if include_dead or c.state(now) == "live"]
+            return [c.admin_dict(now) for c in self._channels.values() if include_dead or c.state(now) == "live"]
 
     # -- notifications --------------------------------------------------------------------------
 
@@ -454,8 +484,7 @@ class PushHub(DeliveryHub[_Message, _Message]):
 
     def _post(self, client: httpx.Client, message: _Message) -> tuple[int | None, str | None]:
         channel = message.channel
-        return self._send(client, channel.address, headers=channel.headers(message.number, message.state),
-                          content=b"")
+        return self._send(client, channel.address, headers=channel.headers(message.number, message.state), content=b"")
 
     def _settle(self, message: _Message, status: int | None, error: str | None) -> None:
         """Under the lock: log the attempt; retry 5xx-retryable and transport errors with backoff."""
@@ -477,12 +506,31 @@ class PushHub(DeliveryHub[_Message, _Message]):
             message.attempt += 1
             self._push(message)
 
-    def _record(self, channel: Channel, number: int, state: str, attempt: int, outcome: str,
-                status: int | None = None, error: str | None = None) -> None:
+    def _record(
+        self,
+        channel: Channel,
+        number: int,
+        state: str,
+        attempt: int,
+        outcome: str,
+        status: int | None = None,
+        error: str | None = None,
+    ) -> None:
         """Under the lock: one delivery-log entry and its counter."""
-        self._count(outcome, {"channelId": channel.id, "resourceId": channel.resource_id,
-                              "address": channel.address, "messageNumber": number, "state": state,
-                              "attempt": attempt, "outcome": outcome, "status": status, "error": error})
+        self._count(
+            outcome,
+            {
+                "channelId": channel.id,
+                "resourceId": channel.resource_id,
+                "address": channel.address,
+                "messageNumber": number,
+                "state": state,
+                "attempt": attempt,
+                "outcome": outcome,
+                "status": status,
+                "error": error,
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Expansion is bounded (about two years ahead, at most 1000 instances), as
 Google's own is; see ``../shared/reference/provider-semantics.md`` 1.4.
 """
+
 from __future__ import annotations
 
 import math
@@ -128,14 +129,22 @@ class _Series:
         if self.all_day:
             d0 = dt.date()
             d1 = d0 + timedelta(days=self.days)
-            return _Occ(_midnight_ts(d0, self.cal_zone), _midnight_ts(d1, self.cal_zone),
-                        {"date": d0.isoformat()}, {"date": d1.isoformat()}, d0.strftime("%Y%m%d"))
+            return _Occ(
+                _midnight_ts(d0, self.cal_zone),
+                _midnight_ts(d1, self.cal_zone),
+                {"date": d0.isoformat()},
+                {"date": d1.isoformat()},
+                d0.strftime("%Y%m%d"),
+            )
         assert self.zone is not None
         end = (dt.astimezone(UTC) + self.duration).astimezone(ZoneInfo(self.end_zone_name))
-        return _Occ(dt.timestamp(), end.timestamp(),
-                    {"dateTime": _fmt_dt(dt), "timeZone": self.zone.key},
-                    {"dateTime": _fmt_dt(end), "timeZone": self.end_zone_name},
-                    dt.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"))
+        return _Occ(
+            dt.timestamp(),
+            end.timestamp(),
+            {"dateTime": _fmt_dt(dt), "timeZone": self.zone.key},
+            {"dateTime": _fmt_dt(end), "timeZone": self.end_zone_name},
+            dt.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        )
 
     def occurrences(self, time_min: float | None, time_max: float | None, now: float) -> list[_Occ]:
         """Occurrences overlapping (time_min, time_max), up to timeMax or about two years ahead."""

@@ -1,4 +1,5 @@
 """Event resources as Google renders them: full, tombstone and generated-instance JSON, cached."""
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,15 @@ class _Render(_Store):
     def _event_dict(self, cal: _Calendar, ev: _Event) -> dict[str, Any]:
         """The full Event resource, fields in Google's usual order, only fields the schema knows."""
         data = ev.data
-        out: dict[str, Any] = {"kind": "calendar#event", "etag": ev.etag, "id": ev.id, "status": ev.status,
-                               "htmlLink": self._html_link(cal.id, ev.id), "created": ev.created,
-                               "updated": ev.updated}
+        out: dict[str, Any] = {
+            "kind": "calendar#event",
+            "etag": ev.etag,
+            "id": ev.id,
+            "status": ev.status,
+            "htmlLink": self._html_link(cal.id, ev.id),
+            "created": ev.created,
+            "updated": ev.updated,
+        }
         for key in ("summary", "description", "location", "colorId"):
             if key in data:
                 out[key] = data[key]
@@ -41,8 +48,14 @@ class _Render(_Store):
                 out[key] = data[key]
         out["iCalUID"] = ev.ical_uid
         out["sequence"] = ev.sequence
-        for key in ("attendees", "anyoneCanAddSelf", "guestsCanInviteOthers", "guestsCanModify",
-                    "guestsCanSeeOtherGuests", "privateCopy"):
+        for key in (
+            "attendees",
+            "anyoneCanAddSelf",
+            "guestsCanInviteOthers",
+            "guestsCanModify",
+            "guestsCanSeeOtherGuests",
+            "privateCopy",
+        ):
             if key in data:
                 out[key] = data[key]
         conference = data.get("conferenceData")
@@ -90,8 +103,14 @@ class _Render(_Store):
         """A generated instance of a series (no stored exception for it)."""
         iid = f"{series.id}_{occ.suffix}"
         if series.cancelled and not full:
-            return {"kind": "calendar#event", "etag": series.etag, "id": iid, "status": "cancelled",
-                    "recurringEventId": series.id, "originalStartTime": occ.start_json}
+            return {
+                "kind": "calendar#event",
+                "etag": series.etag,
+                "id": iid,
+                "status": "cancelled",
+                "recurringEventId": series.id,
+                "originalStartTime": occ.start_json,
+            }
         out = self._event_dict(cal, series)
         out.pop("recurrence", None)
         out["id"] = iid

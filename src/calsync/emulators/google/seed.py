@@ -1,4 +1,5 @@
 """Seeding: many realistic events built straight into storage (benchmarks need 100,000 in seconds)."""
+
 from __future__ import annotations
 
 import random
@@ -61,8 +62,18 @@ class _Seeder:
         event_id = _random_id(self.rng)
         while event_id in self.cal.events:
             event_id = _random_id(self.rng)
-        ev = _Event(event_id, -1, data, f"{event_id}@google.com", created, self.creator, self.organizer,
-                    start_ts=start_ts, end_ts=end_ts, span_end_ts=end_ts)
+        ev = _Event(
+            event_id,
+            -1,
+            data,
+            f"{event_id}@google.com",
+            created,
+            self.creator,
+            self.organizer,
+            start_ts=start_ts,
+            end_ts=end_ts,
+            span_end_ts=end_ts,
+        )
         every = self.opt["conference_every"]
         if every and i % every == 0:
             data["conferenceData"] = self._zoom(self.rng)
@@ -80,10 +91,19 @@ class _Seeder:
         meeting = str(rng.randrange(10**9, 10**11))
         return {
             "conferenceId": meeting,
-            "conferenceSolution": {"key": {"type": "addOn"}, "name": "Zoom",
-                                   "iconUri": "https://zoom.example/icon.png"},
-            "entryPoints": [{"entryPointType": "video", "uri": f"https://zoom.example/j/{meeting}",
-                             "label": f"zoom.example/j/{meeting}", "meetingCode": meeting}],
+            "conferenceSolution": {
+                "key": {"type": "addOn"},
+                "name": "Zoom",
+                "iconUri": "https://zoom.example/icon.png",
+            },
+            "entryPoints": [
+                {
+                    "entryPointType": "video",
+                    "uri": f"https://zoom.example/j/{meeting}",
+                    "label": f"zoom.example/j/{meeting}",
+                    "meetingCode": meeting,
+                }
+            ],
         }
 
 

@@ -12,6 +12,7 @@ Storage layout per calendar, chosen for the hot paths:
 The API's operations are mixins over :class:`_Store` (calendars, events, sync), joined in
 ``emulator.GoogleEmulator``.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,10 +72,12 @@ _SWITCH_CHECKS: dict[str, Callable[[Any], bool]] = {
     "sync_token_restriction_reason": lambda v: v in ("invalid", "syncTokenWithRequestRestrictions"),
     "page_scan_limit": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     "no_sync_token_with_order_or_q": lambda v: isinstance(v, bool),
-    "sync_token_ttl_seconds": lambda v: v is None or (
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
-    "updated_min_horizon_seconds": lambda v: v is None or (
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+    "sync_token_ttl_seconds": lambda v: (
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+    ),
+    "updated_min_horizon_seconds": lambda v: (
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+    ),
     "conference_create_status": lambda v: v in ("success", "failure"),
     "push_allow_http": lambda v: isinstance(v, bool),
     "push_max_ttl_seconds": lambda v: is_int(v, 1, 10 * 365 * 86400),
@@ -225,11 +228,28 @@ class _Store(StoreBase):
                 cal = self._new_calendar(email, email, primary=True, summary=email, time_zone="UTC")
             return cal
 
-    def _new_calendar(self, cal_id: str, owner: str, primary: bool, summary: str, time_zone: str,
-                      description: str | None = None, location: str | None = None) -> _Calendar:
+    def _new_calendar(
+        self,
+        cal_id: str,
+        owner: str,
+        primary: bool,
+        summary: str,
+        time_zone: str,
+        description: str | None = None,
+        location: str | None = None,
+    ) -> _Calendar:
         now = _fmt_ts(time.time())
-        cal = _Calendar(cal_id, owner, primary, summary, time_zone, self._next_etag(), now,
-                        description=description, location=location)
+        cal = _Calendar(
+            cal_id,
+            owner,
+            primary,
+            summary,
+            time_zone,
+            self._next_etag(),
+            now,
+            description=description,
+            location=location,
+        )
         cal.events_etag = cal.etag
         self._calendars[cal_id] = cal
         self._owned.setdefault(owner, []).append(cal_id)
@@ -303,8 +323,19 @@ class _Store(StoreBase):
         """An exception event (not yet stored) copying the series for one occurrence."""
         data = {k: v for k, v in series.data.items() if k != "recurrence"}
         data["start"], data["end"] = dict(occ.start_json), dict(occ.end_json)
-        ev = _Event(event_id, -1, data, series.ical_uid, _fmt_ts(time.time()), series.creator,
-                    series.organizer, sequence=series.sequence, etag=series.etag,
-                    recurring_event_id=series.id, original_start=dict(occ.start_json), original_key=occ.key)
+        ev = _Event(
+            event_id,
+            -1,
+            data,
+            series.ical_uid,
+            _fmt_ts(time.time()),
+            series.creator,
+            series.organizer,
+            sequence=series.sequence,
+            etag=series.etag,
+            recurring_event_id=series.id,
+            original_start=dict(occ.start_json),
+            original_key=occ.key,
+        )
         ev.conference_request_ids = set(series.conference_request_ids)
         return ev

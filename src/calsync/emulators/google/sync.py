@@ -6,6 +6,7 @@ https://developers.google.com/calendar/api/guides/sync): a full listing ends wit
 cancelled tombstones; a token that is forged, foreign or invalidated answers 410; and paging
 stays correct while the calendar changes (keys over ``order`` or ``log``, see ``state``).
 """
+
 from __future__ import annotations
 
 import time
@@ -58,7 +59,8 @@ class _Listing(_Render):
             meta = self._events_meta(cal)
             if next_key is not None:
                 meta["nextPageToken"] = self._signer.seal(
-                    {"c": cal.id, "q": query.qhash, "k": next_key, "h": high_water, "e": epoch})
+                    {"c": cal.id, "q": query.qhash, "k": next_key, "h": high_water, "e": epoch}
+                )
             elif not (self.switches["no_sync_token_with_order_or_q"] and (query.order_by or query.text)):
                 meta["nextSyncToken"] = self._sync_token(cal, query.sync_token, sync_seq, high_water, epoch, now)
             return _collection_json(meta, items)
@@ -84,8 +86,9 @@ class _Listing(_Render):
                     raise _invalid("Invalid page token value.", "pageToken")
                 after = payload["k"]
             original = params.time("originalStart")
-            query = _ListQuery(max_results, token, None, True, show_deleted, None, time_min, time_max, None,
-                               None, None, [], [], qhash)
+            query = _ListQuery(
+                max_results, token, None, True, show_deleted, None, time_min, time_max, None, None, None, [], [], qhash
+            )
             stream = self._instances_stream(cal, series, query, after, original)
             items, next_key = _take_page(stream, max_results, self.switches["page_scan_limit"])
             meta = self._events_meta(cal)
@@ -93,14 +96,22 @@ class _Listing(_Render):
                 meta["nextPageToken"] = self._signer.seal({"q": qhash, "k": next_key})
             return _collection_json(meta, items)
 
-    def _instances_stream(self, cal: _Calendar, series: _Event, query: _ListQuery, after: Any,
-                          original: float | None) -> Iterator[tuple[Any, Callable[[], str] | None]]:
+    def _instances_stream(
+        self, cal: _Calendar, series: _Event, query: _ListQuery, after: Any, original: float | None
+    ) -> Iterator[tuple[Any, Callable[[], str] | None]]:
         if not series.is_series:
             return
         after_key = after[0] if after else None
-        for inst in self._expand(cal, series, query, after_key, merge=True,
-                                 include_cancelled=query.show_deleted, full=query.show_deleted,
-                                 now=time.time()):
+        for inst in self._expand(
+            cal,
+            series,
+            query,
+            after_key,
+            merge=True,
+            include_cancelled=query.show_deleted,
+            full=query.show_deleted,
+            now=time.time(),
+        ):
             if original is not None and inst.key != original:
                 yield [inst.key], None
                 continue
@@ -117,8 +128,10 @@ class _Listing(_Render):
         if sync_token is not None:
             restricted = [p for p in _SYNC_RESTRICTED if p in params]
             if restricted or show_deleted_given is False:
-                raise _invalid("Sync token cannot be used with other request restrictions.",
-                               reason=self.switches["sync_token_restriction_reason"])
+                raise _invalid(
+                    "Sync token cannot be used with other request restrictions.",
+                    reason=self.switches["sync_token_restriction_reason"],
+                )
         order_by = params.get("orderBy")
         if order_by is not None and order_by not in ("startTime", "updated"):
             raise _invalid("Invalid value for: orderBy", "orderBy")
@@ -128,14 +141,27 @@ class _Listing(_Render):
             raise _time_range_empty()
         horizon = self.switches["updated_min_horizon_seconds"]
         if updated_min is not None and horizon is not None and updated_min < time.time() - horizon:
-            raise ApiError(410, "updatedMinTooLongAgo",
-                           "The requested minimum modification time lies too far in the past.",
-                           "calendar", "parameter", "updatedMin")
+            raise ApiError(
+                410,
+                "updatedMinTooLongAgo",
+                "The requested minimum modification time lies too far in the past.",
+                "calendar",
+                "parameter",
+                "updatedMin",
+            )
         return _ListQuery(
-            max_results=max_results, page_token=params.get("pageToken"), sync_token=sync_token,
-            single_events=single_events, show_deleted=bool(show_deleted_given), order_by=order_by,
-            time_min=time_min, time_max=time_max, updated_min=updated_min, text=params.get("q") or None,
-            ical_uid=params.get("iCalUID"), private_props=_prop_filters(params, "privateExtendedProperty"),
+            max_results=max_results,
+            page_token=params.get("pageToken"),
+            sync_token=sync_token,
+            single_events=single_events,
+            show_deleted=bool(show_deleted_given),
+            order_by=order_by,
+            time_min=time_min,
+            time_max=time_max,
+            updated_min=updated_min,
+            text=params.get("q") or None,
+            ical_uid=params.get("iCalUID"),
+            private_props=_prop_filters(params, "privateExtendedProperty"),
             shared_props=_prop_filters(params, "sharedExtendedProperty"),
             qhash=params.semantic_hash(f"events:{cal.id}"),
         )
@@ -152,8 +178,9 @@ class _Listing(_Render):
             raise _full_sync_required()
         return payload["s"]
 
-    def _sync_token(self, cal: _Calendar, given: str | None, given_seq: int | None, seq: int, epoch: int,
-                    now: float) -> str:
+    def _sync_token(
+        self, cal: _Calendar, given: str | None, given_seq: int | None, seq: int, epoch: int, now: float
+    ) -> str:
         """nextSyncToken: the same string back when nothing changed since the token given."""
         if given is not None and given_seq == seq and epoch == cal.epoch:
             return given
@@ -169,14 +196,14 @@ class _Listing(_Render):
         meta: dict[str, Any] = {"kind": "calendar#events", "etag": cal.events_etag, "summary": cal.summary}
         if cal.description is not None:
             meta["description"] = cal.description
-        meta.update({"updated": cal.updated, "timeZone": cal.time_zone, "accessRole": "owner",
-                     "defaultReminders": []})
+        meta.update({"updated": cal.updated, "timeZone": cal.time_zone, "accessRole": "owner", "defaultReminders": []})
         return meta
 
     # -- streams: each yields (resume key, producer or None for a scanned-but-filtered candidate) --
 
-    def _ordinal_stream(self, cal: _Calendar, query: _ListQuery, after: Any,
-                        now: float) -> Iterator[tuple[Any, Callable[[], str] | None]]:
+    def _ordinal_stream(
+        self, cal: _Calendar, query: _ListQuery, after: Any, now: float
+    ) -> Iterator[tuple[Any, Callable[[], str] | None]]:
         """Full listing in creation order; keys are [ordinal, instance key or None]."""
         start, after_sub = (0, None) if after is None else (after[0] + (1 if after[1] is None else 0), after[1])
         order = cal.order
@@ -187,8 +214,16 @@ class _Listing(_Render):
                 yield [i, None], None  # exceptions are merged into their series' expansion
             elif query.single_events and ev.is_series:
                 emitted = False
-                for inst in self._expand(cal, ev, query, sub, merge=True, include_cancelled=query.show_deleted,
-                                         full=query.show_deleted, now=now):
+                for inst in self._expand(
+                    cal,
+                    ev,
+                    query,
+                    sub,
+                    merge=True,
+                    include_cancelled=query.show_deleted,
+                    full=query.show_deleted,
+                    now=now,
+                ):
                     emitted = True
                     yield [i, inst.key], inst.produce
                 if not emitted:
@@ -196,8 +231,9 @@ class _Listing(_Render):
             else:
                 yield [i, None], self._plain_producer(cal, ev, query, incremental=False)
 
-    def _log_stream(self, cal: _Calendar, query: _ListQuery, from_seq: int, after: Any, incremental: bool,
-                    now: float) -> Iterator[tuple[Any, Callable[[], str] | None]]:
+    def _log_stream(
+        self, cal: _Calendar, query: _ListQuery, from_seq: int, after: Any, incremental: bool, now: float
+    ) -> Iterator[tuple[Any, Callable[[], str] | None]]:
         """Changes in sequence order (incremental sync, orderBy=updated); keys are [seq, instance key]."""
         if after is None:
             start, after_sub = from_seq + 1, None
@@ -212,9 +248,17 @@ class _Listing(_Render):
             sub = after_sub if after is not None and seq == after[0] else None
             if query.single_events and ev.is_series:
                 emitted = False
-                for inst in self._expand(cal, ev, query, sub, merge=False,
-                                         include_cancelled=incremental or query.show_deleted,
-                                         full=query.show_deleted, now=now, filtered=not incremental):
+                for inst in self._expand(
+                    cal,
+                    ev,
+                    query,
+                    sub,
+                    merge=False,
+                    include_cancelled=incremental or query.show_deleted,
+                    full=query.show_deleted,
+                    now=now,
+                    filtered=not incremental,
+                ):
                     emitted = True
                     yield [seq, inst.key], inst.produce
                 if not emitted:
@@ -222,16 +266,25 @@ class _Listing(_Render):
             else:
                 yield [seq, None], self._plain_producer(cal, ev, query, incremental=incremental)
 
-    def _start_time_stream(self, cal: _Calendar, query: _ListQuery, after: Any,
-                           now: float) -> Iterator[tuple[Any, Callable[[], str] | None]]:
+    def _start_time_stream(
+        self, cal: _Calendar, query: _ListQuery, after: Any, now: float
+    ) -> Iterator[tuple[Any, Callable[[], str] | None]]:
         """orderBy=startTime (singleEvents only): everything sorted by (start, id)."""
         entries: list[tuple[float, str, Callable[[], str]]] = []
         for ev in cal.order:
             if ev.recurring_event_id is not None and ev.recurring_event_id in cal.events:
                 continue
             if ev.is_series:
-                for inst in self._expand(cal, ev, query, None, merge=True, include_cancelled=query.show_deleted,
-                                         full=query.show_deleted, now=now):
+                for inst in self._expand(
+                    cal,
+                    ev,
+                    query,
+                    None,
+                    merge=True,
+                    include_cancelled=query.show_deleted,
+                    full=query.show_deleted,
+                    now=now,
+                ):
                     entries.append((inst.start_ts, inst.id, inst.produce))
             else:
                 produce = self._plain_producer(cal, ev, query, incremental=False)
@@ -243,8 +296,9 @@ class _Listing(_Render):
                 continue
             yield [start_ts, eid], produce
 
-    def _plain_producer(self, cal: _Calendar, ev: _Event, query: _ListQuery,
-                        incremental: bool) -> Callable[[], str] | None:
+    def _plain_producer(
+        self, cal: _Calendar, ev: _Event, query: _ListQuery, incremental: bool
+    ) -> Callable[[], str] | None:
         """Producer for a stored event as itself, or None when the query hides it."""
         if incremental:
             return lambda: self._fragment(cal, ev, query.show_deleted)
@@ -275,21 +329,34 @@ class _Listing(_Render):
             return False
         return query.time_max is None or start_ts < query.time_max
 
-    def _expand(self, cal: _Calendar, series: _Event, query: _ListQuery, after_key: float | None, merge: bool,
-                include_cancelled: bool, full: bool, now: float, filtered: bool = True) -> Iterator[_Inst]:
+    def _expand(
+        self,
+        cal: _Calendar,
+        series: _Event,
+        query: _ListQuery,
+        after_key: float | None,
+        merge: bool,
+        include_cancelled: bool,
+        full: bool,
+        now: float,
+        filtered: bool = True,
+    ) -> Iterator[_Inst]:
         """Instances of a series by original start; stored exceptions replace (merge) or are left out."""
         if series.cancelled and not include_cancelled:
             return
-        series_ok = not filtered or (_content_match(series.data, series.ical_uid, query) and
-                                     (query.updated_min is None or series.updated_ts >= query.updated_min))
+        series_ok = not filtered or (
+            _content_match(series.data, series.ical_uid, query)
+            and (query.updated_min is None or series.updated_ts >= query.updated_min)
+        )
         exceptions = cal.exceptions.get(series.id, {})
         items: dict[float, _Inst] = {}
         if series_ok:
             window = (query.time_min, query.time_max) if filtered else (None, None)
             for occ in self._compiled(cal, series).occurrences(window[0], window[1], now):
                 if occ.key not in exceptions:
-                    items[occ.key] = _Inst(occ.key, occ.key, f"{series.id}_{occ.suffix}",
-                                           _instance_producer(self, cal, series, occ, full))
+                    items[occ.key] = _Inst(
+                        occ.key, occ.key, f"{series.id}_{occ.suffix}", _instance_producer(self, cal, series, occ, full)
+                    )
         if merge:
             for key, exc_id in exceptions.items():
                 exc = cal.events[exc_id]
@@ -320,8 +387,7 @@ class _Inst:
     produce: Callable[[], str]
 
 
-def _instance_producer(emu: _Render, cal: _Calendar, series: _Event, occ: _Occ,
-                       full: bool) -> Callable[[], str]:
+def _instance_producer(emu: _Render, cal: _Calendar, series: _Event, occ: _Occ, full: bool) -> Callable[[], str]:
     return lambda: json_text(emu._instance_dict(cal, series, occ, full))
 
 
@@ -353,8 +419,9 @@ def _search_text(data: dict[str, Any]) -> str:
     return "\n".join(parts).lower()
 
 
-def _take_page(stream: Iterator[tuple[Any, Callable[[], str] | None]], limit: int,
-               scan_limit: int | None) -> tuple[list[str], Any | None]:
+def _take_page(
+    stream: Iterator[tuple[Any, Callable[[], str] | None]], limit: int, scan_limit: int | None
+) -> tuple[list[str], Any | None]:
     """Fill a page from a keyset stream; returns the items and the resume key (None when done)."""
     items: list[str] = []
     last: Any = None

@@ -1,4 +1,5 @@
 """Times as Google writes and reads them: RFC 3339 stamps, IANA zones and EventDateTime values."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

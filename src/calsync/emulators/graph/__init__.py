@@ -18,6 +18,7 @@ One job per module, imports pointing one way (``api`` -> ``admin`` -> ``emulator
 -> ``..common``); ``api`` also uses ``batch``. The parts Google shares are ``..store_base`` (the store's
 frame), ``..push_hub`` (delivery) and ``..faults`` (faults, admin routes).
 """
+
 from __future__ import annotations
 
 from calsync.emulators.graph.api import _bearer_user as _bearer_user
@@ -28,13 +29,22 @@ from calsync.emulators.graph.errors import GraphError, error_for_status
 from calsync.emulators.graph.recurrence import _check_recurrence as _check_recurrence
 from calsync.emulators.graph.recurrence import _Series as _Series
 from calsync.emulators.graph.state import (
-           API_PREFIX,
-           DEFAULT_SWITCHES,
-           TENANT_ID,
-           USER_DOMAIN,
+    API_PREFIX,
+    DEFAULT_SWITCHES,
+    TENANT_ID,
+    USER_DOMAIN,
 )
 from calsync.emulators.graph.subscriptions import LIFECYCLE_EVENTS
 from calsync.emulators.graph.times import _When as _When
 
-__all__ = ["API_PREFIX", "DEFAULT_SWITCHES", "LIFECYCLE_EVENTS", "TENANT_ID", "USER_DOMAIN", "GraphEmulator",
-           "GraphError", "create_app", "error_for_status"]
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_SWITCHES",
+    "LIFECYCLE_EVENTS",
+    "TENANT_ID",
+    "USER_DOMAIN",
+    "GraphEmulator",
+    "GraphError",
+    "create_app",
+    "error_for_status",
+]

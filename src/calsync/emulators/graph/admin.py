@@ -1,6 +1,7 @@
 """The /emulator admin surface: reset, faults, request log, seeding, delta token expiry, switches,
 subscriptions and their lifecycle, Outlook-side event moves and cancels, and push deliveries.
 Admin requests are never logged, faulted or throttled."""
+
 from __future__ import annotations
 
 from starlette.requests import Request

@@ -1,6 +1,7 @@
 """The HTTP surface: Graph routes under /v1.0 (``/users/{me}/...`` is ``/me/...``), JSON batching,
 mailbox throttling and injected faults, and the app that serves them with the admin routes.
 Every failure answers in Graph's error shape, never a bare traceback."""
+
 from __future__ import annotations
 
 import inspect
@@ -77,8 +78,15 @@ class _Call:
     def view(self) -> _View:
         tz = self.prefer.timezone
         zone = _zone(tz) if tz else ZoneInfo("UTC")
-        return _View(self.emu._user(self.email), zone, tz or "UTC", self.prefer.immutable, self.prefer.text_body,
-                     self.base, _expand_filter(self.params))
+        return _View(
+            self.emu._user(self.email),
+            zone,
+            tz or "UTC",
+            self.prefer.immutable,
+            self.prefer.text_body,
+            self.base,
+            _expand_filter(self.params),
+        )
 
     def obj(self) -> dict[str, Any]:
         return object_body(self.body, lambda: _body_read("The request body must be a JSON object."))
@@ -140,8 +148,9 @@ def _h_event_get(c: _Call) -> Response:
 
 
 def _h_event_patch(c: _Call) -> Response:
-    out = c.emu.update_event(c.view(), c.args["ev"], _cal_arg(c), "scoped" in c.args, c.obj(),
-                             c.headers.get("if-match"))
+    out = c.emu.update_event(
+        c.view(), c.args["ev"], _cal_arg(c), "scoped" in c.args, c.obj(), c.headers.get("if-match")
+    )
     return _ok(out, headers=_applied(c))
 
 
@@ -176,12 +185,20 @@ async def _h_subscription_create(c: _Call) -> Response:
             continue
         result = await c.emu.push.validate(url)
         if not result.ok:
-            message = ("Subscription validation request timed out." if result.timed_out else
-                       "Subscription validation request failed. Notification endpoint must respond with 200 OK to "
-                       "validation request.")
+            message = (
+                "Subscription validation request timed out."
+                if result.timed_out
+                else "Subscription validation request failed. Notification endpoint must respond with 200 OK to "
+                "validation request."
+            )
             raise GraphError(400, "ValidationError", message)
-    return _ok({"@odata.context": f"{c.base}{API_PREFIX}/$metadata#subscriptions/$entity",
-                **c.emu.add_subscription(c.email, fields, c.prefer.immutable)}, 201)
+    return _ok(
+        {
+            "@odata.context": f"{c.base}{API_PREFIX}/$metadata#subscriptions/$entity",
+            **c.emu.add_subscription(c.email, fields, c.prefer.immutable),
+        },
+        201,
+    )
 
 
 def _h_subscriptions(c: _Call) -> Response:
@@ -197,8 +214,12 @@ async def _h_subscription_patch(c: _Call) -> Response:
     if url is not None:
         result = await c.emu.push.validate(url)
         if not result.ok:
-            raise GraphError(400, "ValidationError", "Subscription validation request failed. Notification endpoint "
-                             "must respond with 200 OK to validation request.")
+            raise GraphError(
+                400,
+                "ValidationError",
+                "Subscription validation request failed. Notification endpoint "
+                "must respond with 200 OK to validation request.",
+            )
     return _ok(c.emu.renew_subscription(c.email, c.args["sub"], expiration, url))
 
 
@@ -290,12 +311,20 @@ async def _handle_api(emu: GraphEmulator, request: Request, email: str | None) -
         if email is None:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
         user = emu.ensure_user(email)
-        path = _normalise_path(request.url.path[len(API_PREFIX):], email, user.guid)
+        path = _normalise_path(request.url.path[len(API_PREFIX) :], email, user.guid)
         handler, args = _route(request.method, path)
         body = await read_json_body(request, _not_json) if request.method in ("POST", "PATCH", "PUT") else None
-        call = _Call(emu, email, _Params(list(request.query_params.multi_items())), request.headers, body, args,
-                     str(request.base_url).rstrip("/"), request.url.path[len(API_PREFIX):],
-                     _parse_prefer(request.headers.getlist("prefer")))
+        call = _Call(
+            emu,
+            email,
+            _Params(list(request.query_params.multi_items())),
+            request.headers,
+            body,
+            args,
+            str(request.base_url).rstrip("/"),
+            request.url.path[len(API_PREFIX) :],
+            _parse_prefer(request.headers.getlist("prefer")),
+        )
         result = handler(call)
         response = await result if inspect.isawaitable(result) else result
         response.headers.setdefault("client-request-id", client_request_id or str(uuid.uuid4()))
@@ -304,9 +333,10 @@ async def _handle_api(emu: GraphEmulator, request: Request, email: str | None) -
         return _error_response(err, client_request_id)
     except Exception:  # a bug must still answer like Graph would, never a bare traceback
         log.exception("graph emulator: unhandled error for %s %s", request.method, request.url.path)
-        return _error_response(GraphError(500, "ErrorInternalServerError",
-                                          "An internal server error occurred. The operation failed."),
-                               client_request_id)
+        return _error_response(
+            GraphError(500, "ErrorInternalServerError", "An internal server error occurred. The operation failed."),
+            client_request_id,
+        )
     else:
         return response
 
@@ -335,8 +365,9 @@ async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) 
     if injected is not None:
         return injected
     if email is None:
-        return _error_response(GraphError(401, "InvalidAuthenticationToken", "Access token is empty."),
-                               client_request_id)
+        return _error_response(
+            GraphError(401, "InvalidAuthenticationToken", "Access token is empty."), client_request_id
+        )
     try:
         items = parse_batch(await request.body(), API_PREFIX, request.headers.get("host", ""))
     except BatchPayloadError as exc:
@@ -344,15 +375,15 @@ async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) 
 
     async def dispatch(item: BatchItem, inner: Request) -> Response:
         response = await _serve(emu, inner, email)
-        emu.requests.add(inner.method, inner.url.path, inner.url.query, response.status_code, email,
-                         batch_item=item.id)
+        emu.requests.add(inner.method, inner.url.path, inner.url.query, response.status_code, email, batch_item=item.id)
         return response
 
     def refuse(status: int, code: str, message: str) -> Response:
         return _error_response(GraphError(status, code, message), None)
 
-    out = await run_batch(request, items, API_PREFIX, dispatch, refuse,
-                          reverse=bool(emu.switches.get("batch_reverse_responses")))
+    out = await run_batch(
+        request, items, API_PREFIX, dispatch, refuse, reverse=bool(emu.switches.get("batch_reverse_responses"))
+    )
     response = _ok(out)
     response.headers["client-request-id"] = client_request_id or str(uuid.uuid4())
     response.headers["request-id"] = response.headers["client-request-id"]

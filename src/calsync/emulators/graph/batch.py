@@ -27,6 +27,7 @@ Responses come in request order, or reversed with the ``batch_reverse_responses`
 documents that they may come in any order: clients must correlate by ``id``). A body is a JSON
 object when the inner answer is JSON, ``null`` when there is none, base64 otherwise.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,9 +47,15 @@ MAX_BATCH_REQUESTS = 20
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
 METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 GRAPH_HOSTS = frozenset({"graph.microsoft.com"})
-_HEADER_NAMES = {"content-type": "Content-Type", "retry-after": "Retry-After", "location": "Location",
-                 "preference-applied": "Preference-Applied", "www-authenticate": "WWW-Authenticate",
-                 "etag": "ETag", "cache-control": "Cache-Control"}
+_HEADER_NAMES = {
+    "content-type": "Content-Type",
+    "retry-after": "Retry-After",
+    "location": "Location",
+    "preference-applied": "Preference-Applied",
+    "www-authenticate": "WWW-Authenticate",
+    "etag": "ETag",
+    "cache-control": "Cache-Control",
+}
 _DROPPED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 _INVALID = "Invalid batch payload format."
 
@@ -82,8 +89,9 @@ def parse_batch(raw: bytes, api_prefix: str, own_host: str) -> list[BatchItem]:
     if not isinstance(requests, list) or not requests:
         raise BatchPayloadError(_INVALID)
     if len(requests) > MAX_BATCH_REQUESTS:
-        raise BatchPayloadError(f"The batch has {len(requests)} requests; the limit is {MAX_BATCH_REQUESTS} "
-                                "requests per batch.")
+        raise BatchPayloadError(
+            f"The batch has {len(requests)} requests; the limit is {MAX_BATCH_REQUESTS} requests per batch."
+        )
     items: list[BatchItem] = []
     seen: set[str] = set()
     for spec in requests:
@@ -93,8 +101,9 @@ def parse_batch(raw: bytes, api_prefix: str, own_host: str) -> list[BatchItem]:
             raise BatchPayloadError(f"Request Id {item.id} has to be unique in a batch.")
         for dependency in item.depends_on:
             if dependency.lower() not in seen:
-                raise BatchPayloadError(f"Request Id {item.id} depends on {dependency}, which is not an earlier "
-                                        "request of the batch.")
+                raise BatchPayloadError(
+                    f"Request Id {item.id} depends on {dependency}, which is not an earlier request of the batch."
+                )
         seen.add(key)
         items.append(item)
     return items
@@ -145,7 +154,7 @@ def _target(url: str, api_prefix: str, own_host: str) -> tuple[str, str, str | N
             return "", "", f"The URL {url} is not a Microsoft Graph URL."
         if not parts.path.startswith(api_prefix + "/"):
             return "", "", f"The URL {url} is not under {api_prefix}."
-        path, query = parts.path[len(api_prefix):], parts.query
+        path, query = parts.path[len(api_prefix) :], parts.query
     else:
         path, _, query = url.partition("?")
         path = path if path.startswith("/") else "/" + path
@@ -159,8 +168,9 @@ Dispatch = Callable[[BatchItem, Request], Awaitable[Response]]
 Refusal = Callable[[int, str, str], Response]
 
 
-async def run_batch(outer: Request, items: list[BatchItem], api_prefix: str, dispatch: Dispatch,
-                    refuse: Refusal, reverse: bool = False) -> dict[str, Any]:
+async def run_batch(
+    outer: Request, items: list[BatchItem], api_prefix: str, dispatch: Dispatch, refuse: Refusal, reverse: bool = False
+) -> dict[str, Any]:
     """Run the items in order (``dispatch`` serves one as a request of its own) and collect the
     ``responses``; ``refuse(status, code, message)`` renders an item's error in Graph's shape."""
     statuses: dict[str, int] = {}
@@ -170,8 +180,9 @@ async def run_batch(outer: Request, items: list[BatchItem], api_prefix: str, dis
         if item.problem is not None:
             response = refuse(400, "BadRequest", item.problem)
         elif failed:
-            response = refuse(424, "FailedDependency",
-                              f"The request depends on request {failed[0]}, which did not succeed.")
+            response = refuse(
+                424, "FailedDependency", f"The request depends on request {failed[0]}, which did not succeed."
+            )
         else:
             response = await dispatch(item, inner_request(outer, item, api_prefix))
         statuses[item.id.lower()] = response.status_code
@@ -195,9 +206,16 @@ def inner_request(outer: Request, item: BatchItem, api_prefix: str) -> Request:
         headers["content-length"] = str(len(body))
     path = api_prefix + item.path
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": item.method,
-        "scheme": outer.url.scheme, "server": outer.scope.get("server"), "client": outer.scope.get("client"),
-        "root_path": outer.scope.get("root_path", ""), "path": path, "raw_path": path.encode("utf-8"),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": item.method,
+        "scheme": outer.url.scheme,
+        "server": outer.scope.get("server"),
+        "client": outer.scope.get("client"),
+        "root_path": outer.scope.get("root_path", ""),
+        "path": path,
+        "raw_path": path.encode("utf-8"),
         "query_string": item.query.encode("latin-1", "replace"),
         "headers": [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()],
     }

@@ -1,4 +1,5 @@
 """A mailbox's calendars: list, get, create, rename/recolour and delete (the default one cannot be)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,20 +14,32 @@ class _Calendars(_Store):
     """/me/calendars and /me/calendar."""
 
     def _calendar_json(self, user: _User, cal: _Calendar) -> dict[str, Any]:
-        return {"@odata.etag": f'W/"{cal.change_key}"', "id": _encode_calendar_id(user.header, cal.key),
-                "name": cal.name, "color": cal.color, "hexColor": "", "isDefaultCalendar": cal.is_default,
-                "changeKey": cal.change_key, "canShare": True, "canViewPrivateItems": True, "canEdit": True,
-                "allowedOnlineMeetingProviders": ["teamsForBusiness"],
-                "defaultOnlineMeetingProvider": "teamsForBusiness", "isTallyingResponses": True,
-                "isRemovable": not cal.is_default,
-                "owner": {"name": user.display_name, "address": user.email}}
+        return {
+            "@odata.etag": f'W/"{cal.change_key}"',
+            "id": _encode_calendar_id(user.header, cal.key),
+            "name": cal.name,
+            "color": cal.color,
+            "hexColor": "",
+            "isDefaultCalendar": cal.is_default,
+            "changeKey": cal.change_key,
+            "canShare": True,
+            "canViewPrivateItems": True,
+            "canEdit": True,
+            "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+            "defaultOnlineMeetingProvider": "teamsForBusiness",
+            "isTallyingResponses": True,
+            "isRemovable": not cal.is_default,
+            "owner": {"name": user.display_name, "address": user.email},
+        }
 
     def list_calendars(self, email: str, base: str) -> dict[str, Any]:
         with self._lock:
             user = self._user(email)
             cals = [c for c in user.calendars.values() if not c.deleted]
-            return {"@odata.context": f"{base}{API_PREFIX}/$metadata#users('{quote(email)}')/calendars",
-                    "value": [self._calendar_json(user, c) for c in cals]}
+            return {
+                "@odata.context": f"{base}{API_PREFIX}/$metadata#users('{quote(email)}')/calendars",
+                "value": [self._calendar_json(user, c) for c in cals],
+            }
 
     def get_calendar(self, email: str, ref: str | None) -> dict[str, Any]:
         with self._lock:

@@ -5,6 +5,7 @@ https://learn.microsoft.com/graph/delta-query-events): the first round returns w
 window, later rounds what changed since the token, ``@removed`` for deletions and for items that
 left the window; an expired or unknown token answers 410 (or the switched variant).
 """
+
 from __future__ import annotations
 
 import time
@@ -25,13 +26,18 @@ from calsync.emulators.graph.times import _fmt_instant
 class _Delta(_Render):
     """Delta rounds over a calendar view; token state is sealed by the store's signer."""
 
-    def delta(self, view: _View, cal_ref: str | None, params: _Params, path: str,
-              page_size: int | None) -> dict[str, Any]:
+    def delta(
+        self, view: _View, cal_ref: str | None, params: _Params, path: str, page_size: int | None
+    ) -> dict[str, Any]:
         """calendarView/delta: one page of a round; nextLink inside a round, deltaLink at its end."""
         for name in ("$filter", "$orderby", "$search", "$top", "$skip"):
             if name in params:
-                raise GraphError(400, "ErrorInvalidUrlQuery", f"The query parameter '{name}' is not supported with "
-                                 "change tracking over the 'CalendarView' resource.")
+                raise GraphError(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    f"The query parameter '{name}' is not supported with "
+                    "change tracking over the 'CalendarView' resource.",
+                )
         with self._lock:
             cal = self._calendar(view.user, cal_ref)
             state = self._delta_state(view, cal, params, path)
@@ -45,8 +51,14 @@ class _Delta(_Render):
                 token = self._signer.seal({**state, "k": next_key, "t": "skip"})
                 out["@odata.nextLink"] = f"{link}?$skiptoken={quote(token, safe='')}"
             else:
-                token = self._signer.seal({**{k: v for k, v in state.items() if k not in ("k", "f")},
-                                           "s": state["h"], "t": "delta", "i": int(time.time())})
+                token = self._signer.seal(
+                    {
+                        **{k: v for k, v in state.items() if k not in ("k", "f")},
+                        "s": state["h"],
+                        "t": "delta",
+                        "i": int(time.time()),
+                    }
+                )
                 out["@odata.deltaLink"] = f"{link}?$deltatoken={quote(token, safe='')}"
             out["value"] = items
             return out
@@ -61,11 +73,27 @@ class _Delta(_Render):
         if delta:
             payload = self._open_token(view, cal, delta, "delta", path)
             replay = self.switches["delta_replay_count"]
-            return {**base, "ws": payload["ws"], "we": payload["we"], "m": "inc", "x": payload.get("x"),
-                    "f": max(0, payload["s"] - replay), "h": cal.seq, "k": None}
+            return {
+                **base,
+                "ws": payload["ws"],
+                "we": payload["we"],
+                "m": "inc",
+                "x": payload.get("x"),
+                "f": max(0, payload["s"] - replay),
+                "h": cal.seq,
+                "k": None,
+            }
         lo, hi = _window(params)
-        return {**base, "ws": lo.timestamp(), "we": hi.timestamp(), "m": "full", "f": 0, "h": cal.seq, "k": None,
-                "x": view.expand_props}
+        return {
+            **base,
+            "ws": lo.timestamp(),
+            "we": hi.timestamp(),
+            "m": "full",
+            "f": 0,
+            "h": cal.seq,
+            "k": None,
+            "x": view.expand_props,
+        }
 
     def _epoch(self, email: str) -> int:
         return self._delta_epoch + self._user_epochs.get(email, 0)
@@ -76,8 +104,12 @@ class _Delta(_Render):
         window = None
         if isinstance(payload.get("ws"), (int, float)) and isinstance(payload.get("we"), (int, float)):
             window = (payload["ws"], payload["we"])
-        ok = (payload.get("t") == kind and payload.get("u") == view.user.email
-              and payload.get("c") == cal.key.hex() and payload.get("e") == self._epoch(view.user.email))
+        ok = (
+            payload.get("t") == kind
+            and payload.get("u") == view.user.email
+            and payload.get("c") == cal.key.hex()
+            and payload.get("e") == self._epoch(view.user.email)
+        )
         ttl = self.switches["delta_token_ttl_seconds"]
         if ok and kind == "delta" and ttl is not None and time.time() - payload.get("i", 0) > ttl:
             ok = False
@@ -91,22 +123,36 @@ class _Delta(_Render):
         """The answer to an expired or unknown token, in the switched variant."""
         mode = self.switches["delta_expired_response"]
         if mode == "badRequest":
-            return GraphError(400, "syncStateNotFound", "The sync state generation is not found. The delta token is "
-                              "expired and data must be synchronized again.")
+            return GraphError(
+                400,
+                "syncStateNotFound",
+                "The sync state generation is not found. The delta token is "
+                "expired and data must be synchronized again.",
+            )
         headers: dict[str, str] = {}
         if window is not None:
             lo = _fmt_instant(datetime.fromtimestamp(window[0], UTC))
             hi = _fmt_instant(datetime.fromtimestamp(window[1], UTC))
-            headers["Location"] = (f"{view.base}{API_PREFIX}{path}?startDateTime={quote(lo)}&endDateTime={quote(hi)}"
-                                   "&$deltatoken=")
+            headers["Location"] = (
+                f"{view.base}{API_PREFIX}{path}?startDateTime={quote(lo)}&endDateTime={quote(hi)}&$deltatoken="
+            )
         if mode == "resyncRequired":
-            return GraphError(410, "resyncRequired", "The delta token is no longer valid, and the app must reset the "
-                              "sync state.", headers)
-        return GraphError(410, "SyncStateNotFound",
-                          f"The sync state generation is not found; generation={self._delta_epoch}.", headers)
+            return GraphError(
+                410,
+                "resyncRequired",
+                "The delta token is no longer valid, and the app must reset the sync state.",
+                headers,
+            )
+        return GraphError(
+            410,
+            "SyncStateNotFound",
+            f"The sync state generation is not found; generation={self._delta_epoch}.",
+            headers,
+        )
 
-    def _take_page(self, stream: Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]],
-                   limit: int) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    def _take_page(
+        self, stream: Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]], limit: int
+    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
         """Fill a page from a keyset stream; returns the items and the resume key (None when the round is done)."""
         items: list[dict[str, Any]] = []
         last: list[Any] | None = None
@@ -126,8 +172,9 @@ class _Delta(_Render):
                 return items, last
         return items, None
 
-    def _full_stream(self, view: _View, cal: _Calendar,
-                     state: dict[str, Any]) -> Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]]:
+    def _full_stream(
+        self, view: _View, cal: _Calendar, state: dict[str, Any]
+    ) -> Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]]:
         """First round: everything now in the window, by calendar position; keys are [position, occurrence]."""
         lo, hi = datetime.fromtimestamp(state["ws"], UTC), datetime.fromtimestamp(state["we"], UTC)
         after = state.get("k")
@@ -149,8 +196,9 @@ class _Delta(_Render):
             if not emitted:
                 yield [i, None], None
 
-    def _log_stream(self, view: _View, cal: _Calendar,
-                    state: dict[str, Any]) -> Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]]:
+    def _log_stream(
+        self, view: _View, cal: _Calendar, state: dict[str, Any]
+    ) -> Iterator[tuple[list[Any], Callable[[], dict[str, Any]] | None]]:
         """Later rounds: changes since the token, by log sequence; keys are [seq, index within the change]."""
         lo, hi = datetime.fromtimestamp(state["ws"], UTC), datetime.fromtimestamp(state["we"], UTC)
         after = state.get("k")
@@ -171,8 +219,9 @@ class _Delta(_Render):
             if not emitted:
                 yield [seq, None], None
 
-    def _entry_items(self, view: _View, cal: _Calendar, entry: tuple[bytes, int | None], since: int, lo: datetime,
-                     hi: datetime) -> list[Callable[[], dict[str, Any]]]:
+    def _entry_items(
+        self, view: _View, cal: _Calendar, entry: tuple[bytes, int | None], since: int, lo: datetime, hi: datetime
+    ) -> list[Callable[[], dict[str, Any]]]:
         """What one change means to a window: current items, or @removed (gone, moved, or outside)."""
         key, occ = entry
         ev = view.user.events.get(key)
@@ -187,25 +236,36 @@ class _Delta(_Render):
                 out.append(_producer(self, view, ev, None))
             else:
                 out.append(_removed_producer(self, view, ev, None, cal.key))
-            out.extend(_removed_producer(self, view, ev, o, cal.key)
-                       for (c, o), died in sorted(ev.dead.items()) if c == cal.key and died > since)
+            out.extend(
+                _removed_producer(self, view, ev, o, cal.key)
+                for (c, o), died in sorted(ev.dead.items())
+                if c == cal.key and died > since
+            )
             return out
         out = [_removed_producer(self, view, ev, None, cal.key)]  # a master never shows: covers single -> series
         out.extend(_producer(self, view, target, o) for _, target, o in self._instances(ev, lo, hi))
-        out.extend(_removed_producer(self, view, ev, o, cal.key)
-                   for (c, o), died in sorted(ev.dead.items()) if c == cal.key and died > since)
+        out.extend(
+            _removed_producer(self, view, ev, o, cal.key)
+            for (c, o), died in sorted(ev.dead.items())
+            if c == cal.key and died > since
+        )
         return out
 
-    def _instance_item(self, view: _View, cal: _Calendar, master: _Event, occ: int, here: bool, lo: datetime,
-                       hi: datetime) -> Callable[[], dict[str, Any]]:
+    def _instance_item(
+        self, view: _View, cal: _Calendar, master: _Event, occ: int, here: bool, lo: datetime, hi: datetime
+    ) -> Callable[[], dict[str, Any]]:
         if here and occ not in master.cancelled and master.is_series:
             exc = master.exceptions.get(occ)
             if exc is not None and _overlaps(exc.start.instant, exc.end.instant, lo, hi):
                 return _producer(self, view, exc, None)
             start = datetime.fromtimestamp(occ, UTC)
             duration = master.series.duration if master.series else timedelta()
-            if exc is None and master.series is not None and master.series.contains(start) \
-                    and _overlaps(start, start + duration, lo, hi):
+            if (
+                exc is None
+                and master.series is not None
+                and master.series.contains(start)
+                and _overlaps(start, start + duration, lo, hi)
+            ):
                 return _producer(self, view, master, start)
         return _removed_producer(self, view, master, occ, cal.key)
 

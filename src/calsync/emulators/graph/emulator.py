@@ -1,4 +1,5 @@
 """The Microsoft Graph emulator: the store with every API operation, subscriptions and seeding."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,11 @@ class GraphEmulator(_Calendars, _Events, _Delta, _Subscriptions):
         with self._lock:
             user, cal = self._seed_target(ref)
             _Seeder(self, user, cal, options).run()
-            return {"created": options["count"], "calendarId": _encode_calendar_id(user.header, cal.key),
-                    "user": user.email}
+            return {
+                "created": options["count"],
+                "calendarId": _encode_calendar_id(user.header, cal.key),
+                "user": user.email,
+            }
 
     def _seed_target(self, ref: str) -> tuple[_User, _Calendar]:
         """A mailbox address (its default calendar) or a calendar id of any known mailbox."""

@@ -1,5 +1,6 @@
 """Graph's error answers: ``{"error": {"code", "message", "innerError"}}``, its HTTP response, and
 the errors of injected faults (https://learn.microsoft.com/graph/errors)."""
+
 from __future__ import annotations
 
 import uuid
@@ -24,8 +25,11 @@ class GraphError(Exception):
         self.headers = headers or {}
 
     def body(self, request_id: str, client_request_id: str | None) -> dict[str, Any]:
-        inner: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-                                 "request-id": request_id, "client-request-id": client_request_id or request_id}
+        inner: dict[str, Any] = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": request_id,
+            "client-request-id": client_request_id or request_id,
+        }
         return {"error": {"code": self.code, "message": self.message, "innerError": inner}}
 
 
@@ -46,9 +50,12 @@ def _body_read(message: str) -> GraphError:
 
 
 def _conflict_412() -> GraphError:
-    return GraphError(412, "ErrorIrresolvableConflict",
-                      "The send or update operation could not be performed because the change key passed in the "
-                      "request does not match the current change key for the item.")
+    return GraphError(
+        412,
+        "ErrorIrresolvableConflict",
+        "The send or update operation could not be performed because the change key passed in the "
+        "request does not match the current change key for the item.",
+    )
 
 
 _FAULT_CODES: dict[int, tuple[str, str]] = {
@@ -69,8 +76,9 @@ _FAULT_CODES: dict[int, tuple[str, str]] = {
 
 def error_for_status(status: int, reason: str | None = None) -> GraphError:
     """Graph's error body for an injected fault; ``reason`` overrides the code (e.g. activityLimitReached)."""
-    code, message = _FAULT_CODES.get(status, ("generalException" if status >= 500 else "BadRequest",
-                                              f"Injected fault ({status})."))
+    code, message = _FAULT_CODES.get(
+        status, ("generalException" if status >= 500 else "BadRequest", f"Injected fault ({status}).")
+    )
     return GraphError(status, reason or code, message)
 
 
@@ -78,8 +86,15 @@ def _error_response(err: GraphError, client_request_id: str | None) -> Response:
     request_id = str(uuid.uuid4())
     headers = {"request-id": request_id, "client-request-id": client_request_id or request_id, **err.headers}
     if err.status == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
-                                               'common/oauth2/authorize", '
-                                               'client_id="00000003-0000-0000-c000-000000000000"')
-    return Response(json_bytes(err.body(request_id, client_request_id)), status_code=err.status,
-                    media_type=JSON_TYPE, headers=headers)
+        headers.setdefault(
+            "WWW-Authenticate",
+            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
+            'common/oauth2/authorize", '
+            'client_id="00000003-0000-0000-c000-000000000000"',
+        )
+    return Response(
+        json_bytes(err.body(request_id, client_request_id)),
+        status_code=err.status,
+        media_type=JSON_TYPE,
+        headers=headers,
+    )

@@ -4,6 +4,7 @@ plain lists (/events, /calendarView, /instances), and the admin's Outlook-side m
 Conditional updates answer 412 ``ErrorIrresolvableConflict`` as documented
 (``../shared/reference/provider-semantics.md`` 2.3).
 """
+
 from __future__ import annotations
 
 import time
@@ -52,8 +53,9 @@ class _Events(_Render):
                 existing = self._by_transaction(user, tid)
                 if existing is not None:
                     if self.switches["transaction_id_duplicate"] == "conflict":
-                        raise GraphError(409, "ErrorDuplicateTransactionId",
-                                         "An event with the same transactionId already exists.")
+                        raise GraphError(
+                            409, "ErrorDuplicateTransactionId", "An event with the same transactionId already exists."
+                        )
                     return self._event_json(view, existing)
             ev = self._new_event(user, cal, fields)
             self._record(user, cal, ev, None, "created")
@@ -66,15 +68,26 @@ class _Events(_Render):
 
     def _new_event(self, user: _User, cal: _Calendar, fields: dict[str, Any]) -> _Event:
         if "start" not in fields or "end" not in fields:
-            raise _bad("At least one property failed validation: start and end are required.",
-                       "ErrorPropertyValidationFailure")
+            raise _bad(
+                "At least one property failed validation: start and end are required.", "ErrorPropertyValidationFailure"
+            )
         start, end = _check_when(fields.pop("start"), "start"), _check_when(fields.pop("end"), "end")
         _check_times(start, end, bool(fields.get("isAllDay")))
         recurrence = _check_recurrence(fields.pop("recurrence", None))
         now = time.time()
         key = self._new_key()
-        ev = _Event(key, cal.key, {}, start, end, now, now, self._change_key(user), _ical_uid(key),
-                    transaction_id=fields.pop("transactionId", None))
+        ev = _Event(
+            key,
+            cal.key,
+            {},
+            start,
+            end,
+            now,
+            now,
+            self._change_key(user),
+            _ical_uid(key),
+            transaction_id=fields.pop("transactionId", None),
+        )
         self._apply_fields(user, ev, fields)
         self._set_recurrence(ev, recurrence)
         user.events[key] = ev
@@ -104,8 +117,9 @@ class _Events(_Render):
         ev.data["recurrence"] = recurrence
         ev.series = _Series(recurrence, ev.start, ev.end)
 
-    def update_event(self, view: _View, event_id: str, cal_ref: str | None, scoped: bool, body: dict[str, Any],
-                     if_match: str | None) -> dict[str, Any]:
+    def update_event(
+        self, view: _View, event_id: str, cal_ref: str | None, scoped: bool, body: dict[str, Any], if_match: str | None
+    ) -> dict[str, Any]:
         fields = _checked_fields(body)
         with self._changes():
             user = view.user
@@ -167,10 +181,20 @@ class _Events(_Render):
             duration = master.series.duration if master.series else timedelta()
             local_start = occ.astimezone(master.start.zone).replace(tzinfo=None)
             local_end = (occ + duration).astimezone(master.end.zone).replace(tzinfo=None)
-            ev = _Event(master.key, master.calendar, {k: v for k, v in master.data.items() if k != "recurrence"},
-                        _When(local_start, master.start.tz_name, master.start.zone),
-                        _When(local_end, master.end.tz_name, master.end.zone), time.time(), time.time(),
-                        master.change_key, master.ical_uid, master=master, original=occ, online=master.online)
+            ev = _Event(
+                master.key,
+                master.calendar,
+                {k: v for k, v in master.data.items() if k != "recurrence"},
+                _When(local_start, master.start.tz_name, master.start.zone),
+                _When(local_end, master.end.tz_name, master.end.zone),
+                time.time(),
+                time.time(),
+                master.change_key,
+                master.ical_uid,
+                master=master,
+                original=occ,
+                online=master.online,
+            )
             master.exceptions[int(occ.timestamp())] = ev
         start = _check_when(fields.pop("start"), "start") if "start" in fields else ev.start
         end = _check_when(fields.pop("end"), "end") if "end" in fields else ev.end
@@ -210,7 +234,7 @@ class _Events(_Render):
         with self._lock:
             cal = self._calendar(view.user, cal_ref)
             live = list(self._live_events(cal))
-            page = [self._event_json(view, ev) for ev in live[skip:skip + top]]
+            page = [self._event_json(view, ev) for ev in live[skip : skip + top]]
             context = f"{view.base}{API_PREFIX}/$metadata#users('{quote(view.user.email)}')/events"
             out: dict[str, Any] = {"@odata.context": context, "value": page}
             if skip + top < len(live):
@@ -229,12 +253,16 @@ class _Events(_Render):
                 for start, target, occ in self._instances(ev, lo, hi):
                     items.append((start, target.change_key, target, occ))
             items.sort(key=lambda t: (t[0], t[1]))
-            page = [self._event_json(view, t[2], t[3]) for t in items[skip:skip + top]]
-            out: dict[str, Any] = {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)",
-                                   "value": page}
+            page = [self._event_json(view, t[2], t[3]) for t in items[skip : skip + top]]
+            out: dict[str, Any] = {
+                "@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)",
+                "value": page,
+            }
             if skip + top < len(items):
-                out["@odata.nextLink"] = (f"{view.base}{API_PREFIX}{path}?startDateTime={quote(_fmt_instant(lo))}"
-                                          f"&endDateTime={quote(_fmt_instant(hi))}&$top={top}&$skip={skip + top}")
+                out["@odata.nextLink"] = (
+                    f"{view.base}{API_PREFIX}{path}?startDateTime={quote(_fmt_instant(lo))}"
+                    f"&endDateTime={quote(_fmt_instant(hi))}&$top={top}&$skip={skip + top}"
+                )
             return out
 
     def list_instances(self, view: _View, event_id: str, params: _Params, path: str) -> dict[str, Any]:
@@ -244,8 +272,10 @@ class _Events(_Render):
             if occ is not None or not ev.is_series:
                 return {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)", "value": []}
             items = sorted(self._instances(ev, lo, hi), key=lambda t: t[0])
-            return {"@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)",
-                    "value": [self._event_json(view, target, o) for _, target, o in items]}
+            return {
+                "@odata.context": f"{view.base}{API_PREFIX}/$metadata#Collection(event)",
+                "value": [self._event_json(view, target, o) for _, target, o in items],
+            }
 
     # -- admin event operations -----------------------------------------------------------------
 
@@ -273,8 +303,10 @@ class _Events(_Render):
             self._touch(user, ev)
             self._record(user, target, ev, None, "created")
             view = _View(user, ZoneInfo("UTC"), "UTC", False, False, "")
-            return {"id": self._event_id(view, ev),
-                    "immutableId": self._event_id(_View(user, ZoneInfo("UTC"), "UTC", True, False, ""), ev)}
+            return {
+                "id": self._event_id(view, ev),
+                "immutableId": self._event_id(_View(user, ZoneInfo("UTC"), "UTC", True, False, ""), ev),
+            }
 
     def cancel_by_organizer(self, email: str, event_id: str) -> None:
         """Admin: the organizer cancelled; this (attendee's) copy gets isCancelled and a 'Canceled:' subject."""

@@ -1,5 +1,6 @@
 """Event bodies as Graph accepts them (unknown properties refused, read-only ones ignored), and the
 body, preview, location and iCalUId shapes Outlook renders."""
+
 from __future__ import annotations
 
 import html
@@ -16,18 +17,58 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "showAs": ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown"),
     "onlineMeetingProvider": ("unknown", "teamsForBusiness", "skypeForBusiness", "skypeForConsumer"),
 }
-_BOOLS = ("isAllDay", "isReminderOn", "responseRequested", "allowNewTimeProposals", "hideAttendees",
-          "isOnlineMeeting")
-_READ_ONLY = frozenset({
-    "id", "changeKey", "createdDateTime", "lastModifiedDateTime", "iCalUId", "uid", "type", "seriesMasterId",
-    "originalStart", "onlineMeeting", "onlineMeetingUrl", "webLink", "isOrganizer", "responseStatus",
-    "bodyPreview", "hasAttachments", "isCancelled", "isDraft", "organizer", "originalStartTimeZone",
-    "originalEndTimeZone", "occurrenceId", "calendar", "instances", "attachments", "extensions",
-    "multiValueExtendedProperties", "cancelledOccurrences", "exceptionOccurrences",
-})
-_WRITABLE = frozenset({"subject", "body", "start", "end", "location", "locations", "attendees", "categories",
-                       "reminderMinutesBeforeStart", "recurrence", "transactionId",
-                       "singleValueExtendedProperties", *_BOOLS, *_ENUMS})
+_BOOLS = ("isAllDay", "isReminderOn", "responseRequested", "allowNewTimeProposals", "hideAttendees", "isOnlineMeeting")
+_READ_ONLY = frozenset(
+    {
+        "id",
+        "changeKey",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "iCalUId",
+        "uid",
+        "type",
+        "seriesMasterId",
+        "originalStart",
+        "onlineMeeting",
+        "onlineMeetingUrl",
+        "webLink",
+        "isOrganizer",
+        "responseStatus",
+        "bodyPreview",
+        "hasAttachments",
+        "isCancelled",
+        "isDraft",
+        "organizer",
+        "originalStartTimeZone",
+        "originalEndTimeZone",
+        "occurrenceId",
+        "calendar",
+        "instances",
+        "attachments",
+        "extensions",
+        "multiValueExtendedProperties",
+        "cancelledOccurrences",
+        "exceptionOccurrences",
+    }
+)
+_WRITABLE = frozenset(
+    {
+        "subject",
+        "body",
+        "start",
+        "end",
+        "location",
+        "locations",
+        "attendees",
+        "categories",
+        "reminderMinutesBeforeStart",
+        "recurrence",
+        "transactionId",
+        "singleValueExtendedProperties",
+        *_BOOLS,
+        *_ENUMS,
+    }
+)
 _ATTENDEE_TYPES = ("required", "optional", "resource")
 _NO_RESPONSE = {"response": "none", "time": "0001-01-01T00:00:00Z"}
 
@@ -70,8 +111,9 @@ def _check_attendees(value: Any) -> list[dict[str, Any]]:
 
 
 def _check_ext_props(value: Any) -> list[dict[str, str]]:
-    _expect(value, list, "singleValueExtendedProperties",
-            "Collection(microsoft.graph.singleValueLegacyExtendedProperty)")
+    _expect(
+        value, list, "singleValueExtendedProperties", "Collection(microsoft.graph.singleValueLegacyExtendedProperty)"
+    )
     out = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("value"), str):
@@ -117,27 +159,35 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
         if name.startswith("@odata.") or name in _READ_ONLY:
             continue
         if name not in _WRITABLE:
-            raise _body_read(f"The property '{name}' does not exist on type 'microsoft.graph.event'. Make sure to "
-                             "only use property names that are defined by the type or mark the type as open type.")
+            raise _body_read(
+                f"The property '{name}' does not exist on type 'microsoft.graph.event'. Make sure to "
+                "only use property names that are defined by the type or mark the type as open type."
+            )
         out[name] = _check_field(name, value)
     return out
 
 
 def _check_times(start: _When, end: _When, all_day: bool) -> None:
     if end.instant < start.instant:
-        raise GraphError(400, "ErrorCalendarEndDateIsEarlierThanStartDate",
-                         "The end date occurs before the start date.")
+        raise GraphError(
+            400, "ErrorCalendarEndDateIsEarlierThanStartDate", "The end date occurs before the start date."
+        )
     if all_day:
         midnight = start.local.time() == datetime.min.time() and end.local.time() == datetime.min.time()
         if not midnight or start.tz_name.lower() != end.tz_name.lower() or end.local <= start.local:
-            raise _bad("Your request can't be completed. If isAllDay is true, start and end must be at midnight, "
-                       "in the same time zone, and at least one day apart.", "ErrorPropertyValidationFailure")
+            raise _bad(
+                "Your request can't be completed. If isAllDay is true, start and end must be at midnight, "
+                "in the same time zone, and at least one day apart.",
+                "ErrorPropertyValidationFailure",
+            )
 
 
 def _html_of_text(text: str) -> str:
     body = html.escape(text).replace("\r\n", "\n").replace("\n", "<br>\r\n")
-    return ('<html>\r\n<head>\r\n<meta http-equiv="Content-Type" content="text/html; charset=utf-8">\r\n</head>\r\n'
-            f"<body>\r\n{body}\r\n</body>\r\n</html>\r\n")
+    return (
+        '<html>\r\n<head>\r\n<meta http-equiv="Content-Type" content="text/html; charset=utf-8">\r\n</head>\r\n'
+        f"<body>\r\n{body}\r\n</body>\r\n</html>\r\n"
+    )
 
 
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -167,8 +217,13 @@ def _preview(body: dict[str, str] | None) -> str:
 
 
 def _location_json(loc: dict[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"displayName": "", "locationType": "default", "uniqueIdType": "unknown",
-                           "address": {}, "coordinates": {}}
+    out: dict[str, Any] = {
+        "displayName": "",
+        "locationType": "default",
+        "uniqueIdType": "unknown",
+        "address": {},
+        "coordinates": {},
+    }
     if loc:
         out.update(loc)
     return out

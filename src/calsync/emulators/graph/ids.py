@@ -1,6 +1,7 @@
 """Ids as Outlook shapes them: event ids (regular, which change when an event moves, or immutable),
 occurrence ids, calendar ids, all bound to their mailbox. Graph documents them as opaque
 (https://learn.microsoft.com/graph/outlook-immutable-id); the shapes here are only plausible."""
+
 from __future__ import annotations
 
 import base64

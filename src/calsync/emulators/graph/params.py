@@ -1,5 +1,6 @@
 """Request inputs: Prefer headers, OData query options (case-insensitive, as Graph matches them),
 $expand of extended properties, and the startDateTime/endDateTime window of calendar views."""
+
 from __future__ import annotations
 
 import re
@@ -30,10 +31,12 @@ def _parse_prefer(values: list[str]) -> _Prefer:
     raw_size = found.get("odata.maxpagesize")
     if raw_size is not None:
         size = int(raw_size) if raw_size.isdigit() and 0 < int(raw_size) <= 10**6 else None
-    return _Prefer(timezone=found.get("outlook.timezone") or None,
-                   immutable=found.get("idtype", "").lower() == "immutableid",
-                   max_page_size=size,
-                   text_body=found.get("outlook.body-content-type", "").lower() == "text")
+    return _Prefer(
+        timezone=found.get("outlook.timezone") or None,
+        immutable=found.get("idtype", "").lower() == "immutableid",
+        max_page_size=size,
+        text_body=found.get("outlook.body-content-type", "").lower() == "text",
+    )
 
 
 class _Params:
@@ -75,12 +78,17 @@ def _window(params: _Params) -> tuple[datetime, datetime]:
     """startDateTime / endDateTime, required for calendar views."""
     raw_lo, raw_hi = params.get("startDateTime"), params.get("endDateTime")
     if not raw_lo or not raw_hi:
-        raise GraphError(400, "ErrorInvalidParameter", "This request requires a time window specified by the query "
-                         "string parameters StartDateTime and EndDateTime.")
+        raise GraphError(
+            400,
+            "ErrorInvalidParameter",
+            "This request requires a time window specified by the query "
+            "string parameters StartDateTime and EndDateTime.",
+        )
     lo, hi = _parse_instant(raw_lo), _parse_instant(raw_hi)
     if lo is None or hi is None:
-        raise GraphError(400, "ErrorInvalidParameter", "The value of StartDateTime or EndDateTime is not a valid "
-                         "date and time.")
+        raise GraphError(
+            400, "ErrorInvalidParameter", "The value of StartDateTime or EndDateTime is not a valid date and time."
+        )
     if hi < lo:
         raise GraphError(400, "ErrorInvalidParameter", "EndDateTime must not be earlier than StartDateTime.")
     return lo, hi

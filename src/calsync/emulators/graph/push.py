@@ -13,6 +13,7 @@ by jitter, batching per URL and kind, and retrying every failure.
 
 This module imports only the standard library, starlette, httpx and sibling emulator modules.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -105,9 +106,14 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
     close_wait_s = DELIVERY_TIMEOUT_S + 2
     flush_poll_s = 0.05
 
-    def __init__(self, settings: Callable[[], Mapping[str, Any]], is_live: Callable[[str], bool],
-                 seed: int = 0, transport: httpx.BaseTransport | None = None,
-                 async_transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], Mapping[str, Any]],
+        is_live: Callable[[str], bool],
+        seed: int = 0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._is_live = is_live
         self._async_transport = async_transport
         self._numbers = itertools.count(1)
@@ -125,10 +131,12 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
             return result
         timeout = float(self._setting("validation_timeout_s", VALIDATION_TIMEOUT_S))
         try:
-            async with httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False,
-                                         transport=self._async_transport) as client:
-                response = await client.post(target, content=b"", headers={
-                    "Content-Type": "text/plain; charset=utf-8", "User-Agent": USER_AGENT})
+            async with httpx.AsyncClient(
+                timeout=timeout, trust_env=False, follow_redirects=False, transport=self._async_transport
+            ) as client:
+                response = await client.post(
+                    target, content=b"", headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": USER_AGENT}
+                )
         except httpx.TimeoutException:
             result = ValidationResult(False, timed_out=True, detail="timed out")
             self._record_validation(url, None, result)
@@ -154,9 +162,18 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
 
     def _record_validation(self, url: str, status: int | None, result: ValidationResult) -> None:
         with self._cond:
-            self._append({"kind": "validation", "url": url, "subscriptionIds": [], "count": 0,
-                          "attempt": 1, "outcome": "validated" if result.ok else "failed",
-                          "status": status, "error": None if result.ok else result.detail})
+            self._append(
+                {
+                    "kind": "validation",
+                    "url": url,
+                    "subscriptionIds": [],
+                    "count": 0,
+                    "attempt": 1,
+                    "outcome": "validated" if result.ok else "failed",
+                    "status": status,
+                    "error": None if result.ok else result.detail,
+                }
+            )
 
     # -- enqueueing -----------------------------------------------------------------------------
 
@@ -185,8 +202,11 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
             if self._pending() >= self._max_queue:
                 self._record([note], 0, "queue_full", error="delivery queue is full")
                 return i
-            copy = note if i == 0 else Note(note.url, note.item, note.kind, note.subscription_id,
-                                            note.generation, number=note.number)
+            copy = (
+                note
+                if i == 0
+                else Note(note.url, note.item, note.kind, note.subscription_id, note.generation, number=note.number)
+            )
             jitter = self._fault_rng.uniform(0, faults.reorder_window_ms / 1000.0) if faults.reorder else 0.0
             copy.due = base_due + jitter
             self._push(copy)
@@ -211,8 +231,13 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
         keep: list[tuple[float, int, Note]] = []
         for entry in self._heap:
             note = entry[2]
-            if (len(taken) < MAX_BATCH and entry[0] <= now and note.url == first.url
-                    and note.kind == first.kind and self._deliverable(note)):
+            if (
+                len(taken) < MAX_BATCH
+                and entry[0] <= now
+                and note.url == first.url
+                and note.kind == first.kind
+                and self._deliverable(note)
+            ):
                 taken.append(note)
             else:
                 keep.append(entry)
@@ -227,8 +252,13 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
     def _post(self, client: httpx.Client, batch: list[Note]) -> tuple[int | None, str | None]:
         timeout = float(self._setting("delivery_timeout_s", DELIVERY_TIMEOUT_S))
         body = json.dumps({"value": [n.item for n in batch]}, separators=(",", ":")).encode()
-        return self._send(client, batch[0].url, content=body, timeout=timeout, headers={
-            "Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT})
+        return self._send(
+            client,
+            batch[0].url,
+            content=body,
+            timeout=timeout,
+            headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
+        )
 
     def _settle(self, batch: list[Note], status: int | None, error: str | None) -> None:
         """Under the lock: 2xx delivers; anything else (non-2xx, timeout) is retried with backoff, bounded."""
@@ -249,11 +279,22 @@ class GraphPushHub(DeliveryHub[Note, list[Note]]):
             return
         self._record(batch, attempt, "gave_up", status, error)
 
-    def _record(self, batch: list[Note], attempt: int, outcome: str, status: int | None = None,
-                error: str | None = None) -> None:
+    def _record(
+        self, batch: list[Note], attempt: int, outcome: str, status: int | None = None, error: str | None = None
+    ) -> None:
         """Under the lock: one delivery-log entry for a POST (or a dropped note) and its counter."""
-        self._count(outcome, {"kind": batch[0].kind, "url": batch[0].url,
-                              "subscriptionIds": sorted({n.subscription_id for n in batch}),
-                              "numbers": [n.number for n in batch], "count": len(batch),
-                              "items": [n.item for n in batch], "attempt": attempt, "outcome": outcome,
-                              "status": status, "error": error})
+        self._count(
+            outcome,
+            {
+                "kind": batch[0].kind,
+                "url": batch[0].url,
+                "subscriptionIds": sorted({n.subscription_id for n in batch}),
+                "numbers": [n.number for n in batch],
+                "count": len(batch),
+                "items": [n.item for n in batch],
+                "attempt": attempt,
+                "outcome": outcome,
+                "status": status,
+                "error": error,
+            },
+        )

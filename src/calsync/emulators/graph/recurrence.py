@@ -3,6 +3,7 @@
 Shapes: https://learn.microsoft.com/graph/api/resources/patternedrecurrence; a calendar view
 shows the occurrences whose span overlaps its window (``../shared/reference/provider-semantics.md`` 2.2).
 """
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
@@ -19,8 +20,14 @@ _Frequency = Literal[0, 1, 2, 3, 4, 5, 6]  # dateutil's YEARLY .. SECONDLY
 
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
-_PATTERNS: dict[str, _Frequency] = {"daily": DAILY, "weekly": WEEKLY, "absoluteMonthly": MONTHLY,
-                                    "relativeMonthly": MONTHLY, "absoluteYearly": YEARLY, "relativeYearly": YEARLY}
+_PATTERNS: dict[str, _Frequency] = {
+    "daily": DAILY,
+    "weekly": WEEKLY,
+    "absoluteMonthly": MONTHLY,
+    "relativeMonthly": MONTHLY,
+    "absoluteYearly": YEARLY,
+    "relativeYearly": YEARLY,
+}
 _RANGES = ("endDate", "noEnd", "numbered")
 
 
@@ -57,9 +64,15 @@ def _check_pattern(pattern: Any) -> dict[str, Any]:
     index = str(pattern.get("index") or "first").lower()
     if first_day not in _DAYS or index not in _INDEX:
         raise _bad_recurrence("The recurrence pattern firstDayOfWeek or index is not valid.")
-    out = {"type": kind, "interval": _rec_int(pattern, "interval", 1, 999, 1),
-           "month": _rec_int(pattern, "month", 1, 12, 0), "dayOfMonth": _rec_int(pattern, "dayOfMonth", 1, 31, 0),
-           "daysOfWeek": [d.lower() for d in days], "firstDayOfWeek": first_day, "index": index}
+    out = {
+        "type": kind,
+        "interval": _rec_int(pattern, "interval", 1, 999, 1),
+        "month": _rec_int(pattern, "month", 1, 12, 0),
+        "dayOfMonth": _rec_int(pattern, "dayOfMonth", 1, 31, 0),
+        "daysOfWeek": [d.lower() for d in days],
+        "firstDayOfWeek": first_day,
+        "index": index,
+    }
     if out["interval"] < 1:
         raise _bad_recurrence("The recurrence pattern interval must be at least 1.")
     if kind in ("weekly", "relativeMonthly", "relativeYearly") and not out["daysOfWeek"]:
@@ -75,8 +88,13 @@ def _check_range(rng: Any) -> dict[str, Any]:
     if not isinstance(rng, dict) or rng.get("type") not in _RANGES:
         raise _bad_recurrence("The recurrence range type is missing or not supported.")
     start = _rec_date(rng.get("startDate"), "startDate")
-    out: dict[str, Any] = {"type": rng["type"], "startDate": start.isoformat(), "endDate": "0001-01-01",
-                           "recurrenceTimeZone": rng.get("recurrenceTimeZone") or None, "numberOfOccurrences": 0}
+    out: dict[str, Any] = {
+        "type": rng["type"],
+        "startDate": start.isoformat(),
+        "endDate": "0001-01-01",
+        "recurrenceTimeZone": rng.get("recurrenceTimeZone") or None,
+        "numberOfOccurrences": 0,
+    }
     if rng.get("recurrenceTimeZone"):
         _zone(rng["recurrenceTimeZone"])
     if rng["type"] == "endDate":
@@ -108,8 +126,11 @@ class _Series:
         self.duration = end.instant - start.instant
         pattern, rng = recurrence["pattern"], recurrence["range"]
         dtstart = datetime.combine(date.fromisoformat(rng["startDate"]), start.local.time())
-        kwargs: dict[str, Any] = {"dtstart": dtstart, "interval": pattern["interval"],
-                                  "wkst": _DAYS.index(pattern["firstDayOfWeek"])}
+        kwargs: dict[str, Any] = {
+            "dtstart": dtstart,
+            "interval": pattern["interval"],
+            "wkst": _DAYS.index(pattern["firstDayOfWeek"]),
+        }
         kind = pattern["type"]
         days = [weekday(_DAYS.index(d)) for d in pattern["daysOfWeek"]]
         if kind == "weekly" or kind.startswith("relative"):

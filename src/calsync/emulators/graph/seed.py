@@ -1,4 +1,5 @@
 """Seeding: many realistic events built straight into storage (benchmarks need 100,000 in seconds)."""
+
 from __future__ import annotations
 
 import random
@@ -49,8 +50,9 @@ class _Seeder:
     def _event(self, i: int, now: float) -> _Event:
         """One seeded event; all choices come from a single 64-bit draw."""
         pick = seed_pick(self.rng, self.opt["days"])
-        start = (self.opt["start"] + timedelta(days=pick.day, hours=9 + pick.hour, minutes=15 * pick.quarter)
-                 ).replace(tzinfo=None)
+        start = (self.opt["start"] + timedelta(days=pick.day, hours=9 + pick.hour, minutes=15 * pick.quarter)).replace(
+            tzinfo=None
+        )
         end = start + timedelta(minutes=pick.minutes)
         person = SEED_PEOPLE[pick.who]
         data: dict[str, Any] = {
@@ -58,12 +60,26 @@ class _Seeder:
             "body": {"contentType": "text", "content": pick.description(i)},
             "location": {"displayName": pick.place},
             "locations": [{"displayName": pick.place}],
-            "attendees": [{"type": "required", "status": dict(_NO_RESPONSE),
-                           "emailAddress": {"name": person.title(), "address": f"{person}@example.org"}}],
+            "attendees": [
+                {
+                    "type": "required",
+                    "status": dict(_NO_RESPONSE),
+                    "emailAddress": {"name": person.title(), "address": f"{person}@example.org"},
+                }
+            ],
         }
         key = self.rng.getrandbits(128).to_bytes(16, "big")
-        ev = _Event(key, self.cal.key, data, _When(start, "UTC", self.utc), _When(end, "UTC", self.utc), now, now,
-                    self.emu._change_key(self.user), _ical_uid(key))
+        ev = _Event(
+            key,
+            self.cal.key,
+            data,
+            _When(start, "UTC", self.utc),
+            _When(end, "UTC", self.utc),
+            now,
+            now,
+            self.emu._change_key(self.user),
+            _ical_uid(key),
+        )
         every = self.opt["online_every"]
         if every and i % every == 0:
             data["isOnlineMeeting"] = True
@@ -71,10 +87,24 @@ class _Seeder:
             ev.online = self.emu._online_info(self.user)
         every = self.opt["recurring_every"]
         if every and i % every == 0:
-            rec = {"pattern": {"type": "weekly", "interval": 1, "month": 0, "dayOfMonth": 0,
-                               "daysOfWeek": [_DAYS[start.weekday()]], "firstDayOfWeek": "sunday", "index": "first"},
-                   "range": {"type": "numbered", "startDate": start.date().isoformat(), "endDate": "0001-01-01",
-                             "recurrenceTimeZone": "UTC", "numberOfOccurrences": 4 + pick.bits % 9}}
+            rec = {
+                "pattern": {
+                    "type": "weekly",
+                    "interval": 1,
+                    "month": 0,
+                    "dayOfMonth": 0,
+                    "daysOfWeek": [_DAYS[start.weekday()]],
+                    "firstDayOfWeek": "sunday",
+                    "index": "first",
+                },
+                "range": {
+                    "type": "numbered",
+                    "startDate": start.date().isoformat(),
+                    "endDate": "0001-01-01",
+                    "recurrenceTimeZone": "UTC",
+                    "numberOfOccurrences": 4 + pick.bits % 9,
+                },
+            }
             data["recurrence"] = rec
             ev.series = _Series(rec, ev.start, ev.end)
         return ev

@@ -12,6 +12,7 @@ Where Graph's documentation is silent the behaviour is a documented guess, flipp
 ``POST /emulator/switches`` (see ``DEFAULT_SWITCHES``). The API's operations are mixins over
 :class:`_Store` (calendars, events, delta, subscriptions), joined in ``emulator.GraphEmulator``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -340,10 +341,15 @@ class _Store(StoreBase):
         meeting = base64.urlsafe_b64encode(self._rng.getrandbits(192).to_bytes(24, "big")).decode().rstrip("=")
         context = quote(json.dumps({"Tid": TENANT_ID, "Oid": user.guid}, separators=(",", ":")), safe="")
         conference = str(self._rng.randrange(10**8, 10**9))
-        return {"joinUrl": f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{meeting}%40thread.v2/0"
-                           f"?context={context}",
-                "conferenceId": conference, "tollNumber": "+1 206-555-0100", "tollFreeNumbers": [],
-                "phones": [], "quickDial": f"+12065550100,,{conference}#"}
+        return {
+            "joinUrl": f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{meeting}%40thread.v2/0"
+            f"?context={context}",
+            "conferenceId": conference,
+            "tollNumber": "+1 206-555-0100",
+            "tollFreeNumbers": [],
+            "phones": [],
+            "quickDial": f"+12065550100,,{conference}#",
+        }
 
     def _delete_event(self, user: _User, ev: _Event) -> None:
         cal = user.calendars[ev.calendar]
@@ -441,6 +447,12 @@ class _Store(StoreBase):
         if change.etag is not None:
             data["@odata.etag"] = change.etag
         data["id"] = event_id
-        return {"subscriptionId": sub.id, "subscriptionExpirationDateTime": _fmt_ts(sub.expiration),
-                "changeType": change.change_type, "resource": resource, "resourceData": data,
-                "clientState": sub.client_state, "tenantId": TENANT_ID}
+        return {
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": _fmt_ts(sub.expiration),
+            "changeType": change.change_type,
+            "resource": resource,
+            "resourceData": data,
+            "clientState": sub.client_state,
+            "tenantId": TENANT_ID,
+        }

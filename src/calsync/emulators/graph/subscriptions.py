@@ -1,6 +1,7 @@
 """Subscriptions (change notifications): create after the validation handshake, renew, delete, and
 the admin's lifecycle notifications (``../shared/reference/provider-semantics.md`` 2.4 and
 https://learn.microsoft.com/graph/change-notifications-delivery-webhooks)."""
+
 from __future__ import annotations
 
 import re
@@ -41,9 +42,15 @@ class _Subscriptions(_Store):
             raise _bad(f"clientState must be a string of at most {CLIENT_STATE_MAX} characters.", "InvalidRequest")
         with self._lock:
             calendar = self._resource_calendar(user, body.get("resource"))
-        return {"change_types": change_types, "url": url, "lifecycle_url": lifecycle, "client_state": state,
-                "resource": body["resource"], "calendar": calendar,
-                "expiration": self._expiration(body.get("expirationDateTime"))}
+        return {
+            "change_types": change_types,
+            "url": url,
+            "lifecycle_url": lifecycle,
+            "client_state": state,
+            "resource": body["resource"],
+            "calendar": calendar,
+            "expiration": self._expiration(body.get("expirationDateTime")),
+        }
 
     def _resource_calendar(self, user: _User, resource: Any) -> bytes | None:
         """me/events (mailbox, or default calendar by switch), me/calendar/events, me/calendars/{id}/events."""
@@ -55,8 +62,12 @@ class _Subscriptions(_Store):
             raise _bad(f"Resource '{resource}' is not supported for change notifications.", "InvalidRequest")
         owner = match.group(1)
         if owner is not None and owner.lower() not in (user.email, user.guid):
-            raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
-                             "Reason: Access is denied. Check credentials and try again.]")
+            raise GraphError(
+                403,
+                "ExtensionError",
+                "Operation: Create; Exception: [Status Code: Forbidden; "
+                "Reason: Access is denied. Check credentials and try again.]",
+            )
         if match.group(3) is not None:
             return self._calendar(user, match.group(3)).key
         if match.group(2).lower() == "calendar/events":
@@ -72,8 +83,9 @@ class _Subscriptions(_Store):
         if when.timestamp() <= now:
             raise GraphError(400, "ExtensionError", "Subscription expiration must be in the future.")
         if when.timestamp() > now + limit * 60:
-            raise GraphError(400, "ExtensionError",
-                             f"Subscription expiration can only be {limit} minutes in the future.")
+            raise GraphError(
+                400, "ExtensionError", f"Subscription expiration can only be {limit} minutes in the future."
+            )
         return when.timestamp()
 
     def add_subscription(self, email: str, fields: dict[str, Any], immutable: bool) -> dict[str, Any]:
@@ -81,11 +93,22 @@ class _Subscriptions(_Store):
             now = time.time()
             self._prune_subscriptions(now)
             if sum(1 for s in self._subs.values() if s.user == email) >= MAX_SUBSCRIPTIONS_PER_MAILBOX:
-                raise GraphError(403, "ExtensionError", "The maximum number of subscriptions for this mailbox has "
-                                 "been reached.")
-            sub = _Subscription(str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), email, fields["resource"],
-                                fields["calendar"], fields["change_types"], fields["url"], fields["lifecycle_url"],
-                                fields["client_state"], fields["expiration"], immutable, now)
+                raise GraphError(
+                    403, "ExtensionError", "The maximum number of subscriptions for this mailbox has been reached."
+                )
+            sub = _Subscription(
+                str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                email,
+                fields["resource"],
+                fields["calendar"],
+                fields["change_types"],
+                fields["url"],
+                fields["lifecycle_url"],
+                fields["client_state"],
+                fields["expiration"],
+                immutable,
+                now,
+            )
             self._subs[sub.id] = sub
             return self._subscription_json(sub)
 
@@ -101,19 +124,31 @@ class _Subscriptions(_Store):
 
     def _subscription_json(self, sub: _Subscription) -> dict[str, Any]:
         user = self._users[sub.user]
-        return {"id": sub.id, "resource": sub.resource, "applicationId": "00000000-0000-0000-0000-0000000ca15c",
-                "changeType": ",".join(sub.change_types), "clientState": sub.client_state,
-                "notificationUrl": sub.url, "notificationQueryOptions": None,
-                "lifecycleNotificationUrl": sub.lifecycle_url,
-                "expirationDateTime": _fmt_ts(sub.expiration), "creatorId": user.guid,
-                "includeResourceData": False, "latestSupportedTlsVersion": "v1_2",
-                "encryptionCertificate": None, "encryptionCertificateId": None, "notificationUrlAppId": None}
+        return {
+            "id": sub.id,
+            "resource": sub.resource,
+            "applicationId": "00000000-0000-0000-0000-0000000ca15c",
+            "changeType": ",".join(sub.change_types),
+            "clientState": sub.client_state,
+            "notificationUrl": sub.url,
+            "notificationQueryOptions": None,
+            "lifecycleNotificationUrl": sub.lifecycle_url,
+            "expirationDateTime": _fmt_ts(sub.expiration),
+            "creatorId": user.guid,
+            "includeResourceData": False,
+            "latestSupportedTlsVersion": "v1_2",
+            "encryptionCertificate": None,
+            "encryptionCertificateId": None,
+            "notificationUrlAppId": None,
+        }
 
     def list_subscriptions(self, email: str, base: str) -> dict[str, Any]:
         with self._lock:
             self._prune_subscriptions(time.time())
-            return {"@odata.context": f"{base}{API_PREFIX}/$metadata#subscriptions",
-                    "value": [self._subscription_json(s) for s in self._subs.values() if s.user == email]}
+            return {
+                "@odata.context": f"{base}{API_PREFIX}/$metadata#subscriptions",
+                "value": [self._subscription_json(s) for s in self._subs.values() if s.user == email],
+            }
 
     def get_subscription(self, email: str, sub_id: str) -> dict[str, Any]:
         with self._lock:
@@ -150,9 +185,18 @@ class _Subscriptions(_Store):
     def admin_subscriptions(self) -> list[dict[str, Any]]:
         with self._lock:
             now = time.time()
-            return [{**self._subscription_json(s), "user": s.user, "live": s.live(now), "paused": s.paused,
-                     "immutableIds": s.immutable, "notified": s.notified, "skipped": s.skipped}
-                    for s in self._subs.values()]
+            return [
+                {
+                    **self._subscription_json(s),
+                    "user": s.user,
+                    "live": s.live(now),
+                    "paused": s.paused,
+                    "immutableIds": s.immutable,
+                    "notified": s.notified,
+                    "skipped": s.skipped,
+                }
+                for s in self._subs.values()
+            ]
 
     def expire_subscription(self, sub_id: str) -> bool:
         with self._lock:
@@ -172,8 +216,13 @@ class _Subscriptions(_Store):
                 raise KeyError(sub_id)
             if sub.lifecycle_url is None:
                 raise LookupError("the subscription has no lifecycleNotificationUrl")
-            item = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": _fmt_ts(sub.expiration),
-                    "tenantId": TENANT_ID, "clientState": sub.client_state, "lifecycleEvent": event}
+            item = {
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": _fmt_ts(sub.expiration),
+                "tenantId": TENANT_ID,
+                "clientState": sub.client_state,
+                "lifecycleEvent": event,
+            }
             if event == "subscriptionRemoved":
                 del self._subs[sub.id]
             if event == "reauthorizationRequired" and pause:

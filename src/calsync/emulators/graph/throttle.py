@@ -1,5 +1,6 @@
 """Per-mailbox throttling (documented limits, switched off by default) and the request log, which
 also records each inner request of a JSON batch (https://learn.microsoft.com/graph/throttling-limits)."""
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,10 @@ class _Throttle:
         with self._lock:
             limit = switches.get("mailbox_concurrency_limit")
             if limit is not None and self._inflight.get(user, 0) >= limit:
-                return self._throttled("Application is over its MailboxConcurrency limit.",
-                                       int(switches.get("throttle_retry_after_seconds", 1)))
+                return self._throttled(
+                    "Application is over its MailboxConcurrency limit.",
+                    int(switches.get("throttle_retry_after_seconds", 1)),
+                )
             rate = switches.get("mailbox_requests_per_10min")
             recent = self._recent.setdefault(user, deque())
             while recent and recent[0] <= now - THROTTLE_WINDOW_S:
@@ -61,8 +64,9 @@ class _GraphRequestLog(RequestLog):
         super().__post_init__()
         self._marking = threading.Lock()
 
-    def add(self, method: str, path: str, query: str, status: int, user: str | None,
-            batch_item: str | None = None) -> None:
+    def add(
+        self, method: str, path: str, query: str, status: int, user: str | None, batch_item: str | None = None
+    ) -> None:
         with self._marking:  # every add passes here: the entry marked is the one just added
             super().add(method, path, query, status, user)
             if batch_item is not None:

@@ -1,4 +1,5 @@
 """Times as Graph writes and reads them: Windows or IANA zones, seven-digit local stamps, dateTimeTimeZone."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,33 +11,62 @@ from calsync.emulators.graph.errors import GraphError, _body_read
 
 #: Common Windows zone ids (what Outlook stores and returns) and their IANA equivalents.
 WINDOWS_ZONES: dict[str, str] = {
-    "UTC": "UTC", "Coordinated Universal Time": "UTC", "tzone://Microsoft/Utc": "UTC",
-    "GMT Standard Time": "Europe/London", "Greenwich Standard Time": "Atlantic/Reykjavik",
-    "W. Europe Standard Time": "Europe/Berlin", "Central Europe Standard Time": "Europe/Budapest",
-    "Romance Standard Time": "Europe/Paris", "Central European Standard Time": "Europe/Warsaw",
-    "E. Europe Standard Time": "Europe/Chisinau", "FLE Standard Time": "Europe/Kiev",
-    "GTB Standard Time": "Europe/Bucharest", "Russian Standard Time": "Europe/Moscow",
-    "Turkey Standard Time": "Europe/Istanbul", "Israel Standard Time": "Asia/Jerusalem",
-    "South Africa Standard Time": "Africa/Johannesburg", "Egypt Standard Time": "Africa/Cairo",
-    "Morocco Standard Time": "Africa/Casablanca", "W. Central Africa Standard Time": "Africa/Lagos",
-    "E. Africa Standard Time": "Africa/Nairobi", "Arabian Standard Time": "Asia/Dubai",
-    "Arab Standard Time": "Asia/Riyadh", "Iran Standard Time": "Asia/Tehran",
-    "Pakistan Standard Time": "Asia/Karachi", "India Standard Time": "Asia/Kolkata",
-    "Nepal Standard Time": "Asia/Kathmandu", "Bangladesh Standard Time": "Asia/Dhaka",
-    "SE Asia Standard Time": "Asia/Bangkok", "China Standard Time": "Asia/Shanghai",
-    "Singapore Standard Time": "Asia/Singapore", "Taipei Standard Time": "Asia/Taipei",
-    "Tokyo Standard Time": "Asia/Tokyo", "Korea Standard Time": "Asia/Seoul",
-    "AUS Eastern Standard Time": "Australia/Sydney", "E. Australia Standard Time": "Australia/Brisbane",
-    "Cen. Australia Standard Time": "Australia/Adelaide", "W. Australia Standard Time": "Australia/Perth",
-    "New Zealand Standard Time": "Pacific/Auckland", "Hawaiian Standard Time": "Pacific/Honolulu",
-    "Alaskan Standard Time": "America/Anchorage", "Pacific Standard Time": "America/Los_Angeles",
-    "US Mountain Standard Time": "America/Phoenix", "Mountain Standard Time": "America/Denver",
-    "Central Standard Time": "America/Chicago", "Eastern Standard Time": "America/New_York",
-    "Atlantic Standard Time": "America/Halifax", "Newfoundland Standard Time": "America/St_Johns",
-    "SA Pacific Standard Time": "America/Bogota", "Pacific SA Standard Time": "America/Santiago",
-    "E. South America Standard Time": "America/Sao_Paulo", "Argentina Standard Time": "America/Buenos_Aires",
-    "Central Standard Time (Mexico)": "America/Mexico_City", "Canada Central Standard Time": "America/Regina",
-    "Dateline Standard Time": "Etc/GMT+12", "UTC-11": "Etc/GMT+11", "UTC+12": "Etc/GMT-12",
+    "UTC": "UTC",
+    "Coordinated Universal Time": "UTC",
+    "tzone://Microsoft/Utc": "UTC",
+    "GMT Standard Time": "Europe/London",
+    "Greenwich Standard Time": "Atlantic/Reykjavik",
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Romance Standard Time": "Europe/Paris",
+    "Central European Standard Time": "Europe/Warsaw",
+    "E. Europe Standard Time": "Europe/Chisinau",
+    "FLE Standard Time": "Europe/Kiev",
+    "GTB Standard Time": "Europe/Bucharest",
+    "Russian Standard Time": "Europe/Moscow",
+    "Turkey Standard Time": "Europe/Istanbul",
+    "Israel Standard Time": "Asia/Jerusalem",
+    "South Africa Standard Time": "Africa/Johannesburg",
+    "Egypt Standard Time": "Africa/Cairo",
+    "Morocco Standard Time": "Africa/Casablanca",
+    "W. Central Africa Standard Time": "Africa/Lagos",
+    "E. Africa Standard Time": "Africa/Nairobi",
+    "Arabian Standard Time": "Asia/Dubai",
+    "Arab Standard Time": "Asia/Riyadh",
+    "Iran Standard Time": "Asia/Tehran",
+    "Pakistan Standard Time": "Asia/Karachi",
+    "India Standard Time": "Asia/Kolkata",
+    "Nepal Standard Time": "Asia/Kathmandu",
+    "Bangladesh Standard Time": "Asia/Dhaka",
+    "SE Asia Standard Time": "Asia/Bangkok",
+    "China Standard Time": "Asia/Shanghai",
+    "Singapore Standard Time": "Asia/Singapore",
+    "Taipei Standard Time": "Asia/Taipei",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "Korea Standard Time": "Asia/Seoul",
+    "AUS Eastern Standard Time": "Australia/Sydney",
+    "E. Australia Standard Time": "Australia/Brisbane",
+    "Cen. Australia Standard Time": "Australia/Adelaide",
+    "W. Australia Standard Time": "Australia/Perth",
+    "New Zealand Standard Time": "Pacific/Auckland",
+    "Hawaiian Standard Time": "Pacific/Honolulu",
+    "Alaskan Standard Time": "America/Anchorage",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "US Mountain Standard Time": "America/Phoenix",
+    "Mountain Standard Time": "America/Denver",
+    "Central Standard Time": "America/Chicago",
+    "Eastern Standard Time": "America/New_York",
+    "Atlantic Standard Time": "America/Halifax",
+    "Newfoundland Standard Time": "America/St_Johns",
+    "SA Pacific Standard Time": "America/Bogota",
+    "Pacific SA Standard Time": "America/Santiago",
+    "E. South America Standard Time": "America/Sao_Paulo",
+    "Argentina Standard Time": "America/Buenos_Aires",
+    "Central Standard Time (Mexico)": "America/Mexico_City",
+    "Canada Central Standard Time": "America/Regina",
+    "Dateline Standard Time": "Etc/GMT+12",
+    "UTC-11": "Etc/GMT+11",
+    "UTC+12": "Etc/GMT-12",
 }
 _WINDOWS_LOWER = {k.lower(): v for k, v in WINDOWS_ZONES.items()}
 
@@ -50,9 +80,11 @@ def _zone(name: Any) -> ZoneInfo:
                 return ZoneInfo(iana)
             except (ZoneInfoNotFoundError, ValueError):
                 pass
-    raise GraphError(400, "TimeZoneNotSupportedException",
-                     "A valid TimeZone value must be specified. "
-                     f"The following TimeZone value is not supported: '{name}'.")
+    raise GraphError(
+        400,
+        "TimeZoneNotSupportedException",
+        f"A valid TimeZone value must be specified. The following TimeZone value is not supported: '{name}'.",
+    )
 
 
 def _fmt_local(dt: datetime) -> str:

@@ -25,6 +25,7 @@ The package, one job a module (imports go one way: keys <- read <- write, read <
 - write.py: EventData -> VEVENT (patching, new resources, RECURRENCE-ID and EXDATE helpers).
 `remote_events` below picks the reader.
 """
+
 from __future__ import annotations
 
 from calsync.model import RemoteEvent

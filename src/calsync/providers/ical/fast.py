@@ -8,6 +8,7 @@ Whatever it is not sure to read exactly as icalendar does (CONFERENCE properties
 not an IANA zone, repeated single-valued properties, unusual value types or escapes...) raises
 _Fallback and the whole resource is read by icalendar instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,10 +48,39 @@ class _Comp(dict[str, Any]):
     """A VEVENT as name -> _Prop, or a list of _Prop when the property repeats (as icalendar does)."""
 
 
-_READ = frozenset(("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "SUMMARY", "DESCRIPTION", "LOCATION",
-                   "STATUS", "ATTENDEE", "ORGANIZER", "URL", "UID", "SEQUENCE", "LAST-MODIFIED", "DTSTAMP"))
-_SINGLE = frozenset(("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "UID", "SEQUENCE", "STATUS", "ORGANIZER",
-                     "LAST-MODIFIED", "DTSTAMP"))
+_READ = frozenset(
+    (
+        "DTSTART",
+        "DTEND",
+        "DURATION",
+        "RECURRENCE-ID",
+        "SUMMARY",
+        "DESCRIPTION",
+        "LOCATION",
+        "STATUS",
+        "ATTENDEE",
+        "ORGANIZER",
+        "URL",
+        "UID",
+        "SEQUENCE",
+        "LAST-MODIFIED",
+        "DTSTAMP",
+    )
+)
+_SINGLE = frozenset(
+    (
+        "DTSTART",
+        "DTEND",
+        "DURATION",
+        "RECURRENCE-ID",
+        "UID",
+        "SEQUENCE",
+        "STATUS",
+        "ORGANIZER",
+        "LAST-MODIFIED",
+        "DTSTAMP",
+    )
+)
 _TIMES = frozenset(("DTSTART", "DTEND", "RECURRENCE-ID", "LAST-MODIFIED", "DTSTAMP"))
 _TEXT_ESCAPES = {"\\": "\\", ",": ",", ";": ";", "n": "\n", "N": "\n", ":": ":"}
 _ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
@@ -74,8 +104,7 @@ def _unescape(value: str) -> str:
         return value
     if "\\\\" in value or _UNUSUAL_ESCAPE.search(value):
         return _ESCAPE.sub(_unescaped, value)  # (an escaped backslash: replacing in order would be wrong)
-    return value.replace("\\n", "\n").replace("\\,", ",").replace("\\;", ";").replace("\\N", "\n") \
-        .replace("\\:", ":")
+    return value.replace("\\n", "\n").replace("\\,", ",").replace("\\;", ";").replace("\\N", "\n").replace("\\:", ":")
 
 
 def _unescaped(match: re.Match[str]) -> str:
@@ -106,7 +135,7 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
     params: dict[str, str] = {}
     quote = line.find('"', 0, colon)
     if quote < 0:
-        head, value = line[:colon], line[colon + 1:]
+        head, value = line[:colon], line[colon + 1 :]
         parts = head.split(";")
         for part in parts[1:]:
             key, eq, raw = part.partition("=")
@@ -123,7 +152,7 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
         equals = line.find("=", i)
         if equals < 0:
             raise _Fallback("parameter without value")
-        key = line[i + 1:equals].upper()
+        key = line[i + 1 : equals].upper()
         j = equals + 1
         if j < n and line[j] == '"':
             end = line.find('"', j + 1)
@@ -133,11 +162,11 @@ def _content_line(line: str) -> tuple[str, dict[str, str], str]:
         else:
             while j < n and line[j] not in ";:":
                 j += 1
-        params[key] = _param_value(line[equals + 1:j])
+        params[key] = _param_value(line[equals + 1 : j])
         i = j
     if i >= n or line[i] != ":":
         raise _Fallback("malformed content line")
-    return name, params, line[i + 1:]
+    return name, params, line[i + 1 :]
 
 
 def _zone(tzid: str) -> ZoneInfo:
@@ -156,8 +185,12 @@ def _time_value(value: str, params: dict[str, str]) -> date | datetime:
             return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
         except ValueError as exc:
             raise _Fallback(str(exc)) from None
-    if kind not in ("", "DATE-TIME") or len(value) not in (15, 16) or value[8] != "T" \
-            or not (value[:8] + value[9:15]).isdigit():
+    if (
+        kind not in ("", "DATE-TIME")
+        or len(value) not in (15, 16)
+        or value[8] != "T"
+        or not (value[:8] + value[9:15]).isdigit()
+    ):
         raise _Fallback("unusual time value")
     zone: Any = None  # floating
     if len(value) == 16:
@@ -167,8 +200,15 @@ def _time_value(value: str, params: dict[str, str]) -> date | datetime:
     elif "TZID" in params:
         zone = _zone(params["TZID"])
     try:
-        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),
-                        int(value[9:11]), int(value[11:13]), int(value[13:15]), tzinfo=zone)
+        return datetime(
+            int(value[:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=zone,
+        )
     except ValueError as exc:
         raise _Fallback(str(exc)) from None
 
@@ -178,8 +218,13 @@ def _duration(value: str) -> timedelta:
     if not match or value.strip() in ("P", "PT", "+P", "-P") or value.strip().endswith("T"):
         raise _Fallback("unusual duration")
     sign, weeks, days, hours, minutes, seconds = match.groups()
-    delta = timedelta(weeks=int(weeks or 0), days=int(days or 0), hours=int(hours or 0),
-                      minutes=int(minutes or 0), seconds=int(seconds or 0))
+    delta = timedelta(
+        weeks=int(weeks or 0),
+        days=int(days or 0),
+        hours=int(hours or 0),
+        minutes=int(minutes or 0),
+        seconds=int(seconds or 0),
+    )
     return -delta if sign == "-" else delta
 
 
@@ -231,7 +276,7 @@ def _read(text: str) -> tuple[list[str], dict[str, list[str]], list[_FastEvent]]
                 events.append(event)
                 continue
             end = _block_end(lines, i, n, kind)
-            block = lines[i:end + 1]
+            block = lines[i : end + 1]
             if kind == "VTIMEZONE":
                 tzid = next((b[5:].strip() for b in block if b[:5].upper() == "TZID:"), None)
                 if tzid is not None:
@@ -282,7 +327,7 @@ def _event(lines: list[str], start: int, stop: int) -> tuple[_FastEvent, int]:
                 depth += 1
             elif depth:
                 depth -= 1
-            elif line[cut + 1:].strip().upper() != "VEVENT":
+            elif line[cut + 1 :].strip().upper() != "VEVENT":
                 raise _Fallback("unbalanced component")
             else:
                 break
@@ -316,7 +361,7 @@ def _event(lines: list[str], start: int, stop: int) -> tuple[_FastEvent, int]:
         _zone(tzid)
     if "DTSTART" not in comp:
         raise _Fallback("VEVENT without DTSTART")
-    return _FastEvent(lines[start:j + 1], comp, recurrence, tzids), j + 1
+    return _FastEvent(lines[start : j + 1], comp, recurrence, tzids), j + 1
 
 
 def _fast_recurrence(lines: list[str]) -> list[str] | None:
@@ -333,7 +378,8 @@ def _fast_recurrence(lines: list[str]) -> list[str] | None:
 # it is: one zone name that needs no quoting, or VALUE=DATE / DATE-TIME, or nothing.
 _PLAIN_DATE_LIST = re.compile(
     r"(?:EXDATE|RDATE)(?:;TZID=[A-Za-z0-9_+/-]+(?=:\d{8}T\d{6}(?:,|\Z))|;VALUE=DATE(?=:\d{8}(?:,|\Z))"
-    r"|;VALUE=DATE-TIME(?=:\d{8}T))?:(\d{8}(?:T\d{6}Z?)?)(?:,\d{8}(?:T\d{6}Z?)?)*")
+    r"|;VALUE=DATE-TIME(?=:\d{8}T))?:(\d{8}(?:T\d{6}Z?)?)(?:,\d{8}(?:T\d{6}Z?)?)*"
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -342,7 +388,7 @@ def _recurrence_line(line: str) -> tuple[str, ...]:
     A plain date list is written back unchanged once its values are checked; anything else goes
     through icalendar, alone in a VEVENT (a few hundred microseconds)."""
     match = _PLAIN_DATE_LIST.fullmatch(line)
-    if match is not None and _plain_values(line[line.index(":") + 1:], len(match.group(1))):
+    if match is not None and _plain_values(line[line.index(":") + 1 :], len(match.group(1))):
         return (line,)
     try:
         comp = Event.from_ical("BEGIN:VEVENT\r\n" + line + "\r\nEND:VEVENT\r\n")
@@ -362,8 +408,15 @@ def _plain_values(values: str, width: int) -> bool:
             if width == 8:
                 date(int(value[:4]), int(value[4:6]), int(value[6:8]))
             else:
-                datetime(int(value[:4]), int(value[4:6]), int(value[6:8]),  # only checks the fields
-                         int(value[9:11]), int(value[11:13]), int(value[13:15]), tzinfo=UTC)
+                datetime(
+                    int(value[:4]),
+                    int(value[4:6]),
+                    int(value[6:8]),  # only checks the fields
+                    int(value[9:11]),
+                    int(value[11:13]),
+                    int(value[13:15]),
+                    tzinfo=UTC,
+                )
         except ValueError:
             return False
     return True

@@ -4,6 +4,7 @@ An override of a series has the remote id `<resource id>#<recurrence key>`; a re
 VEVENTs gives each a component ETag (`calsync-c:...`) instead of the resource's ETag (see the package's
 docstring).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 and the modelled content of one VEVENT (times, recurrence lines, attendees, conference...). The fast
 reader (fast.py) gives the same result for common shapes, with the helpers here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -30,13 +31,26 @@ from calsync.providers.ical.keys import _data_etag, recurrence_key
 RECURRENCE_PROPERTIES = ("RRULE", "EXRULE", "RDATE", "EXDATE")
 STRUCTURE = ("BEGIN", "END")
 # Hosts whose links in a bare URL property are read as a video conference (when no CONFERENCE is given).
-VIDEO_HOSTS = ("zoom.us", "meet.google.com", "teams.microsoft.com", "teams.live.com", "meet.jit.si",
-               "whereby.com", "webex.com", "gotomeeting.com", "bigbluebutton")
+VIDEO_HOSTS = (
+    "zoom.us",
+    "meet.google.com",
+    "teams.microsoft.com",
+    "teams.live.com",
+    "meet.jit.si",
+    "whereby.com",
+    "webex.com",
+    "gotomeeting.com",
+    "bigbluebutton",
+)
 # X- parameters on our CONFERENCE property: the neutral conference fields iCalendar has no place for.
 X_TYPE, X_ID, X_PROVIDER = "X-CALSYNC-TYPE", "X-CALSYNC-CONFERENCE-ID", "X-CALSYNC-PROVIDER"
 
-PARTSTAT_TO_RESPONSE = {"NEEDS-ACTION": "needsAction", "ACCEPTED": "accepted", "DECLINED": "declined",
-                        "TENTATIVE": "tentative"}
+PARTSTAT_TO_RESPONSE = {
+    "NEEDS-ACTION": "needsAction",
+    "ACCEPTED": "accepted",
+    "DECLINED": "declined",
+    "TENTATIVE": "tentative",
+}
 OPTIONAL_ROLES = ("OPT-PARTICIPANT", "NON-PARTICIPANT")
 
 
@@ -286,13 +300,15 @@ def _attendees(comp: Event) -> list[Attendee]:
     for prop in _as_list(comp.get("ATTENDEE")):
         params = prop.params
         email = _email(prop)
-        out.append(Attendee(
-            email=email,
-            name=str(params["CN"]) if params.get("CN") else None,
-            response=PARTSTAT_TO_RESPONSE.get(str(params.get("PARTSTAT", "NEEDS-ACTION")).upper(), "needsAction"),
-            optional=str(params.get("ROLE", "")).upper() in OPTIONAL_ROLES,
-            organizer=organizer_email is not None and email.lower() == organizer_email,
-        ))
+        out.append(
+            Attendee(
+                email=email,
+                name=str(params["CN"]) if params.get("CN") else None,
+                response=PARTSTAT_TO_RESPONSE.get(str(params.get("PARTSTAT", "NEEDS-ACTION")).upper(), "needsAction"),
+                optional=str(params.get("ROLE", "")).upper() in OPTIONAL_ROLES,
+                organizer=organizer_email is not None and email.lower() == organizer_email,
+            )
+        )
     return out
 
 

@@ -6,6 +6,7 @@ models are changed in the one VEVENT being written, and only those whose modelle
 Alarms, categories, X- properties, attachments, ORGANIZER, other VEVENTs of the series... stay as
 they were (property order and line folding may change; meaning does not).
 """
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
@@ -82,8 +83,11 @@ def apply_event_data(comp: Event, data: EventData, *, creating: bool = False, no
         if getattr(old, attr) != getattr(data, attr):
             _set_text(comp, name, getattr(data, attr))
             changed = True
-    if (old.start, old.end, old.all_day, old.time_zone) != (data.start, data.end, data.all_day, data.time_zone) \
-            and data.start and data.end:
+    if (
+        (old.start, old.end, old.all_day, old.time_zone) != (data.start, data.end, data.all_day, data.time_zone)
+        and data.start
+        and data.end
+    ):
         _set_times(comp, data)
         changed = significant = True
     if old.status != data.status:

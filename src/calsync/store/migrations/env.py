@@ -1,4 +1,5 @@
 """Alembic environment: runs on the connection calsync hands it (see calsync.store.db.migrate)."""
+
 from __future__ import annotations
 
 from alembic import context
