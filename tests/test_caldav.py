@@ -298,7 +298,9 @@ def test_local_create_update_delete_arrive_on_the_server(engine: Engine, dav: Da
     assert titles(engine, binding) == {}
 
 
-def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(engine: Engine, dav: DavCalendar) -> None:
+def created_with_answer_lost(engine: Engine, dav: DavCalendar) -> tuple[str, str]:
+    """A bound collection and a local event whose create was PUT there, the worker killed before its
+    checkpoint: (binding, event id)."""
     binding = bind(engine, dav)
     inbound(sync(engine, binding))
     made = local.create_event(engine, calendar_of(engine, binding), {
@@ -309,12 +311,17 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(engine: Engine
 
     with pytest.raises(RuntimeError):
         sync_once(engine, binding_ids=[binding], make_provider=maker(), after_write=crash)
-    assert dav.names() == {made.event_id}
+    return binding, made.event_id
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(engine: Engine, dav: DavCalendar) -> None:
+    binding, event_id = created_with_answer_lost(engine, dav)
+    assert dav.names() == {event_id}
     report = sync(engine, binding)  # the listing adopts the copy (its id is the local id); nothing is re-sent
     assert report.ok and report.inbound[0].created == 0
     assert report.outbound[0].created == 0
-    assert list(local_events(engine, binding)) == [made.event_id]
-    assert dav.names() == {made.event_id}
+    assert list(local_events(engine, binding)) == [event_id]
+    assert dav.names() == {event_id}
 
 
 def test_a_retried_create_whose_event_took_another_uid_writes_over_its_copy(engine: Engine, dav: DavCalendar) -> None:
@@ -322,30 +329,21 @@ def test_a_retried_create_whose_event_took_another_uid_writes_over_its_copy(engi
     that side's UID (Outlook's iCalUId): the retried create meets its copy (412) and writes over it.
     A resource keeps its UID, so that write keeps the copy's, instead of failing for good with the
     server's no-uid-conflict (chaos c1-907, c3-1192)."""
-    binding = bind(engine, dav)
-    inbound(sync(engine, binding))
-    made = local.create_event(engine, calendar_of(engine, binding), {
-        "title": "Once", "start": "2026-12-04T10:00:00Z", "end": "2026-12-04T11:00:00Z"})
-
-    def crash(event_id: str, what: str) -> None:
-        raise RuntimeError("worker died after the PUT, before the checkpoint")
-
-    with pytest.raises(RuntimeError):
-        sync_once(engine, binding_ids=[binding], make_provider=maker(), after_write=crash)
-    (first_uid,) = [str(c["UID"]) for c in parsed(dav, made.event_id).walk("VEVENT")]
+    binding, event_id = created_with_answer_lost(engine, dav)
+    (first_uid,) = [str(c["UID"]) for c in parsed(dav, event_id).walk("VEVENT")]
     with engine.begin() as conn:  # what taking Outlook's edit does: its title, its UID
-        data = event_store.event_data(conn, made.event_id)
-        event_store.save_event_from(conn, made.event_id, replace(data, title="Once (moved)", ical_uid="040000008200E"),
+        data = event_store.event_data(conn, event_id)
+        event_store.save_event_from(conn, event_id, replace(data, title="Once (moved)", ical_uid="040000008200E"),
                                     2, "graph:other")
-        outbox_store.enqueue(conn, calendar_of(engine, binding), [(made.event_id, 2)])
+        outbox_store.enqueue(conn, calendar_of(engine, binding), [(event_id, 2)])
     report = sync(engine, binding)
     assert report.ok and report.outbound[0].failed == 0, report.outbound[0].message
-    (vevent,) = list(parsed(dav, made.event_id).walk("VEVENT"))
+    (vevent,) = list(parsed(dav, event_id).walk("VEVENT"))
     assert str(vevent["SUMMARY"]) == "Once (moved)"
     # Radicale refuses to change a resource's UID (the change goes into its copy, UID kept);
     # Xandikos takes the new one
     assert str(vevent["UID"]) == (first_uid if dav.server.kind == "radicale" else "040000008200E")
-    assert dav.names() == {made.event_id}
+    assert dav.names() == {event_id}
 
 
 def test_create_with_if_none_match_meets_the_existing_copy(dav: DavCalendar) -> None:
