@@ -90,7 +90,8 @@ def _keep_remote(conn: Connection, conflict: ConflictRow, binding: BindingRow, e
         event_store.tombstone_events(conn, proofs, source)  # (an event deleted here meanwhile keeps its version)
         link_store.agree_links_with_versions(conn, doomed, binding["id"])
         version = event["version"] + (0 if event["deleted"] else 1)
-        revived: list[tuple[str, int]] = []
+        # its exceptions follow the series out (a side may hold one as an event of its own: a stand-in)
+        revived: list[tuple[str, int]] = [(e, 0) for e in doomed[1:]]
     else:
         data = EventData.from_json(conflict["remote"])
         # `extra` holds each provider's unmodelled fields under its own key (a CalDAV copy's UID and
@@ -107,7 +108,8 @@ def _keep_remote(conn: Connection, conflict: ConflictRow, binding: BindingRow, e
         if event["deleted"] and data.original_start and event["recurring_event_id"] and data.status != "cancelled":
             include_restored(conn, event["calendar_id"], [(event["recurring_event_id"], data.original_start)], source)
     outbox_store.release(conn, binding["id"], event["id"], drop=True)
-    # the series first, then its exceptions: each is written over the series' occurrence there
+    # the series first, then its exceptions: each is written over the series' occurrence there (or,
+    # deleted with it, goes with it there)
     outbox_store.enqueue(conn, event["calendar_id"], [(event["id"], version)], skip_binding=binding["id"])
     outbox_store.enqueue(conn, event["calendar_id"], revived, skip_binding=binding["id"])
     enqueue_for_changed_events(conn, [ChangedEvent(event["id"], None)], [event["id"]])

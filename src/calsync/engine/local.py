@@ -119,7 +119,9 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
         event_store.tombstone_events(
             conn, dict.fromkeys(doomed[1:], f"its series {event_id} was {proof}"), LOCAL_SOURCE
         )
-        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+        # the series first, then its exceptions: those held inside it on a side go with it there, but
+        # one a side holds as an event of its own (a stand-in, in Outlook) is deleted there on its own
+        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version), *((e, 0) for e in doomed[1:])])
         _settle_agreed_conflicts(conn, event_id, version, None)
         enqueue_for_changed_events(conn, [], doomed)
     return LocalChange(event_id, version, queued)
