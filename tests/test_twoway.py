@@ -211,6 +211,35 @@ def test_an_event_deleted_after_a_create_whose_checkpoint_was_lost_is_deleted_th
     assert quiet.inbound[0].created == quiet.outbound[0].deleted == 0
 
 
+def test_a_copy_made_again_whose_answer_was_lost_is_adopted_not_imported(engine: Engine, remote: Remote) -> None:
+    """An event deleted there while edited here, kept (keep=local), is written there again; that
+    create's answer is lost (the worker killed after it). The next listing meets the new copy before
+    the retry does: it is the event's copy (adopted into its old link), not a new event, and the
+    retried create finds it rather than clashing with it (chaos c1-860, c1-989, c3-926: on Outlook,
+    whose ids are the server's, the copy was imported as a second event and the retry then failed
+    for good on the link it took)."""
+    binding = remote.bind(engine)
+    created = new_event(engine, calendar_of(engine, binding))
+    sync(engine, remote)
+    remote.delete(remote_id(engine, binding, created))
+    local.update_event(engine, created, {"title": "Planning (kept)"}, if_version=None)
+    sync(engine, remote)
+    with engine.begin() as conn:
+        (conflict,) = conflict_store.list_conflicts(conn)
+    resolve_conflict(engine, conflict["id"], keep="local")
+    with pytest.raises(RuntimeError):
+        sync(engine, remote, after_write=crash)
+    assert list(remote.titles().values()) == ["Planning (kept)"], "made again there, not checkpointed"
+    sync(engine, remote)
+    sync(engine, remote)
+    assert list(remote.titles().values()) == ["Planning (kept)"]
+    assert [row["title"] for row in local_events(engine, binding).values()] == ["Planning (kept)"], "no second event"
+    with engine.begin() as conn:
+        failed = conn.execute(select(queue.outbox.c.last_error).where(queue.outbox.c.status == "failed")).all()
+    assert failed == [] and backlog(engine) == 0
+    assert remote_id(engine, binding, created) in remote.titles()
+
+
 def test_a_copy_left_by_a_lost_checkpoint_and_deleted_there_is_the_events_deletion(
         engine: Engine, remote: Remote) -> None:
     """A create written to the remote whose checkpoint was lost, then that copy deleted there by

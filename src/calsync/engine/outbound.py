@@ -10,6 +10,7 @@ a retried create meets 409 (the id is the local id) and adopts the remote copy.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
@@ -305,9 +306,21 @@ class Pusher:
         """An event deleted (or cancelled) here after a create for it went out whose answer was lost:
         the copy that create may have made there goes (traced to this event's deletion here). Without
         this, a copy outside Graph's window would stay in Outlook, never listed, never deleted."""
-        self.provider.withdraw_create(self._calendar, data, remote_id=link["remote_id"] if link else event_id)
+        self.provider.withdraw_create(self._calendar, data, remote_id=self._create_key(event_id, link))
         self._hook(event_id, "deleted")
         return self._settle(event_id, version, "deleted")
+
+    def _create_key(self, event_id: str, link: EventLinkRow | None) -> str:
+        """The id a create asks for (Google, CalDAV: the local id, or the old copy's id to make it again
+        under), or where the service picks ids (Graph) the idempotency key it carries: the local id,
+        and for a copy made again a key of its own (the first one may still name the deleted copy)
+        that starts with the local id, so a listing that meets the new copy before the answer does
+        adopts it instead of importing it."""
+        if link is None:
+            return event_id
+        if not self.provider.capabilities.server_assigns_ids:
+            return str(link["remote_id"])
+        return f"{event_id}.{hashlib.sha256(str(link['remote_id']).encode()).hexdigest()[:12]}"
 
     @property
     def _calendar(self) -> str:
@@ -319,7 +332,7 @@ class Pusher:
         """Insert with the local id as the remote id, so a retry meets 409 and adopts the first copy.
         An instance of a series this binding holds goes with the series' remote id: the provider
         writes it as that series' exception (inbound adopts it by series and original start)."""
-        remote_id = link["remote_id"] if link else event_id
+        remote_id = self._create_key(event_id, link)
         try:
             return self.provider.insert_event(
                 self._calendar, data, remote_id=remote_id, series_remote_id=series_remote_id

@@ -67,6 +67,10 @@ class Capabilities:
     names_occurrences_only: bool = False
     #: changing a series' pattern or times drops its exceptions (Outlook): the engine writes them again
     series_change_drops_exceptions: bool = False
+    #: the service chooses event ids (Graph); a create carries calsync's idempotency key beside it
+    #: (transactionId), read back as RemoteEvent.client_id: the local id, or `<local id>.<suffix>` for a
+    #: copy made again after the first was deleted there (a key of its own, still naming the event)
+    server_assigns_ids: bool = False
 
 
 @dataclass

@@ -99,7 +99,9 @@ class GraphProvider:
     # calendarView delta reports a deleted occurrence by its own id, never by its master's (the engine
     # re-reads the series masters when deletions of unknown ids arrive: engine/inbound._recheck_series);
     # a PATCH of a master's pattern or times drops its exceptions (the engine writes them again)
-    capabilities = Capabilities(names_occurrences_only=True, series_change_drops_exceptions=True)
+    capabilities = Capabilities(
+        names_occurrences_only=True, series_change_drops_exceptions=True, server_assigns_ids=True
+    )
 
     def __init__(
         self,

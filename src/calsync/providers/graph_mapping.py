@@ -575,7 +575,9 @@ def change_from_graph(item: dict[str, Any], exdates: list[str] | None = None) ->
         data=data,
         series_remote_id=series,
         updated=item.get("lastModifiedDateTime"),
-        client_id=item.get("transactionId"),  # our local id when calsync created it: adoption after a crash
+        # our local id when calsync created it (adoption after a crash); a copy made again carries
+        # `<local id>.<suffix>` (Capabilities.server_assigns_ids)
+        client_id=str(item["transactionId"]).split(".", 1)[0] if item.get("transactionId") else None,
     )
 
 
