@@ -95,14 +95,14 @@ class _LazyIcal:
     no change (one REPORT) never parses iCalendar, and `calsync sync` is a whole process."""
 
     def __getattr__(self, name: str) -> Any:
-        from calsync.providers import ical as module
+        import calsync.providers.ical as module  # (the subpackage itself, not through providers/__init__)
 
         globals()["ical"] = module
         return getattr(module, name)
 
 
 if TYPE_CHECKING:
-    from calsync.providers import ical
+    import calsync.providers.ical as ical
 else:
     ical = _LazyIcal()
 
