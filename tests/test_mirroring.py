@@ -464,7 +464,7 @@ def test_an_occurrence_moved_on_a_series_deleted_elsewhere_waits_with_it(
     assert all(r.created == r.updated == r.deleted == 0 for r in report.inbound + report.outbound), "quiet"
 
 
-@pytest.mark.parametrize("series_deleted", ["on-google", "here"])
+@pytest.mark.parametrize("series_deleted", ["on-google", "here", "in-outlook"])
 def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_linked_to_it(
     engine: Engine, request: pytest.FixtureRequest, series_deleted: str,
 ) -> None:
@@ -512,11 +512,15 @@ def test_an_occurrence_restored_on_google_stands_in_outlook_as_a_single_event_li
     # the series goes, and with it the occurrence Outlook holds as a single event
     if series_deleted == "here":
         local.delete_event(engine, str(occurrence["recurring_event_id"]), None)
+    elif series_deleted == "in-outlook":  # the single event standing in there is not part of it there
+        graph.delete(remote_series(engine, mirror.bindings[1]))
     else:
         google.delete(series)
     mirror.settle()
     for remote in mirror.remotes:
         assert remote.occurrences(*SEEN) == [], remote.name
+    with engine.begin() as conn:
+        assert [e["title"] for e in event_store.list_events(conn)] == [], "nothing live here either"
     assert_quiet(mirror, google, graph, dav)
 
 

@@ -190,3 +190,22 @@ def test_a_cancelled_instance_of_a_series_deleted_here_is_just_a_deletion() -> N
     assert not result.of(TakeRemote) and not result.of(OpenConflict)
     (update,) = result.of(UpdateLink)
     assert update.link["remote_deleted"], "the copy is gone there too; the event stays deleted"
+
+
+def test_an_exception_deleted_with_its_series_and_changed_there_opens_no_conflict_of_its_own() -> None:
+    """Reviving it alone would leave an occurrence of no series (chaos c3-295). Held inside the series
+    there, it takes the change and stays deleted; a single event of its own there (a stand-in) goes."""
+    exception_data = replace(PLANNING, original_start=THIRD)
+    changed = remote("s1_3", replace(exception_data, title="Planning (edited there)"), etag="e9")
+    tombstone = linked("exc", "s1_3", exception_data, deleted=True, version=2, base_version=1, series_id="series")
+    dead = {"series": ("local", "deleted through the API")}
+    inside = replace(tombstone, series_remote_id="s1")
+    held = plan(state([replace(changed, series_remote_id="s1")], links={"s1_3": inside}, series={"s1": "series"},
+                      dead=dead))
+    (take,) = held.of(TakeRemote)
+    assert take.event["deleted"] and take.event["title"] == "Planning (edited there)"
+    assert not held.of(OpenConflict)
+    stand_in = plan(state([changed], links={"s1_3": tombstone}, dead=dead))
+    assert not stand_in.of(OpenConflict) and not stand_in.of(TakeRemote)
+    (update,) = stand_in.of(UpdateLink)
+    assert update.link["etag"] == "e9" and update.link["base_version"] == 1, "the queued deletion goes out over it"

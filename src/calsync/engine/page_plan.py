@@ -478,6 +478,11 @@ def _three_way(
         base_hash=link.base_hash,
     )
     decision = decide(sides, binding.policy)
+    if decision is Decision.CONFLICT and link.deleted and remote and link.recurring_event_id in dead:
+        # an exception deleted with its series, changed there: no conflict of its own (reviving it alone
+        # would leave an occurrence of no series); held inside the series there it takes the change and
+        # stays deleted, as the series decides; a single event of its own there (a stand-in) goes
+        decision = Decision.TAKE_REMOTE if link.series_remote_id else Decision.LOCAL_WINS
     if open_conflict is not None and decision is not Decision.NOTHING and decision is not Decision.CONFLICT:
         # the event is paused, and the remote moved on to something that settles it (both deleted, the
         # same content on both sides, the remote back at the base): the conflict closes by itself and

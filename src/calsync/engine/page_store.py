@@ -67,6 +67,11 @@ def load_page_state(
     dead = event_store.deletions_of(conn, series.values()) if series else {}
     items = cancelled_of_dead_series(items, series, dead)
     links = link_store.links_by_remote_id(conn, binding.id, list(items))
+    # deleted exceptions the side holds as events of their own (stand-ins) name no series there: their
+    # series' deletion here is looked up by the link
+    orphaned = {link.recurring_event_id for link in links.values() if link.deleted and link.recurring_event_id}
+    if orphaned - dead.keys():
+        dead = {**dead, **event_store.deletions_of(conn, orphaned - dead.keys())}
     claims = unknown_claims(items, links)
     adoptable = (
         link_store.unlinked_events_with_ids(conn, binding.calendar_id, binding.id, list(claims.values()))
@@ -200,8 +205,16 @@ def write_page(
         for exception_id, series_id in event_store.live_exceptions_of(conn, list(tombstones)).items():
             proofs.setdefault(exception_id, f"its series {series_id} was deleted: {tombstones[series_id]}")
         doomed = list(proofs)
+        # exceptions going with their series that this side holds as events of their own (stand-ins,
+        # in Outlook): the series' deletion there left them, so the push deletes them there too
+        cascaded = [event_id for event_id in doomed if event_id not in tombstones]
+        left_here = link_store.stand_ins_of(conn, binding.id, cascaded) if cascaded else set()
         event_store.tombstone_events(conn, proofs, binding.source)
-        link_store.agree_links_with_versions(conn, doomed, binding.id)
+        link_store.agree_links_with_versions(conn, [e for e in doomed if e not in left_here], binding.id)
+        if left_here and binding.id in outbox_store.push_bindings(conn, binding.calendar_id):
+            outbox_store.enqueue(
+                conn, binding.calendar_id, [(e, 0) for e in sorted(left_here)], bindings_to=[binding.id]
+            )
     if conference_work:
         conference_store.enqueue_for_changed_events(
             conn,

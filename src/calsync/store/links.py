@@ -302,6 +302,28 @@ def unseen_remote_ids(
     return [(i, r) for i, r in conn.execute(query)]
 
 
+def stand_ins_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -> set[str]:
+    """Of these exceptions, those the binding holds as single events of their own (stand-ins: a live
+    link whose remote copy belongs to no series there), which a deletion of their series there
+    leaves behind."""
+    found: set[str] = set()
+    for chunk in chunks(list(event_ids)):
+        found.update(
+            conn.execute(
+                select(event_links.c.event_id)
+                .join(events, events.c.id == event_links.c.event_id)
+                .where(
+                    event_links.c.event_id.in_(chunk),
+                    event_links.c.binding_id == binding_id,
+                    event_links.c.remote_deleted.is_(False),
+                    event_links.c.series_remote_id.is_(None),
+                    events.c.original_start.is_not(None),
+                )
+            ).scalars()
+        )
+    return found
+
+
 def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]) -> dict[str, set[str]]:
     """Series id -> original starts of its live occurrences the binding holds as single events that
     stand in for them (the link's remote copy belongs to no series there: Outlook, which cannot
