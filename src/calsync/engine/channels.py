@@ -153,3 +153,45 @@ def unbind(engine: Engine, pool: ProviderPool, binding_id: str) -> int:
     with engine.begin() as conn:
         account_store.delete_binding(conn, binding_id)
     return stopped
+
+
+# --- what a notification records (the service's webhook receiver calls these) -------------------
+
+
+def note_message(
+    engine: Engine, channel_row_id: str, binding_id: str, now: datetime, *, confirmation: bool, debounce: float
+) -> None:
+    """A channel's message arrived: the channel is heard from, and (unless it only confirms the
+    channel) its binding is due for a sync after `debounce` seconds. One transaction."""
+    with engine.begin() as conn:
+        scheduling.record_channel_message(conn, channel_row_id, now, confirmation=confirmation)
+        if not confirmation:
+            scheduling.mark_dirty(conn, binding_id, now, debounce)
+
+
+def note_batch(
+    engine: Engine,
+    heard: list[str],
+    dirty: set[str],
+    renew: set[str],
+    gone: set[str],
+    now: datetime,
+    debounce: float,
+) -> None:
+    """One batch of notifications (Graph posts several at once), in one transaction: channels heard
+    from, bindings due for a sync, channels the provider asks to renew, channels it says are gone."""
+    with engine.begin() as conn:
+        for row_id in heard:
+            scheduling.record_channel_message(conn, row_id, now, confirmation=False)
+        for row_id in sorted(renew):
+            scheduling.channel_due_for_renewal(conn, row_id, now)
+        for row_id in sorted(gone):
+            scheduling.channel_gone(conn, row_id)
+        for binding_id in sorted(dirty):
+            scheduling.mark_dirty(conn, binding_id, now, debounce)
+
+
+def note_validation(engine: Engine, channel_row_id: str, now: datetime) -> None:
+    """The provider reached our address while making the channel (Graph's validation): it works."""
+    with engine.begin() as conn:
+        scheduling.record_channel_message(conn, channel_row_id, now, confirmation=True)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import Connection, Engine
 
+from calsync.engine import channels
 from calsync.model import utcnow
 from calsync.service.metrics import Metrics
 from calsync.store import scheduling
@@ -49,10 +50,9 @@ def google_router(engine: Engine, metrics: Metrics, wake: threading.Event | None
         if covered:
             metrics.notifications.labels("google", "coalesced").inc()
             return Response(status_code=200)
-        with engine.begin() as conn:
-            scheduling.record_channel_message(conn, channel["id"], now, confirmation=confirmation)
-            if not confirmation:
-                scheduling.mark_dirty(conn, channel["binding_id"], now, debounce)
+        channels.note_message(
+            engine, channel["id"], channel["binding_id"], now, confirmation=confirmation, debounce=debounce
+        )
         metrics.notifications.labels("google", "sync" if confirmation else "accepted").inc()
         if wake is not None and not confirmation:
             _wake_after(wake, debounce)
@@ -132,16 +132,8 @@ def graph_router(engine: Engine, metrics: Metrics, wake: threading.Event | None,
         count("coalesced", len(batch.changes) - changed)
         to_mark = batch.dirty - covered
         if to_mark or batch.renew or batch.gone:
-            with engine.begin() as conn:
-                for row_id, channel in batch.channels.items():
-                    if channel["binding_id"] in to_mark:
-                        scheduling.record_channel_message(conn, row_id, now, confirmation=False)
-                for row_id in batch.renew:
-                    scheduling.channel_due_for_renewal(conn, row_id, now)
-                for row_id in batch.gone:
-                    scheduling.channel_gone(conn, row_id)
-                for binding_id in to_mark:
-                    scheduling.mark_dirty(conn, binding_id, now, debounce)
+            heard = [row_id for row_id, channel in batch.channels.items() if channel["binding_id"] in to_mark]
+            channels.note_batch(engine, heard, to_mark, batch.renew, batch.gone, now, debounce)
             if wake is not None and to_mark:
                 _wake_after(wake, debounce)
         if batch.usable or not items:
@@ -158,8 +150,7 @@ def graph_router(engine: Engine, metrics: Metrics, wake: threading.Event | None,
         if channel is None or channel["state"] not in ("pending", "active"):
             count("unknown-channel")
             return Response("unknown channel", status_code=404)
-        with engine.begin() as conn:  # the provider reached us: the channel's address works
-            scheduling.record_channel_message(conn, channel["id"], utcnow(), confirmation=True)
+        channels.note_validation(engine, channel["id"], utcnow())  # the provider reached us: the address works
         count("validation")
         return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
 
