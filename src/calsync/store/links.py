@@ -302,6 +302,17 @@ def unseen_remote_ids(
     return [(i, r) for i, r in conn.execute(query)]
 
 
+def _stand_in_on(binding_id: str) -> tuple[Any, ...]:
+    """An occurrence held on the binding as a single event of its own (a stand-in): a live link whose
+    remote copy belongs to no series there, of an event that is an occurrence here."""
+    return (
+        event_links.c.binding_id == binding_id,
+        event_links.c.remote_deleted.is_(False),
+        event_links.c.series_remote_id.is_(None),
+        events.c.original_start.is_not(None),
+    )
+
+
 def stand_ins_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -> set[str]:
     """Of these exceptions, those the binding holds as single events of their own (stand-ins: a live
     link whose remote copy belongs to no series there), which a deletion of their series there
@@ -312,13 +323,7 @@ def stand_ins_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) ->
             conn.execute(
                 select(event_links.c.event_id)
                 .join(events, events.c.id == event_links.c.event_id)
-                .where(
-                    event_links.c.event_id.in_(chunk),
-                    event_links.c.binding_id == binding_id,
-                    event_links.c.remote_deleted.is_(False),
-                    event_links.c.series_remote_id.is_(None),
-                    events.c.original_start.is_not(None),
-                )
+                .where(event_links.c.event_id.in_(chunk), *_stand_in_on(binding_id))
             ).scalars()
         )
     return found
@@ -337,10 +342,7 @@ def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]
                 events.c.recurring_event_id.in_(chunk),
                 events.c.deleted.is_(False),
                 events.c.status != "cancelled",
-                events.c.original_start.is_not(None),
-                event_links.c.binding_id == binding_id,
-                event_links.c.remote_deleted.is_(False),
-                event_links.c.series_remote_id.is_(None),
+                *_stand_in_on(binding_id),
             )
         ):
             found.setdefault(series_id, set()).add(original)
