@@ -1740,7 +1740,7 @@ class Chaos:
                         r.marker == mark and r.kept_side == side for r in self.resolutions)):
                     self.problem("provenance", mark, f"tombstone {row['title']} deleted_by={row['deleted_by']} "
                                                      f"({side}); the ledger deleted it on "
-                                                     f"{sorted({d.side for d in found})}")
+                                                     f"{sorted({d.side for d in found})}; proof: {row.get('deletion_proof')!r}")
                 if "deletion_proof" in row and not row["deletion_proof"]:
                     self.problem("provenance", mark, f"tombstone {row['title']} without deletion_proof")
         with self.engine.begin() as conn:

@@ -180,3 +180,4 @@ class Account:
     base_url: str | None
     credentials: dict[str, Any]
     state: AccountState = "ok"
+    last_error: str | None = None  # why the account stopped (its state), in the provider's words

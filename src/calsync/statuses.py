@@ -22,8 +22,11 @@ CONFLICT_POLICIES: tuple[ConflictPolicy, ...] = get_args(ConflictPolicy)
 
 # --- accounts ------------------------------------------------------------------------------------
 
-# "auth-failed": the provider rejected the credentials; nothing sets it back (the account is added again)
-AccountState = Literal["ok", "auth-failed"]
+# "auth-failed": the provider rejected the credentials, or the token endpoint refuses calsync's own client;
+# "reauth-required": the user's grant is gone (revoked, expired, consent withdrawn): `calsync account
+# connect` again (same account) sets it back to "ok", and sync resumes from the stored sync tokens
+AccountState = Literal["ok", "auth-failed", "reauth-required"]
+ACCOUNT_STOPPED: tuple[AccountState, ...] = ("auth-failed", "reauth-required")  # no provider calls
 
 # --- sync results ----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import httpx
 import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
+from calsync.cli.connect import add_google_service_account, add_graph_app, connect
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.engine import setup
 from calsync.model import Account
@@ -26,6 +27,7 @@ from calsync.providers.http import RetryPolicy
 from calsync.store import accounts as account_store
 
 app = typer.Typer(help=f"Calendar accounts: {', '.join(kind.label for kind in KINDS.values())}.", no_args_is_help=True)
+app.command("connect")(connect)
 
 
 @app.command("add")
@@ -51,9 +53,33 @@ def account_add(
         ),
     ] = None,
     verify: Annotated[bool, typer.Option(help="Check the credentials by listing calendars first.")] = True,
+    key_file: Annotated[str | None, typer.Option(help="google-service-account: the key JSON file.")] = None,
+    subject: Annotated[str | None, typer.Option(help="google-service-account: the user to act for.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="graph-app: the directory (tenant id or domain).")] = None,
+    client_id: Annotated[str | None, typer.Option(help="graph-app: the app registration's id.")] = None,
+    client_secret: Annotated[
+        str | None,
+        typer.Option(envvar="CALSYNC_CLIENT_SECRET", show_default=False, help="graph-app: the app's client secret."),
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="graph-app: the mailbox (UPN or user id) to sync.")] = None,
+    authority_url: Annotated[
+        str | None, typer.Option(help="graph-app: the identity platform's root (an emulator's).")
+    ] = None,
+    ca_file: Annotated[str | None, typer.Option(help="graph-app: an extra CA certificate to trust.")] = None,
+    read_only: Annotated[bool, typer.Option(help="google-service-account: ask only to read events.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Add an account and print its id."""
+    """Add an account and print its id.
+
+    Besides the kinds above: `google-service-account` (Workspace domain-wide delegation, --key-file
+    and --subject) and `graph-app` (Microsoft app-only access, --tenant --client-id --client-secret
+    --user). For a person's Google or Microsoft account, use `calsync account connect`."""
+    if provider == "google-service-account":
+        add_google_service_account(name, key_file, subject, base_url, read_only, db)
+        return
+    if provider == "graph-app":
+        add_graph_app(name, tenant, client_id, client_secret, user, base_url, authority_url, ca_file, db)
+        return
     try:
         kind = provider_kind(provider)
     except UnknownProvider as exc:

@@ -10,11 +10,11 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
+from calsync.credentials import provider_maker
 from calsync.engine import setup
 from calsync.engine.channels import unbind
 from calsync.engine.pool import ProviderPool
 from calsync.model import utcnow
-from calsync.providers import provider_for
 from calsync.providers.base import ProviderError
 from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, is_conflict_policy, is_direction
 from calsync.store import accounts as account_store
@@ -27,15 +27,16 @@ app = typer.Typer(help="Remote calendars and the local calendars bound to them."
 @app.command("remote")
 def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the calendars an account can see at its provider."""
-    with database(db) as engine, engine.begin() as conn:
-        account = account_store.get_account(conn, account_id)
-    client = provider_for(account)
-    try:
-        calendars = client.list_calendars()
-    except (ProviderError, httpx.HTTPError) as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        client.close()
+    with database(db) as engine:
+        with engine.begin() as conn:
+            account = account_store.get_account(conn, account_id)
+        client = provider_maker(engine)(account)
+        try:
+            calendars = client.list_calendars()
+        except (ProviderError, httpx.HTTPError) as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            client.close()
     if as_json:
         print_json([c.__dict__ for c in calendars])
         return
@@ -70,7 +71,7 @@ def calendar_bind(
             account = setup.check_binding(engine, account_id, remote_calendar_id, calendar or None)
         except setup.SetupError as exc:
             raise fail(str(exc)) from exc
-        client = provider_for(account)
+        client = provider_maker(engine)(account)
         try:
             remote = {c.remote_id: c for c in client.list_calendars()}
         except (ProviderError, httpx.HTTPError) as exc:

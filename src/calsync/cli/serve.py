@@ -44,10 +44,12 @@ def serve(
     On SQLite it leaves a record beside the database, and `calsync sync` then asks it to do the work."""
     import signal
 
+    from calsync.config import load_settings
     from calsync.emulators.server import bind_socket, serve_forever
     from calsync.service import runtime
     from calsync.service.app import WorkerPool, create_app
     from calsync.service.metrics import Metrics
+    from calsync.service.oauth_routes import OAuthClients
     from calsync.store.urls import default_url, sqlite_file
 
     settings = worker_settings(config, public_url, poll_interval, lease_seconds)
@@ -72,6 +74,7 @@ def serve(
             adapters=adapters,
             control_token=token,
             poll_interval=settings.poll_interval,
+            oauth=OAuthClients.from_settings(load_settings(config)),  # read once already: no ConfigError here
         )
         if database_file and token:
             record = runtime.ServiceRecord(

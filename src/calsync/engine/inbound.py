@@ -127,7 +127,7 @@ def sync_binding(
         result.status, result.message = "auth-failed", str(exc)
         _record_failure(engine, binding_id, "auth-failed", str(exc))
         with engine.begin() as conn:
-            account_store.set_account_state(conn, account.id, "auth-failed", str(exc))
+            account_store.set_account_state(conn, account.id, exc.account_state, str(exc))
     except ProviderError as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
         result.retry_after = getattr(exc, "retry_after", None)

@@ -141,7 +141,7 @@ class Pusher:
             except AuthError as exc:
                 self.result.status, self.result.message = "auth-failed", str(exc)
                 with self.engine.begin() as conn:
-                    account_store.set_account_state(conn, self.binding["account_id"], "auth-failed", str(exc))
+                    account_store.set_account_state(conn, self.binding["account_id"], exc.account_state, str(exc))
                 return False
             except ProviderError as exc:
                 self._retry_later(row, exc)

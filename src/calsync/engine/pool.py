@@ -10,24 +10,25 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from calsync.credentials import provider_maker
 from calsync.model import Account
-from calsync.providers import provider_for
 from calsync.providers.base import Provider
 from calsync.store import accounts as account_store
 
 
 class ProviderPool:
-    """`make` gives a client for an account; `release` takes it back when the pass ends (by default
-    it is closed)."""
+    """`make` gives a client for an account (by default credentials.provider_maker: OAuth accounts
+    renew their tokens through the store); `release` takes it back when the pass ends (by default it
+    is closed)."""
 
     def __init__(
         self,
         engine: Engine,
-        make: Callable[[Account], Provider] = provider_for,
+        make: Callable[[Account], Provider] | None = None,
         release: Callable[[Provider], None] | None = None,
     ) -> None:
         self.engine = engine
-        self.make = make
+        self.make = make or provider_maker(engine)
         self.release = release
         self._clients: dict[str, Provider] = {}
 
@@ -46,6 +47,9 @@ class ProviderPool:
         self._clients.clear()
 
 
+_RENEWED = frozenset({"access_token", "expires_at", "refresh_token"})
+
+
 class WarmProviders:
     """Clients kept open between the syncs of a running service, so a sync reuses the connections
     (and TLS sessions) the previous one opened instead of paying a new handshake each time.
@@ -55,7 +59,7 @@ class WarmProviders:
     and credentials as they were when it was made: re-adding the account with a new password gets a
     new client, and the old one is closed when it comes back."""
 
-    def __init__(self, make: Callable[[Account], Provider] = provider_for, keep: int = 2) -> None:
+    def __init__(self, make: Callable[[Account], Provider], keep: int = 2) -> None:
         self._make = make
         self._keep = keep
         self._lock = threading.Lock()
@@ -66,9 +70,9 @@ class WarmProviders:
 
     @staticmethod
     def _key(account: Account) -> str:
-        settings = json.dumps(
-            [account.id, account.provider, account.base_url, account.credentials], sort_keys=True, default=str
-        )
+        # the tokens an OAuth account renews by itself are not settings: its client renews them in place
+        lasting = {k: v for k, v in account.credentials.items() if k not in _RENEWED}
+        settings = json.dumps([account.id, account.provider, account.base_url, lasting], sort_keys=True, default=str)
         return hashlib.sha256(settings.encode()).hexdigest()
 
     def borrow(self, account: Account) -> Provider:

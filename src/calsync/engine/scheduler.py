@@ -30,7 +30,6 @@ from calsync.engine.inbound import SyncResult, sync_binding
 from calsync.engine.outbound import Pusher
 from calsync.engine.pool import ProviderPool
 from calsync.model import Account, utcnow
-from calsync.providers import provider_for
 from calsync.providers.base import Provider
 from calsync.store import scheduling
 
@@ -74,7 +73,7 @@ class Worker:
         *,
         settings: WorkerSettings | None = None,
         adapters: dict[str, ConferenceAdapter] | None = None,
-        make_provider: Callable[[Account], Provider] = provider_for,
+        make_provider: Callable[[Account], Provider] | None = None,
         owner: str | None = None,
         on_sync: SyncObserver | None = None,
     ) -> None:

@@ -20,6 +20,7 @@ from calsync.model import Account
 from calsync.providers.registry import UnknownProvider, provider_kind
 from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, ConflictPolicy, Direction
 from calsync.store import accounts as account_store
+from calsync.store import scheduling
 from calsync.store.common import NotFound
 
 
@@ -76,6 +77,58 @@ def add_account(engine: Engine, provider: str, name: str, base_url: str | None, 
             raise SetupError(f"the {credential.key} must not be empty")
     with engine.begin() as conn:
         return account_store.create_account(conn, provider, name, base_url, dict(credentials))
+
+
+OAUTH_GRANTS = {  # grant -> the provider kind its tokens are for
+    "google-user": "google",
+    "google-service-account": "google",
+    "microsoft-user": "graph",
+    "microsoft-app": "graph",
+}
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What connect_account did: the account, and whether it was one already stored (a reconnect)."""
+
+    account_id: str
+    reconnected: bool
+
+
+def connect_account(
+    engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]
+) -> Connected:
+    """Store an account whose credentials renew themselves (an OAuth grant, calsync.credentials).
+
+    The same user of the same provider (and server) connected again is the same account: its
+    credentials are replaced and it is back to `ok`, its bindings and their sync tokens untouched,
+    so sync resumes where it stopped (no full resync) and they are due at once."""
+    grant = credentials.get("grant")
+    if OAUTH_GRANTS.get(str(grant)) != provider:
+        raise SetupError(f"credentials of grant {grant!r} are not for {provider!r}")
+    if not name.strip():
+        raise SetupError("an account needs a name")
+    user = _who(credentials)
+    with engine.begin() as conn:
+        for row in account_store.list_accounts(conn):
+            if row["provider"] != provider or row["base_url"] != base_url or not user:
+                continue
+            stored = account_store.get_account(conn, row["id"]).credentials
+            if (
+                stored.get("grant") == grant
+                and (stored.get("user") or stored.get("subject") or stored.get("mailbox")) == user
+            ):
+                account_store.update_credentials(conn, row["id"], dict(credentials))
+                account_store.set_account_state(conn, row["id"], "ok", None)
+                for binding in account_store.list_bindings(conn, row["id"]):
+                    scheduling.mark_dirty(conn, binding["id"], debounce=0)
+                return Connected(row["id"], True)
+        return Connected(account_store.create_account(conn, provider, name, base_url, dict(credentials)), False)
+
+
+def _who(credentials: Mapping[str, Any]) -> Any:
+    """The person an OAuth account acts for: the consenting user, the impersonated one, or the mailbox."""
+    return credentials.get("user") or credentials.get("subject") or credentials.get("mailbox")
 
 
 def add_calendar(engine: Engine, name: str, time_zone: str | None = None, color: str | None = None) -> str:

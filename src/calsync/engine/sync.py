@@ -17,8 +17,8 @@ from calsync.engine.inbound import MassDeleteGuard, PageHook, SyncResult, sync_b
 from calsync.engine.outbound import Pusher, PushResult, WriteHook
 from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
-from calsync.providers import provider_for
 from calsync.providers.base import Provider
+from calsync.statuses import ACCOUNT_STOPPED
 from calsync.store import accounts as account_store
 from calsync.store import scheduling
 
@@ -53,7 +53,7 @@ def sync_once(
     force: bool = False,
     guard: MassDeleteGuard | None = None,
     after_page: PageHook | None = None,
-    make_provider: Callable[[Account], Provider] = provider_for,
+    make_provider: Callable[[Account], Provider] | None = None,
     adapters: dict[str, ConferenceAdapter] | None = None,
     now: datetime | None = None,
     after_write: WriteHook | None = None,
@@ -74,14 +74,9 @@ def sync_once(
     report = SyncReport()
     try:
         for row in rows:
-            if accounts[row["account_id"]].state == "auth-failed":
-                report.inbound.append(
-                    SyncResult(
-                        binding_id=row["id"],
-                        status="auth-failed",
-                        message="account credentials were rejected; re-add the account",
-                    )
-                )
+            account = accounts[row["account_id"]]
+            if account.state in ACCOUNT_STOPPED:
+                report.inbound.append(SyncResult(binding_id=row["id"], status="auth-failed", message=_stopped(account)))
                 continue
             report.inbound.append(
                 sync_binding(
@@ -163,7 +158,7 @@ def sync_held(
             if after_page is not None:
                 after_page(pages, result)
 
-        make, release = (providers.borrow, providers.give_back) if providers is not None else (provider_for, None)
+        make, release = (providers.borrow, providers.give_back) if providers is not None else (None, None)
         return sync_once(
             engine,
             binding_ids=ids,
@@ -179,3 +174,10 @@ def sync_held(
         with engine.begin() as conn:
             for binding_id, dirty_at in held.items():
                 scheduling.release_binding(conn, binding_id, owner, finished, poll_interval, dirty_at)
+
+
+def _stopped(account: Account) -> str:
+    """Why an account's bindings are not synced, and what brings them back."""
+    if account.state == "reauth-required":
+        return f"the account's authorisation is gone ({account.last_error}); connect it again: calsync account connect"
+    return "account credentials were rejected; re-add the account"

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from calsync.model import ChangePage, EventData, RemoteCalendar, RemoteEvent
+from calsync.statuses import AccountState
 
 
 class ProviderError(Exception):
@@ -23,7 +24,17 @@ class ProviderError(Exception):
 
 
 class AuthError(ProviderError):
-    """Credentials rejected (401): the account needs re-authorisation."""
+    """Credentials rejected (401), or calsync's own OAuth client refused: the account stops
+    (`account_state`) until someone acts."""
+
+    account_state: AccountState = "auth-failed"
+
+
+class ReauthRequired(AuthError):
+    """The user's grant is gone (revoked, expired, consent withdrawn): the user must connect the
+    account again; its sync tokens are kept, so sync resumes where it stopped."""
+
+    account_state: AccountState = "reauth-required"
 
 
 class NotFoundError(ProviderError):

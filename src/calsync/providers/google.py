@@ -21,6 +21,7 @@ from calsync.model import (
     RemoteEvent,
     canonical_time,
 )
+from calsync.providers.auth import BearerAuth, StaticToken, TokenSource
 from calsync.providers.base import (
     AlreadyExists,
     Capabilities,
@@ -64,14 +65,14 @@ PRESERVED_FIELDS = (
 
 
 class GoogleProvider:
-    """One Google account (one bearer token)."""
+    """One Google account: a bearer token, or a TokenSource that renews it (providers/auth.py)."""
 
     name = "google"
     capabilities = Capabilities()
 
     def __init__(
         self,
-        token: str,
+        token: str | TokenSource,
         base_url: str | None = None,
         *,
         page_size: int = MAX_PAGE,
@@ -79,15 +80,15 @@ class GoogleProvider:
         send_updates: str = "none",
     ) -> None:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.http = RetryingClient(
-            f"{root}/calendar/v3", {"Authorization": f"Bearer {token}"}, policy=retry, provider="google"
-        )
+        source = StaticToken(token) if isinstance(token, str) else token
+        self.http = RetryingClient(f"{root}/calendar/v3", {}, policy=retry, provider="google", auth=BearerAuth(source))
         self.page_size = page_size
         self.send_updates = send_updates
 
     @classmethod
-    def from_account(cls, account: Account, **options: Any) -> GoogleProvider:
-        return cls(account.credentials["token"], account.base_url, **options)
+    def from_account(cls, account: Account, tokens: TokenSource | None = None, **options: Any) -> GoogleProvider:
+        """`tokens`: where an OAuth account's access tokens come from; without it, the stored raw token."""
+        return cls(tokens or account.credentials["token"], account.base_url, **options)
 
     @property
     def request_count(self) -> int:

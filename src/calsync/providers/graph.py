@@ -59,6 +59,7 @@ from calsync.model import (
     RemoteEvent,
     canonical_time,
 )
+from calsync.providers.auth import BearerAuth, StaticToken, TokenSource
 from calsync.providers.base import (
     Capabilities,
     Channel,
@@ -93,7 +94,7 @@ READ_PREFER = 'outlook.timezone="UTC", IdType="ImmutableId"'
 
 
 class GraphProvider:
-    """One Microsoft 365 / Outlook mailbox (one bearer token)."""
+    """One Microsoft 365 / Outlook mailbox: a bearer token, or a TokenSource that renews it."""
 
     name = "graph"
     # calendarView delta reports a deleted occurrence by its own id, never by its master's (the engine
@@ -105,32 +106,41 @@ class GraphProvider:
 
     def __init__(
         self,
-        token: str,
+        token: str | TokenSource,
         base_url: str | None = None,
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         window: tuple[timedelta, timedelta] = DEFAULT_WINDOW,
         retry: RetryPolicy | None = None,
         rebaseline_after: timedelta = REBASELINE_AFTER,
+        mailbox: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         root = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Prefer": READ_PREFER,
-        }
-        self.http = RetryingClient(f"{root}/v1.0", headers, policy=retry, provider="graph")
+        # the signed-in user's mailbox (/me), or, with an app-only token, the one named (/users/{id or UPN})
+        self.me = f"/users/{_q(mailbox)}" if mailbox else "/me"
+        source = StaticToken(token) if isinstance(token, str) else token
+        headers = {"Prefer": READ_PREFER}
+        self.http = RetryingClient(
+            f"{root}/v1.0", headers, policy=retry, provider="graph", auth=BearerAuth(source), ca_file=ca_file
+        )
         self.page_size = page_size
         self.window = window
         self.rebaseline_after = rebaseline_after
-        self.series = GraphSeries(self.http, self._window)
+        self.series = GraphSeries(self.http, self._window, self.me)
 
     def _window(self) -> tuple[datetime, datetime]:
         now = datetime.now(UTC).replace(microsecond=0)
         return now + self.window[0], now + self.window[1]
 
     @classmethod
-    def from_account(cls, account: Account, **options: Any) -> GraphProvider:
-        return cls(account.credentials["token"], account.base_url, **options)
+    def from_account(cls, account: Account, tokens: TokenSource | None = None, **options: Any) -> GraphProvider:
+        """`tokens`: where an OAuth account's access tokens come from; without it, the stored raw token."""
+        mailbox = account.credentials.get("mailbox")  # app-only accounts act for a named user
+        ca_file = account.credentials.get("ca_file")  # an emulator's CA, trusted for its API as for its sign-in
+        return cls(
+            tokens or account.credentials["token"], account.base_url, mailbox=mailbox, ca_file=ca_file, **options
+        )
 
     @property
     def request_count(self) -> int:
@@ -143,7 +153,7 @@ class GraphProvider:
 
     def list_calendars(self) -> list[RemoteCalendar]:
         found: list[RemoteCalendar] = []
-        url: str | None = "/me/calendars"
+        url: str | None = f"{self.me}/calendars"
         while url:
             body = _checked(self.http.request("GET", url))
             for item in body.get("value", []):
@@ -165,7 +175,7 @@ class GraphProvider:
         now = datetime.now(UTC).replace(microsecond=0)
         if sync_token is None:
             start = now + self.window[0]
-            url = f"/me/calendars/{_q(calendar_id)}/calendarView/delta"
+            url = f"{self.me}/calendars/{_q(calendar_id)}/calendarView/delta"
             params: dict[str, Any] | None = {
                 "startDateTime": _iso(start),
                 "endDateTime": _iso(start + self.window[1] - self.window[0]),
@@ -242,7 +252,12 @@ class GraphProvider:
         while pending:
             attempt += 1
             requests = [
-                {"id": str(n), "method": "GET", "url": f"/me/events/{_q(rid)}", "headers": {"Prefer": READ_PREFER}}
+                {
+                    "id": str(n),
+                    "method": "GET",
+                    "url": f"{self.me}/events/{_q(rid)}",
+                    "headers": {"Prefer": READ_PREFER},
+                }
                 for n, rid in enumerate(pending)
             ]
             answer = _checked(self.http.request("POST", "/$batch", json={"requests": requests}))
@@ -291,11 +306,11 @@ class GraphProvider:
         if data.original_start and series_remote_id:
             instance = self._instance_at(series_remote_id, data.original_start)
             if instance is not None:
-                response = self.http.request("PATCH", f"/me/events/{_q(instance)}", json=event_to_graph(data))
+                response = self.http.request("PATCH", f"{self.me}/events/{_q(instance)}", json=event_to_graph(data))
                 return _as_event(_checked(response))
         body = event_to_graph(data, create=True)
         body["transactionId"] = remote_id or str(uuid.uuid4())
-        response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
+        response = self.http.request("POST", f"{self.me}/calendars/{_q(calendar_id)}/events", json=body)
         created = _as_event(_checked(response))
         series = series_of(data)
         if series is None:
@@ -320,7 +335,10 @@ class GraphProvider:
         headers = {"If-Match": graph_etag(if_match)} if if_match else {}
         send_rule, exdates = self.series.update_plan(remote_id, data)
         response = self.http.request(
-            "PATCH", f"/me/events/{_q(remote_id)}", json=event_to_graph(data, recurrence=send_rule), headers=headers
+            "PATCH",
+            f"{self.me}/events/{_q(remote_id)}",
+            json=event_to_graph(data, recurrence=send_rule),
+            headers=headers,
         )
         updated = _as_event(_checked(response))
         if series_of(data) is None:
@@ -337,13 +355,13 @@ class GraphProvider:
             title=data.title, start=data.start, end=data.end, all_day=data.all_day, time_zone=data.time_zone
         )
         body = {**event_to_graph(bare, create=True), "transactionId": remote_id}
-        response = self.http.request("POST", f"/me/calendars/{_q(calendar_id)}/events", json=body)
+        response = self.http.request("POST", f"{self.me}/calendars/{_q(calendar_id)}/events", json=body)
         created = _as_event(_checked(response))
         self.delete_event(calendar_id, created.remote_id, if_match=None)
 
     def delete_event(self, calendar_id: str, remote_id: str, *, if_match: str | None) -> None:
         headers = {"If-Match": graph_etag(if_match)} if if_match else {}
-        response = self.http.request("DELETE", f"/me/events/{_q(remote_id)}", headers=headers)
+        response = self.http.request("DELETE", f"{self.me}/events/{_q(remote_id)}", headers=headers)
         if response.status_code in (404, 410):
             return  # already gone: deleting is idempotent
         _checked(response)
@@ -393,7 +411,7 @@ class GraphProvider:
             "changeType": "created,updated,deleted",
             "notificationUrl": url,
             "lifecycleNotificationUrl": url,
-            "resource": f"me/calendars/{calendar_id}/events",
+            "resource": f"{self.me[1:]}/calendars/{calendar_id}/events",
             "expirationDateTime": _iso(self._subscription_expiry(ttl_seconds)),
             "clientState": token,
         }

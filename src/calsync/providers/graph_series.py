@@ -79,18 +79,19 @@ def _json(response: httpx.Response) -> dict[str, Any] | None:
 class GraphSeries:
     """Series reads and writes for one Graph mailbox (shares the provider's HTTP client)."""
 
-    def __init__(self, http: RetryingClient, window: Window) -> None:
+    def __init__(self, http: RetryingClient, window: Window, me: str = "/me") -> None:
         self.http = http
         self.window = window
+        self.me = me  # the mailbox's path: /me, or /users/{id} for an app-only token
 
     # --- reading ---------------------------------------------------------------------
 
     def fetch(self, event_id: str) -> dict[str, Any] | None:
-        return _json(self.http.request("GET", f"/me/events/{_q(event_id)}"))
+        return _json(self.http.request("GET", f"{self.me}/events/{_q(event_id)}"))
 
     def instances(self, master_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
         """Every occurrence and exception of a series overlapping [lo, hi), following nextLinks."""
-        url: str | None = f"/me/events/{_q(master_id)}/instances"
+        url: str | None = f"{self.me}/events/{_q(master_id)}/instances"
         params: dict[str, Any] | None = {"startDateTime": _iso(lo), "endDateTime": _iso(hi), "$top": 1000}
         found: list[dict[str, Any]] = []
         while url:
@@ -150,7 +151,7 @@ class GraphSeries:
                 and original
                 and _original_key(original, anchor) in wanted
             ):
-                response = self.http.request("DELETE", f"/me/events/{_q(item['id'])}")
+                response = self.http.request("DELETE", f"{self.me}/events/{_q(item['id'])}")
                 if response.status_code not in (404, 410):
                     _json(response)
                 deleted += 1

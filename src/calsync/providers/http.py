@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -60,7 +61,8 @@ def observe_responses(observer: ResponseObserver) -> None:
 
 
 class RetryingClient:
-    """Wraps httpx.Client; counts requests so sync summaries can report them."""
+    """Wraps httpx.Client; counts requests so sync summaries can report them. `ca_file`: the CA to
+    trust instead of the system's (an emulator's own); certificate checks are never turned off."""
 
     def __init__(
         self,
@@ -71,12 +73,15 @@ class RetryingClient:
         timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         provider: str = "http",
+        auth: httpx.Auth | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.provider = provider
         # plain http (a CalDAV server on the LAN, an emulator) never uses TLS: skip loading the CA bundle,
         # a tenth of a second of every short-lived `calsync sync`
         plain = base_url.startswith("http://")
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=not plain)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else not plain
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=verify, auth=auth)
         self.policy = policy or RetryPolicy()
         self.request_count = 0
         self.retries = 0

@@ -11,11 +11,13 @@ from sqlalchemy import Engine
 
 from calsync import __version__
 from calsync.conferencing.base import ConferenceAdapter
+from calsync.credentials import provider_maker
 from calsync.engine.pool import WarmProviders
 from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.control import control_router
 from calsync.service.metrics import Metrics
+from calsync.service.oauth_routes import OAuthClients, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
 from calsync.service.webhooks import google_router, graph_router
 from calsync.store import conferences as conference_store
@@ -33,17 +35,19 @@ def create_app(
     demo: DemoControl | None = None,
     control_token: str | None = None,
     poll_interval: float = 300.0,
+    oauth: OAuthClients | None = None,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
-    that `calsync sync` uses to hand its work to this service."""
+    that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
     # the control endpoint's syncs reuse the last one's connections; `calsync serve` closes them at exit
-    app.state.providers = providers = WarmProviders()
+    app.state.providers = providers = WarmProviders(provider_maker(engine))
     app.include_router(api_router(engine))
     app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
     app.include_router(graph_router(engine, metrics, wake, debounce))
+    app.include_router(oauth_router(engine, oauth or OAuthClients()))
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)

@@ -45,6 +45,7 @@ def get_account(conn: Connection, account_id: str) -> Account:
         base_url=row["base_url"],
         credentials=dict(row["credentials"]),
         state=row["state"],
+        last_error=row["last_error"],
     )
 
 

@@ -38,6 +38,8 @@ class AccountRow(TypedDict):
     last_error: str | None
     backoff_until: datetime | None
     backoff_attempts: int
+    token_lease_owner: str | None
+    token_lease_until: datetime | None
     created_at: datetime
     updated_at: datetime
 

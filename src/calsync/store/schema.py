@@ -69,6 +69,9 @@ accounts = Table(
     # Per-account backoff after rate limits / server errors: no work for the account before this.
     Column("backoff_until", UTCDateTime),
     Column("backoff_attempts", Integer, nullable=False, default=0, server_default="0"),
+    # One token refresh at a time per account (store/token_leases.py): who holds it, and until when.
+    Column("token_lease_owner", String(32)),
+    Column("token_lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
