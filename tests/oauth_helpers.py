@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from html import unescape
+from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
@@ -13,7 +14,7 @@ _INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 _FORM = re.compile(r'<form method="post" action="([^"]+)">')
 
 
-def consent_form(auth_url: str, verify: str | bool = True) -> tuple[str, dict[str, str], str]:
+def consent_form(auth_url: str, verify: Any = True) -> tuple[str, dict[str, str], str]:
     """The consent page's form: (absolute action URL, hidden fields, the page's HTML)."""
     page = httpx.get(auth_url, verify=verify, follow_redirects=False)
     assert page.status_code == 200, (page.status_code, page.text)
@@ -23,7 +24,7 @@ def consent_form(auth_url: str, verify: str | bool = True) -> tuple[str, dict[st
     return urljoin(auth_url, unescape(action.group(1))), fields, page.text
 
 
-def answer_consent(auth_url: str, decision: str = "allow", verify: str | bool = True) -> str:
+def answer_consent(auth_url: str, decision: str = "allow", verify: Any = True) -> str:
     """Press Allow (or Deny) on the consent page; returns the redirect URL the provider answered."""
     action, fields, _ = consent_form(auth_url, verify)
     answer = httpx.post(action, data={**fields, "decision": decision}, verify=verify, follow_redirects=False)
