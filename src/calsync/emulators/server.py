@@ -19,13 +19,15 @@ _START_TIMEOUT_S = 10.0
 class RunningServer:
     """Handle on a uvicorn server running in a daemon thread."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int) -> None:
+    def __init__(
+        self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int, scheme: str = "http"
+    ) -> None:
         self._server = server
         self._thread = thread
         self.host = host
         self.port: int = port
         shown = f"[{host}]" if ":" in host else host
-        self.url: str = f"http://{shown}:{port}"
+        self.url: str = f"{scheme}://{shown}:{port}"
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask uvicorn to shut down and wait for the thread to finish."""
@@ -36,8 +38,9 @@ class RunningServer:
         return f"RunningServer(url={self.url!r})"
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
-    """Quiet uvicorn settings: the emulators' own request log is the record, not access logs."""
+def _config(app: Any, host: str, port: int, certfile: str | None = None, keyfile: str | None = None) -> uvicorn.Config:
+    """Quiet uvicorn settings: the emulators' own request log is the record, not access logs; TLS when
+    given a certificate (MSAL wants an https authority)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -47,6 +50,8 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
         lifespan="off",
         loop="asyncio",
         timeout_keep_alive=30,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
 
 
@@ -82,21 +87,31 @@ def _wait_until_accepting(server: uvicorn.Server, thread: threading.Thread, host
     raise RuntimeError(f"emulator server on {host}:{port} did not start within {_START_TIMEOUT_S}s")
 
 
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Serve ``app`` in a daemon thread; ``port=0`` picks a free port. Returns once connections are accepted."""
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, certfile: str | None = None, keyfile: str | None = None
+) -> RunningServer:
+    """Serve ``app`` in a daemon thread; ``port=0`` picks a free port; https with ``certfile``/``keyfile``.
+    Returns once connections are accepted."""
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app, host, actual_port))
+    server = uvicorn.Server(_config(app, host, actual_port, certfile, keyfile))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"emulator-{actual_port}", daemon=True
     )
     thread.start()
     _wait_until_accepting(server, thread, host, actual_port)
-    return RunningServer(server, thread, host, actual_port)
+    return RunningServer(server, thread, host, actual_port, "https" if certfile else "http")
 
 
-def serve_forever(app: Any, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None) -> None:
+def serve_forever(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    sock: socket.socket | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> None:
     """Serve ``app`` in the foreground until interrupted (``calsync emulator ...``, ``calsync serve``);
-    on ``sock`` when the caller bound it already (to learn the port of port 0 first)."""
-    server = uvicorn.Server(_config(app, host, sock.getsockname()[1] if sock else port))
+    on ``sock`` when the caller bound it already (to learn the port of port 0 first); https with a certificate."""
+    server = uvicorn.Server(_config(app, host, sock.getsockname()[1] if sock else port, certfile, keyfile))
     server.run(sockets=[sock] if sock else None)

@@ -11,6 +11,7 @@ from calsync.emulators.faults import admin_error, common_admin_routes, seed_rout
 from calsync.emulators.google.emulator import GoogleEmulator
 from calsync.emulators.google.errors import ApiError
 from calsync.emulators.google.push import push_admin_routes
+from calsync.emulators.oauth.google import google_admin_routes
 
 
 def _admin_routes(emu: GoogleEmulator) -> list[Route]:
@@ -29,4 +30,5 @@ def _admin_routes(emu: GoogleEmulator) -> list[Route]:
         seed_route(lambda cal, spec: {"created": emu.seed(cal, spec)}, ApiError, "no such calendar"),
         switches_route(lambda: dict(emu.switches), emu.set_switches),
         *push_admin_routes(emu.push),
+        *google_admin_routes(emu.oauth),
     ]

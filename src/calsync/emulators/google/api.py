@@ -29,9 +29,11 @@ from calsync.emulators.google.errors import (
     _error_response,
     _not_found,
     _NotModified,
+    invalid_credentials,
 )
 from calsync.emulators.google.params import Params
 from calsync.emulators.google.state import API_PREFIX
+from calsync.emulators.oauth.google import google_routes
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,8 @@ def _route(method: str, subpath: str) -> tuple[_Handler, dict[str, str]] | None:
 async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -> Response:
     """Authenticate, route and run one API call, mapping errors to Google's JSON shape."""
     try:
+        if user is None and emu.oauth_required:
+            raise invalid_credentials("authorization" in request.headers)
         if user is None:
             raise ApiError(401, "authError", "Invalid Credentials", "global", "header", "Authorization")
         found = _route(request.method, request.url.path[len(API_PREFIX) :])
@@ -222,7 +226,8 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
     emu = emulator or GoogleEmulator()
 
     async def api(request: Request) -> Response:
-        user = _bearer_user(request.headers.get("authorization"))
+        token = bearer_token(request.headers.get("authorization"))
+        user = None if token is None else emu.token_user(token)
         response = await with_faults(emu.faults, emu.commit_faults, request, lambda: _handle_api(emu, request, user))
         emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, user)
         return response
@@ -230,4 +235,4 @@ def create_app(emulator: GoogleEmulator | None = None) -> Starlette:
     async def not_found(request: Request) -> Response:
         return _error_response(_not_found())
 
-    return api_app(emu, _admin_routes(emu), API_PREFIX, api, not_found)
+    return api_app(emu, [*_admin_routes(emu), *google_routes(emu.oauth)], API_PREFIX, api, not_found)

@@ -28,8 +28,12 @@ class ApiError(Exception):
         location_type: str | None = None,
         location: str | None = None,
         headers: dict[str, str] | None = None,
+        top_message: str | None = None,
+        status_name: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.top_message = top_message  # when Google's summary differs from the item's message
+        self.status_name = status_name  # the google.rpc code name some answers carry (UNAUTHENTICATED)
         self.status = status
         self.reason = reason
         self.message = message
@@ -45,7 +49,10 @@ class ApiError(Exception):
             item["locationType"] = self.location_type
         if self.location is not None:
             item["location"] = self.location
-        return {"error": {"code": self.status, "message": self.message, "errors": [item]}}
+        error: dict[str, Any] = {"code": self.status, "message": self.top_message or self.message, "errors": [item]}
+        if self.status_name is not None:
+            error["status"] = self.status_name
+        return {"error": error}
 
 
 class _NotModified(Exception):
@@ -54,6 +61,25 @@ class _NotModified(Exception):
     def __init__(self, etag: str) -> None:
         super().__init__(etag)
         self.etag = etag
+
+
+def invalid_credentials(token_sent: bool) -> ApiError:
+    """The 401 Calendar answers for a missing, unknown, expired or revoked access token (reference 1.10)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
+    return ApiError(
+        401,
+        "authError",
+        "Invalid Credentials",
+        "global",
+        "header",
+        "Authorization",
+        headers=headers if token_sent else None,
+        top_message=(
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+            "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+        ),
+        status_name="UNAUTHENTICATED",
+    )
 
 
 def _not_found() -> ApiError:

@@ -36,6 +36,7 @@ from calsync.emulators.google.errors import (
 )
 from calsync.emulators.google.push import DEFAULT_TTL_SECONDS, PushHub
 from calsync.emulators.google.recurrence import _Occ, _Series
+from calsync.emulators.oauth.google import GoogleAuth
 from calsync.emulators.push_hub import HUB_SWITCH_CHECKS
 from calsync.emulators.store_base import StoreBase
 
@@ -184,9 +185,17 @@ class _Store(StoreBase):
     switch_checks = _SWITCH_CHECKS
     push: PushHub
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, oauth: bool = False) -> None:
+        #: the authorization server served beside the API; with ``oauth`` the API takes only its tokens
+        self.oauth = GoogleAuth()
+        self.oauth_required = oauth
         super().__init__(seed, RequestLog())
         self.push = PushHub(lambda: self.switches, seed=seed)
+
+    def reset(self) -> None:
+        """Everything the base drops, and the authorization server's clients, grants and tokens."""
+        super().reset()
+        self.oauth.reset()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -219,6 +228,14 @@ class _Store(StoreBase):
     def user_email(token: str) -> str:
         """The user a bearer token names: the token itself if it looks like an email."""
         return token if "@" in token else f"{token}@example.com"
+
+    def token_user(self, token: str) -> str | None:
+        """The user a bearer token speaks for: an access token this emulator issued (while valid) names
+        its user; any other string is the user itself, unless OAuth is required (then None: a 401)."""
+        user, state = self.oauth.user_for(token)
+        if user is not None:
+            return user
+        return None if self.oauth_required or state != "unknown" else self.user_email(token)
 
     def ensure_user(self, email: str) -> _Calendar:
         """Create the user's primary calendar on first sight; returns it."""

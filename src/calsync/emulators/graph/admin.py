@@ -17,6 +17,7 @@ from calsync.emulators.faults import (
 )
 from calsync.emulators.graph.emulator import GraphEmulator
 from calsync.emulators.graph.errors import GraphError
+from calsync.emulators.oauth.microsoft import microsoft_admin_routes
 from calsync.emulators.push_hub import delivery_admin_routes
 
 
@@ -87,4 +88,5 @@ def _admin_routes(emu: GraphEmulator) -> list[Route]:
         Route("/emulator/subscriptions/{sub}/expire", expire_subscription, methods=["POST"]),
         Route("/emulator/events/{ev}/{action}", event_action, methods=["POST"]),
         *delivery_admin_routes(emu.push),
+        *microsoft_admin_routes(emu.oauth),
     ]

@@ -47,6 +47,7 @@ from calsync.emulators.graph.params import (
 )
 from calsync.emulators.graph.state import API_PREFIX, _View
 from calsync.emulators.graph.times import _zone
+from calsync.emulators.oauth.microsoft import microsoft_routes
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,63 @@ def _bearer_user(header: str | None) -> str | None:
     """The mailbox a bearer token names; None (answered 401) without one."""
     token = bearer_token(header)
     return None if token is None else GraphEmulator.user_email(token)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """Who a request's bearer token speaks for: a mailbox (delegated), an application with its roles
+    (app-only: the mailbox comes from ``/users/{id}``), or nobody (``error`` says why)."""
+
+    email: str | None = None
+    app_roles: tuple[str, ...] | None = None
+    error: GraphError | None = None
+
+
+def _caller(emu: GraphEmulator, header: str | None) -> _Caller:
+    """Tokens the identity platform issued name their user or app while valid, and answer Graph's 401
+    once expired; any other string is the mailbox itself, unless OAuth is required."""
+    token = bearer_token(header)
+    if token is None:
+        return _Caller()
+    issued, state = emu.oauth.check(token)
+    if issued is not None and state == "valid":
+        return _Caller(app_roles=issued.roles) if issued.user is None else _Caller(email=issued.user.lower())
+    if issued is not None:
+        return _Caller(
+            error=GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
+        )
+    if emu.oauth_required:
+        message = (
+            "Access token validation failure."
+            if token.count(".") == 2
+            else ("CompactToken parsing failed with error code: 80049217")
+        )
+        return _Caller(error=GraphError(401, "InvalidAuthenticationToken", message))
+    return _Caller(email=GraphEmulator.user_email(token))
+
+
+_APP_READ = ("Calendars.Read", "Calendars.ReadWrite")
+
+
+def _mailbox_for(emu: GraphEmulator, caller: _Caller, method: str, path: str) -> str | None:
+    """The mailbox a request acts on (None: no token, answered 401 further on). App-only tokens act on
+    ``/users/{id or address}/...`` with their Calendars role and are refused on ``/me``, as Graph does."""
+    if caller.error is not None:
+        raise caller.error
+    if caller.app_roles is None:
+        return caller.email
+    lowered = path.lower()
+    if lowered == "/me" or lowered.startswith(("/me/", "/me(")):
+        raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+    match = _USERS_RE.match(path)
+    roles = caller.app_roles
+    allowed = "Calendars.ReadWrite" in roles if method not in ("GET", "HEAD") else any(r in roles for r in _APP_READ)
+    if match is None or not allowed:
+        raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    email = emu.mailbox(match.group(1))
+    if email is None:
+        raise GraphError(404, "ErrorInvalidUser", f"The requested user '{match.group(1)}' is invalid.")
+    return email
 
 
 @dataclass
@@ -356,7 +414,7 @@ async def _serve(emu: GraphEmulator, request: Request, email: str | None) -> Res
 BATCH_PATH = API_PREFIX + "/$batch"
 
 
-async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) -> Response:
+async def _serve_batch(emu: GraphEmulator, request: Request, caller: _Caller) -> Response:
     """``POST /v1.0/$batch`` (see ``batch``): faults may hit the outer POST itself; the mailbox
     throttle counts the inner requests only, each of which is served (and logged) like a request
     of its own, its answer inside the outer 200."""
@@ -364,7 +422,9 @@ async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) 
     injected = await emu.faults.maybe_fail(request.method, request.url.path)
     if injected is not None:
         return injected
-    if email is None:
+    if caller.error is not None:
+        return _error_response(caller.error, client_request_id)
+    if caller.email is None and caller.app_roles is None:
         return _error_response(
             GraphError(401, "InvalidAuthenticationToken", "Access token is empty."), client_request_id
         )
@@ -374,7 +434,13 @@ async def _serve_batch(emu: GraphEmulator, request: Request, email: str | None) 
         return _error_response(GraphError(400, "BadRequest", str(exc)), client_request_id)
 
     async def dispatch(item: BatchItem, inner: Request) -> Response:
-        response = await _serve(emu, inner, email)
+        try:
+            email = _mailbox_for(emu, caller, inner.method, inner.url.path[len(API_PREFIX) :])
+        except GraphError as err:
+            response = _error_response(err, inner.headers.get("client-request-id"))
+            email = caller.email
+        else:
+            response = await _serve(emu, inner, email)
         emu.requests.add(inner.method, inner.url.path, inner.url.query, response.status_code, email, batch_item=item.id)
         return response
 
@@ -395,15 +461,21 @@ def create_app(emulator: GraphEmulator | None = None) -> Starlette:
     emu = emulator or GraphEmulator()
 
     async def api(request: Request) -> Response:
-        email = _bearer_user(request.headers.get("authorization"))
+        caller = _caller(emu, request.headers.get("authorization"))
+        email = caller.email
         if request.method == "POST" and request.url.path.rstrip("/").lower() == BATCH_PATH.lower():
-            response = await _serve_batch(emu, request, email)
+            response = await _serve_batch(emu, request, caller)
         else:
-            response = await _serve(emu, request, email)
+            try:
+                email = _mailbox_for(emu, caller, request.method, request.url.path[len(API_PREFIX) :])
+            except GraphError as err:
+                response = _error_response(err, request.headers.get("client-request-id"))
+            else:
+                response = await _serve(emu, request, email)
         emu.requests.add(request.method, request.url.path, request.url.query, response.status_code, email)
         return response
 
     async def not_found(request: Request) -> Response:
         return _error_response(GraphError(400, "BadRequest", "Invalid version."), None)
 
-    return api_app(emu, _admin_routes(emu), API_PREFIX, api, not_found)
+    return api_app(emu, [*_admin_routes(emu), *microsoft_routes(emu.oauth)], API_PREFIX, api, not_found)

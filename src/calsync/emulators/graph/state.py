@@ -41,11 +41,19 @@ from calsync.emulators.graph.push import GraphPushHub, Note
 from calsync.emulators.graph.recurrence import _overlaps, _Series
 from calsync.emulators.graph.throttle import _GraphRequestLog, _Throttle
 from calsync.emulators.graph.times import _fmt_ts, _When
+from calsync.emulators.oauth.microsoft import MicrosoftAuth
 from calsync.emulators.push_hub import HUB_SWITCH_CHECKS
 from calsync.emulators.store_base import StoreBase
 
 API_PREFIX = "/v1.0"
 USER_DOMAIN = "contoso.example"
+
+
+def user_guid(email: str) -> str:
+    """A mailbox's stable user id (Graph's ``id``, the token's ``oid``)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "user:" + email))
+
+
 TENANT_ID = str(uuid.uuid5(uuid.NAMESPACE_DNS, USER_DOMAIN))
 DEAD_HORIZON_DAYS = 730  # how far ahead dropped occurrences of a changed series are tracked
 
@@ -254,8 +262,11 @@ class _Store(StoreBase):
     requests: _GraphRequestLog
     push: GraphPushHub
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, oauth: bool = False) -> None:
         self.throttle = _Throttle()
+        #: the identity platform served beside Graph; with ``oauth`` the API takes only its tokens
+        self.oauth = MicrosoftAuth(TENANT_ID, user_guid)
+        self.oauth_required = oauth
         super().__init__(seed, _GraphRequestLog())
         self.push = GraphPushHub(lambda: self.switches, self._sub_live, seed=seed)
 
@@ -274,6 +285,7 @@ class _Store(StoreBase):
         """Everything the base drops, and the mailbox throttle's counts."""
         super().reset()
         self.throttle.reset()
+        self.oauth.reset()
 
     def _notify_changes(self) -> None:
         if self._pending:
@@ -291,13 +303,21 @@ class _Store(StoreBase):
         """The mailbox a bearer token names: the token itself if it looks like an address."""
         return token.lower() if "@" in token else f"{token.lower()}@{USER_DOMAIN}"
 
+    def mailbox(self, ref: str) -> str | None:
+        """The mailbox ``/users/{ref}`` names: an address (created on first sight) or a known user id."""
+        ref = ref.lower()
+        if "@" in ref:
+            return self.ensure_user(ref).email
+        with self._lock:
+            return next((u.email for u in self._users.values() if u.guid == ref), None)
+
     def ensure_user(self, email: str) -> _User:
         """Create the mailbox and its default calendar ("Calendar") on first sight."""
         with self._lock:
             user = self._users.get(email)
             if user is None:
                 key = self._new_key()
-                user = _User(email, str(uuid.uuid5(uuid.NAMESPACE_URL, "user:" + email)), _mailbox_header(email), key)
+                user = _User(email, user_guid(email), _mailbox_header(email), key)
                 user.calendars[key] = _Calendar(key, email, "Calendar", True, self._change_key(user))
                 self._users[email] = user
             return user
