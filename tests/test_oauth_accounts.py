@@ -329,9 +329,9 @@ def test_microsoft_rotation_survives_a_crash_between_the_answer_and_the_commit(
 def test_a_service_account_impersonating_two_users_syncs_both(tmp_path: Path, google: str) -> None:
     db = tmp_path / "c.db"
     key = httpx.post(f"{google}/emulator/oauth/service-accounts",
-                     json={"subjects": [ALICE, BOB]}).raise_for_status().json()
+                     json={"users": [ALICE, BOB]}).raise_for_status().json()
     key_file = tmp_path / "key.json"
-    key_file.write_text(json.dumps(key.get("key", key)))
+    key_file.write_text(json.dumps(key))
     for user, count in ((ALICE, 4), (BOB, 6)):
         seed(google, user, count)
         account = calsync("account", "add", "google-service-account", "--key-file", str(key_file),
