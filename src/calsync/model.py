@@ -178,5 +178,5 @@ class Account:
     provider: str
     name: str
     base_url: str | None
-    credentials: dict[str, Any]
+    credentials: dict[str, Any] = field(repr=False)  # secrets: never in a log line or a traceback
     state: AccountState = "ok"
