@@ -38,23 +38,38 @@ SEALED: tuple[SealedColumn, ...] = (
 )
 
 
-def _database(conn: Connection) -> tuple[str | None, bool]:
-    """(the SQLite file, in memory?) of the connection's database; (None, False) for a server."""
+@dataclass(frozen=True)
+class _Where:
+    """Which database a connection is on, as sealing.load and key_file_for take it."""
+
+    database_file: str | None = None  # a SQLite file
+    server: str | None = None  # a server database: host-port-name
+    in_memory: bool = False
+
+
+def _where(conn: Connection) -> _Where:
+    url = conn.engine.url
     if conn.dialect.name != "sqlite":
-        return None, False
-    path = conn.engine.url.database or ""
+        return _Where(server=f"{url.host or 'localhost'}-{url.port or 'default'}-{url.database or ''}")
+    path = url.database or ""
     if not path or path == ":memory:" or path.startswith("file::memory:"):
-        return None, True
-    return os.path.realpath(os.path.expanduser(path)), False
+        return _Where(in_memory=True)
+    return _Where(database_file=os.path.realpath(os.path.expanduser(path)))
+
+
+def key_file(conn: Connection) -> str:
+    """Where the key file of this connection's database is (for messages and tests)."""
+    where = _where(conn)
+    return str(sealing.key_file_for(where.database_file, where.server))
 
 
 def keyring(conn: Connection, *, create: bool = False) -> Keyring:
     """The keys of this connection's database. With `create` (a value is about to be sealed), a
     missing key file is made, but only while nothing in the database is sealed: a new key beside
     values sealed under a lost one would hide the loss."""
-    database_file, in_memory = _database(conn)
+    where = _where(conn)
     try:
-        return sealing.load(database_file, in_memory=in_memory)
+        return sealing.load(where.database_file, server=where.server, in_memory=where.in_memory)
     except SecretKeyMissing:
         if not create:
             raise
@@ -63,10 +78,10 @@ def keyring(conn: Connection, *, create: bool = False) -> Keyring:
             ids = ", ".join(sorted({kid for counts in orphans.values() for kid in counts}))
             raise SecretKeyMissing(
                 f"no secret key: {sealing.ENV_KEYS} is not set and there is no key file at "
-                f"{sealing.key_file_for(database_file)}, but the database holds values sealed under key {ids}; "
+                f"{key_file(conn)}, but the database holds values sealed under key {ids}; "
                 "restore that key file or set the variable (a new key would leave them unreadable)"
             ) from None
-        return sealing.load(database_file, in_memory=in_memory, create=True)
+        return sealing.load(where.database_file, server=where.server, in_memory=where.in_memory, create=True)
 
 
 def seal(conn: Connection, plain: str) -> str:
@@ -92,6 +107,34 @@ def sealed_counts(conn: Connection) -> dict[str, dict[str, int]]:
             per_key = counts.setdefault(column.name, {})
             per_key[kid] = per_key.get(kid, 0) + 1
     return counts
+
+
+def check_keys(conn: Connection) -> None:
+    """Every key a stored value is sealed under is at hand, or the error that names the keys missing,
+    how many values each seals and where calsync looked: a service refuses to start on it rather
+    than fail account by account later."""
+    counts = sealed_counts(conn)
+    used: dict[str, int] = {}
+    for per_key in counts.values():
+        for kid, n in per_key.items():
+            if kid != "plain":
+                used[kid] = used.get(kid, 0) + n
+    if not used:
+        return
+    try:
+        ring = keyring(conn)
+    except SecretKeyMissing as exc:
+        raise SecretKeyMissing(f"{_describe(used)} sealed, but there is {exc}") from None
+    missing = {kid: n for kid, n in used.items() if kid not in ring.ids}
+    if missing:
+        raise sealing.SecretKeyWrong(
+            f"{_describe(missing)} sealed under keys that {ring.source} does not hold (it holds "
+            f"{', '.join(ring.ids)}); restore the key file or {sealing.ENV_KEYS} that sealed them"
+        )
+
+
+def _describe(per_key: dict[str, int]) -> str:
+    return "the database holds " + ", ".join(f"{n} value(s) under key {kid}" for kid, n in sorted(per_key.items()))
 
 
 # --- re-sealing ------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Where the keys come from, first match wins:
 1. ``CALSYNC_SECRET_KEY``: one or more Fernet keys, comma-separated; the first seals, all open.
 2. ``CALSYNC_SECRET_KEY_FILE``: a key file at that path.
 3. A SQLite database file: the key file ``<database>.key`` beside it.
-4. Any other database (PostgreSQL): ``secret.key`` in the user data directory.
+4. Any other database (PostgreSQL): ``keys/<host>-<port>-<database>.key`` in the user data
+   directory: one file a database, so rotating one database's key never retires another's.
+   Processes on several hosts share one database: give them all the same key (the variable, or
+   the same file through CALSYNC_SECRET_KEY_FILE).
 
 A key file holds one key a line (the first seals; ``#`` starts a comment). It is created on first
 use with mode 0600 and refused when group or others may read it. Processes re-read it when it
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,7 @@ FORMAT = "v1"
 ENV_KEYS = "CALSYNC_SECRET_KEY"
 ENV_KEY_FILE = "CALSYNC_SECRET_KEY_FILE"
 KEY_FILE_SUFFIX = ".key"
-SHARED_KEY_FILE = "secret.key"
+KEY_DIR = "keys"
 
 
 class SecretKeyError(Exception):
@@ -144,8 +148,9 @@ class Keyring:
 # --- where the keys are ----------------------------------------------------------------------
 
 
-def key_file_for(database_file: str | None) -> Path:
-    """The key file of a database: CALSYNC_SECRET_KEY_FILE, else beside a SQLite file, else the shared one."""
+def key_file_for(database_file: str | None, server: str | None = None) -> Path:
+    """The key file of a database: CALSYNC_SECRET_KEY_FILE, else beside a SQLite file, else one per
+    server database (`server` names it: host, port, database) in the user data directory."""
     named = os.environ.get(ENV_KEY_FILE, "").strip()
     if named:
         return Path(named).expanduser()
@@ -153,7 +158,8 @@ def key_file_for(database_file: str | None) -> Path:
         return Path(database_file + KEY_FILE_SUFFIX)
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("calsync")) / SHARED_KEY_FILE
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", server or "database").strip("._") or "database"
+    return Path(user_data_dir("calsync")) / KEY_DIR / f"{name}{KEY_FILE_SUFFIX}"
 
 
 def keys_from_env() -> tuple[str, ...] | None:
@@ -167,7 +173,9 @@ _cache: dict[object, tuple[object, Keyring]] = {}
 _memory: dict[str, Keyring] = {}  # in-memory databases: a key for the process's lifetime
 
 
-def load(database_file: str | None, *, in_memory: bool = False, create: bool = False) -> Keyring:
+def load(
+    database_file: str | None, *, server: str | None = None, in_memory: bool = False, create: bool = False
+) -> Keyring:
     """The key ring for a database (see the module docstring for the order). With `create`, a
     missing key file is made (a new key, mode 0600); without, a missing key is SecretKeyMissing."""
     env = keys_from_env()
@@ -181,7 +189,7 @@ def load(database_file: str | None, *, in_memory: bool = False, create: bool = F
     if in_memory and not os.environ.get(ENV_KEY_FILE, "").strip():
         with _lock:
             return _memory.setdefault("memory", Keyring((new_key(),), "the in-memory database's key"))
-    path = key_file_for(database_file)
+    path = key_file_for(database_file, server)
     with _lock:
         try:
             stat = path.stat()
