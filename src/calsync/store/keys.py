@@ -73,9 +73,9 @@ def keyring(conn: Connection, *, create: bool = False) -> Keyring:
     except SecretKeyMissing:
         if not create:
             raise
-        orphans = sealed_counts(conn)
+        orphans = {kid for counts in sealed_counts(conn).values() for kid in counts if kid != "plain"}
         if orphans:
-            ids = ", ".join(sorted({kid for counts in orphans.values() for kid in counts}))
+            ids = ", ".join(sorted(orphans))
             raise SecretKeyMissing(
                 f"no secret key: {sealing.ENV_KEYS} is not set and there is no key file at "
                 f"{key_file(conn)}, but the database holds values sealed under key {ids}; "
