@@ -19,6 +19,19 @@ from tests.helpers import GoogleApi
 pytest_plugins = ["tests.remotes"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' own user data directory: the key file of PostgreSQL databases (store/sealing.py)
+    lives there, never in the real one of whoever runs the tests."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
 @pytest.fixture(scope="session")
 def google_server() -> Iterator[RunningServer]:
     """One Google Calendar emulator per test session, on a free loopback port."""

@@ -53,7 +53,7 @@ def test_a_table_row_type_names_exactly_its_columns(row_type: Any, table: Any) -
 
 
 def test_the_other_row_types_are_what_their_queries_select() -> None:
-    assert _keys(rows.AccountRow) == _columns(accounts) - {"credentials"}
+    assert _keys(rows.AccountRow) == _columns(accounts) - {"credentials_sealed"}
     assert _keys(rows.EventWithLinks) == _columns(events) | {"links"}
     assert _keys(rows.LinkSummary) < _columns(event_links)
     assert _keys(rows.BindingClaim) < _columns(bindings)

@@ -166,7 +166,11 @@ def test_upgrading_a_database_from_0005_keeps_its_links_and_lets_bases_be_null(t
         command.upgrade(config, "0005")
     with old.begin() as conn:
         calendar = account_store.create_calendar(conn, "c")
-        account = account_store.create_account(conn, "caldav", "a", "http://x/", {})
+        account = "a" * 32  # the accounts table of 0005 (credentials plain; 0009 seals them)
+        conn.exec_driver_sql(
+            "INSERT INTO accounts (id, provider, name, base_url, credentials, state, created_at, updated_at) "
+            "VALUES (?, 'caldav', 'a', 'http://x/', '{}', 'ok', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            (account,))
         binding = account_store.create_binding(conn, calendar, account, "/cal/", "two-way")
         conn.exec_driver_sql(
             "INSERT INTO events (id, calendar_id, title, start, \"end\", range_start, range_end, all_day, status, "

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TEXT
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from calsync.engine.inbound import SyncResult
@@ -54,8 +54,11 @@ def test_migrations_build_exactly_the_schema_the_code_declares(pg_engine: Engine
     assert set(inspect(pg_engine).get_table_names()) >= {
         "accounts", "calendars", "bindings", "events", "event_links", "conflicts", "alembic_version"}
     # JSON columns are JSONB on PostgreSQL (the variant JsonType declares)
+    columns = {c["name"]: c["type"] for c in inspect(pg_engine).get_columns("bindings")}
+    assert isinstance(columns["last_sync_stats"], JSONB)
+    # credentials are sealed text (store/sealing.py), never a JSON column
     columns = {c["name"]: c["type"] for c in inspect(pg_engine).get_columns("accounts")}
-    assert isinstance(columns["credentials"], JSONB)
+    assert "credentials" not in columns and isinstance(columns["credentials_sealed"], TEXT)
 
 
 def test_opening_twice_is_harmless_and_keeps_data(pg_url: str) -> None:
@@ -220,7 +223,8 @@ def test_inbound_sync_end_to_end_on_postgresql(pg_engine: Engine, google_url: st
         links = conn.execute(select(func.count()).select_from(event_links)).scalar()
         stats = conn.execute(select(bindings.c.last_sync_stats, bindings.c.last_sync_at)
                              .where(bindings.c.id == binding)).one()
-        credentials = conn.execute(select(accounts.c.credentials)).scalar_one()
+        account_id = conn.execute(select(accounts.c.id)).scalar_one()
+        credentials = account_store.get_account(conn, account_id).credentials
     assert live == len(alice.list_all(calendar)) == 300 - 1 + 1 - 3 + 1
     assert links == 300 + 1 + 1  # tombstoned events keep their links
     assert isinstance(stats.last_sync_stats, dict) and stats.last_sync_stats  # JSONB back as a dict

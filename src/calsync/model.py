@@ -178,6 +178,6 @@ class Account:
     provider: str
     name: str
     base_url: str | None
-    credentials: dict[str, Any]
+    credentials: dict[str, Any] = field(repr=False)  # secrets: never in a log line or a traceback
     state: AccountState = "ok"
     last_error: str | None = None  # why the account stopped (its state), in the provider's words

@@ -15,6 +15,7 @@ from calsync.cli import (
     db,
     emulators,
     events,
+    keys,
     serve,
     sync,
 )
@@ -36,6 +37,7 @@ app.add_typer(conflicts.app, name="conflicts")
 app.add_typer(conferences.app, name="conference")
 app.add_typer(emulators.app, name="emulator")
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

@@ -18,8 +18,10 @@ from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.config import ConfigError, load_settings
 from calsync.engine.scheduler import WorkerSettings
+from calsync.store import keys
 from calsync.store.common import NotFound
 from calsync.store.db import open_engine
+from calsync.store.sealing import SecretKeyError
 
 DbOption = Annotated[
     str | None,
@@ -35,15 +37,22 @@ ConfigOption = Annotated[
 
 
 @contextmanager
-def database(url: str | None) -> Iterator[Engine]:
-    """A migrated engine, with store errors turned into one clear line."""
+def database(url: str | None, *, check_keys: bool = False) -> Iterator[Engine]:
+    """A migrated engine, with store errors turned into one clear line. A secret that cannot be
+    opened (a missing or wrong key) is such an error too, never a traceback; with `check_keys` (a
+    service starting) every key a stored secret needs must be at hand before anything runs."""
     try:
         engine = open_engine(url)
     except (SQLAlchemyError, OSError) as exc:
         raise fail(f"cannot open database {url or '(default)'}: {exc}") from exc
+    except SecretKeyError as exc:
+        raise fail(f"cannot open database {url or '(default)'}: {exc}") from exc
     try:
+        if check_keys:
+            with engine.connect() as conn:
+                keys.check_keys(conn)
         yield engine
-    except NotFound as exc:
+    except (NotFound, SecretKeyError) as exc:
         raise fail(str(exc)) from exc
     finally:
         engine.dispose()

@@ -64,7 +64,7 @@ def serve(
     reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
     url = f"http://{reach if ':' not in reach else f'[{reach}]'}:{sock.getsockname()[1]}"
     signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
-    with database(db) as engine:
+    with database(db, check_keys=True) as engine:
         metrics = Metrics()
         pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
         app_ = create_app(
@@ -123,7 +123,7 @@ def worker(
     adapters = conference_adapters(config)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with database(db) as engine:
+    with database(db, check_keys=True) as engine:
         pool = WorkerPool(engine, settings, adapters, Metrics(), count=max(1, concurrency))
         settle_heap()
         pool.start()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
 
 from calsync import __version__
@@ -23,6 +23,7 @@ from calsync.service.webhooks import google_router, graph_router
 from calsync.store import conferences as conference_store
 from calsync.store import outbox as outbox_store
 from calsync.store import scheduling
+from calsync.store.sealing import SecretKeyError
 
 
 def create_app(
@@ -51,6 +52,12 @@ def create_app(
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)
+
+    @app.exception_handler(SecretKeyError)
+    def secret_key_error(_request: Request, exc: SecretKeyError) -> JSONResponse:
+        # a stored secret that cannot be opened: the operator's to fix (the message names the key
+        # and where it was looked for, never a secret); nothing was written
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

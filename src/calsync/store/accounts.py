@@ -1,8 +1,10 @@
 """Accounts, local calendars and the bindings between them, with each binding's sync bookkeeping
-(full sync generation, sync token, last sync status)."""
+(full sync generation, sync token, last sync status). Credentials are sealed on the way in and
+opened on the way out (store/keys.py); no other column holds them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from sqlalchemy import Connection, select
@@ -10,6 +12,7 @@ from sqlalchemy import Connection, select
 from calsync.model import Account, utcnow
 from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
 from calsync.store.common import NotFound, new_id
+from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import AccountRow, BindingRow, CalendarRow
 from calsync.store.schema import accounts, bindings, calendars
 
@@ -25,7 +28,7 @@ def create_account(
             provider=provider,
             name=name,
             base_url=base_url,
-            credentials=credentials,
+            credentials_sealed=seal(conn, json.dumps(credentials)),
             state="ok",
             created_at=now,
             updated_at=now,
@@ -43,15 +46,29 @@ def get_account(conn: Connection, account_id: str) -> Account:
         provider=row["provider"],
         name=row["name"],
         base_url=row["base_url"],
-        credentials=dict(row["credentials"]),
+        credentials=json.loads(
+            open_sealed(conn, row["credentials_sealed"], f"the credentials of account {account_id}")
+        ),
         state=row["state"],
         last_error=row["last_error"],
     )
 
 
+def update_credentials(conn: Connection, account_id: str, credentials: dict[str, Any]) -> None:
+    """Replace an account's credentials in one statement (a refreshed or rotated token): sealed under
+    the current key, so a rotation running meanwhile has nothing to redo for it."""
+    done = conn.execute(
+        accounts.update()
+        .where(accounts.c.id == account_id)
+        .values(credentials_sealed=seal(conn, json.dumps(credentials)), updated_at=utcnow())
+    ).rowcount
+    if done != 1:
+        raise NotFound(f"no account with id {account_id!r}")
+
+
 def list_accounts(conn: Connection) -> list[AccountRow]:
     rows = conn.execute(select(accounts).order_by(accounts.c.created_at)).mappings()
-    return cast("list[AccountRow]", [{k: v for k, v in row.items() if k != "credentials"} for row in rows])
+    return cast("list[AccountRow]", [{k: v for k, v in row.items() if k != "credentials_sealed"} for row in rows])
 
 
 def set_account_state(conn: Connection, account_id: str, state: AccountState, error: str | None = None) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select,
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
+from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import BindingClaim, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
 
@@ -203,9 +204,20 @@ def claim_conference_work(
 # --- channels ----------------------------------------------------------------------------
 
 
+def _with_token_opened(conn: Connection, row: Any) -> ChannelRow | None:
+    """A channel row whose token is plain again (it is sealed at rest; only the receivers compare it)."""
+    if row is None:
+        return None
+    channel = cast("ChannelRow", dict(row))
+    if channel["token"]:
+        channel["token"] = open_sealed(conn, channel["token"], f"the token of push channel {channel['id']}")
+    return channel
+
+
 def channel_by_channel_id(conn: Connection, channel_id: str) -> ChannelRow | None:
+    """The channel with its token opened, for a receiver to compare."""
     row = conn.execute(select(channels).where(channels.c.channel_id == channel_id)).mappings().first()
-    return cast("ChannelRow", dict(row)) if row else None
+    return _with_token_opened(conn, row)
 
 
 def channel_by_resource_id(conn: Connection, resource_id: str) -> ChannelRow | None:
@@ -216,7 +228,7 @@ def channel_by_resource_id(conn: Connection, resource_id: str) -> ChannelRow | N
         .mappings()
         .first()
     )
-    return cast("ChannelRow", dict(row)) if row else None
+    return _with_token_opened(conn, row)
 
 
 def record_channel_message(conn: Connection, row_id: str, now: datetime, *, confirmation: bool) -> None:
@@ -260,8 +272,12 @@ class NewChannel(TypedDict):
 
 
 def add_channel(conn: Connection, row_id: str, binding_id: str, values: NewChannel) -> None:
+    """The row with its token sealed (the other readers of channels see the sealed text)."""
     now = utcnow()
-    conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now, **values))
+    row: dict[str, Any] = dict(values)
+    if row.get("token"):
+        row["token"] = seal(conn, row["token"])
+    conn.execute(channels.insert().values(id=row_id, binding_id=binding_id, created_at=now, updated_at=now, **row))
 
 
 def activate_channel(conn: Connection, row_id: str, resource_id: str, expiration: datetime | None) -> None:

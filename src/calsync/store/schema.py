@@ -63,7 +63,9 @@ accounts = Table(
     Column("provider", String(32), nullable=False),
     Column("name", String(200), nullable=False),
     Column("base_url", Text),
-    Column("credentials", JsonType, nullable=False),
+    # The credentials as JSON, sealed (store/sealing.py: "v1:<key id>:<Fernet token>"); never plain.
+    # The server default only lets migration 0009 add the column to existing rows; the store always writes it.
+    Column("credentials_sealed", Text, nullable=False, server_default=""),
     Column("state", String(32), nullable=False, default="ok"),
     Column("last_error", Text),
     # Per-account backoff after rate limits / server errors: no work for the account before this.
@@ -258,7 +260,7 @@ channels = Table(
     Column("state", String(16), nullable=False),  # intent | pending | active | stopped | failed | gone
     Column("channel_id", Text),
     Column("resource_id", Text),
-    Column("token", Text),
+    Column("token", Text),  # sealed like credentials (store/keys.py): the secret notifications carry
     Column("address", Text),
     Column("expiration", UTCDateTime),
     Column("confirmed_at", UTCDateTime),  # the provider's `sync` message arrived
