@@ -5,8 +5,10 @@ reconnect, Microsoft's refresh-token rotation across a crash, service accounts a
 # ruff: noqa: S105, S106 - the secrets here are the emulators' test values
 from __future__ import annotations
 
+import functools
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -68,8 +70,18 @@ def graph_oauth_server(tls: TlsFiles) -> Iterator[RunningServer]:
 @pytest.fixture()
 def graph(graph_oauth_server: RunningServer, tls: TlsFiles) -> str:
     url = graph_oauth_server.url.replace("http://", "https://")
-    httpx.post(f"{url}/emulator/reset", verify=tls.ca_cert).raise_for_status()
+    httpx.post(f"{url}/emulator/reset", verify=trust(tls)).raise_for_status()
     return url
+
+
+@functools.cache
+def _context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def trust(tls: TlsFiles) -> ssl.SSLContext:
+    """Trust the emulator's CA (certificate checks stay on)."""
+    return _context(tls.ca_cert)
 
 
 def seed(base: str, calendar: str, count: int, verify: Any = True) -> None:
@@ -150,13 +162,13 @@ def test_cli_loopback_connect_microsoft_ends_with_a_synced_calendar(tmp_path: Pa
     done = connect_by_cli(
         ["microsoft", "--client-id", MS_CLIENT, "--tenant", "organizations", "--authority-url", graph,
          "--ca-file", tls.ca_cert, "--base-url", graph, "--login-hint", user],
-        db, verify=tls.ca_cert,
+        db, verify=trust(tls),
     )
     assert done.returncode == 0, done.stderr
     account = done.stdout.split()[-1]
     remote = json.loads(calsync("calendar", "remote", account, "--json", db=db).stdout)
     calendar = remote[0]["remote_id"]
-    seed(graph, calendar, 12, verify=tls.ca_cert)
+    seed(graph, calendar, 12, verify=trust(tls))
     calsync("calendar", "bind", account, calendar, "--name", "Carol", db=db)
     summary = json.loads(calsync("sync", "--json", db=db).stdout)["inbound"]
     assert summary[0]["status"] == "ok" and summary[0]["created"] == 12
@@ -178,7 +190,7 @@ def connected_google(engine: Engine, base: str, user: str = ALICE) -> str:
 
 
 def bind_primary(engine: Engine, account_id: str, calendar: str) -> str:
-    return setup.bind_calendar(engine, account_id, calendar, setup.NewCalendar(calendar), "two-way").binding_id
+    return setup.bind_calendar(engine, account_id, calendar, setup.NewCalendar(calendar)).binding_id
 
 
 def test_tokens_expiring_during_a_20_page_initial_sync_are_refreshed_once_each(engine: Engine, google: str) -> None:
@@ -269,12 +281,12 @@ def test_a_token_endpoint_that_fails_for_a_while_does_not_stop_the_account(engin
     account = connected_google(engine, google)
     binding = bind_primary(engine, account, ALICE)
     httpx.post(f"{google}/emulator/oauth/expire-access-tokens").raise_for_status()
-    httpx.post(f"{google}/emulator/oauth/fail-token", json={"status": 503, "count": 10}).raise_for_status()
+    # google-auth tries a 503 three times before giving up: three failures outlast one refresh
+    httpx.post(f"{google}/emulator/oauth/fail-token", json={"status": 503, "count": 3}).raise_for_status()
     (result,) = sync_once(engine, binding_ids=[binding]).inbound
-    assert result.status == "error"
+    assert result.status == "error" and "token endpoint" in (result.message or "")
     with engine.begin() as conn:
-        assert account_store.get_account(conn, account).state == "ok"
-    httpx.post(f"{google}/emulator/oauth/fail-token", json={"status": 503, "count": 0}).raise_for_status()
+        assert account_store.get_account(conn, account).state == "ok", "a passing failure does not stop it"
     assert sync_once(engine, binding_ids=[binding]).inbound[0].status == "ok"
 
 
@@ -284,11 +296,12 @@ def test_microsoft_rotation_survives_a_crash_between_the_answer_and_the_commit(
     one still works once, as Microsoft documents, and then the newest is kept. With strict rotation
     on (the old one refused), the account goes to reauth-required once: never a loop."""
     from calsync.credentials.connect import MicrosoftClient, microsoft_flow, microsoft_redeem
+    from calsync.providers.base import ReauthRequired
     from tests.oauth_helpers import query_of
 
     client = MicrosoftClient(MS_CLIENT, None, "organizations", graph, tls.ca_cert)
     flow = microsoft_flow(client, "http://localhost:9/", "dave@contoso.example")
-    credentials = microsoft_redeem(client, flow, query_of(answer_consent(flow["auth_uri"], verify=tls.ca_cert)))
+    credentials = microsoft_redeem(client, flow, query_of(answer_consent(flow["auth_uri"], verify=trust(tls))))
     account = setup.connect_account(engine, "graph", "dave", graph, credentials).account_id
     with engine.begin() as conn:
         stored = account_store.get_account(conn, account)
@@ -310,17 +323,21 @@ def test_microsoft_rotation_survives_a_crash_between_the_answer_and_the_commit(
         kept = account_store.get_account(conn, account).credentials["refresh_token"]
     assert kept != credentials["refresh_token"], "the newest refresh token is kept"
 
-    httpx.post(f"{graph}/emulator/oauth/rotation", json={"strict": True}, verify=tls.ca_cert).raise_for_status()
+    # strict rotation (a used refresh token is dead at once): the crash loses the only live one
+    httpx.post(f"{graph}/emulator/oauth/rotation", json={"strict": True}, verify=trust(tls)).raise_for_status()
     with engine.begin() as conn:
-        stale = {**account_store.get_account(conn, account).credentials, "refresh_token": credentials["refresh_token"]}
-        account_store.update_credentials(conn, account, stale)
         now = account_store.get_account(conn, account)
-    from calsync.providers.base import ReauthRequired
-
+    with pytest.raises(Crash):
+        StoredTokens(engine, now, refresher=crash_after_answer).renew(str(now.credentials["access_token"]))
+    httpx.delete(f"{graph}/emulator/oauth/requests", verify=trust(tls))
+    source = StoredTokens(engine, now)
     with pytest.raises(ReauthRequired):
-        StoredTokens(engine, now).renew(str(now.credentials["access_token"]))
+        source.renew(str(now.credentials["access_token"]))
     with engine.begin() as conn:
         assert account_store.get_account(conn, account).state == "reauth-required"
+    with pytest.raises(ReauthRequired):  # and then it stops asking: never a loop
+        source.renew(str(now.credentials["access_token"]))
+    assert refreshes(graph, trust(tls)) == 1
 
 
 # --- accounts an organisation authorises once --------------------------------------------------------
@@ -344,7 +361,7 @@ def test_a_service_account_impersonating_two_users_syncs_both(tmp_path: Path, go
 def test_app_only_graph_syncs_a_users_calendar_through_users_id(tmp_path: Path, graph: str, tls: TlsFiles) -> None:
     db = tmp_path / "c.db"
     user = "erin@contoso.example"
-    httpx.post(f"{graph}/emulator/oauth/clients", verify=tls.ca_cert,
+    httpx.post(f"{graph}/emulator/oauth/clients", verify=trust(tls),
                json={"client_id": MS_CLIENT, "client_secret": "app-secret",
                      "roles": ["Calendars.ReadWrite"]}).raise_for_status()
     account = calsync("account", "add", "graph-app", "--tenant", "contoso.example", "--client-id", MS_CLIENT,
@@ -352,11 +369,11 @@ def test_app_only_graph_syncs_a_users_calendar_through_users_id(tmp_path: Path, 
                       "--ca-file", tls.ca_cert, "--base-url", graph, db=db).stdout.split()[-1]
     remote = json.loads(calsync("calendar", "remote", account, "--json", db=db).stdout)
     calendar = remote[0]["remote_id"]
-    seed(graph, calendar, 7, verify=tls.ca_cert)
+    seed(graph, calendar, 7, verify=trust(tls))
     calsync("calendar", "bind", account, calendar, "--name", "Erin", db=db)
     summary = json.loads(calsync("sync", "--json", db=db).stdout)["inbound"]
     assert summary[0]["status"] == "ok" and summary[0]["created"] == 7
-    paths = [r["path"] for r in httpx.get(f"{graph}/emulator/requests", verify=tls.ca_cert).json()["requests"]]
+    paths = [r["path"] for r in httpx.get(f"{graph}/emulator/requests", verify=trust(tls)).json()["requests"]]
     assert any(p.startswith("/v1.0/users/") for p in paths) and not any(p.startswith("/v1.0/me") for p in paths)
 
 

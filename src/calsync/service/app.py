@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
 from calsync.service.webhooks import google_router, graph_router
+from calsync.store import accounts as account_store
 from calsync.store import conferences as conference_store
 from calsync.store import outbox as outbox_store
 from calsync.store import scheduling
@@ -66,8 +68,11 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> PlainTextResponse:
         with engine.begin() as conn:
+            accounts: Counter[tuple[str, str]] = Counter(
+                (a["provider"], a["state"]) for a in account_store.list_accounts(conn)
+            )
             body = metrics.render(
-                conference_store.backlog(conn), scheduling.dirty_count(conn), outbox_store.backlog(conn)
+                conference_store.backlog(conn), scheduling.dirty_count(conn), outbox_store.backlog(conn), accounts
             )
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 

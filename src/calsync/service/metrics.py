@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import (
@@ -49,6 +50,13 @@ class Metrics:
         self.outbox = Gauge(
             "calsync_outbox_depth", "Local changes waiting to be pushed (pending or held).", registry=self.registry
         )
+        self.accounts = Gauge(
+            "calsync_accounts",
+            "Accounts by state (reauth-required: the user must connect it again; auth-failed: its credentials "
+            "or calsync's client were refused).",
+            ["provider", "state"],
+            registry=self.registry,
+        )
         observe_responses(self._response)
 
     def _response(self, provider: str, status: int) -> None:
@@ -59,7 +67,13 @@ class Metrics:
         if dirty_at is not None and result.status == "ok":
             self.latency.observe(max(0.0, (finished - dirty_at).total_seconds()))
 
-    def render(self, backlog: int, dirty: int, outbox: int) -> bytes:
+    def render(
+        self, backlog: int, dirty: int, outbox: int, accounts: Mapping[tuple[str, str], int] | None = None
+    ) -> bytes:
+        """The registry as Prometheus text; `accounts`: how many accounts per (provider, state)."""
+        self.accounts.clear()
+        for (provider, state), count in (accounts or {}).items():
+            self.accounts.labels(provider, state).set(count)
         self.conference_backlog.set(backlog)
         self.dirty.set(dirty)
         self.outbox.set(outbox)
