@@ -608,3 +608,33 @@ def test_an_occurrence_kept_over_its_deletion_here_comes_back_on_the_side_that_e
         (back,) = event_store.get_events(conn, [moved["id"]])
     assert not back["deleted"] and not any(line.startswith("EXDATE") for line in series["recurrence"])
     assert_quiet(mirror, google, dav)
+
+
+def test_an_occurrence_moved_again_in_outlook_after_its_pattern_changed_there_stays_one_exception(
+        engine: Engine, request: pytest.FixtureRequest) -> None:
+    """Outlook drops a series' exceptions when someone changes its pattern there; the occurrence moved
+    before is a plain one again, under a new id. Moved again in Outlook, it arrives as an exception
+    calsync has never seen at a start where the local series already has one (linked to the id
+    Outlook dropped): that exception takes the new copy, rather than a second local exception of the
+    series at the same start being imported, whose push then clashed with the first one's copies on
+    every other side (chaos c2-1061)."""
+    google, graph = open_remote("google", request), open_remote("graph", request)
+    mirror = Mirror(engine, google, graph)
+    google.insert_series("Standup", SERIES_START, 4)
+    mirror.settle()
+    series_graph = remote_series(engine, mirror.binding_b)
+    graph.move_occurrence(series_graph, THIRD, THIRD + timedelta(hours=2), "Standup (moved)")
+    mirror.settle()
+    graph.set_series_count(series_graph, 5)  # Outlook drops the moved occurrence's exception
+    graph.move_occurrence(series_graph, THIRD, THIRD + timedelta(hours=3), "Standup (moved again)")
+    mirror.settle()
+    with engine.begin() as conn:
+        live = [e for e in event_store.list_events(conn) if e["original_start"]]
+    assert [e["title"] for e in live] == ["Standup (moved again)"], "one exception at that start"
+    expected = sorted([(SERIES_START, "Standup"), (SECOND, "Standup"), (THIRD + timedelta(hours=3),
+                       "Standup (moved again)"), (SERIES_START + timedelta(weeks=3), "Standup"),
+                       (SERIES_START + timedelta(weeks=4), "Standup")])
+    seen = (SEEN[0], SEEN[1] + timedelta(weeks=2))
+    assert graph.occurrences(*seen) == expected
+    assert google.occurrences(*seen) == expected
+    assert_quiet(mirror, google, graph)
