@@ -183,4 +183,5 @@ def _first_token(credentials: dict[str, Any]) -> None:
     except grants.GrantError as exc:
         raise fail(f"the token endpoint refused: {exc.reason}") from exc
     credentials["access_token"] = issued.access_token
-    credentials["expires_at"] = issued.expires_at or time.time() + 3000
+    credentials["expires_at"] = issued.expires_at
+    credentials["issued_at"] = time.time()

@@ -166,6 +166,7 @@ def google_redeem(
         "refresh_token": body["refresh_token"],
         "access_token": body["access_token"],
         "expires_at": time.time() + float(body.get("expires_in") or 3599),
+        "issued_at": time.time(),
         "user": _id_token_email(body.get("id_token")),
     }
 
@@ -246,6 +247,7 @@ def microsoft_redeem(client: MicrosoftClient, flow: dict[str, Any], query: Mappi
         "refresh_token": issued.refresh_token,
         "access_token": issued.access_token,
         "expires_at": issued.expires_at,
+        "issued_at": time.time(),
         "user": claims.get("preferred_username") or claims.get("email"),
     }
 

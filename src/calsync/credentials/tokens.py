@@ -74,7 +74,11 @@ class StoredTokens:
             return self._refresh(stale=rejected)
 
     def _fresh(self, credentials: Mapping[str, Any]) -> bool:
-        return float(credentials.get("expires_at") or 0) - REFRESH_AHEAD > self._clock()
+        """Good for a while yet: until REFRESH_AHEAD before expiry, or half its life for a short-lived one
+        (an emulator's few seconds), so a token is not refreshed for every request."""
+        expires_at = float(credentials.get("expires_at") or 0)
+        issued_at = float(credentials.get("issued_at") or expires_at - 2 * REFRESH_AHEAD)
+        return expires_at - min(REFRESH_AHEAD, (expires_at - issued_at) / 2) > self._clock()
 
     def _refresh(self, stale: str | None) -> str:
         """A token other than `stale`: another worker's if it refreshed meanwhile, else our own."""
@@ -116,7 +120,12 @@ class StoredTokens:
             with self.engine.begin() as conn:
                 token_leases.release(conn, self.account_id, owner)
             raise
-        fresh = {**stored, "access_token": issued.access_token, "expires_at": issued.expires_at}
+        fresh = {
+            **stored,
+            "access_token": issued.access_token,
+            "expires_at": issued.expires_at,
+            "issued_at": self._clock(),
+        }
         if issued.refresh_token:
             fresh["refresh_token"] = issued.refresh_token  # rotated: the newest is the one to keep
         with self.engine.begin() as conn:

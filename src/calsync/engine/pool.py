@@ -47,7 +47,7 @@ class ProviderPool:
         self._clients.clear()
 
 
-_RENEWED = frozenset({"access_token", "expires_at", "refresh_token"})
+_RENEWED = frozenset({"access_token", "expires_at", "issued_at", "refresh_token"})
 
 
 class WarmProviders:
