@@ -5,7 +5,6 @@ and consent page, and a revoked grant that a sync turns into `reauth-required`.
 A screenshot of the accounts part of the sidebar, with an account to reconnect, goes to artifacts/screenshots/.
 """
 
-# ruff: noqa: S105, S106 - the secrets here are the emulator's test values
 from __future__ import annotations
 
 from collections.abc import Iterator
