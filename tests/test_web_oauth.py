@@ -16,6 +16,9 @@ from sqlalchemy import Engine
 
 from calsync.emulators.google import GoogleEmulator
 from calsync.emulators.google import create_app as google_app
+from calsync.emulators.graph import GraphEmulator
+from calsync.emulators.graph import create_app as graph_app
+from calsync.emulators.oauth.tls import TlsFiles, ensure_tls_files
 from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.engine import setup
 from calsync.engine.sync import sync_once
@@ -25,7 +28,8 @@ from calsync.store import accounts as account_store
 from tests.test_web import CHROMIUM_ARGS, SHOTS, _chromium, _unavailable
 
 CLIENT_ID, CLIENT_SECRET = "calsync-test.apps.googleusercontent.com", "test-secret"
-ALICE = "alice@example.com"
+MS_CLIENT = "11111111-2222-3333-4444-555555555555"
+ALICE, CAROL = "alice@example.com", "carol@contoso.example"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,19 @@ def service(engine: Engine, google: str) -> Iterator[str]:
     })
     server = serve_in_thread(create_app(engine, oauth=clients))
     yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return ensure_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture()
+def graph(tls: TlsFiles) -> Iterator[str]:
+    """The Graph emulator and its Microsoft authorization server, over TLS (msal wants an https authority)."""
+    server = serve_in_thread(graph_app(GraphEmulator(oauth=True)), certfile=tls.cert, keyfile=tls.key)
+    yield server.url.replace("http://", "https://")
     server.stop()
 
 
@@ -179,3 +196,35 @@ def test_names_and_errors_from_outside_are_text(page: Any, engine: Engine) -> No
     # a token account has no consent flow to go through: the page says how to renew it instead
     assert item.get_by_role("button", name="Reconnect").count() == 0
     assert "calsync command" in text
+
+
+def test_connect_a_microsoft_account_from_the_page(browser: Any, engine: Engine, graph: str, tls: TlsFiles) -> None:
+    """Both providers configured: two Connect buttons; the Microsoft one ends with a Graph account."""
+    clients = OAuthClients.from_settings({
+        "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID, "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
+        "CALSYNC_MICROSOFT_CLIENT_ID": MS_CLIENT, "CALSYNC_MICROSOFT_TENANT": "organizations",
+        "CALSYNC_MICROSOFT_AUTHORITY_URL": graph, "CALSYNC_MICROSOFT_CA_FILE": tls.ca_cert,
+        "CALSYNC_GRAPH_BASE_URL": graph,
+    })
+    server = serve_in_thread(create_app(engine, oauth=clients))
+    # the emulator's certificate is signed by a local CA the browser does not know
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        panel = page.locator("#accounts-panel")
+        panel.get_by_role("button", name="Connect Google account").wait_for()
+        panel.get_by_role("button", name="Connect Microsoft account").click()
+        page.wait_for_url(f"{graph}/organizations/oauth2/v2.0/authorize?**")
+        page.get_by_label("Account").fill(CAROL)
+        page.get_by_role("button", name="Allow").click()
+        page.wait_for_url(f"{server.url}/")
+        page.locator("#account-note").wait_for()
+        (account,) = accounts(engine)
+        assert account.provider == "graph" and account.credentials["user"] == CAROL
+        item = page.locator(f'.account-item[data-account-id="{account.id}"][data-state="ok"]')
+        item.wait_for()
+        assert "Microsoft" in item.inner_text() and "Connected" in item.inner_text()
+    finally:
+        context.close()
+        server.stop()

@@ -78,15 +78,21 @@ function accountItem(a, offered) {
 export function renderAccounts() {
   const accounts = [...state.accounts.values()];
   const offered = state.oauthProviders || [];
-  const key = JSON.stringify([accounts, offered, accounts.map((a) => boundCount(a.id)), connected]);
+  const key = JSON.stringify([accounts, state.oauthProviders, Boolean(state.status),
+    accounts.map((a) => boundCount(a.id)), connected]);
   if (key === shown) return;
   shown = key;
 
   const list = $('#account-list');
   list.replaceChildren(...(accounts.length ? accounts.map((a) => accountItem(a, offered))
-    : [el('li', { class: 'muted' }, state.oauthProviders ? 'No accounts yet.' : 'Loading…')]));
-  $('#connect-buttons').replaceChildren(...offered.map((flow) => el('button', { type: 'button',
-    onclick: () => go(startUrl(flow)) }, `Connect ${FLOW_LABEL[flow] || flow} account`)));
+    : [el('li', { class: 'muted' }, state.status ? 'No accounts yet.' : 'Loading…')]));
+  const buttons = offered.map((flow) => el('button', { type: 'button', onclick: () => go(startUrl(flow)) },
+    `Connect ${FLOW_LABEL[flow] || flow} account`));
+  if (state.oauthProviders && !offered.length) {
+    buttons.push(el('p', { class: 'muted small' },
+      'This server has no OAuth client configured: connect accounts with calsync account connect.'));
+  }
+  $('#connect-buttons').replaceChildren(...buttons);
 
   const account = connected && state.accounts.get(connected);
   if (account) {
