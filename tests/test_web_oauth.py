@@ -138,6 +138,9 @@ def test_connect_then_reconnect_a_google_account_from_the_page(
     page.wait_for_url(f"{service}/")  # ?connected=<id> taken off the address once read
     (account,) = accounts(engine)
     assert account.state == "ok" and account.credentials["user"] == ALICE
+    (entry,) = httpx.get(f"{service}/api/v1/status").json()["accounts"]
+    assert (entry["user"], entry["connect"]) == (ALICE, "google"), "what Reconnect needs"
+    assert not {"credentials", "token", "access_token", "refresh_token"} & set(entry), "and never a secret"
     note = page.locator("#account-note")
     note.wait_for()
     assert f"Connected {ALICE} (Google)" in note.inner_text()
