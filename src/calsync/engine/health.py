@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from calsync.model import utcnow
 from calsync.store import accounts as account_store
@@ -12,6 +12,7 @@ from calsync.store import conferences as conference_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import outbox as outbox_store
 from calsync.store import scheduling
+from calsync.store.sealing import SecretKeyError
 from calsync.views import binding_json, jsonable
 
 
@@ -49,6 +50,7 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
                 "state": a["state"],
                 "last_error": a["last_error"],
                 "backoff_until": jsonable(a["backoff_until"]),
+                **_who(conn, a["id"]),
             }
             for a in account_store.list_accounts(conn)
         ]
@@ -59,3 +61,21 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
             "conference_backlog": conference_store.backlog(conn),
             "outbox_backlog": outbox_store.backlog(conn),
         }
+
+
+# an OAuth grant a person gave through a consent page -> the flow that gives it again (/oauth/<flow>/start)
+_CONSENT_FLOWS = {"google-user": "google", "microsoft-user": "microsoft"}
+
+
+def _who(conn: Connection, account_id: str) -> dict[str, Any]:
+    """The person an account acts for (`user`: an address, never a token) and the consent flow that
+    renews it (`connect`: google | microsoft, None for static tokens, service accounts, app-only).
+
+    Both live in the sealed credentials: a status that cannot open them shows None rather than fail,
+    as the syncs report the key problem themselves."""
+    try:
+        credentials = account_store.get_account(conn, account_id).credentials
+    except SecretKeyError:
+        return {"user": None, "connect": None}
+    user = credentials.get("user") or credentials.get("subject") or credentials.get("mailbox")
+    return {"user": str(user) if user else None, "connect": _CONSENT_FLOWS.get(str(credentials.get("grant")))}

@@ -18,7 +18,7 @@ from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.control import control_router
 from calsync.service.metrics import Metrics
-from calsync.service.oauth_routes import OAuthClients, oauth_router
+from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
 from calsync.service.webhooks import google_router, graph_router
 from calsync.store import accounts as account_store
@@ -50,7 +50,9 @@ def create_app(
     app.include_router(web_router(engine, adapters, demo))
     app.include_router(google_router(engine, metrics, wake, debounce))
     app.include_router(graph_router(engine, metrics, wake, debounce))
-    app.include_router(oauth_router(engine, oauth or OAuthClients()))
+    oauth = oauth or OAuthClients()
+    app.include_router(oauth_router(engine, oauth))
+    app.include_router(oauth_api_router(oauth))
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)

@@ -1,6 +1,7 @@
 """Connecting accounts from the web page: `GET /oauth/{google|microsoft}/start` sends the browser to the
 provider's consent page, `GET /oauth/{provider}/callback` takes the answer, redeems the code and
-stores (or reconnects) the account, then returns to the page.
+stores (or reconnects) the account, then returns to the page. `GET /api/v1/oauth/providers` tells the
+page which of the two it may offer.
 
 The PKCE verifier and the `state` never leave the service: each attempt is kept here, in memory, for
 ten minutes and used once, so a replayed or forged redirect (a state we did not hand out, or one
@@ -34,6 +35,7 @@ from calsync.credentials.connect import (
     microsoft_redeem,
 )
 from calsync.engine import setup
+from calsync.service.api import PREFIX
 
 ATTEMPT_SECONDS = 600.0  # as long as a provider's authorization code lives, about
 
@@ -149,6 +151,19 @@ def oauth_router(engine: Engine, clients: OAuthClients) -> APIRouter:
         except setup.SetupError as exc:
             return _page(400, f"The account was not connected: {exc}")
         return RedirectResponse(f"/?connected={connected.account_id}", 303)
+
+    return router
+
+
+def oauth_api_router(clients: OAuthClients) -> APIRouter:
+    """What the page may offer: a connect button per configured provider, none for the others."""
+    router = APIRouter(prefix=f"{PREFIX}/oauth")
+
+    @router.get("/providers")
+    def providers() -> dict[str, list[str]]:
+        """The providers whose accounts this server can connect through /oauth/{provider}/start."""
+        configured = {"google": clients.google, "microsoft": clients.microsoft}
+        return {"providers": [name for name, client in configured.items() if client is not None]}
 
     return router
 

@@ -1,4 +1,5 @@
 /* Sync health: the status poll (/status), the Sync health tab, the sidebar summary and the top bar's dot. */
+import { accountStateLabel, renderAccounts } from './accounts.js';
 import { api } from './api.js';
 import { loadConflicts, setConflictCount } from './conflicts.js';
 import { $, el } from './dom.js';
@@ -13,6 +14,7 @@ export async function refreshStatus() {
   const hadAccounts = state.accounts.size;
   state.accounts = new Map(status.accounts.map((a) => [a.id, a]));
   if (!hadAccounts && state.accounts.size) renderCalendarList();
+  renderAccounts();
   renderHealth(status);
   if (status.open_conflicts !== state.conflictCount || state.tab === 'conflicts') {
     state.conflictCount = status.open_conflicts;
@@ -90,7 +92,7 @@ function renderHealth(status) {
   const accountRows = status.accounts.map((a) => el('tr',
     { class: a.state === 'ok' ? '' : 'health-error', dataset: { accountId: a.id } },
     el('td', {}, a.name), el('td', {}, a.provider),
-    el('td', {}, el('span', { class: `pill ${a.state === 'ok' ? 'ok' : 'warn'}` }, a.state)),
+    el('td', {}, el('span', { class: `pill ${a.state === 'ok' ? 'ok' : 'warn'}` }, accountStateLabel(a.state))),
     el('td', {}, a.backoff_until ? `until ${relative(a.backoff_until, now)}` : '—'),
     el('td', { class: a.last_error ? 'error-text' : 'muted' }, a.last_error || '—')));
 

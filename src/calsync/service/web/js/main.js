@@ -1,6 +1,7 @@
 /* calsync web page: a calendar over the REST API (/api/v1), native ES modules, no build step.
  * This module wires the others together and starts the polls. FullCalendar, rrule.js and FullCalendar's
  * rrule plugin are classic scripts loaded before it (globals FullCalendar and rrule; see vendor/). */
+import { loadOAuthProviders, takeConnected } from './accounts.js';
 import { api } from './api.js';
 import { getCalendar, loadRange, makeCalendar, onEventsApplied } from './calendar.js';
 import { initConflicts, loadConflicts } from './conflicts.js';
@@ -46,6 +47,8 @@ function poll(fn, ms) {
 
 async function start() {
   wire();
+  takeConnected();
+  loadOAuthProviders();
   try {
     await Promise.all([loadCalendars(), refreshStatus().catch(() => null)]);
     renderCalendarList();

@@ -22,6 +22,7 @@ export const state = {
   loading: false,
   dragging: false,
   providers: [],
+  oauthProviders: null,     // the connect flows this server offers (/oauth/providers), once known
   demo: null,
   status: null,
   conflictCount: -1,
