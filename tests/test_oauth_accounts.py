@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -441,3 +442,49 @@ def test_web_connect_stores_the_account_and_refuses_tampered_or_replayed_answers
     assert replayed.status_code == 400
     with engine.begin() as conn:
         assert len(account_store.list_accounts(conn)) == 1, "a replayed answer stores nothing more"
+
+
+# --- no OAuth secret shown or stored plain ---------------------------------------------------------
+
+
+def test_no_oauth_secret_in_the_database_file_logs_cli_output_or_api_answers(
+        tmp_path: Path, google: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Refresh and access tokens and the client secret of a connected account, after connecting,
+    syncing (with a refresh), listing and asking the service: none appears in the SQLite files, the
+    DEBUG logs, the CLI's output or any API answer."""
+    from calsync.service.app import create_app
+    from calsync.store.db import open_engine
+
+    seed(google, ALICE, 3)
+    db = tmp_path / "c.db"
+    shown: list[str] = []
+    done = connect_by_cli(google_connect_args(google), db)
+    shown += [done.stdout, done.stderr]
+    account = done.stdout.split()[-1]
+    shown.append(calsync("calendar", "bind", account, ALICE, "--name", "Alice", db=db).stdout)
+    caplog.set_level(logging.DEBUG)
+    engine = open_engine(f"sqlite:///{db}")
+    try:
+        httpx.post(f"{google}/emulator/oauth/expire-access-tokens").raise_for_status()
+        assert sync_once(engine).inbound[0].status == "ok"  # renews the token: a new one is stored
+        with engine.begin() as conn:
+            credentials = account_store.get_account(conn, account).credentials
+        server = serve_in_thread(create_app(engine))
+        try:
+            for path in ("/api/v1/status", "/api/v1/accounts", "/api/v1/calendars", "/api/v1/events", "/metrics"):
+                shown.append(httpx.get(server.url + path).text)
+        finally:
+            server.stop()
+    finally:
+        engine.dispose()
+    for args in (("account", "list", "--json"), ("status", "--json"), ("status",), ("account", "list")):
+        done = calsync(*args, db=db)
+        shown += [done.stdout, done.stderr]
+    secrets_known = [credentials["refresh_token"], credentials["access_token"], CLIENT_SECRET]
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("c.db"))
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in secrets_known:
+        assert secret.encode() not in stored, "a secret in the database files"
+        assert secret not in logs, "a secret in the logs"
+        assert not any(secret in text for text in shown), "a secret in the CLI's output or an API answer"
+    assert len(shown) > 10 and logs, "the scan saw something"
