@@ -2,7 +2,7 @@
 connect through the consent page (CLI loopback, web), tokens that expire mid-sync, revocation and
 reconnect, Microsoft's refresh-token rotation across a crash, service accounts and app-only Graph."""
 
-# ruff: noqa: S105, S106 - the secrets here are the emulators' test values
+# ruff: noqa: S603 - the tests run calsync's own CLI
 from __future__ import annotations
 
 import functools
@@ -263,7 +263,8 @@ def test_two_workers_share_one_refresh_per_expiry(pg_engine: Engine, google: str
         got: list[str] = []
         barrier = threading.Barrier(2)
 
-        def renew(source: StoredTokens, rejected: str) -> None:
+        def renew(source: StoredTokens, rejected: str, barrier: threading.Barrier = barrier,
+                  got: list[str] = got) -> None:
             barrier.wait()
             got.append(source.renew(rejected))
 
