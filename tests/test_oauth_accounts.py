@@ -383,6 +383,17 @@ def test_a_service_account_impersonating_two_users_syncs_both(tmp_path: Path, go
         calsync("calendar", "bind", account, user, "--name", user, db=db)
     summary = json.loads(calsync("sync", "--json", db=db).stdout)["inbound"]
     assert sorted(s["created"] for s in summary) == [4, 6]
+    from calsync.store import service_keys
+    from calsync.store.db import open_engine
+
+    engine = open_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:
+            assert service_keys.count(conn) == 1, "the key is stored once for both users"
+            for row in account_store.list_accounts(conn):
+                assert account_store.get_account(conn, row["id"]).credentials["key"] == key
+    finally:
+        engine.dispose()
 
 
 def test_app_only_graph_syncs_a_users_calendar_through_users_id(tmp_path: Path, graph: str, tls: TlsFiles) -> None:

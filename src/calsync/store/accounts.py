@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 
 from calsync.model import Account, utcnow
 from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
+from calsync.store import service_keys
 from calsync.store.common import NotFound, new_id
 from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import AccountRow, BindingRow, CalendarRow
@@ -28,7 +29,7 @@ def create_account(
             provider=provider,
             name=name,
             base_url=base_url,
-            credentials_sealed=seal(conn, json.dumps(credentials)),
+            credentials_sealed=seal(conn, json.dumps(service_keys.extract(conn, credentials))),
             state="ok",
             created_at=now,
             updated_at=now,
@@ -46,8 +47,8 @@ def get_account(conn: Connection, account_id: str) -> Account:
         provider=row["provider"],
         name=row["name"],
         base_url=row["base_url"],
-        credentials=json.loads(
-            open_sealed(conn, row["credentials_sealed"], f"the credentials of account {account_id}")
+        credentials=service_keys.inline(
+            conn, json.loads(open_sealed(conn, row["credentials_sealed"], f"the credentials of account {account_id}"))
         ),
         state=row["state"],
         last_error=row["last_error"],
@@ -60,7 +61,7 @@ def update_credentials(conn: Connection, account_id: str, credentials: dict[str,
     done = conn.execute(
         accounts.update()
         .where(accounts.c.id == account_id)
-        .values(credentials_sealed=seal(conn, json.dumps(credentials)), updated_at=utcnow())
+        .values(credentials_sealed=seal(conn, json.dumps(service_keys.extract(conn, credentials))), updated_at=utcnow())
     ).rowcount
     if done != 1:
         raise NotFound(f"no account with id {account_id!r}")

@@ -2,8 +2,9 @@
 database uses, sealing and opening for the store modules, counting values per key, and re-sealing
 everything under a new key (`calsync keys rotate`) while other processes keep working.
 
-Sealed columns: accounts.credentials_sealed (the credentials as JSON) and channels.token (the
-secret a push channel's notifications carry). sealing.py holds the keys and the format.
+Sealed columns: accounts.credentials_sealed (the credentials as JSON), channels.token (the
+secret a push channel's notifications carry) and service_account_keys.key_sealed (a Google
+service-account key, stored once for the accounts of every user it acts for). sealing.py holds the keys and the format.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, select, update
+from sqlalchemy import Column, Connection, Engine, Table, inspect, select, update
 
 from calsync.store import sealing
-from calsync.store.schema import accounts, channels
+from calsync.store.schema import accounts, channels, service_account_keys
 from calsync.store.sealing import Keyring, SecretKeyMissing
 
 
@@ -35,6 +36,7 @@ class SealedColumn:
 SEALED: tuple[SealedColumn, ...] = (
     SealedColumn(accounts, accounts.c.credentials_sealed, "the credentials of account {id}"),
     SealedColumn(channels, channels.c.token, "the token of push channel {id}"),
+    SealedColumn(service_account_keys, service_account_keys.c.key_sealed, "service-account key {id}"),
 )
 
 
@@ -101,7 +103,10 @@ def open_sealed(conn: Connection, sealed: str, what: str) -> str:
 def sealed_counts(conn: Connection) -> dict[str, dict[str, int]]:
     """column name -> key id -> how many values it seals ("plain" for values not sealed yet)."""
     counts: dict[str, dict[str, int]] = {}
+    tables = set(inspect(conn).get_table_names())  # a migration may run this before a later table exists
     for column in SEALED:
+        if column.table.name not in tables:
+            continue
         for (value,) in conn.execute(select(column.value).where(column.value.is_not(None), column.value != "")):
             kid = sealing.sealed_key_id(value) or "plain"
             per_key = counts.setdefault(column.name, {})

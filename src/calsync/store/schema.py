@@ -252,6 +252,19 @@ conference_outbox = Table(
 
 # Change-notification channels per binding. `intent` rows are created with the first conference
 # on a calendar; the notifications work turns them into live provider channels.
+# Google service-account keys, one row per key however many users its accounts act for (domain-wide
+# delegation): an account's credentials name the key (`key_ref`), store/service_keys.py puts it back.
+service_account_keys = Table(
+    "service_account_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("client_email", Text, nullable=False),
+    Column("private_key_id", Text, nullable=False),
+    Column("key_sealed", Text, nullable=False),  # the key file's JSON, sealed (store/sealing.py)
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("client_email", "private_key_id", name="uq_service_account_keys_key"),
+)
+
 channels = Table(
     "channels",
     metadata,
