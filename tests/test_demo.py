@@ -131,6 +131,42 @@ def test_calsync_sync_on_the_demo_database_is_done_by_the_demo_service(demo: Dem
     assert f"synced by the calsync service at {demo.url}" in done.stderr
 
 
+def test_demo_accounts_hold_oauth_grants_and_the_emulators_refuse_raw_tokens(demo: Demo) -> None:
+    from calsync.store import accounts as account_store
+
+    with demo.engine.begin() as conn:
+        grants = {a["provider"]: account_store.get_account(conn, a["id"]).credentials.get("grant")
+                  for a in account_store.list_accounts(conn) if a["provider"] in ("google", "graph")}
+    assert grants == {"google": "google-user", "graph": "microsoft-user"}
+    assert httpx.get(f"{demo.google.url}/calendar/v3/users/me/calendarList",
+                     headers={"Authorization": "Bearer alice"}).status_code == 401
+    assert httpx.get(f"{demo.graph.url}/v1.0/me/calendars", headers={"Authorization": "Bearer alice"},
+                     verify=demo.verify).status_code == 401
+
+
+def test_the_pages_connect_reaches_the_demos_google_consent_page_and_stores_the_account(demo: Demo) -> None:
+    """/oauth/google/start on the demo's service: the emulated consent page, Allow, and the callback
+    stores a new account; connecting a demo user again renews that account in place."""
+    from calsync.demo import press_allow
+    from calsync.store import accounts as account_store
+
+    def connect(user: str) -> str:
+        start = httpx.get(f"{demo.url}/oauth/google/start", params={"login_hint": user})
+        assert start.status_code == 303 and start.headers["location"].startswith(f"{demo.google.url}/o/oauth2/v2/auth?")
+        done = httpx.get(press_allow(start.headers["location"]))
+        assert done.status_code == 303, done.text
+        return done.headers["location"].split("connected=")[1]
+
+    with demo.engine.begin() as conn:
+        before = len(account_store.list_accounts(conn))
+    carol = connect("carol@example.com")
+    assert carol not in demo.accounts.values()
+    assert connect("alice@example.com") == demo.accounts["alice"], "a connected user is renewed in place"
+    with demo.engine.begin() as conn:
+        assert len(account_store.list_accounts(conn)) == before + 1
+        assert account_store.get_account(conn, carol).credentials["user"] == "carol@example.com"
+
+
 def test_stopping_the_demo_leaves_no_radicale_process_storage_or_service_record() -> None:
     demo = start_demo()
     server = demo.caldav

@@ -131,8 +131,9 @@ def api_events(demo: Any, start: str, end: str, calendar_id: str | None = None) 
     return httpx.get(f"{demo.url}/api/v1/events", params=params).raise_for_status().json()["events"]
 
 
-def google(demo: Any, token: str = "alice") -> httpx.Client:
-    return httpx.Client(base_url=f"{demo.google.url}/calendar/v3", headers={"Authorization": f"Bearer {token}"})
+def google(demo: Any, user: str = "alice") -> httpx.Client:
+    """Google Calendar's API as the user's own calendar app (the demo's other OAuth client) uses it."""
+    return demo._google(user)
 
 
 def remote_event(demo: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +141,7 @@ def remote_event(demo: Any, event: dict[str, Any]) -> dict[str, Any]:
     link = event["links"][0]
     with demo.engine.begin() as conn:
         binding = account_store.get_binding(conn, link["binding_id"])
-        token = account_store.get_account(conn, binding["account_id"]).credentials["token"]
-    with google(demo, token) as api:
+    with google(demo, demo.user_of(binding["account_id"])) as api:
         return api.get(f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}").raise_for_status().json()
 
 

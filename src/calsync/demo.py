@@ -8,24 +8,33 @@ Google and Outlook through the hub (one local calendar, two bindings).
 By default the whole service runs (REST API, web page, webhook receiver, workers) on a SQLite database,
 with the emulators in-process, until Ctrl-C; its own URL is the public URL the emulated Google and
 Outlook call back, so a change made on either emulator reaches the open page within a second or two.
-CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. `--once` does a one-shot run instead:
+CalDAV has no push, so the demo polls every DEMO_POLL_SECONDS. The emulated Google and Microsoft
+authorization servers are on (Graph over TLS, trusting a CA made in the demo's directory): each Google
+user and the Outlook mailbox is connected through its consent page, as `calsync account connect` does,
+and the page's Connect button works against them. `--once` does a one-shot run instead:
 initial sync, Zoom meetings, remote edits, incremental sync, a Google event reaching Outlook through
 the mirror, printed, then exit.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import re
 import signal
 import socket
+import ssl
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 from rich.console import Console
@@ -36,9 +45,23 @@ from calsync import caldav_server
 from calsync.caldav_server import CalDAVServer
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.conferencing.zoom import ZoomAdapter
+from calsync.credentials import grants, provider_maker
+from calsync.credentials.connect import (
+    Attempt,
+    ConnectError,
+    GoogleClient,
+    LoopbackRedirect,
+    MicrosoftClient,
+    check_answer,
+    google_consent_url,
+    google_redeem,
+    microsoft_flow,
+    microsoft_redeem,
+)
 from calsync.emulators.google import GoogleEmulator, create_app
 from calsync.emulators.graph import GraphEmulator
 from calsync.emulators.graph import create_app as create_graph_app
+from calsync.emulators.oauth.tls import TlsFiles, ensure_tls_files
 from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.emulators.zoom import ZoomEmulator
 from calsync.emulators.zoom import create_app as create_zoom_app
@@ -49,22 +72,23 @@ from calsync.engine.pool import ProviderPool
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import sync_once
 from calsync.providers.caldav import CalDAVProvider
-from calsync.providers.google import GoogleProvider
 from calsync.service import runtime
+from calsync.service.oauth_routes import OAuthClients
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.rows import ConferenceRow, EventRow, EventWithLinks
 from calsync.store.urls import sqlite_file
 
-# (user token, calendar summary or None for the primary calendar, events to seed, colour on the page)
+# (Google user, calendar summary or None for the primary calendar, events to seed, colour on the page);
+# the user signs in on the emulator's consent page as <user>@example.com
 SAMPLE = (
     ("alice", None, 240, "#3b6fd8"),
     ("alice", "Team offsites", 90, "#d9772b"),
     ("bob", None, 150, "#2e9d62"),
 )
 MEETINGS = 12  # Zoom meetings made for the next single events of the first calendar
-OUTLOOK_USER = "alice"  # the Graph emulator's mailbox alice@contoso.example (any bearer token is a mailbox)
+OUTLOOK_USER = "alice"  # signs in on the Graph emulator's consent page as the mailbox alice@contoso.example
 OUTLOOK_EVENTS = 60  # seeded into the mailbox's default calendar; one in 15 a weekly series
 OUTLOOK_COLOUR = "#11849b"
 CALDAV_USER = "carol"  # Radicale runs without authentication: the user name picks the calendar home
@@ -84,6 +108,14 @@ MIRROR_NAME = "Shared: Google + Outlook"  # the local calendar with a Google and
 MIRROR_GOOGLE, MIRROR_OUTLOOK = "Shared with Outlook", "Shared with Google"  # their remote calendars
 MIRROR_EVENTS = 10  # single events seeded on the Google side; the hub copies them to Outlook
 MIRROR_COLOUR = "#c0392b"
+# OAuth clients registered on the emulated authorization servers: calsync's own (the accounts it syncs, the
+# page's Connect) and "another client" the demo acts as when it changes events remotely, with its own grant
+# as a person's calendar app has (the emulators in OAuth mode take only tokens they issued)
+GOOGLE_CLIENT = ("calsync-demo.apps.googleusercontent.com", "calsync-demo-secret")
+GOOGLE_REMOTE_CLIENT = ("demo-calendar-app.apps.googleusercontent.com", "demo-calendar-app-secret")
+MICROSOFT_CLIENT = "0d3c5a1e-ca15-4e0c-9d3a-c0ffeec0ffee"  # a public client (no secret), as the CLI's
+MICROSOFT_REMOTE_CLIENT = "5e1f0a7b-0ae7-4c1e-8f00-0a11ce0a11ce"
+MICROSOFT_TENANT = "organizations"
 DEMO_POLL_SECONDS = 15.0  # CalDAV changes arrive by polling (Google and Outlook ones by push; polls are the safety net)
 
 
@@ -91,16 +123,93 @@ def _utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seed(base: str, start: datetime) -> list[tuple[str, str, str]]:
-    """Create the sample calendars on the emulator; returns (token, calendar id, colour) triples."""
+# --- consent, as a person's browser gives it -----------------------------------------------------
+
+_FORM = re.compile(r'<form method="post" action="([^"]+)">')
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def press_allow(auth_url: str, verify: ssl.SSLContext | bool = True) -> str:
+    """Open an emulated consent page and press Allow, as the person would in a browser; returns the
+    address the authorization server redirects to (the client's redirect URI with the answer)."""
+    page = httpx.get(auth_url, verify=verify)
+    action = _FORM.search(page.text)
+    if page.status_code != 200 or action is None:
+        raise ConnectError(f"no consent page at {auth_url.split('?')[0]}: HTTP {page.status_code}")
+    fields = {unescape(k): unescape(v) for k, v in _HIDDEN.findall(page.text)}
+    answer = httpx.post(
+        urljoin(auth_url, unescape(action.group(1))), data={**fields, "decision": "allow"}, verify=verify
+    )
+    if answer.status_code != 302:
+        raise ConnectError(f"the consent page did not redirect: HTTP {answer.status_code}")
+    return answer.headers["location"]
+
+
+def _answered(receiver: LoopbackRedirect, auth_url: str, verify: ssl.SSLContext | bool) -> dict[str, str]:
+    """Allow on the consent page, then follow the redirect to the loopback listener (the browser's
+    last step in `calsync account connect`); the query the listener took."""
+    httpx.get(press_allow(auth_url, verify), timeout=30)
+    return receiver.wait(30)
+
+
+def google_consent(client: GoogleClient, user: str) -> dict[str, Any]:
+    """The flow `calsync account connect google` runs, with the demo pressing Allow: the credentials."""
+    receiver = LoopbackRedirect("/")
+    try:
+        attempt = Attempt()
+        query = _answered(receiver, google_consent_url(client, receiver.redirect_uri, attempt, user), True)
+        return google_redeem(client, check_answer(query, attempt), attempt, receiver.redirect_uri)
+    finally:
+        receiver.close()
+
+
+def microsoft_consent(client: MicrosoftClient, user: str, verify: ssl.SSLContext) -> dict[str, Any]:
+    """The flow `calsync account connect microsoft` runs, with the demo pressing Allow: the credentials."""
+    receiver = LoopbackRedirect("/")
+    try:
+        with warnings.catch_warnings():
+            # msal recommends form_post; the loopback listener takes the query answer, as the CLI's does
+            warnings.filterwarnings("ignore", "response_mode='form_post' is recommended", UserWarning)
+            flow = microsoft_flow(client, receiver.redirect_uri, user)
+        return microsoft_redeem(client, flow, _answered(receiver, str(flow["auth_uri"]), verify))
+    finally:
+        receiver.close()
+
+
+class RemoteTokens:
+    """Another client's grant for one user (the person's own calendar app, as the demo plays it): its
+    access token, renewed with its refresh token shortly before it expires. Kept apart from calsync's
+    grant so that the demo never spends (or, at Microsoft, rotates away) the refresh token calsync stores."""
+
+    def __init__(self, credentials: dict[str, Any]) -> None:
+        self._credentials = credentials
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        with self._lock:
+            c = self._credentials
+            if float(c["expires_at"]) - time.time() < 300:
+                issued = grants.refresh(c)
+                c["access_token"], c["expires_at"] = issued.access_token, issued.expires_at
+                c["refresh_token"] = issued.refresh_token or c["refresh_token"]
+            return str(c["access_token"])
+
+
+def _google_email(user: str) -> str:
+    return GoogleEmulator.user_email(user)
+
+
+def _seed(demo: Demo, start: datetime) -> list[tuple[str, str, str]]:
+    """Create the sample calendars on the emulator; returns (user, calendar id, colour) triples."""
+    base = demo.google.url
     made: list[tuple[str, str, str]] = []
-    for n, (token, summary, count, colour) in enumerate(SAMPLE):
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
+    for n, (user, summary, count, colour) in enumerate(SAMPLE):
+        with demo._google(user) as api:
             if summary is None:
-                calendar_id = api.get("/calendar/v3/calendars/primary").raise_for_status().json()["id"]
+                calendar_id = api.get("/calendars/primary").raise_for_status().json()["id"]
             else:
                 calendar_id = (
-                    api.post("/calendar/v3/calendars", json={"summary": summary, "timeZone": "Europe/Berlin"})
+                    api.post("/calendars", json={"summary": summary, "timeZone": "Europe/Berlin"})
                     .raise_for_status()
                     .json()["id"]
                 )
@@ -114,7 +223,7 @@ def _seed(base: str, start: datetime) -> list[tuple[str, str, str]]:
                 "recurring_every": 30,
             },
         ).raise_for_status()
-        made.append((token, calendar_id, colour))
+        made.append((user, calendar_id, colour))
     return made
 
 
@@ -174,9 +283,11 @@ class Demo:
     adapter: ZoomAdapter
     db_url: str
     engine: Engine
+    tls: TlsFiles  # the local CA the Graph emulator's certificate is signed by (trusted, never unchecked)
     caldav: CalDAVServer | None = None  # None when Radicale is not installed
-    accounts: dict[str, str] = field(default_factory=dict)  # Google token -> account id
-    calendars: list[tuple[str, str]] = field(default_factory=list)  # Google (token, remote calendar id)
+    accounts: dict[str, str] = field(default_factory=dict)  # Google user -> account id
+    calendars: list[tuple[str, str]] = field(default_factory=list)  # Google (user, remote calendar id)
+    remote: dict[str, RemoteTokens] = field(default_factory=dict)  # Google user, or "outlook" -> another client's
     outlook_account: str | None = None
     caldav_account: str | None = None
     outlook_calendars: dict[str, str] = field(default_factory=dict)  # Outlook calendar name -> Graph id
@@ -197,6 +308,26 @@ class Demo:
     @property
     def adapters(self) -> dict[str, ConferenceAdapter]:
         return {"zoom": self.adapter}
+
+    @property
+    def verify(self) -> ssl.SSLContext:
+        """Certificate checks against the demo's CA (for the Graph emulator)."""
+        return _trusting(self.tls.ca_cert)
+
+    def google_client(self) -> GoogleClient:
+        return GoogleClient(*GOOGLE_CLIENT, base_url=self.google.url)
+
+    def microsoft_client(self) -> MicrosoftClient:
+        return MicrosoftClient(MICROSOFT_CLIENT, None, MICROSOFT_TENANT, self.graph.url, self.tls.ca_cert)
+
+    def oauth_clients(self) -> OAuthClients:
+        """The page's Connect: calsync's clients at the emulated Google and Microsoft sign-in."""
+        return OAuthClients(
+            google=self.google_client(),
+            google_base_url=self.google.url,
+            microsoft=self.microsoft_client(),
+            graph_base_url=self.graph.url,
+        )
 
     # --- the service ---------------------------------------------------------------------------
 
@@ -219,6 +350,7 @@ class Demo:
                 demo=self,
                 control_token=token,
                 poll_interval=DEMO_POLL_SECONDS,
+                oauth=self.oauth_clients(),
             ),
             host=host,
             port=port,
@@ -308,9 +440,9 @@ class Demo:
             raise LookupError(f"unknown kind of change {kind!r}")
 
     def _create(self, at: datetime) -> dict[str, Any]:
-        token, calendar_id = self.calendars[0]
+        user, calendar_id = self.calendars[0]
         title = f"Coffee with the calsync team #{self._changes}"
-        with self._google(token) as api:
+        with self._google(user) as api:
             made = (
                 api.post(
                     f"/calendars/{calendar_id}/events",
@@ -352,8 +484,7 @@ class Demo:
         link = event["links"][0]
         with self.engine.begin() as conn:
             binding = account_store.get_binding(conn, link["binding_id"])
-            token = account_store.get_account(conn, binding["account_id"]).credentials["token"]
-        with self._google(token) as api:
+        with self._google(self.user_of(binding["account_id"])) as api:
             api.patch(
                 f"/calendars/{binding['remote_calendar_id']}/events/{link['remote_id']}", json=body
             ).raise_for_status()
@@ -369,12 +500,22 @@ class Demo:
             **extra,
         }
 
-    def _google(self, token: str) -> httpx.Client:
+    def user_of(self, account_id: str) -> str:
+        """The demo's Google user a Google account was connected for."""
+        return next(user for user, account in self.accounts.items() if account == account_id)
+
+    def _google(self, user: str) -> httpx.Client:
+        """Google Calendar's API as `user`'s own calendar app uses it (its token, not calsync's)."""
+        token = self.remote[user].token()
         return httpx.Client(base_url=f"{self.google.url}/calendar/v3", headers={"Authorization": f"Bearer {token}"})
 
     def outlook(self) -> httpx.Client:
         """The Graph API of the emulated Outlook mailbox, as another Outlook client would use it."""
-        return _outlook_client(self.graph.url)
+        return httpx.Client(
+            base_url=f"{self.graph.url}/v1.0",
+            headers={"Authorization": f"Bearer {self.remote['outlook'].token()}"},
+            verify=self.verify,
+        )
 
     def outlook_events(self, calendar_id: str) -> list[dict[str, Any]]:
         """Every single event and series master of an Outlook calendar (Graph's /events listing)."""
@@ -390,6 +531,11 @@ class Demo:
     def _binding_ids(self) -> list[str]:
         with self.engine.begin() as conn:
             return [b["id"] for b in account_store.list_bindings(conn)]
+
+
+@functools.cache
+def _trusting(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _parse(value: str) -> datetime:
@@ -412,40 +558,46 @@ def _retitled(title: str, note: str) -> str:
 
 
 def prepare(db: str | None = None, console: Console | None = None) -> Demo:
-    """Start the emulators (and Radicale), seed every account, bind the calendars to a fresh database,
-    run the initial sync and create Zoom meetings for the next events."""
+    """Start the emulators (and Radicale), connect every account through its consent page, seed and
+    bind the calendars to a fresh database, run the initial sync and create Zoom meetings for the next
+    events."""
     console = console or Console(file=io.StringIO())
-    db_url = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='calsync-demo-')) / 'calsync.db'}"
-    google = serve_in_thread(create_app(GoogleEmulator()))
+    home = Path(tempfile.mkdtemp(prefix="calsync-demo-"))
+    db_url = db or f"sqlite:///{home / 'calsync.db'}"
+    # the CA stays beside the database: the Outlook account's credentials name it (ca_file)
+    tls = ensure_tls_files(home / "tls")
+    google = serve_in_thread(create_app(GoogleEmulator(oauth=True)))
     zoom = serve_in_thread(create_zoom_app(ZoomEmulator()))
-    graph = serve_in_thread(create_graph_app(GraphEmulator()))
+    graph = serve_in_thread(create_graph_app(GraphEmulator(oauth=True)), certfile=tls.cert, keyfile=tls.key)
     adapter = _zoom_adapter(zoom)
     engine = open_engine(db_url)
-    demo = Demo(google=google, zoom=zoom, graph=graph, adapter=adapter, db_url=db_url, engine=engine)
+    demo = Demo(google=google, zoom=zoom, graph=graph, adapter=adapter, db_url=db_url, engine=engine, tls=tls)
     try:
         demo.caldav = _start_radicale(console)
         console.print(
             f"[bold]calsync demo[/bold]\n  Google Calendar emulator: {google.url}\n"
-            f"  Outlook (Microsoft Graph) emulator: {graph.url}\n"
+            f"  Outlook (Microsoft Graph) emulator: {graph.url} (its CA: {tls.ca_cert})\n"
             f"  CalDAV (Radicale): {demo.caldav.url if demo.caldav else 'skipped'}\n"
             f"  Zoom emulator: {zoom.url}\n  database: {db_url}"
         )
+        _register_clients(demo)
+        for user in dict.fromkeys(user for user, _summary, _count, _colour in SAMPLE):
+            _connect_google(demo, user, console)
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
-        seeded = _seed(google.url, start)
-        for token, _calendar, _colour in seeded:
-            if token not in demo.accounts:
-                demo.accounts[token] = setup.add_account(
-                    engine, "google", f"{token} (emulated Google)", google.url, {"token": token}
-                )
-        for token, calendar_id, colour in seeded:
-            provider = GoogleProvider(token, google.url)
-            info = {c.remote_id: c for c in provider.list_calendars()}[calendar_id]
-            provider.close()
+        seeded = _seed(demo, start)
+        make = provider_maker(engine)
+        for user, calendar_id, colour in seeded:
+            with engine.begin() as conn:
+                provider = make(account_store.get_account(conn, demo.accounts[user]))
+            try:
+                info = {c.remote_id: c for c in provider.list_calendars()}[calendar_id]
+            finally:
+                provider.close()
             setup.bind_calendar(
-                engine, demo.accounts[token], calendar_id, setup.NewCalendar(info.name, info.time_zone, colour)
+                engine, demo.accounts[user], calendar_id, setup.NewCalendar(info.name, info.time_zone, colour)
             )
-            demo.calendars.append((token, calendar_id))
-        _add_outlook(demo, start)
+            demo.calendars.append((user, calendar_id))
+        _add_outlook(demo, start, console)
         if demo.caldav is not None:
             _add_caldav(demo, demo.caldav, start)
         _add_mirror(demo, start)
@@ -482,15 +634,46 @@ def _start_radicale(console: Console) -> CalDAVServer | None:
     return caldav_server.start_server("radicale", username=CALDAV_USER, password="demo")  # noqa: S106
 
 
-def _outlook_client(base: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{base}/v1.0", headers={"Authorization": f"Bearer {OUTLOOK_USER}"})
+def _register_clients(demo: Demo) -> None:
+    """calsync's OAuth clients and the "other client" the demo acts as, registered with the emulated
+    authorization servers (from then on, unknown clients and wrong secrets are refused there)."""
+    for client_id, secret in (GOOGLE_CLIENT, GOOGLE_REMOTE_CLIENT):
+        httpx.post(
+            f"{demo.google.url}/emulator/oauth/clients", json={"client_id": client_id, "client_secret": secret}
+        ).raise_for_status()
+    for client_id in (MICROSOFT_CLIENT, MICROSOFT_REMOTE_CLIENT):
+        httpx.post(
+            f"{demo.graph.url}/emulator/oauth/clients",
+            json={"client_id": client_id, "client_secret": None},
+            verify=demo.verify,
+        ).raise_for_status()
 
 
-def _add_outlook(demo: Demo, start: datetime) -> None:
-    """The Outlook mailbox: its default calendar seeded with sample events, bound on its own, and an
-    empty second calendar that becomes the Outlook side of the mirror."""
+def _connect_google(demo: Demo, user: str, console: Console) -> None:
+    """`user` gives calsync access on the emulated consent page (the demo presses Allow), and gives the
+    demo's "other client" its own access, which the demo uses to change events remotely."""
+    email = _google_email(user)
+    credentials = google_consent(demo.google_client(), email)
+    demo.accounts[user] = setup.connect_account(
+        demo.engine, "google", f"{user} (emulated Google)", demo.google.url, credentials
+    ).account_id
+    demo.remote[user] = RemoteTokens(google_consent(GoogleClient(*GOOGLE_REMOTE_CLIENT, demo.google.url), email))
+    console.print(f"  Google account {email} connected through the emulator's consent page (OAuth, PKCE)")
+
+
+def _add_outlook(demo: Demo, start: datetime, console: Console) -> None:
+    """The Outlook mailbox, connected through the emulated Microsoft consent page: its default
+    calendar seeded with sample events, bound on its own, and an empty second calendar that becomes the
+    Outlook side of the mirror."""
     mailbox = GraphEmulator.user_email(OUTLOOK_USER)
-    with _outlook_client(demo.graph.url) as api:
+    credentials = microsoft_consent(demo.microsoft_client(), mailbox, demo.verify)
+    demo.outlook_account = setup.connect_account(
+        demo.engine, "graph", f"{OUTLOOK_USER} (emulated Outlook)", demo.graph.url, credentials
+    ).account_id
+    remote = MicrosoftClient(MICROSOFT_REMOTE_CLIENT, None, MICROSOFT_TENANT, demo.graph.url, demo.tls.ca_cert)
+    demo.remote["outlook"] = RemoteTokens(microsoft_consent(remote, mailbox, demo.verify))
+    console.print(f"  Outlook account {mailbox} connected through the emulator's consent page (OAuth, PKCE, TLS)")
+    with demo.outlook() as api:
         default = next(c for c in api.get("/me/calendars").raise_for_status().json()["value"] if c["isDefaultCalendar"])
         shared = api.post("/me/calendars", json={"name": MIRROR_OUTLOOK}).raise_for_status().json()
     httpx.post(
@@ -502,11 +685,9 @@ def _add_outlook(demo: Demo, start: datetime) -> None:
             "seed": 4,
             "recurring_every": 15,
         },
+        verify=demo.verify,
     ).raise_for_status()
     demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
-    demo.outlook_account = setup.add_account(
-        demo.engine, "graph", f"{OUTLOOK_USER} (emulated Outlook)", demo.graph.url, {"token": OUTLOOK_USER}
-    )
     setup.bind_calendar(
         demo.engine,
         demo.outlook_account,
@@ -558,8 +739,8 @@ def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
 def _add_mirror(demo: Demo, start: datetime) -> None:
     """One local calendar bound to a Google calendar and to an Outlook calendar: what arrives from one
     side is queued for the other (the Google side starts with sample events, the Outlook side empty)."""
-    token = SAMPLE[0][0]
-    with demo._google(token) as api:
+    user = SAMPLE[0][0]
+    with demo._google(user) as api:
         google_id = (
             api.post("/calendars", json={"summary": MIRROR_GOOGLE, "timeZone": "Europe/Berlin"})
             .raise_for_status()
@@ -577,9 +758,9 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
     outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
     assert demo.outlook_account is not None
     calendar = setup.add_calendar(demo.engine, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)
-    google_binding = setup.bind_calendar(demo.engine, demo.accounts[token], google_id, calendar).binding_id
+    google_binding = setup.bind_calendar(demo.engine, demo.accounts[user], google_id, calendar).binding_id
     outlook_binding = setup.bind_calendar(demo.engine, demo.outlook_account, outlook_id, calendar).binding_id
-    demo.calendars.append((token, google_id))
+    demo.calendars.append((user, google_id))
     demo.mirror = {
         "calendar_id": calendar,
         "google_binding": google_binding,
@@ -622,9 +803,9 @@ def start_demo(
 # --- the one-shot run (`calsync demo --once`) ------------------------------------------------
 
 
-def _remote_edits(base: str, token: str, calendar_id: str, console: Console) -> None:
+def _remote_edits(demo: Demo, user: str, calendar_id: str, console: Console) -> None:
     """Change the remote side the way another Google client would: one insert, one edit, one delete."""
-    with httpx.Client(base_url=f"{base}/calendar/v3", headers={"Authorization": f"Bearer {token}"}) as api:
+    with demo._google(user) as api:
         path = f"/calendars/{calendar_id}/events"
         items = api.get(path, params={"maxResults": 3}).raise_for_status().json()["items"]
         start = _next_hour() + timedelta(days=1)
@@ -688,7 +869,7 @@ def _meeting(adapter: ZoomAdapter, conference_id: str) -> str:
 
 def run_once(demo: Demo, console: Console) -> None:
     """Remote edits, an incremental sync, and the Zoom meeting following its event, printed."""
-    _remote_edits(demo.google.url, *demo.calendars[0], console)
+    _remote_edits(demo, *demo.calendars[0], console)
     meeting = demo.conferences[0]["conference_id"]
     _move_one(demo, demo.conferences[0], console)
     console.print(f"  Zoom meeting before the sync: {_meeting(demo.adapter, meeting)}")
@@ -717,6 +898,20 @@ def run_once(demo: Demo, console: Console) -> None:
     console.print(
         f"Explore: calsync events list --db {db}\n         calsync status --db {db}\n"
         f"         calsync conference list --db {db}"
+    )
+
+
+def _connect_hint(demo: Demo, url: str) -> str:
+    """How to connect one more account against the demo's emulated sign-in, from the page or the CLI."""
+    client_id, secret = GOOGLE_CLIENT
+    return (
+        f"  Connect another account: the page's Connect, or {url}/oauth/google/start (any address, "
+        "e.g. carol@example.com, on the emulator's consent page), or\n"
+        f"    calsync account connect google --base-url {demo.google.url} --client-id {client_id} "
+        f"--client-secret {secret} --db {demo.db_url}\n"
+        f"    calsync account connect microsoft --client-id {MICROSOFT_CLIENT} --tenant {MICROSOFT_TENANT} "
+        f"--authority-url {demo.graph.url} --base-url {demo.graph.url} --ca-file {demo.tls.ca_cert} "
+        f"--db {demo.db_url}"
     )
 
 
@@ -757,9 +952,11 @@ def run_demo(
         console.print(
             f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
             f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
-            f"  Google tokens: {', '.join(sorted(demo.accounts))} · Outlook token: {OUTLOOK_USER} "
-            f"({demo.graph.url}/v1.0)"
+            f"  Google users: {', '.join(_google_email(u) for u in sorted(demo.accounts))} · Outlook: "
+            f"{GraphEmulator.user_email(OUTLOOK_USER)} ({demo.graph.url}/v1.0)"
             + (f" · CalDAV: {demo.caldav.url} as {demo.caldav.username}" if demo.caldav else "")
+            + "\n"
+            + _connect_hint(demo, url)
             + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
             f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
             f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop."
