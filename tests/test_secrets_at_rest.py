@@ -425,3 +425,19 @@ def test_rotation_with_the_keys_in_the_environment(tmp_path: Path, monkeypatch: 
     with engine.begin() as conn:
         assert account_store.get_account(conn, account).credentials == {"token": "x"}
     engine.dispose()
+
+
+def test_one_rotation_at_a_time(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "google", "a", None, {"token": "x"})
+    key_file = tmp_path / "r.db.key"
+    with sealing.changing(key_file), pytest.raises(sealing.RotationBusy, match="another process"):
+        key_store.rotate(engine, grace=0)
+    assert len(sealing.read_key_file(key_file)) == 1  # untouched
+    done = key_store.rotate(engine, grace=0, keep_old=True)
+    assert len(sealing.read_key_file(key_file)) == 2 and done.kept
+    assert key_store.retire_unused(engine) == done.kept
+    with engine.begin() as conn:
+        assert account_store.get_account(conn, account).credentials == {"token": "x"}
+    engine.dispose()
