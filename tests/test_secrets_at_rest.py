@@ -441,3 +441,32 @@ def test_one_rotation_at_a_time(tmp_path: Path) -> None:
     with engine.begin() as conn:
         assert account_store.get_account(conn, account).credentials == {"token": "x"}
     engine.dispose()
+
+
+def test_the_service_answers_503_naming_the_key_when_a_secret_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    token = secrets.token_urlsafe(12)
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "google", "a", None, {"token": "x"})
+        calendar = account_store.create_calendar(conn, "c")
+        binding = account_store.create_binding(conn, calendar, account, "primary", "two-way")
+        scheduling.add_channel(conn, "ch1", binding, {"state": "pending", "channel_id": "ch1", "token": token})
+        scheduling.activate_channel(conn, "ch1", "res", None)
+    needed = sealing.key_id(sealing.read_key_file(tmp_path / "h.db.key")[0])
+    monkeypatch.setenv(sealing.ENV_KEYS, sealing.new_key())
+    server = serve_in_thread(create_app(engine))
+    try:
+        answer = httpx.post(f"{server.url}/webhooks/google", headers={
+            "x-goog-channel-id": "ch1", "x-goog-channel-token": token, "x-goog-resource-id": "res",
+            "x-goog-resource-state": "exists"}, timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 503
+    assert "push channel ch1" in answer.json()["detail"] and needed in answer.json()["detail"]
+    monkeypatch.delenv(sealing.ENV_KEYS)
+    with engine.begin() as conn:  # nothing was written or wiped
+        channel = scheduling.channel_by_channel_id(conn, "ch1")
+        assert channel is not None and channel["token"] == token and channel["messages"] == 0
+    engine.dispose()
