@@ -470,3 +470,13 @@ def test_the_service_answers_503_naming_the_key_when_a_secret_cannot_be_opened(
         channel = scheduling.channel_by_channel_id(conn, "ch1")
         assert channel is not None and channel["token"] == token and channel["messages"] == 0
     engine.dispose()
+
+
+def test_keys_generate_prints_one_key_and_stores_it_nowhere(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "calsync.cli", "keys", "generate"], capture_output=True, text=True, timeout=60,
+        check=True, env={k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")})
+    key = done.stdout.strip()
+    assert sealing.Keyring((key,), "test").ids == (sealing.key_id(key),)  # a valid Fernet key
+    assert "stored nowhere" in " ".join(done.stderr.split()) and key not in done.stderr
+    assert list(tmp_path.iterdir()) == []
