@@ -202,7 +202,7 @@ def load(
                 ) from None
             _create_key_file(path)
             stat = path.stat()
-        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_mode)
         cached = _cache.get(path)
         if cached is not None and cached[0] == signature:
             return cached[1]
