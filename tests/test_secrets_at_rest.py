@@ -74,8 +74,7 @@ def test_a_key_file_is_made_on_first_use_owner_only_and_refused_when_others_may_
         key_file = Path(key_store.key_file(conn))
     assert key_file == tmp_path / "k.db.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    key_file.chmod(0o640)
-    sealing._cache.clear()
+    key_file.chmod(0o640)  # noticed by a running process too
     with pytest.raises(sealing.KeyFileUnsafe, match=r"chmod 600"), engine.begin() as conn:
         account_store.get_account(conn, conn.execute(select(accounts.c.id)).scalar_one())
     engine.dispose()
@@ -425,3 +424,58 @@ def test_rotation_with_the_keys_in_the_environment(tmp_path: Path, monkeypatch: 
     with engine.begin() as conn:
         assert account_store.get_account(conn, account).credentials == {"token": "x"}
     engine.dispose()
+
+
+def test_one_rotation_at_a_time(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "google", "a", None, {"token": "x"})
+    key_file = tmp_path / "r.db.key"
+    with sealing.changing(key_file), pytest.raises(sealing.RotationBusy, match="another process"):
+        key_store.rotate(engine, grace=0)
+    assert len(sealing.read_key_file(key_file)) == 1  # untouched
+    done = key_store.rotate(engine, grace=0, keep_old=True)
+    assert len(sealing.read_key_file(key_file)) == 2 and done.kept
+    assert key_store.retire_unused(engine) == done.kept
+    with engine.begin() as conn:
+        assert account_store.get_account(conn, account).credentials == {"token": "x"}
+    engine.dispose()
+
+
+def test_the_service_answers_503_naming_the_key_when_a_secret_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    token = secrets.token_urlsafe(12)
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "google", "a", None, {"token": "x"})
+        calendar = account_store.create_calendar(conn, "c")
+        binding = account_store.create_binding(conn, calendar, account, "primary", "two-way")
+        scheduling.add_channel(conn, "ch1", binding, {"state": "pending", "channel_id": "ch1", "token": token})
+        scheduling.activate_channel(conn, "ch1", "res", None)
+    needed = sealing.key_id(sealing.read_key_file(tmp_path / "h.db.key")[0])
+    monkeypatch.setenv(sealing.ENV_KEYS, sealing.new_key())
+    server = serve_in_thread(create_app(engine))
+    try:
+        answer = httpx.post(f"{server.url}/webhooks/google", headers={
+            "x-goog-channel-id": "ch1", "x-goog-channel-token": token, "x-goog-resource-id": "res",
+            "x-goog-resource-state": "exists"}, timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 503
+    assert "push channel ch1" in answer.json()["detail"] and needed in answer.json()["detail"]
+    monkeypatch.delenv(sealing.ENV_KEYS)
+    with engine.begin() as conn:  # nothing was written or wiped
+        channel = scheduling.channel_by_channel_id(conn, "ch1")
+        assert channel is not None and channel["token"] == token and channel["messages"] == 0
+    engine.dispose()
+
+
+def test_keys_generate_prints_one_key_and_stores_it_nowhere(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "calsync.cli", "keys", "generate"], capture_output=True, text=True, timeout=60,
+        check=True, env={k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")})
+    key = done.stdout.strip()
+    assert sealing.Keyring((key,), "test").ids == (sealing.key_id(key),)  # a valid Fernet key
+    assert "stored nowhere" in " ".join(done.stderr.split()) and key not in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -77,7 +77,7 @@ def keys_rotate(
     with database(db) as engine:
         try:
             done = key_store.rotate(engine, keep_old=keep_old, grace=grace, batch_size=batch_size)
-        except key_store.RotationError as exc:
+        except (key_store.RotationError, sealing.RotationBusy) as exc:
             raise fail(str(exc)) from exc
     summary = {
         "source": done.source,
@@ -113,7 +113,7 @@ def keys_retire(db: DbOption = None) -> None:
     with database(db) as engine:
         try:
             retired = key_store.retire_unused(engine)
-        except key_store.RotationError as exc:
+        except (key_store.RotationError, sealing.RotationBusy) as exc:
             raise fail(str(exc)) from exc
     console.print(f"retired: {', '.join(retired) or 'nothing'}", highlight=False)
 

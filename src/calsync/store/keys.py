@@ -233,7 +233,9 @@ def rotate(
     running processes' seals in flight to land, then passes re-seal everything under the new key until
     one finds nothing left; then the old keys leave the file (unless `keep_old`). A value sealed under
     an old key after that (a process that still held the old file mid-write) puts them back and the
-    passes run again, so no value is ever left under a key the file no longer holds.
+    passes run again. What this cannot see is a write sealed before the new key was written whose
+    transaction commits only after that last count (one open for the whole rotation); `grace` is
+    the time such a write is given. One rotation at a time per key file (sealing.changing).
 
     With CALSYNC_SECRET_KEY: no file to write, so it re-seals under the first key of the variable
     and says which keys no value needs any more."""
@@ -251,24 +253,28 @@ def rotate(
         report = _passes(engine, ring, batch_size, max_passes)
         return Rotation(ring.current_id, [], list(ring.ids[1:]), report, ring.source)
     path = ring.path
-    old = list(ring.keys)
-    new = sealing.new_key()
-    sealing.write_key_file(path, [new, *old])
-    time.sleep(grace)
-    with engine.connect() as conn:
-        ring = keyring(conn)
-    report = _passes(engine, ring, batch_size, max_passes)
-    if keep_old:
-        return Rotation(ring.current_id, [], [sealing.key_id(k) for k in old], report, ring.source)
-    for _ in range(3):
-        sealing.write_key_file(path, [new])
+    with sealing.changing(path):
         with engine.connect() as conn:
-            left = stale_count(conn, keyring(conn))
-        if not left:
-            return Rotation(ring.current_id, [sealing.key_id(k) for k in old], [], report, ring.source)
-        sealing.write_key_file(path, [new, *old])  # a late seal under an old key: take it along again
+            old = list(keyring(conn).keys)  # read again under the lock
+        new = sealing.new_key()
+        sealing.write_key_file(path, [new, *old])
         time.sleep(grace)
-        _passes(engine, ring, batch_size, max_passes, report)
+        with engine.connect() as conn:
+            ring = keyring(conn)
+        if ring.keys != (new, *old):
+            raise RotationError(f"{path} changed while the new key was being written; nothing was dropped (run again)")
+        report = _passes(engine, ring, batch_size, max_passes)
+        if keep_old:
+            return Rotation(ring.current_id, [], [sealing.key_id(k) for k in old], report, ring.source)
+        for _ in range(3):
+            sealing.write_key_file(path, [new])
+            with engine.connect() as conn:
+                left = stale_count(conn, keyring(conn))
+            if not left:
+                return Rotation(ring.current_id, [sealing.key_id(k) for k in old], [], report, ring.source)
+            sealing.write_key_file(path, [new, *old])  # a late seal under an old key: take it along again
+            time.sleep(grace)
+            _passes(engine, ring, batch_size, max_passes, report)
     raise RotationError(f"values keep being sealed under the old keys; they stay in {path} (run again)")
 
 
@@ -288,11 +294,14 @@ def retire_unused(engine: Engine) -> list[str]:
     """Drop from the key file every key no value is sealed under (after `rotate --keep-old`)."""
     with engine.connect() as conn:
         ring = keyring(conn)
-        if ring.path is None:
-            raise RotationError(f"the keys come from {sealing.ENV_KEYS}: remove unused ones from the variable yourself")
+    if ring.path is None:
+        raise RotationError(f"the keys come from {sealing.ENV_KEYS}: remove unused ones from the variable yourself")
+    path = ring.path
+    with sealing.changing(path), engine.connect() as conn:
+        ring = keyring(conn)
         used = {kid for per_key in sealed_counts(conn).values() for kid in per_key}
-    keep = [k for i, k in enumerate(ring.keys) if i == 0 or sealing.key_id(k) in used]
-    retired = [sealing.key_id(k) for k in ring.keys if k not in keep]
-    if retired:
-        sealing.write_key_file(ring.path, keep)
+        keep = [k for i, k in enumerate(ring.keys) if i == 0 or sealing.key_id(k) in used]
+        retired = [sealing.key_id(k) for k in ring.keys if k not in keep]
+        if retired:
+            sealing.write_key_file(path, keep)
     return retired

@@ -205,7 +205,8 @@ def claim_conference_work(
 
 
 def _with_token_opened(conn: Connection, row: Any) -> ChannelRow | None:
-    """A channel row whose token is plain again (it is sealed at rest; only the receivers compare it)."""
+    """A channel row whose token is plain again: sealed at rest, every ChannelRow the store returns
+    carries it open (the receivers compare it; nothing shows it)."""
     if row is None:
         return None
     channel = cast("ChannelRow", dict(row))
@@ -241,7 +242,7 @@ def record_channel_message(conn: Connection, row_id: str, now: datetime, *, conf
 def channel_health(conn: Connection) -> dict[str, ChannelRow]:
     """binding id -> its live channel (for status pages)."""
     rows = conn.execute(select(channels).where(channels.c.state == "active")).mappings()
-    return {r["binding_id"]: cast("ChannelRow", dict(r)) for r in rows}
+    return {r["binding_id"]: cast("ChannelRow", _with_token_opened(conn, r)) for r in rows}
 
 
 def dirty_count(conn: Connection) -> int:
@@ -257,7 +258,7 @@ def open_channels(conn: Connection, binding_id: str) -> list[ChannelRow]:
         .where(channels.c.binding_id == binding_id, channels.c.state.in_(OPEN_CHANNEL_STATES))
         .order_by(channels.c.created_at)
     ).mappings()
-    return cast("list[ChannelRow]", [dict(r) for r in rows])
+    return cast("list[ChannelRow]", [_with_token_opened(conn, r) for r in rows])
 
 
 class NewChannel(TypedDict):
@@ -272,7 +273,7 @@ class NewChannel(TypedDict):
 
 
 def add_channel(conn: Connection, row_id: str, binding_id: str, values: NewChannel) -> None:
-    """The row with its token sealed (the other readers of channels see the sealed text)."""
+    """The row with its token sealed."""
     now = utcnow()
     row: dict[str, Any] = dict(values)
     if row.get("token"):

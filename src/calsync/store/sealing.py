@@ -30,6 +30,8 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +202,7 @@ def load(
                 ) from None
             _create_key_file(path)
             stat = path.stat()
-        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_mode)
         cached = _cache.get(path)
         if cached is not None and cached[0] == signature:
             return cached[1]
@@ -234,6 +236,31 @@ def write_key_file(path: Path, keys: list[str]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
+
+
+class RotationBusy(SecretKeyError):
+    """Another process is changing this key file (a rotation or retirement runs there)."""
+
+
+@contextmanager
+def changing(path: Path) -> Iterator[None]:
+    """Held while a process rewrites a key file's list of keys (`<key file>.lock`, an exclusive
+    flock): two rotations at once would each drop the key the other one seals with."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        if os.name == "posix":
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RotationBusy(
+                    f"another process is rotating the keys in {path}; try again when it is done"
+                ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _create_key_file(path: Path) -> None:
