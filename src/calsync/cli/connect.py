@@ -75,7 +75,7 @@ def connect(
     redirect on 127.0.0.1. Connecting a user already connected renews that account (after its grant
     was revoked, say) and its calendars resume syncing where they stopped."""
     kind = provider.lower()
-    receiver = LoopbackRedirect("/")
+    receiver = LoopbackRedirect("/", "localhost" if kind in MICROSOFT_NAMES else "127.0.0.1")
     try:
         if kind == "google":
             client = _google_client(client_secrets, client_id, client_secret, base_url, read_only)

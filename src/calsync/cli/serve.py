@@ -74,7 +74,10 @@ def serve(
             adapters=adapters,
             control_token=token,
             poll_interval=settings.poll_interval,
-            oauth=OAuthClients.from_settings(load_settings(config)),  # read once already: no ConfigError here
+            # the settings were read once already (no ConfigError here); --public-url wins, as for the workers
+            oauth=OAuthClients.from_settings(
+                {**load_settings(config), **({"CALSYNC_PUBLIC_URL": public_url} if public_url else {})}
+            ),
         )
         if database_file and token:
             record = runtime.ServiceRecord(

@@ -16,6 +16,7 @@ import json
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -217,9 +218,13 @@ class MicrosoftClient:
 def microsoft_flow(client: MicrosoftClient, redirect_uri: str, login_hint: str | None) -> dict[str, Any]:
     """msal's record of one consent (its state, PKCE verifier and nonce) with the URL to open."""
     app = grants.microsoft_app(client.settings)
-    flow: dict[str, Any] = app.initiate_auth_code_flow(
-        list(client.scopes), redirect_uri=redirect_uri, login_hint=login_hint, prompt="consent"
-    )
+    with warnings.catch_warnings():
+        # msal recommends response_mode=form_post; calsync's receivers (loopback, the service's callback)
+        # take the answer in the query, which Microsoft supports for the authorization code flow
+        warnings.filterwarnings("ignore", message=".*form_post.*", category=UserWarning)
+        flow: dict[str, Any] = app.initiate_auth_code_flow(
+            list(client.scopes), redirect_uri=redirect_uri, login_hint=login_hint, prompt="consent"
+        )
     return flow
 
 
@@ -260,8 +265,11 @@ class LoopbackRedirect:
 
     Only the path it was opened for answers; the browser gets a short page saying it may close."""
 
-    def __init__(self, path: str = "/") -> None:
+    def __init__(self, path: str = "/", host_name: str = "127.0.0.1") -> None:
         self.path = path
+        # the name the redirect URI gives: Google wants 127.0.0.1 for installed apps; Microsoft ignores
+        # the port only for `localhost` (its reply-URL rules), so a registered http://localhost matches
+        self.host_name = host_name
         self._answer: dict[str, str] | None = None
         self._arrived = threading.Event()
         receiver = self
@@ -292,7 +300,7 @@ class LoopbackRedirect:
 
     @property
     def redirect_uri(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+        return f"http://{self.host_name}:{self._server.server_address[1]}{self.path}"
 
     def wait(self, timeout: float, tick: Callable[[], None] | None = None) -> dict[str, str]:
         """The redirect's query; ConnectError when none came within `timeout` seconds."""
