@@ -129,14 +129,13 @@ class StoredTokens:
         if issued.refresh_token:
             fresh["refresh_token"] = issued.refresh_token  # rotated: the newest is the one to keep
         with self.engine.begin() as conn:
-            # our lease ran out and another worker refreshed meanwhile: its token is the newer one
+            # stored only while the lease is ours: had it run out, another worker may have stored a newer
+            # answer, which ours must not overwrite (ours is still a valid token for this client to use)
             if token_leases.held_by(conn, self.account_id, owner):
                 account_store.update_credentials(conn, self.account_id, fresh)
                 token_leases.release(conn, self.account_id, owner)
-            else:
-                fresh = account_store.get_account(conn, self.account_id).credentials
-        self._credentials = dict(fresh)
-        return str(fresh["access_token"])
+        self._credentials = fresh
+        return issued.access_token
 
     def _stop(self, state: Any, reason: str, owner: str) -> None:
         with self.engine.begin() as conn:
