@@ -28,7 +28,6 @@ import ssl
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -46,18 +45,7 @@ from calsync.caldav_server import CalDAVServer
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.conferencing.zoom import ZoomAdapter
 from calsync.credentials import grants, provider_maker
-from calsync.credentials.connect import (
-    Attempt,
-    ConnectError,
-    GoogleClient,
-    LoopbackRedirect,
-    MicrosoftClient,
-    check_answer,
-    google_consent_url,
-    google_redeem,
-    microsoft_flow,
-    microsoft_redeem,
-)
+from calsync.credentials.connect import ConnectError, GoogleClient, MicrosoftClient, consent_on_loopback
 from calsync.emulators.google import GoogleEmulator, create_app
 from calsync.emulators.graph import GraphEmulator
 from calsync.emulators.graph import create_app as create_graph_app
@@ -145,35 +133,19 @@ def press_allow(auth_url: str, verify: ssl.SSLContext | bool = True) -> str:
     return answer.headers["location"]
 
 
-def _answered(receiver: LoopbackRedirect, auth_url: str, verify: ssl.SSLContext | bool) -> dict[str, str]:
-    """Allow on the consent page, then follow the redirect to the loopback listener (the browser's
-    last step in `calsync account connect`); the query the listener took."""
-    httpx.get(press_allow(auth_url, verify), timeout=30)
-    return receiver.wait(30)
-
-
 def google_consent(client: GoogleClient, user: str) -> dict[str, Any]:
     """The flow `calsync account connect google` runs, with the demo pressing Allow: the credentials."""
-    receiver = LoopbackRedirect("/")
-    try:
-        attempt = Attempt()
-        query = _answered(receiver, google_consent_url(client, receiver.redirect_uri, attempt, user), True)
-        return google_redeem(client, check_answer(query, attempt), attempt, receiver.redirect_uri)
-    finally:
-        receiver.close()
+    return consent_on_loopback(client, user, lambda url: _follow(press_allow(url, True)), 30)
 
 
 def microsoft_consent(client: MicrosoftClient, user: str, verify: ssl.SSLContext) -> dict[str, Any]:
     """The flow `calsync account connect microsoft` runs, with the demo pressing Allow: the credentials."""
-    receiver = LoopbackRedirect("/")
-    try:
-        with warnings.catch_warnings():
-            # msal recommends form_post; the loopback listener takes the query answer, as the CLI's does
-            warnings.filterwarnings("ignore", "response_mode='form_post' is recommended", UserWarning)
-            flow = microsoft_flow(client, receiver.redirect_uri, user)
-        return microsoft_redeem(client, flow, _answered(receiver, str(flow["auth_uri"]), verify))
-    finally:
-        receiver.close()
+    return consent_on_loopback(client, user, lambda url: _follow(press_allow(url, verify)), 30)
+
+
+def _follow(location: str) -> None:
+    """The browser's last step: the consent page's redirect, to calsync's loopback listener."""
+    httpx.get(location, timeout=30)
 
 
 class RemoteTokens:

@@ -19,18 +19,7 @@ import typer
 from calsync.cli.common import DbOption, database
 from calsync.cli.output import console, fail
 from calsync.credentials import grants
-from calsync.credentials.connect import (
-    Attempt,
-    ConnectError,
-    GoogleClient,
-    LoopbackRedirect,
-    MicrosoftClient,
-    check_answer,
-    google_consent_url,
-    google_redeem,
-    microsoft_flow,
-    microsoft_redeem,
-)
+from calsync.credentials.connect import ConnectError, GoogleClient, MicrosoftClient, consent_on_loopback
 from calsync.engine import setup
 
 MICROSOFT_NAMES = ("microsoft", "graph", "outlook")
@@ -75,30 +64,21 @@ def connect(
     redirect on 127.0.0.1. Connecting a user already connected renews that account (after its grant
     was revoked, say) and its calendars resume syncing where they stopped."""
     kind = provider.lower()
-    receiver = LoopbackRedirect("/", "localhost" if kind in MICROSOFT_NAMES else "127.0.0.1")
+    client: GoogleClient | MicrosoftClient
+    if kind == "google":
+        client = _google_client(client_secrets, client_id, client_secret, base_url, read_only)
+        target = "google"
+    elif kind in MICROSOFT_NAMES:
+        if not client_id:
+            raise fail("--client-id is required (your Entra app registration's application id)", 2)
+        client = MicrosoftClient(client_id, client_secret, tenant, authority_url, ca_file, read_only)
+        target = "graph"
+    else:
+        raise fail(f"cannot connect {provider!r}: google or microsoft", 2)
     try:
-        if kind == "google":
-            client = _google_client(client_secrets, client_id, client_secret, base_url, read_only)
-            attempt = Attempt()
-            url = google_consent_url(client, receiver.redirect_uri, attempt, login_hint)
-            _show(url, browser)
-            code = check_answer(receiver.wait(timeout), attempt)
-            credentials = google_redeem(client, code, attempt, receiver.redirect_uri)
-            target = "google"
-        elif kind in MICROSOFT_NAMES:
-            if not client_id:
-                raise fail("--client-id is required (your Entra app registration's application id)", 2)
-            ms = MicrosoftClient(client_id, client_secret, tenant, authority_url, ca_file, read_only)
-            flow = microsoft_flow(ms, receiver.redirect_uri, login_hint)
-            _show(str(flow["auth_uri"]), browser)
-            credentials = microsoft_redeem(ms, flow, receiver.wait(timeout))
-            target = "graph"
-        else:
-            raise fail(f"cannot connect {provider!r}: google or microsoft", 2)
+        credentials = consent_on_loopback(client, login_hint, lambda url: _show(url, browser), timeout)
     except ConnectError as exc:
         raise fail(str(exc)) from exc
-    finally:
-        receiver.close()
     _store(target, name or credentials.get("user") or login_hint or target, base_url, credentials, db)
 
 

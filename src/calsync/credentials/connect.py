@@ -316,3 +316,28 @@ class LoopbackRedirect:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def consent_on_loopback(
+    client: GoogleClient | MicrosoftClient,
+    login_hint: str | None,
+    show: Callable[[str], None],
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """The installed-app flow, whole: a one-shot listener on loopback, the consent URL handed to `show`
+    (print it and open a browser; the demo presses Allow itself), the redirect awaited, the answer
+    checked against this attempt and redeemed. Returns the account's credentials; ConnectError
+    otherwise (denied, timed out, refused), with nothing stored."""
+    # Google wants 127.0.0.1 for installed apps; Entra ignores the port only for `localhost`
+    receiver = LoopbackRedirect("/", "localhost" if isinstance(client, MicrosoftClient) else "127.0.0.1")
+    try:
+        if isinstance(client, MicrosoftClient):
+            flow = microsoft_flow(client, receiver.redirect_uri, login_hint)
+            show(str(flow["auth_uri"]))
+            return microsoft_redeem(client, flow, receiver.wait(timeout))
+        attempt = Attempt()
+        show(google_consent_url(client, receiver.redirect_uri, attempt, login_hint))
+        code = check_answer(receiver.wait(timeout), attempt)
+        return google_redeem(client, code, attempt, receiver.redirect_uri)
+    finally:
+        receiver.close()
