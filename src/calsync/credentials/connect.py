@@ -122,7 +122,7 @@ def google_consent_url(client: GoogleClient, redirect_uri: str, attempt: Attempt
 
 def check_answer(query: Mapping[str, str], attempt: Attempt) -> str:
     """The code of a consent answer for this attempt; ConnectError for a denial or a foreign state."""
-    if not secrets.compare_digest(str(query.get("state", "")), attempt.state):
+    if not _same(query.get("state"), attempt.state):
         raise ConnectError("the answer does not carry this attempt's state: refused (a forged or stale redirect)")
     if query.get("error"):
         raise ConnectError(f"consent was not given: {query['error']} {query.get('error_description', '')}".strip())
@@ -130,6 +130,11 @@ def check_answer(query: Mapping[str, str], attempt: Attempt) -> str:
     if not code:
         raise ConnectError("the answer carries no authorization code")
     return code
+
+
+def _same(given: Any, expected: Any) -> bool:
+    """Constant-time equality of a state from outside and ours (bytes: compare_digest refuses non-ASCII str)."""
+    return bool(expected) and secrets.compare_digest(str(given or "").encode(), str(expected).encode())
 
 
 def google_redeem(
@@ -150,6 +155,8 @@ def google_redeem(
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ConnectError(f"the token endpoint could not be reached or read: {type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise ConnectError("the token endpoint answered something other than a JSON object")
     if response.status_code != 200 or "access_token" not in body:
         raise ConnectError(f"the code was refused: {body.get('error')}: {body.get('error_description', '')}")
     if not body.get("refresh_token"):
@@ -230,7 +237,7 @@ def microsoft_flow(client: MicrosoftClient, redirect_uri: str, login_hint: str |
 
 def microsoft_redeem(client: MicrosoftClient, flow: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
     """Exchange the consent's answer for tokens; the account's credentials (grant microsoft-user)."""
-    if not secrets.compare_digest(str(query.get("state", "")), str(flow.get("state", ""))):
+    if not _same(query.get("state"), flow.get("state")):
         raise ConnectError("the answer does not carry this attempt's state: refused (a forged or stale redirect)")
     if query.get("error"):
         raise ConnectError(f"consent was not given: {query['error']} {query.get('error_description', '')}".strip())
