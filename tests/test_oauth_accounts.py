@@ -500,3 +500,13 @@ def test_no_oauth_secret_in_the_database_file_logs_cli_output_or_api_answers(
         assert secret not in logs, "a secret in the logs"
         assert not any(secret in text for text in shown), "a secret in the CLI's output or an API answer"
     assert len(shown) > 10 and logs, "the scan saw something"
+
+
+def test_an_answer_with_a_foreign_state_is_refused_even_when_it_is_not_ascii() -> None:
+    from calsync.credentials.connect import Attempt, ConnectError, check_answer
+
+    attempt = Attempt()
+    for state in ("", "x" + attempt.state, "état-" + attempt.state, attempt.state[:-1]):
+        with pytest.raises(ConnectError, match="state"):
+            check_answer({"state": state, "code": "c"}, attempt)
+    assert check_answer({"state": attempt.state, "code": "c"}, attempt) == "c"
