@@ -141,9 +141,7 @@ def connect_account(
                 for binding in account_store.list_bindings(conn, row["id"]):
                     scheduling.mark_dirty(conn, binding["id"], debounce=0)
                 return Connected(row["id"], True)
-        return Connected(
-            account_store.create_account(conn, provider, name, base_url, dict(credentials), owner), False
-        )
+        return Connected(account_store.create_account(conn, provider, name, base_url, dict(credentials), owner), False)
 
 
 def _who(credentials: Mapping[str, Any]) -> Any:

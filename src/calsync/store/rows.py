@@ -13,7 +13,6 @@ from typing import Any, TypedDict
 
 from calsync.statuses import (
     AccountState,
-    KeyScope,
     ChannelState,
     ConferenceState,
     ConferenceWorkReason,
@@ -22,6 +21,7 @@ from calsync.statuses import (
     ConflictPolicy,
     ConflictStatus,
     Direction,
+    KeyScope,
     LastSyncStatus,
     OutboxStatus,
     SyncState,

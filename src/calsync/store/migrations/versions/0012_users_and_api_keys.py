@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_used_at", sa.DateTime(timezone=True)),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
     )
     op.create_index(op.f("ix_api_keys_user_id"), "api_keys", ["user_id"])
@@ -50,13 +48,19 @@ def upgrade() -> None:
     now = datetime.now(UTC)
     op.bulk_insert(
         users,
-        [{"id": default_id, "name": "default", "is_admin": True,
-          "created_at": now.replace(tzinfo=None) if op.get_bind().dialect.name == "sqlite" else now}],
+        [
+            {
+                "id": default_id,
+                "name": "default",
+                "is_admin": True,
+                "created_at": now.replace(tzinfo=None) if op.get_bind().dialect.name == "sqlite" else now,
+            }
+        ],
     )
     for table in ("accounts", "calendars"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("user_id", sa.String(32), nullable=True))
-        op.execute(sa.text(f"UPDATE {table} SET user_id = :owner").bindparams(owner=default_id))
+        op.execute(sa.table(table, sa.column("user_id")).update().values(user_id=default_id))
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.alter_column("user_id", existing_type=sa.String(32), nullable=False)
             batch_op.create_foreign_key(op.f(f"fk_{table}_user_id_users"), "users", ["user_id"], ["id"])
