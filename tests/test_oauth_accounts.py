@@ -403,7 +403,7 @@ def test_app_only_graph_syncs_a_users_calendar_through_users_id(tmp_path: Path, 
                json={"client_id": MS_CLIENT, "client_secret": "app-secret",
                      "roles": ["Calendars.ReadWrite"]}).raise_for_status()
     account = calsync("account", "add", "graph-app", "--tenant", "contoso.example", "--client-id", MS_CLIENT,
-                      "--client-secret", "app-secret", "--user", user, "--authority-url", graph,
+                      "--client-secret", "app-secret", "--mailbox", user, "--authority-url", graph,
                       "--ca-file", tls.ca_cert, "--base-url", graph, db=db).stdout.split()[-1]
     remote = json.loads(calsync("calendar", "remote", account, "--json", db=db).stdout)
     calendar = remote[0]["remote_id"]

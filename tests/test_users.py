@@ -3,6 +3,7 @@ stored as hashes only, and set-up keeps each binding within one user."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -104,3 +105,18 @@ def test_reconnecting_matches_the_same_person_within_one_owner_only(engine: Engi
     other = setup.connect_account(engine, "google", "pat", None, grant, owner="bob")
     assert again == setup.Connected(first.account_id, True)
     assert not other.reconnected and other.account_id != first.account_id
+
+
+def test_a_new_database_has_no_user_until_one_is_needed(tmp_path: Path) -> None:
+    """The first user made is the first admin; only rows made without a user make "default"."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    with engine.begin() as conn:
+        assert users.list_users(conn) == []
+        alice = users.create_user(conn, "alice", is_admin=True)
+        assert users.default_owner(conn) == alice
+    other = open_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    calendar = setup.add_calendar(other, "c")
+    with other.begin() as conn:
+        (default,) = users.list_users(conn)
+        assert (default["name"], default["is_admin"]) == ("default", True)
+        assert users.calendar_owner(conn, calendar) == default["id"]

@@ -71,11 +71,17 @@ def find_user(conn: Connection, name_or_id: str) -> UserRow:
     raise NotFound(f"no user {name_or_id!r}")
 
 
+DEFAULT_USER = "default"
+
+
 def default_owner(conn: Connection) -> str:
     """Whom rows made without a named user belong to: the only user, else the first admin.
 
-    Every database has one: migration 0012 makes the user "default" (an admin)."""
+    A database without users gets one here: "default", an admin (as migration 0012 makes for the
+    rows of a database from before users), so a single-person setup never has to make one."""
     rows = list_users(conn)
+    if not rows:
+        return create_user(conn, DEFAULT_USER, is_admin=True)
     if len(rows) == 1:
         return rows[0]["id"]
     for row in rows:

@@ -44,23 +44,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
     )
     op.create_index(op.f("ix_api_keys_user_id"), "api_keys", ["user_id"])
-    default_id = os.urandom(16).hex()  # store.common.new_id's form (migrations import nothing of calsync)
-    now = datetime.now(UTC)
-    op.bulk_insert(
-        users,
-        [
-            {
-                "id": default_id,
-                "name": "default",
-                "is_admin": True,
-                "created_at": now.replace(tzinfo=None) if op.get_bind().dialect.name == "sqlite" else now,
-            }
-        ],
-    )
+    bind = op.get_bind()
+    tables = ("accounts", "calendars")
+    existing = [bind.execute(sa.select(sa.literal(1)).select_from(sa.table(t))).first() for t in tables]
+    # a new database has no user yet: its first is whoever is made first (store/users.default_owner)
+    default_id = os.urandom(16).hex() if any(existing) else None  # store.common.new_id's form
+    if default_id is not None:
+        now = datetime.now(UTC)
+        op.bulk_insert(
+            users,
+            [
+                {
+                    "id": default_id,
+                    "name": "default",
+                    "is_admin": True,
+                    "created_at": now.replace(tzinfo=None) if bind.dialect.name == "sqlite" else now,
+                }
+            ],
+        )
     for table in ("accounts", "calendars"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("user_id", sa.String(32), nullable=True))
-        op.execute(sa.table(table, sa.column("user_id")).update().values(user_id=default_id))
+        if default_id is not None:
+            op.execute(sa.table(table, sa.column("user_id")).update().values(user_id=default_id))
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.alter_column("user_id", existing_type=sa.String(32), nullable=False)
             batch_op.create_foreign_key(op.f(f"fk_{table}_user_id_users"), "users", ["user_id"], ["id"])
