@@ -33,6 +33,7 @@ from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.engine import setup
 from calsync.engine.sync import sync_once
 from calsync.store import accounts as account_store
+from tests.helpers import auth_headers, page_user
 from tests.helpers import local_events, token_of
 from tests.oauth_helpers import answer_consent
 
@@ -427,7 +428,7 @@ def web(engine: Engine, google: str) -> Iterator[str]:
         "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID, "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
         "CALSYNC_GOOGLE_BASE_URL": google,
     })
-    server = serve_in_thread(create_app(engine, oauth=clients))
+    server = serve_in_thread(create_app(engine, oauth=clients, open_page_user=page_user(engine)))
     yield server.url
     server.stop()
 
