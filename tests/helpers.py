@@ -166,3 +166,26 @@ def zoom_settings(zoom_url: str) -> dict[str, str]:
         "CALSYNC_ZOOM_BASE_URL": f"{zoom_url}/v2", "CALSYNC_ZOOM_OAUTH_URL": f"{zoom_url}/oauth/token",
         "CALSYNC_ZOOM_ACCOUNT_ID": "acct", "CALSYNC_ZOOM_CLIENT_ID": "client", "CALSYNC_ZOOM_CLIENT_SECRET": "secret",
     }
+
+
+def api_key(engine: Engine, scope: str = "write", user: str | None = None) -> str:
+    """A new API key (store/users.py) for `user` (name or id; default: the default owner, who owns what
+    the store makes without a named user)."""
+    from calsync.store import users
+
+    with engine.begin() as conn:
+        owner = users.find_user(conn, user)["id"] if user else users.default_owner(conn)
+        return users.create_api_key(conn, owner, scope, "test")[1]  # type: ignore[arg-type]
+
+
+def auth_headers(engine: Engine, scope: str = "write", user: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key(engine, scope, user)}"}
+
+
+def page_user(engine: Engine) -> str:
+    """The default owner's id: `create_app(..., open_page_user=page_user(engine))` for tests of the web
+    page, which sends no key until web login exists."""
+    from calsync.store import users
+
+    with engine.begin() as conn:
+        return users.default_owner(conn)

@@ -25,7 +25,7 @@ from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.schema import events, outbox
-from tests.helpers import GoogleApi, bind, local_events
+from tests.helpers import GoogleApi, auth_headers, bind, local_events
 
 SLOT = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z"}
 
@@ -44,7 +44,7 @@ def service_url(engine: Engine) -> Iterator[str]:
 
 
 @pytest.fixture()
-def api(service_url: str) -> Iterator[httpx.Client]:
+def api(service_url: str, engine: Engine) -> Iterator[httpx.Client]:
     """A client for /api/v1."""
 
     def after_server_error(response: httpx.Response) -> None:
@@ -54,7 +54,7 @@ def api(service_url: str) -> Iterator[httpx.Client]:
         if response.status_code >= 500:
             httpx.get(f"{service_url}/healthz", timeout=30)
 
-    with httpx.Client(base_url=f"{service_url}/api/v1", timeout=30,
+    with httpx.Client(base_url=f"{service_url}/api/v1", timeout=30, headers=auth_headers(engine),
                       event_hooks={"response": [after_server_error]}) as client:
         yield client
 
@@ -261,7 +261,7 @@ def test_concurrent_writes_with_one_etag_let_exactly_one_win(
         event = created(api, calendar)
         url = f"{service_url}/api/v1/events/{event['id']}"
         answers = at_once([partial(httpx.patch, url, json={"title": f"writer {n}"},
-                                   headers={"If-Match": event["etag"]}, timeout=30) for n in range(8)])
+                                   headers={**api.headers, "If-Match": event["etag"]}, timeout=30) for n in range(8)])
         codes = sorted(r.status_code for r in answers)
         assert codes == [200] + [412] * 7, codes
         (winner,) = [r.json() for r in answers if r.status_code == 200]
@@ -540,7 +540,7 @@ def test_concurrent_resolves_settle_a_conflict_once(
     ids = make_conflicts(engine, alice, google_url, [f"Race {n}" for n in range(10)])
     for title, event_id in ids.items():
         url = f"{service_url}/api/v1/conflicts/{conflict_for(api, event_id)['id']}/resolve"
-        answers = at_once([partial(httpx.post, url, json={"keep": keep}, timeout=30)
+        answers = at_once([partial(httpx.post, url, json={"keep": keep}, headers=api.headers, timeout=30)
                            for keep in ("local", "remote") * 2])
         codes = sorted(r.status_code for r in answers)
         assert codes == [200, 409, 409, 409], (title, codes, [r.text for r in answers])

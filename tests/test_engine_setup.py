@@ -14,6 +14,7 @@ from calsync.engine import local, setup
 from calsync.engine.setup import NewCalendar, SetupError
 from calsync.model import Account, utcnow
 from calsync.store import accounts as account_store
+from calsync.store import users
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
 
@@ -170,8 +171,11 @@ def test_bind_meets_a_binding_made_at_the_same_moment_with_the_same_refusal(
     account = setup.add_account(engine, "google", "g", None, {"token": "t"})
     setup.bind_calendar(engine, account, "x@example.com", NewCalendar("X"))
 
-    def not_seen_yet(conn: Connection, account_id: str, _remote: str, _calendar: str | None) -> Account:
-        return account_store.get_account(conn, account_id)  # as if the other writer had not committed yet
+    def not_seen_yet(
+        conn: Connection, account_id: str, _remote: str, _calendar: str | None, _owner: str | None
+    ) -> tuple[Account, str]:
+        # as if the other writer had not committed yet
+        return account_store.get_account(conn, account_id), users.account_owner(conn, account_id) or ""
 
     monkeypatch.setattr(setup, "_check_binding", not_seen_yet)
     with pytest.raises(SetupError, match=ALREADY_BOUND):

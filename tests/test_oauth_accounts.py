@@ -33,6 +33,7 @@ from calsync.emulators.server import RunningServer, serve_in_thread
 from calsync.engine import setup
 from calsync.engine.sync import sync_once
 from calsync.store import accounts as account_store
+from tests.helpers import auth_headers, page_user
 from tests.helpers import local_events, token_of
 from tests.oauth_helpers import answer_consent
 
@@ -403,7 +404,7 @@ def test_app_only_graph_syncs_a_users_calendar_through_users_id(tmp_path: Path, 
                json={"client_id": MS_CLIENT, "client_secret": "app-secret",
                      "roles": ["Calendars.ReadWrite"]}).raise_for_status()
     account = calsync("account", "add", "graph-app", "--tenant", "contoso.example", "--client-id", MS_CLIENT,
-                      "--client-secret", "app-secret", "--user", user, "--authority-url", graph,
+                      "--client-secret", "app-secret", "--mailbox", user, "--authority-url", graph,
                       "--ca-file", tls.ca_cert, "--base-url", graph, db=db).stdout.split()[-1]
     remote = json.loads(calsync("calendar", "remote", account, "--json", db=db).stdout)
     calendar = remote[0]["remote_id"]
@@ -427,7 +428,7 @@ def web(engine: Engine, google: str) -> Iterator[str]:
         "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID, "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
         "CALSYNC_GOOGLE_BASE_URL": google,
     })
-    server = serve_in_thread(create_app(engine, oauth=clients))
+    server = serve_in_thread(create_app(engine, oauth=clients, open_page_user=page_user(engine)))
     yield server.url
     server.stop()
 

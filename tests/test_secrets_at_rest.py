@@ -34,6 +34,7 @@ from calsync.store import scheduling, sealing
 from calsync.store.common import new_id
 from calsync.store.db import alembic_config, open_engine
 from calsync.store.schema import accounts, channels
+from tests.helpers import auth_headers, page_user
 from tests.helpers import GoogleApi
 
 
@@ -203,7 +204,7 @@ def test_no_known_secret_in_the_database_file_logs_cli_output_or_api_answers(
         scheduling.activate_channel(conn, row_id, "res-1", None)
     sync_once(engine, force=True)  # in this process: its logs are captured too
     adapters = {"webhook": WebhookAdapter("http://127.0.0.1:9/hook", webhook_secret)}
-    app = create_app(engine, adapters=adapters)
+    app = create_app(engine, adapters=adapters, open_page_user=page_user(engine))
     server = serve_in_thread(app)
     answers: dict[str, str] = {}
     try:

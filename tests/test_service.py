@@ -23,6 +23,7 @@ from calsync.service.metrics import Metrics
 from calsync.store import accounts as account_store
 from calsync.store import scheduling
 from calsync.store.schema import channels
+from tests.helpers import auth_headers, page_user
 from tests.helpers import GoogleApi, admin, bind, local_events
 
 
@@ -167,7 +168,7 @@ def start_service(engine: Engine, debounce: float = 0.2, **settings: Any) -> tup
     """The API and webhook receivers on a free port, with one worker thread whose public URL is it."""
     metrics = Metrics()
     pool = WorkerPool(engine, WorkerSettings(), {}, metrics)
-    server = serve_in_thread(create_app(engine, metrics, wake=pool.wake, debounce=debounce))
+    server = serve_in_thread(create_app(engine, metrics, wake=pool.wake, debounce=debounce, open_page_user=page_user(engine)))
     pool.settings = WorkerSettings(public_url=server.url, idle_sleep=0.2, debounce=debounce, **settings)
     pool.start()
 
@@ -237,7 +238,7 @@ def test_forged_notifications_change_nothing(
     assert [a for a, _ in answers] == [e for _, e in answers]
     with engine.begin() as conn:
         assert account_store.get_binding(conn, binding)["dirty_at"] is None
-    metrics = httpx.get(f"{service[0]}/metrics").text
+    metrics = httpx.get(f"{service[0]}/metrics", headers=auth_headers(engine, "admin")).text
     assert f'calsync_notifications_total{{provider="{side.kind}",result="bad-token"}} 1.0' in metrics
     assert f'calsync_notifications_total{{provider="{side.kind}",result="accepted"}}' not in metrics
 
@@ -337,7 +338,7 @@ def test_status_api_reports_health(engine: Engine, side: RemoteSide, service: tu
     assert row["id"] == binding and row["has_sync_token"] and row["last_sync_status"] == "ok"
     assert row["channel"]["expiration"] and row["dirty"] is False
     assert status["accounts"][0]["state"] == "ok" and status["conference_backlog"] == 0
-    metrics = httpx.get(f"{service[0]}/metrics").text
+    metrics = httpx.get(f"{service[0]}/metrics", headers=auth_headers(engine, "admin")).text
     assert "calsync_syncs_total" in metrics
     assert f'calsync_provider_requests_total{{provider="{side.kind}"' in metrics
 

@@ -165,7 +165,9 @@ def test_upgrading_a_database_from_0005_keeps_its_links_and_lets_bases_be_null(t
         config.attributes["connection"] = conn
         command.upgrade(config, "0005")
     with old.begin() as conn:
-        calendar = account_store.create_calendar(conn, "c")
+        calendar = "c" * 32  # the calendars table of 0005 (no owner; 0012 gives it one)
+        conn.exec_driver_sql("INSERT INTO calendars (id, name, created_at, updated_at) "
+                             "VALUES (?, 'c', '2026-01-01 00:00:00', '2026-01-01 00:00:00')", (calendar,))
         account = "a" * 32  # the accounts table of 0005 (credentials plain; 0009 seals them)
         conn.exec_driver_sql(
             "INSERT INTO accounts (id, provider, name, base_url, credentials, state, created_at, updated_at) "

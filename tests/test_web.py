@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from calsync.emulators.server import serve_in_thread
 from calsync.service.app import create_app
+from tests.helpers import page_user
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
@@ -416,7 +417,7 @@ def plain_engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def test_the_page_is_served_and_demo_routes_exist_only_in_demo_mode(plain_engine: Engine) -> None:
-    server = serve_in_thread(create_app(plain_engine))
+    server = serve_in_thread(create_app(plain_engine, open_page_user=page_user(plain_engine)))
     try:
         with httpx.Client(base_url=server.url) as client:
             page = client.get("/")
@@ -479,7 +480,7 @@ def test_a_conference_added_while_the_first_push_is_in_flight_reaches_google(
     sync_once(plain_engine)
     adapter = ZoomAdapter.from_settings(zoom_settings(zoom_url))
     assert adapter is not None
-    server = serve_in_thread(create_app(plain_engine, adapters={"zoom": adapter}))
+    server = serve_in_thread(create_app(plain_engine, adapters={"zoom": adapter}, open_page_user=page_user(plain_engine)))
     url = f"{server.url}/api/v1"
     answers: list[httpx.Response] = []
 

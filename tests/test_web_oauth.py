@@ -25,6 +25,7 @@ from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
 from calsync.service.oauth_routes import OAuthClients
 from calsync.store import accounts as account_store
+from tests.helpers import auth_headers, page_user
 from tests.test_web import CHROMIUM_ARGS, SHOTS, _chromium, _unavailable
 
 CLIENT_ID, CLIENT_SECRET = "calsync-test.apps.googleusercontent.com", "test-secret"
@@ -54,7 +55,7 @@ def service(engine: Engine, google: str) -> Iterator[str]:
         "CALSYNC_GOOGLE_CLIENT_ID": CLIENT_ID, "CALSYNC_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
         "CALSYNC_GOOGLE_BASE_URL": google,
     })
-    server = serve_in_thread(create_app(engine, oauth=clients))
+    server = serve_in_thread(create_app(engine, oauth=clients, open_page_user=page_user(engine)))
     yield server.url
     server.stop()
 
@@ -209,7 +210,7 @@ def test_connect_a_microsoft_account_from_the_page(browser: Any, engine: Engine,
         "CALSYNC_MICROSOFT_AUTHORITY_URL": graph, "CALSYNC_MICROSOFT_CA_FILE": tls.ca_cert,
         "CALSYNC_GRAPH_BASE_URL": graph,
     })
-    server = serve_in_thread(create_app(engine, oauth=clients))
+    server = serve_in_thread(create_app(engine, oauth=clients, open_page_user=page_user(engine)))
     # the emulator's certificate is signed by a local CA the browser does not know
     context = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     try:

@@ -22,7 +22,7 @@ from calsync.emulators.server import serve_in_thread
 from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi, bind
+from tests.helpers import GoogleApi, bind, page_user
 from tests.test_web import CHROMIUM_ARGS, ZONE, _chromium, _unavailable
 
 # The page lists this window (Monday to Monday, in the browser's zone); the DST changes of 2027 inside it:
@@ -118,7 +118,7 @@ def served(google_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, set
     report = sync_once(engine)
     assert report.ok, report.as_dict()
     expected = {summary: google_occurrences(alice, calendar, ids[summary]) for summary in SERIES}
-    server = serve_in_thread(create_app(engine))
+    server = serve_in_thread(create_app(engine, open_page_user=page_user(engine)))
     try:
         yield server.url, expected, engine
     finally:

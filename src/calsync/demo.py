@@ -303,6 +303,12 @@ class Demo:
 
     # --- the service ---------------------------------------------------------------------------
 
+    def _page_user(self) -> str:
+        from calsync.store import users
+
+        with self.engine.begin() as conn:
+            return users.default_owner(conn)
+
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """The API, the web page, the webhook receiver and a worker, whose public URL is its own URL."""
         from calsync.service.app import WorkerPool
@@ -323,6 +329,9 @@ class Demo:
                 control_token=token,
                 poll_interval=DEMO_POLL_SECONDS,
                 oauth=self.oauth_clients(),
+                # the page has no login yet: the demo's own (loopback) service lets it act as the user
+                # who owns the demo's accounts
+                open_page_user=self._page_user(),
             ),
             host=host,
             port=port,

@@ -64,6 +64,14 @@ ConferenceWorkReason = Literal["inbound", "local", "create"]
 ChannelState = Literal["intent", "pending", "active", "stopped", "failed", "gone"]
 OPEN_CHANNEL_STATES: tuple[ChannelState, ...] = ("intent", "pending", "active")
 
+# what an API key may do: read (GET), write (every method), admin (write, and act for any user; /metrics)
+KeyScope = Literal["read", "write", "admin"]
+KEY_SCOPES: tuple[KeyScope, ...] = get_args(KeyScope)
+
+
+def is_key_scope(value: str) -> TypeGuard[KeyScope]:
+    return value in KEY_SCOPES
+
 
 def is_direction(value: str) -> TypeGuard[Direction]:
     return value in DIRECTIONS

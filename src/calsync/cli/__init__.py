@@ -18,6 +18,7 @@ from calsync.cli import (
     keys,
     serve,
     sync,
+    users,
 )
 
 __all__ = ["app", "main"]
@@ -38,6 +39,8 @@ app.add_typer(conferences.app, name="conference")
 app.add_typer(emulators.app, name="emulator")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(users.user_app, name="user")
+app.add_typer(users.apikey_app, name="apikey")
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.connect import add_google_service_account, add_graph_app, connect
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.users import UserOption, acting_user
 from calsync.engine import setup
 from calsync.model import Account
 from calsync.providers import (
@@ -61,24 +62,26 @@ def account_add(
         str | None,
         typer.Option(envvar="CALSYNC_CLIENT_SECRET", show_default=False, help="graph-app: the app's client secret."),
     ] = None,
-    user: Annotated[str | None, typer.Option(help="graph-app: the mailbox (UPN or user id) to sync.")] = None,
+    mailbox: Annotated[str | None, typer.Option(help="graph-app: the mailbox (UPN or user id) to sync.")] = None,
     authority_url: Annotated[
         str | None, typer.Option(help="graph-app: the identity platform's root (an emulator's).")
     ] = None,
     ca_file: Annotated[str | None, typer.Option(help="graph-app: an extra CA certificate to trust.")] = None,
     read_only: Annotated[bool, typer.Option(help="google-service-account: ask only to read events.")] = False,
+    user: UserOption = None,
     db: DbOption = None,
 ) -> None:
     """Add an account and print its id.
 
     Besides the kinds above: `google-service-account` (Workspace domain-wide delegation, --key-file
     and --subject) and `graph-app` (Microsoft app-only access, --tenant --client-id --client-secret
-    --user). For a person's Google or Microsoft account, use `calsync account connect`."""
+    --mailbox). For a person's Google or Microsoft account, use `calsync account connect`. The
+    account belongs to the calsync user `--user` (default: the only user, else the first admin)."""
     if provider == "google-service-account":
-        add_google_service_account(name, key_file, subject, base_url, read_only, db)
+        add_google_service_account(name, key_file, subject, base_url, read_only, db, user)
         return
     if provider == "graph-app":
-        add_graph_app(name, tenant, client_id, client_secret, user, base_url, authority_url, ca_file, db)
+        add_graph_app(name, tenant, client_id, client_secret, mailbox, base_url, authority_url, ca_file, db, user)
         return
     try:
         kind = provider_kind(provider)
@@ -98,11 +101,14 @@ def account_add(
         finally:
             client.close()
     with database(db) as engine:
+        with engine.begin() as conn:
+            owner = acting_user(conn, user)
         try:
-            account_id = setup.add_account(engine, provider, name.strip(), base_url, credentials)
+            account_id = setup.add_account(engine, provider, name.strip(), base_url, credentials, owner=owner["id"])
         except setup.SetupError as exc:
             raise fail(str(exc), 2) from exc
-    console.print(account_id, highlight=False)
+    err.print(f"account {name.strip()} added for user {owner['name']}", highlight=False)
+    console.print(account_id, highlight=False)  # alone on standard output: scripts read it
 
 
 def gather_credentials(kind: ProviderKind, base_url: str | None, given: dict[str, str | None]) -> dict[str, Any]:
@@ -125,10 +131,10 @@ def gather_credentials(kind: ProviderKind, base_url: str | None, given: dict[str
 
 
 @app.command("list")
-def account_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """List accounts (credentials are never printed)."""
+def account_list(user: UserOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List a user's accounts (credentials are never printed)."""
     with database(db) as engine, engine.begin() as conn:
-        rows = account_store.list_accounts(conn)
+        rows = account_store.list_accounts(conn, acting_user(conn, user)["id"])
     if as_json:
         print_json(rows)
         return

@@ -9,7 +9,8 @@ import httpx
 import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.users import UserOption, acting_user
 from calsync.credentials import provider_maker
 from calsync.engine import setup
 from calsync.engine.channels import unbind
@@ -19,6 +20,7 @@ from calsync.providers.base import ProviderError
 from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, is_conflict_policy, is_direction
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
+from calsync.store import users as user_store
 from calsync.views import binding_json
 
 app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
@@ -56,10 +58,19 @@ def calendar_bind(
     calendar: Annotated[
         str | None, typer.Option(help="Bind to this existing local calendar instead of making a new one (mirroring).")
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="The calsync user (name or id) of the account and calendar; default: the account's."
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Bind a remote calendar to a local one; prints the local calendar id and the binding id."""
+    """Bind a remote calendar to a local one; prints the local calendar id and the binding id.
+
+    The account and the local calendar must belong to one calsync user; a new local calendar is the
+    account's user's (with --user, that must be the account's user)."""
     if not is_direction(direction):
         raise fail(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}", 2)
     if not is_conflict_policy(policy):
@@ -67,8 +78,13 @@ def calendar_bind(
     if name and not name.strip():
         raise fail("--name must not be empty", 2)
     with database(db) as engine:
+        with engine.begin() as conn:
+            owner = acting_user(conn, user) if user else None
+            if owner is None and user_store.account_owner(conn, account_id) is not None:
+                owner = user_store.find_user(conn, user_store.account_owner(conn, account_id) or "")
+        owner_id = owner["id"] if owner else None
         try:
-            account = setup.check_binding(engine, account_id, remote_calendar_id, calendar or None)
+            account = setup.check_binding(engine, account_id, remote_calendar_id, calendar or None, owner=owner_id)
         except setup.SetupError as exc:
             raise fail(str(exc)) from exc
         client = provider_maker(engine)(account)
@@ -94,10 +110,13 @@ def calendar_bind(
                 calendar or setup.NewCalendar(name or info.name, info.time_zone, info.color),
                 direction=direction,
                 conflict_policy=policy,
+                owner=owner_id,
             )
         except setup.SetupError as exc:
             raise fail(str(exc)) from exc
         calendar_id, binding_id = bound.calendar_id, bound.binding_id
+    if owner is not None:
+        err.print(f"calendar {calendar_id} bound for user {owner['name']}", highlight=False)
     if as_json:
         print_json({"calendar_id": calendar_id, "binding_id": binding_id})
     else:
@@ -105,11 +124,12 @@ def calendar_bind(
 
 
 @app.command("list")
-def calendar_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Local calendars with their bindings."""
+def calendar_list(user: UserOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """A user's local calendars with their bindings."""
     with database(db) as engine, engine.begin() as conn:
-        calendars = account_store.list_calendars(conn)
-        bindings = account_store.list_bindings(conn)
+        owner = acting_user(conn, user)["id"]
+        calendars = account_store.list_calendars(conn, owner)
+        bindings = account_store.list_bindings(conn, user_id=owner)
         counts = {c["id"]: event_store.count_events(conn, c["id"]) for c in calendars}
     now = utcnow()
     out: list[dict[str, Any]] = [

@@ -18,6 +18,7 @@ import typer
 
 from calsync.cli.common import DbOption, database
 from calsync.cli.output import console, fail
+from calsync.cli.users import UserOption, acting_user
 from calsync.credentials import grants
 from calsync.credentials.connect import ConnectError, GoogleClient, MicrosoftClient, consent_on_loopback
 from calsync.engine import setup
@@ -56,13 +57,14 @@ def connect(
     read_only: Annotated[bool, typer.Option(help="Ask only to read events (pull bindings).")] = False,
     browser: Annotated[bool, typer.Option(help="Open the consent page in a browser where one exists.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the consent's answer.")] = 300.0,
+    user: UserOption = None,
     db: DbOption = None,
 ) -> None:
     """Connect an account through the provider's consent page and print its id (the last word).
 
     The consent URL is printed alone on a line of standard error; calsync waits for the browser's
-    redirect on 127.0.0.1. Connecting a user already connected renews that account (after its grant
-    was revoked, say) and its calendars resume syncing where they stopped."""
+    redirect on 127.0.0.1. Connecting a person already connected (for the same calsync `--user`) renews
+    that account (after its grant was revoked, say) and its calendars resume syncing where they stopped."""
     kind = provider.lower()
     client: GoogleClient | MicrosoftClient
     if kind == "google":
@@ -79,7 +81,7 @@ def connect(
         credentials = consent_on_loopback(client, login_hint, lambda url: _show(url, browser), timeout)
     except ConnectError as exc:
         raise fail(str(exc)) from exc
-    _store(target, name or credentials.get("user") or login_hint or target, base_url, credentials, db)
+    _store(target, name or credentials.get("user") or login_hint or target, base_url, credentials, db, user)
 
 
 def _google_client(
@@ -101,18 +103,34 @@ def _show(url: str, browser: bool) -> None:
             webbrowser.open(url)
 
 
-def _store(provider: str, name: str, base_url: str | None, credentials: dict[str, Any], db: str | None) -> None:
+def _store(
+    provider: str,
+    name: str,
+    base_url: str | None,
+    credentials: dict[str, Any],
+    db: str | None,
+    user: str | None,
+) -> None:
     with database(db) as engine:
+        with engine.begin() as conn:
+            owner = acting_user(conn, user)
         try:
-            connected = setup.connect_account(engine, provider, name, base_url, credentials)
+            connected = setup.connect_account(engine, provider, name, base_url, credentials, owner=owner["id"])
         except setup.SetupError as exc:
             raise fail(str(exc), 2) from exc
     verb = "reconnected" if connected.reconnected else "connected"
-    console.print(f"{verb} {credentials.get('user') or name}: {connected.account_id}", highlight=False)
+    who = credentials.get("user") or name
+    console.print(f"{verb} {who} for user {owner['name']}: {connected.account_id}", highlight=False)
 
 
 def add_google_service_account(
-    name: str | None, key_file: str | None, subject: str | None, base_url: str | None, read_only: bool, db: str | None
+    name: str | None,
+    key_file: str | None,
+    subject: str | None,
+    base_url: str | None,
+    read_only: bool,
+    db: str | None,
+    user: str | None = None,
 ) -> None:
     """A Workspace service account acting for `subject` (domain-wide delegation): one account per user."""
     if not key_file or not subject:
@@ -130,7 +148,7 @@ def add_google_service_account(
     ]
     credentials = {"grant": "google-service-account", "key": key, "subject": subject, "scopes": scopes}
     _first_token(credentials)
-    _store("google", name or subject, base_url, credentials, db)
+    _store("google", name or subject, base_url, credentials, db, user)
 
 
 def add_graph_app(
@@ -138,22 +156,23 @@ def add_graph_app(
     tenant: str | None,
     client_id: str | None,
     client_secret: str | None,
-    user: str | None,
+    mailbox: str | None,
     base_url: str | None,
     authority_url: str | None,
     ca_file: str | None,
     db: str | None,
+    user: str | None = None,
 ) -> None:
     """App-only (client credentials) access to one mailbox of the tenant: requests go to /users/{user}."""
-    if not (tenant and client_id and client_secret and user):
-        raise fail("graph-app needs --tenant, --client-id, --client-secret and --user (a UPN or user id)", 2)
+    if not (tenant and client_id and client_secret and mailbox):
+        raise fail("graph-app needs --tenant, --client-id, --client-secret and --mailbox (a UPN or user id)", 2)
     credentials = {
         "grant": "microsoft-app",
         **MicrosoftClient(client_id, client_secret, tenant, authority_url, ca_file).settings,
-        "mailbox": user,
+        "mailbox": mailbox,
     }
     _first_token(credentials)
-    _store("graph", name or user, base_url, credentials, db)
+    _store("graph", name or mailbox, base_url, credentials, db, user)
 
 
 def _first_token(credentials: dict[str, Any]) -> None:

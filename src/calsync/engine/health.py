@@ -16,13 +16,14 @@ from calsync.store.sealing import SecretKeyError
 from calsync.views import binding_json, jsonable
 
 
-def status_snapshot(engine: Engine) -> dict[str, Any]:
-    """Per binding: last sync, token age, channel expiry, dirty/queued, last error; per account: state."""
+def status_snapshot(engine: Engine, user_id: str | None = None) -> dict[str, Any]:
+    """Per binding: last sync, token age, channel expiry, dirty/queued, last error; per account: state.
+    With `user_id`, only that user's accounts, bindings, conflicts and backlogs."""
     now = utcnow()
     with engine.begin() as conn:
         channels = scheduling.channel_health(conn)
         bindings = []
-        for row in account_store.list_bindings(conn):
+        for row in account_store.list_bindings(conn, user_id=user_id):
             channel = channels.get(row["id"])
             bindings.append(
                 binding_json(row, now)
@@ -52,14 +53,16 @@ def status_snapshot(engine: Engine) -> dict[str, Any]:
                 "backoff_until": jsonable(a["backoff_until"]),
                 **_who(conn, a["id"]),
             }
-            for a in account_store.list_accounts(conn)
+            for a in account_store.list_accounts(conn, user_id)
         ]
         return {
             "accounts": accounts,
             "bindings": bindings,
-            "open_conflicts": len(conflict_store.list_conflicts(conn)),
-            "conference_backlog": conference_store.backlog(conn),
-            "outbox_backlog": outbox_store.backlog(conn),
+            "open_conflicts": len(conflict_store.list_conflicts(conn, user_id=user_id)),
+            "conference_backlog": conference_store.backlog(conn, user_id),
+            "outbox_backlog": outbox_store.backlog(conn)
+            if user_id is None
+            else sum(binding["outbox_backlog"] for binding in bindings),
         }
 
 

@@ -20,7 +20,7 @@ from calsync.model import Account
 from calsync.providers.registry import UnknownProvider, provider_kind
 from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, ConflictPolicy, Direction
 from calsync.store import accounts as account_store
-from calsync.store import scheduling
+from calsync.store import scheduling, users
 from calsync.store.common import NotFound
 
 
@@ -49,8 +49,17 @@ class Bound:
     queued: int
 
 
-def add_account(engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]) -> str:
-    """Store an account of a known provider kind with the credentials that kind takes; returns its id.
+def add_account(
+    engine: Engine,
+    provider: str,
+    name: str,
+    base_url: str | None,
+    credentials: Mapping[str, Any],
+    *,
+    owner: str | None = None,
+) -> str:
+    """Store an account of a known provider kind with the credentials that kind takes, for the user
+    `owner` (None: the default owner, store/users.default_owner); returns its id.
 
     Checked against providers.registry (not per kind here), so an account stored is one a provider
     client can be made for: a kind that does not exist, a missing server URL or credential, a blank
@@ -76,7 +85,7 @@ def add_account(engine: Engine, provider: str, name: str, base_url: str | None, 
         if not credential.may_be_empty and not value.strip():
             raise SetupError(f"the {credential.key} must not be empty")
     with engine.begin() as conn:
-        return account_store.create_account(conn, provider, name, base_url, dict(credentials))
+        return account_store.create_account(conn, provider, name, base_url, dict(credentials), _owner(conn, owner))
 
 
 OAUTH_GRANTS = {  # grant -> the provider kind its tokens are for
@@ -96,11 +105,19 @@ class Connected:
 
 
 def connect_account(
-    engine: Engine, provider: str, name: str, base_url: str | None, credentials: Mapping[str, Any]
+    engine: Engine,
+    provider: str,
+    name: str,
+    base_url: str | None,
+    credentials: Mapping[str, Any],
+    *,
+    owner: str | None = None,
 ) -> Connected:
-    """Store an account whose credentials renew themselves (an OAuth grant, calsync.credentials).
+    """Store an account whose credentials renew themselves (an OAuth grant, calsync.credentials), for
+    the user `owner` (None: the default owner).
 
-    The same user of the same provider (and server) connected again is the same account: its
+    The same person of the same provider (and server) connected again by the same owner is the same
+    account (another calsync user connecting that person gets an account of their own): its
     credentials are replaced and it is back to `ok`, its bindings and their sync tokens untouched,
     so sync resumes where it stopped (no full resync) and they are due at once."""
     grant = credentials.get("grant")
@@ -110,7 +127,8 @@ def connect_account(
         raise SetupError("an account needs a name")
     user = _who(credentials)
     with engine.begin() as conn:
-        for row in account_store.list_accounts(conn):
+        owner = _owner(conn, owner)
+        for row in account_store.list_accounts(conn, owner):
             if row["provider"] != provider or row["base_url"] != base_url or not user:
                 continue
             stored = account_store.get_account(conn, row["id"]).credentials
@@ -123,7 +141,7 @@ def connect_account(
                 for binding in account_store.list_bindings(conn, row["id"]):
                     scheduling.mark_dirty(conn, binding["id"], debounce=0)
                 return Connected(row["id"], True)
-        return Connected(account_store.create_account(conn, provider, name, base_url, dict(credentials)), False)
+        return Connected(account_store.create_account(conn, provider, name, base_url, dict(credentials), owner), False)
 
 
 def _who(credentials: Mapping[str, Any]) -> Any:
@@ -131,21 +149,36 @@ def _who(credentials: Mapping[str, Any]) -> Any:
     return credentials.get("user") or credentials.get("subject") or credentials.get("mailbox")
 
 
-def add_calendar(engine: Engine, name: str, time_zone: str | None = None, color: str | None = None) -> str:
-    """Make a local calendar with no binding yet; returns its id. For a calendar that several bindings
-    share from the start (a mirror): bind_calendar(..., NewCalendar(...)) makes one with its first binding."""
+def add_calendar(
+    engine: Engine,
+    name: str,
+    time_zone: str | None = None,
+    color: str | None = None,
+    *,
+    owner: str | None = None,
+) -> str:
+    """Make a local calendar of `owner` (None: the default owner) with no binding yet; returns its id.
+    For a calendar that several bindings share from the start (a mirror): bind_calendar(...,
+    NewCalendar(...)) makes one with its first binding."""
     _check_calendar_name(name)
     with engine.begin() as conn:
-        return account_store.create_calendar(conn, name, time_zone, color)
+        return account_store.create_calendar(conn, name, time_zone, color, _owner(conn, owner))
 
 
-def check_binding(engine: Engine, account_id: str, remote_calendar_id: str, calendar_id: str | None = None) -> Account:
+def check_binding(
+    engine: Engine,
+    account_id: str,
+    remote_calendar_id: str,
+    calendar_id: str | None = None,
+    *,
+    owner: str | None = None,
+) -> Account:
     """The refusals bind_calendar would make, without writing; returns the account.
 
     For a caller that asks the provider about the remote calendar before binding it: it can refuse at
     once, without a request, what would be refused anyway. bind_calendar checks again in its transaction."""
     with engine.begin() as conn:
-        return _check_binding(conn, account_id, remote_calendar_id, calendar_id)
+        return _check_binding(conn, account_id, remote_calendar_id, calendar_id, owner)[0]
 
 
 def bind_calendar(
@@ -156,8 +189,13 @@ def bind_calendar(
     *,
     direction: Direction = "two-way",
     conflict_policy: ConflictPolicy = "ask",
+    owner: str | None = None,
 ) -> Bound:
     """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
+
+    The account and the local calendar belong to one user (a new calendar: the account's); with
+    `owner`, it must be theirs (SetupError otherwise), so no binding carries one user's events into
+    another's calendar.
 
     A binding that pushes, added to a calendar that already holds events (mirroring), gets them all
     queued (engine/outbound.queue_calendar_in: series before their exceptions); its first sync adopts the
@@ -175,9 +213,11 @@ def bind_calendar(
     existing = calendar if isinstance(calendar, str) else None
     try:
         with engine.begin() as conn:
-            _check_binding(conn, account_id, remote_calendar_id, existing)
+            _account, account_owner = _check_binding(conn, account_id, remote_calendar_id, existing, owner)
             if isinstance(calendar, NewCalendar):
-                calendar_id = account_store.create_calendar(conn, calendar.name, calendar.time_zone, calendar.color)
+                calendar_id = account_store.create_calendar(
+                    conn, calendar.name, calendar.time_zone, calendar.color, account_owner
+                )
             else:
                 calendar_id = calendar
             binding_id = account_store.create_binding(
@@ -194,14 +234,29 @@ def bind_calendar(
     return Bound(calendar_id, binding_id, queued)
 
 
-def _check_binding(conn: Connection, account_id: str, remote_calendar_id: str, calendar_id: str | None) -> Account:
-    """In the order the CLI has always reported them: the account, the binding, the local calendar."""
+def _check_binding(
+    conn: Connection, account_id: str, remote_calendar_id: str, calendar_id: str | None, owner: str | None
+) -> tuple[Account, str]:
+    """In the order the CLI has always reported them: the account, the binding, the local calendar;
+    then whose they are. Returns the account and its owner."""
     account = account_store.get_account(conn, account_id)
+    account_owner = users.account_owner(conn, account_id) or ""
     if account_store.find_binding(conn, account_id, remote_calendar_id) is not None:
         raise SetupError(_already_bound(remote_calendar_id))
     if calendar_id is not None and not account_store.calendar_exists(conn, calendar_id):
         raise NotFound(f"no local calendar with id {calendar_id!r}")
-    return account
+    if owner is not None and account_owner != _owner(conn, owner):
+        raise SetupError(f"account {account_id} belongs to another user")
+    if calendar_id is not None and users.calendar_owner(conn, calendar_id) != account_owner:
+        raise SetupError(f"local calendar {calendar_id} and account {account_id} belong to different users")
+    return account, account_owner
+
+
+def _owner(conn: Connection, owner: str | None) -> str:
+    """The user named (checked to exist), or the default owner."""
+    if owner is None:
+        return users.default_owner(conn)
+    return users.find_user(conn, owner)["id"]
 
 
 def _already_bound(remote_calendar_id: str) -> str:

@@ -35,9 +35,10 @@ from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.model import canonical_time, range_key
+from calsync.service.auth import CallerDep
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
-from calsync.store import event_pages
+from calsync.store import event_pages, users
 from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
@@ -474,17 +475,17 @@ def event_bodies(conn: Connection, rows: list[EventWithLinks]) -> list[dict[str,
     ]
 
 
-def _live_row(conn: Connection, event_id: str) -> EventWithLinks:
-    """A live event; tombstones are 404 like ids that never existed."""
+def live_row(conn: Connection, event_id: str, user_id: str) -> EventWithLinks:
+    """A live event of the user; tombstones and other users' events are 404 like ids that never existed."""
     rows = event_store.get_events(conn, [event_id]) if _ID.fullmatch(event_id) else []
-    if not rows or rows[0]["deleted"]:
+    if not rows or rows[0]["deleted"] or users.calendar_owner(conn, rows[0]["calendar_id"]) != user_id:
         raise _not_found("event", event_id)
     return rows[0]
 
 
-def _event_response(engine: Engine, event_id: str, response: Response) -> dict[str, Any]:
+def _event_response(engine: Engine, event_id: str, response: Response, user_id: str) -> dict[str, Any]:
     with engine.begin() as conn:
-        (body,) = event_bodies(conn, [_live_row(conn, event_id)])
+        (body,) = event_bodies(conn, [live_row(conn, event_id, user_id)])
     response.headers["ETag"] = body["etag"]
     return body
 
@@ -503,10 +504,10 @@ def conflict_body(row: ConflictRow) -> dict[str, Any]:
     return body
 
 
-def calendar_bodies(conn: Connection) -> list[dict[str, Any]]:
-    counts = event_pages.event_counts(conn)
+def calendar_bodies(conn: Connection, user_id: str) -> list[dict[str, Any]]:
+    counts = event_pages.event_counts(conn, user_id)
     per_calendar: dict[str, list[dict[str, Any]]] = {}
-    for b in account_store.list_bindings(conn):
+    for b in account_store.list_bindings(conn, user_id=user_id):
         per_calendar.setdefault(b["calendar_id"], []).append(
             {
                 "id": b["id"],
@@ -517,7 +518,7 @@ def calendar_bodies(conn: Connection) -> list[dict[str, Any]]:
         )
     return [
         {**jsonable(c), "event_count": counts.get(c["id"], 0), "bindings": per_calendar.get(c["id"], [])}
-        for c in account_store.list_calendars(conn)
+        for c in account_store.list_calendars(conn, user_id)
     ]
 
 
@@ -525,13 +526,18 @@ def calendar_bodies(conn: Connection) -> list[dict[str, Any]]:
 
 
 def guarded_write(
-    engine: Engine, event_id: str, if_match: str | None, write: Callable[[int | None], local.LocalChange]
+    engine: Engine,
+    event_id: str,
+    if_match: str | None,
+    write: Callable[[int | None], local.LocalChange],
+    user_id: str,
 ) -> local.LocalChange:
-    """428 without If-Match, 404 for no live event, 412 for a stale tag. The check here gives the 412
-    its current ETag; the one that must hold under concurrency is the engine's, at the write."""
+    """428 without If-Match, 404 for no live event of the user, 412 for a stale tag. The check here gives
+    the 412 its current ETag; the one that must hold under concurrency is the engine's, at the write
+    (an event never moves to another calendar, so the owner checked is the owner written)."""
     _required(if_match)
     with engine.begin() as conn:
-        current = _live_row(conn, event_id)["version"]
+        current = live_row(conn, event_id, user_id)["version"]
     version = _agreed_version(if_match, event_id, current)
     try:
         with _engine_errors(ident=event_id):
@@ -540,10 +546,14 @@ def guarded_write(
         raise _stale(event_id, exc.current) from exc
 
 
-def resolve(engine: Engine, conflict_id: str, request: ResolveRequest) -> ConflictRow:
-    """Hand the decision to the engine: 404 unknown, 409 no longer open, 422 for a bad merged event."""
+def resolve(engine: Engine, conflict_id: str, request: ResolveRequest, user_id: str) -> ConflictRow:
+    """Hand the decision to the engine: 404 unknown (or another user's), 409 no longer open, 422 for a
+    bad merged event."""
     if not _ID.fullmatch(conflict_id):
         raise _not_found("conflict", conflict_id)
+    with engine.begin() as conn:
+        if users.conflict_owner(conn, conflict_id) != user_id:
+            raise _not_found("conflict", conflict_id)
     merged = request.merged.changes() if request.merged is not None else None
     try:
         with _engine_errors(loc=("body", "merged"), what="conflict", ident=conflict_id):
@@ -574,22 +584,23 @@ def api_router(engine: Engine) -> APIRouter:
 
 def _status_routes(router: APIRouter, engine: Engine) -> None:
     @router.get("/status")
-    def status() -> dict[str, Any]:
-        """Sync health: bindings, tokens, backoff, open conflicts, conference backlog."""
-        return status_snapshot(engine)
+    def status(caller: CallerDep) -> dict[str, Any]:
+        """Sync health of the caller's accounts and bindings: tokens, backoff, open conflicts, backlogs."""
+        return status_snapshot(engine, caller.user_id)
 
 
 def _calendar_routes(router: APIRouter, engine: Engine) -> None:
     @router.get("/calendars", response_model=CalendarListOut)
-    def list_calendars() -> dict[str, Any]:
-        """Local calendars with their bindings and live event counts."""
+    def list_calendars(caller: CallerDep) -> dict[str, Any]:
+        """The caller's local calendars with their bindings and live event counts."""
         with engine.begin() as conn:
-            return {"calendars": calendar_bodies(conn)}
+            return {"calendars": calendar_bodies(conn, caller.user_id)}
 
 
 def _event_read_routes(router: APIRouter, engine: Engine) -> None:
     @router.get("/events", response_model=EventPageOut)
     def list_events(
+        caller: CallerDep,
         calendar_id: Annotated[str | None, Query(max_length=64)] = None,
         start: Annotated[str | None, Query(max_length=64, description="window start (RFC 3339 or date)")] = None,
         end: Annotated[str | None, Query(max_length=64, description="window end, exclusive")] = None,
@@ -603,20 +614,31 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
         after = decode_cursor(cursor) if cursor is not None else None
         with engine.begin() as conn:
             if calendar_id is not None and not (
-                _ID.fullmatch(calendar_id) and account_store.calendar_exists(conn, calendar_id)
+                _ID.fullmatch(calendar_id) and account_store.calendar_exists(conn, calendar_id, caller.user_id)
             ):
                 raise _invalid(("query", "calendar_id"), f"no calendar with id {calendar_id!r}")
-            page = event_pages.page_events(conn, calendar_id=calendar_id, start=low, end=high, after=after, limit=limit)
+            page = event_pages.page_events(
+                conn,
+                calendar_id=calendar_id,
+                start=low,
+                end=high,
+                after=after,
+                limit=limit,
+                user_id=caller.user_id,
+            )
             bodies = event_bodies(conn, page.rows)
         last = page.rows[-1] if page.rows and page.more else None
         return {"events": bodies, "next_cursor": encode_cursor(last["range_start"], last["id"]) if last else None}
 
     @router.get("/events/{event_id}", response_model=EventOut, responses={**_NOT_FOUND, 304: {}})
     def get_event(
-        event_id: EventId, response: Response, if_none_match: Annotated[str | None, Header()] = None
+        event_id: EventId,
+        response: Response,
+        caller: CallerDep,
+        if_none_match: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any] | Response:
         """One live event with its ETag (If-None-Match with the current ETag answers 304)."""
-        body = _event_response(engine, event_id, response)
+        body = _event_response(engine, event_id, response, caller.user_id)
         if if_none_match and body["version"] in (if_match_versions(if_none_match, event_id) or set()):
             return Response(status_code=304, headers={"ETag": body["etag"]})
         return body
@@ -624,51 +646,65 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
 
 def _event_write_routes(router: APIRouter, engine: Engine) -> None:
     @router.post("/events", status_code=201, response_model=EventOut)
-    def create_event(body: EventCreate, response: Response) -> dict[str, Any]:
-        """A new local event, queued for every push-enabled binding of its calendar."""
+    def create_event(body: EventCreate, response: Response, caller: CallerDep) -> dict[str, Any]:
+        """A new local event in one of the caller's calendars, queued for every push-enabled binding of it."""
+        with engine.begin() as conn:  # another user's calendar is refused like one that does not exist
+            if not account_store.calendar_exists(conn, body.calendar_id, caller.user_id):
+                raise _invalid(("body", "calendar_id"), f"no calendar with id {body.calendar_id!r}")
         with _engine_errors():
             change = local.create_event(engine, body.calendar_id, body.changes())
         response.headers["Location"] = f"{PREFIX}/events/{change.event_id}"
-        return _event_response(engine, change.event_id, response)
+        return _event_response(engine, change.event_id, response, caller.user_id)
 
     @router.patch("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
     def patch_event(
-        event_id: EventId, body: EventChanges, response: Response, if_match: IfMatch = None
+        event_id: EventId, body: EventChanges, response: Response, caller: CallerDep, if_match: IfMatch = None
     ) -> dict[str, Any]:
         """Change the given fields of the version named by If-Match."""
         guarded_write(
-            engine, event_id, if_match, lambda version: local.update_event(engine, event_id, body.changes(), version)
+            engine,
+            event_id,
+            if_match,
+            lambda version: local.update_event(engine, event_id, body.changes(), version),
+            caller.user_id,
         )
-        return _event_response(engine, event_id, response)
+        return _event_response(engine, event_id, response, caller.user_id)
 
     @router.put("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
     def replace_event(
-        event_id: EventId, body: EventReplacement, response: Response, if_match: IfMatch = None
+        event_id: EventId, body: EventReplacement, response: Response, caller: CallerDep, if_match: IfMatch = None
     ) -> dict[str, Any]:
         """Replace all editable fields of the version named by If-Match (optional ones left out are cleared)."""
         guarded_write(
-            engine, event_id, if_match, lambda version: local.update_event(engine, event_id, body.changes(), version)
+            engine,
+            event_id,
+            if_match,
+            lambda version: local.update_event(engine, event_id, body.changes(), version),
+            caller.user_id,
         )
-        return _event_response(engine, event_id, response)
+        return _event_response(engine, event_id, response, caller.user_id)
 
     @router.delete("/events/{event_id}", status_code=204, response_class=Response, responses=_GUARDED)
-    def delete_event(event_id: EventId, if_match: IfMatch = None) -> Response:
+    def delete_event(event_id: EventId, caller: CallerDep, if_match: IfMatch = None) -> Response:
         """Delete the version named by If-Match (a tombstone, so the delete can be pushed)."""
         guarded_write(
             engine,
             event_id,
             if_match,
             lambda version: local.delete_event(engine, event_id, version, via="the REST API"),
+            caller.user_id,
         )
         return Response(status_code=204)
 
 
 def _conflict_routes(router: APIRouter, engine: Engine) -> None:
     @router.get("/conflicts", response_model=ConflictListOut)
-    def list_conflicts(status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
-        """Conflicts with base, local and remote side by side and the fields that differ."""
+    def list_conflicts(caller: CallerDep, status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
+        """The caller's conflicts with base, local and remote side by side and the fields that differ."""
         with engine.begin() as conn:
-            rows = conflict_store.list_conflicts(conn, status=None if status == "all" else status)
+            rows = conflict_store.list_conflicts(
+                conn, status=None if status == "all" else status, user_id=caller.user_id
+            )
         return {"conflicts": [conflict_body(r) for r in rows]}
 
     @router.post(
@@ -685,7 +721,9 @@ def _conflict_routes(router: APIRouter, engine: Engine) -> None:
             },
         },
     )
-    def settle_conflict(conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest) -> dict[str, Any]:
+    def settle_conflict(
+        conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest, caller: CallerDep
+    ) -> dict[str, Any]:
         """Settle a conflict by keeping one side or giving the merged event. The remote side applied is
         the newest calsync has seen; send `remote_etag` to refuse a decision made on an older one."""
-        return conflict_body(resolve(engine, conflict_id, body))
+        return conflict_body(resolve(engine, conflict_id, body, caller.user_id))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
 
@@ -15,7 +16,8 @@ from calsync.conferencing.base import ConferenceAdapter
 from calsync.credentials import provider_maker
 from calsync.engine.pool import WarmProviders
 from calsync.engine.scheduler import Worker, WorkerSettings
-from calsync.service.api import api_router
+from calsync.service.api import PREFIX, api_router
+from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
 from calsync.service.control import control_router
 from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
@@ -39,20 +41,29 @@ def create_app(
     control_token: str | None = None,
     poll_interval: float = 300.0,
     oauth: OAuthClients | None = None,
+    open_page_user: str | None = None,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
-    that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows."""
+    that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows.
+
+    Every `/api/v1` route but `/api/v1/health` needs an API key (service/auth.py). `open_page_user`
+    (a user id; only `calsync demo` and the web tests) lets requests without an Authorization header
+    act as that user with write scope, so the web page works until it has a login of its own: never
+    on a service others can reach."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
+    app.state.auth = Auth(engine, open_page_user)
     # the control endpoint's syncs reuse the last one's connections; `calsync serve` closes them at exit
     app.state.providers = providers = WarmProviders(provider_maker(engine))
-    app.include_router(api_router(engine))
-    app.include_router(web_router(engine, adapters, demo))
+    keyed = [Depends(authenticate)]
+    app.include_router(health_router(PREFIX))
+    app.include_router(api_router(engine), dependencies=keyed)
+    app.include_router(web_router(engine, adapters, demo), dependencies=keyed)
     app.include_router(google_router(engine, metrics, wake, debounce))
     app.include_router(graph_router(engine, metrics, wake, debounce))
     oauth = oauth or OAuthClients()
     app.include_router(oauth_router(engine, oauth))
-    app.include_router(oauth_api_router(oauth))
+    app.include_router(oauth_api_router(oauth), dependencies=keyed)
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)
@@ -68,7 +79,8 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> PlainTextResponse:
+    def prometheus(_caller: Annotated[Caller, Depends(authenticate_admin)]) -> PlainTextResponse:
+        """Prometheus text, for an admin key (scrape config: `authorization: {type: Bearer, credentials: KEY}`)."""
         with engine.begin() as conn:
             accounts: Counter[tuple[str, str]] = Counter(
                 (a["provider"], a["state"]) for a in account_store.list_accounts(conn)

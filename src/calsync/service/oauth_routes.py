@@ -36,6 +36,7 @@ from calsync.credentials.connect import (
 )
 from calsync.engine import setup
 from calsync.service.api import PREFIX
+from calsync.service.auth import CallerDep
 
 ATTEMPT_SECONDS = 600.0  # as long as a provider's authorization code lives, about
 
@@ -79,6 +80,7 @@ class _Pending:
     redirect_uri: str
     name: str | None
     started: float
+    owner: str  # the calsync user the account is connected for (the caller of /start)
     attempt: Attempt | None = None  # Google: our state and verifier
     flow: dict[str, Any] | None = None  # Microsoft: msal's record (its state, verifier, nonce)
 
@@ -113,16 +115,20 @@ def oauth_router(engine: Engine, clients: OAuthClients) -> APIRouter:
         return f"{root}/oauth/{provider}/callback"
 
     @router.get("/{provider}/start")
-    def start(request: Request, provider: str, login_hint: str | None = None, name: str | None = None) -> Response:
-        """Off to the provider's consent page (303), with a state and PKCE challenge of our own."""
+    def start(
+        request: Request, provider: str, caller: CallerDep, login_hint: str | None = None, name: str | None = None
+    ) -> Response:
+        """Off to the provider's consent page (303), with a state and PKCE challenge of our own. The
+        account will be the caller's (service/auth.py: a key, or the open page's user)."""
         redirect_uri = callback_url(request, provider)
+        owner, now = caller.user_id, time.monotonic()
         if provider == "google" and clients.google is not None:
             attempt = Attempt()
-            attempts.put(attempt.state, _Pending(provider, redirect_uri, name, time.monotonic(), attempt=attempt))
+            attempts.put(attempt.state, _Pending(provider, redirect_uri, name, now, owner, attempt=attempt))
             return RedirectResponse(google_consent_url(clients.google, redirect_uri, attempt, login_hint), 303)
         if provider == "microsoft" and clients.microsoft is not None:
             flow = microsoft_flow(clients.microsoft, redirect_uri, login_hint)
-            attempts.put(str(flow["state"]), _Pending(provider, redirect_uri, name, time.monotonic(), flow=flow))
+            attempts.put(str(flow["state"]), _Pending(provider, redirect_uri, name, now, owner, flow=flow))
             return RedirectResponse(str(flow["auth_uri"]), 303)
         return _page(404, f"Connecting {provider} accounts is not configured on this server.")
 
@@ -147,7 +153,7 @@ def oauth_router(engine: Engine, clients: OAuthClients) -> APIRouter:
             return _page(400, f"The account was not connected: {exc}")
         name = pending.name or credentials.get("user") or kind
         try:
-            connected = setup.connect_account(engine, kind, str(name), base_url, credentials)
+            connected = setup.connect_account(engine, kind, str(name), base_url, credentials, owner=pending.owner)
         except setup.SetupError as exc:
             return _page(400, f"The account was not connected: {exc}")
         return RedirectResponse(f"/?connected={connected.account_id}", 303)

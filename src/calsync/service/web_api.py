@@ -29,10 +29,10 @@ from calsync.service.api import (
     etag_of,
     event_bodies,
     if_match_versions,
+    live_row,
 )
-from calsync.store import events as event_store
+from calsync.service.auth import CallerDep
 from calsync.store.common import NotFound
-from calsync.store.rows import EventWithLinks
 
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -66,15 +66,8 @@ class RemoteChangeRequest(_Strict):
 EventId = Annotated[str, PathParam(max_length=64)]
 
 
-def _live(conn: Connection, event_id: str) -> EventWithLinks:
-    rows = event_store.get_events(conn, [event_id]) if len(event_id) == 32 else []
-    if not rows or rows[0]["deleted"]:
-        raise HTTPException(404, detail=f"no event with id {event_id!r}")
-    return rows[0]
-
-
-def _body(conn: Connection, event_id: str, response: Response) -> dict[str, Any]:
-    (body,) = event_bodies(conn, [_live(conn, event_id)])
+def _body(conn: Connection, event_id: str, response: Response, user_id: str) -> dict[str, Any]:
+    (body,) = event_bodies(conn, [live_row(conn, event_id, user_id)])
     response.headers["ETag"] = body["etag"]
     return body
 
@@ -118,7 +111,9 @@ def web_router(
         }
 
     @router.post("/events/{event_id}/conference", status_code=201)
-    def add_conference(event_id: EventId, body: ConferenceRequest, response: Response) -> dict[str, Any]:
+    def add_conference(
+        event_id: EventId, body: ConferenceRequest, response: Response, caller: CallerDep
+    ) -> dict[str, Any]:
         """Create a meeting for the event and put it on its calendar events (409 if it has a conference)."""
         if body.provider not in adapters:
             configured = ", ".join(adapters) or "none"
@@ -133,7 +128,7 @@ def web_router(
                 ],
             )
         with engine.begin() as conn:
-            row = _live(conn, event_id)
+            row = live_row(conn, event_id, caller.user_id)
         if row["conference"]:
             shown = row["conference"].get("name") or row["conference"].get("provider") or "a conference"
             raise HTTPException(409, detail=f"the event already has a conference ({shown}); remove it first")
@@ -150,16 +145,16 @@ def web_router(
             pool.close()
         local.queue_unagreed(engine, event_id)
         with engine.begin() as conn:
-            return _body(conn, event_id, response)
+            return _body(conn, event_id, response, caller.user_id)
 
     @router.delete("/events/{event_id}/conference")
     def remove_conference(
-        event_id: EventId, response: Response, if_match: Annotated[str | None, Header()] = None
+        event_id: EventId, response: Response, caller: CallerDep, if_match: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
         """Take the conference off the event: a local change pushed to every binding; a meeting calsync
         made is deleted by the conference worker."""
         with engine.begin() as conn:
-            version = int(_live(conn, event_id)["version"])
+            version = int(live_row(conn, event_id, caller.user_id)["version"])
         _check_if_match(if_match, event_id, version)
         try:  # the version checked is the one changed: an edit in between is a 412 too
             local.remove_conference(engine, event_id, version)
@@ -168,7 +163,7 @@ def web_router(
         except local.StaleVersion as exc:
             raise _changed(event_id, exc.current) from exc
         with engine.begin() as conn:
-            return _body(conn, event_id, response)
+            return _body(conn, event_id, response, caller.user_id)
 
     if demo is not None:
 

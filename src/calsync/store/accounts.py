@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from calsync.model import Account, utcnow
 from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
-from calsync.store import service_keys
+from calsync.store import service_keys, users
 from calsync.store.common import NotFound, new_id
 from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import AccountRow, BindingRow, CalendarRow
@@ -19,13 +19,20 @@ from calsync.store.schema import accounts, bindings, calendars
 
 
 def create_account(
-    conn: Connection, provider: str, name: str, base_url: str | None, credentials: dict[str, Any]
+    conn: Connection,
+    provider: str,
+    name: str,
+    base_url: str | None,
+    credentials: dict[str, Any],
+    user_id: str | None = None,
 ) -> str:
+    """A new account of `user_id` (None: users.default_owner, for single-user setups and tests)."""
     now = utcnow()
     account_id = new_id()
     conn.execute(
         accounts.insert().values(
             id=account_id,
+            user_id=user_id or users.default_owner(conn),
             provider=provider,
             name=name,
             base_url=base_url,
@@ -67,8 +74,12 @@ def update_credentials(conn: Connection, account_id: str, credentials: dict[str,
         raise NotFound(f"no account with id {account_id!r}")
 
 
-def list_accounts(conn: Connection) -> list[AccountRow]:
-    rows = conn.execute(select(accounts).order_by(accounts.c.created_at)).mappings()
+def list_accounts(conn: Connection, user_id: str | None = None) -> list[AccountRow]:
+    """Every account, or the user's."""
+    query = select(accounts).order_by(accounts.c.created_at)
+    if user_id is not None:
+        query = query.where(accounts.c.user_id == user_id)
+    rows = conn.execute(query).mappings()
     return cast("list[AccountRow]", [{k: v for k, v in row.items() if k != "credentials_sealed"} for row in rows])
 
 
@@ -78,26 +89,44 @@ def set_account_state(conn: Connection, account_id: str, state: AccountState, er
     )
 
 
-def create_calendar(conn: Connection, name: str, time_zone: str | None = None, color: str | None = None) -> str:
+def create_calendar(
+    conn: Connection,
+    name: str,
+    time_zone: str | None = None,
+    color: str | None = None,
+    user_id: str | None = None,
+) -> str:
+    """A new local calendar of `user_id` (None: users.default_owner)."""
     now = utcnow()
     calendar_id = new_id()
     conn.execute(
         calendars.insert().values(
-            id=calendar_id, name=name, time_zone=time_zone, color=color, created_at=now, updated_at=now
+            id=calendar_id,
+            user_id=user_id or users.default_owner(conn),
+            name=name,
+            time_zone=time_zone,
+            color=color,
+            created_at=now,
+            updated_at=now,
         )
     )
     return calendar_id
 
 
-def list_calendars(conn: Connection) -> list[CalendarRow]:
-    return cast(
-        "list[CalendarRow]",
-        [dict(r) for r in conn.execute(select(calendars).order_by(calendars.c.created_at)).mappings()],
-    )
+def list_calendars(conn: Connection, user_id: str | None = None) -> list[CalendarRow]:
+    """Every local calendar, or the user's."""
+    query = select(calendars).order_by(calendars.c.created_at)
+    if user_id is not None:
+        query = query.where(calendars.c.user_id == user_id)
+    return cast("list[CalendarRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
-def calendar_exists(conn: Connection, calendar_id: str) -> bool:
-    return conn.execute(select(calendars.c.id).where(calendars.c.id == calendar_id)).first() is not None
+def calendar_exists(conn: Connection, calendar_id: str, user_id: str | None = None) -> bool:
+    """Whether the calendar exists (and, given `user_id`, is that user's)."""
+    query = select(calendars.c.id).where(calendars.c.id == calendar_id)
+    if user_id is not None:
+        query = query.where(calendars.c.user_id == user_id)
+    return conn.execute(query).first() is not None
 
 
 def find_binding(conn: Connection, account_id: str, remote_calendar_id: str) -> BindingRow | None:
@@ -146,10 +175,13 @@ def get_binding(conn: Connection, binding_id: str) -> BindingRow:
     return cast("BindingRow", dict(row))
 
 
-def list_bindings(conn: Connection, account_id: str | None = None) -> list[BindingRow]:
+def list_bindings(conn: Connection, account_id: str | None = None, user_id: str | None = None) -> list[BindingRow]:
+    """Every binding, an account's, or those of a user's calendars."""
     query = select(bindings).order_by(bindings.c.created_at)
     if account_id:
         query = query.where(bindings.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(bindings.c.calendar_id.in_(select(calendars.c.id).where(calendars.c.user_id == user_id)))
     return cast("list[BindingRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 

@@ -12,7 +12,7 @@ from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
 from calsync.store.common import NotFound, chunks, new_id
 from calsync.store.rows import ChannelRow, ConferenceRow, ConferenceWorkRow
-from calsync.store.schema import channels, conference_outbox, conferences
+from calsync.store.schema import calendars, channels, conference_outbox, conferences, events
 
 
 def _conference(row: RowMapping | None) -> ConferenceRow | None:
@@ -221,12 +221,13 @@ def retry_work_later(conn: Connection, row_id: int, when: datetime, error: str) 
     )
 
 
-def backlog(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(conference_outbox).where(conference_outbox.c.status == "pending")
-        ).scalar_one()
-    )
+def backlog(conn: Connection, user_id: str | None = None) -> int:
+    """Conference work waiting: all of it, or for events of the user's calendars."""
+    query = select(func.count()).select_from(conference_outbox).where(conference_outbox.c.status == "pending")
+    if user_id is not None:
+        owned = select(events.c.id).join(calendars, calendars.c.id == events.c.calendar_id)
+        query = query.where(conference_outbox.c.event_id.in_(owned.where(calendars.c.user_id == user_id)))
+    return int(conn.execute(query).scalar_one())
 
 
 def ensure_channel_intent(conn: Connection, binding_id: str) -> bool:

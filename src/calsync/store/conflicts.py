@@ -12,7 +12,7 @@ from calsync.model import utcnow
 from calsync.statuses import ConflictKind, ConflictStatus
 from calsync.store.common import NotFound, chunks, new_id
 from calsync.store.rows import ConflictRow
-from calsync.store.schema import conflicts, events
+from calsync.store.schema import calendars, conflicts, events
 
 
 def has_open_conflict(conn: Connection, event_id: str, binding_id: str) -> bool:
@@ -165,9 +165,14 @@ def record_conflict(
     return conflict_id
 
 
-def list_conflicts(conn: Connection, status: ConflictStatus | None = "open") -> list[ConflictRow]:
-    """Conflicts in this status (None: all), oldest first."""
+def list_conflicts(
+    conn: Connection, status: ConflictStatus | None = "open", user_id: str | None = None
+) -> list[ConflictRow]:
+    """Conflicts in this status (None: all), oldest first; with `user_id`, on that user's calendars."""
     query = select(conflicts).order_by(conflicts.c.created_at)
     if status:
         query = query.where(conflicts.c.status == status)
+    if user_id is not None:
+        owned = select(events.c.id).join(calendars, calendars.c.id == events.c.calendar_id)
+        query = query.where(conflicts.c.event_id.in_(owned.where(calendars.c.user_id == user_id)))
     return cast("list[ConflictRow]", [dict(r) for r in conn.execute(query).mappings()])

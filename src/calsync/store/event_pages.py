@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from calsync.store import events as event_store
 from calsync.store.rows import EventWithLinks
-from calsync.store.schema import events
+from calsync.store.schema import calendars, events
 
 
 @dataclass
@@ -29,15 +29,19 @@ def page_events(
     end: str | None = None,
     after: tuple[str, str] | None = None,
     limit: int = 500,
+    user_id: str | None = None,
 ) -> EventPage:
     """Live events overlapping [start, end) (UTC range keys), after the keyset `after`, at most `limit`.
 
     The overlap test is event_store.list_events' own: series with a recurrence rule always overlap a
-    window that has a start, because their last occurrence is not stored.
+    window that has a start, because their last occurrence is not stored. With `user_id`, only
+    events of that user's calendars.
     """
     query = select(events.c.id).where(events.c.deleted.is_(False))
     if calendar_id is not None:
         query = query.where(events.c.calendar_id == calendar_id)
+    if user_id is not None:
+        query = query.where(events.c.calendar_id.in_(_calendars_of(user_id)))
     if start is not None:
         query = query.where(or_(events.c.range_end > start, events.c.recurrence.is_not(None)))
     if end is not None:
@@ -55,7 +59,14 @@ def page_events(
     return EventPage(rows=rows, more=more)
 
 
-def event_counts(conn: Connection) -> dict[str, int]:
+def event_counts(conn: Connection, user_id: str | None = None) -> dict[str, int]:
     """calendar id -> number of live events, in one grouped query (calendars without events are absent)."""
-    query = select(events.c.calendar_id, func.count()).where(events.c.deleted.is_(False)).group_by(events.c.calendar_id)
+    query = select(events.c.calendar_id, func.count()).where(events.c.deleted.is_(False))
+    if user_id is not None:
+        query = query.where(events.c.calendar_id.in_(_calendars_of(user_id)))
+    query = query.group_by(events.c.calendar_id)
     return {calendar_id: int(count) for calendar_id, count in conn.execute(query)}
+
+
+def _calendars_of(user_id: str) -> Select[tuple[str]]:
+    return select(calendars.c.id).where(calendars.c.user_id == user_id)

@@ -21,6 +21,7 @@ from calsync.statuses import (
     ConflictPolicy,
     ConflictStatus,
     Direction,
+    KeyScope,
     LastSyncStatus,
     OutboxStatus,
     SyncState,
@@ -31,6 +32,7 @@ class AccountRow(TypedDict):
     """An `accounts` row without its credentials (accounts.list_accounts; get_account gives a model.Account)."""
 
     id: str
+    user_id: str
     provider: str
     name: str
     base_url: str | None
@@ -46,11 +48,32 @@ class AccountRow(TypedDict):
 
 class CalendarRow(TypedDict):
     id: str
+    user_id: str
     name: str
     color: str | None
     time_zone: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class UserRow(TypedDict):
+    id: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class ApiKeyRow(TypedDict):
+    """An `api_keys` row without the secret's hash (store/users.list_api_keys)."""
+
+    id: str
+    user_id: str
+    name: str
+    scope: KeyScope
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class BindingRow(TypedDict):

@@ -56,10 +56,38 @@ class UTCDateTime(TypeDecorator[datetime]):
 # none_as_null: a Python None is SQL NULL (not the JSON text "null"), so IS NULL filters work.
 JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
+# The people and apps calsync serves: every account and local calendar belongs to one user; events,
+# conflicts and conferences belong to their calendar's user (through calendar_id, not a column).
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# API keys (`cs_<id>_<secret>`): only the secret's SHA-256 is kept (store/users.py says why that is enough).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(16), nullable=False),  # read | write | admin (statuses.KeyScope)
+    Column("prefix", String(24), nullable=False),  # the key's first characters, to recognise it in a list
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Index(None, "user_id"),
+)
+
 accounts = Table(
     "accounts",
     metadata,
     Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
     Column("provider", String(32), nullable=False),
     Column("name", String(200), nullable=False),
     Column("base_url", Text),
@@ -76,17 +104,20 @@ accounts = Table(
     Column("token_lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
 )
 
 calendars = Table(
     "calendars",
     metadata,
     Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
     Column("name", String(300), nullable=False),
     Column("color", String(16)),
     Column("time_zone", String(64)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
 )
 
 bindings = Table(
