@@ -32,7 +32,7 @@ from calsync.service.app import WorkerPool
 from calsync.store import accounts as account_store
 from calsync.store import scheduling
 from calsync.store.schema import channels
-from tests.helpers import admin
+from tests.helpers import admin, auth_headers
 from tests.test_service import (
     GraphSide,
     live_channel,
@@ -75,9 +75,10 @@ def dirty_at(engine: Engine, binding: str) -> Any:
         return account_store.get_binding(conn, binding)["dirty_at"]
 
 
-def metric(service_url: str, result: str) -> float:
+def metric(engine: Engine, service_url: str, result: str) -> float:
     prefix = f'calsync_notifications_total{{provider="graph",result="{result}"}} '
-    for line in httpx.get(f"{service_url}/metrics").text.splitlines():
+    answer = httpx.get(f"{service_url}/metrics", headers=auth_headers(engine, "admin")).raise_for_status()
+    for line in answer.text.splitlines():
         if line.startswith(prefix):
             return float(line[len(prefix):])
     return 0.0
@@ -165,11 +166,11 @@ def test_a_bad_client_state_is_rejected_and_marks_nothing(
     stale = httpx.post(url, json={"value": [graph.item(channel, subscriptionId=str(uuid.uuid4()))]})
     assert (forged.status_code, missing.status_code, stale.status_code) == (403, 403, 404)
     assert dirty_at(engine, binding) is None
-    assert metric(service[0], "bad-token") == 2 and metric(service[0], "unknown-channel") == 1
-    assert metric(service[0], "accepted") == 0
+    assert metric(engine, service[0], "bad-token") == 2 and metric(engine, service[0], "unknown-channel") == 1
+    assert metric(engine, service[0], "accepted") == 0
     # one good item in a batch is enough to act on it; the forged one is still counted and ignored
     mixed = httpx.post(url, json={"value": [graph.item(channel, clientState="x"), graph.item(channel)]})
-    assert mixed.status_code == 202 and metric(service[0], "bad-token") == 3
+    assert mixed.status_code == 202 and metric(engine, service[0], "bad-token") == 3
     assert dirty_at(engine, binding) is not None
 
 
@@ -232,7 +233,7 @@ def test_reauthorization_required_renews_the_subscription(
     sub = subscriptions(graph)[channel["resource_id"]]
     assert sub["live"] and not sub["paused"]
     assert requests(graph, "POST", "/subscriptions") == [], "no second subscription"
-    assert metric(service[0], "reauthorization-required") == 1
+    assert metric(engine, service[0], "reauthorization-required") == 1
     graph.insert("After the renewal")
     wait_for(lambda: "After the renewal" in titles(engine, binding), timeout=5, what="a notified change")
 
@@ -268,7 +269,7 @@ def test_missed_notifications_trigger_a_sync(engine: Engine, graph: GraphSide, s
     wait_for(lambda: "Dropped on the way" in titles(engine, binding), timeout=5, what="the catch-up sync")
     assert len(graph.syncs()) == 1
     assert live_channel(engine, binding)["id"] == channel["id"], "the subscription itself is fine"  # type: ignore[index]
-    assert metric(service[0], "missed") == 1
+    assert metric(engine, service[0], "missed") == 1
 
 
 # --- lifetime and stopping ---------------------------------------------------------------------------

@@ -89,7 +89,9 @@ def test_sync_is_done_by_the_running_service(service: tuple[runtime.ServiceRecor
     report = json.loads(calsync("sync", "--json", db=db).stdout)
     assert report["inbound"][0]["created"] == 1 and report["inbound"][0]["requests"] == 1
     assert set(report) == {"inbound", "outbound", "conferences"}  # the same JSON as a sync in this process
-    assert len(httpx.get(f"{record.url}/api/v1/events", params={"limit": 100}).json()["events"]) == 13
+    key = calsync("apikey", "create", "--user", "default", "--scope", "read", db=db).stdout.split()[-1]
+    listed = httpx.get(f"{record.url}/api/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {key}"})
+    assert len(listed.json()["events"]) == 13
 
     here = calsync("sync", "--local", db=db)
     assert "synced by" not in here.stderr and "incremental" in here.stdout

@@ -34,7 +34,7 @@ from calsync.engine import setup
 from calsync.engine.sync import sync_once
 from calsync.store import accounts as account_store
 from tests.helpers import auth_headers, page_user
-from tests.helpers import local_events, token_of
+from tests.helpers import auth_headers, local_events, token_of
 from tests.oauth_helpers import answer_consent
 
 CLIENT_ID, CLIENT_SECRET = "calsync-test.apps.googleusercontent.com", "test-secret"
@@ -483,9 +483,12 @@ def test_no_oauth_secret_in_the_database_file_logs_cli_output_or_api_answers(
         with engine.begin() as conn:
             credentials = account_store.get_account(conn, account).credentials
         server = serve_in_thread(create_app(engine))
+        headers = auth_headers(engine, "admin")
         try:
             for path in ("/api/v1/status", "/api/v1/accounts", "/api/v1/calendars", "/api/v1/events", "/metrics"):
-                shown.append(httpx.get(server.url + path).text)
+                answer = httpx.get(server.url + path, headers=headers)
+                assert answer.status_code in (200, 404), (path, answer.status_code)
+                shown.append(answer.text)
         finally:
             server.stop()
     finally:

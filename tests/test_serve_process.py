@@ -63,9 +63,11 @@ def test_api_edits_are_settled_by_calsync_sync(served: tuple[str, Path], google_
                   db=db).stdout.strip()
     run("calendar", "bind", account, calendar, db=db)
     run("sync", db=db)
-    (local_calendar,) = httpx.get(f"{url}/api/v1/calendars").json()["calendars"]
+    key = run("apikey", "create", "--user", "default", "--scope", "write", db=db).stdout.split()[-1]
+    http = httpx.Client(headers={"Authorization": f"Bearer {key}"})
+    (local_calendar,) = http.get(f"{url}/api/v1/calendars").json()["calendars"]
 
-    created = httpx.post(f"{url}/api/v1/events", json={
+    created = http.post(f"{url}/api/v1/events", json={
         "calendar_id": local_calendar["id"], "title": "Made through the API",
         "start": "2026-12-04T10:00:00Z", "end": "2026-12-04T11:00:00Z"})
     assert created.status_code == 201
@@ -80,17 +82,17 @@ def test_api_edits_are_settled_by_calsync_sync(served: tuple[str, Path], google_
     assert [e["id"] for e in api.list_all(calendar) if e["summary"] == "Made through the API"] == [event["id"]]
     titles = {e["summary"] for e in api.list_all(calendar)}
     assert titles == {"Made through the API", "Kept remote (edited)"}
-    fetched = httpx.get(f"{url}/api/v1/events/{event['id']}").json()
+    fetched = http.get(f"{url}/api/v1/events/{event['id']}").json()
     assert [s["state"] for s in fetched["sync"]] == ["synced"]
-    listed = httpx.get(f"{url}/api/v1/events", params={"calendar_id": local_calendar["id"]}).json()["events"]
+    listed = http.get(f"{url}/api/v1/events", params={"calendar_id": local_calendar["id"]}).json()["events"]
     assert {e["title"] for e in listed} == titles
 
-    stale = httpx.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "x"}, headers={"If-Match": '"0-x"'})
+    stale = http.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "x"}, headers={"If-Match": '"0-x"'})
     assert stale.status_code == 412
-    moved = httpx.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "Moved by the API"},
+    moved = http.patch(f"{url}/api/v1/events/{event['id']}", json={"title": "Moved by the API"},
                         headers={"If-Match": fetched["etag"]})
     assert moved.status_code == 200
     run("sync", db=db)
     assert api.http.get(f"/calendars/{calendar}/events/{event['id']}").json()["summary"] == "Moved by the API"
-    status = httpx.get(f"{url}/api/v1/status").json()
+    status = http.get(f"{url}/api/v1/status").json()
     assert status["bindings"][0]["outbox_backlog"] == 0 and status["outbox_backlog"] == 0
