@@ -35,6 +35,7 @@ from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.model import canonical_time, range_key
+from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import event_pages
@@ -54,15 +55,27 @@ _RANGE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ETAG = re.compile(r'(?:W/)?"?(\d{1,18})-([0-9a-f]{8})"?')
 _BOOKKEEPING = ("sequence", "extra", "ical_uid")  # provider fields a person does not edit (model.content_hash)
 _ECHO_LIMIT = 200  # characters of a rejected input shown back in a 422
+# C0 controls but tab, line feed and carriage return (descriptions come back from providers with CRLF lines)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 for a body that is not even text
+
+
+def is_row_id(value: str) -> bool:
+    """Whether `value` can name a row at all (anything else is a 404 without a query)."""
+    return _ID.fullmatch(value) is not None
 
 
 # --- input types ------------------------------------------------------------------------------
 
 
 def _plain_text(value: str) -> str:
-    """Strings the stores can hold: SQLite cannot encode lone surrogates, PostgreSQL rejects NUL."""
+    """Strings the stores can hold and a calendar can show: SQLite cannot encode lone surrogates,
+    PostgreSQL rejects NUL, and other control characters break iCalendar lines and providers' forms."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    control = _CONTROL.search(value)
+    if control:
+        raise ValueError(f"must not contain control characters (found U+{ord(control.group()):04X})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -294,10 +307,6 @@ class StaleOut(BaseModel):
     version: int
 
 
-class ProblemOut(BaseModel):
-    detail: str
-
-
 class StaleProblemOut(BaseModel):
     detail: StaleOut
 
@@ -350,6 +359,12 @@ class SafeValidationRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 return JSONResponse(status_code=422, content={"detail": jsonable_encoder(printable(exc.errors()))})
+            except HTTPException as exc:
+                if exc.status_code != 400 or exc.detail != _UNPARSED_BODY:
+                    raise
+                # bytes that are not UTF-8: malformed like any other body that is not JSON, so the same 422
+                detail = [{"loc": ["body"], "msg": "is not JSON text (UTF-8)", "type": "json_invalid"}]
+                return JSONResponse(status_code=422, content={"detail": detail})
 
         return handle
 
@@ -563,7 +578,7 @@ IfMatch = Annotated[str | None, Header(description="ETag of the version being ch
 
 
 def api_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
+    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute, responses=API_ERRORS)
     _status_routes(router, engine)
     _calendar_routes(router, engine)
     _event_read_routes(router, engine)

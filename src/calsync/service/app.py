@@ -17,6 +17,8 @@ from calsync.engine.pool import WarmProviders
 from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import api_router
 from calsync.service.control import control_router
+from calsync.service.errors import AllowedMethods
+from calsync.service.limits import BodyLimit, Limits, RateLimit
 from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
@@ -39,9 +41,11 @@ def create_app(
     control_token: str | None = None,
     poll_interval: float = 300.0,
     oauth: OAuthClients | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
-    that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows."""
+    that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows.
+    `limits` (default: limits.Limits()) caps request bodies and how fast one caller may go."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
     # the control endpoint's syncs reuse the last one's connections; `calsync serve` closes them at exit
@@ -56,6 +60,12 @@ def create_app(
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)
+    limits = limits or Limits()
+    # the last added runs first: a caller over its rate is refused before its body is read
+    app.add_middleware(AllowedMethods, routes=lambda: app.routes)
+    app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
+    if limits.rate > 0:
+        app.add_middleware(RateLimit, rate=limits.rate, burst=limits.burst)
 
     @app.exception_handler(SecretKeyError)
     def secret_key_error(_request: Request, exc: SecretKeyError) -> JSONResponse:

@@ -25,11 +25,15 @@ from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
 from calsync.service.api import (
     PREFIX,
+    EventOut,
     SafeValidationRoute,
+    StaleProblemOut,
     etag_of,
     event_bodies,
     if_match_versions,
+    is_row_id,
 )
+from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import events as event_store
 from calsync.store.common import NotFound
 from calsync.store.rows import EventWithLinks
@@ -67,7 +71,7 @@ EventId = Annotated[str, PathParam(max_length=64)]
 
 
 def _live(conn: Connection, event_id: str) -> EventWithLinks:
-    rows = event_store.get_events(conn, [event_id]) if len(event_id) == 32 else []
+    rows = event_store.get_events(conn, [event_id]) if is_row_id(event_id) else []
     if not rows or rows[0]["deleted"]:
         raise HTTPException(404, detail=f"no event with id {event_id!r}")
     return rows[0]
@@ -106,7 +110,7 @@ def web_router(
     engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None
 ) -> APIRouter:
     adapters = adapters if adapters is not None else {}
-    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
+    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute, responses=API_ERRORS)
 
     @router.get("/conference-providers")
     def conference_providers() -> dict[str, Any]:
@@ -117,7 +121,16 @@ def web_router(
             ]
         }
 
-    @router.post("/events/{event_id}/conference", status_code=201)
+    @router.post(
+        "/events/{event_id}/conference",
+        status_code=201,
+        response_model=EventOut,
+        responses={
+            404: {"model": ProblemOut, "description": "No such event"},
+            409: {"model": ProblemOut, "description": "The event has a conference already, or it could not be made"},
+            502: {"model": ProblemOut, "description": "The conference system or the calendar provider failed"},
+        },
+    )
     def add_conference(event_id: EventId, body: ConferenceRequest, response: Response) -> dict[str, Any]:
         """Create a meeting for the event and put it on its calendar events (409 if it has a conference)."""
         if body.provider not in adapters:
@@ -152,7 +165,15 @@ def web_router(
         with engine.begin() as conn:
             return _body(conn, event_id, response)
 
-    @router.delete("/events/{event_id}/conference")
+    @router.delete(
+        "/events/{event_id}/conference",
+        response_model=EventOut,
+        responses={
+            404: {"model": ProblemOut, "description": "No such event"},
+            409: {"model": ProblemOut, "description": "The event has no conference"},
+            412: {"model": StaleProblemOut, "description": "If-Match (optional here) names an older version"},
+        },
+    )
     def remove_conference(
         event_id: EventId, response: Response, if_match: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
@@ -177,7 +198,7 @@ def web_router(
             """Only in `calsync demo`: the emulators behind this service."""
             return demo.describe()
 
-        @router.post("/demo/remote-change")
+        @router.post("/demo/remote-change", responses={409: {"model": ProblemOut, "description": "Nothing to change"}})
         def demo_remote_change(body: RemoteChangeRequest) -> dict[str, Any]:
             """Only in `calsync demo`: change the emulated Google calendar as another client would."""
             try:
