@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import Connection, Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
@@ -127,8 +128,26 @@ def _not_null(value: Any) -> Any:
     return value
 
 
+# the documented examples (a fuzzer starts from them: tests/test_fuzz_api.py serves a calendar with this id)
+EXAMPLE_CALENDAR_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
+_EXAMPLE_EVENT = {
+    "title": "Standup",
+    "start": "2026-12-01T09:00:00Z",
+    "end": "2026-12-01T09:30:00Z",
+    "time_zone": "Europe/Paris",
+    "location": "Room 1",
+    "attendees": ["ada@example.com", {"email": "grace@example.com", "name": "Grace", "optional": True}],
+}
+
+
 class EventChanges(_Strict):
     """Some editable fields (PATCH, or a merged conflict resolution); absent ones stay as they are."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"title": "Standup (moved)", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T10:30:00Z"}]
+        }
+    )
 
     title: Title | None = None
     start: Boundary | None = None
@@ -149,6 +168,8 @@ class EventChanges(_Strict):
 class EventReplacement(_Strict):
     """All editable fields (PUT): an optional field left out is cleared to its default."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_EVENT]})
+
     title: Title
     start: Boundary
     end: Boundary
@@ -164,6 +185,8 @@ class EventReplacement(_Strict):
 
 
 class EventCreate(EventReplacement):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"calendar_id": EXAMPLE_CALENDAR_ID, **_EXAMPLE_EVENT}]})
+
     calendar_id: IdText
 
 
@@ -322,6 +345,23 @@ _GUARDED: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _event_link(method: str, path: str = "/events/{event_id}", if_match: bool = False) -> dict[str, Any]:
+    """An OpenAPI link from an answer carrying an event to an operation on it (clients and fuzzers follow it)."""
+    pointer = (PREFIX + path).replace("~", "~0").replace("/", "~1")
+    parameters = {"event_id": "$response.body#/id", **({"header.if-match": "$response.body#/etag"} if if_match else {})}
+    return {"operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters}
+
+
+# where an event answered (created, read, changed) leads: reading it, changing it with its ETag, deleting it
+EVENT_LINKS: dict[str, dict[str, Any]] = {
+    "GetEvent": _event_link("get"),
+    "PatchEvent": _event_link("patch", if_match=True),
+    "ReplaceEvent": _event_link("put", if_match=True),
+    "DeleteEvent": _event_link("delete", if_match=True),
+    "AddConference": _event_link("post", "/events/{event_id}/conference"),
+    "RemoveConference": _event_link("delete", "/events/{event_id}/conference", if_match=True),
+}
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -359,7 +399,7 @@ class SafeValidationRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 return JSONResponse(status_code=422, content={"detail": jsonable_encoder(printable(exc.errors()))})
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # Starlette's own: Request.json() raises it
                 if exc.status_code != 400 or exc.detail != _UNPARSED_BODY:
                     raise
                 # bytes that are not UTF-8: malformed like any other body that is not JSON, so the same 422
@@ -638,7 +678,7 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
 
 
 def _event_write_routes(router: APIRouter, engine: Engine) -> None:
-    @router.post("/events", status_code=201, response_model=EventOut)
+    @router.post("/events", status_code=201, response_model=EventOut, responses={201: {"links": EVENT_LINKS}})
     def create_event(body: EventCreate, response: Response) -> dict[str, Any]:
         """A new local event, queued for every push-enabled binding of its calendar."""
         with _engine_errors():
@@ -646,7 +686,7 @@ def _event_write_routes(router: APIRouter, engine: Engine) -> None:
         response.headers["Location"] = f"{PREFIX}/events/{change.event_id}"
         return _event_response(engine, change.event_id, response)
 
-    @router.patch("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
+    @router.patch("/events/{event_id}", response_model=EventOut, responses={**_GUARDED, 200: {"links": EVENT_LINKS}})
     def patch_event(
         event_id: EventId, body: EventChanges, response: Response, if_match: IfMatch = None
     ) -> dict[str, Any]:

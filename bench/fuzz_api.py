@@ -1,0 +1,143 @@
+"""A long schemathesis run against a real calsync service: every operation of its OpenAPI document,
+every phase (examples, coverage, fuzzing, stateful), then the totals: operations, test cases, failures
+by kind. tests/test_fuzz_api.py runs the same at a small example count in the suite.
+
+    PYTHONPATH=src:. python bench/fuzz_api.py --max-examples 300 [--seed N] [--header 'Authorization: Bearer K']
+
+The service runs in this process on a loopback port over a fresh SQLite database holding one calendar,
+with a Jitsi adapter (no network) so the conference routes do real work; the rate limit is off (a 429
+is documented, but it would stop the fuzzer from reaching the routes). Exit status 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# what schemathesis checks: all of its checks but positive_data_acceptance, which expects every input the
+# schema allows to be accepted; the schema cannot say that a calendar_id must name an existing calendar or
+# that end must come after start, and those are 422s by design
+CHECKS = "all"
+EXCLUDED_CHECKS = "positive_data_acceptance"
+
+
+@contextmanager
+def fuzz_target(workdir: Path) -> Iterator[str]:
+    """The service's base URL, serving a fresh database with one calendar, until the block ends."""
+    from calsync.conferencing.jitsi import JitsiAdapter
+    from calsync.emulators.server import serve_in_thread
+    from calsync.model import utcnow
+    from calsync.service.api import EXAMPLE_CALENDAR_ID
+    from calsync.service.app import create_app
+    from calsync.service.limits import Limits
+    from calsync.store.db import open_engine
+    from calsync.store.schema import calendars
+
+    engine = open_engine(f"sqlite:///{workdir / 'calsync.db'}")
+    with engine.begin() as conn:  # the calendar the documented examples name, so they create events
+        now = utcnow()
+        conn.execute(calendars.insert().values(id=EXAMPLE_CALENDAR_ID, name="Fuzz", created_at=now, updated_at=now))
+    app = create_app(engine, adapters={"jitsi": JitsiAdapter("fuzz-secret")}, limits=Limits(rate=0))
+    server = serve_in_thread(app)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        engine.dispose()
+
+
+def run_schemathesis(
+    url: str, workdir: Path, *, max_examples: int, seed: int | None, headers: dict[str, str], workers: int = 2
+) -> tuple[int, str, dict[str, Any]]:
+    """`st run` against the service: its exit status, its output and its JSON report."""
+    report = workdir / "schemathesis.json"
+    command = [
+        str(Path(sys.executable).with_name("st")),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--max-examples",
+        str(max_examples),
+        "--workers",
+        str(workers),
+        "--generation-database",
+        "none",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+        "--no-color",
+        "--suppress-health-check",
+        "all",
+    ]
+    if seed is not None:
+        command += ["--seed", str(seed)]
+    for name, value in headers.items():
+        command += ["--header", f"{name}: {value}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=workdir, check=False)  # noqa: S603
+    return done.returncode, done.stdout + done.stderr, json.loads(report.read_text()) if report.exists() else {}
+
+
+def totals(report: dict[str, Any]) -> dict[str, Any]:
+    """Operations, test cases and failures by kind, from schemathesis' JSON report."""
+    failures: Counter[str] = Counter()
+    for failure in _walk(report, "failures"):
+        for item in failure if isinstance(failure, list) else [failure]:
+            if isinstance(item, dict):
+                failures[str(item.get("title") or item.get("code") or item.get("check") or "?")] += 1
+    return {"report": report, "failures": dict(failures)}
+
+
+def _walk(value: Any, key: str) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key:
+                yield v
+            else:
+                yield from _walk(v, key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, key)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-examples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--header", action="append", default=[], help="NAME: VALUE, sent with every request")
+    args = parser.parse_args()
+    headers = dict(h.split(":", 1) for h in args.header)
+    with tempfile.TemporaryDirectory(prefix="calsync-fuzz-") as tmp:
+        workdir = Path(tmp)
+        started = time.monotonic()
+        with fuzz_target(workdir) as url:
+            status, output, report = run_schemathesis(
+                url,
+                workdir,
+                max_examples=args.max_examples,
+                seed=args.seed,
+                headers={k.strip(): v.strip() for k, v in headers.items()},
+                workers=args.workers,
+            )
+        elapsed = time.monotonic() - started
+    print(output)  # noqa: T201
+    print(json.dumps(report, indent=1)[:3000])  # noqa: T201
+    print(f"schemathesis exit status {status} in {elapsed:.0f} s")  # noqa: T201
+    return 0 if status == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
