@@ -17,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
 
 # what schemathesis checks: all of its checks but positive_data_acceptance, which expects every input the
 # schema allows to be accepted; the schema cannot say that a calendar_id must name an existing calendar or
@@ -30,24 +32,31 @@ CHECKS = "all"
 EXCLUDED_CHECKS = "positive_data_acceptance"
 
 
-@contextmanager
-def fuzz_target(workdir: Path) -> Iterator[str]:
-    """The service's base URL, serving a fresh database with one calendar, until the block ends."""
+def fuzz_app(engine: Engine) -> FastAPI:
+    """The service over `engine`, which gets the calendar the documented examples name (so they create
+    events), with a Jitsi adapter (no network: the conference routes do real work) and no rate limit (a
+    429 is documented, but it would keep the fuzzer from the routes)."""
     from calsync.conferencing.jitsi import JitsiAdapter
-    from calsync.emulators.server import serve_in_thread
     from calsync.model import utcnow
     from calsync.service.api import EXAMPLE_CALENDAR_ID
     from calsync.service.app import create_app
     from calsync.service.limits import Limits
-    from calsync.store.db import open_engine
     from calsync.store.schema import calendars
 
-    engine = open_engine(f"sqlite:///{workdir / 'calsync.db'}")
-    with engine.begin() as conn:  # the calendar the documented examples name, so they create events
+    with engine.begin() as conn:
         now = utcnow()
         conn.execute(calendars.insert().values(id=EXAMPLE_CALENDAR_ID, name="Fuzz", created_at=now, updated_at=now))
-    app = create_app(engine, adapters={"jitsi": JitsiAdapter("fuzz-secret")}, limits=Limits(rate=0))
-    server = serve_in_thread(app)
+    return create_app(engine, adapters={"jitsi": JitsiAdapter("fuzz-secret")}, limits=Limits(rate=0))
+
+
+@contextmanager
+def fuzz_target(workdir: Path) -> Iterator[str]:
+    """The service's base URL, over a fresh SQLite database, until the block ends."""
+    from calsync.emulators.server import serve_in_thread
+    from calsync.store.db import open_engine
+
+    engine = open_engine(f"sqlite:///{workdir / 'calsync.db'}")
+    server = serve_in_thread(fuzz_app(engine))
     try:
         yield server.url
     finally:
@@ -90,26 +99,24 @@ def run_schemathesis(
     return done.returncode, done.stdout + done.stderr, json.loads(report.read_text()) if report.exists() else {}
 
 
-def totals(report: dict[str, Any]) -> dict[str, Any]:
-    """Operations, test cases and failures by kind, from schemathesis' JSON report."""
-    failures: Counter[str] = Counter()
-    for failure in _walk(report, "failures"):
-        for item in failure if isinstance(failure, list) else [failure]:
-            if isinstance(item, dict):
-                failures[str(item.get("title") or item.get("code") or item.get("check") or "?")] += 1
-    return {"report": report, "failures": dict(failures)}
-
-
-def _walk(value: Any, key: str) -> Iterator[Any]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k == key:
-                yield v
-            else:
-                yield from _walk(v, key)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk(v, key)
+def totals(report: dict[str, Any]) -> list[str]:
+    """The lines to print: operations, test cases, phases, failures by kind (with the operations)."""
+    operations, cases = report.get("operations", {}), report.get("test_cases", {})
+    lines = [
+        f"operations: {operations.get('tested', 0)} tested of {operations.get('total', 0)}",
+        (
+            f"test cases: {cases.get('generated', 0)} generated, {cases.get('with_failures', 0)} with failures, "
+            f"{cases.get('errored', 0)} errored"
+        ),
+        "phases: " + ", ".join(f"{name} {phase.get('status')}" for name, phase in report.get("phases", {}).items()),
+        f"failures: {sum(f.get('count', 0) for f in report.get('failures', []))}",
+    ]
+    lines += [
+        f"  {f.get('code')} {f.get('title')}: {f.get('count')} ({', '.join(f.get('operations', []))})"
+        for f in report.get("failures", [])
+    ]
+    lines.append(f"errors: {len(report.get('errors', []))}")
+    return lines
 
 
 def main() -> int:
@@ -134,7 +141,8 @@ def main() -> int:
             )
         elapsed = time.monotonic() - started
     print(output)  # noqa: T201
-    print(json.dumps(report, indent=1)[:3000])  # noqa: T201
+    print("\n".join(totals(report)))  # noqa: T201
+    print(f"max examples per operation: {args.max_examples}; seed: {report.get('seed')}")  # noqa: T201
     print(f"schemathesis exit status {status} in {elapsed:.0f} s")  # noqa: T201
     return 0 if status == 0 else 1
 

@@ -173,3 +173,14 @@ def graph_url(graph_server: RunningServer) -> str:
     """Base URL of a freshly reset Graph emulator (state, switches, faults, subscriptions and logs cleared)."""
     httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
     return graph_server.url
+
+
+# --- the REST API's credentials -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def api_headers(engine: Engine) -> dict[str, str]:
+    """Headers that let a test's requests through /api/v1 of a service over `engine` (tests/test_fuzz_api.py
+    sends them with every request). Today there are no API keys, so none; once there are (issue 19 items 1-2),
+    this makes a user and a write key in `engine` and returns {"Authorization": "Bearer <key>"}."""
+    return {}
