@@ -25,7 +25,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -118,7 +120,20 @@ class AttendeeIn(_Strict):
     response: Literal["needsAction", "accepted", "declined", "tentative"] = "needsAction"
 
 
-AttendeeInput = AttendeeIn | Email  # a plain e-mail string is an attendee with defaults
+def _attendee_kind(value: Any) -> str | None:
+    """Which form an attendee is given in, so a 422 names the fields of that form only."""
+    return "email" if isinstance(value, str) else "attendee" if isinstance(value, dict | AttendeeIn) else None
+
+
+# a plain e-mail string is an attendee with defaults (a 422 about it names ["attendees", i, "email"])
+AttendeeInput = Annotated[
+    Annotated[AttendeeIn, Tag("attendee")] | Annotated[Email, Tag("email")],
+    Discriminator(
+        _attendee_kind,
+        custom_error_type="attendee",
+        custom_error_message="an attendee is an e-mail address or an object with an email field",
+    ),
+]
 
 
 def _not_null(value: Any) -> Any:
