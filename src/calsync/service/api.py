@@ -145,7 +145,7 @@ def _not_null(value: Any) -> Any:
 
 # the documented examples (a fuzzer starts from them: tests/test_fuzz_api.py serves a calendar with this id)
 EXAMPLE_CALENDAR_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
-_EXAMPLE_EVENT = {
+_EXAMPLE_EVENT: dict[str, Any] = {
     "title": "Standup",
     "start": "2026-12-01T09:00:00Z",
     "end": "2026-12-01T09:30:00Z",
