@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import hashlib
+
 import httpx
 import pytest
 from openapi_spec_validator import validate
@@ -13,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from calsync.emulators.server import serve_in_thread
 from calsync.service.api import MAX_ATTENDEES, MAX_LIMIT
 from calsync.service.app import create_app
-from calsync.service.limits import DEFAULT_MAX_BODY_BYTES, Limits, LimitSettingError, TokenBuckets
+from calsync.service.limits import DEFAULT_MAX_BODY_BYTES, Limits, LimitSettingError, TokenBuckets, caller_key
 from calsync.store import accounts as account_store
 from calsync.store.schema import events, outbox
 
@@ -185,6 +187,29 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after(
     root = str(api.base_url).removesuffix("/api/v1/")
     assert httpx.get(f"{root}/healthz").status_code == 200
     assert api.get("/calendars").status_code == 429
+
+
+def test_the_caller_is_whatever_the_key_function_says(serve: Callable[..., httpx.Client]) -> None:
+    """The auth layer names callers by their key's id: whatever function it passes decides the buckets."""
+    api = serve(Limits(rate=0.5, burst=2, caller=lambda connection: "everyone"))
+    assert api.get("/calendars", headers={"Authorization": "Bearer a"}).status_code == 200
+    assert api.get("/calendars", headers={"Authorization": "Bearer b"}).status_code == 200
+    assert api.get("/calendars", headers={"Authorization": "Bearer c"}).status_code == 429
+
+
+def test_caller_key_hashes_the_key_and_falls_back_to_the_address() -> None:
+    from starlette.requests import HTTPConnection
+
+    def connection(*headers: tuple[bytes, bytes]) -> HTTPConnection:
+        return HTTPConnection({"type": "http", "headers": list(headers), "client": ("192.0.2.7", 5000)})
+
+    secret = "k" * 40
+    assert caller_key(connection((b"authorization", f"Bearer {secret}".encode()))) == (
+        "key:" + hashlib.sha256(secret.encode()).hexdigest())
+    assert caller_key(connection((b"authorization", f"bearer  {secret}".encode()))).startswith("key:")
+    assert caller_key(connection((b"authorization", b"Basic abc"))).startswith("auth:")
+    assert caller_key(connection()) == "addr:192.0.2.7"
+    assert secret not in caller_key(connection((b"authorization", f"Bearer {secret}".encode())))
 
 
 def test_token_buckets_refill_at_the_rate_up_to_the_burst() -> None:

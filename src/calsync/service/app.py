@@ -65,7 +65,7 @@ def create_app(
     app.add_middleware(AllowedMethods, routes=lambda: app.routes)
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     if limits.rate > 0:
-        app.add_middleware(RateLimit, rate=limits.rate, burst=limits.burst)
+        app.add_middleware(RateLimit, rate=limits.rate, burst=limits.burst, key=limits.caller)
 
     @app.exception_handler(SecretKeyError)
     def secret_key_error(_request: Request, exc: SecretKeyError) -> JSONResponse:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +24,22 @@ LIMITED_PREFIXES = ("/api/",)  # webhooks are the providers' (they have their ow
 _MAX_BUCKETS = 10_000  # callers remembered at once; full buckets are forgotten first (they carry no state)
 
 
+def caller_key(connection: HTTPConnection) -> str:
+    """Who a request counts against: its bearer key's SHA-256 (the hash issue 19 stores API keys as, so a
+    key's row and its bucket can share a name; the key itself is not kept), any other
+    Authorization value hashed, else the client address. Until keys are checked, a caller sending a new
+    made-up key each time gets a new bucket each time: once they are, unknown keys should count as their
+    address (pass such a function as Limits.caller)."""
+    authorization = connection.headers.get("authorization", "").strip()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "key:" + hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
+    if authorization:
+        return "auth:" + hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
+    client = connection.client
+    return f"addr:{client.host if client else 'unknown'}"
+
+
 class LimitSettingError(ValueError):
     """A CALSYNC_* limit setting that is not a number in range (the message names it)."""
 
@@ -31,11 +47,13 @@ class LimitSettingError(ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What the service refuses: bodies over `max_body_bytes`, and more than `rate` requests a second
-    (after a burst of `burst`) from one caller. `rate` 0 turns the rate limit off."""
+    (after a burst of `burst`) from one caller, as `caller` names it (default caller_key). `rate` 0
+    turns the rate limit off."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
+    caller: Callable[[HTTPConnection], str] = field(default=caller_key, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> Limits:
@@ -123,16 +141,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server (h11, httptools) refuses such a request before it gets here
     return None
-
-
-def caller_key(connection: HTTPConnection) -> str:
-    """Who a request counts against: its credentials (the Authorization header, hashed: the key itself is
-    never kept in memory longer than the request), else its client address."""
-    authorization = connection.headers.get("authorization")
-    if authorization:
-        return "auth:" + hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
-    client = connection.client
-    return f"addr:{client.host if client else 'unknown'}"
 
 
 @dataclass
