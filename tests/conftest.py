@@ -173,3 +173,15 @@ def graph_url(graph_server: RunningServer) -> str:
     """Base URL of a freshly reset Graph emulator (state, switches, faults, subscriptions and logs cleared)."""
     httpx.post(f"{graph_server.url}/emulator/reset").raise_for_status()
     return graph_server.url
+
+
+# --- the REST API's credentials -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def api_headers(engine: Engine) -> dict[str, str]:
+    """Headers that let a test's requests through /api/v1 of a service over `engine` (tests/test_fuzz_api.py
+    sends them with every request): a write key of the default user, made in `engine`."""
+    from tests.helpers import auth_headers
+
+    return auth_headers(engine, "write")

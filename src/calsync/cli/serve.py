@@ -48,12 +48,17 @@ def serve(
     from calsync.emulators.server import bind_socket, serve_forever
     from calsync.service import runtime
     from calsync.service.app import WorkerPool, create_app
+    from calsync.service.limits import Limits, LimitSettingError
     from calsync.service.metrics import Metrics
     from calsync.service.oauth_routes import OAuthClients
     from calsync.store.urls import default_url, sqlite_file
 
     settings = worker_settings(config, public_url, poll_interval, lease_seconds)
     adapters = conference_adapters(config)
+    try:
+        limits = Limits.from_settings(load_settings(config))
+    except LimitSettingError as exc:
+        raise fail(str(exc), 2) from exc
     database_file = sqlite_file(db or default_url())
     token = runtime.new_token() if database_file else None
     try:
@@ -78,6 +83,7 @@ def serve(
             oauth=OAuthClients.from_settings(
                 {**load_settings(config), **({"CALSYNC_PUBLIC_URL": public_url} if public_url else {})}
             ),
+            limits=limits,
         )
         if database_file and token:
             record = runtime.ServiceRecord(

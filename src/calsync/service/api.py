@@ -25,17 +25,21 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
 from sqlalchemy import Connection, Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.engine.health import status_snapshot
 from calsync.model import canonical_time, range_key
 from calsync.service.auth import CallerDep
+from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
 from calsync.store import event_pages, users
@@ -55,15 +59,27 @@ _RANGE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ETAG = re.compile(r'(?:W/)?"?(\d{1,18})-([0-9a-f]{8})"?')
 _BOOKKEEPING = ("sequence", "extra", "ical_uid")  # provider fields a person does not edit (model.content_hash)
 _ECHO_LIMIT = 200  # characters of a rejected input shown back in a 422
+# C0 controls but tab, line feed and carriage return (descriptions come back from providers with CRLF lines)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 for a body that is not even text
+
+
+def is_row_id(value: str) -> bool:
+    """Whether `value` can name a row at all (anything else is a 404 without a query)."""
+    return _ID.fullmatch(value) is not None
 
 
 # --- input types ------------------------------------------------------------------------------
 
 
 def _plain_text(value: str) -> str:
-    """Strings the stores can hold: SQLite cannot encode lone surrogates, PostgreSQL rejects NUL."""
+    """Strings the stores can hold and a calendar can show: SQLite cannot encode lone surrogates,
+    PostgreSQL rejects NUL, and other control characters break iCalendar lines and providers' forms."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    control = _CONTROL.search(value)
+    if control:
+        raise ValueError(f"must not contain control characters (found U+{ord(control.group()):04X})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -105,7 +121,20 @@ class AttendeeIn(_Strict):
     response: Literal["needsAction", "accepted", "declined", "tentative"] = "needsAction"
 
 
-AttendeeInput = AttendeeIn | Email  # a plain e-mail string is an attendee with defaults
+def _attendee_kind(value: Any) -> str | None:
+    """Which form an attendee is given in, so a 422 names the fields of that form only."""
+    return "email" if isinstance(value, str) else "attendee" if isinstance(value, dict | AttendeeIn) else None
+
+
+# a plain e-mail string is an attendee with defaults (a 422 about it names ["attendees", i, "email"])
+AttendeeInput = Annotated[
+    Annotated[AttendeeIn, Tag("attendee")] | Annotated[Email, Tag("email")],
+    Discriminator(
+        _attendee_kind,
+        custom_error_type="attendee",
+        custom_error_message="an attendee is an e-mail address or an object with an email field",
+    ),
+]
 
 
 def _not_null(value: Any) -> Any:
@@ -115,8 +144,26 @@ def _not_null(value: Any) -> Any:
     return value
 
 
+# the documented examples (a fuzzer starts from them: tests/test_fuzz_api.py serves a calendar with this id)
+EXAMPLE_CALENDAR_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
+_EXAMPLE_EVENT: dict[str, Any] = {
+    "title": "Standup",
+    "start": "2026-12-01T09:00:00Z",
+    "end": "2026-12-01T09:30:00Z",
+    "time_zone": "Europe/Paris",
+    "location": "Room 1",
+    "attendees": ["ada@example.com", {"email": "grace@example.com", "name": "Grace", "optional": True}],
+}
+
+
 class EventChanges(_Strict):
     """Some editable fields (PATCH, or a merged conflict resolution); absent ones stay as they are."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"title": "Standup (moved)", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T10:30:00Z"}]
+        }
+    )
 
     title: Title | None = None
     start: Boundary | None = None
@@ -137,6 +184,8 @@ class EventChanges(_Strict):
 class EventReplacement(_Strict):
     """All editable fields (PUT): an optional field left out is cleared to its default."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_EVENT]})
+
     title: Title
     start: Boundary
     end: Boundary
@@ -152,6 +201,8 @@ class EventReplacement(_Strict):
 
 
 class EventCreate(EventReplacement):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"calendar_id": EXAMPLE_CALENDAR_ID, **_EXAMPLE_EVENT}]})
+
     calendar_id: IdText
 
 
@@ -295,10 +346,6 @@ class StaleOut(BaseModel):
     version: int
 
 
-class ProblemOut(BaseModel):
-    detail: str
-
-
 class StaleProblemOut(BaseModel):
     detail: StaleOut
 
@@ -313,6 +360,23 @@ _GUARDED: dict[int | str, dict[str, Any]] = {
     428: {"model": ProblemOut, "description": "If-Match is missing"},
 }
 
+
+def _event_link(method: str, path: str = "/events/{event_id}", if_match: bool = False) -> dict[str, Any]:
+    """An OpenAPI link from an answer carrying an event to an operation on it (clients and fuzzers follow it)."""
+    pointer = (PREFIX + path).replace("~", "~0").replace("/", "~1")
+    parameters = {"event_id": "$response.body#/id", **({"header.if-match": "$response.body#/etag"} if if_match else {})}
+    return {"operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters}
+
+
+# where an event answered (created, read, changed) leads: reading it, changing it with its ETag, deleting it
+EVENT_LINKS: dict[str, dict[str, Any]] = {
+    "GetEvent": _event_link("get"),
+    "PatchEvent": _event_link("patch", if_match=True),
+    "ReplaceEvent": _event_link("put", if_match=True),
+    "DeleteEvent": _event_link("delete", if_match=True),
+    "AddConference": _event_link("post", "/events/{event_id}/conference"),
+    "RemoveConference": _event_link("delete", "/events/{event_id}/conference", if_match=True),
+}
 
 # --- errors -------------------------------------------------------------------------------------
 
@@ -351,6 +415,12 @@ class SafeValidationRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 return JSONResponse(status_code=422, content={"detail": jsonable_encoder(printable(exc.errors()))})
+            except StarletteHTTPException as exc:  # Starlette's own: Request.json() raises it
+                if exc.status_code != 400 or exc.detail != _UNPARSED_BODY:
+                    raise
+                # bytes that are not UTF-8: malformed like any other body that is not JSON, so the same 422
+                detail = [{"loc": ["body"], "msg": "is not JSON text (UTF-8)", "type": "json_invalid"}]
+                return JSONResponse(status_code=422, content={"detail": detail})
 
         return handle
 
@@ -573,7 +643,7 @@ IfMatch = Annotated[str | None, Header(description="ETag of the version being ch
 
 
 def api_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
+    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute, responses=API_ERRORS)
     _status_routes(router, engine)
     _calendar_routes(router, engine)
     _event_read_routes(router, engine)
@@ -645,7 +715,7 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
 
 
 def _event_write_routes(router: APIRouter, engine: Engine) -> None:
-    @router.post("/events", status_code=201, response_model=EventOut)
+    @router.post("/events", status_code=201, response_model=EventOut, responses={201: {"links": EVENT_LINKS}})
     def create_event(body: EventCreate, response: Response, caller: CallerDep) -> dict[str, Any]:
         """A new local event in one of the caller's calendars, queued for every push-enabled binding of it."""
         with engine.begin() as conn:  # another user's calendar is refused like one that does not exist
@@ -656,7 +726,7 @@ def _event_write_routes(router: APIRouter, engine: Engine) -> None:
         response.headers["Location"] = f"{PREFIX}/events/{change.event_id}"
         return _event_response(engine, change.event_id, response, caller.user_id)
 
-    @router.patch("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
+    @router.patch("/events/{event_id}", response_model=EventOut, responses={**_GUARDED, 200: {"links": EVENT_LINKS}})
     def patch_event(
         event_id: EventId, body: EventChanges, response: Response, caller: CallerDep, if_match: IfMatch = None
     ) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from calsync.engine.scheduler import Worker, WorkerSettings
 from calsync.service.api import PREFIX, api_router
 from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
 from calsync.service.control import control_router
+from calsync.service.errors import AllowedMethods
+from calsync.service.limits import BodyLimit, Limits, RateLimit
 from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
@@ -42,9 +44,11 @@ def create_app(
     poll_interval: float = 300.0,
     oauth: OAuthClients | None = None,
     open_page_user: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
     that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows.
+    `limits` (default: limits.Limits()) caps request bodies and how fast one caller may go.
 
     Every `/api/v1` route but `/api/v1/health` needs an API key (service/auth.py). `open_page_user`
     (a user id; only `calsync demo` and the web tests) lets requests without an Authorization header
@@ -67,6 +71,12 @@ def create_app(
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
     mount_web(app)
+    limits = limits or Limits()
+    # the last added runs first: a caller over its rate is refused before its body is read
+    app.add_middleware(AllowedMethods, routes=lambda: app.routes)
+    app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
+    if limits.rate > 0:
+        app.add_middleware(RateLimit, rate=limits.rate, burst=limits.burst, key=limits.caller)
 
     @app.exception_handler(SecretKeyError)
     def secret_key_error(_request: Request, exc: SecretKeyError) -> JSONResponse:

@@ -37,6 +37,7 @@ from calsync.credentials.connect import (
 from calsync.engine import setup
 from calsync.service.api import PREFIX
 from calsync.service.auth import CallerDep
+from calsync.service.errors import API_ERRORS
 
 ATTEMPT_SECONDS = 600.0  # as long as a provider's authorization code lives, about
 
@@ -163,7 +164,7 @@ def oauth_router(engine: Engine, clients: OAuthClients) -> APIRouter:
 
 def oauth_api_router(clients: OAuthClients) -> APIRouter:
     """What the page may offer: a connect button per configured provider, none for the others."""
-    router = APIRouter(prefix=f"{PREFIX}/oauth")
+    router = APIRouter(prefix=f"{PREFIX}/oauth", responses=API_ERRORS)
 
     @router.get("/providers")
     def providers() -> dict[str, list[str]]:

@@ -25,13 +25,16 @@ from calsync.engine.pool import ProviderPool
 from calsync.providers.base import ProviderError
 from calsync.service.api import (
     PREFIX,
+    EventOut,
     SafeValidationRoute,
+    StaleProblemOut,
     etag_of,
     event_bodies,
     if_match_versions,
     live_row,
 )
 from calsync.service.auth import CallerDep
+from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store.common import NotFound
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -99,7 +102,7 @@ def web_router(
     engine: Engine, adapters: dict[str, ConferenceAdapter] | None = None, demo: DemoControl | None = None
 ) -> APIRouter:
     adapters = adapters if adapters is not None else {}
-    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute)
+    router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute, responses=API_ERRORS)
 
     @router.get("/conference-providers")
     def conference_providers() -> dict[str, Any]:
@@ -110,7 +113,16 @@ def web_router(
             ]
         }
 
-    @router.post("/events/{event_id}/conference", status_code=201)
+    @router.post(
+        "/events/{event_id}/conference",
+        status_code=201,
+        response_model=EventOut,
+        responses={
+            404: {"model": ProblemOut, "description": "No such event"},
+            409: {"model": ProblemOut, "description": "The event has a conference already, or it could not be made"},
+            502: {"model": ProblemOut, "description": "The conference system or the calendar provider failed"},
+        },
+    )
     def add_conference(
         event_id: EventId, body: ConferenceRequest, response: Response, caller: CallerDep
     ) -> dict[str, Any]:
@@ -147,7 +159,15 @@ def web_router(
         with engine.begin() as conn:
             return _body(conn, event_id, response, caller.user_id)
 
-    @router.delete("/events/{event_id}/conference")
+    @router.delete(
+        "/events/{event_id}/conference",
+        response_model=EventOut,
+        responses={
+            404: {"model": ProblemOut, "description": "No such event"},
+            409: {"model": ProblemOut, "description": "The event has no conference"},
+            412: {"model": StaleProblemOut, "description": "If-Match (optional here) names an older version"},
+        },
+    )
     def remove_conference(
         event_id: EventId, response: Response, caller: CallerDep, if_match: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
@@ -172,7 +192,7 @@ def web_router(
             """Only in `calsync demo`: the emulators behind this service."""
             return demo.describe()
 
-        @router.post("/demo/remote-change")
+        @router.post("/demo/remote-change", responses={409: {"model": ProblemOut, "description": "Nothing to change"}})
         def demo_remote_change(body: RemoteChangeRequest) -> dict[str, Any]:
             """Only in `calsync demo`: change the emulated Google calendar as another client would."""
             try:
