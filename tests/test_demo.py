@@ -38,7 +38,7 @@ def _utc(value: datetime) -> str:
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
-    running = start_demo()
+    running = start_demo(open_page=True)
     try:
         yield running
     finally:

@@ -74,7 +74,7 @@ def _chromium() -> str:
 def demo() -> Iterator[Any]:
     from calsync.demo import start_demo
 
-    running = start_demo()
+    running = start_demo(open_page=True)
     # the worker sets up a notification channel per Google calendar after its first pass: wait for them
     # (the page's tests change Google calendars; the demo's CalDAV calendar has no channel at all)
     wait_for(lambda: all(b["channel"] and b["channel"]["confirmed"] for b in google_bindings(status(running))),

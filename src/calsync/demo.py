@@ -309,8 +309,11 @@ class Demo:
         with self.engine.begin() as conn:
             return users.default_owner(conn)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """The API, the web page, the webhook receiver and a worker, whose public URL is its own URL."""
+    def serve(self, host: str = "127.0.0.1", port: int = 0, *, open_page: bool = False) -> str:
+        """The API, the web page, the webhook receiver and a worker, whose public URL is its own URL.
+
+        The page needs a login (`login_link` prints one for the demo's user); `open_page` (the tests
+        only) lets keyless requests act as that user instead."""
         from calsync.service.app import WorkerPool
         from calsync.service.app import create_app as create_service
         from calsync.service.metrics import Metrics
@@ -329,9 +332,7 @@ class Demo:
                 control_token=token,
                 poll_interval=DEMO_POLL_SECONDS,
                 oauth=self.oauth_clients(),
-                # the page has no login yet: the demo's own (loopback) service lets it act as the user
-                # who owns the demo's accounts
-                open_page_user=self._page_user(),
+                open_page_user=self._page_user() if open_page else None,
             ),
             host=host,
             port=port,
@@ -347,6 +348,16 @@ class Demo:
         self.pool.start()
         self.pool.wake.set()
         return self.service.url
+
+    def login_link(self) -> str:
+        """A one-time login URL for the user who owns the demo's accounts: how `calsync demo` logs
+        its user in, so the demo stays one command (store/sessions.py: good once, for 15 minutes)."""
+        from calsync.store import sessions
+
+        assert self.service is not None, "serve() first"
+        with self.engine.begin() as conn:
+            token = sessions.create_login_token(conn, self._page_user())
+        return sessions.login_url(self.service.url, token)
 
     def stop(self) -> None:
         """Workers, service, emulators, and the Radicale process with its storage: nothing is left behind."""
@@ -769,12 +780,18 @@ def _add_conferences(engine: Engine, adapter: ZoomAdapter, count: int = MEETINGS
 
 
 def start_demo(
-    db: str | None = None, *, host: str = "127.0.0.1", port: int = 0, console: Console | None = None
+    db: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    console: Console | None = None,
+    open_page: bool = False,
 ) -> Demo:
-    """The demo with its service running (what `calsync demo` serves, and what the browser tests use)."""
+    """The demo with its service running (what `calsync demo` serves, and what the browser tests use,
+    with `open_page`: keyless requests act as the demo's user, see Demo.serve)."""
     demo = prepare(db, console)
     try:
-        demo.serve(host, port)
+        demo.serve(host, port, open_page=open_page)
     except BaseException:
         demo.stop()
         raise
@@ -931,7 +948,7 @@ def run_demo(
             console.print(f"[red]error:[/red] {exc}")
             raise SystemExit(1) from exc
         console.print(
-            f"\n[bold]calsync is running at {url}/[/bold]  (open it in a browser)\n"
+            f"\n[bold]calsync is running at {url}/[/bold]  (open the login link below in a browser)\n"
             f"  REST API {url}/api/v1 · OpenAPI {url}/docs · webhooks {url}/webhooks/google and /graph\n"
             f"  Google users: {', '.join(_google_email(u) for u in sorted(demo.accounts))} · Outlook: "
             f"{GraphEmulator.user_email(OUTLOOK_USER)} ({demo.graph.url}/v1.0)"
@@ -942,6 +959,9 @@ def run_demo(
             f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
             f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop."
         )
+        # the demo stays one command: this link logs the browser in as the demo's user (good once, for
+        # 15 minutes; `calsync user login-link NAME --base-url URL --db DB` makes another)
+        console.print(f"\n  Log in: {demo.login_link()}\n", soft_wrap=True, highlight=False)
         _stop_on_sigterm()
         while True:
             time.sleep(3600)

@@ -79,6 +79,7 @@ def serve(
             adapters=adapters,
             control_token=token,
             poll_interval=settings.poll_interval,
+            public_url=settings.public_url,
             # the settings were read once already (no ConfigError here); --public-url wins, as for the workers
             oauth=OAuthClients.from_settings(
                 {**load_settings(config), **({"CALSYNC_PUBLIC_URL": public_url} if public_url else {})}

@@ -7,6 +7,7 @@ the only one, else the first admin (`acting_user`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from sqlalchemy import Connection
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.statuses import KEY_SCOPES, is_key_scope
+from calsync.store import sessions as session_store
 from calsync.store import users as user_store
 from calsync.store.common import NotFound
 from calsync.store.rows import UserRow
@@ -26,6 +28,8 @@ UserOption = Annotated[
         "--user", help="The calsync user (name or id) to act for; default: the only one, else the first admin."
     ),
 ]
+
+MIN_PASSWORD = 8
 
 user_app = typer.Typer(help="The users calsync serves (each owns its accounts and calendars).", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for the service's /api/v1 (Authorization: Bearer).", no_args_is_help=True)
@@ -56,6 +60,49 @@ def user_create(
         except user_store.NameTaken as exc:
             raise fail(str(exc)) from exc
     console.print(f"user {name.strip()}{' (admin)' if admin else ''}: {user_id}", highlight=False)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(help="The user (name or id).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (its first line).")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Set the password the user logs in to the web page with (only an Argon2id hash is stored)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise fail(f"a password needs at least {MIN_PASSWORD} characters", 2)
+    with database(db) as engine, engine.begin() as conn:
+        owner = acting_user(conn, name)
+        session_store.set_password(conn, owner["id"], password)
+    console.print(f"password set for user {owner['name']}", highlight=False)
+
+
+@user_app.command("login-link")
+def user_login_link(
+    name: Annotated[str, typer.Argument(help="The user (name or id).")],
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="The service's URL (default $CALSYNC_PUBLIC_URL).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Print a one-time login URL for the user (the last word): good once, for 15 minutes."""
+    base = base_url or os.environ.get("CALSYNC_PUBLIC_URL")
+    if not base:
+        raise fail("where is the service? give --base-url or set CALSYNC_PUBLIC_URL", 2)
+    if not base.startswith(("http://", "https://")):
+        raise fail(f"--base-url must be an http(s) URL, not {base!r}", 2)
+    with database(db) as engine, engine.begin() as conn:
+        owner = acting_user(conn, name)
+        token = session_store.create_login_token(conn, owner["id"])
+    minutes = int(session_store.LOGIN_LINK_TTL.total_seconds() // 60)
+    sys.stderr.write(f"a one-time login link for user {owner['name']}, good for {minutes} minutes:\n")
+    sys.stdout.write(f"{session_store.login_url(base, token)}\n")  # plain write: a console could wrap it
 
 
 @user_app.command("list")

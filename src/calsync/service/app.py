@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin,
 from calsync.service.control import control_router
 from calsync.service.errors import AllowedMethods
 from calsync.service.limits import BodyLimit, Limits, RateLimit
+from calsync.service.login import add_login
 from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
 from calsync.service.web_api import DemoControl, mount_web, web_router
@@ -45,6 +47,7 @@ def create_app(
     oauth: OAuthClients | None = None,
     open_page_user: str | None = None,
     limits: Limits | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
     that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows.
@@ -52,11 +55,13 @@ def create_app(
 
     Every `/api/v1` route but `/api/v1/health` needs an API key (service/auth.py). `open_page_user`
     (a user id; only `calsync demo` and the web tests) lets requests without an Authorization header
-    act as that user with write scope, so the web page works until it has a login of its own: never
-    on a service others can reach."""
+    act as that user with write scope, so the page's tests need not log in: never on a service others
+    can reach. People log in (service/login.py); `public_url` (default $CALSYNC_PUBLIC_URL) being
+    https makes the session cookie `Secure`."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
-    app.state.auth = Auth(engine, open_page_user)
+    public_url = public_url or os.environ.get("CALSYNC_PUBLIC_URL") or ""
+    app.state.auth = Auth(engine, open_page_user, secure_cookies=public_url.startswith("https://"))
     # the control endpoint's syncs reuse the last one's connections; `calsync serve` closes them at exit
     app.state.providers = providers = WarmProviders(provider_maker(engine))
     keyed = [Depends(authenticate)]
@@ -70,6 +75,7 @@ def create_app(
     app.include_router(oauth_api_router(oauth), dependencies=keyed)
     if control_token:
         app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
+    add_login(app, engine, PREFIX)
     mount_web(app)
     limits = limits or Limits()
     # the last added runs first: a caller over its rate is refused before its body is read

@@ -12,12 +12,17 @@ a non-admin key naming another user in X-Calsync-User -> 403; an admin key namin
 exist -> 422 (the header is bad input; the object routes keep 404 for rows). Another user's rows are
 404, exactly like rows that do not exist, so no answer tells whether they do.
 
-A Caller need not come from a key (`key_id` None): `open_page_user` (the demo, the web tests) lets
-requests without an Authorization header act as one user, for the web page, which has no key. Web
-login will resolve a session cookie to a Caller here the same way."""
+A Caller need not come from a key (`key_id` None). A request without an Authorization header may
+carry the web login's session cookie (service/login.py, store/sessions.py): its user, with write
+scope (admin for an admin). A browser sends that cookie on its own, also on requests another site
+makes it send, so a state-changing request authenticated by the cookie must also carry the session's
+CSRF token in `X-CSRF-Token`, which only the page can read (GET /api/v1/session): else 403. A key is
+never sent by a browser on its own, so key requests need no CSRF token. `open_page_user` (tests
+only) lets requests with neither act as one user."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,12 +31,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from calsync.statuses import KeyScope
-from calsync.store import users
+from calsync.store import sessions, users
 from calsync.store.common import NotFound
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ACT_AS_HEADER = "X-Calsync-User"
 REALM = 'Bearer realm="calsync"'
+SESSION_COOKIE = "calsync_session"
+CSRF_HEADER = "X-CSRF-Token"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Auth:
 
     engine: Engine
     open_page_user: str | None = None
+    secure_cookies: bool = False  # the public URL is https: the session cookie is `Secure`
 
 
 _bearer = HTTPBearer(
@@ -77,7 +85,10 @@ def resolve(request: Request, token: str | None, *, allow_page: bool = True) -> 
     """The Caller of a request, or the HTTPException its credentials earn (see the module's note)."""
     auth: Auth = request.app.state.auth
     sent = "authorization" in request.headers
-    if not sent and allow_page and auth.open_page_user is not None:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not sent and allow_page and session_id:
+        caller = _session_caller(request, auth.engine, session_id)
+    elif not sent and allow_page and auth.open_page_user is not None:
         caller = Caller(auth.open_page_user, "write")
     else:
         if token is None:
@@ -91,6 +102,27 @@ def resolve(request: Request, token: str | None, *, allow_page: bool = True) -> 
     if named is not None:
         caller = _act_as(auth.engine, caller, named.strip())
     return caller
+
+
+def _session_caller(request: Request, engine: Engine, session_id: str) -> Caller:
+    """The logged-in user of a live session; 401 for a dead one, 403 for a write without its CSRF token."""
+    with engine.begin() as conn:
+        session = sessions.find_session(conn, session_id)
+        user = None
+        if session is not None:
+            try:
+                user = users.find_user(conn, session.user_id)
+            except NotFound:
+                user = None
+    if session is None or user is None:
+        raise HTTPException(
+            401, detail="the login session has ended: log in again", headers={"WWW-Authenticate": REALM}
+        )
+    if request.method not in READ_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            raise HTTPException(403, detail=f"a missing or wrong CSRF token ({CSRF_HEADER})")
+    return Caller(user["id"], "admin" if user["is_admin"] else "write")
 
 
 def _act_as(engine: Engine, caller: Caller, named: str) -> Caller:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import httpx
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
@@ -35,6 +35,7 @@ from calsync.service.api import (
 )
 from calsync.service.auth import CallerDep
 from calsync.service.errors import API_ERRORS, ProblemOut
+from calsync.service.login import page_allowed
 from calsync.store.common import NotFound
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -214,8 +215,10 @@ def mount_web(app: FastAPI) -> None:
     """The page at `/`, its files at `/static/...`."""
     index = WEB_DIR / "index.html"
 
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    @app.get("/", include_in_schema=False, response_model=None)
+    def page(request: Request) -> FileResponse | RedirectResponse:
+        if not page_allowed(request):  # no login yet: the login page
+            return RedirectResponse("/login", status_code=303)
         return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

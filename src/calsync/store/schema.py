@@ -65,6 +65,29 @@ users = Table(
     Column("name", String(200), nullable=False, unique=True),
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("password_hash", Text),  # Argon2id (store/sessions.py); None: no password, no login by password
+)
+
+# Web login (store/sessions.py): only SHA-256 digests of session ids and login tokens are kept.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
+)
+
+login_tokens = Table(
+    "login_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
 )
 
 # API keys (`cs_<id>_<secret>`): only the secret's SHA-256 is kept (store/users.py says why that is enough).

@@ -32,6 +32,10 @@ SHOWN_CHARACTERS = 12  # of the key, in lists: `cs_` and the start of its id
 TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key (not on every request)
 
 
+# a user's row as the rest of calsync sees it: never the password hash (store/sessions.py keeps to that)
+_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
+
+
 class NameTaken(ValueError):
     """A user name already in use."""
 
@@ -58,14 +62,14 @@ def create_user(conn: Connection, name: str, *, is_admin: bool = False) -> str:
 
 
 def list_users(conn: Connection) -> list[UserRow]:
-    query = select(users).order_by(users.c.created_at, users.c.id)
+    query = select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id)
     return cast("list[UserRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
 def find_user(conn: Connection, name_or_id: str) -> UserRow:
     """A user by id, else by name (an id is 32 hex digits, which a name may be too: the id wins)."""
     for column in (users.c.id, users.c.name):
-        row = conn.execute(select(users).where(column == name_or_id)).mappings().first()
+        row = conn.execute(select(*_USER_COLUMNS).where(column == name_or_id)).mappings().first()
         if row is not None:
             return cast("UserRow", dict(row))
     raise NotFound(f"no user {name_or_id!r}")

@@ -2,7 +2,7 @@
  * This module wires the others together and starts the polls. FullCalendar, rrule.js and FullCalendar's
  * rrule plugin are classic scripts loaded before it (globals FullCalendar and rrule; see vendor/). */
 import { loadOAuthProviders, takeConnected } from './accounts.js';
-import { api } from './api.js';
+import { api, loadSession, logout } from './api.js';
 import { getCalendar, loadRange, makeCalendar, onEventsApplied } from './calendar.js';
 import { initConflicts, loadConflicts } from './conflicts.js';
 import { checkArrival, loadDemo } from './demo.js';
@@ -45,8 +45,20 @@ function poll(fn, ms) {
   setTimeout(tick, ms);
 }
 
+async function showUser() {
+  const who = await loadSession();
+  const box = document.getElementById('user-box');
+  if (!who || !box) return;
+  document.getElementById('user-name').textContent = who.name;
+  // a login session can end; the tests' open page (no session, no CSRF token) has nothing to log out of
+  document.getElementById('logout').hidden = !who.csrf_token;
+  box.hidden = false;
+}
+
 async function start() {
   wire();
+  document.getElementById('logout').addEventListener('click', () => { logout(); });
+  showUser();
   takeConnected();
   loadOAuthProviders();
   try {
