@@ -182,3 +182,32 @@ def test_a_one_time_login_link_works_once(context: Any, service: str, engine: En
         again.wait_for_url(f"{service}/login")
     finally:
         other.close()
+
+
+def test_the_page_logged_in_as_one_user_never_shows_anothers_events(
+    context: Any, service: str, engine: Engine, ann: dict[str, str]
+) -> None:
+    """Ann and Bob each have a calendar with an event this week: logged in as Ann, the page lists her
+    calendar and event only, and her session cannot read Bob's event through the API the page uses."""
+    from datetime import UTC, datetime, timedelta
+
+    from calsync.engine import local
+
+    today = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    with engine.begin() as conn:
+        bob = users.create_user(conn, "bob")
+        bobs_calendar = account_store.create_calendar(conn, "Bob's secret calendar", user_id=bob)
+    hour = {"start": today.isoformat(), "end": (today + timedelta(hours=1)).isoformat()}
+    local.create_event(engine, ann["calendar_id"], {"title": "Ann's standup", **hour})
+    bobs = local.create_event(engine, bobs_calendar, {"title": "Bob's secret meeting", **hour})
+    page = context.new_page()
+    log_in(page, service)
+    page.wait_for_url(f"{service}/")
+    page.wait_for_selector(".fc-event:has-text(\"Ann's standup\")")
+    shown = page.locator("body").inner_text()
+    assert "Bob's secret" not in shown, "nothing of Bob's on Ann's page"
+    read = page.evaluate(
+        """async (id) => (await fetch(`/api/v1/events/${id}`, { credentials: 'include' })).status""",
+        bobs.event_id,
+    )
+    assert read == 404, "Bob's event is missing for Ann's session, as one that never existed"
