@@ -5,7 +5,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -185,3 +185,19 @@ def api_headers(engine: Engine) -> dict[str, str]:
     from tests.helpers import auth_headers
 
     return auth_headers(engine, "write")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright, one per test module (tests/test_web*.py)."""
+    from tests.test_web import CHROMIUM_ARGS, _chromium, _unavailable
+
+    path = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed: pip install -e '.[dev]'")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

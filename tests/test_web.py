@@ -22,10 +22,10 @@ from sqlalchemy import Engine
 
 from calsync.emulators.server import serve_in_thread
 from calsync.service.app import create_app
-from tests.helpers import page_user
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
+from tests.helpers import page_user
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -81,19 +81,6 @@ def demo() -> Iterator[Any]:
              timeout=15, what="confirmed notification channels")
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture()

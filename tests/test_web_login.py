@@ -25,22 +25,8 @@ from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store import users
 from calsync.store.schema import users as users_table
-from tests.test_web import CHROMIUM_ARGS, _chromium, _unavailable
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture()

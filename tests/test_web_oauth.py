@@ -25,8 +25,8 @@ from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
 from calsync.service.oauth_routes import OAuthClients
 from calsync.store import accounts as account_store
-from tests.helpers import auth_headers, page_user
-from tests.test_web import CHROMIUM_ARGS, SHOTS, _chromium, _unavailable
+from tests.helpers import page_user
+from tests.test_web import SHOTS
 
 CLIENT_ID, CLIENT_SECRET = "calsync-test.apps.googleusercontent.com", "test-secret"
 MS_CLIENT = "11111111-2222-3333-4444-555555555555"
@@ -71,19 +71,6 @@ def graph(tls: TlsFiles) -> Iterator[str]:
     server = serve_in_thread(graph_app(GraphEmulator(oauth=True)), certfile=tls.cert, keyfile=tls.key)
     yield server.url.replace("http://", "https://")
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture()
