@@ -197,11 +197,17 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                # a route that set one of these itself (a webhook receiver's nosniff) keeps its own, once
                 headers += [
-                    (b"content-security-policy", csp.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"x-frame-options", b"DENY"),
+                    (name, value)
+                    for name, value in (
+                        (b"content-security-policy", csp.encode()),
+                        (b"x-content-type-options", b"nosniff"),
+                        (b"referrer-policy", b"same-origin"),
+                        (b"x-frame-options", b"DENY"),
+                    )
+                    if name not in present
                 ]
                 message = {**message, "headers": headers}
             await send(message)
