@@ -120,3 +120,18 @@ def test_a_new_database_has_no_user_until_one_is_needed(tmp_path: Path) -> None:
         (default,) = users.list_users(conn)
         assert (default["name"], default["is_admin"]) == ("default", True)
         assert users.calendar_owner(conn, calendar) == default["id"]
+
+
+def test_a_new_password_ends_the_users_sessions_and_no_one_elses(engine: Engine) -> None:
+    from calsync.store import sessions
+
+    with engine.begin() as conn:
+        ann, bob = users.create_user(conn, "ann"), users.create_user(conn, "bob")
+        sessions.set_password(conn, ann, "first password")
+        anns, _ = sessions.create_session(conn, ann)
+        bobs, _ = sessions.create_session(conn, bob)
+        sessions.set_password(conn, ann, "second password")
+        assert sessions.find_session(conn, anns) is None, "a stolen session dies with the old password"
+        assert sessions.find_session(conn, bobs) is not None
+        assert sessions.check_password(conn, "ann", "second password") == ann
+        assert sessions.check_password(conn, "ann", "first password") is None

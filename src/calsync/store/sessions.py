@@ -48,10 +48,12 @@ def _digest(secret: str) -> str:
 
 
 def set_password(conn: Connection, user_id: str, password: str) -> None:
-    """Store the password's Argon2id hash (never the password); NotFound for no such user."""
+    """Store the password's Argon2id hash (never the password); NotFound for no such user. The user's
+    sessions end with the old password: a new password is how someone locks out a stolen login."""
     done = conn.execute(update(users).where(users.c.id == user_id).values(password_hash=_hasher.hash(password)))
     if done.rowcount != 1:
         raise NotFound(f"no user {user_id!r}")
+    conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
 
 
 def check_password(conn: Connection, name: str, password: str) -> str | None:
