@@ -271,3 +271,21 @@ def test_the_openapi_document_is_valid_and_states_every_error(engine: Engine) ->
     assert "409" in spec["paths"]["/api/v1/conflicts/{conflict_id}/resolve"]["post"]["responses"]
     links = spec["paths"]["/api/v1/events"]["post"]["responses"]["201"]["links"]
     assert {"GetEvent", "PatchEvent", "DeleteEvent"} <= set(links)
+
+
+def test_password_guesses_are_slowed_per_address(engine: Engine) -> None:
+    """The login form is open to anyone: past a small burst, an address gets 429 with Retry-After,
+    whatever user name it tries, and a refused guess checks no password."""
+    from calsync.service.limits import LOGIN_BURST
+
+    server = serve_in_thread(create_app(engine))
+    try:
+        answers = [
+            httpx.post(f"{server.url}/login", data={"user": f"u{n}", "password": "guess"}, follow_redirects=False)
+            for n in range(LOGIN_BURST + 3)
+        ]
+    finally:
+        server.stop()
+    statuses = [a.status_code for a in answers]
+    assert 429 not in statuses[: LOGIN_BURST - 2], statuses
+    assert statuses[-1] == 429 and int(answers[-1].headers["Retry-After"]) >= 1

@@ -21,7 +21,7 @@ from calsync.service.api import PREFIX, api_router
 from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
 from calsync.service.control import control_router
 from calsync.service.errors import AllowedMethods
-from calsync.service.limits import BodyLimit, Limits, RateLimit
+from calsync.service.limits import LOGIN_BURST, LOGIN_PREFIXES, LOGIN_RATE, BodyLimit, Limits, RateLimit, address_key
 from calsync.service.login import add_login
 from calsync.service.metrics import Metrics
 from calsync.service.oauth_routes import OAuthClients, oauth_api_router, oauth_router
@@ -83,6 +83,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     if limits.rate > 0:
         app.add_middleware(RateLimit, rate=limits.rate, burst=limits.burst, key=limits.caller)
+        app.add_middleware(RateLimit, rate=LOGIN_RATE, burst=LOGIN_BURST, key=address_key, prefixes=LOGIN_PREFIXES)
 
     @app.exception_handler(SecretKeyError)
     def secret_key_error(_request: Request, exc: SecretKeyError) -> JSONResponse:

@@ -40,6 +40,16 @@ def caller_key(connection: HTTPConnection) -> str:
     return f"addr:{client.host if client else 'unknown'}"
 
 
+def address_key(connection: HTTPConnection) -> str:
+    """The client address alone: for routes anyone may call without a key (the login form)."""
+    client = connection.client
+    return f"addr:{client.host if client else 'unknown'}"
+
+
+LOGIN_PREFIXES = ("/login",)  # password guesses: a few a second per address, whatever the user name
+LOGIN_RATE, LOGIN_BURST = 1.0, 10
+
+
 class LimitSettingError(ValueError):
     """A CALSYNC_* limit setting that is not a number in range (the message names it)."""
 
