@@ -1,0 +1,47 @@
+"""The conflict policy `merge` over every provider (Google and Graph emulators, Radicale, Xandikos):
+edits of different fields on the two sides both end up on both sides; the same field edited
+differently on both is still a conflict. The merge rule itself: tests/test_field_merge.py."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from calsync.engine import local
+from calsync.store import conflicts as conflict_store
+from tests.helpers import event_data
+from tests.remotes import DAY, Remote
+from tests.test_twoway import backlog, calendar_of, new_event, remote_id, sync
+
+
+def test_a_title_edited_here_and_a_time_moved_there_both_reach_both_sides(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine, policy="merge")
+    event = new_event(engine, calendar_of(engine, binding), "Planning", 9)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event)
+    local.update_event(engine, event, {"title": "Planning (local)"}, if_version=1)
+    remote.change(rid, at=DAY + timedelta(hours=2))
+    sync(engine, remote)
+    sync(engine, remote)
+    with engine.begin() as conn:
+        assert conflict_store.list_conflicts(conn) == []
+    data = event_data(engine, event)
+    assert (data.title, data.start, data.end) == ("Planning (local)", "2026-12-01T11:00:00Z", "2026-12-01T12:00:00Z")
+    assert remote.occurrences(DAY - timedelta(days=1), DAY + timedelta(days=1)) == [
+        (DAY + timedelta(hours=2), "Planning (local)")
+    ]
+    assert backlog(engine) == 0
+
+
+def test_the_same_field_edited_differently_on_both_sides_is_still_a_conflict(engine: Engine, remote: Remote) -> None:
+    binding = remote.bind(engine, policy="merge")
+    event = new_event(engine, calendar_of(engine, binding), "Planning", 9)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event)
+    local.update_event(engine, event, {"title": "Planning (local)"}, if_version=1)
+    remote.change(rid, title="Planning (remote)")
+    sync(engine, remote)
+    with engine.begin() as conn:
+        (conflict,) = conflict_store.list_conflicts(conn)
+    assert conflict["event_id"] == event and conflict["kind"] == "edit-edit"
+    assert remote.titles()[rid] == "Planning (remote)" and event_data(engine, event).title == "Planning (local)"
