@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from calsync.engine import local
+from calsync.service.api import clashing_fields
 from calsync.store import conflicts as conflict_store
 from tests.helpers import event_data
 from tests.remotes import DAY, Remote
@@ -44,4 +45,5 @@ def test_the_same_field_edited_differently_on_both_sides_is_still_a_conflict(eng
     with engine.begin() as conn:
         (conflict,) = conflict_store.list_conflicts(conn)
     assert conflict["event_id"] == event and conflict["kind"] == "edit-edit"
+    assert clashing_fields(conflict["base"], conflict["local"], conflict["remote"]) == ["title"]
     assert remote.titles()[rid] == "Planning (remote)" and event_data(engine, event).title == "Planning (local)"
