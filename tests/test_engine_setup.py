@@ -138,7 +138,7 @@ def test_a_pulling_binding_added_to_a_calendar_with_events_queues_nothing(engine
 @pytest.mark.parametrize("options,message", [
     ({"direction": "sideways"}, "direction must be one of two-way, pull, push, not 'sideways'"),
     ({"conflict_policy": "never"},
-     "conflict policy must be one of ask, local-wins, remote-wins, latest-wins, not 'never'"),
+     "conflict policy must be one of ask, local-wins, remote-wins, latest-wins, merge, not 'never'"),
 ])
 def test_bind_refuses_an_unknown_direction_or_policy(engine: Engine, options: dict[str, str], message: str) -> None:
     account = setup.add_account(engine, "google", "g", None, {"token": "t"})
