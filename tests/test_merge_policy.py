@@ -12,7 +12,7 @@ from calsync.service.api import clashing_fields
 from calsync.store import conflicts as conflict_store
 from tests.helpers import event_data
 from tests.remotes import DAY, Remote
-from tests.test_twoway import backlog, calendar_of, new_event, remote_id, sync
+from tests.test_twoway import backlog, calendar_of, link, new_event, remote_id, sync, version_of
 
 
 def test_a_title_edited_here_and_a_time_moved_there_both_reach_both_sides(engine: Engine, remote: Remote) -> None:
@@ -32,6 +32,11 @@ def test_a_title_edited_here_and_a_time_moved_there_both_reach_both_sides(engine
         (DAY + timedelta(hours=2), "Planning (local)")
     ]
     assert backlog(engine) == 0
+    # the binding agrees with the merged version itself: a later remote edit is a one-sided change
+    assert link(engine, binding, event)["base_version"] == version_of(engine, event) == 3
+    remote.change(rid, location="Room 7")
+    sync(engine, remote)
+    assert event_data(engine, event).location == "Room 7" and version_of(engine, event) == 4
 
 
 def test_the_same_field_edited_differently_on_both_sides_is_still_a_conflict(engine: Engine, remote: Remote) -> None:
