@@ -8,9 +8,10 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from calsync.engine import local
+from calsync.engine.outbound import queue_calendar
 from calsync.service.api import clashing_fields
 from calsync.store import conflicts as conflict_store
-from tests.helpers import event_data
+from tests.helpers import event_data, local_events
 from tests.remotes import DAY, Remote
 from tests.test_twoway import backlog, calendar_of, link, new_event, remote_id, sync, version_of
 
@@ -52,3 +53,33 @@ def test_the_same_field_edited_differently_on_both_sides_is_still_a_conflict(eng
     assert conflict["event_id"] == event and conflict["kind"] == "edit-edit"
     assert clashing_fields(conflict["base"], conflict["local"], conflict["remote"]) == ["title"]
     assert remote.titles()[rid] == "Planning (remote)" and event_data(engine, event).title == "Planning (local)"
+
+
+def test_a_merge_reaches_every_side_of_a_mirror_and_then_rests(engine: Engine, remote: Remote) -> None:
+    """A calendar mirrored through the hub: the title edited in B, the time moved in A at the same time;
+    the merge made on A's side reaches B too (and A), and nothing echoes afterwards."""
+    b_id = remote.new_calendar("Mirror")
+    # born in A, as in test_twoway's mirror test: a local event pushed to two calendars of one Graph
+    # mailbox ends with B linked to A's copy (seen with policy ask too; not this test's subject)
+    in_a = remote.insert("Planning")
+    binding_a = remote.bind(engine, policy="merge")
+    sync(engine, remote)
+    event = str(local_events(engine, binding_a)[in_a]["id"])
+    binding_b = remote.bind(engine, b_id, policy="merge", local_calendar=calendar_of(engine, binding_a))
+    queue_calendar(engine, binding_b)
+    sync(engine, remote)
+    in_b = remote_id(engine, binding_b, event)
+    remote.change(in_b, b_id, title="Planning (B)")
+    remote.change(in_a, at=DAY + timedelta(hours=2))
+    for _ in range(3):
+        sync(engine, remote)
+    with engine.begin() as conn:
+        assert conflict_store.list_conflicts(conn) == []
+    window = (DAY - timedelta(days=1), DAY + timedelta(days=1))
+    expected = [(DAY + timedelta(hours=2), "Planning (B)")]
+    assert remote.occurrences(*window) == expected and remote.occurrences(*window, calendar=b_id) == expected
+    assert backlog(engine) == 0
+    remote.clear_requests()
+    for _ in range(2):
+        sync(engine, remote)
+    assert remote.writes() == [], "quiet: nothing echoes back and forth"
