@@ -83,3 +83,21 @@ def test_a_merge_reaches_every_side_of_a_mirror_and_then_rests(engine: Engine, r
     for _ in range(2):
         sync(engine, remote)
     assert remote.writes() == [], "quiet: nothing echoes back and forth"
+
+
+def test_an_attendee_invited_here_and_another_there_are_both_invited_everywhere(
+    engine: Engine, remote: Remote
+) -> None:
+    binding = remote.bind(engine, policy="merge")
+    event = new_event(engine, calendar_of(engine, binding), "Planning", 9)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event)
+    local.update_event(engine, event, {"attendees": [{"email": "bob@example.com"}]}, if_version=1)
+    remote.change(rid, attendees=["cy@example.com"])
+    sync(engine, remote)
+    sync(engine, remote)
+    with engine.begin() as conn:
+        assert conflict_store.list_conflicts(conn) == []
+    assert {a.email for a in event_data(engine, event).attendees} == {"bob@example.com", "cy@example.com"}
+    assert "bob@example.com" in remote.text_of(rid) and "cy@example.com" in remote.text_of(rid)
+    assert backlog(engine) == 0
