@@ -101,3 +101,25 @@ def test_an_attendee_invited_here_and_another_there_are_both_invited_everywhere(
     assert {a.email for a in event_data(engine, event).attendees} == {"bob@example.com", "cy@example.com"}
     assert "bob@example.com" in remote.text_of(rid) and "cy@example.com" in remote.text_of(rid)
     assert backlog(engine) == 0
+
+
+def test_a_remote_copy_that_holds_the_local_edit_too_is_taken_without_a_write_back(
+    engine: Engine, remote: Remote
+) -> None:
+    """The merge equals the remote side (it made our edit as well, and one more): taken as it is; the
+    local edit's queued push writes nothing there."""
+    binding = remote.bind(engine, policy="merge")
+    event = new_event(engine, calendar_of(engine, binding), "Planning", 9)
+    sync(engine, remote)
+    rid = remote_id(engine, binding, event)
+    local.update_event(engine, event, {"title": "Planning (both)"}, if_version=1)
+    remote.change(rid, title="Planning (both)", location="Room 7")
+    remote.clear_requests()
+    sync(engine, remote)
+    sync(engine, remote)
+    with engine.begin() as conn:
+        assert conflict_store.list_conflicts(conn) == []
+    data = event_data(engine, event)
+    assert (data.title, data.location) == ("Planning (both)", "Room 7") and backlog(engine) == 0
+    assert remote.writes() == []
+    assert link(engine, binding, event)["base_version"] == version_of(engine, event)
