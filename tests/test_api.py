@@ -454,7 +454,7 @@ def test_conflicts_are_listed_side_by_side(
     assert conflict["status"] == "open" and conflict["kind"] == "edit-edit"
     assert conflict["base"]["title"] == "Budget"
     assert conflict["local"]["title"] == "Budget (local)" and conflict["remote"]["title"] == "Budget (remote)"
-    assert conflict["differing_fields"] == ["title"]
+    assert conflict["differing_fields"] == ["title"] and conflict["clashing_fields"] == ["title"]
     event = api.get(f"/events/{ids['Budget']}").json()
     assert [s["state"] for s in event["sync"]] == ["conflict"]
     assert api.get("/conflicts", params={"status": "resolved"}).json()["conflicts"] == []

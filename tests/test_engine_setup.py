@@ -103,12 +103,12 @@ def test_bind_with_a_new_calendar_makes_both(engine: Engine) -> None:
         bound.calendar_id, "Work", "UTC", "#123456")
 
 
-def test_bind_defaults_to_two_way_and_ask(engine: Engine) -> None:
+def test_bind_defaults_to_two_way_and_merge(engine: Engine) -> None:
     account = setup.add_account(engine, "google", "work", None, {"token": "t"})
     bound = setup.bind_calendar(engine, account, "work@example.com", NewCalendar("Work"))
     with engine.begin() as conn:
         binding = account_store.get_binding(conn, bound.binding_id)
-    assert (binding["direction"], binding["conflict_policy"]) == ("two-way", "ask")
+    assert (binding["direction"], binding["conflict_policy"]) == ("two-way", "merge")
 
 
 def test_a_pushing_binding_added_to_a_calendar_with_events_gets_them_queued(engine: Engine) -> None:
@@ -138,7 +138,7 @@ def test_a_pulling_binding_added_to_a_calendar_with_events_queues_nothing(engine
 @pytest.mark.parametrize("options,message", [
     ({"direction": "sideways"}, "direction must be one of two-way, pull, push, not 'sideways'"),
     ({"conflict_policy": "never"},
-     "conflict policy must be one of ask, local-wins, remote-wins, latest-wins, not 'never'"),
+     "conflict policy must be one of ask, local-wins, remote-wins, latest-wins, merge, not 'never'"),
 ])
 def test_bind_refuses_an_unknown_direction_or_policy(engine: Engine, options: dict[str, str], message: str) -> None:
     account = setup.add_account(engine, "google", "g", None, {"token": "t"})

@@ -16,6 +16,7 @@ from calsync.engine.page_plan import (
     CloseConflict,
     Create,
     Delete,
+    Merge,
     OpenConflict,
     PagePlan,
     PageState,
@@ -62,9 +63,9 @@ def state(items: list[RemoteChange], **kwargs: Any) -> PageState:
     return PageState(**fields)
 
 
-def plan(page: PageState) -> PagePlan:
+def plan(page: PageState, binding: BindingRef = BINDING) -> PagePlan:
     ids = (f"new{n}" for n in itertools.count(1))
-    return plan_page(BINDING, page, NOW, lambda: next(ids))
+    return plan_page(binding, page, NOW, lambda: next(ids))
 
 
 def kinds(result: PagePlan) -> list[str]:
@@ -209,3 +210,39 @@ def test_an_exception_deleted_with_its_series_and_changed_there_opens_no_conflic
     assert not stand_in.of(OpenConflict) and not stand_in.of(TakeRemote)
     (update,) = stand_in.of(UpdateLink)
     assert update.link["etag"] == "e9" and update.link["base_version"] == 1, "the queued deletion goes out over it"
+
+
+MERGING = replace(BINDING, policy="merge")
+
+
+def test_policy_merge_takes_the_title_from_here_and_the_time_from_there_as_a_new_version() -> None:
+    ours = replace(PLANNING, title="Planning (local)")
+    theirs = replace(PLANNING, start="2026-12-01T11:00:00Z", end="2026-12-01T12:00:00Z")
+    link = linked("ev", "r1", ours, base=PLANNING, version=2, base_version=1)
+    result = plan(state([remote("r1", theirs)], links={"r1": link}), MERGING)
+    (merged,) = result.of(Merge)
+    assert not result.of(OpenConflict) and not result.of(TakeRemote)
+    assert merged.event["title"] == "Planning (local)" and merged.event["start"] == "2026-12-01T11:00:00Z"
+    assert merged.event["version"] == 3 and merged.from_local == ("title",) and merged.from_remote == ("time",)
+    # the link adopts the remote ETag (the push goes over it) and keeps the base it agreed on
+    assert merged.link["etag"] == "e2" and merged.link["base_version"] == 1
+    assert merged.link["base_hash"] == PLANNING.content_hash() and result.counts.updated == 1
+
+
+def test_policy_merge_opens_a_conflict_when_a_field_changed_differently_on_both_sides() -> None:
+    ours = replace(PLANNING, title="Planning (local)", location="Room 1")
+    theirs = replace(PLANNING, title="Planning (remote)")
+    link = linked("ev", "r1", ours, base=PLANNING, version=2, base_version=1)
+    result = plan(state([remote("r1", theirs)], links={"r1": link}), MERGING)
+    (opened,) = result.of(OpenConflict)
+    assert opened.new and opened.fields["kind"] == "edit-edit" and not result.of(Merge)
+
+
+def test_policy_merge_when_one_side_holds_everything_writes_no_new_version() -> None:
+    ours = replace(PLANNING, title="Planning (local)")
+    both = replace(ours, location="Room 1")  # the remote has our title too, and a location
+    link = linked("ev", "r1", ours, base=PLANNING, version=2, base_version=1)
+    result = plan(state([remote("r1", both)], links={"r1": link}), MERGING)
+    assert kinds(result) == ["TakeRemote"]
+    result = plan(state([remote("r1", PLANNING, etag="e2")], links={"r1": replace(link, etag="e0")}), MERGING)
+    assert kinds(result) == ["UpdateLink"]  # remote unchanged in content: local wins over the new ETag

@@ -16,8 +16,9 @@ Direction = Literal["two-way", "pull", "push"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 PUSHING: tuple[Direction, ...] = ("two-way", "push")  # the directions that push local changes
 
-# how the three-way rule settles a change made on both sides (engine/threeway.decide)
-ConflictPolicy = Literal["ask", "local-wins", "remote-wins", "latest-wins"]
+# how the three-way rule settles a change made on both sides (engine/threeway.decide); "merge": field by
+# field (engine/field_merge), asking only about the fields changed differently on both sides
+ConflictPolicy = Literal["ask", "local-wins", "remote-wins", "latest-wins", "merge"]
 CONFLICT_POLICIES: tuple[ConflictPolicy, ...] = get_args(ConflictPolicy)
 
 # --- accounts ------------------------------------------------------------------------------------

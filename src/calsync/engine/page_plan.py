@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from calsync.engine.field_merge import merge
 from calsync.engine.threeway import Decision, Sides, conflict_kind, decide
 from calsync.model import EventData, RemoteChange, RemoteDeletion, RemoteEvent
 from calsync.series_exdates import as_occurrence, completed_outside_window, excluded_starts, without_starts
@@ -102,6 +103,18 @@ class TakeRemote:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """Both sides edited, merged field by field without a clash (policy "merge"): the merged content is
+    the event's next version, pushed to every pushing binding, this one too (its link adopts the
+    remote ETag, as local-wins does, so the write applies over the copy just read)."""
+
+    event: dict[str, Any]
+    link: dict[str, Any]
+    from_local: tuple[str, ...]
+    from_remote: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class UpdateLink:
     """The link alone changes: fast-forward, local wins (adopt the ETag), copy gone, paused."""
 
@@ -136,7 +149,7 @@ class CloseConflict:
     drop: bool
 
 
-Action = Create | Adopt | Relink | TakeRemote | UpdateLink | Delete | OpenConflict | CloseConflict
+Action = Create | Adopt | Relink | TakeRemote | Merge | UpdateLink | Delete | OpenConflict | CloseConflict
 
 
 @dataclass
@@ -483,6 +496,16 @@ def _three_way(
         # would leave an occurrence of no series); held inside the series there it takes the change and
         # stays deleted, as the series decides; a single event of its own there (a stand-in) goes
         decision = Decision.TAKE_REMOTE if link.series_remote_id else Decision.LOCAL_WINS
+    merged = None
+    if decision is Decision.MERGE and remote is not None:
+        merged = merge(EventData.from_json(link.base_snapshot), link.data, remote.data)
+        merged_hash = merged.data.content_hash()
+        if merged.clashes:
+            decision = Decision.CONFLICT
+        elif merged_hash == remote.content_hash:
+            decision = Decision.TAKE_REMOTE  # local's changes are all there already
+        elif merged_hash == link.content_hash:
+            decision = Decision.LOCAL_WINS  # remote's changes are all here already: the queued push goes
     if open_conflict is not None and decision is not Decision.NOTHING and decision is not Decision.CONFLICT:
         # the event is paused, and the remote moved on to something that settles it (both deleted, the
         # same content on both sides, the remote back at the base): the conflict closes by itself and
@@ -511,6 +534,22 @@ def _three_way(
         else:  # gone remotely: the push will have to create it again
             plan.actions.append(UpdateLink(_link_keep(link, now, remote_deleted=True)))
         plan.counts.unchanged += 1
+    elif decision is Decision.MERGE and merged is not None and remote is not None:
+        data = replace(merged.data, extra={**(link.data.extra or {}), **(remote.data.extra or {})})
+        row = {
+            "event_id": link.event_id,
+            **event_row(
+                data,
+                version=link.version + 1,
+                source=f"merge:{binding.source}",
+                now=now,
+                series_id=link.recurring_event_id,
+                content_hash=data.content_hash(),
+            ),
+        }
+        link_update = _link_keep(link, now, etag=remote.etag)
+        plan.actions.append(Merge(row, link_update, merged.from_local, merged.from_remote))
+        plan.counts.updated += 1
     else:  # a new conflict, or a later remote change to an open one: its remote side is the newest
         plan.actions.append(
             OpenConflict(

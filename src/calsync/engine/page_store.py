@@ -20,6 +20,7 @@ from calsync.engine.page_plan import (
     CloseConflict,
     Create,
     Delete,
+    Merge,
     OpenConflict,
     PagePlan,
     PageState,
@@ -168,9 +169,10 @@ def write_page(
     creates: list[Create] = plan.of(Create)
     adopts: list[Adopt] = plan.of(Adopt)
     taken: list[TakeRemote] = plan.of(TakeRemote)
+    merges: list[Merge] = plan.of(Merge)
     new_events = [c.event for c in creates]
     new_links = [*(c.link for c in creates), *(a.link for a in adopts)]
-    event_updates = [t.event for t in taken]
+    event_updates = [*(t.event for t in taken), *(m.event for m in merges)]
     tombstones = {d.event_id: d.proof for d in plan.of(Delete)}
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in new_links:
@@ -192,7 +194,9 @@ def write_page(
             {row["remote_id"]: row["event_id"] for row in new_links if row["series_remote_id"] is None},
         )
     event_store.update_events(conn, event_updates)
-    link_store.update_links(conn, [*(t.link for t in taken), *(u.link for u in plan.of(UpdateLink))])
+    link_store.update_links(
+        conn, [*(t.link for t in taken), *(m.link for m in merges), *(u.link for u in plan.of(UpdateLink))]
+    )
     _include_restored_occurrences(conn, binding, new_events, event_updates)
     added = 0
     for exception_id, proof in _excluded_exceptions(conn, binding, event_updates).items():
@@ -225,6 +229,14 @@ def write_page(
             doomed,
         )
     _mirror(conn, binding, new_events, event_updates, doomed)
+    if merges and binding.id in outbox_store.push_bindings(conn, binding.calendar_id):
+        # a merge is a local version this side lacks too (its link took the remote ETag): pushed back here
+        outbox_store.enqueue(
+            conn,
+            binding.calendar_id,
+            [(m.event["event_id"], m.event["version"]) for m in merges],
+            bindings_to=[binding.id],
+        )
     return added
 
 

@@ -17,6 +17,8 @@ class Decision(Enum):
     FAST_FORWARD = "fast-forward"  # both changed to the same content: agree without writing anything
     LOCAL_WINS = "local-wins"  # both changed, policy keeps local: adopt the remote ETag so the push applies
     CONFLICT = "conflict"  # both changed differently: pause the event for this binding and ask
+    # both edited (neither deleted), policy "merge": engine/page_plan merges field by field (engine/field_merge)
+    MERGE = "merge"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ def decide(sides: Sides, policy: ConflictPolicy) -> Decision:
         return Decision.TAKE_REMOTE
     if policy == "local-wins":
         return Decision.LOCAL_WINS
+    if policy == "merge" and not sides.local_deleted and not sides.remote_deleted:
+        return Decision.MERGE
     if policy == "latest-wins" and sides.local_updated and sides.remote_updated:
         return Decision.TAKE_REMOTE if sides.remote_updated > sides.local_updated else Decision.LOCAL_WINS
     return Decision.CONFLICT

@@ -36,8 +36,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calsync.engine import local
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
+from calsync.engine.field_merge import merge
 from calsync.engine.health import status_snapshot
-from calsync.model import canonical_time, range_key
+from calsync.model import EventData, canonical_time, range_key
 from calsync.service.auth import CallerDep
 from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import accounts as account_store
@@ -321,6 +322,12 @@ class ConflictOut(_Open):
     differing_fields: list[str] = Field(
         description='fields where local and remote differ; ["deleted"] when one side is gone'
     )
+    clashing_fields: list[str] = Field(
+        default_factory=list,
+        description="of an edit on both sides: the fields each changed differently since they last agreed "
+        '(the merge policy\'s fields: "time", "title", ..., "attendee <email>", "response <email>"); '
+        "what the merge policy could not settle",
+    )
     resolution: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -571,7 +578,18 @@ def differing_fields(local_side: dict[str, Any] | None, remote_side: dict[str, A
 def conflict_body(row: ConflictRow) -> dict[str, Any]:
     body: dict[str, Any] = jsonable(dict(row))
     body["differing_fields"] = differing_fields(row["local"], row["remote"])
+    body["clashing_fields"] = clashing_fields(row["base"], row["local"], row["remote"])
     return body
+
+
+def clashing_fields(
+    base: dict[str, Any] | None, local_side: dict[str, Any] | None, remote_side: dict[str, Any] | None
+) -> list[str]:
+    """The conflict record keeps the three sides, not the merge's verdict: it is worked out again (pure)."""
+    if base is None or local_side is None or remote_side is None:
+        return []
+    sides = (EventData.from_json(side) for side in (base, local_side, remote_side))
+    return list(merge(*sides).clashes)
 
 
 def calendar_bodies(conn: Connection, user_id: str) -> list[dict[str, Any]]:
