@@ -378,3 +378,21 @@ def test_a_local_delete_against_a_remote_edit_is_a_conflict(engine: Engine, remo
     sync(engine, remote)
     assert event_data(engine, event_id).title == "Still needed"
     assert local_events(engine, binding)[rid]["deleted"] is False
+
+
+def test_a_local_event_reaches_two_calendars_of_one_account_as_two_copies(engine: Engine, remote: Remote) -> None:
+    """One local calendar mirrored to two calendars of the same account: a local event gets a copy in
+    each. (Graph de-duplicates creates by transactionId across the whole mailbox: a key that was the
+    local id alone made the second create answer with the first calendar's copy, which the second
+    binding then took for its own, and the second calendar never got the event.)"""
+    second = remote.new_calendar("Mirror")
+    first_binding = remote.bind(engine)
+    hub = calendar_of(engine, first_binding)
+    second_binding = remote.bind(engine, second, local_calendar=hub)
+    event = new_event(engine, hub, "Made here")
+    sync(engine, remote)
+    sync(engine, remote)
+    window = (datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 3, tzinfo=UTC))
+    assert [t for _, t in remote.occurrences(*window)] == ["Made here"]
+    assert [t for _, t in remote.occurrences(*window, calendar=second)] == ["Made here"]
+    assert backlog(engine) == 0

@@ -312,15 +312,16 @@ class Pusher:
 
     def _create_key(self, event_id: str, link: EventLinkRow | None) -> str:
         """The id a create asks for (Google, CalDAV: the local id, or the old copy's id to make it again
-        under), or where the service picks ids (Graph) the idempotency key it carries: the local id,
-        and for a copy made again a key of its own (the first one may still name the deleted copy)
-        that starts with the local id, so a listing that meets the new copy before the answer does
-        adopts it instead of importing it."""
-        if link is None:
-            return event_id
+        under), or where the service picks ids (Graph) the idempotency key it carries: the local id and
+        a suffix of its own, so a listing that meets the new copy before the answer does adopts it
+        (by the part before the dot) instead of importing it. The suffix names the calendar for a
+        first copy (Graph de-duplicates transactionIds across the whole mailbox: the local id alone made
+        a second calendar of the mailbox answer with the first one's copy), and the old copy for a copy
+        made again (the first key may still name the deleted copy)."""
         if not self.provider.capabilities.server_assigns_ids:
-            return str(link["remote_id"])
-        return f"{event_id}.{hashlib.sha256(str(link['remote_id']).encode()).hexdigest()[:12]}"
+            return event_id if link is None else str(link["remote_id"])
+        made_for = self._calendar if link is None else str(link["remote_id"])
+        return f"{event_id}.{hashlib.sha256(made_for.encode()).hexdigest()[:12]}"
 
     @property
     def _calendar(self) -> str:
