@@ -62,7 +62,7 @@ def test_the_other_row_types_are_what_their_queries_select() -> None:
 def test_value_sets_keep_their_order_and_defaults() -> None:
     """The tuples are the Literals' own values, in the order messages and help texts list them."""
     assert statuses.DIRECTIONS == ("two-way", "pull", "push")
-    assert statuses.CONFLICT_POLICIES == ("ask", "local-wins", "remote-wins", "latest-wins")
+    assert statuses.CONFLICT_POLICIES == ("ask", "local-wins", "remote-wins", "latest-wins", "merge")
     assert set(statuses.PUSHING) < set(get_args(statuses.Direction))
     assert set(statuses.OPEN_CHANNEL_STATES) < set(get_args(statuses.ChannelState))
     assert set(get_args(statuses.SyncFailure)) < set(get_args(statuses.LastSyncStatus))
