@@ -52,6 +52,15 @@ SyncState = Literal["synced", "pending", "conflict", "error", "local-only"]
 ConflictStatus = Literal["open", "resolved"]
 ConflictKind = Literal["edit-edit", "remote-delete", "local-delete"]
 
+# --- the change journal (feed and history) ------------------------------------------------------------
+
+# what a journal row records: a new version of the event (created, updated, deleted, undeleted; an
+# update that changed only the conference is "conference-changed"), or a conflict opened or resolved
+ChangeKind = Literal[
+    "created", "updated", "deleted", "undeleted", "conference-changed", "conflict-opened", "conflict-resolved"
+]
+CHANGE_KINDS: tuple[ChangeKind, ...] = get_args(ChangeKind)
+
 # --- conferences, their outbox, notification channels ----------------------------------------------------
 
 # "creating": the intent recorded before the conference system is asked (its idempotency key)

@@ -17,6 +17,7 @@ from calsync.store import events as event_store
 from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
+from calsync.store.journal import LIBRARY, Author
 from calsync.store.rows import BindingRow, ConflictRow, EventRow
 
 
@@ -43,6 +44,7 @@ def resolve_conflict(
     merged: dict[str, Any] | None = None,
     *,
     remote_etag: str | None = None,
+    author: Author = LIBRARY,
 ) -> ConflictRow:
     """Settle a conflict by keeping the local side, the remote side, or a merged event.
 
@@ -62,7 +64,7 @@ def resolve_conflict(
         if remote_etag is not None and remote_etag != (conflict["remote_etag"] or ""):
             raise ConflictChanged(conflict)
         # closing first, guarded on 'open', is what makes two concurrent resolutions settle it once
-        if not conflict_store.close_conflict(conn, conflict_id, keep or "merged"):
+        if not conflict_store.close_conflict(conn, conflict_id, keep or "merged", author=author):
             raise ConflictResolved(f"conflict {conflict_id} is already resolved")
         binding = account_store.get_binding(conn, conflict["binding_id"])
         (event,) = event_store.get_events(conn, [conflict["event_id"]])
@@ -72,7 +74,7 @@ def resolve_conflict(
             data = (
                 local.validated(event_store.row_to_data(event), merged, creating=False) if merged is not None else None
             )
-            _keep_local(conn, conflict, binding, event, data)
+            _keep_local(conn, conflict, binding, event, data, author)
         return conflict_store.get_conflict(conn, conflict_id)
 
 
@@ -133,12 +135,17 @@ def _revive_exceptions(conn: Connection, series: EventRow, binding_id: str, sour
 
 
 def _keep_local(
-    conn: Connection, conflict: ConflictRow, binding: BindingRow, event: EventRow, merged: EventData | None
+    conn: Connection,
+    conflict: ConflictRow,
+    binding: BindingRow,
+    event: EventRow,
+    merged: EventData | None,
+    author: Author,
 ) -> None:
     version = event["version"]
     if merged is not None:
         version += 1
-        if not event_store.save_local_event(conn, event["id"], merged, version):
+        if not event_store.save_local_event(conn, event["id"], merged, version, author=author):
             raise local.StaleVersion(event["version"])
     link_store.adopt_remote_etag(
         conn, event["id"], binding["id"], conflict["remote_etag"], remote_deleted=conflict["remote"] is None

@@ -21,6 +21,7 @@ from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound, new_id
 from calsync.store.conferences import ChangedEvent, enqueue_for_changed_events
+from calsync.store.journal import LIBRARY, Author
 from calsync.store.rows import EventWithLinks
 
 EDITABLE = ("title", "start", "end", "all_day", "time_zone", "description", "location", "attendees", "status")
@@ -60,8 +61,9 @@ class LocalChange:
     queued: int  # outbox rows written
 
 
-def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> LocalChange:
-    """A new local event, queued for every push-enabled binding of its calendar."""
+def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any], *, author: Author = LIBRARY) -> LocalChange:
+    """A new local event, queued for every push-enabled binding of its calendar. `author`: who asked
+    (the event's history names them)."""
     data = validated(EventData(), fields, creating=True)
     now = utcnow()
     event_id = new_id()
@@ -87,18 +89,21 @@ def create_event(engine: Engine, calendar_id: str, fields: dict[str, Any]) -> Lo
                     "recurring_event_id": None,
                 }
             ],
+            author=author,
         )
         queued = outbox_store.enqueue(conn, calendar_id, [(event_id, 1)])
     return LocalChange(event_id, 1, queued)
 
 
-def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_version: int | None) -> LocalChange:
+def update_event(
+    engine: Engine, event_id: str, changes: dict[str, Any], if_version: int | None, *, author: Author = LIBRARY
+) -> LocalChange:
     """Change some fields of a live event; `if_version` guards against overwriting a newer version."""
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         data = validated(event_store.row_to_data(row), changes, creating=False)
         version = row["version"] + 1
-        if not event_store.save_local_event(conn, event_id, data, version):  # someone else wrote it meanwhile
+        if not event_store.save_local_event(conn, event_id, data, version, author=author):  # written meanwhile
             raise StaleVersion(_current_version(conn, event_id))
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         _settle_agreed_conflicts(conn, event_id, version, data)
@@ -106,14 +111,16 @@ def update_event(engine: Engine, event_id: str, changes: dict[str, Any], if_vers
     return LocalChange(event_id, version, queued)
 
 
-def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: str = "the library") -> LocalChange:
+def delete_event(
+    engine: Engine, event_id: str, if_version: int | None, *, via: str = "the library", author: Author = LIBRARY
+) -> LocalChange:
     """Delete locally (a tombstone, so the delete can be pushed and the conference removed). `via`
     names the surface it was asked through (the API, the CLI...): the tombstone's proof."""
     proof = f"deleted locally through {via}"
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         version = row["version"] + 1
-        if not event_store.tombstone_local_event(conn, event_id, version, proof):
+        if not event_store.tombstone_local_event(conn, event_id, version, proof, author=author):
             raise StaleVersion(_current_version(conn, event_id))
         doomed = [event_id, *event_store.live_exception_ids(conn, [event_id])]
         event_store.tombstone_events(
@@ -127,14 +134,16 @@ def delete_event(engine: Engine, event_id: str, if_version: int | None, *, via: 
     return LocalChange(event_id, version, queued)
 
 
-def remove_conference(engine: Engine, event_id: str, if_version: int | None) -> LocalChange:
+def remove_conference(
+    engine: Engine, event_id: str, if_version: int | None, *, author: Author = LIBRARY
+) -> LocalChange:
     """Take the conference off the event: a local change pushed to every binding; a meeting calsync
     made is deleted by the conference worker. NoConference when the event carries none."""
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         if not row["conference"]:
             raise NoConference(event_id)
-        event_store.set_local_conference(conn, event_id, None)
+        event_store.set_local_conference(conn, event_id, None, author=author)
         version = _current_version(conn, event_id)
         queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
         enqueue_for_changed_events(conn, [ChangedEvent(event_id, None, row["recurring_event_id"])], [])

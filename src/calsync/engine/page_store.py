@@ -179,7 +179,10 @@ def write_page(
             row["seen_generation"] = generation
         link_store.mark_seen(conn, binding.id, plan.seen, generation)
     # series before their exceptions: a page may list an exception ahead of its master
-    event_store.insert_events(conn, sorted(new_events, key=lambda row: row["recurring_event_id"] is not None))
+    etags = {row["event_id"]: row.get("etag") for row in new_links}
+    event_store.insert_events(
+        conn, sorted(new_events, key=lambda row: row["recurring_event_id"] is not None), etags=etags
+    )
     link_store.insert_links(conn, new_links)
     for create in creates:
         if create.conflict is not None:
@@ -193,7 +196,9 @@ def write_page(
             binding.id,
             {row["remote_id"]: row["event_id"] for row in new_links if row["series_remote_id"] is None},
         )
-    event_store.update_events(conn, event_updates)
+    remote_etags = {t.event["event_id"]: t.link.get("etag") for t in taken}
+    remote_etags.update((m.event["event_id"], m.link.get("etag")) for m in merges)
+    event_store.update_events(conn, event_updates, etags=remote_etags)
     link_store.update_links(
         conn, [*(t.link for t in taken), *(m.link for m in merges), *(u.link for u in plan.of(UpdateLink))]
     )

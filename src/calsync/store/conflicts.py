@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 
 from calsync.model import utcnow
 from calsync.statuses import ConflictKind, ConflictStatus
+from calsync.store import journal
 from calsync.store.common import NotFound, chunks, new_id
 from calsync.store.rows import ConflictRow
 from calsync.store.schema import calendars, conflicts, events
@@ -106,10 +107,13 @@ def get_conflict(conn: Connection, conflict_id: str) -> ConflictRow:
     return cast("ConflictRow", dict(row))
 
 
-def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
-    """Close an open conflict; False if it was not open any more (someone else resolved it first)."""
+def close_conflict(
+    conn: Connection, conflict_id: str, resolution: str, *, author: journal.Author | None = None
+) -> bool:
+    """Close an open conflict; False if it was not open any more (someone else resolved it first).
+    Journalled as resolved by `author` (default: the binding, when a sync settled it)."""
     now = utcnow()
-    return (
+    closed = (
         conn.execute(
             conflicts.update()
             .where(conflicts.c.id == conflict_id, conflicts.c.status == "open")
@@ -117,6 +121,13 @@ def close_conflict(conn: Connection, conflict_id: str, resolution: str) -> bool:
         ).rowcount
         == 1
     )
+    if closed:
+        row = conn.execute(
+            select(conflicts.c.event_id, conflicts.c.binding_id).where(conflicts.c.id == conflict_id)
+        ).one()
+        who = author or journal.author_of_binding(conn, row.binding_id)
+        journal.record_conflict(conn, row.event_id, conflict_id, "conflict-resolved", who, resolution=resolution)
+    return closed
 
 
 def record_conflict(
@@ -151,6 +162,9 @@ def record_conflict(
         conn.execute(conflicts.update().where(conflicts.c.id == existing).values(**sides))
         return str(existing)
     conflict_id = new_id()
+    journal.record_conflict(
+        conn, event_id, conflict_id, "conflict-opened", journal.author_of_binding(conn, binding_id), kind=kind
+    )
     conn.execute(
         conflicts.insert().values(
             id=conflict_id,

@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, RowMapping, bindparam, func, or_, select, update
 
 from calsync.model import EventData, canonical_time, range_key, utcnow
+from calsync.store import journal
 from calsync.store.common import NotFound, chunks, insert_many
 from calsync.store.rows import EventWithLinks, LinkSummary
 from calsync.store.schema import event_links, events
@@ -97,8 +98,22 @@ def deletions_of(conn: Connection, event_ids: Iterable[str]) -> dict[str, tuple[
     return found
 
 
-def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_events(
+    conn: Connection,
+    rows: list[dict[str, Any]],
+    *,
+    author: journal.Author | None = None,
+    etags: Mapping[str, str | None] | None = None,
+) -> None:
+    """New event rows, each journalled as created by `author` (default: the row's source);
+    `etags`: the provider's ETag of each copy a binding brought."""
     insert_many(conn, events, rows)
+    by_author: dict[journal.Author, list[journal.Change]] = {}
+    for row in rows:
+        who = author or journal.author_of_source(row["source"])
+        by_author.setdefault(who, []).append(journal.created(row, (etags or {}).get(row["id"])))
+    for who, changes in by_author.items():
+        journal.record(conn, changes, who)
 
 
 _EVENT_UPDATE_KEYS = (
@@ -131,16 +146,29 @@ _EVENT_UPDATE_KEYS = (
 )
 
 
-def update_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Batch update; every row carries `event_id` and all of _EVENT_UPDATE_KEYS."""
+def update_events(
+    conn: Connection, rows: list[dict[str, Any]], *, etags: Mapping[str, str | None] | None = None
+) -> None:
+    """Batch update; every row carries `event_id` and all of _EVENT_UPDATE_KEYS. Journalled as made
+    by each row's `updated_at_source`, with the copy's ETag from `etags`."""
     if rows:
-        write_down_bases(conn, [row["event_id"] for row in rows])
+        ids = [row["event_id"] for row in rows]
+        write_down_bases(conn, ids)
+        old = journal.before(conn, ids)
         stmt = (
             update(events)
             .where(events.c.id == bindparam("event_id"))
             .values({k: bindparam(k) for k in _EVENT_UPDATE_KEYS})
         )
         conn.execute(stmt, rows)
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_source.setdefault(row["updated_at_source"], []).append(row)
+        for source, written in by_source.items():
+            changes = journal.changes_of_update(
+                old, ((r["event_id"], r["version"], r, bool(r["deleted"])) for r in written), etags
+            )
+            journal.record(conn, changes, journal.author_of_source(source))
 
 
 def tombstone_events(conn: Connection, proofs: Mapping[str, str], source: str) -> None:
@@ -166,9 +194,16 @@ def tombstone_events(conn: Connection, proofs: Mapping[str, str], source: str) -
             version=events.c.version + 1,
         )
     )
+    old = journal.before(conn, proofs)
     rows = [{"doomed_id": event_id, "proof": proof} for event_id, proof in proofs.items()]
     for at in range(0, len(rows), 500):
         conn.execute(stmt, rows[at : at + 500])
+    changes = [
+        journal.Change(event_id, row["calendar_id"], int(row["version"]) + 1, "deleted", fields=["deleted"])
+        for event_id, row in old.items()
+        if not row["deleted"]
+    ]
+    journal.record(conn, changes, journal.author_of_source(source))
 
 
 def write_down_bases(conn: Connection, event_ids: Sequence[str]) -> None:
@@ -294,26 +329,35 @@ def event_data(conn: Connection, event_id: str) -> EventData:
     return row_to_data(row)
 
 
-def save_local_event(conn: Connection, event_id: str, data: EventData, version: int) -> bool:
+def save_local_event(
+    conn: Connection, event_id: str, data: EventData, version: int, *, author: journal.Author = journal.LIBRARY
+) -> bool:
     """A local edit: new content at `version`, changed by 'local'. Guarded on the version before it,
     so of two concurrent edits from the same version exactly one wins (False for the loser)."""
     write_down_bases(conn, [event_id])
-    return (
+    old = journal.before(conn, [event_id])
+    columns = event_columns(data)
+    saved = (
         conn.execute(
             events.update()
             .where(events.c.id == event_id, events.c.version == version - 1)
-            .values(**event_columns(data), version=version, updated_at_source="local", updated_at=utcnow())
+            .values(**columns, version=version, updated_at_source="local", updated_at=utcnow())
         ).rowcount
         == 1
     )
+    if saved:
+        journal.record(conn, journal.changes_of_update(old, [(event_id, version, columns, False)]), author)
+    return saved
 
 
-def tombstone_local_event(conn: Connection, event_id: str, version: int, proof: str) -> bool:
+def tombstone_local_event(
+    conn: Connection, event_id: str, version: int, proof: str, *, author: journal.Author = journal.LIBRARY
+) -> bool:
     """A local delete at `version`, guarded like save_local_event; `proof` says how it was asked for."""
     if not proof:
         raise ValueError("a local delete needs a proof (how it was asked for)")
     now = utcnow()
-    return (
+    deleted = (
         conn.execute(
             events.update()
             .where(
@@ -333,15 +377,29 @@ def tombstone_local_event(conn: Connection, event_id: str, version: int, proof: 
         ).rowcount
         == 1
     )
+    if deleted:
+        calendar_id = conn.execute(select(events.c.calendar_id).where(events.c.id == event_id)).scalar_one()
+        journal.record(conn, [journal.Change(event_id, calendar_id, version, "deleted", fields=["deleted"])], author)
+    return deleted
 
 
 def save_event_from(
-    conn: Connection, event_id: str, data: EventData, version: int, source: str, *, undelete: bool = False
+    conn: Connection,
+    event_id: str,
+    data: EventData,
+    version: int,
+    source: str,
+    *,
+    undelete: bool = False,
+    author: journal.Author | None = None,
+    etags: Mapping[str, str | None] | None = None,
 ) -> None:
     """The event takes content from `source` (a binding), at the given next version."""
     write_down_bases(conn, [event_id])
+    old = journal.before(conn, [event_id])
+    columns = event_columns(data)
     values: dict[str, Any] = {
-        **event_columns(data),
+        **columns,
         "version": version,
         "updated_at_source": source,
         "updated_at": utcnow(),
@@ -349,6 +407,9 @@ def save_event_from(
     if undelete:
         values.update(deleted=False, deleted_at=None, deleted_by=None, deletion_proof=None)
     conn.execute(events.update().where(events.c.id == event_id).values(**values))
+    still_deleted = bool(old[event_id]["deleted"]) and not undelete if event_id in old else False
+    changes = journal.changes_of_update(old, [(event_id, version, columns, still_deleted)], etags)
+    journal.record(conn, changes, author or journal.author_of_source(source))
 
 
 def set_event_extra(conn: Connection, event_id: str, extra: dict[str, Any]) -> None:
@@ -358,10 +419,13 @@ def set_event_extra(conn: Connection, event_id: str, extra: dict[str, Any]) -> N
     conn.execute(events.update().where(events.c.id == event_id).values(extra={**current, **(extra or {})}))
 
 
-def set_local_conference(conn: Connection, event_id: str, conference: dict[str, Any] | None) -> None:
+def set_local_conference(
+    conn: Connection, event_id: str, conference: dict[str, Any] | None, *, author: journal.Author = journal.LIBRARY
+) -> None:
     """A local change of the event's conference: new content, next version, changed by 'local'."""
     data = event_data(conn, event_id)
     data.conference = conference
+    old = journal.before(conn, [event_id])
     conn.execute(
         events.update()
         .where(events.c.id == event_id)
@@ -373,6 +437,12 @@ def set_local_conference(conn: Connection, event_id: str, conference: dict[str, 
             updated_at=utcnow(),
         )
     )
+    if event_id in old:
+        version = int(old[event_id]["version"]) + 1
+        changes = journal.changes_of_update(
+            old, [(event_id, version, {"conference": conference}, bool(old[event_id]["deleted"]))]
+        )
+        journal.record(conn, changes, author)
 
 
 def count_events(conn: Connection, calendar_id: str | None = None, include_deleted: bool = False) -> int:

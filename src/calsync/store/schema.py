@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -259,6 +261,49 @@ conflicts = Table(
     Column("resolution", String(32)),
     Index(None, "binding_id", "status"),
     Index(None, "event_id", "status"),
+)
+
+# The change journal: one row per committed change of an event (a new version, a conflict opened or
+# resolved), written in the same transaction as the change (store/journal.py). It is both the change
+# feed (rows get a `position` once committed, in commit order, from journal.sequence) and the event's
+# history (`diff` holds the old and new values of the fields that changed; a version is rebuilt by
+# undoing later diffs from the event's current row).
+JournalId = BigInteger().with_variant(Integer, "sqlite")
+event_changes = Table(
+    "event_changes",
+    metadata,
+    Column("id", JournalId, primary_key=True, autoincrement=True),
+    Column("position", BigInteger, unique=True),  # NULL until sequenced (after its commit)
+    Column("user_id", String(32), nullable=False),  # the calendar's owner when the change was made
+    Column("calendar_id", String(32), nullable=False),
+    Column("event_id", String(32), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),  # the event's version after the change
+    Column("kind", String(24), nullable=False),  # statuses.ChangeKind
+    Column("side", String(32), nullable=False),  # "local" or the binding id that brought the change
+    Column("author", Text, nullable=False),  # who: "api key <name>", "cli", "google binding <id>", ...
+    Column("remote_etag", Text),  # the provider's ETag of the version a binding brought
+    Column("fields", JsonType),  # names of the fields that changed
+    Column("diff", JsonType),  # {field: [old, new]} for updates; NULL for creations, deletions, conflicts
+    Column("conflict_id", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "user_id", "position"),
+    Index(None, "event_id", "version"),
+    Index(
+        "ix_event_changes_unsequenced",
+        "id",
+        postgresql_where=text("position IS NULL"),
+        sqlite_where=text("position IS NULL"),
+    ),
+)
+
+# One row (id 1): the newest feed position given (the sequencer's lock: journal.sequence updates this
+# row first), and the newest one retention has pruned (a cursor before it gets 410).
+journal_state = Table(
+    "journal_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sequenced_through", BigInteger, nullable=False, default=0),
+    Column("pruned_through", BigInteger, nullable=False, default=0),
 )
 
 # Conferences we manage: one row per meeting made for an event (a restored event gets a new row).
