@@ -989,7 +989,7 @@ class LocalSide:
 class World:
     """A fresh store, one hub calendar, and a two-way binding of it to each provider's calendar."""
 
-    def __init__(self, providers: Iterable[str]) -> None:
+    def __init__(self, providers: Iterable[str], policy: str = "ask") -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="calsync-chaos-"))
         self.engine = open_engine(f"sqlite:///{self.folder / 'chaos.db'}")
         self.sides: dict[str, Side] = {}
@@ -1003,7 +1003,7 @@ class World:
                     side.account = account_store.create_account(conn, side.kind, f"chaos-{side.name}", side.base_url,
                                                                 side.credentials())
                     side.binding = account_store.create_binding(conn, self.hub, side.account, side.calendar, "two-way",
-                                                                "ask")
+                                                                policy)
         except BaseException:
             self.close()
             raise
@@ -1092,6 +1092,7 @@ class Config:
     keep: bool = False  # leave the store (SQLite file) behind when problems were found
     progress: int = 0
     quiet_passes: int = 10
+    policy: str = "ask"
     out: Callable[[str], None] = print
 
 
@@ -1788,7 +1789,7 @@ class Chaos:
 
 
 def run(cfg: Config) -> Result:
-    world = World(cfg.providers)
+    world = World(cfg.providers, cfg.policy)
     keep = False
     try:
         chaos = Chaos(world, cfg)
@@ -1826,6 +1827,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", action="store_true", help="print what was done to each problem's event")
     parser.add_argument("--verbose", action="store_true", help="every operation and sync")
     parser.add_argument("--keep", action="store_true", help="keep the store of a run that found problems")
+    parser.add_argument("--policy", default="ask", choices=["ask", "merge"],
+                        help="the bindings' conflict policy (merge: field by field, asking only on a clash)")
     args = parser.parse_args(argv)
     providers = tuple(p for p in args.providers.split(",") if p)
     unknown = set(providers) - set(PROVIDERS) | ({k for k in args.skip.split(",") if k} - set(OP_KINDS) - set(EXTRA_SKIPS))
@@ -1838,7 +1841,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config(seed=seed, ops=args.ops, providers=providers, recurring=not args.no_recurring,
                      skip=frozenset(k for k in args.skip.split(",") if k), sync_every=(low, high),
                      check_every=args.check_every, verbose=args.verbose, history=args.history, keep=args.keep,
-                     progress=args.progress, out=lambda text: print(text, flush=True))
+                     progress=args.progress, policy=args.policy, out=lambda text: print(text, flush=True))
         result = run(cfg)
         results.append(result)
         kinds = Counter(p.kind for p in result.problems)
@@ -1847,6 +1850,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"problems by kind: {dict(kinds)}; replay: python bench/chaos.py --seed {seed} --ops {args.ops}"
                   f"{' --providers ' + args.providers if args.providers != 'google,graph,radicale' else ''}"
                   f"{' --skip ' + args.skip if args.skip else ''}{' --no-recurring' if args.no_recurring else ''}"
+                  f"{' --policy ' + args.policy if args.policy != 'ask' else ''}"
                   " --history")
         print(result.summary(), flush=True)
     return 1 if any(r.problems for r in results) else 0
