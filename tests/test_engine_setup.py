@@ -103,12 +103,12 @@ def test_bind_with_a_new_calendar_makes_both(engine: Engine) -> None:
         bound.calendar_id, "Work", "UTC", "#123456")
 
 
-def test_bind_defaults_to_two_way_and_ask(engine: Engine) -> None:
+def test_bind_defaults_to_two_way_and_merge(engine: Engine) -> None:
     account = setup.add_account(engine, "google", "work", None, {"token": "t"})
     bound = setup.bind_calendar(engine, account, "work@example.com", NewCalendar("Work"))
     with engine.begin() as conn:
         binding = account_store.get_binding(conn, bound.binding_id)
-    assert (binding["direction"], binding["conflict_policy"]) == ("two-way", "ask")
+    assert (binding["direction"], binding["conflict_policy"]) == ("two-way", "merge")
 
 
 def test_a_pushing_binding_added_to_a_calendar_with_events_gets_them_queued(engine: Engine) -> None:

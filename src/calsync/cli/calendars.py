@@ -55,8 +55,8 @@ def calendar_bind(
     name: Annotated[str | None, typer.Option(help="Local calendar name (default: the remote name).")] = None,
     direction: Annotated[str, typer.Option(help="two-way, pull or push.")] = "two-way",
     policy: Annotated[
-        str, typer.Option(help="Conflict policy: ask, local-wins, remote-wins, latest-wins, merge.")
-    ] = "ask",
+        str, typer.Option(help="Conflict policy: merge, ask, local-wins, remote-wins, latest-wins.")
+    ] = "merge",
     calendar: Annotated[
         str | None, typer.Option(help="Bind to this existing local calendar instead of making a new one (mirroring).")
     ] = None,

@@ -188,7 +188,7 @@ def bind_calendar(
     calendar: str | NewCalendar,
     *,
     direction: Direction = "two-way",
-    conflict_policy: ConflictPolicy = "ask",
+    conflict_policy: ConflictPolicy = "merge",
     owner: str | None = None,
 ) -> Bound:
     """Bind one remote calendar of an account to a local calendar: an existing one (its id) or a new one.
