@@ -128,6 +128,8 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("post", "/api/v1/events/{event_id}/conference"): ({"provider": "zoom"}, 404),
     ("delete", "/api/v1/events/{event_id}/conference"): (None, 404),
     ("post", "/api/v1/conflicts/{conflict_id}/resolve"): ({"keep": "local"}, 404),
+    ("get", "/api/v1/events/{event_id}/history"): (None, 404),
+    ("post", "/api/v1/events/{event_id}/restore"): ({"version": 1}, 404),
     # creating an event in B's calendar: refused exactly like a calendar that does not exist (422 on the field)
     ("post", "/api/v1/events"): (None, 422),
 }

@@ -11,6 +11,7 @@ from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.store import conflicts as conflict_store
+from calsync.store.journal import Author
 
 app = typer.Typer(help="Events changed on both sides that wait for a decision.", no_args_is_help=True)
 
@@ -57,7 +58,9 @@ def conflicts_resolve(
         raise fail("--keep must be local or remote", 2)
     with database(db) as engine:
         try:
-            row = resolve_conflict(engine, conflict_id, keep=keep, remote_etag=remote_etag)
+            row = resolve_conflict(
+                engine, conflict_id, keep=keep, remote_etag=remote_etag, author=Author("local", "cli")
+            )
         except (ConflictResolved, ConflictChanged) as exc:
             raise fail(str(exc)) from exc
     if as_json:

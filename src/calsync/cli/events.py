@@ -7,9 +7,12 @@ from typing import Annotated
 import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
-from calsync.cli.output import fail, print_json, print_table
+from calsync.cli.output import console, fail, print_json, print_table
+from calsync.engine import history
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
+from calsync.store.common import NotFound
+from calsync.store.journal import Author
 from calsync.views import event_json
 
 app = typer.Typer(help="Events in the local store.", no_args_is_help=True)
@@ -45,3 +48,59 @@ def events_list(
             for r in rows
         ),
     )
+
+
+CLI_AUTHOR = Author("local", "cli")
+
+
+@app.command("history")
+def events_history(event_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Every kept change of one event, oldest first: version, who, when, what changed."""
+    with database(db) as engine:
+        try:
+            entries = history.entries(engine, event_id)
+        except NotFound as exc:
+            raise fail(str(exc)) from exc
+    if as_json:
+        print_json(entries)
+        return
+    print_table(
+        ("v", "kind", "side", "author", "at", "changes"),
+        (
+            (
+                str(e["version"]),
+                e["kind"],
+                e["side"][:12],
+                e["author"],
+                e["at"] or "",
+                "; ".join(f"{name}: {c['from']!r} -> {c['to']!r}" for name, c in e["changes"].items())
+                or ", ".join(e["fields"]),
+            )
+            for e in entries
+        ),
+    )
+
+
+@app.command("restore")
+def events_restore(
+    event_id: str,
+    version: Annotated[int, typer.Option(help="The version whose content the event takes again.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the event's next version equal to an old one; the next sync pushes it to every binding."""
+    with database(db) as engine:
+        try:
+            done = history.restore(engine, event_id, version, author=CLI_AUTHOR)
+        except (NotFound, history.VersionNotKept, history.RestoreRefused) as exc:
+            raise fail(str(exc)) from exc
+    if as_json:
+        print_json({"event_id": done.event_id, "version": done.version, "changed": done.changed})
+    elif done.changed:
+        console.print(
+            f"event {event_id} is at version {done.version}, restored from version {version}", highlight=False
+        )
+    else:
+        console.print(
+            f"event {event_id} already has the content of version {version}: nothing changed", highlight=False
+        )

@@ -102,12 +102,23 @@ def update_event(
     with engine.begin() as conn:
         row = _live_row(conn, event_id, if_version)
         data = validated(event_store.row_to_data(row), changes, creating=False)
-        version = row["version"] + 1
-        if not event_store.save_local_event(conn, event_id, data, version, author=author):  # written meanwhile
-            raise StaleVersion(_current_version(conn, event_id))
-        queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
-        _settle_agreed_conflicts(conn, event_id, version, data)
-        _conference_work(conn, event_id, data)
+        return write_local_version(conn, row, data, author=author)
+
+
+def write_local_version(
+    conn: Connection, row: EventWithLinks, data: EventData, *, author: Author, note: list[str] | None = None
+) -> LocalChange:
+    """The event's next version is `data`, written in the caller's transaction as a local edit: the
+    row (guarded on its version: StaleVersion when written meanwhile), the outbox rows for every push
+    binding, the conflicts it settles and the conference work. update_event and history.restore use it;
+    `note` goes into the journal row's fields."""
+    event_id = row["id"]
+    version = row["version"] + 1
+    if not event_store.save_local_event(conn, event_id, data, version, author=author, note=note or ()):
+        raise StaleVersion(_current_version(conn, event_id))
+    queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
+    _settle_agreed_conflicts(conn, event_id, version, data)
+    _conference_work(conn, event_id, data)
     return LocalChange(event_id, version, queued)
 
 

@@ -40,6 +40,7 @@ from calsync.engine.field_merge import merge
 from calsync.engine.health import status_snapshot
 from calsync.model import EventData, canonical_time, range_key
 from calsync.service.auth import CallerDep
+from calsync.service.authors import AuthorDep
 from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
@@ -47,6 +48,7 @@ from calsync.store import event_pages, users
 from calsync.store import events as event_store
 from calsync.store import outbox as outbox_store
 from calsync.store.common import NotFound
+from calsync.store.journal import LIBRARY, Author
 from calsync.store.rows import ConflictRow, EventWithLinks
 from calsync.views import event_json, jsonable
 
@@ -634,7 +636,9 @@ def guarded_write(
         raise _stale(event_id, exc.current) from exc
 
 
-def resolve(engine: Engine, conflict_id: str, request: ResolveRequest, user_id: str) -> ConflictRow:
+def resolve(
+    engine: Engine, conflict_id: str, request: ResolveRequest, user_id: str, author: Author = LIBRARY
+) -> ConflictRow:
     """Hand the decision to the engine: 404 unknown (or another user's), 409 no longer open, 422 for a
     bad merged event."""
     if not _ID.fullmatch(conflict_id):
@@ -646,7 +650,7 @@ def resolve(engine: Engine, conflict_id: str, request: ResolveRequest, user_id: 
     try:
         with _engine_errors(loc=("body", "merged"), what="conflict", ident=conflict_id):
             return resolve_conflict(
-                engine, conflict_id, keep=request.keep, merged=merged, remote_etag=request.remote_etag
+                engine, conflict_id, keep=request.keep, merged=merged, remote_etag=request.remote_etag, author=author
             )
     except ConflictResolved as exc:
         raise HTTPException(409, detail=str(exc)) from exc
@@ -734,52 +738,62 @@ def _event_read_routes(router: APIRouter, engine: Engine) -> None:
 
 def _event_write_routes(router: APIRouter, engine: Engine) -> None:
     @router.post("/events", status_code=201, response_model=EventOut, responses={201: {"links": EVENT_LINKS}})
-    def create_event(body: EventCreate, response: Response, caller: CallerDep) -> dict[str, Any]:
+    def create_event(body: EventCreate, response: Response, caller: CallerDep, author: AuthorDep) -> dict[str, Any]:
         """A new local event in one of the caller's calendars, queued for every push-enabled binding of it."""
         with engine.begin() as conn:  # another user's calendar is refused like one that does not exist
             if not account_store.calendar_exists(conn, body.calendar_id, caller.user_id):
                 raise _invalid(("body", "calendar_id"), f"no calendar with id {body.calendar_id!r}")
         with _engine_errors():
-            change = local.create_event(engine, body.calendar_id, body.changes())
+            change = local.create_event(engine, body.calendar_id, body.changes(), author=author)
         response.headers["Location"] = f"{PREFIX}/events/{change.event_id}"
         return _event_response(engine, change.event_id, response, caller.user_id)
 
     @router.patch("/events/{event_id}", response_model=EventOut, responses={**_GUARDED, 200: {"links": EVENT_LINKS}})
     def patch_event(
-        event_id: EventId, body: EventChanges, response: Response, caller: CallerDep, if_match: IfMatch = None
+        event_id: EventId,
+        body: EventChanges,
+        response: Response,
+        caller: CallerDep,
+        author: AuthorDep,
+        if_match: IfMatch = None,
     ) -> dict[str, Any]:
         """Change the given fields of the version named by If-Match."""
         guarded_write(
             engine,
             event_id,
             if_match,
-            lambda version: local.update_event(engine, event_id, body.changes(), version),
+            lambda version: local.update_event(engine, event_id, body.changes(), version, author=author),
             caller.user_id,
         )
         return _event_response(engine, event_id, response, caller.user_id)
 
     @router.put("/events/{event_id}", response_model=EventOut, responses=_GUARDED)
     def replace_event(
-        event_id: EventId, body: EventReplacement, response: Response, caller: CallerDep, if_match: IfMatch = None
+        event_id: EventId,
+        body: EventReplacement,
+        response: Response,
+        caller: CallerDep,
+        author: AuthorDep,
+        if_match: IfMatch = None,
     ) -> dict[str, Any]:
         """Replace all editable fields of the version named by If-Match (optional ones left out are cleared)."""
         guarded_write(
             engine,
             event_id,
             if_match,
-            lambda version: local.update_event(engine, event_id, body.changes(), version),
+            lambda version: local.update_event(engine, event_id, body.changes(), version, author=author),
             caller.user_id,
         )
         return _event_response(engine, event_id, response, caller.user_id)
 
     @router.delete("/events/{event_id}", status_code=204, response_class=Response, responses=_GUARDED)
-    def delete_event(event_id: EventId, caller: CallerDep, if_match: IfMatch = None) -> Response:
+    def delete_event(event_id: EventId, caller: CallerDep, author: AuthorDep, if_match: IfMatch = None) -> Response:
         """Delete the version named by If-Match (a tombstone, so the delete can be pushed)."""
         guarded_write(
             engine,
             event_id,
             if_match,
-            lambda version: local.delete_event(engine, event_id, version, via="the REST API"),
+            lambda version: local.delete_event(engine, event_id, version, via="the REST API", author=author),
             caller.user_id,
         )
         return Response(status_code=204)
@@ -810,8 +824,8 @@ def _conflict_routes(router: APIRouter, engine: Engine) -> None:
         },
     )
     def settle_conflict(
-        conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest, caller: CallerDep
+        conflict_id: Annotated[str, Path(max_length=64)], body: ResolveRequest, caller: CallerDep, author: AuthorDep
     ) -> dict[str, Any]:
         """Settle a conflict by keeping one side or giving the merged event. The remote side applied is
         the newest calsync has seen; send `remote_etag` to refuse a decision made on an older one."""
-        return conflict_body(resolve(engine, conflict_id, body, caller.user_id))
+        return conflict_body(resolve(engine, conflict_id, body, caller.user_id, author))

@@ -34,6 +34,7 @@ from calsync.service.api import (
     live_row,
 )
 from calsync.service.auth import CallerDep
+from calsync.service.authors import AuthorDep
 from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.service.login import page_allowed
 from calsync.store.common import NotFound
@@ -170,7 +171,11 @@ def web_router(
         },
     )
     def remove_conference(
-        event_id: EventId, response: Response, caller: CallerDep, if_match: Annotated[str | None, Header()] = None
+        event_id: EventId,
+        response: Response,
+        caller: CallerDep,
+        author: AuthorDep,
+        if_match: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         """Take the conference off the event: a local change pushed to every binding; a meeting calsync
         made is deleted by the conference worker."""
@@ -178,7 +183,7 @@ def web_router(
             version = int(live_row(conn, event_id, caller.user_id)["version"])
         _check_if_match(if_match, event_id, version)
         try:  # the version checked is the one changed: an edit in between is a 412 too
-            local.remove_conference(engine, event_id, version)
+            local.remove_conference(engine, event_id, version, author=author)
         except local.NoConference as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         except local.StaleVersion as exc:

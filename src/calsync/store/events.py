@@ -5,6 +5,7 @@ agreed with it as it was (write_down_bases)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import Connection, RowMapping, bindparam, func, or_, select, update
@@ -330,10 +331,17 @@ def event_data(conn: Connection, event_id: str) -> EventData:
 
 
 def save_local_event(
-    conn: Connection, event_id: str, data: EventData, version: int, *, author: journal.Author = journal.LIBRARY
+    conn: Connection,
+    event_id: str,
+    data: EventData,
+    version: int,
+    *,
+    author: journal.Author = journal.LIBRARY,
+    note: Sequence[str] = (),
 ) -> bool:
     """A local edit: new content at `version`, changed by 'local'. Guarded on the version before it,
-    so of two concurrent edits from the same version exactly one wins (False for the loser)."""
+    so of two concurrent edits from the same version exactly one wins (False for the loser). `note`:
+    entries added to the journal row's `fields` after the changed fields' names ("restored_from:3")."""
     write_down_bases(conn, [event_id])
     old = journal.before(conn, [event_id])
     columns = event_columns(data)
@@ -346,7 +354,10 @@ def save_local_event(
         == 1
     )
     if saved:
-        journal.record(conn, journal.changes_of_update(old, [(event_id, version, columns, False)]), author)
+        changes = journal.changes_of_update(old, [(event_id, version, columns, False)])
+        if note:
+            changes = [replace(c, fields=[*(c.fields or []), *note]) for c in changes]
+        journal.record(conn, changes, author)
     return saved
 
 

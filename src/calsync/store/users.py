@@ -130,6 +130,15 @@ def list_api_keys(conn: Connection, user_id: str | None = None) -> list[ApiKeyRo
     return cast("list[ApiKeyRow]", [dict(r) for r in conn.execute(query).mappings()])
 
 
+def key_label(conn: Connection, key_id: str) -> tuple[str, str] | None:
+    """(name, owner's user id) of a key, revoked or not; None for no such key. An unnamed key is
+    named by its shown characters (its prefix), as lists show it."""
+    row = conn.execute(
+        select(api_keys.c.name, api_keys.c.prefix, api_keys.c.user_id).where(api_keys.c.id == key_id)
+    ).first()
+    return None if row is None else (row.name or row.prefix, row.user_id)
+
+
 def revoke_api_key(conn: Connection, key_id: str) -> bool:
     """Revoke a key (kept, for the record); False when it was revoked already. NotFound for no such key."""
     if conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first() is None:
