@@ -3,6 +3,7 @@
 import { api } from './api.js';
 import { dropEvent, getCalendar, reloadEvent, upsertEvent } from './calendar.js';
 import { renderConference } from './conference.js';
+import { renderHistory } from './history.js';
 import { $, el, toast } from './dom.js';
 import {
   formChanges, parseAttendees, readTimes, renderSync, setTimeInputs, showDialogMessage, wireAllDay,
@@ -42,6 +43,14 @@ function fillForm(event, { keepMessage = false } = {}) {
     : event.recurring_event_id ? 'One occurrence of a recurring series, changed on its own.' : '';
   renderConference(event, writeFailed);
   renderSync(event);
+  renderHistory(event, { restored: showRestored, failed: writeFailed });
+}
+
+/* A version restored from the history: the dialog shows the event's new version. */
+function showRestored(body) {
+  if (!state.dialog) return;
+  state.dialog.original = body;
+  fillForm(body);
 }
 
 /* An empty slot was picked on the calendar (FullCalendar's `select`). */
