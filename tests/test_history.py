@@ -304,3 +304,37 @@ def test_the_cli_shows_history_and_restores_as_the_cli(tmp_path: Path) -> None:
     engine = open_engine(url)
     assert history.kept_versions(engine, event) == [1, 2, 3]
     engine.dispose()
+
+
+def test_restore_writes_a_new_version_queued_for_every_binding_on_both_backends(db_url: str) -> None:
+    """The engine's restore on SQLite and PostgreSQL: the new version, its outbox rows, the journal row."""
+    from calsync.store import outbox as outbox_store
+
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            calendar = account_store.create_calendar(conn, "Team")
+        bot = Author("local", "api key deploy-bot")
+        event = local.create_event(engine, calendar, {"title": "a", "attendees": ["x@example.com"], **SLOT},
+                                   author=bot).event_id
+        local.update_event(engine, event, {"title": "b", "attendees": ["x@example.com", "y@example.com"]}, None,
+                           author=bot)
+        local.update_event(engine, event, {"start": "2026-12-02T09:00:00Z", "end": "2026-12-02T10:00:00Z"}, None,
+                           author=bot)
+        done = history.restore(engine, event, 1, author=Author("local", "cli"), if_version=3)
+        assert (done.version, done.changed) == (4, True)
+        with pytest.raises(local.StaleVersion):
+            history.restore(engine, event, 2, author=bot, if_version=3)
+        assert not history.restore(engine, event, 1, author=bot).changed  # v4 is v1's content
+        with engine.begin() as conn:
+            from calsync.store import events as event_store
+
+            (row,) = event_store.get_events(conn, [event])
+            assert outbox_store.backlog(conn) == 0  # no binding: nothing queued, and nothing failed
+        assert (row["title"], row["start"], [a["email"] for a in row["attendees"]]) == (
+            "a", "2026-12-01T09:00:00Z", ["x@example.com"])
+        newest = history.entries(engine, event)[-1]
+        assert (newest["version"], newest["author"], newest["restored_from"]) == (4, "cli", 1)
+        assert set(newest["changes"]) == {"title", "start", "end", "attendees"}
+    finally:
+        engine.dispose()
