@@ -158,6 +158,34 @@ def test_a_restored_version_reaches_the_provider(engine: Engine, remote: Remote,
     assert "restored_from:1" not in newest["fields"]
 
 
+def test_a_deleted_event_restored_is_made_again_on_the_provider(
+    engine: Engine, remote: Remote, api: httpx.Client
+) -> None:
+    binding = remote.bind(engine)
+    sync(engine, remote)
+    event = api.post("/events", json={"calendar_id": calendar_of(engine, binding), "title": "Offsite", **SLOT}).json()
+    sync(engine, remote)
+    assert list(remote.titles().values()) == ["Offsite"]
+    assert api.delete(f"/events/{event['id']}", headers={"If-Match": event["etag"]}).status_code == 204
+    sync(engine, remote)
+    assert remote.titles() == {}
+
+    back = api.post(f"/events/{event['id']}/restore", json={"version": 1}, headers={"If-Match": "*"})
+    assert back.status_code == 200, back.text
+    assert (back.json()["version"], back.json()["title"], back.json()["deleted"]) == (3, "Offsite", False)
+    report = sync(engine, remote)
+    assert report.outbound[0].failed == 0
+    assert list(remote.titles().values()) == ["Offsite"], "made again there, once"
+    assert [e["id"] for e in api.get("/events").json()["events"]] == [event["id"]], "and once here"
+    assert link_of(engine, binding, event["id"])["base_version"] == 3
+    again = sync(engine, remote)  # the copy's echo changes nothing and opens nothing
+    assert not api.get("/conflicts").json()["conflicts"]
+    assert api.get(f"/events/{event['id']}").json()["version"] == 3
+    assert again.outbound[0].failed == 0
+    newest = entries(api, event["id"])[0]
+    assert (newest["kind"], newest["side"], newest["restored_from"]) == ("undeleted", "local", 1)
+
+
 def test_a_conflict_opened_and_resolved_is_in_the_history(engine: Engine, remote: Remote, api: httpx.Client) -> None:
     remote_id = remote.insert("Budget review")
     binding = remote.bind(engine, policy="ask")
@@ -216,13 +244,17 @@ def test_restore_answers_noop_stale_unknown_version_and_deleted(
     assert api.post(url, json={"version": 1}, headers={"If-Match": "*"}).json()["title"] == "One"
     again = api.post(url, json={"version": 2}, headers={"If-Match": "*"}).json()
     assert (again["title"], again["version"]) == ("Two", 4)
-    # deleted: history stays readable, a restore is refused with the reason
+    # deleted: history stays readable, and a restore brings the event back (the API's 404 until then)
     assert api.delete(f"/events/{event['id']}", headers={"If-Match": "*"}).status_code == 204
-    refused = api.post(url, json={"version": 1}, headers={"If-Match": "*"})
-    assert refused.status_code == 409 and "deleted" in refused.json()["detail"]
+    assert api.get(f"/events/{event['id']}").status_code == 404
+    stale_deleted = api.post(url, json={"version": 1}, headers={"If-Match": f'"4-{event["id"][:8]}"'})
+    assert stale_deleted.status_code == 412
+    back = api.post(url, json={"version": 1}, headers={"If-Match": f'"5-{event["id"][:8]}"'})
+    assert back.status_code == 200 and (back.json()["version"], back.json()["title"]) == (6, "One")
+    assert not back.json()["deleted"]
     found = entries(api, event["id"])
-    assert [e["kind"] for e in found] == ["deleted", "updated", "updated", "updated", "created"]
-    assert [e["restored_from"] for e in found] == [None, 2, 1, None, None]
+    assert [e["kind"] for e in found] == ["undeleted", "deleted", "updated", "updated", "updated", "created"]
+    assert [e["restored_from"] for e in found] == [1, None, 2, 1, None, None]
     assert api.get(f"/events/{'0' * 32}/history").status_code == 404
     assert api.get(f"/events/{event['id']}/history", params={"cursor": "x"}).status_code == 422
 
@@ -338,3 +370,15 @@ def test_restore_writes_a_new_version_queued_for_every_binding_on_both_backends(
         assert set(newest["changes"]) == {"title", "start", "end", "attendees"}
     finally:
         engine.dispose()
+
+
+def test_a_deleted_series_is_not_restored(engine: Engine, api: httpx.Client, calendar: str) -> None:
+    from calsync.model import EventData
+    from tests.helpers import local_create
+
+    series = local_create(engine, calendar, EventData(
+        title="Weekly", start=SLOT["start"], end=SLOT["end"], recurrence=["RRULE:FREQ=WEEKLY;COUNT=5"]))
+    local.delete_event(engine, series, None)
+    refused = api.post(f"/events/{series}/restore", json={"version": 1}, headers={"If-Match": "*"})
+    assert refused.status_code == 409 and "recurring series" in refused.json()["detail"]
+    assert [e["kind"] for e in entries(api, series)] == ["deleted", "created"]

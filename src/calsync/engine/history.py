@@ -10,9 +10,14 @@ is written (local.write_local_version: the row, the outbox rows for every push b
 it settles, the conference work, one transaction), so it is pushed to every binding like any edit.
 The journal row says `restored_from:<version>` among its fields. Restored are the fields a person
 edits and the recurrence rule; the conference stays as it is now (a meeting's lifecycle is the
-conference worker's), and so does an exception's original start (what it is an exception of). A
-deleted event is not restored (RestoreRefused): undeleting is another change than an edit, and a
-local undelete is not a change calsync pushes today."""
+conference worker's), and so does an exception's original start (what it is an exception of).
+
+A deleted event restored comes back: the same write with the tombstone lifted (journalled as
+`undeleted`), so each binding whose copy was deleted makes it again (outbound's create over a copy
+that is gone: Google writes over its cancelled copy, Graph makes a new one, CalDAV puts the resource
+again). It comes back without its conference (the meeting went with the deletion; add one again).
+A deleted series or occurrence of one is refused (RestoreRefused): its exceptions and the series'
+EXDATEs were changed with its deletion, and bringing back the series alone would not be that version."""
 
 from __future__ import annotations
 
@@ -57,7 +62,7 @@ class VersionNotKept(Exception):
 
 
 class RestoreRefused(Exception):
-    """The event cannot take an old version now (it is deleted)."""
+    """The event cannot take an old version (a deleted series or occurrence of one)."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,9 @@ def restore(
     engine: Engine, event_id: str, version: int, *, author: journal.Author, if_version: int | None = None
 ) -> Restored:
     """Make the event's next version equal to `version` (its RESTORED_FIELDS), pushed like any local
-    edit. The current content asked for again changes nothing (Restored.changed False). NotFound,
-    local.StaleVersion (`if_version` is not the current one), RestoreRefused (deleted), VersionNotKept."""
+    edit; a deleted event comes back. The current content asked for again changes nothing
+    (Restored.changed False). NotFound, local.StaleVersion (`if_version` is not the current one),
+    RestoreRefused (a deleted series or occurrence), VersionNotKept."""
     with engine.begin() as conn:
         rows = event_store.get_events(conn, [event_id])
         if not rows:
@@ -133,10 +139,11 @@ def restore(
         row = rows[0]
         if if_version is not None and if_version != row["version"]:
             raise local.StaleVersion(row["version"])
-        if row["deleted"]:
+        deleted = bool(row["deleted"])
+        if deleted and (row["recurrence"] or row["recurring_event_id"]):
             raise RestoreRefused(
-                f"event {event_id} is deleted (version {row['version']}): a deleted event is not restored; "
-                "create it again from the version's content instead"
+                f"event {event_id} is a deleted recurring series or occurrence (version {row['version']}): "
+                "it is not restored, since its exceptions went with it; create it again instead"
             )
         content = journal.content_at(conn, event_id, version)
         if content is None:
@@ -147,8 +154,11 @@ def restore(
         current = event_store.row_to_data(row)
         now = current.to_json()
         wanted = {name: content[name] for name in RESTORED_FIELDS}
-        if all(now[name] == wanted[name] for name in RESTORED_FIELDS):
+        if not deleted and all(now[name] == wanted[name] for name in RESTORED_FIELDS):
             return Restored(event_id, int(row["version"]), changed=False)
         data = EventData.from_json({**now, **wanted})
-        change = local.write_local_version(conn, row, data, author=author, note=[f"{RESTORED_FROM}{version}"])
+        if deleted:
+            data.conference = None  # its meeting was deleted with it
+        note = [f"{RESTORED_FROM}{version}"]
+        change = local.write_local_version(conn, row, data, author=author, note=note, undelete=deleted)
     return Restored(event_id, change.version, changed=True, queued=change.queued)

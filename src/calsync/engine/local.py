@@ -106,15 +106,25 @@ def update_event(
 
 
 def write_local_version(
-    conn: Connection, row: EventWithLinks, data: EventData, *, author: Author, note: list[str] | None = None
+    conn: Connection,
+    row: EventWithLinks,
+    data: EventData,
+    *,
+    author: Author,
+    note: list[str] | None = None,
+    undelete: bool = False,
 ) -> LocalChange:
     """The event's next version is `data`, written in the caller's transaction as a local edit: the
     row (guarded on its version: StaleVersion when written meanwhile), the outbox rows for every push
     binding, the conflicts it settles and the conference work. update_event and history.restore use it;
-    `note` goes into the journal row's fields."""
+    `note` goes into the journal row's fields; `undelete`: a deleted event is live again (each binding
+    whose copy went makes it again, as for a copy deleted there)."""
     event_id = row["id"]
     version = row["version"] + 1
-    if not event_store.save_local_event(conn, event_id, data, version, author=author, note=note or ()):
+    saved = event_store.save_local_event(
+        conn, event_id, data, version, author=author, note=note or (), undelete=undelete
+    )
+    if not saved:
         raise StaleVersion(_current_version(conn, event_id))
     queued = outbox_store.enqueue(conn, row["calendar_id"], [(event_id, version)])
     _settle_agreed_conflicts(conn, event_id, version, data)

@@ -3,7 +3,7 @@
 `GET /api/v1/events/{id}/history`: the kept entries, newest first, a page at a time (`cursor`, `limit`);
 also for a deleted event (who deleted it is history too). `POST /api/v1/events/{id}/restore
 {"version": V}`: the content of version V as the event's next version, pushed to every binding like a
-local edit; If-Match as for PATCH (required; `*` for any version). Both only for the event's owner:
+local edit (a deleted event comes back); If-Match as for PATCH (required; `*` for any version). Both only for the event's owner:
 another user's event is a 404 like one that does not exist."""
 
 from __future__ import annotations
@@ -127,7 +127,10 @@ def history_router(engine: Engine) -> APIRouter:
         responses={
             **_GUARDED,
             404: {"model": ProblemOut, "description": "No such event, or the version is not in its kept history"},
-            409: {"model": ProblemOut, "description": "The event is deleted: it is not restored"},
+            409: {
+                "model": ProblemOut,
+                "description": "The event is a deleted recurring series or occurrence: it is not restored",
+            },
         },
     )
     def restore_version(
@@ -141,7 +144,8 @@ def history_router(engine: Engine) -> APIRouter:
         """Make the event's next version equal to version `version` (title, times, description,
         location, status, attendees, recurrence; the conference stays), pushed to every binding like
         any local edit. If-Match as for PATCH. Restoring the current content writes nothing and
-        answers the event as it is."""
+        answers the event as it is. A deleted event comes back (without its conference), made again
+        on every binding; a deleted series or occurrence is refused (409)."""
         _owned(engine, event_id, caller.user_id)
         with engine.begin() as conn:
             (row,) = event_store.get_events(conn, [event_id])

@@ -338,18 +338,23 @@ def save_local_event(
     *,
     author: journal.Author = journal.LIBRARY,
     note: Sequence[str] = (),
+    undelete: bool = False,
 ) -> bool:
     """A local edit: new content at `version`, changed by 'local'. Guarded on the version before it,
     so of two concurrent edits from the same version exactly one wins (False for the loser). `note`:
-    entries added to the journal row's `fields` after the changed fields' names ("restored_from:3")."""
+    entries added to the journal row's `fields` after the changed fields' names ("restored_from:3").
+    `undelete`: a tombstone becomes a live event again (journalled as undeleted)."""
     write_down_bases(conn, [event_id])
     old = journal.before(conn, [event_id])
     columns = event_columns(data)
+    live: dict[str, Any] = (
+        {"deleted": False, "deleted_at": None, "deleted_by": None, "deletion_proof": None} if undelete else {}
+    )
     saved = (
         conn.execute(
             events.update()
             .where(events.c.id == event_id, events.c.version == version - 1)
-            .values(**columns, version=version, updated_at_source="local", updated_at=utcnow())
+            .values(**columns, **live, version=version, updated_at_source="local", updated_at=utcnow())
         ).rowcount
         == 1
     )
