@@ -3,8 +3,8 @@
 `GET /api/v1/events/{id}/history`: the kept entries, newest first, a page at a time (`cursor`, `limit`);
 also for a deleted event (who deleted it is history too). `POST /api/v1/events/{id}/restore
 {"version": V}`: the content of version V as the event's next version, pushed to every binding like a
-local edit (a deleted event comes back); If-Match as for PATCH (required; `*` for any version). Both only for the event's owner:
-another user's event is a 404 like one that does not exist."""
+local edit (a deleted event comes back); If-Match as for PATCH (required; `*` for any version). Both
+only for the event's owner: another user's event is a 404 like one that does not exist."""
 
 from __future__ import annotations
 
