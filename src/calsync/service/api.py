@@ -385,6 +385,8 @@ EVENT_LINKS: dict[str, dict[str, Any]] = {
     "DeleteEvent": _event_link("delete", if_match=True),
     "AddConference": _event_link("post", "/events/{event_id}/conference"),
     "RemoveConference": _event_link("delete", "/events/{event_id}/conference", if_match=True),
+    "EventHistory": _event_link("get", "/events/{event_id}/history"),
+    "RestoreEvent": _event_link("post", "/events/{event_id}/restore", if_match=True),
 }
 
 # --- errors -------------------------------------------------------------------------------------
