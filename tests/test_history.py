@@ -299,8 +299,26 @@ def test_the_web_user_and_an_admin_acting_for_a_user_are_named(tmp_path: Path) -
             headers={"Authorization": f"Bearer {unnamed[1]}", "If-Match": "*"},
         )
         assert by_key.status_code == 200
+        with engine.begin() as conn:  # logged in to the page: ada herself, and ops acting for her
+            from calsync.store import sessions
+
+            ada_session, ada_state = sessions.create_session(conn, ada)
+            ops_session, ops_state = sessions.create_session(conn, ops)
+        for session_id, csrf, extra, title in (
+            (ada_session, ada_state.csrf_token, {}, "by ada's session"),
+            (ops_session, ops_state.csrf_token, {"X-Calsync-User": "ada"}, "by ops' session"),
+        ):
+            with httpx.Client(base_url=base, cookies={"calsync_session": session_id}) as client:
+                answer = client.patch(
+                    f"/events/{event['id']}",
+                    json={"title": title},
+                    headers={"X-CSRF-Token": csrf, "If-Match": "*", **extra},
+                )
+                assert answer.status_code == 200, answer.text
         found = httpx.get(f"{base}/events/{event['id']}/history").json()["entries"]
         assert [e["author"] for e in found] == [
+            "admin ops for ada",
+            "web user ada",
             f"api key {unnamed[1][:12]}",
             "admin ops for ada via api key backend",
             "web user ada",
