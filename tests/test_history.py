@@ -400,3 +400,39 @@ def test_a_deleted_series_is_not_restored(engine: Engine, api: httpx.Client, cal
     refused = api.post(f"/events/{series}/restore", json={"version": 1}, headers={"If-Match": "*"})
     assert refused.status_code == 409 and "recurring series" in refused.json()["detail"]
     assert [e["kind"] for e in entries(api, series)] == ["deleted", "created"]
+
+
+def test_a_conflict_resolved_from_the_cli_is_the_clis(tmp_path: Path, google_url: str) -> None:
+    from tests.remotes import GoogleRemote
+
+    url = f"sqlite:///{tmp_path / 'calsync.db'}"
+    engine = open_engine(url)
+    remote = GoogleRemote(google_url)
+    remote_id = remote.insert("Standup")
+    binding = remote.bind(engine, policy="ask")
+    sync(engine, remote)
+    (event,) = local_events_of(engine, binding)
+    local.update_event(engine, event, {"title": "Standup (here)"}, None)
+    remote.change(remote_id, title="Standup (there)")
+    sync(engine, remote)
+    with engine.begin() as conn:
+        from calsync.store import conflicts as conflict_store
+
+        (conflict,) = conflict_store.list_conflicts(conn)
+    engine.dispose()
+    done = CliRunner().invoke(cli_app, ["conflicts", "resolve", conflict["id"], "--keep", "remote", "--db", url])
+    assert done.exit_code == 0, done.output
+    engine = open_engine(url)
+    try:
+        found = history.entries(engine, event)
+        resolved = next(e for e in found if e["kind"] == "conflict-resolved")
+        assert (resolved["side"], resolved["author"], resolved["conflict_id"]) == ("local", "cli", conflict["id"])
+        assert found[-1]["changes"]["title"] == {"from": "Standup (here)", "to": "Standup (there)"}
+    finally:
+        engine.dispose()
+
+
+def local_events_of(engine: Engine, binding: str) -> list[str]:
+    from tests.helpers import local_events
+
+    return [row["id"] for row in local_events(engine, binding).values()]
