@@ -144,6 +144,29 @@ def serious(found: list[dict[str, Any]]) -> str:
     return json.dumps(found, indent=1)
 
 
+def assert_a_readable_week(page: Any) -> None:
+    """The demo's week reads like a person's: a few dozen timed events, few of them at the same time as
+    another, and no event drawn over another (a click lands on the event it is aimed at)."""
+    view(page, "timeGridWeek")
+    week = page.evaluate("""() => {
+        const events = [...document.querySelectorAll('.fc-timegrid-event[data-start]')].map((node) => {
+          const r = node.getBoundingClientRect();
+          return { s: Date.parse(node.dataset.start), e: Date.parse(node.dataset.end), id: node.dataset.eventId,
+                   box: [r.left, r.top, r.right, r.bottom] };
+        });
+        const overlapping = events.filter((a) => events.some((b) => a !== b && a.s < b.e && b.s < a.e)).length;
+        const meet = (a, b) => a.box[0] < b.box[2] - 1 && b.box[0] < a.box[2] - 1
+          && a.box[1] < b.box[3] - 1 && b.box[1] < a.box[3] - 1;
+        let covered = 0;
+        for (const a of events) if (events.some((b) => a !== b && meet(a, b))) covered += 1;
+        return { timed: events.length, overlapping, covered };
+    }""")
+    print(f"\nthe demo's week: {week}")  # noqa: T201 (the report)
+    assert 20 <= week["timed"] <= 60, week
+    assert week["overlapping"] <= week["timed"] // 3, week
+    assert week["covered"] == 0, f"events drawn over others: {week}"
+
+
 # --- every view and dialog, at both sizes ------------------------------------------------------------
 
 
@@ -159,6 +182,8 @@ def test_every_view_and_dialog_fits_and_passes_axe(sized: Any, demo: Any) -> Non
     top = page.evaluate("() => document.querySelector('#calendar').getBoundingClientRect().top")
     assert top < 160, f"the calendar starts at {top}px"
 
+    if not narrow:
+        assert_a_readable_week(page)
     problems: dict[str, list[dict[str, Any]]] = {}
     for name, fc_view in (
         ("week", "timeGridWeek"),
