@@ -391,3 +391,33 @@ def test_an_event_made_in_another_zone_says_its_times_there(sized: Any, demo: An
     assert berlin.endswith(("16:00", "16:30", "17:00")), berlin
     assert any(f"{h}:" in text for h in ("10", "11")), text
     page.keyboard.press("Escape")
+
+
+@pytest.mark.parametrize("sized", [pytest.param(WIDE, id="1400x900")], indirect=True)
+def test_another_locale_chosen_on_the_page_writes_the_dates(sized: Any, demo: Any) -> None:
+    page = sized
+    assert "Europe/Berlin" in page.locator("#zone-line").inner_text()  # the browser's zone, said
+    with page.expect_navigation():  # the choice reloads the page
+        page.select_option("#locale-choice", "de-DE")
+    page.wait_for_selector(".fc-event[data-event-id]", timeout=15000)
+    view(page, "dayGridMonth")
+    title = page.locator(".fc-toolbar-title").text_content() or ""
+    months = (
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
+        "Dezember",
+    )
+    assert any(m in title for m in months), title
+    with page.expect_navigation():
+        page.select_option("#locale-choice", "")  # back to the browser's
+    page.wait_for_selector(".fc-event[data-event-id]", timeout=15000)
+    assert page.evaluate("() => localStorage.getItem('calsync.locale')") is None
