@@ -94,7 +94,7 @@ def assert_fits(page: Any, what: str, panels: list[str]) -> None:
             const node = document.querySelector(sel);
             if (!node) return null;
             const r = node.getBoundingClientRect();
-            const wide = [...node.querySelectorAll('.table-wrap, table')]
+            const wide = [...node.querySelectorAll('.table-wrap, table, .note, .dialog-body, .conflict')]
               .filter((t) => t.scrollWidth > t.clientWidth + 1).map((t) => t.id || t.className);
             return { left: r.left, right: r.right, width: r.width, height: r.height, wide };
         }""",
