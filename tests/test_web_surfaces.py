@@ -421,3 +421,27 @@ def test_another_locale_chosen_on_the_page_writes_the_dates(sized: Any, demo: An
         page.select_option("#locale-choice", "")  # back to the browser's
     page.wait_for_selector(".fc-event[data-event-id]", timeout=15000)
     assert page.evaluate("() => localStorage.getItem('calsync.locale')") is None
+
+
+@pytest.mark.parametrize(
+    "sized",
+    [
+        pytest.param((360, 640), id="360x640"),
+        pytest.param((800, 900), id="800x900"),
+        pytest.param((1920, 1080), id="1920x1080"),
+    ],
+    indirect=True,
+)
+def test_the_page_fits_from_a_small_phone_to_a_wide_screen(sized: Any) -> None:
+    page = sized
+    size = "x".join(str(n) for n in page.viewport_size.values())
+    top = page.evaluate("() => document.querySelector('#calendar').getBoundingClientRect().top")
+    assert top < 160, f"{size}: the calendar starts at {top}px"
+    for fc_view in ("timeGridWeek", "dayGridMonth", "timeGridDay", "listWeek"):
+        view(page, fc_view)
+        assert_fits(page, f"{fc_view} at {size}", ["#calendar", ".topbar"])
+    for tab, panels in (("conflicts", ["#tab-conflicts"]), ("health", ["#tab-health", "#binding-health"])):
+        page.click(f"#tab-btn-{tab}")
+        page.wait_for_selector(f"#tab-{tab}:not([hidden])")
+        page.wait_for_timeout(200)
+        assert_fits(page, f"{tab} at {size}", panels)
