@@ -445,3 +445,17 @@ def test_the_page_fits_from_a_small_phone_to_a_wide_screen(sized: Any) -> None:
         page.wait_for_selector(f"#tab-{tab}:not([hidden])")
         page.wait_for_timeout(200)
         assert_fits(page, f"{tab} at {size}", panels)
+
+
+@pytest.mark.parametrize("sized", [pytest.param(WIDE, id="1400x900")], indirect=True)
+def test_a_window_turned_narrow_gets_the_list_and_its_week_back_when_wide(sized: Any) -> None:
+    page = sized
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_selector(".fc-listWeek-view")
+    assert not page.locator("#sidebar").is_visible()  # folded behind its button
+    page.set_viewport_size({"width": 390, "height": 700})  # a phone's address bar: no change of view
+    page.wait_for_timeout(300)
+    assert page.locator(".fc-listWeek-view").count() == 1
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.wait_for_selector(".fc-timeGridWeek-view")
+    assert page.locator("#sidebar").is_visible()

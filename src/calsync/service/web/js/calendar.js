@@ -319,12 +319,15 @@ export function makeCalendar({ onSelect, onOpen }) {
     },
     windowResize() {
       queueRepair();
-      // a phone held upright gets the list; a wide window gets its week back
+      // crossing the phone width (not any resize: a phone's address bar resizes the window as it scrolls):
+      // a window turned narrow gets the list, one turned wide again its week back
       const small = window.matchMedia(NARROW).matches;
+      if (small === state.narrow) return;
+      state.narrow = small;
       const type = calendar.view.type;
-      if (small && type === 'timeGridWeek') calendar.changeView('listWeek');
+      if (small && type === 'timeGridWeek') { calendar.changeView('listWeek'); state.autoList = true; }
       if (!small && type === 'listWeek' && state.autoList) calendar.changeView('timeGridWeek');
-      state.autoList = small;
+      if (!small) state.autoList = false;
       calendar.setOption('dayHeaderFormat', dayHeaders(small));
     },
     select: onSelect,
@@ -341,6 +344,7 @@ export function makeCalendar({ onSelect, onOpen }) {
     eventContent,
     eventDidMount,
   });
+  state.narrow = narrow;
   state.autoList = narrow;
   calendar.render();
   new MutationObserver(queueRepair).observe($('#calendar'), { childList: true, subtree: true });
