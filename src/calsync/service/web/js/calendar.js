@@ -267,9 +267,17 @@ function queueRepair() {
 
 export const NARROW = '(max-width: 700px)';
 
-/* Column headings: "Mon 7/12" where there is room, "M 7" on a phone (seven columns in 360 px). */
-const dayHeaders = (narrow) => (narrow ? { weekday: 'narrow', day: 'numeric' }
-  : { weekday: 'short', day: 'numeric', month: 'numeric', omitCommas: true });
+/* Column headings: "Mon 7/12" where there is room, "M 7" on a phone (seven columns in 360 px); the month's
+ * columns are weekdays, not dates ("Mon", "M"). */
+function dayHeaders(narrow) {
+  const locale = pageLocale();
+  const formats = {
+    month: new Intl.DateTimeFormat(locale, { weekday: narrow ? 'narrow' : 'short' }),
+    day: new Intl.DateTimeFormat(locale, narrow ? { weekday: 'narrow', day: 'numeric' }
+      : { weekday: 'short', day: 'numeric', month: 'numeric' }),
+  };
+  return (arg) => (arg.view.type === 'dayGridMonth' ? formats.month : formats.day).format(arg.date);
+}
 
 /* `onSelect(info)`: an empty slot was picked (or New event pressed: info has no jsEvent); `onOpen(apiId)`: an
  * event was clicked or chosen with Enter. */
@@ -291,7 +299,7 @@ export function makeCalendar({ onSelect, onOpen }) {
     buttonText: { today: 'Today', month: 'Month', week: 'Week', day: 'Day', list: 'List' },
     buttonHints: { prev: 'Previous $0', next: 'Next $0', today: 'This $0' },
     locale: pageLocale(),
-    dayHeaderFormat: dayHeaders(narrow),
+    dayHeaderContent: dayHeaders(narrow),
     height: '100%',
     firstDay: 1,
     nowIndicator: true,
@@ -328,7 +336,7 @@ export function makeCalendar({ onSelect, onOpen }) {
       if (small && type === 'timeGridWeek') { calendar.changeView('listWeek'); state.autoList = true; }
       if (!small && type === 'listWeek' && state.autoList) calendar.changeView('timeGridWeek');
       if (!small) state.autoList = false;
-      calendar.setOption('dayHeaderFormat', dayHeaders(small));
+      calendar.setOption('dayHeaderContent', dayHeaders(small));
     },
     select: onSelect,
     eventClick(info) {
