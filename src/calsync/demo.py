@@ -28,6 +28,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -40,12 +41,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
-from calsync import caldav_server
+from calsync import caldav_server, demo_weeks
 from calsync.caldav_server import CalDAVServer
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.conferencing.zoom import ZoomAdapter
 from calsync.credentials import grants, provider_maker
 from calsync.credentials.connect import ConnectError, GoogleClient, MicrosoftClient, consent_on_loopback
+from calsync.demo_weeks import Planner, SampleEvent
 from calsync.emulators.google import GoogleEmulator, create_app
 from calsync.emulators.graph import GraphEmulator
 from calsync.emulators.graph import create_app as create_graph_app
@@ -68,17 +70,18 @@ from calsync.store.db import open_engine
 from calsync.store.rows import ConferenceRow, EventRow, EventWithLinks
 from calsync.store.urls import sqlite_file
 
-# (Google user, calendar summary or None for the primary calendar, events to seed, colour on the page);
-# the user signs in on the emulator's consent page as <user>@example.com
-SAMPLE = (
-    ("alice", None, 240, "#3b6fd8"),
-    ("alice", "Team offsites", 90, "#d9772b"),
-    ("bob", None, 150, "#2e9d62"),
+# (Google user, calendar summary or None for the primary calendar, its sample events (demo_weeks), colour on
+# the page); the user signs in on the emulator's consent page as <user>@example.com. The colours carry white
+# text at a contrast of 4.5:1 or more (WCAG AA).
+SAMPLE: tuple[tuple[str, str | None, Callable[[demo_weeks.Planner], list[SampleEvent]], str], ...] = (
+    ("alice", None, demo_weeks.alice_work, "#2c57b3"),
+    ("alice", "Team offsites", demo_weeks.offsites, "#a8561c"),
+    ("bob", None, demo_weeks.bob_week, "#237a4b"),
 )
+SAMPLE_DAYS = 42  # the sample weeks start a week before today
 MEETINGS = 12  # Zoom meetings made for the next single events of the first calendar
 OUTLOOK_USER = "alice"  # signs in on the Graph emulator's consent page as the mailbox alice@contoso.example
-OUTLOOK_EVENTS = 60  # seeded into the mailbox's default calendar; one in 15 a weekly series
-OUTLOOK_COLOUR = "#11849b"
+OUTLOOK_COLOUR = "#0e6f82"
 CALDAV_USER = "carol"  # Radicale runs without authentication: the user name picks the calendar home
 CALDAV_COLOUR = "#8e44ad"
 # (summary, day after the demo's first day, hour (UTC), hours, location, recurrence rule)
@@ -94,8 +97,8 @@ CALDAV_SAMPLE = (
 )
 MIRROR_NAME = "Shared: Google + Outlook"  # the local calendar with a Google and an Outlook binding
 MIRROR_GOOGLE, MIRROR_OUTLOOK = "Shared with Outlook", "Shared with Google"  # their remote calendars
-MIRROR_EVENTS = 10  # single events seeded on the Google side; the hub copies them to Outlook
-MIRROR_COLOUR = "#c0392b"
+MIRROR_EVENTS = 10  # single events made on the Google side; the hub copies them to Outlook
+MIRROR_COLOUR = "#a63225"
 # OAuth clients registered on the emulated authorization servers: calsync's own (the accounts it syncs, the
 # page's Connect) and "another client" the demo acts as when it changes events remotely, with its own grant
 # as a person's calendar app has (the emulators in OAuth mode take only tokens they issued)
@@ -171,32 +174,28 @@ def _google_email(user: str) -> str:
     return GoogleEmulator.user_email(user)
 
 
-def _seed(demo: Demo, start: datetime) -> list[tuple[str, str, str]]:
-    """Create the sample calendars on the emulator; returns (user, calendar id, colour) triples."""
-    base = demo.google.url
+def _seed(demo: Demo, planner: Planner) -> list[tuple[str, str, str]]:
+    """Create the sample calendars on the emulator, their events made as the user's own calendar app would
+    (events.insert); returns (user, calendar id, colour) triples."""
     made: list[tuple[str, str, str]] = []
-    for n, (user, summary, count, colour) in enumerate(SAMPLE):
+    for user, summary, sample, colour in SAMPLE:
         with demo._google(user) as api:
             if summary is None:
                 calendar_id = api.get("/calendars/primary").raise_for_status().json()["id"]
             else:
                 calendar_id = (
-                    api.post("/calendars", json={"summary": summary, "timeZone": "Europe/Berlin"})
+                    api.post("/calendars", json={"summary": summary, "timeZone": demo_weeks.ZONE})
                     .raise_for_status()
                     .json()["id"]
                 )
-        httpx.post(
-            f"{base}/emulator/calendars/{calendar_id}/seed",
-            json={
-                "count": count,
-                "start": _utc(start),
-                "days": 42,
-                "seed": n + 1,
-                "recurring_every": 30,
-            },
-        ).raise_for_status()
+            _insert_google(api, calendar_id, sample(planner))
         made.append((user, calendar_id, colour))
     return made
+
+
+def _insert_google(api: httpx.Client, calendar_id: str, events: list[SampleEvent]) -> None:
+    for event in events:
+        api.post(f"/calendars/{calendar_id}/events", json=event.google()).raise_for_status()
 
 
 def _binding_labels(engine: Engine) -> dict[str, str]:
@@ -576,7 +575,8 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
         for user in dict.fromkeys(user for user, _summary, _count, _colour in SAMPLE):
             _connect_google(demo, user, console)
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
-        seeded = _seed(demo, start)
+        planner = Planner(demo_weeks.first_day(start), SAMPLE_DAYS)  # one busy map over every calendar
+        seeded = _seed(demo, planner)
         make = provider_maker(engine)
         for user, calendar_id, colour in seeded:
             with engine.begin() as conn:
@@ -589,10 +589,10 @@ def prepare(db: str | None = None, console: Console | None = None) -> Demo:
                 engine, demo.accounts[user], calendar_id, setup.NewCalendar(info.name, info.time_zone, colour)
             )
             demo.calendars.append((user, calendar_id))
-        _add_outlook(demo, start, console)
+        _add_outlook(demo, planner, console)
         if demo.caldav is not None:
             _add_caldav(demo, demo.caldav, start)
-        _add_mirror(demo, start)
+        _add_mirror(demo, planner)
         with engine.begin() as conn:
             accounts, calendars = len(account_store.list_accounts(conn)), len(account_store.list_calendars(conn))
         console.print(
@@ -653,7 +653,7 @@ def _connect_google(demo: Demo, user: str, console: Console) -> None:
     console.print(f"  Google account {email} connected through the emulator's consent page (OAuth, PKCE)")
 
 
-def _add_outlook(demo: Demo, start: datetime, console: Console) -> None:
+def _add_outlook(demo: Demo, planner: Planner, console: Console) -> None:
     """The Outlook mailbox, connected through the emulated Microsoft consent page: its default
     calendar seeded with sample events, bound on its own, and an empty second calendar that becomes the
     Outlook side of the mirror."""
@@ -668,17 +668,8 @@ def _add_outlook(demo: Demo, start: datetime, console: Console) -> None:
     with demo.outlook() as api:
         default = next(c for c in api.get("/me/calendars").raise_for_status().json()["value"] if c["isDefaultCalendar"])
         shared = api.post("/me/calendars", json={"name": MIRROR_OUTLOOK}).raise_for_status().json()
-    httpx.post(
-        f"{demo.graph.url}/emulator/calendars/{mailbox}/seed",
-        json={
-            "count": OUTLOOK_EVENTS,
-            "start": _utc(start),
-            "days": 42,
-            "seed": 4,
-            "recurring_every": 15,
-        },
-        verify=demo.verify,
-    ).raise_for_status()
+        for event in demo_weeks.outlook_week(planner):
+            api.post(f"/me/calendars/{default['id']}/events", json=event.graph()).raise_for_status()
     demo.outlook_calendars = {default["name"]: default["id"], MIRROR_OUTLOOK: shared["id"]}
     setup.bind_calendar(
         demo.engine,
@@ -728,7 +719,7 @@ def _add_caldav(demo: Demo, server: CalDAVServer, start: datetime) -> None:
     )
 
 
-def _add_mirror(demo: Demo, start: datetime) -> None:
+def _add_mirror(demo: Demo, planner: Planner) -> None:
     """One local calendar bound to a Google calendar and to an Outlook calendar: what arrives from one
     side is queued for the other (the Google side starts with sample events, the Outlook side empty)."""
     user = SAMPLE[0][0]
@@ -738,15 +729,7 @@ def _add_mirror(demo: Demo, start: datetime) -> None:
             .raise_for_status()
             .json()["id"]
         )
-    httpx.post(
-        f"{demo.google.url}/emulator/calendars/{google_id}/seed",
-        json={
-            "count": MIRROR_EVENTS,
-            "start": _utc(start + timedelta(days=7)),
-            "days": 21,
-            "seed": 9,
-        },
-    ).raise_for_status()
+        _insert_google(api, google_id, demo_weeks.mirrored(planner, MIRROR_EVENTS))
     outlook_id = demo.outlook_calendars[MIRROR_OUTLOOK]
     assert demo.outlook_account is not None
     calendar = setup.add_calendar(demo.engine, MIRROR_NAME, "Europe/Berlin", MIRROR_COLOUR)

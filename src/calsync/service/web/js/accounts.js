@@ -7,7 +7,7 @@ import { $, el } from './dom.js';
 import { state } from './state.js';
 
 const FLOW_LABEL = { google: 'Google', microsoft: 'Microsoft' };
-const PROVIDER_LABEL = { google: 'Google', graph: 'Microsoft', caldav: 'CalDAV' };
+export const PROVIDER_LABEL = { google: 'Google', graph: 'Microsoft', caldav: 'CalDAV' };
 // the words carry the state; the pill's colour only repeats it
 const STATE_LABEL = { ok: 'Connected', 'auth-failed': 'Sign-in failed', 'reauth-required': 'Reauthorisation required' };
 

@@ -7,7 +7,7 @@ import { $, cameraIcon, el, toast } from './dom.js';
 import { recurrenceInput } from './recurrence.js';
 import { setLive } from './live.js';
 import { STATE_ICON, bindingLabel, colourOf, isShown, state, worstState } from './state.js';
-import { addDays, isoUtc, localDate, showWhen } from './time.js';
+import { addDays, isoUtc, localDate, pageLocale, showWhen } from './time.js';
 
 const PAGE_LIMIT = 1000;       // events per request
 const MAX_PAGES = 10;          // per calendar and range: bounded
@@ -33,6 +33,7 @@ function fcInputs(event, exceptions) {
     allDay: event.all_day,
     backgroundColor: colour,
     borderColor: colour,
+    textColor: textOn(colour),
     classNames: [`sync-${worstState(event)}`, event.status === 'tentative' ? 'tentative' : ''].filter(Boolean),
     extendedProps: { apiId: event.id },
   };
@@ -43,6 +44,19 @@ function fcInputs(event, exceptions) {
   }
   // one FullCalendar event; the rrule plugin shows its occurrences in whatever range is on screen
   return [{ ...common, id: event.id, ...recurring, editable: false, classNames: [...common.classNames, 'recurring'] }];
+}
+
+/* White or near-black text, whichever is easier to read on `colour` (WCAG relative luminance): a calendar's
+ * colour is chosen by people and providers, its events' titles must stay readable on it. */
+function textOn(colour) {
+  const m = /^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(colour || '');
+  if (!m) return '#ffffff';
+  const lin = (hex) => {
+    const c = parseInt(hex, 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  };
+  const lum = 0.2126 * lin(m[1]) + 0.7152 * lin(m[2]) + 0.0722 * lin(m[3]);
+  return 1.05 / (lum + 0.05) >= 4.5 ? '#ffffff' : '#1d2330';
 }
 
 /* Make the calendar show `fresh` (api id -> body), touching only events whose render key changed. */
@@ -152,11 +166,17 @@ function eventContent(arg) {
   const badges = el('span', { class: 'ev-badges' },
     (event.sync || []).map((s) => el('span', {
       class: `badge state-${s.state}`, title: `${bindingLabel(s.binding_id)}: ${s.state}`,
+      role: 'img', 'aria-label': `${s.state} (${bindingLabel(s.binding_id)})`,
       dataset: { state: s.state, bindingId: s.binding_id },
     }, STATE_ICON[s.state] || '?')));
   const conference = event.conference ? cameraIcon(event.conference.name || 'conference') : null;
   const time = arg.timeText ? el('span', { class: 'ev-time' }, arg.timeText) : null;
-  const title = el('span', { class: 'ev-title' }, conference, event.recurrence ? '⟳ ' : '', arg.event.title);
+  const repeat = event.recurrence ? el('span', { role: 'img', 'aria-label': 'repeats', title: 'repeats' }, '⟳ ') : null;
+  // the list view draws rows, not links: there the title is a button, so the keyboard reaches it (its click
+  // reaches FullCalendar's eventClick like any click on the row)
+  const name = arg.view.type.startsWith('list')
+    ? el('button', { type: 'button', class: 'ev-link' }, arg.event.title) : arg.event.title;
+  const title = el('span', { class: 'ev-title' }, conference, repeat, name);
   return { domNodes: [el('div', { class: 'ev' }, el('div', { class: 'ev-top' }, time, badges), title)] };
 }
 
@@ -216,13 +236,70 @@ async function moveEvent(info) {
   }
 }
 
-/* `onSelect(info)`: an empty slot was picked; `onOpen(apiId)`: an event was clicked. */
+/* A few repairs of FullCalendar's markup for assistive technology, made again whenever it draws:
+ *  - its scrolling areas can hold more than they show: each that does is reachable by keyboard, so the arrow
+ *    keys scroll it;
+ *  - its chevron icons are role="img" without a name inside buttons that have one: hidden from the tree;
+ *  - "+n more" links carry aria-expanded, which needs the role of a button (they act as one);
+ *  - month cells are named by their day number alone (aria-labelledby), hiding the events they hold. */
+function repairMarkup() {
+  const root = $('#calendar');
+  if (!root) return;
+  for (const node of root.querySelectorAll('.fc-scroller')) {
+    // (only when nothing in it takes the focus: a focusable box inside FullCalendar's grid roles is itself a
+    // flaw, so a scroller holding events, which are focusable, is reached through them)
+    const scrolls = node.scrollHeight > node.clientHeight + 1 || node.scrollWidth > node.clientWidth + 1;
+    const needs = scrolls && !node.querySelector('a[href], [tabindex="0"], button');
+    if (needs && node.tabIndex !== 0) node.tabIndex = 0;
+    if (!needs && node.hasAttribute('tabindex')) node.removeAttribute('tabindex');
+  }
+  for (const icon of root.querySelectorAll('.fc-icon[role=img]:not([aria-hidden])')) icon.setAttribute('aria-hidden', 'true');
+  for (const link of root.querySelectorAll('.fc-more-link:not([role])')) link.setAttribute('role', 'button');
+  for (const cell of root.querySelectorAll('td.fc-daygrid-day[aria-labelledby]')) cell.removeAttribute('aria-labelledby');
+}
+
+let repairQueued = false;
+function queueRepair() {
+  if (repairQueued) return;
+  repairQueued = true;
+  requestAnimationFrame(() => { repairQueued = false; repairMarkup(); });
+}
+
+export const NARROW = '(max-width: 700px)';
+
+/* Column headings: "Mon 7/12" where there is room, "M 7" on a phone (seven columns in 360 px); the month's
+ * columns are weekdays, not dates ("Mon", "M"). */
+function dayHeaders(narrow) {
+  const locale = pageLocale();
+  const formats = {
+    month: new Intl.DateTimeFormat(locale, { weekday: narrow ? 'narrow' : 'short' }),
+    day: new Intl.DateTimeFormat(locale, narrow ? { weekday: 'narrow', day: 'numeric' }
+      : { weekday: 'short', day: 'numeric', month: 'numeric' }),
+  };
+  return (arg) => (arg.view.type === 'dayGridMonth' ? formats.month : formats.day).format(arg.date);
+}
+
+/* `onSelect(info)`: an empty slot was picked (or New event pressed: info has no jsEvent); `onOpen(apiId)`: an
+ * event was clicked or chosen with Enter. */
 export function makeCalendar({ onSelect, onOpen }) {
-  const narrow = window.matchMedia('(max-width: 700px)').matches;
+  const narrow = window.matchMedia(NARROW).matches;
   calendar = new FullCalendar.Calendar($('#calendar'), {
-    initialView: narrow ? 'timeGridDay' : 'timeGridWeek',
-    headerToolbar: { left: 'prev,next today', center: 'title', right: 'dayGridMonth,timeGridWeek,timeGridDay' },
-    buttonText: { today: 'Today', month: 'Month', week: 'Week', day: 'Day' },
+    initialView: narrow ? 'listWeek' : 'timeGridWeek',
+    headerToolbar: narrow
+      ? { left: 'prev,next', center: 'title', right: 'newEvent' }
+      : { left: 'prev,next today newEvent', center: 'title', right: 'dayGridMonth,timeGridWeek,timeGridDay,listWeek' },
+    footerToolbar: narrow ? { left: 'today', right: 'dayGridMonth,timeGridWeek,timeGridDay,listWeek' } : false,
+    customButtons: {
+      newEvent: {
+        text: 'New event',
+        hint: 'New event (at the next full hour)',
+        click: () => onSelect(nextHourSlot()),
+      },
+    },
+    buttonText: { today: 'Today', month: 'Month', week: 'Week', day: 'Day', list: 'List' },
+    buttonHints: { prev: 'Previous $0', next: 'Next $0', today: 'This $0' },
+    locale: pageLocale(),
+    dayHeaderContent: dayHeaders(narrow),
     height: '100%',
     firstDay: 1,
     nowIndicator: true,
@@ -231,17 +308,35 @@ export function makeCalendar({ onSelect, onOpen }) {
     unselectAuto: false,
     editable: true,
     eventResizableFromStart: false,
-    dayMaxEvents: true,
+    dayMaxEvents: true,        // month: as many as fit, then "+n more" (a popover)
+    moreLinkClick: 'popover',
+    slotEventOverlap: false,   // week and day: events side by side, never lying over each other
+    eventMaxStack: 3,          // more than three at once: "+n" opens the rest in a popover
+    eventInteractive: true,    // every event is a focusable control: Enter opens it
     scrollTime: '08:00:00',
     slotDuration: '00:30:00',
-    eventTimeFormat: { hour: '2-digit', minute: '2-digit', hour12: false },
-    slotLabelFormat: { hour: '2-digit', minute: '2-digit', hour12: false },
+    eventTimeFormat: { hour: '2-digit', minute: '2-digit' },
+    slotLabelFormat: { hour: '2-digit', minute: '2-digit' },
     eventDisplay: 'block',
     datesSet(info) {
       state.range = { start: isoUtc(info.start), end: isoUtc(info.end) };
       state.rangeSeq += 1;
       expandSeriesAgain();
       loadRange();
+      queueRepair();
+    },
+    windowResize() {
+      queueRepair();
+      // crossing the phone width (not any resize: a phone's address bar resizes the window as it scrolls):
+      // a window turned narrow gets the list, one turned wide again its week back
+      const small = window.matchMedia(NARROW).matches;
+      if (small === state.narrow) return;
+      state.narrow = small;
+      const type = calendar.view.type;
+      if (small && type === 'timeGridWeek') { calendar.changeView('listWeek'); state.autoList = true; }
+      if (!small && type === 'listWeek' && state.autoList) calendar.changeView('timeGridWeek');
+      if (!small) state.autoList = false;
+      calendar.setOption('dayHeaderContent', dayHeaders(small));
     },
     select: onSelect,
     eventClick(info) {
@@ -257,5 +352,23 @@ export function makeCalendar({ onSelect, onOpen }) {
     eventContent,
     eventDidMount,
   });
+  state.narrow = narrow;
+  state.autoList = narrow;
   calendar.render();
+  new MutationObserver(queueRepair).observe($('#calendar'), { childList: true, subtree: true });
+  queueRepair();
+}
+
+/* A one-hour slot at the next full hour, for New event (where FullCalendar's select gives the picked slot). */
+function nextHourSlot() {
+  const start = new Date();
+  start.setMinutes(0, 0, 0);
+  start.setHours(start.getHours() + 1);
+  const range = state.range;
+  if (range && (start < new Date(range.start) || start >= new Date(range.end))) {
+    const first = new Date(range.start);
+    start.setTime(first.getTime());
+    start.setHours(9, 0, 0, 0);
+  }
+  return { start, end: new Date(start.getTime() + 3600000), allDay: false, view: calendar.view };
 }

@@ -60,15 +60,19 @@ function conflictCard(c) {
   const differing = new Set(c.differing_fields || []);
   const title = (c.local && c.local.title) || (c.remote && c.remote.title) || (c.base && c.base.title) || c.event_id;
   const remoteName = providerName(c.binding_id);
-  const cell = (side, n) => {
-    if (!side) return el('td', { class: 'gone' }, 'deleted');
+  const labels = ['Base (last agreed)', 'Here (local)', `${remoteName} (remote)`];
+  const cell = (side, n, label) => {
+    if (!side) return el('td', { class: 'gone', dataset: { label } }, 'deleted');
     const changed = c.base && !same(side[n], c.base[n]);
-    return el('td', { class: changed ? 'changed' : '' }, showValue(n, side[n]));
+    // "changed" is said in words too (a colour alone carries nothing for some people)
+    return el('td', { class: changed ? 'changed' : '', dataset: { label } },
+      changed ? el('span', { class: 'visually-hidden' }, 'changed: ') : null, showValue(n, side[n]));
   };
   const rows = ordered.map((n) => el('tr', { class: differing.has(n) ? 'differs' : '', dataset: { field: n } },
-    el('th', { scope: 'row' }, n.replace('_', ' ')),
-    c.base ? el('td', { class: 'base' }, showValue(n, c.base[n])) : el('td', { class: 'muted' }, '—'),
-    cell(c.local, n), cell(c.remote, n)));
+    el('th', { scope: 'row' }, n.replace('_', ' '), differing.has(n) ? el('span', { class: 'differs-mark' }, ' ≠') : null),
+    c.base ? el('td', { class: 'base', dataset: { label: labels[0] } }, showValue(n, c.base[n]))
+      : el('td', { class: 'muted', dataset: { label: labels[0] } }, '—'),
+    cell(c.local, n, labels[1]), cell(c.remote, n, labels[2])));
   const resolve = (keep) => async (ev) => {
     const card = ev.target.closest('.conflict');
     card.querySelectorAll('button').forEach((b) => { b.disabled = true; });
@@ -94,20 +98,21 @@ function conflictCard(c) {
   const cal = state.calById.get((state.bindings.get(c.binding_id) || {}).calendar_id);
   return el('article', { class: 'conflict', dataset: { conflictId: c.id, eventId: c.event_id } },
     el('header', {},
-      el('h3', {}, title),
+      el('h2', {}, title),
       el('span', { class: 'kind' }, c.kind),
       el('span', { class: 'muted' }, `${cal ? cal.name : ''} · ${remoteName} · ${bindingLabel(c.binding_id)}`),
       el('span', { class: 'muted' }, ` · opened ${relative(c.created_at)}`)),
     el('p', { class: 'differs-line' }, 'Differs: ',
       el('strong', {}, (c.differing_fields || []).join(', ') || 'nothing')),
     el('table', { class: 'sides' },
-      el('thead', {}, el('tr', {}, el('th', {}, ''), el('th', {}, 'Base (last agreed)'), el('th', {}, 'Here (local)'),
-        el('th', {}, `${remoteName} (remote)`))),
+      el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Field')),
+        labels.map((label) => el('th', { scope: 'col' }, label)))),
       el('tbody', {}, rows)),
     el('footer', {},
-      el('button', { type: 'button', class: 'keep-local', onclick: resolve('local') }, 'Keep local'),
-      el('button', { type: 'button', class: 'keep-remote primary', onclick: resolve('remote') },
-        `Keep remote (${remoteName})`)));
+      el('button', { type: 'button', class: 'keep-local', onclick: resolve('local'),
+        'aria-label': `Keep local version of “${title}”` }, 'Keep local'),
+      el('button', { type: 'button', class: 'keep-remote primary', onclick: resolve('remote'),
+        'aria-label': `Keep remote (${remoteName}) version of “${title}”` }, `Keep remote (${remoteName})`)));
 }
 
 export function setConflictCount(n) {

@@ -9,9 +9,87 @@ import {
   formChanges, parseAttendees, readTimes, renderSync, setTimeInputs, showDialogMessage, wireAllDay,
 } from './form.js';
 import { colourOf, isShown, state } from './state.js';
-import { addDays, isoUtc, localDate } from './time.js';
+import { addDays, isoUtc, localDate, showInZone, viewerZone } from './time.js';
 
 const dialog = () => $('#event-dialog');
+let opener = null;  // what had the focus when the dialog opened: it gets it back when the dialog closes
+let openerEvent = null;  // the event it belonged to (FullCalendar may have drawn that event anew meanwhile)
+
+/* The dialog is modal (showModal makes the rest of the page inert); Tab and Shift+Tab cycle inside it and
+ * closing it gives the focus back to where it was (or to the event it was opened for). */
+function showDialog(eventId = null, from = document.activeElement) {
+  opener = from && from !== document.body ? from : null;
+  const fc = opener && opener.closest('.fc-event[data-event-id]');
+  openerEvent = eventId || (fc ? fc.dataset.eventId : null);
+  dialog().showModal();
+}
+
+function focusables() {
+  return [...dialog().querySelectorAll('button, [href], input, select, textarea, [tabindex]:not([tabindex="-1"])')]
+    .filter((node) => !node.disabled && !node.closest('[hidden]') && node.getClientRects().length);
+}
+
+function trapTab(ev) {
+  if (ev.key !== 'Tab') return;
+  const nodes = focusables();
+  if (!nodes.length) return;
+  const first = nodes[0];
+  const last = nodes[nodes.length - 1];
+  if (ev.shiftKey && (document.activeElement === first || !dialog().contains(document.activeElement))) {
+    ev.preventDefault();
+    last.focus();
+  } else if (!ev.shiftKey && (document.activeElement === last || !dialog().contains(document.activeElement))) {
+    ev.preventDefault();
+    first.focus();
+  }
+}
+
+/* The focusable part of an event on the calendar (the event itself, or its title button in the list view). */
+function eventControl(eventId) {
+  const node = eventId && document.querySelector(`.fc-event[data-event-id="${CSS.escape(eventId)}"]`);
+  if (!node) return null;
+  return node.matches('a[href], button, [tabindex]') ? node : node.querySelector('a[href], button, [tabindex]');
+}
+
+function returnFocus() {
+  const eventId = openerEvent;
+  const previous = opener;
+  openerEvent = null;
+  opener = null;
+  const target = (previous && previous.isConnected ? previous : null) || eventControl(eventId)
+    || document.querySelector('.fc-newEvent-button') || document.body;
+  target.focus();
+  if (!eventId) return;
+  // a save redraws the event a moment later: the focus follows it to its new element
+  setTimeout(() => {
+    const active = document.activeElement;
+    if (!active || active === document.body || !active.isConnected || !active.closest('.fc-event, #event-dialog')) {
+      const control = eventControl(eventId);
+      if (control) control.focus();
+    }
+  }, 300);
+}
+
+/* The event's own time zone, when it is not the viewer's: its times there (the form shows the viewer's). */
+function showZone(event) {
+  const note = $('#zone-note');
+  const zone = event.time_zone;
+  const mine = viewerZone();
+  if (event.all_day || !zone || zone === mine || !event.start || !event.end) {
+    note.hidden = true;
+    note.textContent = '';
+    return;
+  }
+  let there;
+  try {
+    there = showInZone(event.start, event.end, zone);
+  } catch {
+    note.hidden = true;
+    return;
+  }
+  note.hidden = false;
+  note.textContent = `Times are shown in your time zone (${mine}). This event was made in ${zone}: ${there} there.`;
+}
 
 function fillForm(event, { keepMessage = false } = {}) {
   const creating = state.dialog.mode === 'create';
@@ -41,6 +119,7 @@ function fillForm(event, { keepMessage = false } = {}) {
     ? `A recurring series (${event.recurrence.join(' ')}): changes apply to every occurrence; `
       + 'the times are those of the first.'
     : event.recurring_event_id ? 'One occurrence of a recurring series, changed on its own.' : '';
+  showZone(event);
   renderConference(event, writeFailed);
   renderSync(event);
   renderHistory(event, { restored: showRestored, failed: writeFailed });
@@ -76,12 +155,13 @@ export function openCreate(info) {
   };
   state.dialog = { mode: 'create', original: draft };
   fillForm(draft);
-  dialog().showModal();
+  showDialog();
   $('#event-title').focus();
 }
 
 /* An event was clicked: edit its current version (fetched again, so the ETag is fresh). */
 export async function openEdit(id) {
+  const from = document.activeElement;  // (a poll may redraw the event while it is fetched)
   let event = state.events.get(id);
   try {
     event = await api('GET', `/events/${id}`);
@@ -92,7 +172,8 @@ export async function openEdit(id) {
   }
   state.dialog = { mode: 'edit', original: event };
   fillForm(event);
-  dialog().showModal();
+  showDialog(id, from);
+  $('#event-title').focus();
 }
 
 function closeDialog() {
@@ -202,10 +283,12 @@ export function wireDialog() {
     b.addEventListener('click', closeDialog);
   }
   $('#event-delete').addEventListener('click', deleteEvent);
+  dialog().addEventListener('keydown', trapTab);
   dialog().addEventListener('close', () => {
     state.dialog = null;
     const calendar = getCalendar();
     if (calendar) calendar.unselect();
+    returnFocus();
   });
   wireAllDay();
 }

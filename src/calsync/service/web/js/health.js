@@ -1,5 +1,5 @@
 /* Sync health: the status poll (/status), the Sync health tab, the sidebar summary and the top bar's dot. */
-import { accountStateLabel, renderAccounts } from './accounts.js';
+import { PROVIDER_LABEL, accountStateLabel, renderAccounts } from './accounts.js';
 import { api } from './api.js';
 import { loadConflicts, setConflictCount } from './conflicts.js';
 import { $, el } from './dom.js';
@@ -31,6 +31,25 @@ function bindingHealth(b) {
   return 'ok';
 }
 
+const HEALTH_WORDS = { ok: 'in sync', busy: 'syncing', error: 'error' };
+
+/* A table whose rows turn into labelled blocks in a narrow box (app.css): each cell names its column. */
+function grid(id, headers, rows) {
+  for (const row of rows) {
+    [...row.children].forEach((cell, i) => { cell.dataset.label = headers[i]; });
+  }
+  return el('div', { class: 'table-wrap' }, el('table', { class: 'grid stacks', id },
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows)));
+}
+
+/* "Google · alice (emulated Google)": which provider and account a binding syncs with. */
+function bindingOf(b) {
+  const account = state.accounts.get(b.account_id);
+  if (!account) return b.account_id.slice(0, 8);
+  return `${PROVIDER_LABEL[account.provider] || account.provider} · ${account.name}`;
+}
+
 function renderHealth(status) {
   const now = Date.now();
   const accountsBad = status.accounts.filter((a) => a.state !== 'ok' || a.backoff_until);
@@ -41,16 +60,22 @@ function renderHealth(status) {
   dot.className = `dot ${worst}`;
   dot.title = worst === 'ok' ? 'all calendars in sync'
     : worst === 'busy' ? 'syncing' : 'a calendar or account has a problem';
+  dot.setAttribute('aria-label', dot.title);
 
   const summary = $('#health-summary');
   summary.classList.remove('muted');
   summary.replaceChildren(
     ...status.bindings.map((b) => {
       const cal = state.calById.get(b.calendar_id);
-      return el('div', { class: 'health-line', dataset: { bindingId: b.id } },
-        el('span', { class: `dot ${bindingHealth(b)}` }),
+      const health = bindingHealth(b);
+      // the words carry the state; the dot only repeats it
+      return el('div', { class: 'health-line', dataset: { bindingId: b.id, health } },
+        el('span', { class: `dot ${health}`, 'aria-hidden': 'true' }),
         el('span', { class: 'health-name' }, cal ? cal.name : b.remote_calendar_id),
-        el('span', { class: 'muted small' }, b.last_error ? 'error' : `synced ${relative(b.last_sync_at, now)}`));
+        el('span', { class: 'binding-of' }, bindingOf(b)),
+        el('span', { class: 'muted small' }, b.last_error ? `${HEALTH_WORDS.error}: ${b.last_error}`
+          : b.last_sync_at ? `${HEALTH_WORDS[health]} · synced ${relative(b.last_sync_at, now)}`
+            : HEALTH_WORDS[health]));
     }),
     el('div', { class: 'muted small health-totals' },
       `${status.open_conflicts} open conflict${status.open_conflicts === 1 ? '' : 's'} · `
@@ -71,7 +96,7 @@ function renderHealth(status) {
     return el('tr', { class: `health-${bindingHealth(b)}`, dataset: { bindingId: b.id } },
       el('td', {}, el('span', { class: 'swatch', style: `--c: ${colourOf(b.calendar_id)}` }),
         cal ? cal.name : b.calendar_id),
-      el('td', {}, account ? account.name : b.account_id.slice(0, 8)),
+      el('td', {}, bindingOf(b)),
       el('td', { class: 'mono' }, b.remote_calendar_id),
       el('td', {}, `${b.direction} · ${b.conflict_policy}`),
       el('td', { title: b.last_sync_at || '' }, `${relative(b.last_sync_at, now)}`,
@@ -99,16 +124,10 @@ function renderHealth(status) {
   $('#health').replaceChildren(
     cards,
     el('h2', {}, 'Calendars'),
-    el('div', { class: 'table-wrap' }, el('table', { class: 'grid', id: 'binding-health' },
-      el('thead', {}, el('tr', {}, ['Calendar', 'Account', 'Remote calendar', 'Direction · policy', 'Last sync',
-        'Last success', 'Token age', 'Notification channel', 'Backlog', 'Next poll', 'Last error']
-        .map((h) => el('th', {}, h)))),
-      el('tbody', {}, bindingRows))),
+    grid('binding-health', ['Calendar', 'Account', 'Remote calendar', 'Direction · policy', 'Last sync',
+      'Last success', 'Token age', 'Notification channel', 'Backlog', 'Next poll', 'Last error'], bindingRows),
     el('h2', {}, 'Accounts'),
-    el('div', { class: 'table-wrap' }, el('table', { class: 'grid', id: 'account-health' },
-      el('thead', {}, el('tr', {},
-        ['Account', 'Provider', 'State', 'Backoff', 'Last error'].map((h) => el('th', {}, h)))),
-      el('tbody', {}, accountRows))),
+    grid('account-health', ['Account', 'Provider', 'State', 'Backoff', 'Last error'], accountRows),
     el('p', { class: 'muted small' },
       `Updated ${timeFormat.format(new Date())} · refreshed every ${POLL_MS / 1000} s`));
 }

@@ -12,6 +12,9 @@ import { refreshStatus } from './health.js';
 import { setLive } from './live.js';
 import { loadCalendars, renderCalendarList } from './sidebar.js';
 import { CALENDARS_MS, EVENTS_MS, POLL_MS, state } from './state.js';
+import { chooseLocale, chosenLocale, pageLocale, viewerZone } from './time.js';
+
+const LOCALES = ['en-GB', 'en-US', 'de-DE', 'fr-FR', 'es-ES', 'ja-JP'];
 
 function showTab(name) {
   state.tab = name;
@@ -24,10 +27,51 @@ function showTab(name) {
   if (name === 'conflicts') { state.conflictsShown = ''; loadConflicts().catch((err) => toast(err.message, 'error')); }
 }
 
-function wire() {
-  for (const button of document.querySelectorAll('.tabs [role=tab]')) {
+/* Narrow screens fold the sidebar behind the top bar's button (app.css); it says whether it is open. */
+function wireSidebar() {
+  const toggle = document.getElementById('sidebar-toggle');
+  const layout = document.querySelector('.layout');
+  toggle.addEventListener('click', () => {
+    const open = !layout.classList.contains('sidebar-open');
+    layout.classList.toggle('sidebar-open', open);
+    toggle.setAttribute('aria-expanded', String(open));
+    if (open) document.getElementById('sidebar').scrollIntoView({ block: 'start' });
+  });
+}
+
+/* The sidebar's Display section: the locale dates are written in (the browser's unless chosen; a reload
+ * applies it everywhere) and the time zone everything is shown in (the browser's). */
+function wireDisplay() {
+  const select = document.getElementById('locale-choice');
+  const browser = navigator.language || 'en';
+  select.replaceChildren(new Option(`your browser's (${browser})`, ''),
+    ...LOCALES.map((code) => new Option(code, code)));
+  select.value = chosenLocale();
+  select.addEventListener('change', () => { chooseLocale(select.value); window.location.reload(); });
+  const example = new Intl.DateTimeFormat(pageLocale(), { dateStyle: 'medium', timeStyle: 'short' }).format(new Date());
+  document.getElementById('zone-line').textContent = `Time zone: ${viewerZone()} (your browser's). Now: ${example}.`;
+}
+
+/* The view tabs: a click or Enter picks one; the arrow keys move between them (the ARIA tabs pattern). */
+function wireTabs() {
+  const buttons = [...document.querySelectorAll('.tabs [role=tab]')];
+  for (const [i, button] of buttons.entries()) {
     button.addEventListener('click', () => showTab(button.dataset.tab));
+    button.addEventListener('keydown', (ev) => {
+      const step = ev.key === 'ArrowRight' ? 1 : ev.key === 'ArrowLeft' ? -1 : 0;
+      if (!step) return;
+      ev.preventDefault();
+      const next = buttons[(i + step + buttons.length) % buttons.length];
+      next.focus();
+      showTab(next.dataset.tab);
+    });
   }
+}
+
+function wire() {
+  wireTabs();
+  wireSidebar();
+  wireDisplay();
   wireDialog();
   initConflicts({ refreshStatus });
   onEventsApplied(checkArrival);
@@ -77,5 +121,5 @@ async function start() {
 }
 
 // for the browser tests and a curious person's console
-window.calsync = { state, get calendar() { return getCalendar(); }, loadRange, refreshStatus };
+window.calsync = { state, get calendar() { return getCalendar(); }, loadRange, refreshStatus, showTab };
 start();

@@ -21,6 +21,8 @@ export const state = {
   writeSeq: 0,
   loading: false,
   dragging: false,
+  narrow: false,            // the window is phone-narrow (calendar.js NARROW)
+  autoList: false,          // the list view was picked for a narrow window, not by the person
   providers: [],
   oauthProviders: null,     // the connect flows this server offers (/oauth/providers), once known
   demo: null,
