@@ -3,15 +3,17 @@ service: every view and dialog fits (no horizontal scroll, every panel inside th
 serious or critical accessibility violation in any of them, and everything can be done with the keyboard.
 
 axe-core is vendored in tests/vendor/axe-core (npm package axe-core; MPL-2.0) and injected by the tests only:
-the service never serves it. Screenshots of each view and dialog at both sizes go to artifacts/screenshots/
-(`<view>-<width>x<height>.png`, committed).
+the service never serves it. Screenshots of each view and dialog at both sizes are committed in artifacts/screenshots/
+(`<view>-<width>x<height>.png`); a run with `CALSYNC_SCREENSHOTS=artifacts/screenshots` refreshes them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_web import ROOT, SHOTS, ZONE, api_event, google_bindings, status, wait_for
+from tests.test_web import ROOT, ZONE, api_event, google_bindings, status, wait_for
 
 AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
 WIDE = (1400, 900)
@@ -104,6 +106,10 @@ def assert_fits(page: Any, what: str, panels: list[str]) -> None:
         assert box["width"] > 0 and box["height"] > 0, f"{what}: {selector} is not shown"
         assert box["left"] >= -0.5 and box["right"] <= width + 0.5, f"{what}: {selector} sticks out: {box}"
         assert not box["wide"], f"{what}: {selector} has content cut off on the right: {box['wide']}"
+
+# the committed screenshots are refreshed on purpose (CALSYNC_SCREENSHOTS=artifacts/screenshots); an ordinary
+# run writes its own elsewhere, so it leaves the working tree as it found it
+SHOTS = Path(os.environ.get("CALSYNC_SCREENSHOTS") or Path(tempfile.gettempdir()) / "calsync-screenshots")
 
 
 def shoot(page: Any, name: str) -> Path:
