@@ -272,6 +272,12 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
             .limit(limit)
         ).mappings()
     ]
+    if after is not None:
+        # a prune that committed after the check above may have taken rows this read then missed
+        # (PostgreSQL's statements each see the newest commits): refused, never skipped in silence
+        pruned = int(conn.execute(select(journal_state.c.pruned_through)).scalar_one())
+        if after < pruned:
+            raise CursorExpired(after, pruned)
     full = len(rows) == limit
     next_position = int(rows[-1]["position"]) if full else max(start, head)
     return FeedPage(rows, next_position, full)
@@ -280,6 +286,26 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
 def head(conn: Connection) -> int:
     """The newest sequenced position: a reader starting here sees every change committed after it."""
     return int(conn.execute(select(journal_state.c.sequenced_through)).scalar_one())
+
+
+def pending(conn: Connection) -> bool:
+    """Whether some committed row waits for a position (a cheap look through the partial index).
+    Waiters watch this and `head`, not `newest_id`: on PostgreSQL a row can commit after a row with a
+    higher id, and the newest id does not move when it does."""
+    return (
+        conn.execute(select(event_changes.c.id).where(event_changes.c.position.is_(None)).limit(1)).first() is not None
+    )
+
+
+def readers_after(conn: Connection, after: int, through: int) -> dict[str, int]:
+    """The users with changes at positions in (after, through], each with its newest position there:
+    whose waiting readers have something new."""
+    query = (
+        select(event_changes.c.user_id, func.max(event_changes.c.position))
+        .where(event_changes.c.position > after, event_changes.c.position <= through)
+        .group_by(event_changes.c.user_id)
+    )
+    return {str(user_id): int(newest) for user_id, newest in conn.execute(query)}
 
 
 def newest_id(conn: Connection) -> int:
