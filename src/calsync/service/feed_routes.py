@@ -182,7 +182,7 @@ def read_page(engine: Engine, user_id: str, after: int | None, limit: int) -> jo
         head = journal.head(conn)
         if after is not None and after > head:
             raise CursorAhead
-        return journal.read_feed(conn, user_id, after, limit)
+        return journal.read_feed(conn, user_id, after, limit, diffs=False)
 
 
 def head_position(engine: Engine) -> int:

@@ -251,9 +251,10 @@ class FeedPage:
     more: bool  # a full page: more may follow at once
 
 
-def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> FeedPage:
+def read_feed(conn: Connection, user_id: str, after: int | None, limit: int, *, diffs: bool = True) -> FeedPage:
     """The user's changes after position `after` (None: from the oldest kept), oldest first. Reads
-    only sequenced rows: call `sequence` (in its own transaction) first to include the newest."""
+    only sequenced rows: call `sequence` (in its own transaction) first to include the newest.
+    `diffs=False` leaves the `diff` column unread (the API's feed shows field names only)."""
     state = conn.execute(select(journal_state.c.sequenced_through, journal_state.c.pruned_through)).one()
     head, pruned = int(state.sequenced_through), int(state.pruned_through)
     if after is not None and after < pruned:
@@ -262,7 +263,7 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
     rows = [
         dict(row)
         for row in conn.execute(
-            select(event_changes)
+            select(*(c for c in event_changes.c if diffs or c.name != "diff"))
             .where(
                 event_changes.c.user_id == user_id,
                 event_changes.c.position > start,
