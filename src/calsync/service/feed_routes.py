@@ -38,7 +38,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 
 from calsync.model import utcnow
@@ -161,33 +161,43 @@ class CursorAhead(Exception):
     """The cursor is past the feed's head: not from this database as it is now."""
 
 
-def sequence_pending(engine: Engine) -> int:
-    """Give the committed rows that wait their positions, a batch a transaction; how many."""
-    with engine.connect() as conn:
-        if not journal.pending(conn):
-            return 0
+def sequence_waiting(conn: Connection) -> int:
+    """Give the committed rows that wait their positions, a batch a transaction (each committed);
+    how many. Only a look through the partial index when none waits. `conn` is in no transaction."""
+    if not journal.pending(conn):
+        return 0
+    conn.rollback()  # the look's read transaction ends; each batch is a transaction of its own
     done = 0
     while True:
-        with engine.begin() as conn:
-            count = journal.sequence(conn)
+        count = journal.sequence(conn)
+        conn.commit()
         done += count
         if count < journal.SEQUENCE_BATCH:
             return done
 
 
-def read_page(engine: Engine, user_id: str, after: int | None, limit: int) -> journal.FeedPage:
-    """The user's page after `after`, the newest rows sequenced first (CursorExpired, CursorAhead)."""
-    sequence_pending(engine)
-    with engine.begin() as conn:
-        head = journal.head(conn)
-        if after is not None and after > head:
-            raise CursorAhead
+def sequence_pending(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return sequence_waiting(conn)
+
+
+def read_page(
+    engine: Engine, user_id: str, after: int | None, limit: int, *, sequenced: bool = False
+) -> journal.FeedPage:
+    """The user's page after `after`, the rows that wait sequenced first (CursorExpired, CursorAhead).
+    `sequenced`: the watcher just did that, and `after` is a position this feed answered: a re-read
+    after a wake-up goes straight to the rows (one connection, the fewest round trips)."""
+    with engine.connect() as conn:
+        if not sequenced:
+            sequence_waiting(conn)
+            if after is not None and after > journal.head(conn):
+                raise CursorAhead
         return journal.read_feed(conn, user_id, after, limit, diffs=False)
 
 
 def head_position(engine: Engine) -> int:
-    sequence_pending(engine)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        sequence_waiting(conn)
         return journal.head(conn)
 
 
@@ -280,8 +290,8 @@ class FeedWatcher:
 
     def _look(self, waiters: list[_Waiter]) -> None:
         self.looks += 1
-        sequence_pending(self.engine)
         with self.engine.connect() as conn:
+            sequence_waiting(conn)
             head = journal.head(conn)
             low = min(w.seen for w in waiters)
             if head <= low:
@@ -400,9 +410,10 @@ def feed_router(feed: Feed) -> APIRouter:
         except BadCursor as exc:
             return JSONResponse({"detail": f"cursor {exc!s}"}, status_code=400)
         deadline = time.monotonic() + min(wait, feed.max_wait)
+        sequenced = False
         while True:
             try:
-                page = await run_in_threadpool(read_page, engine, caller.user_id, after, limit)
+                page = await run_in_threadpool(read_page, engine, caller.user_id, after, limit, sequenced=sequenced)
             except journal.CursorExpired:
                 return _gone("This cursor is older than the changes the journal keeps (retention)")
             except CursorAhead:
@@ -413,6 +424,7 @@ def feed_router(feed: Feed) -> APIRouter:
             after = page.next_position
             if not await feed.watcher.wait(caller.user_id, after, remaining):
                 break
+            sequenced = True  # by the watcher, just now
         return {
             "changes": [_change_body(row) for row in page.items],
             "cursor": encode_cursor(page.next_position),
