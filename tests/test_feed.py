@@ -608,3 +608,57 @@ def test_the_retention_setting() -> None:
     for bad in ("0", "-3", "soon", "nan", "inf"):
         with pytest.raises(ConfigError, match="CALSYNC_JOURNAL_DAYS"):
             journal_days({"CALSYNC_JOURNAL_DAYS": bad})
+
+
+def test_calsync_serve_sequences_without_readers_and_stops_at_once_with_a_long_poll_pending(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    database = tmp_path / "calsync.db"
+    engine = open_engine(f"sqlite:///{database}")
+    ada = _person(engine, "ada")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "calsync.cli", "serve", "--no-workers", "--port", str(port), "--db", str(database)]
+    server = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _until(lambda: _answers(base), within=30)
+        _event(engine, ada)
+
+        def head() -> int:
+            with engine.connect() as conn:
+                return journal.head(conn)
+
+        _until(lambda: head() == 1, within=10)  # the service's upkeep numbered it: nobody read the feed
+        with httpx.Client(base_url=base, headers=ada.read, timeout=30) as http:
+            cursor = http.get("/api/v1/changes").json()["cursor"]
+            answer: dict[str, Any] = {}
+            poll = threading.Thread(
+                target=lambda: answer.update(r=http.get("/api/v1/changes", params={"cursor": cursor, "wait": 30}))
+            )
+            poll.start()
+            time.sleep(0.5)
+            asked = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            server.wait(20)
+            stopped = time.monotonic() - asked
+            poll.join(5)
+        assert answer["r"].status_code == 200 and answer["r"].json()["changes"] == []
+        assert stopped < 10, f"the service took {stopped:.1f} s to stop: the long poll held it"
+    finally:
+        if server.poll() is None:
+            server.kill()
+        engine.dispose()
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -105,7 +105,7 @@ def serve(
         )
         settle_heap()
         try:
-            serve_forever(app_, host, sock=sock)
+            serve_forever(app_, host, sock=sock, on_exit=app_.state.feed.close)  # long polls answer at once
         except KeyboardInterrupt:
             pass
         finally:
