@@ -224,7 +224,6 @@ class FeedWatcher:
         self.engine = engine
         self.interval = interval
         self.linger = linger
-        self.looks = 0  # how many times the thread looked (tests: it stops when nobody waits)
         self._lock = threading.Lock()
         self._waiters: set[_Waiter] = set()
         self._thread: threading.Thread | None = None
@@ -289,7 +288,6 @@ class FeedWatcher:
             time.sleep(self.interval)
 
     def _look(self, waiters: list[_Waiter]) -> None:
-        self.looks += 1
         with self.engine.connect() as conn:
             sequence_waiting(conn)
             head = journal.head(conn)
