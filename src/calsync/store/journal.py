@@ -293,9 +293,10 @@ def pending(conn: Connection) -> bool:
     """Whether some committed row waits for a position (a cheap look through the partial index).
     Waiters watch this and `head`, not `newest_id`: on PostgreSQL a row can commit after a row with a
     higher id, and the newest id does not move when it does."""
-    return (
-        conn.execute(select(event_changes.c.id).where(event_changes.c.position.is_(None)).limit(1)).first() is not None
-    )
+    # ORDER BY id is what the partial index holds: without it PostgreSQL, on statistics from before
+    # the rows were sequenced, scanned the whole table for a row it did not find
+    query = select(event_changes.c.id).where(event_changes.c.position.is_(None)).order_by(event_changes.c.id).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def readers_after(conn: Connection, after: int, through: int) -> dict[str, int]:
