@@ -52,7 +52,11 @@ def fuzz_app(engine: Engine) -> FastAPI:
                 id=EXAMPLE_CALENDAR_ID, name="Fuzz", user_id=owner, created_at=now, updated_at=now
             )
         )
-    return create_app(engine, adapters={"jitsi": JitsiAdapter("fuzz-secret")}, limits=Limits(rate=0))
+    app = create_app(engine, adapters={"jitsi": JitsiAdapter("fuzz-secret")}, limits=Limits(rate=0))
+    # a long poll of the change feed (`wait`, up to 60 s) may answer sooner; here it does, or the
+    # fuzzer's boundary values would wait a minute each
+    app.state.feed.max_wait = 0.2
+    return app
 
 
 @contextmanager

@@ -121,6 +121,8 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("get", "/api/v1/conference-providers"): (None, 200),
     ("get", "/api/v1/oauth/providers"): (None, 200),
     ("get", "/api/v1/session"): (None, 200),  # the caller itself, never another user
+    ("get", "/api/v1/changes"): (None, 200),  # the change feed: the caller's own changes only
+    ("get", "/api/v1/changes/head"): (None, 200),  # a position, nothing of anyone's
     ("get", "/api/v1/events/{event_id}"): (None, 404),
     ("patch", "/api/v1/events/{event_id}"): ({"title": "taken over"}, 404),
     ("put", "/api/v1/events/{event_id}"): (EVENT_BODY, 404),

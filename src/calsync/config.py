@@ -6,6 +6,7 @@ The file is `$CALSYNC_CONFIG`, else `config.toml` in the user config dir. Its ke
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 from platformdirs import user_config_dir
 
 PREFIX = "CALSYNC_"
+JOURNAL_DAYS = 90.0  # how long the change journal (the feed, each event's history) keeps a change
 
 
 class ConfigError(ValueError):
@@ -50,3 +52,18 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     env = os.environ if environ is None else environ
     settings.update({k: v for k, v in env.items() if k.startswith(PREFIX)})
     return settings
+
+
+def journal_days(settings: Mapping[str, str]) -> float:
+    """Days the change journal keeps (CALSYNC_JOURNAL_DAYS, or the file's `journal_days` / `[journal]
+    days`), JOURNAL_DAYS when unset; anything but a positive number is a ConfigError."""
+    raw = settings.get(PREFIX + "JOURNAL_DAYS", "").strip()
+    if not raw:
+        return JOURNAL_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days <= 0:
+        raise ConfigError(f"CALSYNC_JOURNAL_DAYS must be a positive number of days, not {raw!r}")
+    return days

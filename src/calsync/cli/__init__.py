@@ -15,6 +15,7 @@ from calsync.cli import (
     db,
     emulators,
     events,
+    journal,
     keys,
     serve,
     sync,
@@ -39,6 +40,7 @@ app.add_typer(conferences.app, name="conference")
 app.add_typer(emulators.app, name="emulator")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(journal.app, name="journal")
 app.add_typer(users.user_app, name="user")
 app.add_typer(users.apikey_app, name="apikey")
 

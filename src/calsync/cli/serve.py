@@ -44,7 +44,7 @@ def serve(
     On SQLite it leaves a record beside the database, and `calsync sync` then asks it to do the work."""
     import signal
 
-    from calsync.config import load_settings
+    from calsync.config import ConfigError, journal_days, load_settings
     from calsync.emulators.server import bind_socket, serve_forever
     from calsync.service import runtime
     from calsync.service.app import WorkerPool, create_app
@@ -57,7 +57,8 @@ def serve(
     adapters = conference_adapters(config)
     try:
         limits = Limits.from_settings(load_settings(config))
-    except LimitSettingError as exc:
+        days = journal_days(load_settings(config))
+    except (LimitSettingError, ConfigError) as exc:
         raise fail(str(exc), 2) from exc
     database_file = sqlite_file(db or default_url())
     token = runtime.new_token() if database_file else None
@@ -96,6 +97,7 @@ def serve(
                 raise fail(str(exc), 2) from exc
         if pool:
             pool.start()
+        app_.state.feed.start_upkeep(days)  # the change journal: sequenced every second, pruned hourly
         err.print(
             f"calsync on {url} (API /api/v1, webhooks /webhooks/google, metrics /metrics); "
             f"workers: {0 if pool is None else pool.count}; "
@@ -103,7 +105,7 @@ def serve(
         )
         settle_heap()
         try:
-            serve_forever(app_, host, sock=sock)
+            serve_forever(app_, host, sock=sock, on_exit=app_.state.feed.close)  # long polls answer at once
         except KeyboardInterrupt:
             pass
         finally:
@@ -111,6 +113,7 @@ def serve(
                 runtime.release(database_file, os.getpid())
             if pool:
                 pool.stop()
+            app_.state.feed.close()
             app_.state.providers.close()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -103,6 +105,21 @@ def serve_in_thread(
     return RunningServer(server, thread, host, actual_port, "https" if certfile else "http")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling `on_exit` (in a thread of its own: this runs in a signal handler) as
+    soon as a signal asks it to stop, before it waits for the requests in flight: long polls answer
+    at once instead of holding the shutdown for their whole wait."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._on_exit is not None and not self.should_exit:
+            threading.Thread(target=self._on_exit, name="server-exit", daemon=True).start()
+        super().handle_exit(sig, frame)
+
+
 def serve_forever(
     app: Any,
     host: str = "127.0.0.1",
@@ -110,8 +127,10 @@ def serve_forever(
     sock: socket.socket | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` in the foreground until interrupted (``calsync emulator ...``, ``calsync serve``);
-    on ``sock`` when the caller bound it already (to learn the port of port 0 first); https with a certificate."""
-    server = uvicorn.Server(_config(app, host, sock.getsockname()[1] if sock else port, certfile, keyfile))
+    on ``sock`` when the caller bound it already (to learn the port of port 0 first); https with a certificate.
+    ``on_exit`` is called (in a thread) when a signal asks the server to stop."""
+    server = _Server(_config(app, host, sock.getsockname()[1] if sock else port, certfile, keyfile), on_exit)
     server.run(sockets=[sock] if sock else None)

@@ -21,6 +21,7 @@ from calsync.service.api import PREFIX, api_router
 from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
 from calsync.service.control import control_router
 from calsync.service.errors import AllowedMethods
+from calsync.service.feed_routes import add_feed
 from calsync.service.history_routes import history_router
 from calsync.service.limits import LOGIN_BURST, LOGIN_PREFIXES, LOGIN_RATE, BodyLimit, Limits, RateLimit, address_key
 from calsync.service.login import add_login
@@ -68,6 +69,7 @@ def create_app(
     keyed = [Depends(authenticate)]
     app.include_router(health_router(PREFIX))
     app.include_router(api_router(engine), dependencies=keyed)
+    add_feed(app, engine)  # /api/v1/changes: the feed's own routes, keyed the same way; app.state.feed
     app.include_router(web_router(engine, adapters, demo), dependencies=keyed)
     app.include_router(history_router(engine), dependencies=keyed)
     app.include_router(google_router(engine, metrics, wake, debounce))

@@ -251,9 +251,10 @@ class FeedPage:
     more: bool  # a full page: more may follow at once
 
 
-def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> FeedPage:
+def read_feed(conn: Connection, user_id: str, after: int | None, limit: int, *, diffs: bool = True) -> FeedPage:
     """The user's changes after position `after` (None: from the oldest kept), oldest first. Reads
-    only sequenced rows: call `sequence` (in its own transaction) first to include the newest."""
+    only sequenced rows: call `sequence` (in its own transaction) first to include the newest.
+    `diffs=False` leaves the `diff` column unread (the API's feed shows field names only)."""
     state = conn.execute(select(journal_state.c.sequenced_through, journal_state.c.pruned_through)).one()
     head, pruned = int(state.sequenced_through), int(state.pruned_through)
     if after is not None and after < pruned:
@@ -262,7 +263,7 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
     rows = [
         dict(row)
         for row in conn.execute(
-            select(event_changes)
+            select(*(c for c in event_changes.c if diffs or c.name != "diff"))
             .where(
                 event_changes.c.user_id == user_id,
                 event_changes.c.position > start,
@@ -272,6 +273,12 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
             .limit(limit)
         ).mappings()
     ]
+    if after is not None:
+        # a prune that committed after the check above may have taken rows this read then missed
+        # (PostgreSQL's statements each see the newest commits): refused, never skipped in silence
+        pruned = int(conn.execute(select(journal_state.c.pruned_through)).scalar_one())
+        if after < pruned:
+            raise CursorExpired(after, pruned)
     full = len(rows) == limit
     next_position = int(rows[-1]["position"]) if full else max(start, head)
     return FeedPage(rows, next_position, full)
@@ -280,6 +287,27 @@ def read_feed(conn: Connection, user_id: str, after: int | None, limit: int) -> 
 def head(conn: Connection) -> int:
     """The newest sequenced position: a reader starting here sees every change committed after it."""
     return int(conn.execute(select(journal_state.c.sequenced_through)).scalar_one())
+
+
+def pending(conn: Connection) -> bool:
+    """Whether some committed row waits for a position (a cheap look through the partial index).
+    Waiters watch this and `head`, not `newest_id`: on PostgreSQL a row can commit after a row with a
+    higher id, and the newest id does not move when it does."""
+    # ORDER BY id is what the partial index holds: without it PostgreSQL, on statistics from before
+    # the rows were sequenced, scanned the whole table for a row it did not find
+    query = select(event_changes.c.id).where(event_changes.c.position.is_(None)).order_by(event_changes.c.id).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def readers_after(conn: Connection, after: int, through: int) -> dict[str, int]:
+    """The users with changes at positions in (after, through], each with its newest position there:
+    whose waiting readers have something new."""
+    query = (
+        select(event_changes.c.user_id, func.max(event_changes.c.position))
+        .where(event_changes.c.position > after, event_changes.c.position <= through)
+        .group_by(event_changes.c.user_id)
+    )
+    return {str(user_id): int(newest) for user_id, newest in conn.execute(query)}
 
 
 def newest_id(conn: Connection) -> int:
