@@ -98,14 +98,13 @@ def sync_binding(
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
     with engine.begin() as conn:
-        row = account_store.get_binding(conn, binding_id)
-        account = account_store.get_account(conn, row["account_id"])
+        row, provider_kind = account_store.binding_and_provider(conn, binding_id)
     result = SyncResult(binding_id=binding_id)
     if row["direction"] == "push":
         result.status = "skipped"
         result.message = "push-only binding"
         return result
-    binding = _binding(row, account.provider)
+    binding = _binding(row, provider_kind)
     if full:
         binding.sync_token = None
     start_requests = provider.request_count
@@ -127,7 +126,7 @@ def sync_binding(
         result.status, result.message = "auth-failed", str(exc)
         _record_failure(engine, binding_id, "auth-failed", str(exc))
         with engine.begin() as conn:
-            account_store.set_account_state(conn, account.id, exc.account_state, str(exc))
+            account_store.set_account_state(conn, row["account_id"], exc.account_state, str(exc))
     except ProviderError as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
         result.retry_after = getattr(exc, "retry_after", None)
