@@ -176,6 +176,12 @@ def get_binding(conn: Connection, binding_id: str) -> BindingRow:
     return cast("BindingRow", dict(row))
 
 
+def bound_remote_ids(conn: Connection, account_id: str) -> set[str]:
+    """The remote calendars the account has bound (one query, for binding many at once)."""
+    query = select(bindings.c.remote_calendar_id).where(bindings.c.account_id == account_id)
+    return set(conn.execute(query).scalars())
+
+
 def binding_and_provider(conn: Connection, binding_id: str) -> tuple[BindingRow, str]:
     """The binding and its account's provider kind, in one query (a sync starts with it; the
     account's credentials are not opened for it)."""
