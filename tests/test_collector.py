@@ -1,0 +1,42 @@
+"""engine/collector.py: fewer garbage collections while syncs run, the process's settings back after."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+from calsync.engine.collector import SYNC_THRESHOLD, fewer_collections
+
+
+def test_thresholds_are_raised_while_any_sync_runs_and_put_back_after_the_last() -> None:
+    before = gc.get_threshold()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other_sync() -> None:
+        with fewer_collections():
+            entered.set()
+            leave.wait(10)
+
+    with fewer_collections():
+        assert gc.get_threshold() == SYNC_THRESHOLD and gc.get_freeze_count() > 0
+        thread = threading.Thread(target=other_sync)
+        thread.start()
+        assert entered.wait(10)
+    assert gc.get_threshold() == SYNC_THRESHOLD, "the other sync still runs"
+    leave.set()
+    thread.join(10)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_cycles_made_during_a_sync_are_collected_after_it() -> None:
+    class Node:
+        other: Node
+
+    with fewer_collections():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+    gc.collect()
+    assert gone() is None
