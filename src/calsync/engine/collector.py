@@ -1,15 +1,15 @@
-"""Fewer garbage collections while a sync runs.
+"""Cheaper garbage collections while a sync runs.
 
-An initial sync allocates millions of short-lived containers (JSON answers, events, rows), almost none
-in reference cycles; with CPython's default thresholds (a young collection every 700 allocations, and
-every so often a full one over the whole heap, SQLAlchemy's and FastAPI's objects included) the cyclic
-collector took a large share of a sync's CPU (bench/inbound_google.py, 10,000 events: 140 -> 100 µs an
-event; the figures on this shared machine move by 15% from run to run). While any sync runs in the
-process, the objects that were alive when the first began are frozen (gc.freeze: left out of
-collections, so a full collection walks only what the sync made) and young collections are rarer;
-when the last sync ends, the thresholds are put back and the frozen objects are collected as usual
-again. Reference counting frees everything without a cycle at once either way; garbage in cycles
-made meanwhile waits a little longer. Threads share the setting: a count says when the last one left.
+An initial sync allocates millions of short-lived containers (JSON answers, events, rows), so CPython's
+cyclic collector runs thousands of times during it, and every so often walks the whole heap, the
+thousands of objects SQLAlchemy, FastAPI and the rest made at import included. While any sync runs in
+the process, the objects that were alive when the first began are frozen (gc.freeze: left out of
+collections, so a full collection walks only what the syncs made); when the last sync ends they are
+unfrozen and collected as usual again. The thresholds stay CPython's: rarer young collections saved a
+little more CPU but let peak RSS grow with the calendar (135 MB at 100,000 events, 202 MB with
+(50,000, 20, 100), against 112 MB). bench/inbound_google.py at 100,000 events: 0.20 -> 0.17 s of CPU per
+1,000 events (the figures on this shared machine move by 10-15% from run to run). Threads share the
+setting: a count says when the last sync has left.
 """
 
 from __future__ import annotations
@@ -19,19 +19,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# young collections every 10,000 allocations (not 700); the older generations as CPython has them. Higher
-# (50,000, 20, 100) saved a little more CPU but let peak RSS grow with the calendar (202 MB at 100,000
-# events against 112 MB), so not that.
-SYNC_THRESHOLD = (10_000, 10, 10)
-
 
 class _Shared:
-    """How many syncs are running in the process, and the thresholds to put back after the last."""
+    """How many syncs are running in the process."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active = 0
-        self.saved = gc.get_threshold()
 
 
 _shared = _Shared()
@@ -39,12 +33,10 @@ _shared = _Shared()
 
 @contextmanager
 def fewer_collections() -> Iterator[None]:
-    """Around one sync (nested and concurrent uses share one setting)."""
+    """Around one sync (nested and concurrent uses share one freeze)."""
     with _shared.lock:
         if _shared.active == 0:
-            _shared.saved = gc.get_threshold()
             gc.freeze()
-            gc.set_threshold(*SYNC_THRESHOLD)
         _shared.active += 1
     try:
         yield
@@ -52,5 +44,4 @@ def fewer_collections() -> Iterator[None]:
         with _shared.lock:
             _shared.active -= 1
             if _shared.active == 0:
-                gc.set_threshold(*_shared.saved)
                 gc.unfreeze()

@@ -110,7 +110,7 @@ def sync_binding(
         binding.sync_token = None
     start_requests = provider.request_count
     try:
-        with fewer_collections():  # a third of a big sync's CPU went to the cyclic collector (engine/collector.py)
+        with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
             try:
                 _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
             except SyncTokenInvalid:
