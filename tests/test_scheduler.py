@@ -36,18 +36,25 @@ def _buckets(times: list[datetime], start: datetime, buckets: int = 10) -> Count
     return Counter(int((t - start).total_seconds() // (INTERVAL / buckets)) for t in times)
 
 
+def _phases(times: list[datetime], buckets: int = 10) -> Counter[int]:
+    """How many of the times fall in each tenth of the interval, counted from the epoch (the slots')."""
+    return Counter(int(t.timestamp() % INTERVAL // (INTERVAL / buckets)) for t in times)
+
+
 def test_each_binding_has_its_own_slot_and_the_slots_cover_the_interval() -> None:
     ids = [new_id() for _ in range(2000)]
     after = datetime(2026, 12, 7, 8, 0, 0, 123456, tzinfo=UTC)
-    slots = [scheduling.next_poll_slot(i, after, INTERVAL) for i in ids]
-    assert slots == [scheduling.next_poll_slot(i, after, INTERVAL) for i in ids], "deterministic"
-    gaps = [(s - after).total_seconds() for s in slots]
-    assert min(gaps) >= INTERVAL / 2 and max(gaps) < INTERVAL * 1.5
-    spread = _buckets(slots, after + timedelta(seconds=INTERVAL / 2))
+    slots = [scheduling.first_slot_after(i, after, INTERVAL) for i in ids]
+    assert slots == [scheduling.first_slot_after(i, after, INTERVAL) for i in ids], "deterministic"
+    assert all(after <= s < after + timedelta(seconds=INTERVAL) for s in slots)
+    spread = _phases(slots)
     assert set(spread) == set(range(10)) and min(spread.values()) > 120, spread  # ~200 in each tenth
-    # the slot keeps its phase: one interval later, the same binding's next slot is one interval on
-    later = [scheduling.next_poll_slot(i, s, INTERVAL) for i, s in zip(ids[:50], slots[:50], strict=True)]
-    assert all(abs((b - a).total_seconds() - INTERVAL) < 1e-3 for a, b in zip(slots[:50], later, strict=True))
+    # a poll comes 0.9 to 1.1 intervals after a sync, and exactly one interval once on its slot
+    nexts = [scheduling.next_poll_slot(i, after, INTERVAL) for i in ids]
+    gaps = [(n - after).total_seconds() for n in nexts]
+    assert min(gaps) >= INTERVAL * 0.9 - 1e-6 and max(gaps) <= INTERVAL * 1.1 + 1e-6
+    on_slot = [scheduling.next_poll_slot(i, s, INTERVAL) for i, s in zip(ids, slots, strict=True)]
+    assert all(abs((n - s).total_seconds() - INTERVAL) < 1e-3 for s, n in zip(slots, on_slot, strict=True))
 
 
 def _bindings(engine: Engine, count: int, **values: object) -> list[str]:
@@ -55,7 +62,8 @@ def _bindings(engine: Engine, count: int, **values: object) -> list[str]:
         account = account_store.create_account(conn, "caldav", "a", "http://x/", {"username": "u"})
         calendar = account_store.create_calendar(conn, "c")
         made = [account_store.create_binding(conn, calendar, account, f"/c{n}/", "two-way") for n in range(count)]
-        conn.execute(update(bindings).values(**values))
+        if values:
+            conn.execute(update(bindings).values(**values))
     return made
 
 
@@ -64,19 +72,26 @@ def _next_polls(engine: Engine) -> dict[str, datetime]:
         return {b["id"]: b["next_poll_at"] for b in account_store.list_bindings(conn)}
 
 
-def test_a_herd_released_at_once_polls_again_spread_over_the_interval(engine: Engine) -> None:
-    made = _bindings(engine, 500, lease_owner="w", lease_until=utcnow() + timedelta(minutes=1))
-    now = utcnow()
-    with engine.begin() as conn:
-        for binding in made:
-            scheduling.release_binding(conn, binding, "w", now, INTERVAL, None)
-    spread = _buckets(list(_next_polls(engine).values()), now + timedelta(seconds=INTERVAL / 2))
-    assert set(spread) == set(range(10)) and max(spread.values()) < 90, spread  # 50 a tenth, not 500 at once
+def test_a_herd_synced_at_once_drifts_apart_to_the_bindings_own_slots(engine: Engine) -> None:
+    """500 bindings bound and synced in one burst: each poll after moves toward its own slot, so within
+    five polls the herd is spread over the whole interval (and stays so)."""
+    made = _bindings(engine, 500)
+    at = {b: utcnow() for b in made}
+    spreads = []
+    for _poll in range(6):
+        with engine.begin() as conn:
+            conn.execute(update(bindings).values(lease_owner="w", lease_until=utcnow() + timedelta(minutes=1)))
+            for binding in made:  # each synced when its poll came
+                scheduling.release_binding(conn, binding, "w", at[binding], INTERVAL, None)
+        at = _next_polls(engine)
+        spreads.append(_phases(list(at.values())))
+    assert len(spreads[0]) <= 3, spreads[0]  # after the burst's sync: within a fifth of the interval
+    assert set(spreads[-1]) == set(range(10)) and max(spreads[-1].values()) < 90, spreads[-1]  # ~50 a tenth
 
 
 def test_overdue_polls_after_a_restart_are_spread_over_the_next_interval(engine: Engine) -> None:
     hour_ago = utcnow() - timedelta(hours=1)
-    made = _bindings(engine, 400, sync_token="t", next_poll_at=hour_ago)
+    made = _bindings(engine, 400, sync_token="t", next_poll_at=hour_ago)  # noqa: S106 (a sync token)
     dirty, new, leased, pushing = made[:4]
     with engine.begin() as conn:
         scheduling.mark_dirty(conn, dirty)

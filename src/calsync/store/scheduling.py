@@ -22,11 +22,15 @@ from calsync.store.schema import accounts, bindings, channels, conference_outbox
 
 # --- the poll timer ------------------------------------------------------------------------------
 #
-# Every binding is polled on its own slot of the interval: the times that are `phase` seconds past a
-# multiple of the interval (counted from the epoch), its phase a hash of its id. Polls of many
-# bindings are spread evenly over the interval whenever they were last synced, and stay spread:
-# a poll is due a slot (at least half an interval, less than one and a half) after the last sync,
-# not `interval` after whenever the backlog of a restart happened to reach it.
+# Every binding has its own slot in the poll interval: the times `phase` seconds past a multiple of
+# the interval (counted from the epoch), its phase a hash of its id, so the slots of many bindings are
+# spread evenly over the interval. A sync sets the next poll an interval on, moved toward the
+# binding's slot by at most a tenth of the interval (so polls come every 0.9 to 1.1 intervals, as the
+# random jitter this replaces gave): bindings synced in one burst (bound together, or the backlog of a
+# restart) drift apart to their own slots within five polls and stay there, instead of polling again
+# in the same burst every interval. spread_overdue_polls moves a restart's backlog to the slots at once.
+
+POLL_STEP = 0.1  # the most a poll moves toward its slot, as a share of the interval
 
 
 def poll_phase(binding_id: str, interval: float) -> float:
@@ -35,15 +39,25 @@ def poll_phase(binding_id: str, interval: float) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64 * interval
 
 
-def next_poll_slot(binding_id: str, after: datetime, interval: float, min_gap: float | None = None) -> datetime:
-    """The binding's first slot at least `min_gap` seconds (default: half an interval) after `after`."""
+def first_slot_after(binding_id: str, after: datetime, interval: float) -> datetime:
+    """The binding's first slot at or after `after`."""
     if interval <= 0:
         return after
-    gap = interval / 2 if min_gap is None else min_gap
-    earliest = after.timestamp() + gap
     phase = poll_phase(binding_id, interval)
-    slot = phase + math.ceil((earliest - phase) / interval) * interval
+    slot = phase + math.ceil((after.timestamp() - phase) / interval) * interval
     return datetime.fromtimestamp(slot, UTC)
+
+
+def next_poll_slot(binding_id: str, after: datetime, interval: float) -> datetime:
+    """The next poll of a binding synced at `after`: an interval on, moved toward the binding's nearest
+    slot by at most POLL_STEP of the interval (exactly an interval on once it is on its slot)."""
+    if interval <= 0:
+        return after
+    target = after.timestamp() + interval
+    phase = poll_phase(binding_id, interval)
+    nearest = phase + round((target - phase) / interval) * interval
+    step = max(-POLL_STEP * interval, min(POLL_STEP * interval, nearest - target))
+    return datetime.fromtimestamp(target + step, UTC)
 
 
 def spread_overdue_polls(conn: Connection, now: datetime, interval: float, grace: float | None = None) -> int:
@@ -66,7 +80,7 @@ def spread_overdue_polls(conn: Connection, now: datetime, interval: float, grace
         return 0
     conn.execute(
         update(bindings).where(bindings.c.id == bindparam("b_id"), late).values(next_poll_at=bindparam("b_next")),
-        [{"b_id": i, "b_next": next_poll_slot(i, now, interval, 0)} for i in ids],
+        [{"b_id": i, "b_next": first_slot_after(i, now, interval)} for i in ids],
     )
     return len(ids)
 
@@ -196,7 +210,7 @@ def release_binding(
 ) -> None:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
     keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs. The next
-    poll is the binding's next slot (next_poll_slot): about `poll_interval` on, spread by its id."""
+    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot)."""
     settled: ColumnElement[bool] = bindings.c.dirty_at.is_(None)
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
