@@ -55,6 +55,54 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process, every thread of it (the emulator runs in a process of its own)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class PhaseTimer:
+    """CPU seconds of the sync's three phases, each measured on the thread that runs it
+    (time.thread_time): parsing is the provider's listing (HTTP, JSON, mapping to events: the prefetch
+    thread), deciding is page_plan.plan_page, storing is the rest of the engine's thread (the page's
+    reads and writes, commits, the sweep)."""
+
+    def __init__(self) -> None:
+        self.parse = self.decide = self.engine_thread = 0.0
+
+    def install(self, provider: Provider) -> None:
+        import calsync.engine.inbound as inbound
+
+        plan_page = inbound.plan_page
+        list_changes = provider.list_changes
+
+        def timed_plan(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return plan_page(*args, **kwargs)
+            finally:
+                self.decide += time.thread_time() - started
+
+        def timed_listing(*args: Any, **kwargs: Any) -> Any:
+            pages = iter(list_changes(*args, **kwargs))
+            while True:
+                started = time.thread_time()
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    return
+                finally:
+                    self.parse += time.thread_time() - started
+                yield page
+
+        inbound.plan_page = timed_plan  # type: ignore[assignment]
+        provider.list_changes = timed_listing  # type: ignore[method-assign]
+
+    @property
+    def store(self) -> float:
+        return max(self.engine_thread - self.decide, 0.0)
+
+
 def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, page_size: int) -> None:
     """Runs in a fresh process: full sync, N remote changes, incremental sync; prints one JSON line."""
     from calsync.engine.inbound import sync_binding
@@ -70,9 +118,21 @@ def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, 
         binding = account_store.create_binding(conn, calendar, account, calendar_id, "two-way")
     rss_before = peak_rss_mb()
     provider = target.provider(base_url, page_size)
-    started = time.perf_counter()
+    phases = PhaseTimer()
+    phases.install(provider)
+    if os.environ.get("CALSYNC_BENCH_PROFILE"):  # a cProfile of the engine's thread, for finding the waste
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+    started, cpu_started, thread_started = time.perf_counter(), cpu_seconds(), time.thread_time()
     full = sync_binding(engine, provider, binding)
     full_seconds = time.perf_counter() - started
+    full_cpu = cpu_seconds() - cpu_started
+    phases.engine_thread = time.thread_time() - thread_started
+    if os.environ.get("CALSYNC_BENCH_PROFILE"):
+        profile.disable()
+        profile.dump_stats(os.environ["CALSYNC_BENCH_PROFILE"])
     rss_full = peak_rss_mb()
     assert full.status == "ok", full.message
 
@@ -90,6 +150,8 @@ def child(target: InboundTarget, base_url: str, calendar_id: str, changes: int, 
         "incremental_seconds": incremental_seconds, "incremental_requests": incremental.requests,
         "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(), "rss_after_full_mb": rss_full,
         "db_mb": (folder / "bench.db").stat().st_size / 2**20, "page_size": page_size,
+        "full_cpu_s": full_cpu, "cpu_ms_per_1000": full_cpu / max(full.created, 1) * 1e6,
+        "parse_s": phases.parse, "decide_s": phases.decide, "store_s": phases.store,
     }))
 
 
@@ -104,13 +166,19 @@ def _wait_until_up(base: str) -> None:
 
 
 HEADER = (f"{'events':>8} {'full s':>7} {'events/s':>9} {'req':>4} {'pages':>5} {'incr changes':>12} {'incr s':>7} "
-          f"{'incr req':>8} {'RSS start MB':>12} {'peak RSS MB':>11} {'db MB':>6}")
+          f"{'incr req':>8} {'RSS start MB':>12} {'peak RSS MB':>11} {'db MB':>6} {'CPU s/1000 ev':>13} "
+          f"{'parse':>6} {'decide':>6} {'store':>6}")
 
 
 def row(r: dict[str, Any]) -> str:
+    """One size's figures. CPU s/1000 ev: user + system CPU of the syncing process during the full sync
+    per 1,000 events; parse / decide / store: each phase's share of the three's CPU (PhaseTimer)."""
+    phases = r["parse_s"] + r["decide_s"] + r["store_s"] or 1.0
+    shares = " ".join(f"{r[k] / phases:>6.0%}" for k in ("parse_s", "decide_s", "store_s"))
     return (f"{r['events']:>8} {r['full_seconds']:>7.1f} {r['full_events_per_s']:>9.0f} {r['full_requests']:>4} "
             f"{r['full_pages']:>5} {r['incremental_changes']:>12} {r['incremental_seconds']:>7.2f} "
-            f"{r['incremental_requests']:>8} {r['rss_before_mb']:>12.0f} {r['peak_rss_mb']:>11.0f} {r['db_mb']:>6.0f}")
+            f"{r['incremental_requests']:>8} {r['rss_before_mb']:>12.0f} {r['peak_rss_mb']:>11.0f} {r['db_mb']:>6.0f} "
+            f"{r['cpu_ms_per_1000'] / 1000:>13.3f} {shares}")
 
 
 def main(target: InboundTarget, script: str, doc: str | None) -> None:

@@ -35,6 +35,7 @@ class Tenant:
     event_id: str
     conflict_id: str
     title: str
+    account_id: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -64,7 +65,7 @@ def _tenant(engine: Engine, google_url: str, name: str) -> Tenant:
         from calsync.store import conflicts as conflict_store
 
         (conflict,) = conflict_store.list_conflicts(conn, user_id=user_id)
-    return Tenant(user_id, key, read_key, bound.calendar_id, event_id, conflict["id"], title)
+    return Tenant(user_id, key, read_key, bound.calendar_id, event_id, conflict["id"], title, account)
 
 
 ADMIN_KEY: dict[str, str] = {}
@@ -105,7 +106,7 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def _request(
     base: str, method: str, path: str, victim: Tenant, headers: dict[str, str], body: dict[str, Any] | None = None
 ) -> httpx.Response:
-    url = base + path.format(event_id=victim.event_id, conflict_id=victim.conflict_id)
+    url = base + path.format(event_id=victim.event_id, conflict_id=victim.conflict_id, account_id=victim.account_id)
     headers = {**headers, "If-Match": "*"}  # a precondition is no reason to answer anything but 404
     return httpx.request(method.upper(), url, headers=headers, json=body, timeout=30)
 
@@ -132,6 +133,7 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("post", "/api/v1/conflicts/{conflict_id}/resolve"): ({"keep": "local"}, 404),
     ("get", "/api/v1/events/{event_id}/history"): (None, 404),
     ("post", "/api/v1/events/{event_id}/restore"): ({"version": 1}, 404),
+    ("post", "/api/v1/accounts/{account_id}/bindings"): ({"all": True}, 404),
     # creating an event in B's calendar: refused exactly like a calendar that does not exist (422 on the field)
     ("post", "/api/v1/events"): (None, 422),
 }
@@ -150,26 +152,25 @@ def test_every_operation_keeps_to_the_callers_rows(world: tuple[str, dict[str, A
         response = _request(base, method, path, b, a.headers, body)
         assert response.status_code == expected, (method, path, response.status_code, response.text)
         text = response.text
-        for secret in (b.event_id, b.conflict_id, b.calendar_id, b.title, "bob"):
+        for secret in (b.event_id, b.conflict_id, b.calendar_id, b.account_id, b.title, "bob"):
             if expected == 404 or expected == 422:
                 # the refusal may echo the id that was asked for, but nothing more of B's
-                if secret in (b.event_id, b.conflict_id, b.calendar_id):
+                if secret in (b.event_id, b.conflict_id, b.calendar_id, b.account_id):
                     continue
             assert secret not in text, (method, path, secret, text[:500])
         if expected == 404:  # exactly like a row that does not exist
             missing_id = "0" * 32
             ghost = httpx.request(
                 method.upper(),
-                base + path.format(event_id=missing_id, conflict_id=missing_id),
+                base + path.format(event_id=missing_id, conflict_id=missing_id, account_id=missing_id),
                 headers={**a.headers, "If-Match": "*"},
                 json=body,
                 timeout=30,
             )
             assert ghost.status_code == 404
             assert ghost.json() == response.json() | {"detail": ghost.json()["detail"]}
-            assert ghost.json()["detail"].replace(missing_id, "X") == response.json()["detail"].replace(
-                b.event_id if "event" in path else b.conflict_id, "X"
-            )
+            asked = b.event_id if "event" in path else b.account_id if "account" in path else b.conflict_id
+            assert ghost.json()["detail"].replace(missing_id, "X") == response.json()["detail"].replace(asked, "X")
     # A still sees A's own (the filters are not simply empty)
     events = httpx.get(f"{base}/api/v1/events", headers=a.headers).json()["events"]
     assert a.event_id in {e["id"] for e in events} and b.event_id not in {e["id"] for e in events}

@@ -101,7 +101,8 @@ def test_query_functions_return_rows_with_exactly_their_types_keys(db_url: str) 
         check(rows.AccountRow, account_store.list_accounts(conn))
         check(rows.CalendarRow, account_store.list_calendars(conn))
         check(rows.BindingRow, [account_store.get_binding(conn, binding), *account_store.list_bindings(conn),
-                                account_store.find_binding(conn, account, "/cal/")])
+                                account_store.find_binding(conn, account, "/cal/"),
+                                account_store.binding_and_provider(conn, binding)[0]])
         listed = [*event_store.list_events(conn), *event_store.get_events(conn, [event_id]),
                   *event_pages.page_events(conn).rows]
         check(rows.EventWithLinks, listed)
@@ -128,4 +129,4 @@ def test_query_functions_return_rows_with_exactly_their_types_keys(db_url: str) 
         conn.execute(events.update().where(events.c.id == event_id).values(recurring_event_id=event_id))
         check(rows.EventRow, link_store.deleted_exceptions_linked(conn, event_id, binding))
         conn.execute(bindings.update().values(lease_until=None))
-        check(rows.BindingClaim, scheduling.claim_binding(conn, "w", now, 60))
+        check(rows.BindingClaim, scheduling.claim_binding(conn, "w", utcnow(), 60))  # due from its creation on

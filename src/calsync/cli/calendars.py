@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from sqlalchemy import Engine
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.output import console, err, fail, print_json, print_table
@@ -17,10 +18,18 @@ from calsync.engine.channels import unbind
 from calsync.engine.pool import ProviderPool
 from calsync.model import utcnow
 from calsync.providers.base import ProviderError
-from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, is_conflict_policy, is_direction
+from calsync.statuses import (
+    CONFLICT_POLICIES,
+    DIRECTIONS,
+    ConflictPolicy,
+    Direction,
+    is_conflict_policy,
+    is_direction,
+)
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store import users as user_store
+from calsync.store.rows import UserRow
 from calsync.views import binding_json
 
 app = typer.Typer(help="Remote calendars and the local calendars bound to them.", no_args_is_help=True)
@@ -51,7 +60,12 @@ def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = 
 @app.command("bind")
 def calendar_bind(
     account_id: str,
-    remote_calendar_id: str,
+    remote_calendar_ids: Annotated[
+        list[str] | None, typer.Argument(help="Remote calendar id(s) (`calsync calendar remote ACCOUNT`).")
+    ] = None,
+    bind_all: Annotated[
+        bool, typer.Option("--all", help="Bind every remote calendar of the account not bound yet.")
+    ] = False,
     name: Annotated[str | None, typer.Option(help="Local calendar name (default: the remote name).")] = None,
     direction: Annotated[str, typer.Option(help="two-way, pull or push.")] = "two-way",
     policy: Annotated[
@@ -71,6 +85,10 @@ def calendar_bind(
 ) -> None:
     """Bind a remote calendar to a local one; prints the local calendar id and the binding id.
 
+    Several remote ids, or --all (every calendar of the account not bound yet), bind each to a new
+    local calendar named after it, with the same --direction and --policy, in one transaction (all
+    or none); prints a line per binding.
+
     The account and the local calendar must belong to one calsync user; a new local calendar is the
     account's user's (with --user, that must be the account's user)."""
     if not is_direction(direction):
@@ -79,11 +97,19 @@ def calendar_bind(
         raise fail(f"--policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}", 2)
     if name and not name.strip():
         raise fail("--name must not be empty", 2)
+    remote_ids = list(remote_calendar_ids or [])
+    if bind_all and remote_ids:
+        raise fail("give remote calendar ids or --all, not both", 2)
+    if not bind_all and not remote_ids:
+        raise fail(f"name a remote calendar (see `calsync calendar remote {account_id}`) or give --all", 2)
+    if bind_all or len(remote_ids) > 1:
+        if name or calendar:
+            raise fail("--name and --calendar bind one remote calendar; each of several gets a calendar of its own", 2)
+        _bind_many(account_id, None if bind_all else remote_ids, direction, policy, user, db, as_json)
+        return
+    remote_calendar_id = remote_ids[0]
     with database(db) as engine:
-        with engine.begin() as conn:
-            owner = acting_user(conn, user) if user else None
-            if owner is None and user_store.account_owner(conn, account_id) is not None:
-                owner = user_store.find_user(conn, user_store.account_owner(conn, account_id) or "")
+        owner = _owner_of(engine, account_id, user)
         owner_id = owner["id"] if owner else None
         try:
             account = setup.check_binding(engine, account_id, remote_calendar_id, calendar or None, owner=owner_id)
@@ -123,6 +149,72 @@ def calendar_bind(
         print_json({"calendar_id": calendar_id, "binding_id": binding_id})
     else:
         console.print(f"calendar {calendar_id}\nbinding {binding_id}", highlight=False)
+
+
+def _owner_of(engine: Engine, account_id: str, user: str | None) -> UserRow | None:
+    """The user named by --user, else the account's user (None: an account that does not exist)."""
+    with engine.begin() as conn:
+        owner = acting_user(conn, user) if user else None
+        if owner is None and user_store.account_owner(conn, account_id) is not None:
+            owner = user_store.find_user(conn, user_store.account_owner(conn, account_id) or "")
+    return owner
+
+
+def _bind_many(
+    account_id: str,
+    remote_ids: list[str] | None,
+    direction: Direction,
+    policy: ConflictPolicy,
+    user: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Several remote calendars (None: all of the account's not bound yet), one transaction."""
+    with database(db) as engine:
+        owner = _owner_of(engine, account_id, user)
+        with engine.begin() as conn:
+            account = account_store.get_account(conn, account_id)
+        client = provider_maker(engine)(account)
+        try:
+            listed = client.list_calendars()
+        except (ProviderError, httpx.HTTPError) as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            client.close()
+        by_id = {c.remote_id: c for c in listed}
+        missing = [r for r in remote_ids or [] if r not in by_id]
+        if missing:
+            raise fail(f"the account has no calendar {missing[0]!r}; see `calsync calendar remote {account_id}`")
+        chosen = listed if remote_ids is None else [by_id[r] for r in remote_ids]
+        try:
+            made = setup.bind_calendars(
+                engine,
+                account_id,
+                chosen,
+                direction=direction,
+                conflict_policy=policy,
+                owner=owner["id"] if owner else None,
+                skip_bound=remote_ids is None,
+            )
+        except setup.SetupError as exc:
+            raise fail(str(exc)) from exc
+    rows = [
+        {"remote_calendar_id": remote_id, "calendar_id": b.calendar_id, "binding_id": b.binding_id}
+        for remote_id, b in made.bound
+    ]
+    if as_json:
+        print_json({"bindings": rows, "already_bound": made.already_bound})
+        return
+    print_table(
+        ("remote id", "calendar", "binding"),
+        ((r["remote_calendar_id"], r["calendar_id"], r["binding_id"]) for r in rows),
+    )
+    whose = f" for user {owner['name']}" if owner else ""
+    err.print(
+        f"{len(rows)} calendar(s) bound{whose}, {direction}, policy {policy}"
+        + (f"; {len(made.already_bound)} already bound" if made.already_bound else ""),
+        highlight=False,
+    )
 
 
 @app.command("list")

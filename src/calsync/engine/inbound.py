@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from calsync.engine.collector import fewer_collections
 from calsync.engine.page_plan import BindingRef, plan_page
 from calsync.engine.page_store import load_page_state, write_page
 from calsync.engine.prefetch import prefetched
@@ -98,28 +99,28 @@ def sync_binding(
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
     with engine.begin() as conn:
-        row = account_store.get_binding(conn, binding_id)
-        account = account_store.get_account(conn, row["account_id"])
+        row, provider_kind = account_store.binding_and_provider(conn, binding_id)
     result = SyncResult(binding_id=binding_id)
     if row["direction"] == "push":
         result.status = "skipped"
         result.message = "push-only binding"
         return result
-    binding = _binding(row, account.provider)
+    binding = _binding(row, provider_kind)
     if full:
         binding.sync_token = None
     start_requests = provider.request_count
     try:
-        try:
-            _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
-        except SyncTokenInvalid:
-            with engine.begin() as conn:
-                account_store.forget_sync_token(conn, binding_id)
-            result.token_reset = True
-            binding.sync_token = None
-            _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
-        if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
-            _recheck_series(engine, provider, binding, result)
+        with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
+            try:
+                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+            except SyncTokenInvalid:
+                with engine.begin() as conn:
+                    account_store.forget_sync_token(conn, binding_id)
+                result.token_reset = True
+                binding.sync_token = None
+                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+            if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
+                _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
         result.status, result.message = "blocked", str(exc)
         _record_failure(engine, binding_id, "blocked", str(exc))
@@ -127,7 +128,7 @@ def sync_binding(
         result.status, result.message = "auth-failed", str(exc)
         _record_failure(engine, binding_id, "auth-failed", str(exc))
         with engine.begin() as conn:
-            account_store.set_account_state(conn, account.id, exc.account_state, str(exc))
+            account_store.set_account_state(conn, row["account_id"], exc.account_state, str(exc))
     except ProviderError as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
         result.retry_after = getattr(exc, "retry_after", None)

@@ -94,6 +94,7 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Loop until `stop` is set; an idle worker sleeps until `wake` is set or idle_sleep passes."""
+        self.spread_overdue_polls()
         while not stop.is_set():
             try:
                 busy = self.run_once()
@@ -111,6 +112,23 @@ class Worker:
                     stop.wait(self.settings.idle_sleep)
         self.close()
 
+    def spread_overdue_polls(self) -> None:
+        """Polls long overdue when the worker starts (the service was down) are spread over the
+        coming interval rather than all made at once (scheduling.spread_overdue_polls)."""
+        try:
+            with self.engine.begin() as conn:
+                moved = scheduling.spread_overdue_polls(conn, utcnow(), self.settings.poll_interval)
+        except OperationalError as exc:
+            log.warning("worker %s: could not spread overdue polls: %s", self.owner, exc)
+            return
+        if moved:
+            log.info(
+                "worker %s: %d overdue polls spread over the next %.0f s",
+                self.owner,
+                moved,
+                self.settings.poll_interval,
+            )
+
     def close(self) -> None:
         self.pool.close()
 
@@ -123,9 +141,17 @@ class Worker:
         if claim is None:
             return False
 
+        held_until = [now + timedelta(seconds=lease)]
+
         def keep_lease(_page: int, _result: SyncResult) -> None:
+            # extended once a third of it is used up, not after every page (a quiet poll's one page
+            # never needs it; a big sync writes it every lease/3 seconds, not every 0.1 s)
+            current = utcnow()
+            if held_until[0] - current > timedelta(seconds=lease * 2 / 3):
+                return
+            held_until[0] = current + timedelta(seconds=lease)
             with self.engine.begin() as conn:
-                scheduling.extend_binding_lease(conn, claim["id"], self.owner, utcnow() + timedelta(seconds=lease))
+                scheduling.extend_binding_lease(conn, claim["id"], self.owner, held_until[0])
 
         result = sync_binding(self.engine, self.pool.get(claim["account_id"]), claim["id"], after_page=keep_lease)
         if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
@@ -149,7 +175,7 @@ class Worker:
                 claim["id"],
                 self.owner,
                 finished,
-                self.settings.poll_interval * self._random.uniform(0.9, 1.1),
+                self.settings.poll_interval,  # the binding's next slot: spread by its id (scheduling.next_poll_slot)
                 claim["dirty_at"],
                 self.settings.debounce,
             )

@@ -8,7 +8,7 @@ which holds the client (and decides how long to wait for it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from calsync.engine.outbound import queue_calendar_in
-from calsync.model import Account
+from calsync.model import Account, RemoteCalendar
 from calsync.providers.registry import UnknownProvider, provider_kind
 from calsync.statuses import CONFLICT_POLICIES, DIRECTIONS, ConflictPolicy, Direction
 from calsync.store import accounts as account_store
@@ -232,6 +232,65 @@ def bind_calendar(
                 raise
         raise SetupError(_already_bound(remote_calendar_id)) from None
     return Bound(calendar_id, binding_id, queued)
+
+
+@dataclass(frozen=True)
+class BoundMany:
+    """What bind_calendars made: one Bound per remote calendar bound (in the order given), and the
+    remote calendars it left as they were because the account has them bound already."""
+
+    bound: list[tuple[str, Bound]]  # (remote calendar id, what was made for it)
+    already_bound: list[str]
+
+
+def bind_calendars(
+    engine: Engine,
+    account_id: str,
+    calendars: Sequence[RemoteCalendar],
+    *,
+    direction: Direction = "two-way",
+    conflict_policy: ConflictPolicy = "ask",
+    owner: str | None = None,
+    skip_bound: bool = False,
+) -> BoundMany:
+    """Bind many remote calendars of one account at once, each to a new local calendar named after it
+    (its name, else its id; its time zone and colour), with one direction and policy, in one
+    transaction: all of them or none. For an organisation's thousands of calendars (`calsync
+    calendar bind ACCOUNT --all`, `POST /api/v1/accounts/{id}/bindings`).
+
+    The caller lists the account's calendars (nothing here calls a provider). A remote calendar the
+    account has bound already is refused (SetupError, nothing written), or with `skip_bound` left
+    out and named in `already_bound` (so `--all` can be run again to bind what is new). The same
+    refusals as bind_calendar otherwise; a remote id given twice is bound once."""
+    if direction not in DIRECTIONS:
+        raise SetupError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    if conflict_policy not in CONFLICT_POLICIES:
+        raise SetupError(f"conflict policy must be one of {', '.join(CONFLICT_POLICIES)}, not {conflict_policy!r}")
+    unique = list({c.remote_id: c for c in calendars}.values())
+    try:
+        with engine.begin() as conn:
+            account_store.get_account(conn, account_id)  # NotFound first, as bind_calendar reports it
+            account_owner = users.account_owner(conn, account_id) or ""
+            if owner is not None and account_owner != _owner(conn, owner):
+                raise SetupError(f"account {account_id} belongs to another user")
+            taken = account_store.bound_remote_ids(conn, account_id)
+            already = [c.remote_id for c in unique if c.remote_id in taken]
+            if already and not skip_bound:
+                raise SetupError(_already_bound(already[0]))
+            made: list[tuple[str, Bound]] = []
+            for info in unique:
+                if info.remote_id in taken:
+                    continue
+                name = info.name if info.name.strip() else info.remote_id
+                calendar_id = account_store.create_calendar(conn, name, info.time_zone, info.color, account_owner)
+                binding_id = account_store.create_binding(
+                    conn, calendar_id, account_id, info.remote_id, direction, conflict_policy
+                )
+                made.append((info.remote_id, Bound(calendar_id, binding_id, 0)))
+    except IntegrityError:
+        # another writer bound one of them meanwhile (the unique constraint caught it): nothing was written
+        raise SetupError("another writer bound some of these calendars at the same moment; try again") from None
+    return BoundMany(made, already)
 
 
 def _check_binding(

@@ -41,6 +41,7 @@ from calsync.engine.health import status_snapshot
 from calsync.model import EventData, canonical_time, range_key
 from calsync.service.auth import CallerDep
 from calsync.service.authors import AuthorDep
+from calsync.service.binding_routes import binding_routes
 from calsync.service.errors import API_ERRORS, ProblemOut
 from calsync.store import accounts as account_store
 from calsync.store import conflicts as conflict_store
@@ -673,6 +674,7 @@ def api_router(engine: Engine) -> APIRouter:
     _event_read_routes(router, engine)
     _event_write_routes(router, engine)
     _conflict_routes(router, engine)
+    binding_routes(router, engine)  # POST /accounts/{account_id}/bindings (service/binding_routes.py)
     return router
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, select
 
 from calsync.model import Account, utcnow
 from calsync.statuses import AccountState, ConflictPolicy, Direction, SyncFailure
@@ -161,6 +161,7 @@ def create_binding(
             direction=direction,
             conflict_policy=conflict_policy,
             full_sync_generation=0,
+            next_poll_at=now,  # due at once (the scheduler reads the timer through an index: never NULL)
             created_at=now,
             updated_at=now,
         )
@@ -173,6 +174,31 @@ def get_binding(conn: Connection, binding_id: str) -> BindingRow:
     if row is None:
         raise NotFound(f"no binding with id {binding_id!r}")
     return cast("BindingRow", dict(row))
+
+
+def bound_remote_ids(conn: Connection, account_id: str) -> set[str]:
+    """The remote calendars the account has bound (one query, for binding many at once)."""
+    query = select(bindings.c.remote_calendar_id).where(bindings.c.account_id == account_id)
+    return set(conn.execute(query).scalars())
+
+
+def binding_and_provider(conn: Connection, binding_id: str) -> tuple[BindingRow, str]:
+    """The binding and its account's provider kind, in one query (a sync starts with it; the
+    account's credentials are not opened for it)."""
+    row = (
+        conn.execute(
+            select(bindings, accounts.c.provider.label("account_provider"))
+            .join(accounts, accounts.c.id == bindings.c.account_id)
+            .where(bindings.c.id == binding_id)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"no binding with id {binding_id!r}")
+    found = dict(row)
+    provider = found.pop("account_provider")
+    return cast("BindingRow", found), str(provider)
 
 
 def list_bindings(conn: Connection, account_id: str | None = None, user_id: str | None = None) -> list[BindingRow]:
@@ -202,18 +228,19 @@ def start_full_sync(conn: Connection, binding_id: str) -> int:
 def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool, stats: dict[str, Any]) -> None:
     """Written in the transaction of the last page only: the checkpoint of a completed listing."""
     now = utcnow()
-    current = get_binding(conn, binding_id)
     values: dict[str, Any] = {
         "sync_token": token,
         "sync_token_updated_at": now,
+        # a new token was obtained now; the same one again was only confirmed (one statement, no read)
+        "sync_token_obtained_at": case(
+            (bindings.c.sync_token.is_distinct_from(token), now), else_=bindings.c.sync_token_obtained_at
+        ),
         "last_sync_at": now,
         "last_sync_status": "ok",
         "last_sync_stats": stats,
         "last_error": None,
         "updated_at": now,
     }
-    if token != current["sync_token"]:
-        values["sync_token_obtained_at"] = now
     if full:
         values["last_full_sync_at"] = now
     conn.execute(bindings.update().where(bindings.c.id == binding_id).values(**values))

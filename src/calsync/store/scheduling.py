@@ -7,16 +7,82 @@ number of workers share the work and a crashed worker's lease simply runs out.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import hashlib
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, func, or_, select, update
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import BindingClaim, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
+
+# --- the poll timer ------------------------------------------------------------------------------
+#
+# Every binding has its own slot in the poll interval: the times `phase` seconds past a multiple of
+# the interval (counted from the epoch), its phase a hash of its id, so the slots of many bindings are
+# spread evenly over the interval. A sync sets the next poll an interval on, moved toward the
+# binding's slot by at most a tenth of the interval (so polls come every 0.9 to 1.1 intervals, as the
+# random jitter this replaces gave): bindings synced in one burst (bound together, or the backlog of a
+# restart) drift apart to their own slots within five polls and stay there, instead of polling again
+# in the same burst every interval. spread_overdue_polls moves a restart's backlog to the slots at once.
+
+POLL_STEP = 0.1  # the most a poll moves toward its slot, as a share of the interval
+
+
+def poll_phase(binding_id: str, interval: float) -> float:
+    """Seconds into the interval at which this binding's polls fall (deterministic, uniform)."""
+    digest = hashlib.sha256(binding_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * interval
+
+
+def first_slot_after(binding_id: str, after: datetime, interval: float) -> datetime:
+    """The binding's first slot at or after `after`."""
+    if interval <= 0:
+        return after
+    phase = poll_phase(binding_id, interval)
+    slot = phase + math.ceil((after.timestamp() - phase) / interval) * interval
+    return datetime.fromtimestamp(slot, UTC)
+
+
+def next_poll_slot(binding_id: str, after: datetime, interval: float) -> datetime:
+    """The next poll of a binding synced at `after`: an interval on, moved toward the binding's nearest
+    slot by at most POLL_STEP of the interval (exactly an interval on once it is on its slot)."""
+    if interval <= 0:
+        return after
+    target = after.timestamp() + interval
+    phase = poll_phase(binding_id, interval)
+    nearest = phase + round((target - phase) / interval) * interval
+    step = max(-POLL_STEP * interval, min(POLL_STEP * interval, nearest - target))
+    return datetime.fromtimestamp(target + step, UTC)
+
+
+def spread_overdue_polls(conn: Connection, now: datetime, interval: float, grace: float | None = None) -> int:
+    """After a restart every binding's poll is overdue at once: those late by more than `grace`
+    (default a tenth of the interval) move to their next slot, spread over the coming interval,
+    instead of arriving at the provider in one herd. Never a binding that is dirty (a notification
+    waits for it), leased, or never synced (its first sync is not delayed). Returns how many moved."""
+    if interval <= 0:
+        return 0
+    cutoff = now - timedelta(seconds=interval / 10 if grace is None else grace)
+    late = and_(
+        bindings.c.next_poll_at < cutoff,
+        bindings.c.dirty_at.is_(None),
+        bindings.c.sync_token.is_not(None),
+        bindings.c.direction != "push",
+        _free(bindings, now),
+    )
+    ids = list(conn.execute(select(bindings.c.id).where(late)).scalars())
+    if not ids:
+        return 0
+    conn.execute(
+        update(bindings).where(bindings.c.id == bindparam("b_id"), late).values(next_poll_at=bindparam("b_next")),
+        [{"b_id": i, "b_next": first_slot_after(i, now, interval)} for i in ids],
+    )
+    return len(ids)
 
 
 def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, debounce: float = 0.2) -> None:
@@ -48,45 +114,56 @@ def _free(table: Any, now: datetime) -> Any:
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
-def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
-    """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
-    poll timer, or shortly after a notification (mark_dirty brings the time forward)."""
-    queued = (
-        select(outbox.c.id)
-        .where(outbox.c.binding_id == bindings.c.id, outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
-        .exists()
-    )
-    due = and_(
-        or_(
-            and_(
-                bindings.c.direction != "push", or_(bindings.c.next_poll_at.is_(None), bindings.c.next_poll_at <= now)
-            ),
-            queued,
-        ),
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    return and_(
         _free(bindings, now),
         accounts.c.state == "ok",
         or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),
     )
-    candidate = (
-        conn.execute(
-            select(bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
-            .join(accounts, accounts.c.id == bindings.c.account_id)
-            .where(due)
-            .order_by(bindings.c.next_poll_at.is_not(None), bindings.c.next_poll_at)
-            .limit(1)
-            .with_for_update(of=bindings, skip_locked=True)
-        )
-        .mappings()
-        .first()
+
+
+def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
+    """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
+    poll timer, or shortly after a notification (mark_dirty brings the time forward), or local changes
+    whose time to push has come.
+
+    Two index ranges, never a read of every binding (tests/test_scheduler_postgres.py checks the plans
+    at 100,000 bindings): the poll timer in order (`ix_bindings_next_poll_at`), and the due rows of
+    the outbox (`ix_outbox_status_next_attempt_at_binding_id`). Each takes its first claimable binding
+    (FOR UPDATE SKIP LOCKED); the one due earlier wins."""
+    columns = (bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
+
+    def first(query: Any) -> dict[str, Any] | None:
+        found = query.where(_claimable(now)).limit(1).with_for_update(of=bindings, skip_locked=True)
+        row = conn.execute(found).mappings().first()
+        return dict(row) if row is not None else None
+
+    polled = first(
+        select(*columns, bindings.c.next_poll_at.label("due_at"))
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(bindings.c.direction != "push", bindings.c.next_poll_at <= now)
+        .order_by(bindings.c.next_poll_at)
     )
-    if candidate is None:
+    queued = first(  # the oldest due change to push, its binding by its primary key
+        select(*columns, outbox.c.next_attempt_at.label("due_at"))
+        .select_from(outbox)
+        .join(bindings, bindings.c.id == outbox.c.binding_id)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+    )
+    found = [c for c in (polled, queued) if c is not None]
+    if not found:
         return None
+    candidate = min(found, key=lambda c: c["due_at"] or now)
     claimed = conn.execute(
         update(bindings)
         .where(bindings.c.id == candidate["id"], _free(bindings, now))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
     ).rowcount
-    return cast("BindingClaim", dict(candidate)) if claimed == 1 else None
+    if claimed != 1:
+        return None
+    return {"id": candidate["id"], "dirty_at": candidate["dirty_at"], "account_id": candidate["account_id"]}
 
 
 def claim_named_binding(
@@ -132,7 +209,8 @@ def release_binding(
     debounce: float = 0.2,
 ) -> None:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
-    keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs."""
+    keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs. The next
+    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot)."""
     settled: ColumnElement[bool] = bindings.c.dirty_at.is_(None)
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
@@ -144,7 +222,7 @@ def release_binding(
             lease_until=None,
             dirty_at=case((settled, None), else_=bindings.c.dirty_at),
             next_poll_at=case(
-                (settled, now + timedelta(seconds=poll_interval)), else_=now + timedelta(seconds=debounce)
+                (settled, next_poll_slot(binding_id, now, poll_interval)), else_=now + timedelta(seconds=debounce)
             ),
         )
     )

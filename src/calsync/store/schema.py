@@ -165,8 +165,9 @@ bindings = Table(
     Column("last_sync_status", String(32)),
     Column("last_sync_stats", JsonType),
     Column("last_error", Text),
-    # Scheduling: dirty since a notification (null = clean), next poll (null = due now), and the
-    # lease of the worker syncing it (a crashed worker's lease simply runs out).
+    # Scheduling: dirty since a notification (null = clean), next poll (a new binding: its creation,
+    # so due at once; never NULL since 0015), and the lease of the worker syncing it (a crashed
+    # worker's lease simply runs out).
     Column("dirty_at", UTCDateTime),
     Column("next_poll_at", UTCDateTime),
     Column("lease_owner", String(64)),
@@ -175,6 +176,8 @@ bindings = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("account_id", "remote_calendar_id"),
     Index(None, "lease_until"),
+    # the poll timer in order (store/scheduling.claim_binding); never NULL since migration 0015
+    Index(None, "next_poll_at"),
 )
 
 events = Table(
@@ -405,4 +408,6 @@ outbox = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "binding_id", "status", "id"),
     Index(None, "event_id", "binding_id", "status"),
+    # the bindings with changes due to push (store/scheduling.claim_binding): an index-only range
+    Index(None, "status", "next_attempt_at", "binding_id"),
 )
