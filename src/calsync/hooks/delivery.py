@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -58,7 +58,7 @@ class DeliverySettings:
     timeout: float = 10.0  # per read or write of one request
     lease_seconds: float = 60.0
     batch: int = 50
-    concurrency: int = 4  # requests in flight per worker
+    concurrency: int = 8  # requests in flight per worker
     idle_poll: float = 0.25  # seconds between looks for work when there is none
 
     @classmethod
@@ -165,27 +165,25 @@ class Deliverer:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def run_once(self) -> DeliveryStats:
-        """Fan out, then one batch of due deliveries sent (concurrently) and recorded."""
-        stats = DeliveryStats(fanned_out=self.fan_out())
-        now = utcnow()
+    def _claim(self, limit: int) -> list[tuple[DeliveryRow, str]]:
+        """Due deliveries leased to this worker, each with its subscription's URL."""
         with self.engine.begin() as conn:
-            claimed = store.claim_due(conn, self.owner, now, self.settings.lease_seconds, self.settings.batch)
-            wanted = {d["subscription_id"] for d in claimed}
-            query = select(webhook_subscriptions.c.id, webhook_subscriptions.c.url)
-            targets = {
-                str(row.id): str(row.url) for row in conn.execute(query.where(webhook_subscriptions.c.id.in_(wanted)))
-            }
+            claimed = store.claim_due(conn, self.owner, utcnow(), self.settings.lease_seconds, limit)
+            if not claimed:
+                return []
+            query = select(webhook_subscriptions.c.id, webhook_subscriptions.c.url).where(
+                webhook_subscriptions.c.id.in_({d["subscription_id"] for d in claimed})
+            )
+            targets = {str(row.id): str(row.url) for row in conn.execute(query)}
+        return [(d, targets[d["subscription_id"]]) for d in claimed]
+
+    def run_once(self) -> DeliveryStats:
+        """Fan out, then one batch of due deliveries sent (concurrently), then recorded together."""
+        stats = DeliveryStats(fanned_out=self.fan_out())
+        claimed = self._claim(self.settings.batch)
         stats.claimed = len(claimed)
-        if not claimed:
-            return stats
-        for outcome in self._pool.map(lambda d: self._deliver(d, targets[d["subscription_id"]]), claimed):
-            if outcome == "delivered":
-                stats.delivered += 1
-            elif outcome == "failed":
-                stats.failed += 1
-            else:
-                stats.retried += 1
+        outcomes = list(self._pool.map(lambda pair: self._send_safely(*pair), claimed))
+        stats.add(self._record([(d, outcome) for (d, _), outcome in zip(claimed, outcomes, strict=True)]))
         return stats
 
     def _secret(self, subscription_id: str) -> str:
@@ -196,13 +194,12 @@ class Deliverer:
             self._secrets[subscription_id] = secret
         return secret
 
-    def _deliver(self, delivery: DeliveryRow, url: str) -> str:
+    def _send_safely(self, delivery: DeliveryRow, url: str) -> _Outcome:
         try:
-            outcome = self._send(delivery, url)
+            return self._send(delivery, url)
         except Exception as exc:  # a bug or a secret that cannot be opened: retried like a failed attempt
             log.exception("webhook delivery %s failed before its request", delivery["id"])
-            outcome = _Outcome(None, f"{type(exc).__name__}: {exc}"[:MAX_ANSWER])
-        return self._record(delivery, outcome)
+            return _Outcome(None, f"{type(exc).__name__}: {exc}"[:MAX_ANSWER])
 
     def _send(self, delivery: DeliveryRow, url: str) -> _Outcome:
         body = json.dumps(delivery["payload"], separators=(",", ":"), ensure_ascii=False).encode()
@@ -230,27 +227,36 @@ class Deliverer:
         text = start[:MAX_ANSWER].decode("utf-8", "replace").strip()
         return _Outcome(status, f"HTTP {status}" + (f": {text}" if text else ""))
 
-    def _record(self, delivery: DeliveryRow, outcome: _Outcome) -> str:
+    def _record(self, done: list[tuple[DeliveryRow, _Outcome]]) -> DeliveryStats:
+        """The outcomes of finished attempts, in one transaction (from one thread: on SQLite, writers
+        in several threads would queue on the file's lock)."""
+        stats = DeliveryStats()
+        if not done:
+            return stats
         now = utcnow()
         with self.engine.begin() as conn:
-            if outcome.error is None:
-                store.record_delivered(conn, delivery["id"], self.owner, outcome.status or 200, now)
-                return "delivered"
-            first = delivery["first_attempt_at"] or now
-            waited = (now - first).total_seconds()
-            if waited >= self.settings.retry_for:
-                attempts = delivery["attempts"] + 1
-                reason = (
-                    f"delivery {delivery['message_id']} failed {attempts} times over {waited:.0f} s "
-                    f"(the retry bound is {self.settings.retry_for:.0f} s); last: {outcome.error}"
-                )
-                store.record_failed(conn, delivery, self.owner, outcome.status, outcome.error, now, reason)
-                return "failed"
-            delay = jittered_delay(delivery["attempts"], self.settings.retry_base, self.settings.retry_ceiling)
-            delay = min(delay, self.settings.retry_for - waited)  # the last attempt is made at the bound
-            when = now + timedelta(seconds=delay)
-            store.record_retry(conn, delivery["id"], self.owner, outcome.status, outcome.error, now, when)
-            return "retried"
+            for delivery, outcome in done:
+                if outcome.error is None:
+                    store.record_delivered(conn, delivery["id"], self.owner, outcome.status or 200, now)
+                    stats.delivered += 1
+                    continue
+                first = delivery["first_attempt_at"] or now
+                waited = (now - first).total_seconds()
+                if waited >= self.settings.retry_for:
+                    attempts = delivery["attempts"] + 1
+                    reason = (
+                        f"delivery {delivery['message_id']} failed {attempts} times over {waited:.0f} s "
+                        f"(the retry bound is {self.settings.retry_for:.0f} s); last: {outcome.error}"
+                    )
+                    store.record_failed(conn, delivery, self.owner, outcome.status, outcome.error, now, reason)
+                    stats.failed += 1
+                    continue
+                delay = jittered_delay(delivery["attempts"], self.settings.retry_base, self.settings.retry_ceiling)
+                delay = min(delay, self.settings.retry_for - waited)  # the last attempt is made at the bound
+                when = now + timedelta(seconds=delay)
+                store.record_retry(conn, delivery["id"], self.owner, outcome.status, outcome.error, now, when)
+                stats.retried += 1
+        return stats
 
     # --- loops -----------------------------------------------------------------------------------
 
@@ -267,14 +273,34 @@ class Deliverer:
         return stats
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Up to `concurrency` requests in flight, refilled whenever half the slots are free, so a slow
+        receiver holds its slots, never the others' deliveries. Finished attempts are recorded together."""
+        in_flight: dict[Future[_Outcome], DeliveryRow] = {}
         while not stop.is_set():
             try:
-                step = self.run_once()
+                finished = [f for f in in_flight if f.done()]
+                self._record([(in_flight.pop(f), f.result()) for f in finished])
+                claimed: list[tuple[DeliveryRow, str]] = []
+                free = self.settings.concurrency - len(in_flight)
+                if free >= max(1, self.settings.concurrency // 2) or not in_flight:  # refill in batches
+                    self.fan_out()
+                    claimed = self._claim(min(free, self.settings.batch))
+                    for delivery, url in claimed:
+                        in_flight[self._pool.submit(self._send_safely, delivery, url)] = delivery
             except Exception:  # the database away for a moment: try again shortly
                 log.exception("webhook delivery pass failed")
-                step = DeliveryStats()
-            if step.claimed == 0:
+                claimed = []
+            if claimed:
+                continue
+            if in_flight:
+                wait(in_flight, timeout=self.settings.idle_poll, return_when=FIRST_COMPLETED)
+            else:
                 stop.wait(self.settings.idle_poll)
+        wait(in_flight, timeout=self.settings.timeout * 2)
+        try:
+            self._record([(d, f.result()) for f, d in in_flight.items() if f.done()])
+        except Exception:
+            log.exception("recording the last webhook deliveries failed (their leases run out: sent again)")
 
 
 def start_in_thread(
