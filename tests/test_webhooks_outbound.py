@@ -472,3 +472,78 @@ def test_calsync_sync_delivers_the_webhooks_that_are_due(tmp_path: Path, receive
     assert done.returncode == 0, done.stderr
     assert "webhooks: 1 delivered" in done.stderr
     assert [(r.json["type"], r.json["data"]["event_id"]) for r in receiver.received] == [("created", event)]
+
+
+def test_a_service_without_workers_delivers_when_calsync_sync_asks_it(tmp_path: Path, receiver: Receiver) -> None:
+    """The contract's last line: `calsync serve --no-workers` runs no delivery thread, and `calsync sync`
+    on its database is handed to it (/control/sync), which delivers the webhooks due after the sync."""
+    import socket
+
+    db = tmp_path / "calsync.db"
+    engine = open_engine(f"sqlite:///{db}")
+    calendar = setup.add_calendar(engine, "Work")
+    headers = auth_headers(engine)
+    engine.dispose()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "calsync.cli", "serve", "--no-workers", "--port", str(port), "--db", str(db)],
+        env={**env, urls.ALLOW_LOOPBACK_ENV: "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _until(lambda: _answers(f"{base}/healthz"), 30, "the service", step=0.05)
+        with httpx.Client(base_url=f"{base}/api/v1", headers=headers) as api:
+            made = api.post("/webhooks", json={"url": receiver.url, "events": ["created"]})
+            assert made.status_code == 201, made.text
+            created = api.post("/events", json={"calendar_id": calendar, **EVENT})
+            assert created.status_code == 201
+        time.sleep(0.5)
+        assert receiver.received == []  # no worker in the service: nothing is sent until a sync asks
+        done = subprocess.run(
+            [sys.executable, "-m", "calsync", "sync", "--db", str(db)],  # the `calsync` command: delegates
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "synced by the calsync service" in done.stderr
+        assert [(r.json["type"], r.json["data"]["event_id"]) for r in receiver.received] == [
+            ("created", created.json()["id"])
+        ]
+        Webhook(made.json()["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+    finally:
+        service.terminate()
+        service.wait(20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_key_rotation_reseals_the_signing_secret(tmp_path: Path) -> None:
+    """The secret is one of the sealed columns (store/keys.py): rotation re-seals it, and it still signs."""
+    from calsync.store import keys as key_store
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    hook_id, secret = _subscribe(engine, "https://8.8.8.8/hook")
+    with engine.begin() as conn:
+        before = conn.execute(select(webhook_subscriptions.c.secret_sealed)).scalar_one()
+        assert key_store.sealed_counts(conn)["webhook_subscriptions.secret_sealed"]
+    key_store.rotate(engine, grace=0)
+    with engine.begin() as conn:
+        after = conn.execute(select(webhook_subscriptions.c.secret_sealed)).scalar_one()
+        assert after != before and secret not in after
+        assert hook_store.signing_secret(conn, hook_id) == secret
+    engine.dispose()
