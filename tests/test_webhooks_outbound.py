@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, select
 from standardwebhooks.webhooks import Webhook
 
+from calsync.emulators.oauth.tls import TlsFiles, ensure_tls_files
 from calsync.emulators.server import serve_in_thread
 from calsync.engine import local, setup
 from calsync.engine.sync import sync_once
@@ -59,6 +61,8 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     in_flight: int = 0
     port: int = 0
+    tls: TlsFiles | None = None
+    server_names: list[str | None] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,7 +82,8 @@ class Receiver:
                     if receiver.delay:
                         time.sleep(receiver.delay)
                     with receiver._lock:
-                        receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
+                        headers = {k.lower(): v for k, v in self.headers.items()}
+                        receiver.received.append(Received(headers, body))
                     self.send_response(receiver.status)
                     self.send_header("content-length", "2")
                     self.end_headers()
@@ -92,6 +97,11 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:  # https, recording the name each client asked for (SNI)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            context.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)  # type: ignore[assignment,misc,func-returns-value]
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -547,3 +557,36 @@ def test_key_rotation_reseals_the_signing_secret(tmp_path: Path) -> None:
         assert after != before and secret not in after
         assert hook_store.signing_secret(conn, hook_id) == secret
     engine.dispose()
+
+
+def test_https_goes_to_the_checked_address_with_the_name_in_host_and_sni(tmp_path: Path, loopback: None) -> None:
+    """A URL naming a host: the request connects to the address the check approved, and the name goes in
+    the Host header and in TLS's SNI, where the certificate is checked against it."""
+    tls = ensure_tls_files(tmp_path / "tls")
+    receiver = Receiver(tls=tls).start()
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    try:
+        calendar = setup.add_calendar(engine, "Work")
+        url = f"https://localhost:{receiver.port}/hook"
+        _, secret = _subscribe(engine, url, ["created"])
+        local.create_event(engine, calendar, EVENT)
+        deliverer = Deliverer(engine, replace(FAST, ca_bundle=tls.ca_cert))
+        try:
+            assert deliverer.drain(10).delivered == 1
+        finally:
+            deliverer.close()
+        (got,) = receiver.received
+        assert got.headers["host"] == f"localhost:{receiver.port}"
+        assert receiver.server_names == ["localhost"]
+        Webhook(secret).verify(got.body, got.headers)
+        # without the CA, the certificate is not trusted: an attempt fails, nothing is delivered
+        local.create_event(engine, calendar, EVENT)
+        deliverer = Deliverer(engine, FAST)
+        try:
+            step = deliverer.drain(10)
+        finally:
+            deliverer.close()
+        assert step.delivered == 0 and step.retried == 1 and len(receiver.received) == 1
+    finally:
+        receiver.stop()
+        engine.dispose()

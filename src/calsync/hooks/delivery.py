@@ -12,7 +12,7 @@ refused at delivery time) the next one waits an exponential, jittered delay (bac
 the last attempt is made at that bound, and when it fails too the delivery is failed and its
 subscription disabled, with the reason shown (GET /api/v1/webhooks/{id}). Defaults: 5 s doubling to
 1 h, for 24 h (about 40 attempts); CALSYNC_WEBHOOK_RETRY_BASE, _RETRY_CEILING and _RETRY_FOR (seconds)
-change them.
+change them. CALSYNC_WEBHOOK_CA_BUNDLE names CA certificates to trust instead of the system's.
 
 Never in the way of sync: the service runs this worker in threads of its own (`start_in_thread`),
 every request has short timeouts (3 s to connect, 10 s per read or write) and reads at most
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -60,6 +61,7 @@ class DeliverySettings:
     batch: int = 50
     concurrency: int = 8  # requests in flight per worker
     idle_poll: float = 0.25  # seconds between looks for work when there is none
+    ca_bundle: str | None = None  # CA certificates to trust instead of the system's (development, tests)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliverySettings:
@@ -80,6 +82,7 @@ class DeliverySettings:
             retry_ceiling=seconds("CALSYNC_WEBHOOK_RETRY_CEILING", base.retry_ceiling),
             retry_for=seconds("CALSYNC_WEBHOOK_RETRY_FOR", base.retry_for),
             timeout=seconds("CALSYNC_WEBHOOK_TIMEOUT", base.timeout),
+            ca_bundle=env.get("CALSYNC_WEBHOOK_CA_BUNDLE", "").strip() or None,
         )
 
 
@@ -117,6 +120,7 @@ class Deliverer:
         s = self.settings
         self._client = httpx.Client(
             timeout=httpx.Timeout(s.timeout, connect=s.connect_timeout),
+            verify=ssl.create_default_context(cafile=s.ca_bundle) if s.ca_bundle else True,
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: the connection goes to the address checked
             headers={"user-agent": f"calsync/{__version__}", "content-type": "application/json"},
