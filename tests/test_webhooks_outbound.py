@@ -590,3 +590,25 @@ def test_https_goes_to_the_checked_address_with_the_name_in_host_and_sni(tmp_pat
     finally:
         receiver.stop()
         engine.dispose()
+
+
+def test_a_hanging_receiver_holds_only_its_share_of_the_request_slots(tmp_path: Path, loopback: None) -> None:
+    """Two subscriptions, one receiver holding every request: the other still gets every change at once."""
+    hanging, fine = Receiver(delay=20).start(), Receiver().start()
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    stop = threading.Event()
+    try:
+        calendar = setup.add_calendar(engine, "Work")
+        _subscribe(engine, hanging.url, ["created"])
+        _subscribe(engine, fine.url, ["created"])
+        for n in range(6):
+            local.create_event(engine, calendar, {**EVENT, "title": f"e{n}"})
+        settings = replace(FAST, concurrency=4, per_subscription=2, timeout=30, idle_poll=0.02)
+        start_in_thread(engine, stop, settings)
+        _until(lambda: len(fine.received) == 6, 10, "every change at the working receiver")
+        assert hanging.in_flight == 2 and hanging.received == []
+    finally:
+        stop.set()
+        hanging.stop()
+        fine.stop()
+        engine.dispose()

@@ -17,7 +17,8 @@ change them. CALSYNC_WEBHOOK_CA_BUNDLE names CA certificates to trust instead of
 Never in the way of sync: the service runs this worker in threads of its own (`start_in_thread`),
 every request has short timeouts (3 s to connect, 10 s per read or write) and reads at most
 `MAX_ANSWER` bytes of an answer; `calsync sync` runs it after its sync, for a bounded time
-(`deliver_due`).
+(`deliver_due`). A worker keeps up to `concurrency` (8) requests in flight, at most `per_subscription`
+(4) of them to one subscription, so a receiver that hangs holds half the slots at most.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class DeliverySettings:
     lease_seconds: float = 60.0
     batch: int = 50
     concurrency: int = 8  # requests in flight per worker
+    per_subscription: int = 4  # of them at most this many to one subscription (a slow receiver holds no more)
     idle_poll: float = 0.25  # seconds between looks for work when there is none
     ca_bundle: str | None = None  # CA certificates to trust instead of the system's (development, tests)
 
@@ -172,7 +174,9 @@ class Deliverer:
     def _claim(self, limit: int) -> list[tuple[DeliveryRow, str]]:
         """Due deliveries leased to this worker, each with its subscription's URL."""
         with self.engine.begin() as conn:
-            claimed = store.claim_due(conn, self.owner, utcnow(), self.settings.lease_seconds, limit)
+            claimed = store.claim_due(
+                conn, self.owner, utcnow(), self.settings.lease_seconds, limit, self.settings.per_subscription
+            )
             if not claimed:
                 return []
             query = select(webhook_subscriptions.c.id, webhook_subscriptions.c.url).where(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from calsync.hooks import signing, urls
 from calsync.service.api import PREFIX, SafeValidationRoute, is_row_id
@@ -114,7 +115,7 @@ def _invalid(loc: tuple[str, ...], msg: str) -> HTTPException:
 WebhookId = Annotated[str, Path(max_length=64)]
 
 
-def hook_router(engine: Any) -> APIRouter:
+def hook_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix=PREFIX, route_class=SafeValidationRoute, responses=API_ERRORS, tags=["webhooks"])
 
     def owned(webhook_id: str, user_id: str) -> WebhookRow:

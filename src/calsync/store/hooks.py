@@ -197,8 +197,17 @@ def _free(now: datetime) -> Any:
     return or_(_dels.c.lease_until.is_(None), _dels.c.lease_until < now)
 
 
-def claim_due(conn: Connection, owner: str, now: datetime, lease_seconds: float, limit: int = 50) -> list[DeliveryRow]:
-    """Due deliveries leased to `owner`, oldest first (at most one per subscription and event)."""
+def claim_due(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int = 50,
+    per_subscription: int | None = None,
+) -> list[DeliveryRow]:
+    """Due deliveries leased to `owner`, oldest first (at most one per subscription and event). With
+    `per_subscription`, no subscription gets more than that many leased at once (counting the leases
+    other workers hold), so a slow receiver cannot take every request slot."""
     earlier = _dels.alias("earlier")
     waiting = (
         select(earlier.c.id)
@@ -210,22 +219,36 @@ def claim_due(conn: Connection, owner: str, now: datetime, lease_seconds: float,
         )
         .exists()
     )
-    ids = list(
-        conn.execute(
-            select(_dels.c.id)
-            .join(_subs, _subs.c.id == _dels.c.subscription_id)
-            .where(
-                _dels.c.status == "pending",
-                _dels.c.next_attempt_at <= now,
-                _free(now),
-                _subs.c.state == "active",
-                ~waiting,
+    candidates = conn.execute(
+        select(_dels.c.id, _dels.c.subscription_id)
+        .join(_subs, _subs.c.id == _dels.c.subscription_id)
+        .where(
+            _dels.c.status == "pending",
+            _dels.c.next_attempt_at <= now,
+            _free(now),
+            _subs.c.state == "active",
+            ~waiting,
+        )
+        .order_by(_dels.c.id)
+        .limit(limit if per_subscription is None else limit * 4)
+        .with_for_update(of=_dels, skip_locked=True)
+    ).all()
+    if per_subscription is None:
+        ids = [c.id for c in candidates]
+    else:
+        held: dict[str, int] = {
+            str(sub): int(n)
+            for sub, n in conn.execute(
+                select(_dels.c.subscription_id, func.count())
+                .where(_dels.c.status == "pending", _dels.c.lease_until >= now)
+                .group_by(_dels.c.subscription_id)
             )
-            .order_by(_dels.c.id)
-            .limit(limit)
-            .with_for_update(of=_dels, skip_locked=True)
-        ).scalars()
-    )
+        }
+        ids = []
+        for c in candidates:
+            if len(ids) < limit and held.get(c.subscription_id, 0) < per_subscription:
+                ids.append(c.id)
+                held[c.subscription_id] = held.get(c.subscription_id, 0) + 1
     if not ids:
         return []
     until = now + timedelta(seconds=lease_seconds)
