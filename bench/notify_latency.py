@@ -161,6 +161,21 @@ server.serve_forever()
 """
 
 
+def thread_cpu() -> str:
+    """CPU seconds (user + system) of this process's threads so far, by kind: the sync workers, the
+    webhook delivery threads, everything else."""
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    spent: Counter[str] = Counter()
+    for t in psutil.Process().threads():
+        name = names.get(t.id, "")
+        kind = ("webhooks" if name.startswith("calsync-webhook") else
+                "sync workers" if name.startswith("calsync-worker") else "other")
+        spent[kind] += t.user_time + t.system_time
+    return ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in sorted(spent.items()))
+
+
 def failing_receiver(folder: Path, mode: str) -> tuple[subprocess.Popen[bytes], str]:
     """A webhook receiver in its own process that always fails; the service may send to it (loopback
     switch) and retries it at a short schedule, for the whole run."""
@@ -783,6 +798,7 @@ def main() -> None:
             profiles.uninstall()
             print("profile (setup and load; latencies above include the profiler's overhead)")
             print(profiles.dump(args.profile))
+        print(f"CPU of this process's threads (setup and load): {thread_cpu()}")
         if receiver is not None:
             with engine.connect() as conn:
                 tried = conn.execute(select(func.count(), func.coalesce(func.sum(webhook_deliveries.c.attempts), 0))
