@@ -282,28 +282,37 @@ class Deliverer:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Up to `concurrency` requests in flight, refilled whenever half the slots are free, so a slow
-        receiver holds its slots, never the others' deliveries. Finished attempts are recorded together."""
+        receiver holds its slots, never the others' deliveries. Finished attempts are recorded as they
+        finish. A claim that finds less than it asked for means nothing more is due: the next one waits
+        `idle_poll`, as does the next fan-out, so a receiver failing fast costs a few queries an attempt."""
         in_flight: dict[Future[_Outcome], DeliveryRow] = {}
+        next_claim = next_fan_out = 0.0
+        poll = self.settings.idle_poll
         while not stop.is_set():
+            claimed: list[tuple[DeliveryRow, str]] = []
             try:
                 finished = [f for f in in_flight if f.done()]
                 self._record([(in_flight.pop(f), f.result()) for f in finished])
-                claimed: list[tuple[DeliveryRow, str]] = []
+                now = time.monotonic()
                 free = self.settings.concurrency - len(in_flight)
-                if free >= max(1, self.settings.concurrency // 2) or not in_flight:  # refill in batches
-                    self.fan_out()
-                    claimed = self._claim(min(free, self.settings.batch))
+                if (free >= max(1, self.settings.concurrency // 2) or not in_flight) and now >= next_claim:
+                    if now >= next_fan_out:
+                        self.fan_out()
+                        next_fan_out = now + poll
+                    wanted = min(free, self.settings.batch)
+                    claimed = self._claim(wanted)
                     for delivery, url in claimed:
                         in_flight[self._pool.submit(self._send_safely, delivery, url)] = delivery
+                    next_claim = 0.0 if len(claimed) == wanted else now + poll
             except Exception:  # the database away for a moment: try again shortly
                 log.exception("webhook delivery pass failed")
-                claimed = []
-            if claimed:
+                next_claim = time.monotonic() + poll
+            if claimed and next_claim == 0.0:
                 continue
             if in_flight:
-                wait(in_flight, timeout=self.settings.idle_poll, return_when=FIRST_COMPLETED)
+                wait(in_flight, timeout=poll, return_when=FIRST_COMPLETED)
             else:
-                stop.wait(self.settings.idle_poll)
+                stop.wait(poll)
         wait(in_flight, timeout=self.settings.timeout * 2)
         try:
             self._record([(d, f.result()) for f, d in in_flight.items() if f.done()])
