@@ -284,7 +284,8 @@ class Deliverer:
         """Up to `concurrency` requests in flight, refilled whenever half the slots are free, so a slow
         receiver holds its slots, never the others' deliveries. Finished attempts are recorded as they
         finish. A claim that finds less than it asked for means nothing more is due: the next one waits
-        `idle_poll`, as does the next fan-out, so a receiver failing fast costs a few queries an attempt."""
+        `idle_poll` or a finished request, and fan-outs come `idle_poll` apart, so an attempt costs about
+        one claim and one recording, whatever the receiver does."""
         in_flight: dict[Future[_Outcome], DeliveryRow] = {}
         next_claim = next_fan_out = 0.0
         poll = self.settings.idle_poll
@@ -293,6 +294,8 @@ class Deliverer:
             try:
                 finished = [f for f in in_flight if f.done()]
                 self._record([(in_flight.pop(f), f.result()) for f in finished])
+                if finished:  # a subscription under its per_subscription cap again may have more due
+                    next_claim = 0.0
                 now = time.monotonic()
                 free = self.settings.concurrency - len(in_flight)
                 if (free >= max(1, self.settings.concurrency // 2) or not in_flight) and now >= next_claim:
