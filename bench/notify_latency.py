@@ -23,7 +23,13 @@ A change overtaken by a later change to the same event before a sync saw it coun
 later one is committed. All clocks are this machine's wall clock; everything is on loopback.
 
     python bench/notify_latency.py [--seconds 20] [--rate 20] [--db URL --workers N] [--debounce S]
-                                   [--profile FILE]
+                                   [--profile FILE] [--failing-webhook error|hang]
+
+`--failing-webhook` adds an outbound webhook subscription (every change kind of the calendars' user) to
+a receiver in its own process that always fails: `error` answers 500 at once, `hang` holds every
+request until calsync's timeout. Its retries run at a short schedule (0.2 s doubling to 1 s, never
+giving up during the run), so the service's delivery thread is busy failing throughout the load: the
+latency figures should match a run without it (sync never waits for webhooks).
 
 `--db` must name an empty database (the benchmark adds 20 accounts and 200 bindings to it). At the
 defaults it runs in about 40 s on two cores and stops the emulators it started whatever happens.
@@ -64,7 +70,19 @@ from calsync.service.app import WorkerPool, create_app
 from calsync.service.metrics import Metrics
 from calsync.store import accounts as account_store
 from calsync.store.db import normalise_url, open_engine
-from calsync.store.schema import bindings, channels, conference_outbox, conferences, event_links, events
+from calsync.hooks import signing, urls
+from calsync.statuses import CHANGE_KINDS
+from calsync.store import hooks as hook_store
+from calsync.store import users
+from calsync.store.schema import (
+    bindings,
+    channels,
+    conference_outbox,
+    conferences,
+    event_links,
+    events,
+    webhook_deliveries,
+)
 
 TITLE = re.compile(r"^bench (\d+)$")
 TARGET_P99_S = 1.0
@@ -119,6 +137,59 @@ class Emulator:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+FAILING_RECEIVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+hang = sys.argv[2] == "hang"
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        if hang:
+            time.sleep(3600)
+        self.send_response(500)
+        self.send_header("content-length", "4")
+        self.end_headers()
+        self.wfile.write(b"down")
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+open(sys.argv[1], "w").write(str(server.server_address[1]))
+server.serve_forever()
+"""
+
+
+def thread_cpu() -> str:
+    """CPU seconds (user + system) of this process's threads so far, by kind: the sync workers, the
+    webhook delivery threads, everything else."""
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    spent: Counter[str] = Counter()
+    for t in psutil.Process().threads():
+        name = names.get(t.id, "")
+        kind = ("webhooks" if name.startswith("calsync-webhook") else
+                "sync workers" if name.startswith("calsync-worker") else "other")
+        spent[kind] += t.user_time + t.system_time
+    return ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in sorted(spent.items()))
+
+
+def failing_receiver(folder: Path, mode: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A webhook receiver in its own process that always fails; the service may send to it (loopback
+    switch) and retries it at a short schedule, for the whole run."""
+    port_file = folder / "failing-receiver.port"
+    process = subprocess.Popen([sys.executable, "-c", FAILING_RECEIVER, str(port_file), mode])
+    deadline = time.monotonic() + 20
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError("the failing webhook receiver did not start")
+        time.sleep(0.05)
+    os.environ[urls.ALLOW_LOOPBACK_ENV] = "1"
+    os.environ.update({"CALSYNC_WEBHOOK_RETRY_BASE": "0.2", "CALSYNC_WEBHOOK_RETRY_CEILING": "1",
+                       "CALSYNC_WEBHOOK_RETRY_FOR": "3600"})
+    return process, f"http://127.0.0.1:{port_file.read_text()}/hook"
 
 
 # --- commit clock ------------------------------------------------------------------------------
@@ -498,6 +569,8 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=30.0, help="how long to wait for the last changes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", metavar="FILE", help="cProfile this process's threads; stats to FILE")
+    parser.add_argument("--failing-webhook", choices=("off", "error", "hang"), default="off",
+                        help="an outbound webhook subscription whose receiver always fails (500, or hangs)")
     args = parser.parse_args()
     if not 0 < args.seconds <= MAX_SECONDS or not 0 < args.rate <= MAX_RATE:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}] and --rate in (0, {MAX_RATE:g}]")
@@ -512,6 +585,7 @@ def main() -> None:
     url = normalise_url(args.db) if args.db else f"sqlite:///{folder / 'bench.db'}"
     profiles = ThreadProfiles() if args.profile else None
     emulators: list[Emulator] = []
+    receiver: subprocess.Popen[bytes] | None = None
     pool: WorkerPool | None = None
     server = None
     engine: Engine | None = None
@@ -546,6 +620,13 @@ def main() -> None:
         with phase(f"{count} calendars made and seeded on the emulator"):
             remote = build_remote(google, args.users, args.calendars_per_user, args.events)
             binding_index = bind_all(engine, google.url, remote)
+
+        if args.failing_webhook != "off":
+            receiver, hook_url = failing_receiver(folder, args.failing_webhook)
+            with engine.begin() as conn:
+                hook_store.create_subscription(conn, users.default_owner(conn), hook_url, list(CHANGE_KINDS), None,
+                                               signing.new_secret())
+            print(f"  an outbound webhook to {hook_url}, which always fails ({args.failing_webhook})")
 
         if profiles:
             profiles.install()
@@ -717,6 +798,13 @@ def main() -> None:
             profiles.uninstall()
             print("profile (setup and load; latencies above include the profiler's overhead)")
             print(profiles.dump(args.profile))
+        print(f"CPU of this process's threads (setup and load): {thread_cpu()}")
+        if receiver is not None:
+            with engine.connect() as conn:
+                tried = conn.execute(select(func.count(), func.coalesce(func.sum(webhook_deliveries.c.attempts), 0))
+                                     .select_from(webhook_deliveries)).one()
+            print(f"outbound webhook (always failing, {args.failing_webhook}): {tried[0]} deliveries, "
+                  f"{tried[1]} failed attempts during the run")
     finally:
         if pool is not None:
             pool.stop(timeout=10)
@@ -724,6 +812,9 @@ def main() -> None:
             server.stop()
         for emulator in emulators:
             emulator.stop()
+        if receiver is not None:
+            receiver.kill()
+            receiver.wait(10)
         if engine is not None:
             engine.dispose()
         shutil.rmtree(folder, ignore_errors=True)

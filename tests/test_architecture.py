@@ -91,3 +91,13 @@ def test_emulators_import_nothing_of_calsync_but_model_helpers_and_themselves() 
                     if not d.startswith(("calsync.emulators", "calsync.model", *allowed.get(name, ())))]
              for name in MODULES if name.startswith("calsync.emulators")}
     assert {name: deps for name, deps in found.items() if deps} == {}
+
+
+def test_outbound_webhooks_stay_beside_the_engine() -> None:
+    """calsync.hooks (delivery, signing, URL checks) reads the store; it never reaches into the engine, the
+    service or the CLI, and the engine never sends webhooks itself (a slow receiver must not hold a sync)."""
+    found = {name: _imports_any(name, ("calsync.engine", "calsync.service", "calsync.cli"))
+             for name in MODULES if name.startswith("calsync.hooks")}
+    assert {name: deps for name, deps in found.items() if deps} == {}
+    engine = {name: _imports_any(name, ("calsync.hooks",)) for name in MODULES if name.startswith("calsync.engine")}
+    assert {name: deps for name, deps in engine.items() if deps} == {}

@@ -2,6 +2,7 @@
 the day it is added): two users, each with a Google account on the emulator, a calendar, events and
 a conflict. With A's key, every operation on B's objects answers as for objects that do not exist;
 lists never show B's; without a key everything but the health probe is 401; a read key cannot write."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ from calsync.emulators.server import serve_in_thread
 from calsync.engine import local, setup
 from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
-from calsync.store import users
+from calsync.hooks import signing
+from calsync.store import hooks as hook_store
+from calsync.store import journal, users
 from calsync.store.db import open_engine
 from tests.helpers import GoogleApi, local_events
 
@@ -36,6 +39,8 @@ class Tenant:
     conflict_id: str
     title: str
     account_id: str
+    webhook_id: str
+    delivery_id: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -54,6 +59,10 @@ def _tenant(engine: Engine, google_url: str, name: str) -> Tenant:
     title = f"{name}'s secret meeting"
     remote = google.insert(remote_calendar, title)["id"]
     google.insert(remote_calendar, f"{name}'s other meeting")
+    with engine.begin() as conn:  # made in the store: the API would refuse this loopback URL
+        webhook_id = hook_store.create_subscription(
+            conn, user_id, f"https://127.0.0.1/{name}-secret-hook", ["created"], None, signing.new_secret()
+        )["id"]
     account = setup.add_account(engine, "google", name, google_url, {"token": name}, owner=user_id)
     bound = setup.bind_calendar(engine, account, remote_calendar, setup.NewCalendar(name), owner=user_id)
     sync_once(engine)
@@ -65,7 +74,14 @@ def _tenant(engine: Engine, google_url: str, name: str) -> Tenant:
         from calsync.store import conflicts as conflict_store
 
         (conflict,) = conflict_store.list_conflicts(conn, user_id=user_id)
-    return Tenant(user_id, key, read_key, bound.calendar_id, event_id, conflict["id"], title, account)
+    with engine.begin() as conn:
+        journal.sequence(conn)
+    with engine.begin() as conn:
+        hook_store.fan_out(conn, webhook_id)
+        delivery_id = str(hook_store.list_deliveries(conn, webhook_id)[0]["id"])
+    return Tenant(
+        user_id, key, read_key, bound.calendar_id, event_id, conflict["id"], title, account, webhook_id, delivery_id
+    )
 
 
 ADMIN_KEY: dict[str, str] = {}
@@ -106,9 +122,26 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def _request(
     base: str, method: str, path: str, victim: Tenant, headers: dict[str, str], body: dict[str, Any] | None = None
 ) -> httpx.Response:
-    url = base + path.format(event_id=victim.event_id, conflict_id=victim.conflict_id, account_id=victim.account_id)
+    url = base + _path(path, victim)
     headers = {**headers, "If-Match": "*"}  # a precondition is no reason to answer anything but 404
     return httpx.request(method.upper(), url, headers=headers, json=body, timeout=30)
+
+
+class Ghost:
+    """Ids of nothing at all, in a path's every place."""
+
+    def __init__(self, missing_id: str) -> None:
+        self.event_id = self.conflict_id = self.account_id = self.webhook_id = self.delivery_id = missing_id
+
+
+def _path(path: str, ids: Tenant | Ghost) -> str:
+    return path.format(
+        event_id=ids.event_id,
+        conflict_id=ids.conflict_id,
+        account_id=ids.account_id,
+        webhook_id=ids.webhook_id,
+        delivery_id=ids.delivery_id,
+    )
 
 
 # What each operation is sent, with A's key, naming B's objects; and what it must answer. Lists must
@@ -134,6 +167,14 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | None, int]] = {
     ("get", "/api/v1/events/{event_id}/history"): (None, 404),
     ("post", "/api/v1/events/{event_id}/restore"): ({"version": 1}, 404),
     ("post", "/api/v1/accounts/{account_id}/bindings"): ({"all": True}, 404),
+    ("get", "/api/v1/webhooks"): (None, 200),
+    # subscribing to B's calendar: refused like a calendar that does not exist (422 on the field)
+    ("post", "/api/v1/webhooks"): ({"url": "https://8.8.8.8/hook", "events": ["created"]}, 422),
+    ("get", "/api/v1/webhooks/{webhook_id}"): (None, 404),
+    ("delete", "/api/v1/webhooks/{webhook_id}"): (None, 404),
+    ("post", "/api/v1/webhooks/{webhook_id}/enable"): (None, 404),
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"): (None, 404),
+    ("post", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): (None, 404),
     # creating an event in B's calendar: refused exactly like a calendar that does not exist (422 on the field)
     ("post", "/api/v1/events"): (None, 422),
 }
@@ -149,27 +190,46 @@ def test_every_operation_keeps_to_the_callers_rows(world: tuple[str, dict[str, A
         body, expected = CASES[(method, path)]
         if (method, path) == ("post", "/api/v1/events"):
             body = {"calendar_id": b.calendar_id, **EVENT_BODY}
+        if (method, path) == ("post", "/api/v1/webhooks"):
+            body = {**(body or {}), "calendar_id": b.calendar_id}
         response = _request(base, method, path, b, a.headers, body)
         assert response.status_code == expected, (method, path, response.status_code, response.text)
         text = response.text
-        for secret in (b.event_id, b.conflict_id, b.calendar_id, b.account_id, b.title, "bob"):
+        for secret in (
+            b.event_id,
+            b.conflict_id,
+            b.calendar_id,
+            b.account_id,
+            b.title,
+            "bob",
+            b.webhook_id,
+            "bob-secret-hook",
+        ):
             if expected == 404 or expected == 422:
                 # the refusal may echo the id that was asked for, but nothing more of B's
-                if secret in (b.event_id, b.conflict_id, b.calendar_id, b.account_id):
+                if secret in (b.event_id, b.conflict_id, b.calendar_id, b.account_id, b.webhook_id):
                     continue
             assert secret not in text, (method, path, secret, text[:500])
         if expected == 404:  # exactly like a row that does not exist
             missing_id = "0" * 32
             ghost = httpx.request(
                 method.upper(),
-                base + path.format(event_id=missing_id, conflict_id=missing_id, account_id=missing_id),
+                base + _path(path, Ghost(missing_id)),
                 headers={**a.headers, "If-Match": "*"},
                 json=body,
                 timeout=30,
             )
             assert ghost.status_code == 404
             assert ghost.json() == response.json() | {"detail": ghost.json()["detail"]}
-            asked = b.event_id if "event" in path else b.account_id if "account" in path else b.conflict_id
+            asked = (
+                b.event_id
+                if "event" in path
+                else b.account_id
+                if "account" in path
+                else b.webhook_id
+                if "webhook" in path
+                else b.conflict_id
+            )
             assert ghost.json()["detail"].replace(missing_id, "X") == response.json()["detail"].replace(asked, "X")
     # A still sees A's own (the filters are not simply empty)
     events = httpx.get(f"{base}/api/v1/events", headers=a.headers).json()["events"]

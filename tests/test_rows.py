@@ -15,7 +15,8 @@ from calsync.model import EventData, utcnow
 from calsync.store import accounts as account_store
 from calsync.store import conferences as conference_store
 from calsync.store import conflicts as conflict_store
-from calsync.store import event_pages, rows, scheduling
+from calsync.store import event_pages, journal, rows, scheduling, users
+from calsync.store import hooks as hook_store
 from calsync.store import events as event_store
 from calsync.store import links as link_store
 from calsync.store import outbox as outbox_store
@@ -31,6 +32,8 @@ from calsync.store.schema import (
     event_links,
     events,
     outbox,
+    webhook_deliveries,
+    webhook_subscriptions,
 )
 
 
@@ -47,6 +50,7 @@ def _columns(table: Any) -> set[str]:
     (rows.CalendarRow, calendars), (rows.BindingRow, bindings), (rows.EventRow, events),
     (rows.EventLinkRow, event_links), (rows.OutboxRow, outbox), (rows.ConflictRow, conflicts),
     (rows.ConferenceRow, conferences), (rows.ConferenceWorkRow, conference_outbox), (rows.ChannelRow, channels),
+    (rows.DeliveryRow, webhook_deliveries),
 ])
 def test_a_table_row_type_names_exactly_its_columns(row_type: Any, table: Any) -> None:
     assert _keys(row_type) == _columns(table)
@@ -54,6 +58,7 @@ def test_a_table_row_type_names_exactly_its_columns(row_type: Any, table: Any) -
 
 def test_the_other_row_types_are_what_their_queries_select() -> None:
     assert _keys(rows.AccountRow) == _columns(accounts) - {"credentials_sealed"}
+    assert _keys(rows.WebhookRow) == _columns(webhook_subscriptions) - {"secret_sealed"}
     assert _keys(rows.EventWithLinks) == _columns(events) | {"links"}
     assert _keys(rows.LinkSummary) < _columns(event_links)
     assert _keys(rows.BindingClaim) < _columns(bindings)
@@ -130,3 +135,18 @@ def test_query_functions_return_rows_with_exactly_their_types_keys(db_url: str) 
         check(rows.EventRow, link_store.deleted_exceptions_linked(conn, event_id, binding))
         conn.execute(bindings.update().values(lease_until=None))
         check(rows.BindingClaim, scheduling.claim_binding(conn, "w", utcnow(), 60))  # due from its creation on
+    with engine.begin() as conn:
+        hook = hook_store.create_subscription(conn, users.default_owner(conn), "https://8.8.8.8/", ["updated"], None,
+                                              "whsec_" + "A" * 44)
+    other = local.create_event(engine, calendar, {"title": "u", "start": "2026-12-01T08:00:00Z",
+                                                  "end": "2026-12-01T09:00:00Z"}).event_id
+    local.update_event(engine, other, {"title": "v"}, None)
+    with engine.begin() as conn:
+        journal.sequence(conn)
+    with engine.begin() as conn:
+        assert hook_store.fan_out(conn, hook["id"]) == (1, False)
+        check(rows.WebhookRow, [hook, hook_store.get_subscription(conn, hook["id"]),
+                                *hook_store.list_subscriptions(conn)])
+        (delivery,) = hook_store.list_deliveries(conn, hook["id"])
+        check(rows.DeliveryRow, [delivery, hook_store.get_delivery(conn, hook["id"], delivery["id"]),
+                                 *hook_store.claim_due(conn, "w", utcnow(), 60)])

@@ -61,6 +61,13 @@ ChangeKind = Literal[
 ]
 CHANGE_KINDS: tuple[ChangeKind, ...] = get_args(ChangeKind)
 
+# --- outbound webhooks -----------------------------------------------------------------------------------
+
+# a subscription is delivered to while active; "disabled": a delivery failed for the whole retry bound (the
+# reason is kept), or the owner turned it off; POST .../enable makes it active again
+WebhookState = Literal["active", "disabled"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
 # --- conferences, their outbox, notification channels ----------------------------------------------------
 
 # "creating": the intent recorded before the conference system is asked (its idempotency key)

@@ -32,9 +32,12 @@ from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import PageHook, SyncResult
 from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import BindingBusy, SyncReport, sync_held
+from calsync.hooks.delivery import deliver_due
 from calsync.report_text import print_report
 from calsync.store.common import NotFound
 from calsync.views import jsonable
+
+WEBHOOK_SECONDS = 10.0  # at most this long delivering webhooks after a sync (what is left waits for the next)
 
 
 def sync(
@@ -50,7 +53,8 @@ def sync(
         bool, typer.Option("--local", help="Sync in this process even when a service serves the database.")
     ] = False,
 ) -> None:
-    """Sync once: everything that is due (inbound, outbound, then conference work), then print a summary.
+    """Sync once: everything that is due (inbound, outbound, then conference work, then the outbound
+    webhooks due, for at most 10 s), then print a summary.
     When `calsync serve` runs on this SQLite database, the service does the sync (see calsync.launch).
     Otherwise the bindings are leased first, so no worker (of any process) syncs them meanwhile."""
     adapters = conference_adapters(config)
@@ -71,12 +75,15 @@ def sync(
             raise fail(str(exc), 1) from exc
         except BindingBusy as exc:
             raise fail(f"{exc}; try again later", 1) from exc
+        hooks = deliver_due(engine, WEBHOOK_SECONDS)  # the outbound webhooks due now, after the sync
     for adapter in adapters.values():
         adapter.close()
     if as_json:
         print_json(report.as_dict())
     else:
         print_report(jsonable(report.as_dict()), console, err)
+        if hooks.claimed:
+            err.print(f"webhooks: {hooks.delivered} delivered, {hooks.retried} to retry, {hooks.failed} failed")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -17,12 +17,14 @@ from calsync.conferencing.base import ConferenceAdapter
 from calsync.credentials import provider_maker
 from calsync.engine.pool import WarmProviders
 from calsync.engine.scheduler import Worker, WorkerSettings
+from calsync.hooks import delivery as hook_delivery
 from calsync.service.api import PREFIX, api_router
 from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
 from calsync.service.control import control_router
 from calsync.service.errors import AllowedMethods
 from calsync.service.feed_routes import add_feed
 from calsync.service.history_routes import history_router
+from calsync.service.hook_routes import hook_router
 from calsync.service.limits import LOGIN_BURST, LOGIN_PREFIXES, LOGIN_RATE, BodyLimit, Limits, RateLimit, address_key
 from calsync.service.login import add_login
 from calsync.service.metrics import Metrics
@@ -70,6 +72,7 @@ def create_app(
     app.include_router(health_router(PREFIX))
     app.include_router(api_router(engine), dependencies=keyed)
     add_feed(app, engine)  # /api/v1/changes: the feed's own routes, keyed the same way; app.state.feed
+    app.include_router(hook_router(engine), dependencies=keyed)
     app.include_router(web_router(engine, adapters, demo), dependencies=keyed)
     app.include_router(history_router(engine), dependencies=keyed)
     app.include_router(google_router(engine, metrics, wake, debounce))
@@ -116,7 +119,8 @@ def create_app(
 
 @dataclass
 class WorkerPool:
-    """Worker threads inside one process, woken early by the webhook receivers."""
+    """Worker threads inside one process, woken early by the webhook receivers, and one thread
+    delivering outbound webhooks (calsync/hooks/delivery.py)."""
 
     engine: Engine
     settings: WorkerSettings
@@ -135,6 +139,8 @@ class WorkerPool:
             )
             thread.start()
             self.threads.append(thread)
+        # outbound webhooks on a thread of their own: a slow receiver never holds a sync worker
+        self.threads.append(hook_delivery.start_in_thread(self.engine, self.stop_event))
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stop_event.set()

@@ -20,10 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.pool import WarmProviders
 from calsync.engine.sync import BindingBusy, sync_held
+from calsync.hooks.delivery import deliver_due
 from calsync.store.common import NotFound
 from calsync.views import jsonable
 
 log = logging.getLogger(__name__)
+WEBHOOK_SECONDS = 10.0  # the outbound webhooks due after a requested sync are delivered for at most this long
 
 
 class SyncRequest(BaseModel):
@@ -71,6 +73,7 @@ def control_router(
             raise HTTPException(
                 503, detail=f"the service's database failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             ) from exc
+        deliver_due(engine, WEBHOOK_SECONDS)  # as `calsync sync` does in its own process
         return {"ok": report.ok, "report": jsonable(report.as_dict())}
 
     return router

@@ -3,8 +3,9 @@ database uses, sealing and opening for the store modules, counting values per ke
 everything under a new key (`calsync keys rotate`) while other processes keep working.
 
 Sealed columns: accounts.credentials_sealed (the credentials as JSON), channels.token (the
-secret a push channel's notifications carry) and service_account_keys.key_sealed (a Google
-service-account key, stored once for the accounts of every user it acts for). sealing.py holds the keys and the format.
+secret a push channel's notifications carry), service_account_keys.key_sealed (a Google
+service-account key, stored once for the accounts of every user it acts for) and
+webhook_subscriptions.secret_sealed (an outbound webhook's signing secret). sealing.py holds the keys and the format.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Table, inspect, select, update
 
 from calsync.store import sealing
-from calsync.store.schema import accounts, channels, service_account_keys
+from calsync.store.schema import accounts, channels, service_account_keys, webhook_subscriptions
 from calsync.store.sealing import Keyring, SecretKeyMissing
 
 
@@ -37,6 +38,7 @@ SEALED: tuple[SealedColumn, ...] = (
     SealedColumn(accounts, accounts.c.credentials_sealed, "the credentials of account {id}"),
     SealedColumn(channels, channels.c.token, "the token of push channel {id}"),
     SealedColumn(service_account_keys, service_account_keys.c.key_sealed, "service-account key {id}"),
+    SealedColumn(webhook_subscriptions, webhook_subscriptions.c.secret_sealed, "the signing secret of webhook {id}"),
 )
 
 

@@ -20,11 +20,13 @@ from calsync.statuses import (
     ConflictKind,
     ConflictPolicy,
     ConflictStatus,
+    DeliveryStatus,
     Direction,
     KeyScope,
     LastSyncStatus,
     OutboxStatus,
     SyncState,
+    WebhookState,
 )
 
 
@@ -263,3 +265,42 @@ class ChannelRow(TypedDict):
     messages: int
     created_at: datetime
     updated_at: datetime
+
+
+class WebhookRow(TypedDict):
+    """A `webhook_subscriptions` row as the store returns it: the secret stays sealed in the table
+    (store/hooks.signing_secret opens it for the one who signs)."""
+
+    id: str
+    user_id: str
+    url: str
+    events: list[str]
+    calendar_id: str | None
+    state: WebhookState
+    disabled_reason: str | None
+    last_position: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryRow(TypedDict):
+    """A `webhook_deliveries` row."""
+
+    id: int
+    subscription_id: str
+    message_id: str
+    event_id: str
+    position: int
+    kind: str
+    payload: dict[str, Any]
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -411,3 +411,59 @@ outbox = Table(
     # the bindings with changes due to push (store/scheduling.claim_binding): an index-only range
     Index(None, "status", "next_attempt_at", "binding_id"),
 )
+
+
+# Outbound webhooks (store/hooks.py, calsync/hooks/): a user's subscriptions, each a URL, the change kinds
+# it wants (statuses.ChangeKind), an optional calendar, its signing secret sealed like credentials
+# (store/keys.py; shown once, at creation) and its cursor into the change journal (`last_position`: the
+# newest feed position fanned out into its deliveries).
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", JsonType, nullable=False),  # the change kinds wanted
+    Column("calendar_id", String(32)),  # only this calendar's changes (NULL: all of the user's)
+    Column("secret_sealed", Text, nullable=False),  # "whsec_<base64>", sealed (store/sealing.py)
+    Column("state", String(16), nullable=False),  # active | disabled (statuses.WebhookState)
+    Column("disabled_reason", Text),
+    Column("last_position", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
+)
+
+# One message to one subscription: the change's JSON body (signed and sent as it is kept), its
+# Standard Webhooks id (`msg_...`, the same on every attempt), and the retry state. Workers lease rows
+# (FOR UPDATE SKIP LOCKED on PostgreSQL); a row waits while an older row of the same subscription and
+# event is pending (in order per event).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", JournalId, primary_key=True, autoincrement=True),
+    Column(
+        "subscription_id",
+        String(32),
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("message_id", String(40), nullable=False, unique=True),
+    Column("event_id", String(32), nullable=False),
+    Column("position", BigInteger, nullable=False),  # the journal row's feed position
+    Column("kind", String(24), nullable=False),  # statuses.ChangeKind
+    Column("payload", JsonType, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed (statuses.DeliveryStatus)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("first_attempt_at", UTCDateTime),  # the retry bound counts from here
+    Column("last_attempt_at", UTCDateTime),
+    Column("last_status", Integer),  # the receiver's HTTP status (NULL: no answer)
+    Column("last_error", Text),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "subscription_id", "event_id", "status"),
+)
