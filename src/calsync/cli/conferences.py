@@ -14,6 +14,7 @@ from calsync.cli.common import (
     conference_adapters,
     database,
 )
+from calsync.cli.ids import resolve_id
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.conferencing.base import ConferenceError
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
@@ -52,6 +53,8 @@ def conference_create(
     """Create a meeting for an event and put it on the calendar event."""
     adapters = conference_adapters(config)
     with database(db) as engine:
+        with engine.connect() as conn:
+            event_id = resolve_id(conn, "event", event_id)
         pool = ProviderPool(engine)
         try:
             row = ConferenceEngine(engine, adapters, pool).create(event_id, provider)
