@@ -898,6 +898,7 @@ def run_once(demo: Demo, console: Console) -> None:
         f"Explore: {cli} events list --db {db}\n         {cli} status --db {db}\n"
         f"         {cli} conference list --db {db}",
         highlight=False,
+        soft_wrap=True,  # a command broken over lines would not run as printed
     )
 
 
@@ -960,7 +961,8 @@ def run_demo(
             + _connect_hint(demo, url)
             + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
             f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
-            f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop."
+            f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop.",
+            soft_wrap=True,  # the commands in it run as printed only when not broken over lines
         )
         # the demo stays one command: this link logs the browser in as the demo's user (good once, for
         # 15 minutes; `calsync user login-link NAME --base-url URL --db DB` makes another)
