@@ -11,7 +11,7 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.connect import add_google_service_account, add_graph_app, connect
-from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.output import console, err, fail, markup_safe, print_json, print_table
 from calsync.cli.users import UserOption, acting_user
 from calsync.engine import setup
 from calsync.model import Account
@@ -107,7 +107,7 @@ def account_add(
             account_id = setup.add_account(engine, provider, name.strip(), base_url, credentials, owner=owner["id"])
         except setup.SetupError as exc:
             raise fail(str(exc), 2) from exc
-    err.print(f"account {name.strip()} added for user {owner['name']}", highlight=False)
+    err.print(f"account {markup_safe(name.strip())} added for user {markup_safe(owner['name'])}", highlight=False)
     console.print(account_id, highlight=False)  # alone on standard output: scripts read it
 
 

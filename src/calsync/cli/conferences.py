@@ -15,7 +15,7 @@ from calsync.cli.common import (
     database,
 )
 from calsync.cli.ids import resolve_id
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.output import console, fail, markup_safe, print_json, print_table
 from calsync.conferencing.base import ConferenceError
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.pool import ProviderPool
@@ -67,7 +67,11 @@ def conference_create(
     if as_json:
         print_json(conference_json(row))
     else:
-        console.print(f"{row['provider']} conference {row['conference_id']}: {row['join_url']}", highlight=False)
+        console.print(
+            markup_safe(f"{row['provider']} conference {row['conference_id']}: {row['join_url']}"),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("list")

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.ids import matching_ids, resolve_id
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.output import console, fail, markup_safe, print_json, print_table
 from calsync.statuses import KEY_SCOPES, is_key_scope
 from calsync.store import sessions as session_store
 from calsync.store import users as user_store
@@ -65,7 +65,7 @@ def user_create(
             user_id = user_store.create_user(conn, name.strip(), is_admin=admin)
         except user_store.NameTaken as exc:
             raise fail(str(exc)) from exc
-    console.print(f"user {name.strip()}{' (admin)' if admin else ''}: {user_id}", highlight=False)
+    console.print(f"user {markup_safe(name.strip())}{' (admin)' if admin else ''}: {user_id}", highlight=False)
 
 
 @user_app.command("passwd")
@@ -86,7 +86,7 @@ def user_passwd(
     with database(db) as engine, engine.begin() as conn:
         owner = acting_user(conn, name)
         session_store.set_password(conn, owner["id"], password)
-    console.print(f"password set for user {owner['name']}", highlight=False)
+    console.print(f"password set for user {markup_safe(owner['name'])}", highlight=False)
 
 
 @user_app.command("login-link")
