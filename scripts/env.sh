@@ -1,16 +1,30 @@
-# Sourced by scripts/test and scripts/demo: a project virtualenv with calsync and its dev extras installed.
-# Re-installs only when pyproject.toml changed since the last install.
+# Sourced by scripts/test and scripts/demo: a project virtualenv with calsync installed.
+# CALSYNC_EXTRAS names the extras to install: scripts/test wants dev,postgres (the default: the test tools),
+# scripts/demo only demo (no Playwright, msgraph-sdk or the rest of the test tools). The extras installed
+# are kept in the stamp file; it re-installs when pyproject.toml changed since, or when other extras are
+# asked for (a demo virtualenv gets the test tools from the first ./scripts/test; a test one serves the demo).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CALSYNC_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
+EXTRAS="${CALSYNC_EXTRAS:-dev,postgres}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.calsync-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,postgres]"
-  touch "$stamp"
+installed=""
+if [ -f "$stamp" ]; then
+  installed="$(cat "$stamp")"
+  if [ -z "$installed" ]; then installed="dev,postgres"; fi  # a stamp from before it named the extras
+fi
+if [ "$EXTRAS" = demo ] && [ "$installed" = dev,postgres ]; then
+  EXTRAS=dev,postgres  # a test virtualenv holds all the demo needs: keep it whole
+fi
+if [ "$installed" != "$EXTRAS" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+  # --no-compile: byte-compiling every installed module took about a third of the install; Python compiles
+  # what it imports, when it first imports it
+  "$VENV/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+  printf '%s\n' "$EXTRAS" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -127,8 +127,11 @@ def unused_port() -> int:
 
 def test_bad_requests_to_the_service_get_clear_errors(service: tuple[runtime.ServiceRecord, Path]) -> None:
     record, db = service
-    unknown = calsync("sync", "--binding", "nope", db=db, ok=False)
-    assert unknown.returncode == 1 and "404" in unknown.stderr and "no binding with id 'nope'" in unknown.stderr
+    nobody = "0" * 32  # a whole id goes to the service (a prefix is resolved, and synced, by the command)
+    unknown = calsync("sync", "--binding", nobody, db=db, ok=False)
+    assert unknown.returncode == 1 and "404" in unknown.stderr and f"no binding with id '{nobody}'" in unknown.stderr
+    prefix = calsync("sync", "--binding", "nope", db=db, ok=False)
+    assert prefix.returncode == 1 and "no binding with id 'nope'" in prefix.stderr and "Traceback" not in prefix.stderr
 
     control = f"{record.url}/control/sync"
     assert httpx.post(control, json={}).status_code == 401

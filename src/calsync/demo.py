@@ -876,21 +876,25 @@ def run_once(demo: Demo, console: Console) -> None:
         table.add_row(r["start"], r["title"], (r["conference"] or {}).get("join_url") or "")
     console.print(table)
     db = demo.db_url
+    cli = os.environ.get("CALSYNC_CLI") or "calsync"  # scripts/demo: ./scripts/calsync, which runs from the root
     console.print(
-        f"Explore: calsync events list --db {db}\n         calsync status --db {db}\n"
-        f"         calsync conference list --db {db}"
+        f"Explore: {cli} events list --db {db}\n         {cli} status --db {db}\n"
+        f"         {cli} conference list --db {db}",
+        highlight=False,
+        soft_wrap=True,  # a command broken over lines would not run as printed
     )
 
 
 def _connect_hint(demo: Demo, url: str) -> str:
     """How to connect one more account against the demo's emulated sign-in, from the page or the CLI."""
     client_id, secret = GOOGLE_CLIENT
+    cli = os.environ.get("CALSYNC_CLI") or "calsync"
     return (
         f"  Connect another account: the page's Connect, or {url}/oauth/google/start (any address, "
         "e.g. carol@example.com, on the emulator's consent page), or\n"
-        f"    calsync account connect google --base-url {demo.google.url} --client-id {client_id} "
+        f"    {cli} account connect google --base-url {demo.google.url} --client-id {client_id} "
         f"--client-secret {secret} --db {demo.db_url}\n"
-        f"    calsync account connect microsoft --client-id {MICROSOFT_CLIENT} --tenant {MICROSOFT_TENANT} "
+        f"    {cli} account connect microsoft --client-id {MICROSOFT_CLIENT} --tenant {MICROSOFT_TENANT} "
         f"--authority-url {demo.graph.url} --base-url {demo.graph.url} --ca-file {demo.tls.ca_cert} "
         f"--db {demo.db_url}"
     )
@@ -940,7 +944,8 @@ def run_demo(
             + _connect_hint(demo, url)
             + f"\n  '{MIRROR_NAME}': make an event in Google's '{MIRROR_GOOGLE}' or Outlook's "
             f"'{MIRROR_OUTLOOK}' and it appears in the other (CalDAV is polled every "
-            f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop."
+            f"{DEMO_POLL_SECONDS:.0f} s). Ctrl-C to stop.",
+            soft_wrap=True,  # the commands in it run as printed only when not broken over lines
         )
         # the demo stays one command: this link logs the browser in as the demo's user (good once, for
         # 15 minutes; `calsync user login-link NAME --base-url URL --db DB` makes another)

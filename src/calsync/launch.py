@@ -95,6 +95,8 @@ def service_for(args: SyncArgs) -> runtime.ServiceRecord | None:
     """The running service that should do this sync, if any: same database, same settings file."""
     if args.local:
         return None
+    if any(len(binding) != 32 for binding in args.bindings):
+        return None  # a binding named by a prefix: the command resolves it, then syncs here (leased, as always)
     database = sqlite_file(args.db or default_url())
     record = runtime.read(database) if database else None
     if record is None:

@@ -11,7 +11,7 @@ import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
 from calsync.cli.connect import add_google_service_account, add_graph_app, connect
-from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.output import console, err, fail, markup_safe, print_json, print_table
 from calsync.cli.users import UserOption, acting_user
 from calsync.engine import setup
 from calsync.model import Account
@@ -23,7 +23,7 @@ from calsync.providers import (
     provider_for,
     provider_kind,
 )
-from calsync.providers.base import ProviderError
+from calsync.providers.base import AuthError, ProviderError, Unreachable
 from calsync.providers.http import RetryPolicy
 from calsync.store import accounts as account_store
 
@@ -97,7 +97,7 @@ def account_add(
         try:
             client.list_calendars()
         except (ProviderError, httpx.HTTPError) as exc:
-            raise fail(f"the account does not answer: {exc}") from exc
+            raise fail(refusal(kind, base_url, exc)) from exc
         finally:
             client.close()
     with database(db) as engine:
@@ -107,8 +107,23 @@ def account_add(
             account_id = setup.add_account(engine, provider, name.strip(), base_url, credentials, owner=owner["id"])
         except setup.SetupError as exc:
             raise fail(str(exc), 2) from exc
-    err.print(f"account {name.strip()} added for user {owner['name']}", highlight=False)
+    err.print(f"account {markup_safe(name.strip())} added for user {markup_safe(owner['name'])}", highlight=False)
     console.print(account_id, highlight=False)  # alone on standard output: scripts read it
+
+
+NOT_DAV = (400, 404, 405, 410, 501)  # what a web server that does not speak WebDAV answers a PROPFIND
+
+
+def refusal(kind: ProviderKind, base_url: str | None, exc: Exception) -> str:
+    """Why checking a new account failed, in the words its owner can act on."""
+    if isinstance(exc, AuthError):
+        check = " and ".join(c.key.replace("username", "user name") for c in kind.credentials)
+        return f"the server refused the credentials: check the {check} ({exc})"
+    if isinstance(exc, Unreachable | httpx.HTTPError):
+        return f"the account does not answer: {exc}"
+    if kind.name == "caldav" and isinstance(exc, ProviderError) and (exc.reason == "not-dav" or exc.status in NOT_DAV):
+        return f"{base_url} is not a CalDAV server (it does not answer CalDAV's PROPFIND): {exc}"
+    return f"the account's server refused to list its calendars: {exc}"
 
 
 def gather_credentials(kind: ProviderKind, base_url: str | None, given: dict[str, str | None]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import typer
 from sqlalchemy import Engine
 
 from calsync.cli.common import DbOption, JsonOption, database
+from calsync.cli.ids import resolve_id
 from calsync.cli.output import console, err, fail, print_json, print_table
 from calsync.cli.users import UserOption, acting_user
 from calsync.credentials import provider_maker
@@ -40,7 +41,7 @@ def calendar_remote(account_id: str, db: DbOption = None, as_json: JsonOption = 
     """List the calendars an account can see at its provider."""
     with database(db) as engine:
         with engine.begin() as conn:
-            account = account_store.get_account(conn, account_id)
+            account = account_store.get_account(conn, resolve_id(conn, "account", account_id))
         client = provider_maker(engine)(account)
         try:
             calendars = client.list_calendars()
@@ -244,7 +245,7 @@ def calendar_list(user: UserOption = None, db: DbOption = None, as_json: JsonOpt
                 c["id"],
                 c["name"],
                 str(c["events"]),
-                "\n".join(f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]),
+                [f"{b['id']} {b['direction']} {b['remote_calendar_id']}" for b in c["bindings"]],
             )
             for c in out
         ),
@@ -255,6 +256,8 @@ def calendar_list(user: UserOption = None, db: DbOption = None, as_json: JsonOpt
 def calendar_unbind(binding_id: str, db: DbOption = None) -> None:
     """Remove a binding: its notification channels are stopped first; local events stay."""
     with database(db) as engine:
+        with engine.connect() as conn:
+            binding_id = resolve_id(conn, "binding", binding_id)
         pool = ProviderPool(engine)
         try:
             stopped = unbind(engine, pool, binding_id)

@@ -14,7 +14,8 @@ from calsync.cli.common import (
     conference_adapters,
     database,
 )
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.ids import resolve_id
+from calsync.cli.output import console, fail, markup_safe, print_json, print_table
 from calsync.conferencing.base import ConferenceError
 from calsync.engine.conferences import ConferenceEngine, ConferenceWorkError
 from calsync.engine.pool import ProviderPool
@@ -52,6 +53,8 @@ def conference_create(
     """Create a meeting for an event and put it on the calendar event."""
     adapters = conference_adapters(config)
     with database(db) as engine:
+        with engine.connect() as conn:
+            event_id = resolve_id(conn, "event", event_id)
         pool = ProviderPool(engine)
         try:
             row = ConferenceEngine(engine, adapters, pool).create(event_id, provider)
@@ -64,7 +67,11 @@ def conference_create(
     if as_json:
         print_json(conference_json(row))
     else:
-        console.print(f"{row['provider']} conference {row['conference_id']}: {row['join_url']}", highlight=False)
+        console.print(
+            markup_safe(f"{row['provider']} conference {row['conference_id']}: {row['join_url']}"),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("list")

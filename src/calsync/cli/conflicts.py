@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
+from calsync.cli.ids import resolve_id
 from calsync.cli.output import console, fail, print_json, print_table
 from calsync.engine.conflicts import ConflictChanged, ConflictResolved, resolve_conflict
 from calsync.store import conflicts as conflict_store
@@ -30,7 +31,7 @@ def conflicts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
             (
                 r["id"],
                 r["event_id"],
-                r["binding_id"][:12],
+                r["binding_id"],
                 r["kind"],
                 (r["local"] or {}).get("title", "(deleted)"),
                 (r["remote"] or {}).get("title", "(deleted)"),
@@ -57,6 +58,8 @@ def conflicts_resolve(
     if keep not in ("local", "remote"):
         raise fail("--keep must be local or remote", 2)
     with database(db) as engine:
+        with engine.connect() as conn:
+            conflict_id = resolve_id(conn, "conflict", conflict_id)
         try:
             row = resolve_conflict(
                 engine, conflict_id, keep=keep, remote_etag=remote_etag, author=Author("local", "cli")

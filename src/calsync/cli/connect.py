@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from calsync.cli.common import DbOption, database
-from calsync.cli.output import console, fail
+from calsync.cli.output import console, fail, markup_safe
 from calsync.cli.users import UserOption, acting_user
 from calsync.credentials import grants
 from calsync.credentials.connect import ConnectError, GoogleClient, MicrosoftClient, consent_on_loopback
@@ -120,7 +120,9 @@ def _store(
             raise fail(str(exc), 2) from exc
     verb = "reconnected" if connected.reconnected else "connected"
     who = credentials.get("user") or name
-    console.print(f"{verb} {who} for user {owner['name']}: {connected.account_id}", highlight=False)
+    console.print(
+        f"{verb} {markup_safe(who)} for user {markup_safe(owner['name'])}: {connected.account_id}", highlight=False
+    )
 
 
 def add_google_service_account(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from calsync.cli.common import DbOption, JsonOption, database
-from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.output import console, err, fail, markup_safe, print_json, print_table
 from calsync.store import keys as key_store
 from calsync.store import sealing
 
@@ -45,7 +45,7 @@ def keys_status(db: DbOption = None, as_json: JsonOption = False) -> None:
     else:
         console.print(f"keys from: {source or '(none)'}", highlight=False)
         if problem:
-            err.print(f"[red]error:[/red] {problem}")
+            err.print(f"[red]error:[/red] {markup_safe(problem)}")
         print_table(
             ("key id", "state", "sealed values"),
             ((r["key_id"], r["state"], ", ".join(f"{c}: {n}" for c, n in r["values"].items()) or "-") for r in rows),

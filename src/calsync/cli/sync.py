@@ -26,7 +26,8 @@ from calsync.cli.common import (
     settle_heap,
     worker_settings,
 )
-from calsync.cli.output import console, err, fail, print_json, print_table
+from calsync.cli.ids import resolve_ids
+from calsync.cli.output import console, err, fail, markup_safe, print_block, print_json
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.health import status_snapshot
 from calsync.engine.inbound import PageHook, SyncResult
@@ -34,6 +35,7 @@ from calsync.engine.scheduler import WorkerSettings
 from calsync.engine.sync import BindingBusy, SyncReport, sync_held
 from calsync.hooks.delivery import deliver_due
 from calsync.report_text import print_report
+from calsync.store import accounts as account_store
 from calsync.store.common import NotFound
 from calsync.views import jsonable
 
@@ -60,6 +62,9 @@ def sync(
     adapters = conference_adapters(config)
     settings = worker_settings(config, None, None, None)
     with database(db) as engine:
+        if binding:
+            with engine.connect() as conn:
+                binding = resolve_ids(conn, "binding", binding)
         settle_heap()
         try:
             report = run_sync(
@@ -142,46 +147,67 @@ def run_sync(
 
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Sync health: per binding last sync, token age, channel expiry, dirty, last error; per account
-    state and backoff; conflicts and conference backlog."""
+    state and backoff; conflicts and conference backlog. One block per binding (it reads at 80 columns)."""
     with database(db) as engine:
         snapshot = status_snapshot(engine)
+        with engine.begin() as conn:
+            calendars = {c["id"]: c["name"] for c in account_store.list_calendars(conn)}
     if as_json:
         print_json(snapshot)
         return
-    print_table(
-        (
-            "binding",
-            "remote calendar",
-            "last success",
-            "token age",
-            "channel expires",
-            "dirty",
-            "queued",
-            "status",
-            "error",
-        ),
-        (
+    accounts = {a["id"]: a for a in snapshot["accounts"]}
+    for b in snapshot["bindings"]:
+        account = accounts.get(b["account_id"])
+        who = f"{account['provider']} account {account['name']}" if account else b["account_id"]
+        if account and account["user"] and account["user"] != account["name"]:
+            who += f" ({account['user']})"
+        stats = b["last_sync_stats"] or {}
+        channel = b["channel"]
+        fields = [
             (
-                b["id"][:12],
-                b["remote_calendar_id"],
-                b["last_success_at"] or "never",
-                f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token",
-                (b["channel"] or {}).get("expiration") or "none",
-                "yes" if b["dirty"] else "",
-                str(b["outbox_backlog"]),
-                b["last_sync_status"] or "",
-                b["last_error"] or "",
-            )
-            for b in snapshot["bindings"]
-        ),
-    )
+                "calendar",
+                f"{calendars.get(b['calendar_id'], b['calendar_id'])} ({b['direction']}, {b['conflict_policy']})",
+            ),
+            ("remote", f"{b['remote_calendar_id']} on {who}"),
+            (
+                "last sync",
+                f"{b['last_sync_status'] or 'never'}" + (f" at {b['last_sync_at']}" if b["last_sync_at"] else ""),
+            ),
+            ("last success", b["last_success_at"] or "never"),
+            ("token age", f"{b['token_age_seconds']}s" if b["token_age_seconds"] is not None else "no token"),
+            ("channel", f"expires {channel['expiration']}" if channel else "none (polled)"),
+            (
+                "waiting",
+                ", ".join(
+                    w
+                    for w in (
+                        "dirty" if b["dirty"] else "",
+                        f"{b['outbox_backlog']} change(s) to push" if b["outbox_backlog"] else "",
+                    )
+                    if w
+                )
+                or "nothing",
+            ),
+        ]
+        if stats:
+            fields.append(("last sync did", ", ".join(f"{k} {v}" for k, v in stats.items() if k in STATS_SHOWN)))
+        if b["last_error"]:
+            fields.append(("error", b["last_error"]))
+        print_block(f"binding [bold]{b['id']}[/bold]", fields)
+    if not snapshot["bindings"]:
+        console.print("no bindings yet (calsync calendar bind)", highlight=False)
     for a in snapshot["accounts"]:
         if a["state"] != "ok" or a["backoff_until"]:
             console.print(
-                f"[red]account {a['name']} ({a['id']}): {a['state']}[/red] "
+                f"[red]account {markup_safe(a['name'])} ({a['id']}): {a['state']}[/red] "
                 f"{('backing off until ' + a['backoff_until']) if a['backoff_until'] else ''} "
-                f"{a['last_error'] or ''}"
+                f"{markup_safe(a['last_error'] or '')}",
+                highlight=False,
             )
     console.print(
-        f"open conflicts: {snapshot['open_conflicts']}   conference work waiting: {snapshot['conference_backlog']}"
+        f"open conflicts: {snapshot['open_conflicts']}   conference work waiting: {snapshot['conference_backlog']}",
+        highlight=False,
     )
+
+
+STATS_SHOWN = ("pages", "requests", "created", "updated", "deleted", "conflicts")

@@ -15,7 +15,8 @@ import typer
 from sqlalchemy import Connection
 
 from calsync.cli.common import DbOption, JsonOption, database
-from calsync.cli.output import console, fail, print_json, print_table
+from calsync.cli.ids import matching_ids, resolve_id
+from calsync.cli.output import console, fail, markup_safe, print_json, print_table
 from calsync.statuses import KEY_SCOPES, is_key_scope
 from calsync.store import sessions as session_store
 from calsync.store import users as user_store
@@ -39,7 +40,12 @@ def acting_user(conn: Connection, name_or_id: str | None) -> UserRow:
     """The user named, or the default one; a clear error for a name nobody has."""
     try:
         if name_or_id:
-            return user_store.find_user(conn, name_or_id)
+            try:
+                return user_store.find_user(conn, name_or_id)
+            except NotFound:  # no such name: maybe the start of an id (a whole name wins over a prefix)
+                if not matching_ids(conn, "user", name_or_id):
+                    raise
+                return user_store.find_user(conn, resolve_id(conn, "user", name_or_id))
         return user_store.find_user(conn, user_store.default_owner(conn))
     except NotFound as exc:
         raise fail(f"{exc} (see `calsync user list`)") from exc
@@ -59,7 +65,7 @@ def user_create(
             user_id = user_store.create_user(conn, name.strip(), is_admin=admin)
         except user_store.NameTaken as exc:
             raise fail(str(exc)) from exc
-    console.print(f"user {name.strip()}{' (admin)' if admin else ''}: {user_id}", highlight=False)
+    console.print(f"user {markup_safe(name.strip())}{' (admin)' if admin else ''}: {user_id}", highlight=False)
 
 
 @user_app.command("passwd")
@@ -80,7 +86,7 @@ def user_passwd(
     with database(db) as engine, engine.begin() as conn:
         owner = acting_user(conn, name)
         session_store.set_password(conn, owner["id"], password)
-    console.print(f"password set for user {owner['name']}", highlight=False)
+    console.print(f"password set for user {markup_safe(owner['name'])}", highlight=False)
 
 
 @user_app.command("login-link")
@@ -169,5 +175,6 @@ def apikey_list(user: UserOption = None, db: DbOption = None, as_json: JsonOptio
 def apikey_revoke(key_id: str, db: DbOption = None) -> None:
     """Revoke a key at once (the service refuses it from its next request)."""
     with database(db) as engine, engine.begin() as conn:
+        key_id = resolve_id(conn, "apikey", key_id)
         changed = user_store.revoke_api_key(conn, key_id)
     console.print(f"API key {key_id} {'revoked' if changed else 'was revoked already'}", highlight=False)

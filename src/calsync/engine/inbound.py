@@ -135,7 +135,18 @@ def sync_binding(
         _record_failure(engine, binding_id, "error", result.message)
     finally:
         result.requests = provider.request_count - start_requests
+    if result.status == "ok" and result.pages:
+        # the stats the last page's transaction saved were taken mid-sync (before that page was
+        # counted, before the requests were, and before any re-read of series): the sync's own numbers
+        # replace them, so `status` shows what the sync reported
+        with engine.begin() as conn:
+            account_store.save_sync_stats(conn, binding_id, sync_stats(result))
     return result
+
+
+def sync_stats(result: SyncResult) -> dict[str, int]:
+    """What a binding keeps of its last listing (bindings.last_sync_stats): the result's counts."""
+    return {k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def _binding(row: BindingRow, provider_name: str) -> _Binding:
@@ -206,9 +217,7 @@ def _walk(
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard, confirmed)
                     assert page.sync_token is not None
-                    stats = {
-                        k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)
-                    }
+                    stats = sync_stats(result) | {"pages": result.pages + 1}  # this page included
                     account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
             result.pages += 1
             if after_page:

@@ -249,6 +249,9 @@ def validated(base: EventData, fields: dict[str, Any], *, creating: bool) -> Eve
                 raise InvalidEvent(name, "must be a string")
             if value is not None and len(value) > limit:
                 raise InvalidEvent(name, f"must be at most {limit} characters")
+            at = next((i for i, c in enumerate(value or "") if c < " " and c not in "\t\n"), None)
+            if at is not None:  # C0 controls but tab and newline: a terminal acts on them (ESC: cursor, screen)
+                raise InvalidEvent(name, f"must not contain control characters ({str(value)[at]!r} at {at})")
             # an empty description or location is none, as every provider reads it back
             setattr(data, name, (value or "") if name == "title" else canonical_text(value))
     if "status" in fields:

@@ -644,6 +644,14 @@ class CalDAVProvider:
         if response.status_code in (404, 410):
             raise NotFoundError(f"PROPFIND {path}: not found", status=response.status_code)
         _check(response, f"PROPFIND {path}")
+        if response.status_code != 207 and "xml" not in response.headers.get("content-type", ""):
+            # a web server that ignores the method (a page, a redirect's target): no DAV here at all
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise ProviderError(
+                f"PROPFIND {path}: answered {response.status_code} with {kind}, not a DAV multistatus",
+                status=response.status_code,
+                reason="not-dav",
+            )
         return _multistatus(response.content)[0]
 
     # --- writing helpers ---------------------------------------------------------------------

@@ -246,6 +246,11 @@ def save_sync_token(conn: Connection, binding_id: str, token: str, *, full: bool
     conn.execute(bindings.update().where(bindings.c.id == binding_id).values(**values))
 
 
+def save_sync_stats(conn: Connection, binding_id: str, stats: dict[str, Any]) -> None:
+    """The final counts of a completed sync, after its token was saved (see engine.inbound)."""
+    conn.execute(bindings.update().where(bindings.c.id == binding_id).values(last_sync_stats=stats))
+
+
 def forget_sync_token(conn: Connection, binding_id: str) -> None:
     conn.execute(
         bindings.update()
