@@ -50,6 +50,13 @@ def is_retryable(response: httpx.Response) -> bool:
     return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
 
 
+def is_rate_limited(response: httpx.Response) -> bool:
+    """The provider says this client is over its rate (not an outage): 429, or Google's rate-limit 403."""
+    if response.status_code == 429:
+        return True
+    return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
+
+
 ResponseObserver = Callable[[str, int], None]
 _observers: list[weakref.WeakMethod[ResponseObserver]] = []
 
@@ -87,12 +94,18 @@ class RetryingClient:
         self.retries = 0
         self._sleep = sleep
         self._random = random.Random()
+        # set by the scheduler for one sync at a time: called before every attempt (the account's
+        # request budget, which may wait), and when the provider answers that the rate is exceeded
+        self.before_send: Callable[[], None] | None = None
+        self.on_throttled: Callable[[], None] | None = None
 
     def request(self, method: str, url: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
         """Send, retrying with exponential backoff and full jitter; Retry-After wins when given."""
         attempt = 0
         while True:
             attempt += 1
+            if self.before_send is not None:
+                self.before_send()
             try:
                 self.request_count += 1
                 response = self._client.request(method, url, **kwargs)
@@ -103,6 +116,8 @@ class RetryingClient:
                 self._pause(attempt, None, exc)
                 continue
             self._notify(response.status_code)
+            if self.on_throttled is not None and is_rate_limited(response):
+                self.on_throttled()
             if not is_retryable(response) or attempt >= self.policy.attempts:
                 return response
             wait = retry_after_seconds(response)

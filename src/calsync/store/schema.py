@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -125,6 +126,12 @@ accounts = Table(
     # One token refresh at a time per account (store/token_leases.py): who holds it, and until when.
     Column("token_lease_owner", String(32)),
     Column("token_lease_until", UTCDateTime),
+    # The account's request budget, a token bucket kept as one number (GCRA, calsync/budgets.py): the
+    # epoch second by which every request taken so far is paid for; a request may go while this is no
+    # later than now + (burst - 1) / rate. Shared by every worker process through guarded UPDATEs.
+    Column("budget_spent_until", Float, nullable=False, default=0.0, server_default="0"),
+    # When a binding of the account was last claimed: the claim serves the least recently served first.
+    Column("served_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "user_id"),
