@@ -137,12 +137,18 @@ class Worker:
         self.sync_claimed(claims[0], self.pool)
         return True
 
-    def sync_claimed(self, claim: BindingClaim, pool: ProviderPool) -> None:
+    def sync_claimed(self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True) -> None:
         """Sync a binding this worker's owner has leased (its first request already paid for by the
-        claim), push its outbox, look after its channel, and give it back."""
+        claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
+        channel, and give it back."""
         lease = self.settings.lease_seconds
+        extended = [time.monotonic()]
 
         def keep_lease(_page: int, _result: SyncResult) -> None:
+            # page by page, once a third of the lease has gone (a one-page poll needs no extension)
+            if time.monotonic() - extended[0] < lease / 3:
+                return
+            extended[0] = time.monotonic()
             with self.engine.begin() as conn:
                 scheduling.extend_binding_lease(conn, claim["id"], self.owner, utcnow() + timedelta(seconds=lease))
 
@@ -150,7 +156,7 @@ class Worker:
         spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
         try:
             result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease)
-            if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
+            if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
                 Pusher(self.engine, provider, claim["id"]).run()
             if self.settings.public_url and result.status == "ok" and provider.capabilities.push:  # ... and its channel
                 ensure_channel(
@@ -296,6 +302,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._conference_busy = False
+        self._conference_checked = 0.0
         self._freed = threading.Event()
 
     @property
@@ -315,9 +322,11 @@ class Dispatcher:
                 except Exception:
                     log.exception("worker %s: unexpected error", self.owner)
                     full, claimed = False, 0
-                if full:  # every slot busy: wait for one to free
+                if full:  # every slot busy: wait for some to free (a few at once make one claim)
                     self._freed.wait(self.settings.idle_sleep)
                     self._freed.clear()
+                    if self.concurrency >= 8:
+                        stop.wait(0.02)
                 elif claimed == 0:  # nothing due: sleep until woken (a notification) or idle_sleep
                     if wake is not None:
                         wake.wait(self.settings.idle_sleep)
@@ -333,6 +342,7 @@ class Dispatcher:
         free = self.concurrency - self.in_flight
         if free <= 0:
             return True, 0
+        queued: set[str] = set()
         with self.engine.begin() as conn:
             claims = scheduling.claim_bindings(
                 conn,
@@ -342,11 +352,19 @@ class Dispatcher:
                 min(free, self.batch),
                 budgets=self.settings.budgets,
                 per_account=self.settings.per_account,
+                queued_out=queued,
             )
         for claim in claims:
-            self._start(self._sync, claim)
+            self._start(self._sync, (claim, claim["id"] in queued))
         started = len(claims)
-        if self.concurrency - self.in_flight > 0 and not self._conference_busy:
+        # conference work: looked for when fewer were due than there was room for, else every idle_sleep
+        checked_long_ago = time.monotonic() - self._conference_checked >= self.settings.idle_sleep
+        if (
+            self.concurrency - self.in_flight > 0
+            and not self._conference_busy
+            and (started < min(free, self.batch) or checked_long_ago)
+        ):
+            self._conference_checked = time.monotonic()
             with self.engine.begin() as conn:
                 work = scheduling.claim_conference_work(conn, self.owner, now, self.settings.lease_seconds)
             if work:
@@ -370,10 +388,11 @@ class Dispatcher:
                 self._in_flight -= 1
             self._freed.set()
 
-    def _sync(self, claim: BindingClaim) -> None:
+    def _sync(self, job: tuple[BindingClaim, bool]) -> None:
+        claim, queued = job
         pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back)
         try:
-            self.worker.sync_claimed(claim, pool)
+            self.worker.sync_claimed(claim, pool, push=queued)
         finally:
             pool.close()
 

@@ -21,16 +21,21 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0016"
 
 
-def pool_size_for(concurrency: int) -> int:
-    """Connections one process keeps for `concurrency` bindings in flight: one each (a sync holds one
-    at a time; its budget and lease updates take a second briefly, hence the overflow), plus the
-    claiming thread, conference work and the service's own requests."""
-    return max(5, concurrency + 4)
+def pool_size_for(concurrency: int) -> tuple[int, int]:
+    """(pool_size, max_overflow) of one process's connection pool for `concurrency` bindings in flight.
+
+    A sync holds a connection only while it reads or writes the store, never while it waits on the
+    provider, so a few connections serve many syncs; with dozens of threads sharing one interpreter,
+    a thread may keep its connection a while waiting for its turn, and a pool as wide as the threads
+    would then fill with connections doing nothing. Between 5 and 16, plus half again in overflow:
+    64 syncs at once use at most 15 connections; a thread that finds none free waits for one."""
+    size = min(16, max(5, concurrency // 8 + 2))
+    return size, max(3, size // 2)
 
 
 def make_engine(url: str, concurrency: int | None = None) -> Engine:
     """The engine, with one connection pool for the process; on a server database it is sized for
-    `concurrency` bindings in flight (None: SQLAlchemy's default of 5 + 10)."""
+    `concurrency` bindings in flight (pool_size_for; None: SQLAlchemy's default of 5 + 10)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -38,9 +43,8 @@ def make_engine(url: str, concurrency: int | None = None) -> Engine:
         return engine
     if concurrency is None:
         return create_engine(url, pool_pre_ping=True)
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size_for(concurrency), max_overflow=max(10, concurrency)
-    )
+    size, overflow = pool_size_for(concurrency)
+    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=overflow)
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

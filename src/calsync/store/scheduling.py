@@ -72,6 +72,7 @@ def claim_bindings(
     *,
     budgets: Mapping[str, RequestBudget] | None = None,
     per_account: int = 4,
+    queued_out: set[str] | None = None,
 ) -> list[BindingClaim]:
     """Up to `limit` due bindings, leased to `owner`, in this order: notified (or with local changes
     queued) before those only due by the poll timer; then round the accounts, the least recently
@@ -83,7 +84,9 @@ def claim_bindings(
     taken with a guarded UPDATE of the account: an account whose bucket is empty is left out until it
     refills, in every process. So one account with a thousand calendars or a long initial sync takes
     its turn with the others and never more than its budget, and a notification of anyone else is
-    claimed before the poll backlog."""
+    claimed before the poll backlog. `queued_out` gets the ids of those with local changes waiting
+    in the outbox (a worker need not read the outbox of the others: a change queued meanwhile makes
+    its binding due again once it is given back)."""
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     epoch = now.timestamp()
     queued = (
@@ -110,6 +113,7 @@ def claim_bindings(
                 bindings.c.account_id,
                 accounts.c.provider,
                 accounts.c.budget_spent_until,
+                queued.label("queued"),
             )
             .join(accounts, accounts.c.id == bindings.c.account_id)
             .where(due)
@@ -155,6 +159,8 @@ def claim_bindings(
             .returning(bindings.c.id)
         ).scalars()
     )
+    if queued_out is not None:
+        queued_out.update(r["id"] for r in rows if r["queued"] and r["id"] in leased)
     return [c for c in claims if c["id"] in leased]
 
 
