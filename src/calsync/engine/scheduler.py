@@ -297,7 +297,10 @@ class Dispatcher:
         )
         self.owner = self.worker.owner
         self.stats = self.worker.stats
-        self.providers = WarmProviders(make_provider or provider_maker(engine), keep=1, max_idle=4 * self.concurrency)
+        # as many idle clients per account as one claim may start syncs of it, so its next bindings reuse them
+        self.providers = WarmProviders(
+            make_provider or provider_maker(engine), keep=self.settings.per_account, max_idle=4 * self.concurrency
+        )
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="calsync-sync")
         self._lock = threading.Lock()
         self._in_flight = 0

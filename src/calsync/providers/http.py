@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -67,6 +68,36 @@ def observe_responses(observer: ResponseObserver) -> None:
     _observers.append(weakref.WeakMethod(observer))
 
 
+class _Shared(httpx.BaseTransport):
+    """A transport many clients use: closing one of them leaves it open for the others."""
+
+    def __init__(self, inner: httpx.HTTPTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        pass  # lives as long as the process
+
+
+_transports: dict[bool, _Shared] = {}
+_transports_lock = threading.Lock()
+
+
+def shared_transport(verify: bool) -> httpx.BaseTransport:
+    """One connection pool per process for the system's trust store (or for plain http): a worker
+    makes a client per sync of each account, and thousands of accounts would otherwise each load the
+    CA bundle and open their own connections. Connections carry no credentials (every request has
+    its own Authorization header), so accounts may share them."""
+    with _transports_lock:
+        transport = _transports.get(verify)
+        if transport is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
+            transport = _transports[verify] = _Shared(httpx.HTTPTransport(verify=verify, limits=limits))
+        return transport
+
+
 class RetryingClient:
     """Wraps httpx.Client; counts requests so sync summaries can report them. `ca_file`: the CA to
     trust instead of the system's (an emulator's own); certificate checks are never turned off."""
@@ -87,8 +118,13 @@ class RetryingClient:
         # plain http (a CalDAV server on the LAN, an emulator) never uses TLS: skip loading the CA bundle,
         # a tenth of a second of every short-lived `calsync sync`
         plain = base_url.startswith("http://")
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else not plain
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=verify, auth=auth)
+        if ca_file:
+            context = ssl.create_default_context(cafile=ca_file)
+            self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=context, auth=auth)
+        else:  # the process's shared connection pool: a client is cheap to make, and its TLS context made once
+            self._client = httpx.Client(
+                base_url=base_url, headers=headers, timeout=timeout, auth=auth, transport=shared_transport(not plain)
+            )
         self.policy = policy or RetryPolicy()
         self.request_count = 0
         self.retries = 0
