@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -625,14 +625,22 @@ def main() -> None:
             print(f"  run: {processes} worker process(es) x {concurrency} ...", flush=True)
             result = one_run(args, emulator, api, layout, processes, concurrency, folder, env)
             results.append(result)
-            print(
-                f"    initial {result.initial_seconds:.1f}s, poll cycle {result.poll_seconds:.1f}s, "
-                f"notify p99 {result.notify_p99 * 1000:.0f} ms",
-                flush=True,
-            )
+            print(f"    {row(result)}", flush=True)
         report(args, results)
     finally:
         emulator.stop()
+
+
+def row(r: RunResult) -> str:
+    rss = "/".join(f"{v:.0f}" for v in r.rss_mb)
+    return (
+        f"{r.processes:>5} x {r.concurrency:<4}  | {r.initial_seconds:9.1f} "
+        f"{r.initial_bindings / r.initial_seconds:7.0f} {r.initial_events / r.initial_seconds:8.0f} | "
+        f"{r.poll_seconds:7.1f} {r.polls / r.poll_seconds:7.0f} {r.queries_per_poll:8.1f} "
+        f"{r.requests_per_poll:8.2f} | {r.notify_p50 * 1000:8.0f}ms {r.notify_p99 * 1000:5.0f}ms "
+        f"{r.notify_n:>4} | {rss:>14} | {r.connections:>8} | {r.worker_cpu_poll:12.1f} "
+        f"{r.machine_busy_poll:11.0%} | {r.many_seconds:15.1f} {r.big_seconds:9.1f}"
+    )
 
 
 def report(args: argparse.Namespace, results: list[RunResult]) -> None:
@@ -646,15 +654,7 @@ def report(args: argparse.Namespace, results: list[RunResult]) -> None:
     print(head)
     print("-" * len(head))
     for r in results:
-        rss = "/".join(f"{v:.0f}" for v in r.rss_mb)
-        print(
-            f"{r.processes:>5} x {r.concurrency:<4}  | {r.initial_seconds:9.1f} "
-            f"{r.initial_bindings / r.initial_seconds:7.0f} {r.initial_events / r.initial_seconds:8.0f} | "
-            f"{r.poll_seconds:7.1f} {r.polls / r.poll_seconds:7.0f} {r.queries_per_poll:8.1f} "
-            f"{r.requests_per_poll:8.2f} | {r.notify_p50 * 1000:8.0f}ms {r.notify_p99 * 1000:5.0f}ms "
-            f"{r.notify_n:>4} | {rss:>14} | {r.connections:>8} | {r.worker_cpu_poll:12.1f} "
-            f"{r.machine_busy_poll:11.0%} | {r.many_seconds:15.1f} {r.big_seconds:9.1f}"
-        )
+        print(row(r))
     base = next((r for r in results if r.processes == 1), None)
     if base is not None:
         print("ratios (polls/s and initial bindings/s against 1 process at the same concurrency):")
@@ -663,11 +663,10 @@ def report(args: argparse.Namespace, results: list[RunResult]) -> None:
                 continue
             poll_ratio = base.poll_seconds / r.poll_seconds
             initial_ratio = base.initial_seconds / r.initial_seconds
-            cpu_bound = r.machine_busy_poll >= 0.85
-            print(
-                f"  {r.processes} processes: poll {poll_ratio:.2f}x, initial sync {initial_ratio:.2f}x"
-                f"{' (CPU-bound: the machine was ' + format(r.machine_busy_poll, '.0%') + ' busy)' if cpu_bound else ''}"
+            bound = (
+                f" (CPU-bound: the machine was {r.machine_busy_poll:.0%} busy)" if r.machine_busy_poll >= 0.85 else ""
             )
+            print(f"  {r.processes} processes: poll {poll_ratio:.2f}x, initial sync {initial_ratio:.2f}x{bound}")
         verdict = "met" if base.poll_seconds < TARGET_POLL_SECONDS else "NOT met"
         scale = "" if args.bindings == 10_000 else f" (measured at {args.bindings}, not 10,000)"
         print(
