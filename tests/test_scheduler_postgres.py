@@ -127,11 +127,12 @@ def test_due_work_is_found_through_indexes_at_100000_bindings(engine: Engine) ->
                 assert f"Seq Scan on {table} " not in plan + " ", (what, sql, plan)
             assert "Index" in plan, (what, sql, plan)
         claim_plans = [plan for sql, plan in plans if "FOR UPDATE" in sql and "bindings.id" in sql]
-        assert len(claim_plans) == 2, (what, plans)
-        assert "ix_bindings_next_poll_at" in claim_plans[0], (what, claim_plans[0])
-        assert "ix_outbox_status_next_attempt_at_binding_id" in claim_plans[1] and "pk_bindings" in claim_plans[1], (
+        assert len(claim_plans) == 3, (what, plans)
+        assert "ix_bindings_dirty_at" in claim_plans[0], (what, claim_plans[0])
+        assert "ix_bindings_next_poll_at" in claim_plans[1], (what, claim_plans[1])
+        assert "ix_outbox_status_next_attempt_at_binding_id" in claim_plans[2] and "pk_bindings" in claim_plans[2], (
             what,
-            claim_plans[1],
+            claim_plans[2],
         )
     # and the claims themselves: the earliest due binding, through either door
     with engine.begin() as conn:

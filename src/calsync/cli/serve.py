@@ -34,7 +34,14 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve the API only; run `calsync worker` elsewhere.")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Worker threads in this process (keep 1 on SQLite).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "--concurrency",
+            help="Bindings synced at once in this process (default $CALSYNC_CONCURRENCY, else 1; keep 1 on SQLite).",
+        ),
+    ] = None,
     poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
     lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
     db: DbOption = None,
@@ -53,7 +60,7 @@ def serve(
     from calsync.service.oauth_routes import OAuthClients
     from calsync.store.urls import default_url, sqlite_file
 
-    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds, workers)
     adapters = conference_adapters(config)
     try:
         limits = Limits.from_settings(load_settings(config))
@@ -70,9 +77,9 @@ def serve(
     reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
     url = f"http://{reach if ':' not in reach else f'[{reach}]'}:{sock.getsockname()[1]}"
     signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops cleanly on SIGTERM only while it runs
-    with database(db, check_keys=True) as engine:
+    with database(db, check_keys=True, concurrency=settings.concurrency) as engine:
         metrics = Metrics()
-        pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=max(1, workers))
+        pool = None if no_workers else WorkerPool(engine, settings, adapters, metrics, count=settings.concurrency)
         app_ = create_app(
             engine,
             metrics,
@@ -118,7 +125,15 @@ def serve(
 
 
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            "--workers",
+            help="Bindings synced at once in this process, each on its own thread; sizes its database "
+            "connection pool too (default $CALSYNC_CONCURRENCY, else 16).",
+        ),
+    ] = None,
     public_url: Annotated[str | None, typer.Option(help="Base URL providers call back, for channel set-up.")] = None,
     poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls of a quiet calendar.")] = None,
     lease_seconds: Annotated[float | None, typer.Option(help="How long a claim on work lasts.")] = None,
@@ -132,15 +147,15 @@ def worker(
     from calsync.service.app import WorkerPool
     from calsync.service.metrics import Metrics
 
-    settings = worker_settings(config, public_url, poll_interval, lease_seconds)
+    settings = worker_settings(config, public_url, poll_interval, lease_seconds, concurrency, default_concurrency=16)
     adapters = conference_adapters(config)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with database(db, check_keys=True) as engine:
-        pool = WorkerPool(engine, settings, adapters, Metrics(), count=max(1, concurrency))
+    with database(db, check_keys=True, concurrency=settings.concurrency) as engine:
+        pool = WorkerPool(engine, settings, adapters, Metrics(), count=settings.concurrency)
         settle_heap()
         pool.start()
-        err.print(f"calsync worker: {pool.count} thread(s); Ctrl-C or SIGTERM to stop")
+        err.print(f"calsync worker: {pool.count} binding(s) at once; Ctrl-C or SIGTERM to stop")
         try:
             while not done.wait(0.5):
                 pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -59,11 +60,13 @@ class WarmProviders:
     and credentials as they were when it was made: re-adding the account with a new password gets a
     new client, and the old one is closed when it comes back."""
 
-    def __init__(self, make: Callable[[Account], Provider], keep: int = 2) -> None:
+    def __init__(self, make: Callable[[Account], Provider], keep: int = 2, max_idle: int | None = None) -> None:
         self._make = make
         self._keep = keep
+        self._max_idle = max_idle  # idle clients kept in all (the least recently given back go first)
         self._lock = threading.Lock()
         self._idle: dict[str, list[Provider]] = {}
+        self._order: OrderedDict[int, str] = OrderedDict()  # id(idle client) -> its key, oldest first
         self._lent: dict[int, tuple[str, str]] = {}  # id(client) -> (account id, key it was made for)
         self._current: dict[str, str] = {}  # account id -> key of its latest settings
         self._closed = False
@@ -83,6 +86,10 @@ class WarmProviders:
             self._current[account.id] = key
             idle = self._idle.get(key)
             client = idle.pop() if idle else None
+            if client is not None:
+                self._order.pop(id(client), None)
+            for old in stale:
+                self._order.pop(id(old), None)
         for old in stale:  # made with settings the account no longer has
             old.close()
         if client is None:
@@ -96,15 +103,27 @@ class WarmProviders:
             account_id, key = self._lent.pop(id(client), ("", ""))
             idle = self._idle.setdefault(key, [])
             keep = not self._closed and self._current.get(account_id) == key and len(idle) < self._keep
+            evicted: list[Provider] = []
             if keep:
                 idle.append(client)
+                self._order[id(client)] = key
+                while self._max_idle is not None and len(self._order) > self._max_idle:
+                    oldest, oldest_key = self._order.popitem(last=False)
+                    clients = self._idle.get(oldest_key, [])
+                    for n, c in enumerate(clients):
+                        if id(c) == oldest:
+                            evicted.append(clients.pop(n))
+                            break
         if not keep:
             client.close()
+        for old in evicted:
+            old.close()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             clients = [c for idle in self._idle.values() for c in idle]
             self._idle.clear()
+            self._order.clear()
         for client in clients:
             client.close()

@@ -14,24 +14,30 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from calsync.backoff import jittered_delay
+from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.conferencing.base import ConferenceAdapter
+from calsync.credentials import provider_maker
 from calsync.engine.channels import ChannelRun, ensure_channel
 from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import SyncResult, sync_binding
 from calsync.engine.outbound import Pusher
-from calsync.engine.pool import ProviderPool
+from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
 from calsync.providers.base import Provider
 from calsync.store import scheduling
+from calsync.store.rows import BindingClaim
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ class WorkerSettings:
     channel_ttl: int | None = None  # ask for this channel lifetime (None: the provider's default)
     backoff_base: float = 5.0
     backoff_max: float = 900.0
+    concurrency: int = 1  # bindings in flight at once in one process (Dispatcher: its sync threads)
+    per_account: int = 4  # at most this many bindings of one account per claim (Graph: 4 requests at once)
+    budgets: dict[str, RequestBudget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
 
 
 @dataclass
@@ -85,6 +94,7 @@ class Worker:
         self.stats = WorkerStats()
         self.on_sync = on_sync
         self._random = random.Random()
+        self._stats_lock = threading.Lock()
 
     def run_once(self, now: datetime | None = None) -> bool:
         """Do what is due now; False when there was nothing to do."""
@@ -137,11 +147,20 @@ class Worker:
     def _sync_one(self, now: datetime) -> bool:
         lease = self.settings.lease_seconds
         with self.engine.begin() as conn:
-            claim = scheduling.claim_binding(conn, self.owner, now, lease)
-        if claim is None:
+            claims = scheduling.claim_bindings(
+                conn, self.owner, now, lease, 1, budgets=self.settings.budgets, per_account=self.settings.per_account
+            )
+        if not claims:
             return False
+        self.sync_claimed(claims[0], self.pool)
+        return True
 
-        held_until = [now + timedelta(seconds=lease)]
+    def sync_claimed(self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True) -> None:
+        """Sync a binding this worker's owner has leased (its first request already paid for by the
+        claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
+        channel, and give it back."""
+        lease = self.settings.lease_seconds
+        held_until = [utcnow() + timedelta(seconds=lease)]  # (the claim's own lease ends a little earlier)
 
         def keep_lease(_page: int, _result: SyncResult) -> None:
             # extended once a third of it is used up, not after every page (a quiet poll's one page
@@ -153,20 +172,25 @@ class Worker:
             with self.engine.begin() as conn:
                 scheduling.extend_binding_lease(conn, claim["id"], self.owner, held_until[0])
 
-        result = sync_binding(self.engine, self.pool.get(claim["account_id"]), claim["id"], after_page=keep_lease)
-        if result.status in ("ok", "skipped"):  # still ours: the lease covers the binding's outbox too
-            Pusher(self.engine, self.pool.get(claim["account_id"]), claim["id"]).run()
-        push_capable = self.pool.get(claim["account_id"]).capabilities.push
-        if self.settings.public_url and result.status == "ok" and push_capable:  # ... and its channel
-            ensure_channel(
-                self.engine,
-                self.pool,
-                claim["id"],
-                self.settings.public_url,
-                renew_before=timedelta(seconds=self.settings.channel_renew_before),
-                ttl_seconds=self.settings.channel_ttl,
-                run=self.stats.channels,
-            )
+        provider = pool.get(claim["account_id"])
+        spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
+        try:
+            result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease)
+            if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
+                Pusher(self.engine, provider, claim["id"]).run()
+            if self.settings.public_url and result.status == "ok" and provider.capabilities.push:  # ... and its channel
+                ensure_channel(
+                    self.engine,
+                    pool,
+                    claim["id"],
+                    self.settings.public_url,
+                    renew_before=timedelta(seconds=self.settings.channel_renew_before),
+                    ttl_seconds=self.settings.channel_ttl,
+                    run=self.stats.channels,
+                )
+        finally:
+            if spending is not None:
+                spending.detach()
         finished = utcnow()
         with self.engine.begin() as conn:
             self._account_backoff(conn, claim["account_id"], result, finished)
@@ -179,11 +203,11 @@ class Worker:
                 claim["dirty_at"],
                 self.settings.debounce,
             )
-        self.stats.syncs += 1
-        self.stats.sync_errors += result.status not in ("ok", "skipped")
+        with self._stats_lock:
+            self.stats.syncs += 1
+            self.stats.sync_errors += result.status not in ("ok", "skipped")
         if self.on_sync:
             self.on_sync(result, claim["dirty_at"], finished)
-        return True
 
     def _account_backoff(self, conn: Connection, account_id: str, result: SyncResult, now: datetime) -> None:
         """Rate limits and outages back the whole account off (with jitter, honouring Retry-After);
@@ -210,3 +234,199 @@ class Worker:
             return False
         self.conferences.work(work, self.stats.conferences)
         return True
+
+
+class AccountRequests:
+    """Spends an account's request budget (budgets.py, kept on the account row) before each request
+    its client sends during one sync, waiting when the bucket is empty; the claim paid for the first
+    one. A rate-limit answer empties the bucket, so every process holds off that account (only)."""
+
+    def __init__(self, engine: Engine, account_id: str, budget: RequestBudget, prepaid: int = 1) -> None:
+        self.engine = engine
+        self.account_id = account_id
+        self.budget = budget
+        self.prepaid = prepaid
+        self.waited = 0.0
+        self._lock = threading.Lock()
+        self._http: Any = None
+
+    @classmethod
+    def attach(
+        cls, engine: Engine, provider: Provider, account_id: str, budgets: dict[str, RequestBudget]
+    ) -> AccountRequests | None:
+        """Hook the budget of the account's kind into the provider's HTTP client (None: no budget,
+        or a client without the hooks, such as the in-memory provider)."""
+        http: Any = getattr(provider, "http", None)
+        budget = budgets.get(str(getattr(http, "provider", "")))
+        if http is None or not hasattr(http, "before_send") or budget is None or not budget.limited:
+            return None
+        spending = cls(engine, account_id, budget)
+        spending._http = http
+        http.before_send = spending.before_send
+        http.on_throttled = spending.throttled
+        return spending
+
+    def detach(self) -> None:
+        if self._http is not None:
+            self._http.before_send = None
+            self._http.on_throttled = None
+            self._http = None
+
+    def before_send(self) -> None:
+        with self._lock:
+            if self.prepaid > 0:
+                self.prepaid -= 1
+                return
+        while True:
+            with self.engine.begin() as conn:
+                wait = scheduling.take_budget(conn, self.account_id, self.budget, time.time())
+            if wait <= 0:
+                return
+            self.waited += wait
+            time.sleep(min(wait, 5.0))
+
+    def throttled(self) -> None:
+        with self.engine.begin() as conn:
+            scheduling.drain_budget(conn, self.account_id, self.budget, time.time())
+
+
+class Dispatcher:
+    """The workers of one process: one thread claims due bindings in batches (as many as there are
+    free slots, settings.concurrency in all) and hands each to a pool of sync threads, so many
+    bindings are in flight at once while each binding is still synced by one thread at a time (its
+    lease), its pages in order, its outbox pushed in order after it. Conference work runs on the same
+    threads, one batch at a time. Provider clients are lent per sync from one WarmProviders."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        settings: WorkerSettings | None = None,
+        adapters: dict[str, ConferenceAdapter] | None = None,
+        make_provider: Callable[[Account], Provider] | None = None,
+        owner: str | None = None,
+        on_sync: SyncObserver | None = None,
+        batch: int = 32,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or WorkerSettings()
+        self.concurrency = max(1, self.settings.concurrency)
+        self.batch = max(1, batch)
+        self.worker = Worker(
+            engine, settings=self.settings, adapters=adapters, make_provider=make_provider, owner=owner, on_sync=on_sync
+        )
+        self.owner = self.worker.owner
+        self.stats = self.worker.stats
+        # as many idle clients per account as one claim may start syncs of it, so its next bindings reuse them
+        self.providers = WarmProviders(
+            make_provider or provider_maker(engine), keep=self.settings.per_account, max_idle=4 * self.concurrency
+        )
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="calsync-sync")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._conference_busy = False
+        self._conference_checked = 0.0
+        self._freed = threading.Event()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def run_forever(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Claim and dispatch until `stop` is set; then wait for the syncs in flight."""
+        self.worker.spread_overdue_polls()
+        try:
+            while not stop.is_set():
+                try:
+                    full, claimed = self.dispatch_once()
+                except OperationalError as exc:  # database busy or briefly unreachable: try again soon
+                    log.warning("worker %s: database error: %s", self.owner, exc)
+                    full, claimed = False, 0
+                except Exception:
+                    log.exception("worker %s: unexpected error", self.owner)
+                    full, claimed = False, 0
+                if full:  # every slot busy: wait for some to free (a few at once make one claim)
+                    self._freed.wait(self.settings.idle_sleep)
+                    self._freed.clear()
+                    if self.concurrency >= 8:
+                        stop.wait(0.02)
+                elif claimed == 0:  # nothing due: sleep until woken (a notification) or idle_sleep
+                    if wake is not None:
+                        wake.wait(self.settings.idle_sleep)
+                        wake.clear()
+                    else:
+                        stop.wait(self.settings.idle_sleep)
+        finally:
+            self.close()
+
+    def dispatch_once(self, now: datetime | None = None) -> tuple[bool, int]:
+        """Claim what fits in the free slots and start it: (all slots busy, bindings claimed)."""
+        now = now or utcnow()
+        free = self.concurrency - self.in_flight
+        if free <= 0:
+            return True, 0
+        queued: set[str] = set()
+        with self.engine.begin() as conn:
+            claims = scheduling.claim_bindings(
+                conn,
+                self.owner,
+                now,
+                self.settings.lease_seconds,
+                min(free, self.batch),
+                budgets=self.settings.budgets,
+                per_account=self.settings.per_account,
+                queued_out=queued,
+            )
+        for claim in claims:
+            self._start(self._sync, (claim, claim["id"] in queued))
+        started = len(claims)
+        # conference work: looked for when fewer were due than there was room for, else every idle_sleep
+        checked_long_ago = time.monotonic() - self._conference_checked >= self.settings.idle_sleep
+        if (
+            self.concurrency - self.in_flight > 0
+            and not self._conference_busy
+            and (started < min(free, self.batch) or checked_long_ago)
+        ):
+            self._conference_checked = time.monotonic()
+            with self.engine.begin() as conn:
+                work = scheduling.claim_conference_work(conn, self.owner, now, self.settings.lease_seconds)
+            if work:
+                self._conference_busy = True
+                self._start(self._conferences, work)
+                started += 1
+        return self.concurrency - self.in_flight <= 0, started
+
+    def _start(self, job: Callable[[Any], None], arg: Any) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self._executor.submit(self._run, job, arg)
+
+    def _run(self, job: Callable[[Any], None], arg: Any) -> None:
+        try:
+            job(arg)
+        except Exception:
+            log.exception("worker %s: unexpected error", self.owner)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._freed.set()
+
+    def _sync(self, job: tuple[BindingClaim, bool]) -> None:
+        claim, queued = job
+        pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back)
+        try:
+            self.worker.sync_claimed(claim, pool, push=queued)
+        finally:
+            pool.close()
+
+    def _conferences(self, work: Any) -> None:
+        try:
+            self.worker.conferences.work(work, self.stats.conferences)
+        finally:
+            self._conference_busy = False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.worker.close()
+        self.providers.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -50,6 +51,13 @@ def is_retryable(response: httpx.Response) -> bool:
     return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
 
 
+def is_rate_limited(response: httpx.Response) -> bool:
+    """The provider says this client is over its rate (not an outage): 429, or Google's rate-limit 403."""
+    if response.status_code == 429:
+        return True
+    return response.status_code == 403 and error_reason(response) in RATE_LIMIT_REASONS
+
+
 ResponseObserver = Callable[[str, int], None]
 _observers: list[weakref.WeakMethod[ResponseObserver]] = []
 
@@ -58,6 +66,36 @@ def observe_responses(observer: ResponseObserver) -> None:
     """Call the bound method `observer(provider, status)` for every provider response (status 0: no
     response), for metrics. Held weakly: a metrics object that goes away stops observing."""
     _observers.append(weakref.WeakMethod(observer))
+
+
+class _Shared(httpx.BaseTransport):
+    """A transport many clients use: closing one of them leaves it open for the others."""
+
+    def __init__(self, inner: httpx.HTTPTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        pass  # lives as long as the process
+
+
+_transports: dict[bool, _Shared] = {}
+_transports_lock = threading.Lock()
+
+
+def shared_transport(verify: bool) -> httpx.BaseTransport:
+    """One connection pool per process for the system's trust store (or for plain http): a worker
+    makes a client per sync of each account, and thousands of accounts would otherwise each load the
+    CA bundle and open their own connections. Connections carry no credentials (every request has
+    its own Authorization header), so accounts may share them."""
+    with _transports_lock:
+        transport = _transports.get(verify)
+        if transport is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
+            transport = _transports[verify] = _Shared(httpx.HTTPTransport(verify=verify, limits=limits))
+        return transport
 
 
 class RetryingClient:
@@ -80,19 +118,30 @@ class RetryingClient:
         # plain http (a CalDAV server on the LAN, an emulator) never uses TLS: skip loading the CA bundle,
         # a tenth of a second of every short-lived `calsync sync`
         plain = base_url.startswith("http://")
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else not plain
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=verify, auth=auth)
+        if ca_file:
+            context = ssl.create_default_context(cafile=ca_file)
+            self._client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, verify=context, auth=auth)
+        else:  # the process's shared connection pool: a client is cheap to make, and its TLS context made once
+            self._client = httpx.Client(
+                base_url=base_url, headers=headers, timeout=timeout, auth=auth, transport=shared_transport(not plain)
+            )
         self.policy = policy or RetryPolicy()
         self.request_count = 0
         self.retries = 0
         self._sleep = sleep
         self._random = random.Random()
+        # set by the scheduler for one sync at a time: called before every attempt (the account's
+        # request budget, which may wait), and when the provider answers that the rate is exceeded
+        self.before_send: Callable[[], None] | None = None
+        self.on_throttled: Callable[[], None] | None = None
 
     def request(self, method: str, url: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
         """Send, retrying with exponential backoff and full jitter; Retry-After wins when given."""
         attempt = 0
         while True:
             attempt += 1
+            if self.before_send is not None:
+                self.before_send()
             try:
                 self.request_count += 1
                 response = self._client.request(method, url, **kwargs)
@@ -103,6 +152,8 @@ class RetryingClient:
                 self._pause(attempt, None, exc)
                 continue
             self._notify(response.status_code)
+            if self.on_throttled is not None and is_rate_limited(response):
+                self.on_throttled()
             if not is_retryable(response) or attempt >= self.policy.attempts:
                 return response
             wait = retry_after_seconds(response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -16,7 +16,7 @@ from calsync import __version__
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.credentials import provider_maker
 from calsync.engine.pool import WarmProviders
-from calsync.engine.scheduler import Worker, WorkerSettings
+from calsync.engine.scheduler import Dispatcher, WorkerSettings
 from calsync.hooks import delivery as hook_delivery
 from calsync.service.api import PREFIX, api_router
 from calsync.service.auth import Auth, Caller, authenticate, authenticate_admin, health_router
@@ -119,8 +119,9 @@ def create_app(
 
 @dataclass
 class WorkerPool:
-    """Worker threads inside one process, woken early by the webhook receivers, and one thread
-    delivering outbound webhooks (calsync/hooks/delivery.py)."""
+    """The workers of one process (engine/scheduler.Dispatcher): `count` bindings in flight at once,
+    woken early by the webhook receivers; and one thread delivering outbound webhooks
+    (calsync/hooks/delivery.py)."""
 
     engine: Engine
     settings: WorkerSettings
@@ -130,15 +131,21 @@ class WorkerPool:
     wake: threading.Event = field(default_factory=threading.Event)
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
+    dispatcher: Dispatcher | None = None
 
     def start(self) -> None:
-        for n in range(self.count):
-            worker = Worker(self.engine, settings=self.settings, adapters=self.adapters, on_sync=self.metrics.sync_done)
-            thread = threading.Thread(
-                target=worker.run_forever, args=(self.stop_event, self.wake), name=f"calsync-worker-{n}", daemon=True
-            )
-            thread.start()
-            self.threads.append(thread)
+        settings = replace(self.settings, concurrency=max(1, self.count))
+        self.dispatcher = Dispatcher(
+            self.engine, settings=settings, adapters=self.adapters, on_sync=self.metrics.sync_done
+        )
+        thread = threading.Thread(
+            target=self.dispatcher.run_forever,
+            args=(self.stop_event, self.wake),
+            name="calsync-dispatcher",
+            daemon=True,
+        )
+        thread.start()
+        self.threads.append(thread)
         # outbound webhooks on a thread of their own: a slow receiver never holds a sync worker
         self.threads.append(hook_delivery.start_in_thread(self.engine, self.stop_event))
 

@@ -21,13 +21,30 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0017"
 
 
-def make_engine(url: str) -> Engine:
+def pool_size_for(concurrency: int) -> tuple[int, int]:
+    """(pool_size, max_overflow) of one process's connection pool for `concurrency` bindings in flight.
+
+    A sync holds a connection only while it reads or writes the store, never while it waits on the
+    provider, so a few connections serve many syncs; with dozens of threads sharing one interpreter,
+    a thread may keep its connection a while waiting for its turn, and a pool as wide as the threads
+    would then fill with connections doing nothing. Between 5 and 16, plus half again in overflow:
+    64 syncs at once use at most 15 connections; a thread that finds none free waits for one."""
+    size = min(16, max(5, concurrency // 8 + 2))
+    return size, max(3, size // 2)
+
+
+def make_engine(url: str, concurrency: int | None = None) -> Engine:
+    """The engine, with one connection pool for the process; on a server database it is sized for
+    `concurrency` bindings in flight (pool_size_for; None: SQLAlchemy's default of 5 + 10)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    if concurrency is None:
+        return create_engine(url, pool_pre_ping=True)
+    size, overflow = pool_size_for(concurrency)
+    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=overflow)
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -84,8 +101,9 @@ def migrate(engine: Engine) -> None:
                 conn.commit()
 
 
-def open_engine(url: str | None = None) -> Engine:
-    """An engine on a migrated database (the only way production code gets one)."""
-    engine = make_engine(url or default_url())
+def open_engine(url: str | None = None, concurrency: int | None = None) -> Engine:
+    """An engine on a migrated database (the only way production code gets one); `concurrency`:
+    make_engine's pool sizing."""
+    engine = make_engine(url or default_url(), concurrency)
     migrate(engine)
     return engine

@@ -44,6 +44,8 @@ class AccountRow(TypedDict):
     backoff_attempts: int
     token_lease_owner: str | None
     token_lease_until: datetime | None
+    budget_spent_until: float  # the request budget (budgets.py): epoch second its requests are paid to
+    served_at: datetime | None  # a binding of it last claimed (the claim goes round the accounts)
     created_at: datetime
     updated_at: datetime
 

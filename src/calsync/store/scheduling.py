@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, func, literal, or_, select, true, update
 
+from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.keys import open_sealed, seal
@@ -114,56 +116,201 @@ def _free(table: Any, now: datetime) -> Any:
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _affordable(budgets: Mapping[str, RequestBudget], epoch: float) -> ColumnElement[bool]:
+    """The account may make one more request now (budgets.py: its bucket holds a token)."""
+    limited = {kind: budget for kind, budget in budgets.items() if budget.limited}
+    if not limited:
+        return true()
+    slack = case(
+        {kind: literal(budget.slack(1)) for kind, budget in limited.items()},
+        value=accounts.c.provider,
+        else_=literal(None),
+    )
+    return or_(slack.is_(None), accounts.c.budget_spent_until <= epoch + slack)
+
+
+def _claimable(now: datetime, budgets: Mapping[str, RequestBudget], epoch: float) -> ColumnElement[bool]:
     return and_(
         _free(bindings, now),
         accounts.c.state == "ok",
         or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),
+        _affordable(budgets, epoch),
     )
 
 
-def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
-    """The most urgent due binding, leased to `owner`. A binding is due when its time has come: the
-    poll timer, or shortly after a notification (mark_dirty brings the time forward), or local changes
-    whose time to push has come.
+def claim_bindings(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int = 1,
+    *,
+    budgets: Mapping[str, RequestBudget] | None = None,
+    per_account: int = 4,
+    queued_out: set[str] | None = None,
+) -> list[BindingClaim]:
+    """Up to `limit` due bindings, leased to `owner`, in this order: notified (or with local changes
+    queued) before those only due by the poll timer; then round the accounts, the least recently
+    served first (`accounts.served_at`), at most `per_account` bindings of one account per claim; then
+    the earliest due. A binding is due when its time has come: the poll timer, or shortly after a
+    notification (mark_dirty brings the time forward), or local changes whose time to push has come.
 
-    Two index ranges, never a read of every binding (tests/test_scheduler_postgres.py checks the plans
-    at 100,000 bindings): the poll timer in order (`ix_bindings_next_poll_at`), and the due rows of
-    the outbox (`ix_outbox_status_next_attempt_at_binding_id`). Each takes its first claimable binding
-    (FOR UPDATE SKIP LOCKED); the one due earlier wins."""
-    columns = (bindings.c.id, bindings.c.dirty_at, bindings.c.account_id)
+    The candidates come from three index ranges, never a read of every binding
+    (tests/test_scheduler_postgres.py checks the plans at 100,000 bindings): the notified bindings
+    (`ix_bindings_dirty_at`, partial), the poll timer in order (`ix_bindings_next_poll_at`), and the
+    due rows of the outbox (`ix_outbox_status_next_attempt_at_binding_id`), each a window of
+    limit x per_account rows taken FOR UPDATE SKIP LOCKED, so workers claiming at once take
+    different ones. The order above is applied to the window.
 
-    def first(query: Any) -> dict[str, Any] | None:
-        found = query.where(_claimable(now)).limit(1).with_for_update(of=bindings, skip_locked=True)
-        row = conn.execute(found).mappings().first()
-        return dict(row) if row is not None else None
+    Each claimed binding spends one request of its account's budget (its first request, the poll),
+    taken with a guarded UPDATE of the account: an account whose bucket is empty is left out until it
+    refills, in every process. So one account with a thousand calendars or a long initial sync takes
+    its turn with the others and never more than its budget, and a notification of anyone else is
+    claimed before the poll backlog. `queued_out` gets the ids of those with local changes waiting
+    in the outbox (a worker need not read the outbox of the others: a change queued meanwhile makes
+    its binding due again once it is given back)."""
+    budgets = DEFAULT_BUDGETS if budgets is None else budgets
+    epoch = now.timestamp()
+    window = max(1, limit) * max(1, per_account)
+    columns = (
+        bindings.c.id,
+        bindings.c.dirty_at,
+        bindings.c.account_id,
+        bindings.c.next_poll_at,
+        accounts.c.provider,
+        accounts.c.budget_spent_until,
+        accounts.c.served_at,
+    )
+    claimable = _claimable(now, budgets, epoch)
 
-    polled = first(
-        select(*columns, bindings.c.next_poll_at.label("due_at"))
+    def candidates(query: Any) -> list[dict[str, Any]]:
+        found = query.where(claimable).limit(window).with_for_update(of=bindings, skip_locked=True)
+        return [dict(row) for row in conn.execute(found).mappings()]
+
+    timer_due = and_(bindings.c.direction != "push", bindings.c.next_poll_at <= now)
+    notified = candidates(
+        select(*columns)
         .join(accounts, accounts.c.id == bindings.c.account_id)
-        .where(bindings.c.direction != "push", bindings.c.next_poll_at <= now)
+        .where(bindings.c.dirty_at.is_not(None), timer_due)
+        .order_by(bindings.c.dirty_at)
+    )
+    polled = candidates(
+        select(*columns)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(timer_due)
         .order_by(bindings.c.next_poll_at)
     )
-    queued = first(  # the oldest due change to push, its binding by its primary key
-        select(*columns, outbox.c.next_attempt_at.label("due_at"))
+    queued = candidates(  # the oldest due changes to push, their bindings by primary key
+        select(*columns)
         .select_from(outbox)
         .join(bindings, bindings.c.id == outbox.c.binding_id)
         .join(accounts, accounts.c.id == bindings.c.account_id)
         .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
         .order_by(outbox.c.next_attempt_at)
     )
-    found = [c for c in (polled, queued) if c is not None]
-    if not found:
-        return None
-    candidate = min(found, key=lambda c: c["due_at"] or now)
-    claimed = conn.execute(
-        update(bindings)
-        .where(bindings.c.id == candidate["id"], _free(bindings, now))
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-    ).rowcount
-    if claimed != 1:
-        return None
-    return {"id": candidate["id"], "dirty_at": candidate["dirty_at"], "account_id": candidate["account_id"]}
+    with_changes = {row["id"] for row in queued}
+    rows: dict[str, dict[str, Any]] = {}
+    for row in (*notified, *queued, *polled):
+        rows.setdefault(row["id"], row)
+    far = datetime.max.replace(tzinfo=UTC)
+
+    def order(row: dict[str, Any]) -> tuple[bool, bool, datetime, datetime]:
+        urgent = row["dirty_at"] is not None or row["id"] in with_changes
+        served = row["served_at"]
+        return (not urgent, served is not None, served or far, row["next_poll_at"] or far)
+
+    picked: dict[str, list[dict[str, Any]]] = {}
+    chosen = 0
+    for row in sorted(rows.values(), key=order):
+        if chosen >= limit:
+            break
+        mine = picked.setdefault(row["account_id"], [])
+        budget = budgets.get(row["provider"])
+        cap = per_account if budget is None else min(per_account, budget.affordable(row["budget_spent_until"], epoch))
+        if len(mine) < cap:
+            mine.append(row)
+            chosen += 1
+    claims: list[BindingClaim] = []
+    for account_id, mine in picked.items():
+        if not mine:
+            continue
+        budget = budgets.get(mine[0]["provider"])
+        taken = _spend(conn, account_id, len(mine), epoch, budget, served_at=now)
+        claims.extend(cast("BindingClaim", {k: r[k] for k in ("id", "dirty_at", "account_id")}) for r in mine[:taken])
+    if not claims:
+        return []
+    leased = set(
+        conn.execute(
+            update(bindings)
+            .where(bindings.c.id.in_([c["id"] for c in claims]), _free(bindings, now))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            .returning(bindings.c.id)
+        ).scalars()
+    )
+    if queued_out is not None:
+        queued_out.update(binding_id for binding_id in with_changes if binding_id in leased)
+    return [c for c in claims if c["id"] in leased]
+
+
+def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
+    """The most urgent due binding, leased to `owner` (claim_bindings with a limit of one)."""
+    claims = claim_bindings(conn, owner, now, lease_seconds, 1)
+    return claims[0] if claims else None
+
+
+def _spend(
+    conn: Connection,
+    account_id: str,
+    n: int,
+    epoch: float,
+    budget: RequestBudget | None,
+    *,
+    served_at: datetime | None = None,
+) -> int:
+    """Take up to n requests of the account's budget now (a guarded UPDATE: another process may have
+    spent it meanwhile); how many were taken."""
+    values: dict[str, Any] = {} if served_at is None else {"served_at": served_at}
+    if budget is None or not budget.limited:
+        if values:
+            conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+        return n
+    while n > 0:
+        spent = case(
+            (accounts.c.budget_spent_until < epoch, literal(epoch)), else_=accounts.c.budget_spent_until
+        ) + literal(n * budget.interval)
+        done = conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.budget_spent_until <= epoch + budget.slack(n))
+            .values(budget_spent_until=spent, **values)
+        ).rowcount
+        if done == 1:
+            return n
+        current = conn.execute(select(accounts.c.budget_spent_until).where(accounts.c.id == account_id)).scalar()
+        if current is None:
+            return 0
+        n = min(n - 1, budget.affordable(float(current), epoch))
+    return 0
+
+
+def take_budget(conn: Connection, account_id: str, budget: RequestBudget, now: float, n: int = 1) -> float:
+    """Spend n requests of the account's budget at epoch second `now`: 0.0 when taken, else how many
+    seconds to wait before they may be (nothing is taken then)."""
+    if _spend(conn, account_id, n, now, budget) == n:
+        return 0.0
+    current = conn.execute(select(accounts.c.budget_spent_until).where(accounts.c.id == account_id)).scalar()
+    return max(budget.wait(float(current or 0.0), now, n), 0.001)
+
+
+def drain_budget(conn: Connection, account_id: str, budget: RequestBudget, now: float) -> None:
+    """The provider said the account is over its rate (429): empty its bucket, so every process holds
+    off the account's requests until it refills (other accounts are untouched)."""
+    if budget.limited:
+        full = now + budget.burst * budget.interval
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.budget_spent_until < full)
+            .values(budget_spent_until=full)
+        )
 
 
 def claim_named_binding(

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -127,6 +128,12 @@ accounts = Table(
     # One token refresh at a time per account (store/token_leases.py): who holds it, and until when.
     Column("token_lease_owner", String(32)),
     Column("token_lease_until", UTCDateTime),
+    # The account's request budget, a token bucket kept as one number (GCRA, calsync/budgets.py): the
+    # epoch second by which every request taken so far is paid for; a request may go while this is no
+    # later than now + (burst - 1) / rate. Shared by every worker process through guarded UPDATEs.
+    Column("budget_spent_until", Float, nullable=False, default=0.0, server_default="0"),
+    # When a binding of the account was last claimed: the claim serves the least recently served first.
+    Column("served_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "user_id"),
@@ -178,6 +185,13 @@ bindings = Table(
     Index(None, "lease_until"),
     # the poll timer in order (store/scheduling.claim_binding); never NULL since migration 0015
     Index(None, "next_poll_at"),
+    # the notified bindings, claimed before the poll backlog (store/scheduling.claim_bindings)
+    Index(
+        "ix_bindings_dirty_at",
+        "dirty_at",
+        postgresql_where=text("dirty_at IS NOT NULL"),
+        sqlite_where=text("dirty_at IS NOT NULL"),
+    ),
 )
 
 events = Table(

@@ -3,7 +3,7 @@ sealed, the cursor into the change journal) and their deliveries (the signed mes
 and lease). store/hooks.py reads and writes them.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
