@@ -146,13 +146,21 @@ class Worker:
 
     def _sync_one(self, now: datetime) -> bool:
         lease = self.settings.lease_seconds
+        queued: set[str] = set()
         with self.engine.begin() as conn:
             claims = scheduling.claim_bindings(
-                conn, self.owner, now, lease, 1, budgets=self.settings.budgets, per_account=self.settings.per_account
+                conn,
+                self.owner,
+                now,
+                lease,
+                1,
+                budgets=self.settings.budgets,
+                per_account=self.settings.per_account,
+                queued_out=queued,
             )
         if not claims:
             return False
-        self.sync_claimed(claims[0], self.pool)
+        self.sync_claimed(claims[0], self.pool, push=claims[0]["id"] in queued)
         return True
 
     def sync_claimed(self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True) -> None:
