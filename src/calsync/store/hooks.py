@@ -269,67 +269,45 @@ def _mine(delivery_id: int, owner: str) -> Any:
     return and_(_dels.c.id == delivery_id, _dels.c.lease_owner == owner, _dels.c.status == "pending")
 
 
-def record_delivered(conn: Connection, delivery_id: int, owner: str, status: int, now: datetime) -> bool:
+def _attempted(
+    conn: Connection, delivery_id: int, owner: str, answer: int | None, error: str | None, now: datetime, **values: Any
+) -> bool:
+    """One attempt of a delivery this owner holds is over: counted, the receiver's answer (HTTP
+    status) and error kept, the lease given back, and `values` (its new status, the next attempt)
+    written. False when this owner did not hold it."""
     return (
         conn.execute(
             update(_dels)
             .where(_mine(delivery_id, owner))
             .values(
-                status="delivered",
                 attempts=_dels.c.attempts + 1,
                 last_attempt_at=now,
-                last_status=status,
-                last_error=None,
-                delivered_at=now,
+                last_status=answer,
+                last_error=error,
                 lease_owner=None,
                 lease_until=None,
+                **values,
             )
         ).rowcount
         == 1
     )
+
+
+def record_delivered(conn: Connection, delivery_id: int, owner: str, status: int, now: datetime) -> bool:
+    return _attempted(conn, delivery_id, owner, status, None, now, status="delivered", delivered_at=now)
 
 
 def record_retry(
     conn: Connection, delivery_id: int, owner: str, status: int | None, error: str, now: datetime, when: datetime
 ) -> bool:
-    return (
-        conn.execute(
-            update(_dels)
-            .where(_mine(delivery_id, owner))
-            .values(
-                attempts=_dels.c.attempts + 1,
-                next_attempt_at=when,
-                last_attempt_at=now,
-                last_status=status,
-                last_error=error,
-                lease_owner=None,
-                lease_until=None,
-            )
-        ).rowcount
-        == 1
-    )
+    return _attempted(conn, delivery_id, owner, status, error, now, next_attempt_at=when)
 
 
 def record_failed(
     conn: Connection, delivery: DeliveryRow, owner: str, status: int | None, error: str, now: datetime, reason: str
 ) -> bool:
     """The delivery gave up: failed, and its subscription disabled with `reason`, in this transaction."""
-    done = (
-        conn.execute(
-            update(_dels)
-            .where(_mine(delivery["id"], owner))
-            .values(
-                status="failed",
-                attempts=_dels.c.attempts + 1,
-                last_attempt_at=now,
-                last_status=status,
-                last_error=error,
-                lease_owner=None,
-                lease_until=None,
-            )
-        ).rowcount
-        == 1
-    )
+    done = _attempted(conn, delivery["id"], owner, status, error, now, status="failed")
     if done:
         disable(conn, delivery["subscription_id"], reason)
     return done
