@@ -32,18 +32,9 @@ from calsync.store import events as event_store
 from calsync.store import journal
 from calsync.store.common import NotFound
 
-RESTORED_FIELDS = (
-    "title",
-    "description",
-    "location",
-    "start",
-    "end",
-    "all_day",
-    "time_zone",
-    "status",
-    "recurrence",
-    "attendees",
-)
+# what a restore takes back: the history's fields but the conference (the meeting's lifecycle is the
+# conference worker's) and an exception's original start (what it is an exception of)
+RESTORED_FIELDS = tuple(name for name in journal.HISTORY_FIELDS if name not in ("conference", "original_start"))
 RESTORED_FROM = "restored_from:"
 CONFLICT_KINDS = ("conflict-opened", "conflict-resolved")
 
