@@ -97,3 +97,9 @@ def test_an_old_version_is_rebuilt_from_the_diffs(store: Engine) -> None:
     assert v1 is not None and v2 is not None
     assert (v1["title"], v1["location"], v1["start"]) == ("Standup", "Room 1", "2026-12-08T09:00:00Z")
     assert (v2["title"], v2["location"], v2["start"]) == ("Moved", "Room 1", "2026-12-08T10:00:00Z")
+
+
+def test_the_author_of_each_kind_of_source() -> None:
+    assert journal.author_of_source("local") == journal.LIBRARY
+    assert journal.author_of_source("google:b1") == journal.Author("b1", "google binding b1")
+    assert journal.author_of_source("merge:graph:b2") == journal.Author("b2", "merge of local and graph binding b2")

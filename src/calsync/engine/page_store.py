@@ -204,7 +204,10 @@ def write_page(
     )
     _include_restored_occurrences(conn, binding, new_events, event_updates)
     added = 0
-    for exception_id, proof in _excluded_exceptions(conn, binding, event_updates).items():
+    # a series' EXDATEs are this side's only where its recurrence came from this side: all of a taken
+    # change, and of a merge only when the merge took the recurrence from here (else they are ours)
+    from_here = [*(t.event for t in taken), *(m.event for m in merges if "recurrence" in m.from_remote)]
+    for exception_id, proof in _excluded_exceptions(conn, binding, from_here).items():
         if exception_id not in tombstones:
             tombstones[exception_id] = proof
             added += 1

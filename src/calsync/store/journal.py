@@ -57,15 +57,19 @@ class Author:
 
 
 LIBRARY = Author(LOCAL_SOURCE, "calsync")
+MERGE_PREFIX = "merge:"  # the source of a merged version: "merge:<provider>:<binding id>" (engine/page_plan.py)
 ENGINE = "calsync"
 
 
 def author_of_source(source: str) -> Author:
-    """The author of a change the engine applied from an event `source` ("local" or
-    "<provider>:<binding id>")."""
+    """The author of a change the engine applied from an event `source` ("local",
+    "<provider>:<binding id>", or "merge:<provider>:<binding id>" for a merge with that binding's)."""
     if source == LOCAL_SOURCE or ":" not in source:
         return LIBRARY
-    provider, binding_id = source.split(":", 1)
+    merged = source.startswith(MERGE_PREFIX)
+    provider, binding_id = source.removeprefix(MERGE_PREFIX).split(":", 1)
+    if merged:  # a field-by-field merge of this binding's change with ours (policy merge)
+        return Author(binding_id, f"merge of local and {provider} binding {binding_id}")
     return Author(binding_id, f"{provider} binding {binding_id}")
 
 
