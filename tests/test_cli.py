@@ -91,8 +91,10 @@ def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: P
     binding = as_json(calsync("calendar", "bind", account, calendar, "--json", db=db))["binding_id"]
     engine = open_engine(f"sqlite:///{db}")
     try:
-        with engine.begin() as conn:  # a worker elsewhere holds the binding for another 2 seconds
-            assert scheduling.claim_named_binding(conn, binding, "worker-elsewhere", utcnow(), 2.0) is not None
+        # a worker elsewhere holds the binding for another 8 seconds: longer than the CLI takes to start,
+        # even on a busy machine (with 2 seconds, a loaded CI sometimes started it after the lease ran out)
+        with engine.begin() as conn:
+            assert scheduling.claim_named_binding(conn, binding, "worker-elsewhere", utcnow(), 8.0) is not None
         done = calsync("sync", "--json", db=db)
         assert "being synced elsewhere; waiting" in done.stderr
         assert as_json(done)["inbound"][0]["created"] == 3
