@@ -333,6 +333,47 @@ def test_an_always_failing_receiver_disables_the_subscription_after_the_bound(
     engine.dispose()
 
 
+def test_a_failing_receiver_costs_a_few_attempts_per_backoff_step_not_one_per_delivery(
+    tmp_path: Path, receiver: Receiver, loopback: None
+) -> None:
+    """Forty events waiting for a receiver that answers 500: after a failure the subscription pauses
+    until that delivery's retry time, so the receiver sees a handful of requests a step, not forty."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    calendar = setup.add_calendar(engine, "Work")
+    hook_id, _ = _subscribe(engine, receiver.url)
+    receiver.status = 500
+    settings = DeliverySettings(retry_base=0.5, retry_ceiling=0.5, retry_for=60.0, timeout=2.0, idle_poll=0.02)
+    for n in range(40):
+        local.create_event(engine, calendar, {**EVENT, "title": f"e{n}"})
+    deliverer = Deliverer(engine, settings)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:  # about four backoff steps of 0.5 s
+            deliverer.run_once()
+            time.sleep(0.02)
+        with engine.begin() as conn:
+            sub = hook_store.get_subscription(conn, hook_id)
+            log = hook_store.list_deliveries(conn, hook_id)
+        assert sub is not None and sub["paused_until"] is not None
+        attempts = sum(d["attempts"] for d in log)
+        assert len(log) == 40 and attempts == len(receiver.received)
+        assert 1 <= attempts <= 5 * (settings.concurrency + 1), attempts  # unpaused: 40 a step, 160 in all
+        receiver.status = 204  # back: everything goes out once the pause is over
+
+        def all_delivered() -> bool:
+            deliverer.run_once()
+            with engine.begin() as conn:
+                return {d["status"] for d in hook_store.list_deliveries(conn, hook_id)} == {"delivered"}
+
+        _until(all_delivered, 15, "every delivery after the receiver came back")
+    finally:
+        deliverer.close()
+    with engine.begin() as conn:
+        assert {d["status"] for d in hook_store.list_deliveries(conn, hook_id)} == {"delivered"}
+        assert hook_store.get_subscription(conn, hook_id)["paused_until"] is None  # type: ignore[index]
+    engine.dispose()
+
+
 def test_a_receiver_that_hangs_never_delays_sync(tmp_path: Path, google_url: str, loopback: None) -> None:
     """Deliveries to a receiver that holds every request run on their own thread: a sync with the
     Google emulator finishes (and its changes are in the store) while a delivery is stuck in flight."""

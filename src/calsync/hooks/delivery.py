@@ -246,6 +246,7 @@ class Deliverer:
             for delivery, outcome in done:
                 if outcome.error is None:
                     store.record_delivered(conn, delivery["id"], self.owner, outcome.status or 200, now)
+                    store.resume(conn, delivery["subscription_id"])
                     stats.delivered += 1
                     continue
                 first = delivery["first_attempt_at"] or now
@@ -263,6 +264,7 @@ class Deliverer:
                 delay = min(delay, self.settings.retry_for - waited)  # the last attempt is made at the bound
                 when = now + timedelta(seconds=delay)
                 store.record_retry(conn, delivery["id"], self.owner, outcome.status, outcome.error, now, when)
+                store.pause(conn, delivery["subscription_id"], when)  # the receiver's other deliveries wait too
                 stats.retried += 1
         return stats
 

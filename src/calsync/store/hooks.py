@@ -108,7 +108,24 @@ def enable(conn: Connection, subscription_id: str) -> None:
     conn.execute(
         update(_subs)
         .where(_subs.c.id == subscription_id)
-        .values(state="active", disabled_reason=None, updated_at=utcnow())
+        .values(state="active", disabled_reason=None, paused_until=None, updated_at=utcnow())
+    )
+
+
+def pause(conn: Connection, subscription_id: str, until: datetime) -> None:
+    """The receiver failed: none of the subscription's deliveries is tried before `until` (a later
+    pause wins), so a receiver that is down costs one attempt per backoff step, not one per delivery."""
+    conn.execute(
+        update(_subs)
+        .where(_subs.c.id == subscription_id, or_(_subs.c.paused_until.is_(None), _subs.c.paused_until < until))
+        .values(paused_until=until)
+    )
+
+
+def resume(conn: Connection, subscription_id: str) -> None:
+    """The receiver answered: its deliveries go out as they are due."""
+    conn.execute(
+        update(_subs).where(_subs.c.id == subscription_id, _subs.c.paused_until.is_not(None)).values(paused_until=None)
     )
 
 
@@ -227,6 +244,7 @@ def claim_due(
             _dels.c.next_attempt_at <= now,
             _free(now),
             _subs.c.state == "active",
+            or_(_subs.c.paused_until.is_(None), _subs.c.paused_until <= now),
             ~waiting,
         )
         .order_by(_dels.c.id)

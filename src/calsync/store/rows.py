@@ -281,6 +281,7 @@ class WebhookRow(TypedDict):
     state: WebhookState
     disabled_reason: str | None
     last_position: int
+    paused_until: datetime | None
     created_at: datetime
     updated_at: datetime
 

@@ -443,6 +443,9 @@ webhook_subscriptions = Table(
     Column("state", String(16), nullable=False),  # active | disabled (statuses.WebhookState)
     Column("disabled_reason", Text),
     Column("last_position", BigInteger, nullable=False),
+    # the receiver failed: none of its deliveries is tried before this time, so a failing receiver
+    # costs one attempt per backoff step, not one per delivery waiting for it (store/hooks.pause)
+    Column("paused_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "user_id"),

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("disabled_reason", sa.Text()),
         sa.Column("last_position", sa.BigInteger(), nullable=False),
+        sa.Column("paused_until", sa.DateTime(timezone=True)),
         sa.Column("created_at", When, nullable=False),
         sa.Column("updated_at", When, nullable=False),
         sa.ForeignKeyConstraint(
