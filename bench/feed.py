@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from calsync.emulators.server import serve_in_thread  # noqa: E402
 from calsync.engine import local  # noqa: E402
+from calsync.engine.journal_upkeep import sequence_pending  # noqa: E402
 from calsync.service.app import create_app  # noqa: E402
-from calsync.service.feed_routes import sequence_pending  # noqa: E402
 from calsync.store import accounts as account_store  # noqa: E402
 from calsync.store import journal, users  # noqa: E402
 from calsync.store.db import normalise_url, open_engine  # noqa: E402

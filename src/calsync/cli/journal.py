@@ -1,9 +1,9 @@
 """`calsync journal ...`: the change journal behind the change feed and each event's history
-(store/journal.py). `prune` applies the retention by hand; `calsync serve` also prunes every hour."""
+(store/journal.py). `prune` applies the retention by hand; `calsync serve` and `calsync worker`
+also prune every hour."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -11,8 +11,7 @@ import typer
 from calsync.cli.common import ConfigOption, DbOption, JsonOption, database
 from calsync.cli.output import console, fail, print_json
 from calsync.config import ConfigError, journal_days, load_settings
-from calsync.model import utcnow
-from calsync.store import journal
+from calsync.engine import journal_upkeep
 
 app = typer.Typer(help="The change journal (the change feed, each event's history).", no_args_is_help=True)
 
@@ -37,13 +36,7 @@ def journal_prune(
     elif days <= 0:
         raise fail("--days must be more than 0", 2)
     with database(db) as engine:
-        # rows get their feed positions first: retention removes only sequenced rows
-        while True:
-            with engine.begin() as conn:
-                if journal.sequence(conn) < journal.SEQUENCE_BATCH:
-                    break
-        with engine.begin() as conn:
-            removed = journal.prune(conn, utcnow() - timedelta(days=days))
+        removed = journal_upkeep.prune(engine, days)  # as the services' hourly upkeep does
     if as_json:
         print_json({"pruned": removed, "days": days})
     else:

@@ -140,21 +140,31 @@ def worker(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run workers only (scale-out): they share the database's work with every other worker."""
+    """Run workers only (scale-out): they share the database's work with every other worker, and
+    keep the change journal (sequenced every second, pruned hourly) as `calsync serve` does."""
     import signal
     import threading
 
+    from calsync.config import ConfigError, journal_days, load_settings
+    from calsync.engine.journal_upkeep import JournalUpkeep
     from calsync.service.app import WorkerPool
     from calsync.service.metrics import Metrics
 
     settings = worker_settings(config, public_url, poll_interval, lease_seconds, concurrency, default_concurrency=16)
     adapters = conference_adapters(config)
+    try:
+        days = journal_days(load_settings(config))
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from exc
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with database(db, check_keys=True, concurrency=settings.concurrency) as engine:
         pool = WorkerPool(engine, settings, adapters, Metrics(), count=settings.concurrency)
+        # a worker-only deployment runs no service: its workers keep the journal (several at once is safe)
+        upkeep = JournalUpkeep(engine, days)
         settle_heap()
         pool.start()
+        upkeep.start()
         err.print(f"calsync worker: {pool.count} binding(s) at once; Ctrl-C or SIGTERM to stop")
         try:
             while not done.wait(0.5):
@@ -162,6 +172,7 @@ def worker(
         except KeyboardInterrupt:
             pass
         finally:
+            upkeep.stop()
             pool.stop()
 
 

@@ -18,9 +18,8 @@ by any process (a worker on PostgreSQL, this API, the CLI) reaches a waiting rea
 interval plus one read. The newest row id is no good signal here: on PostgreSQL a row can commit
 after a row with a higher id.
 
-Upkeep. `calsync serve` starts JournalUpkeep: every second it sequences what waits (so positions do
-not pile up for the first reader), and every hour it prunes what is older than the retention
-(CALSYNC_JOURNAL_DAYS, 90 days by default; `calsync journal prune` does it by hand)."""
+Upkeep. `calsync serve` starts JournalUpkeep (engine/journal_upkeep.py; `calsync worker` runs it
+too): every second it sequences what waits, every hour it prunes past the retention."""
 
 from __future__ import annotations
 
@@ -32,16 +31,15 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from calsync.model import utcnow
+from calsync.engine.journal_upkeep import JournalUpkeep, sequence_waiting
 from calsync.service.api import PREFIX, SafeValidationRoute
 from calsync.service.auth import CallerDep, authenticate
 from calsync.service.errors import API_ERRORS, ProblemOut
@@ -56,8 +54,6 @@ MAX_LIMIT = 1000
 MAX_WAIT = 60.0  # seconds a long poll may ask for
 INTERVAL = 0.025  # the watcher's look at the journal while someone waits
 LINGER = 2.0  # the watcher keeps looking this long after the last waiter left (clients poll again at once)
-SEQUENCE_EVERY = 1.0
-PRUNE_EVERY = 3600.0
 
 _CURSOR_PREFIX = "feed:v1:"
 _CURSOR = re.compile(r"feed:v1:(0|[1-9][0-9]{0,18})")  # a BIGINT position
@@ -159,26 +155,6 @@ def _gone(detail: str) -> JSONResponse:
 
 class CursorAhead(Exception):
     """The cursor is past the feed's head: not from this database as it is now."""
-
-
-def sequence_waiting(conn: Connection) -> int:
-    """Give the committed rows that wait their positions, a batch a transaction (each committed);
-    how many. Only a look through the partial index when none waits. `conn` is in no transaction."""
-    if not journal.pending(conn):
-        return 0
-    conn.rollback()  # the look's read transaction ends; each batch is a transaction of its own
-    done = 0
-    while True:
-        count = journal.sequence(conn)
-        conn.commit()
-        done += count
-        if count < journal.SEQUENCE_BATCH:
-            return done
-
-
-def sequence_pending(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return sequence_waiting(conn)
 
 
 def read_page(
@@ -300,57 +276,6 @@ class FeedWatcher:
                 waiter.loop.call_soon_threadsafe(_settle, waiter.future)
             # positions up to head are final: only what comes after them can be new to this waiter
             waiter.seen = max(waiter.seen, head)
-
-
-# --- upkeep --------------------------------------------------------------------------------------
-
-
-class JournalUpkeep:
-    """A service's thread that sequences the journal every second and prunes it every hour."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        days: float,
-        sequence_every: float = SEQUENCE_EVERY,
-        prune_every: float = PRUNE_EVERY,
-    ) -> None:
-        self.engine = engine
-        self.days = days
-        self.sequence_every = sequence_every
-        self.prune_every = prune_every
-        self.pruned = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="calsync-journal-upkeep", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def prune_now(self) -> int:
-        sequence_pending(self.engine)
-        with self.engine.begin() as conn:
-            removed = journal.prune(conn, utcnow() - timedelta(days=self.days))
-        self.pruned += removed
-        return removed
-
-    def _run(self) -> None:
-        next_prune = time.monotonic()
-        while not self._stop.wait(self.sequence_every):
-            try:
-                sequence_pending(self.engine)
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + self.prune_every
-                    removed = self.prune_now()
-                    if removed:
-                        log.info("journal retention: %d changes older than %g days pruned", removed, self.days)
-            except Exception:
-                log.warning("journal upkeep failed; trying again", exc_info=True)
 
 
 # --- the routes ----------------------------------------------------------------------------------
