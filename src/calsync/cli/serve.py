@@ -93,6 +93,7 @@ def serve(
                 {**load_settings(config), **({"CALSYNC_PUBLIC_URL": public_url} if public_url else {})}
             ),
             limits=limits,
+            budgets=settings.budgets,
         )
         if database_file and token:
             record = runtime.ServiceRecord(

@@ -120,6 +120,7 @@ def run_sync(
             poll_interval=settings.poll_interval,
             after_page=after_page,
             on_wait=lambda b: err.print(f"binding {b} is being synced elsewhere; waiting for it"),
+            budgets=settings.budgets,  # the workers' budgets: shared with them on the account rows
         )
 
     if not (show_progress and console.is_terminal):

@@ -1,21 +1,25 @@
 """One deterministic pass over everything that is due: inbound sync, then the outbox of local
-changes, then conference work (`calsync sync`)."""
+changes, then conference work (`calsync sync`). Its requests spend each account's request budget as
+a worker's do (scheduler.AccountRequests), so a sync asked for beside running workers keeps the
+account under its provider's quota with them."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
+from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.conferences import ConferenceEngine, ConferenceRun
 from calsync.engine.inbound import MassDeleteGuard, PageHook, SyncResult, sync_binding
 from calsync.engine.outbound import Pusher, PushResult, WriteHook
 from calsync.engine.pool import ProviderPool, WarmProviders
+from calsync.engine.scheduler import AccountRequests
 from calsync.model import Account, utcnow
 from calsync.providers.base import Provider
 from calsync.statuses import ACCOUNT_STOPPED
@@ -45,6 +49,38 @@ class SyncReport:
         }
 
 
+class BudgetedPool(ProviderPool):
+    """A pass's clients, each spending its account's request budget before every request it sends
+    (none prepaid: no claim paid for a first one); unhooked before they are closed or given back."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        make: Callable[[Account], Provider] | None,
+        release: Callable[[Provider], None] | None,
+        budgets: Mapping[str, RequestBudget],
+    ) -> None:
+        super().__init__(engine, make, release)
+        self.budgets = dict(budgets)
+        self.spending: dict[str, AccountRequests | None] = {}  # None: a client without budget hooks
+
+    def get(self, account_id: str) -> Provider:
+        provider = super().get(account_id)
+        if account_id not in self.spending:
+            spending = AccountRequests.attach(self.engine, provider, account_id, self.budgets)
+            if spending is not None:
+                spending.prepaid = 0
+            self.spending[account_id] = spending
+        return provider
+
+    def close(self) -> None:
+        for spending in self.spending.values():
+            if spending is not None:
+                spending.detach()
+        self.spending.clear()
+        super().close()
+
+
 def sync_once(
     engine: Engine,
     *,
@@ -58,11 +94,13 @@ def sync_once(
     now: datetime | None = None,
     after_write: WriteHook | None = None,
     release_provider: Callable[[Provider], None] | None = None,
+    budgets: Mapping[str, RequestBudget] = DEFAULT_BUDGETS,
 ) -> SyncReport:
     """Sync each binding once (a failing binding is recorded and reported; the others still run),
     push each binding's queued local changes, then work the conference outbox that the changes
     filled (when `adapters` are given; work for a conference system that is not configured here
-    waits in the outbox)."""
+    waits in the outbox). Every request spends its account's budget (`budgets` per provider kind:
+    the settings' CALSYNC_REQUEST_BUDGET_*), waiting when it is spent."""
     with engine.begin() as conn:
         rows = (
             [account_store.get_binding(conn, b) for b in binding_ids]
@@ -70,7 +108,7 @@ def sync_once(
             else account_store.list_bindings(conn)
         )
         accounts = {r["account_id"]: account_store.get_account(conn, r["account_id"]) for r in rows}
-    pool = ProviderPool(engine, make_provider, release_provider)
+    pool = BudgetedPool(engine, make_provider, release_provider, budgets)
     report = SyncReport()
     try:
         for row in rows:
@@ -119,13 +157,15 @@ def sync_held(
     providers: WarmProviders | None = None,
     after_page: PageHook | None = None,
     on_wait: Callable[[str], None] | None = None,
+    budgets: Mapping[str, RequestBudget] = DEFAULT_BUDGETS,
 ) -> SyncReport:
     """sync_once for a sync someone asked a running service for: the bindings are leased first, so
     the service's own workers (and any other process) never sync the same binding at the same time.
     A binding a worker is syncing right now is waited for, then synced again (it may have changed
     since that sync began). Unknown binding ids raise store.common.NotFound before anything is leased.
     `providers`: warm clients to borrow (a service's), rather than new ones closed after the sync.
-    `on_wait(binding_id)` is told once when a binding is busy and the sync waits for it."""
+    `on_wait(binding_id)` is told once when a binding is busy and the sync waits for it. `budgets`:
+    the request budgets spent as sync_once spends them."""
     with engine.begin() as conn:
         ids = (
             [account_store.get_binding(conn, b)["id"] for b in binding_ids]
@@ -168,6 +208,7 @@ def sync_held(
             after_page=keep_leases,
             make_provider=make,
             release_provider=release,
+            budgets=budgets,
         )
     finally:
         finished = utcnow()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
 
 from calsync import __version__
+from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.credentials import provider_maker
 from calsync.engine.pool import WarmProviders
@@ -52,6 +54,7 @@ def create_app(
     open_page_user: str | None = None,
     limits: Limits | None = None,
     public_url: str | None = None,
+    budgets: Mapping[str, RequestBudget] = DEFAULT_BUDGETS,
 ) -> FastAPI:
     """The API, web page and webhook receivers; with `control_token`, also the control endpoint
     that `calsync sync` uses to hand its work to this service; with `oauth`, the connect flows.
@@ -61,7 +64,8 @@ def create_app(
     (a user id; only `calsync demo` and the web tests) lets requests without an Authorization header
     act as that user with write scope, so the page's tests need not log in: never on a service others
     can reach. People log in (service/login.py); `public_url` (default $CALSYNC_PUBLIC_URL) being
-    https makes the session cookie `Secure`."""
+    https makes the session cookie `Secure`. `budgets`: the request budgets the control endpoint's
+    syncs spend (the service's workers' own)."""
     metrics = metrics or Metrics()
     app = FastAPI(title="calsync", version=__version__)
     public_url = public_url or os.environ.get("CALSYNC_PUBLIC_URL") or ""
@@ -81,7 +85,7 @@ def create_app(
     app.include_router(oauth_router(engine, oauth))
     app.include_router(oauth_api_router(oauth), dependencies=keyed)
     if control_token:
-        app.include_router(control_router(engine, adapters, control_token, poll_interval, providers))
+        app.include_router(control_router(engine, adapters, control_token, poll_interval, providers, budgets))
     add_login(app, engine, PREFIX)
     mount_web(app)
     limits = limits or Limits()

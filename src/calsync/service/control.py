@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.engine.pool import WarmProviders
 from calsync.engine.sync import BindingBusy, sync_held
@@ -42,8 +44,10 @@ def control_router(
     token: str,
     poll_interval: float = 300.0,
     providers: WarmProviders | None = None,
+    budgets: Mapping[str, RequestBudget] = DEFAULT_BUDGETS,
 ) -> APIRouter:
-    """`providers`: clients kept warm between requested syncs (the service closes them when it stops)."""
+    """`providers`: clients kept warm between requested syncs (the service closes them when it stops);
+    `budgets`: the request budgets their requests spend, as the workers' do."""
     router = APIRouter(prefix="/control", include_in_schema=False)
     expected = f"Bearer {token}".encode()
 
@@ -63,6 +67,7 @@ def control_router(
                 adapters=adapters,
                 poll_interval=poll_interval,
                 providers=providers,
+                budgets=budgets,
             )
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
