@@ -5,9 +5,10 @@ an EXDATE in Graph's series" that only the hub's series held); a merge that take
 the binding's side does (commit 0913ae6, engine/page_store.write_page).
 
 The hub's series comes to exclude a live exception's start through history: a version from before
-the exception was made (its rule excluding that start) is restored. That needs a provider that keeps
-a deleted occurrence as an EXDATE and can bring it back: the CalDAV servers. Google keeps a cancelled
-instance (no EXDATE), Outlook cannot bring an occurrence back; both are skipped, saying so."""
+the exception was made (its rule excluding that start) is restored. Making that version needs a
+provider that keeps a deleted occurrence as an EXDATE and can bring it back: the CalDAV servers
+(Google keeps a cancelled instance, Outlook cannot bring an occurrence back: the single-binding tests
+skip them, saying so). The mirror test makes it in Radicale and has every provider merge it."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from sqlalchemy import Engine
 
 from calsync.engine import local
 from calsync.engine.history import restore
+from calsync.engine.outbound import queue_calendar
+from calsync.engine.sync import sync_once
 from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
 from calsync.store.journal import LIBRARY
 from tests.helpers import event_data, local_events
-from tests.remotes import Remote
-from tests.test_twoway import sync, version_of
+from tests.remotes import Remote, open_remote
+from tests.test_twoway import calendar_of, remote_id, sync, version_of
 
 FIRST = datetime(2026, 12, 7, 9, tzinfo=UTC)  # a Monday: four weekly occurrences
 MOVED = FIRST + timedelta(weeks=2)  # the occurrence moved (an exception), later excluded
@@ -106,3 +109,35 @@ def test_a_merge_taking_the_remote_recurrence_tombstones_the_excluded_exception_
     row = _row(engine, exception)
     assert row["deleted"] is True
     assert row["deleted_by"] == f"{remote.kind}:{binding}", row["deletion_proof"]
+
+
+def test_a_mirror_merging_the_hubs_rule_does_not_tombstone_an_exception_in_the_other_bindings_name(
+    engine: Engine, remote: Remote, request: pytest.FixtureRequest
+) -> None:
+    """The chaos bench's case, with every provider as the merging side B: a series born in a CalDAV
+    calendar A (which keeps a deleted occurrence as an EXDATE and can bring it back) is mirrored to B
+    with its moved occurrence; the hub's series then excludes that occurrence's start again (an old
+    version restored) while, in B, the series is renamed. B's sync merges (title from B, the rule from
+    the hub): B's series never excluded the start, so the exception is not deleted in B's name."""
+    source = open_remote("radicale", request)
+    binding_a, series_rid, series, excluding = _version_excluding(engine, source)
+    exception = _live_exception_at_moved(engine, source, binding_a, series_rid, series)
+    makers = {source.kind: source.make_provider(), remote.kind: remote.make_provider()}  # each its own client
+
+    def sync_both(engine: Engine, **kwargs: Any) -> None:
+        sync_once(engine, make_provider=lambda account: makers[account.provider](account), **kwargs)
+
+    calendar_b = remote.new_calendar("Mirror")
+    binding_b = remote.bind(engine, calendar_b, policy="merge", local_calendar=calendar_of(engine, binding_a))
+    queue_calendar(engine, binding_b)
+    sync_both(engine)  # the series and its exception made in B
+    series_in_b = remote_id(engine, binding_b, series)
+    restore(engine, series, excluding, author=LIBRARY)  # the hub's rule excludes MOVED again
+    remote.change(series_in_b, calendar_b, title="Standup (renamed in B)")
+    sync_both(engine, binding_ids=[binding_b])  # B's page: the series merged
+    with engine.begin() as conn:
+        assert [c for c in conflict_store.list_conflicts(conn) if c["event_id"] == series] == []
+    merged = event_data(engine, series)
+    assert merged.title == "Standup (renamed in B)" and EXDATE in (merged.recurrence or [])
+    row = _row(engine, exception)
+    assert row["deleted_by"] != f"{remote.kind}:{binding_b}", row["deletion_proof"]
