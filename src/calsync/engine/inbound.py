@@ -96,10 +96,16 @@ def sync_binding(
     force: bool = False,
     guard: MassDeleteGuard | None = None,
     after_page: PageHook | None = None,
+    claimed: tuple[BindingRow, str] | None = None,
 ) -> SyncResult:
-    """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
-    with engine.begin() as conn:
-        row, provider_kind = account_store.binding_and_provider(conn, binding_id)
+    """One inbound pass for one binding. Provider errors are recorded on the binding and in the result.
+
+    `claimed`: the binding's row and its account's provider kind as the claim that leased it read
+    them (scheduling.Claimed), so the sync need not read them again; None: read here."""
+    if claimed is None:
+        with engine.begin() as conn:
+            claimed = account_store.binding_and_provider(conn, binding_id)
+    row, provider_kind = claimed
     result = SyncResult(binding_id=binding_id)
     if row["direction"] == "push":
         result.status = "skipped"
@@ -109,16 +115,21 @@ def sync_binding(
     if full:
         binding.sync_token = None
     start_requests = provider.request_count
+    saved: dict[str, int] = {}  # the stats the last page's transaction saved with the token
     try:
         with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
             try:
-                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+                saved = _walk(
+                    engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page, start_requests
+                )
             except SyncTokenInvalid:
                 with engine.begin() as conn:
                     account_store.forget_sync_token(conn, binding_id)
                 result.token_reset = True
                 binding.sync_token = None
-                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+                saved = _walk(
+                    engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page, start_requests
+                )
             if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
                 _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
@@ -135,10 +146,10 @@ def sync_binding(
         _record_failure(engine, binding_id, "error", result.message)
     finally:
         result.requests = provider.request_count - start_requests
-    if result.status == "ok" and result.pages:
-        # the stats the last page's transaction saved were taken mid-sync (before that page was
-        # counted, before the requests were, and before any re-read of series): the sync's own numbers
-        # replace them, so `status` shows what the sync reported
+    if result.status == "ok" and result.pages and sync_stats(result) != saved:
+        # the stats the last page's transaction saved are the sync's own unless more came after it
+        # (a re-read of series): then the sync's numbers replace them, so `status` shows what the sync
+        # reported. A quiet poll's one page saved them already (one transaction fewer).
         with engine.begin() as conn:
             account_store.save_sync_stats(conn, binding_id, sync_stats(result))
     return result
@@ -187,8 +198,11 @@ def _walk(
     force: bool,
     guard: MassDeleteGuard,
     after_page: PageHook | None,
-) -> None:
+    requests_from: int,
+) -> dict[str, int]:
+    """Walk the listing page by page; the stats saved with the token (in the last page's transaction)."""
     generation: int | None = None
+    saved: dict[str, int] = {}
     if binding.sync_token is None:
         result.full = True
         with engine.begin() as conn:
@@ -217,11 +231,14 @@ def _walk(
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard, confirmed)
                     assert page.sync_token is not None
-                    stats = sync_stats(result) | {"pages": result.pages + 1}  # this page included
-                    account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
+                    # this page included, and every request so far (the listing has ended)
+                    result.requests = provider.request_count - requests_from
+                    saved = sync_stats(result) | {"pages": result.pages + 1}
+                    account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=saved)
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)
+    return saved
 
 
 def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, page: ChangePage) -> ChangePage:

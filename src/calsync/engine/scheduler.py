@@ -36,6 +36,7 @@ from calsync.engine.outbound import Pusher
 from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
 from calsync.providers.base import Provider
+from calsync.store import accounts as account_store
 from calsync.store import scheduling
 from calsync.store.rows import BindingClaim
 
@@ -145,28 +146,41 @@ class Worker:
     # --- inbound ---------------------------------------------------------------------------
 
     def _sync_one(self, now: datetime) -> bool:
-        lease = self.settings.lease_seconds
-        queued: set[str] = set()
+        claims, details, known = self.claim(now, 1)
+        if not claims:
+            return False
+        self.pool.prime(known)
+        detail = details[claims[0]["id"]]
+        self.sync_claimed(claims[0], self.pool, push=detail.queued, claimed=detail)
+        return True
+
+    def claim(
+        self, now: datetime, limit: int
+    ) -> tuple[list[BindingClaim], dict[str, scheduling.Claimed], dict[str, Account]]:
+        """Lease up to `limit` due bindings (scheduling.claim_bindings) and read their accounts, in one
+        transaction: what their syncs need to start, so a quiet poll reads nothing more before its request."""
+        details: dict[str, scheduling.Claimed] = {}
         with self.engine.begin() as conn:
             claims = scheduling.claim_bindings(
                 conn,
                 self.owner,
                 now,
-                lease,
-                1,
+                self.settings.lease_seconds,
+                limit,
                 budgets=self.settings.budgets,
                 per_account=self.settings.per_account,
-                queued_out=queued,
+                details_out=details,
             )
-        if not claims:
-            return False
-        self.sync_claimed(claims[0], self.pool, push=claims[0]["id"] in queued)
-        return True
+            known = account_store.get_accounts(conn, {c["account_id"] for c in claims})
+        return claims, details, known
 
-    def sync_claimed(self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True) -> None:
+    def sync_claimed(
+        self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True, claimed: scheduling.Claimed | None = None
+    ) -> None:
         """Sync a binding this worker's owner has leased (its first request already paid for by the
         claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
-        channel, and give it back."""
+        channel, and give it back. `claimed`: what the claim read of it (its row, its account's
+        provider and backoff), so the sync starts without reading them again."""
         lease = self.settings.lease_seconds
         held_until = [utcnow() + timedelta(seconds=lease)]  # (the claim's own lease ends a little earlier)
 
@@ -183,7 +197,8 @@ class Worker:
         provider = pool.get(claim["account_id"])
         spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
         try:
-            result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease)
+            start = None if claimed is None else (claimed.binding, claimed.provider)
+            result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease, claimed=start)
             if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
                 Pusher(self.engine, provider, claim["id"]).run()
             if self.settings.public_url and result.status == "ok" and provider.capabilities.push:  # ... and its channel
@@ -201,7 +216,8 @@ class Worker:
                 spending.detach()
         finished = utcnow()
         with self.engine.begin() as conn:
-            self._account_backoff(conn, claim["account_id"], result, finished)
+            seen_attempts = None if claimed is None else claimed.backoff_attempts
+            self._account_backoff(conn, claim["account_id"], result, finished, seen_attempts)
             scheduling.release_binding(
                 conn,
                 claim["id"],
@@ -217,9 +233,16 @@ class Worker:
         if self.on_sync:
             self.on_sync(result, claim["dirty_at"], finished)
 
-    def _account_backoff(self, conn: Connection, account_id: str, result: SyncResult, now: datetime) -> None:
+    def _account_backoff(
+        self, conn: Connection, account_id: str, result: SyncResult, now: datetime, seen_attempts: int | None = None
+    ) -> None:
         """Rate limits and outages back the whole account off (with jitter, honouring Retry-After);
-        a success clears it. Rejected credentials are marked on the account by the sync itself."""
+        a success clears it. Rejected credentials are marked on the account by the sync itself.
+        `seen_attempts`: the account's backoff count when the claim read it; a success of a sync
+        claimed while the account was not backed off has nothing to clear (a backoff another worker
+        set meanwhile came from a later failure, and stays)."""
+        if result.status == "ok" and seen_attempts == 0:
+            return
         if result.status == "error":
             attempts = scheduling.backoff_attempts(conn, account_id)
             delay = jittered_delay(
@@ -374,20 +397,10 @@ class Dispatcher:
         free = self.concurrency - self.in_flight
         if free <= 0:
             return True, 0
-        queued: set[str] = set()
-        with self.engine.begin() as conn:
-            claims = scheduling.claim_bindings(
-                conn,
-                self.owner,
-                now,
-                self.settings.lease_seconds,
-                min(free, self.batch),
-                budgets=self.settings.budgets,
-                per_account=self.settings.per_account,
-                queued_out=queued,
-            )
+        claims, details, known = self.worker.claim(now, min(free, self.batch))
         for claim in claims:
-            self._start(self._sync, (claim, claim["id"] in queued))
+            account = known.get(claim["account_id"])
+            self._start(self._sync, (claim, details[claim["id"]], account))
         started = len(claims)
         # conference work: looked for when fewer were due than there was room for, else every idle_sleep
         checked_long_ago = time.monotonic() - self._conference_checked >= self.settings.idle_sleep
@@ -420,11 +433,12 @@ class Dispatcher:
                 self._in_flight -= 1
             self._freed.set()
 
-    def _sync(self, job: tuple[BindingClaim, bool]) -> None:
-        claim, queued = job
-        pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back)
+    def _sync(self, job: tuple[BindingClaim, scheduling.Claimed, Account | None]) -> None:
+        claim, detail, account = job
+        known = {} if account is None else {account.id: account}
+        pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back, accounts=known)
         try:
-            self.worker.sync_claimed(claim, pool, push=queued)
+            self.worker.sync_claimed(claim, pool, push=detail.queued, claimed=detail)
         finally:
             pool.close()
 

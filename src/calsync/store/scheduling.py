@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
@@ -19,7 +20,7 @@ from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.keys import open_sealed, seal
-from calsync.store.rows import BindingClaim, ChannelRow, ConferenceWorkRow
+from calsync.store.rows import BindingClaim, BindingRow, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
 
 # --- the poll timer ------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def claim_bindings(
     *,
     budgets: Mapping[str, RequestBudget] | None = None,
     per_account: int = 4,
-    queued_out: set[str] | None = None,
+    details_out: dict[str, Claimed] | None = None,
 ) -> list[BindingClaim]:
     """Up to `limit` due bindings, leased to `owner`, in this order: notified (or with local changes
     queued) before those only due by the poll timer; then round the accounts, the least recently
@@ -168,7 +169,8 @@ def claim_bindings(
     its turn with the others and never more than its budget, and a notification of anyone else is
     claimed before the poll backlog. `queued_out` gets the ids of those with local changes waiting
     in the outbox (a worker need not read the outbox of the others: a change queued meanwhile makes
-    its binding due again once it is given back)."""
+    its binding due again once it is given back). `details_out` gets, for each claimed binding, what
+    its sync needs to start without reading it again (Claimed)."""
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     epoch = now.timestamp()
     window = max(1, limit) * max(1, per_account)
@@ -180,6 +182,7 @@ def claim_bindings(
         accounts.c.provider,
         accounts.c.budget_spent_until,
         accounts.c.served_at,
+        accounts.c.backoff_attempts,
     )
     claimable = _claimable(now, budgets, epoch)
 
@@ -239,17 +242,34 @@ def claim_bindings(
         claims.extend(cast("BindingClaim", {k: r[k] for k in ("id", "dirty_at", "account_id")}) for r in mine[:taken])
     if not claims:
         return []
-    leased = set(
-        conn.execute(
+    leased = {
+        row["id"]: cast("BindingRow", dict(row))
+        for row in conn.execute(
             update(bindings)
             .where(bindings.c.id.in_([c["id"] for c in claims]), _free(bindings, now))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(bindings.c.id)
-        ).scalars()
-    )
-    if queued_out is not None:
-        queued_out.update(binding_id for binding_id in with_changes if binding_id in leased)
+            .returning(*bindings.c)
+        ).mappings()
+    }
+    if details_out is not None:
+        for binding_id, binding in leased.items():
+            seen = rows[binding_id]
+            details_out[binding_id] = Claimed(
+                binding, seen["provider"], int(seen["backoff_attempts"]), binding_id in with_changes
+            )
     return [c for c in claims if c["id"] in leased]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What claim_bindings saw of a binding it leased: its row as leased (the lease columns the new
+    ones), its account's provider kind and backoff count then, and whether local changes wait in its
+    outbox. Under the lease no other worker syncs the binding, so its sync may start from this row."""
+
+    binding: BindingRow
+    provider: str
+    backoff_attempts: int
+    queued: bool
 
 
 def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
