@@ -212,7 +212,8 @@ def _walk(
     # what it reports removed, or does not list, is deleted only once a read by id says so
     windowed = provider.listing_window() is not None
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
-    with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
+    # the next page comes while this one is stored (a last first page, a quiet poll's, starts no helper)
+    with prefetched(listing, name=f"listing-{binding.id[:8]}", more=lambda page: not page.last) as pages:
         for listed in pages:
             page = listed
             if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
