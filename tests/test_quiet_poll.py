@@ -7,8 +7,10 @@ helper thread, and an account's backoff cleared by a success only when the claim
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +22,7 @@ from calsync.engine.prefetch import prefetched
 from calsync.engine.scheduler import Dispatcher, Worker, WorkerSettings
 from calsync.model import utcnow
 from calsync.store import accounts as account_store
-from calsync.store import db
+from calsync.store import db, scheduling
 from calsync.store.schema import accounts, bindings
 from tests.remotes import GoogleRemote, open_remote
 
@@ -247,3 +249,72 @@ def test_leaving_after_the_first_page_closes_the_listing() -> None:
         for _page in pages:
             break
     assert listing.closed and not listing.finished
+
+
+# --- notifications reach an idle worker --------------------------------------------------------
+
+
+def _last_sync(engine: Engine, binding: str) -> Any:
+    with engine.begin() as conn:
+        return account_store.get_binding(conn, binding)["last_sync_at"]
+
+
+def _wait(condition: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+@contextmanager
+def _running(engine: Engine, google: GoogleRemote) -> Iterator[Dispatcher]:
+    """A dispatcher whose idle period (30 s) is far longer than any wait below."""
+    dispatcher = Dispatcher(
+        engine,
+        settings=WorkerSettings(poll_interval=3600, concurrency=2, idle_sleep=30.0),
+        make_provider=google.make_provider(),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        if dispatcher._wake is not None:
+            dispatcher._wake.set()
+        thread.join(30)
+
+
+def test_a_notification_marked_by_another_process_wakes_an_idle_postgresql_worker(
+    pg_engine: Engine, pg_url: str, google: GoogleRemote
+) -> None:
+    google.seed(2)
+    binding = google.bind(pg_engine)
+    with _running(pg_engine, google):
+        _wait(lambda: _last_sync(pg_engine, binding) is not None, 20)  # the first sync, then idle
+        time.sleep(0.5)
+        before = _last_sync(pg_engine, binding)
+        receiver = db.open_engine(pg_url)  # the webhook receiver: another process, its own connections
+        try:
+            with receiver.begin() as conn:
+                scheduling.mark_dirty(conn, binding, debounce=0.2)
+        finally:
+            receiver.dispose()
+        took = _wait(lambda: _last_sync(pg_engine, binding) > before, 10)
+    assert took < 3, took  # the debounce and the sync, not the 30 s idle period
+
+
+def test_an_idle_worker_sleeps_only_until_a_notified_binding_is_due(engine: Engine, google: GoogleRemote) -> None:
+    """SQLite (no NOTIFY): a binding marked dirty, due after its debounce, is synced then."""
+    google.seed(2)
+    binding = google.bind(engine)
+    with engine.begin() as conn:  # synced before, notified now: due in a second
+        conn.execute(update(bindings).values(sync_token=None, next_poll_at=utcnow() + timedelta(hours=1)))
+        scheduling.mark_dirty(conn, binding, debounce=1.0)
+    started = time.monotonic()
+    with _running(engine, google):
+        _wait(lambda: _last_sync(engine, binding) is not None, 20)
+    assert 0.9 < time.monotonic() - started < 5

@@ -176,11 +176,12 @@ class Worker:
 
     def sync_claimed(
         self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True, claimed: scheduling.Claimed | None = None
-    ) -> None:
+    ) -> bool:
         """Sync a binding this worker's owner has leased (its first request already paid for by the
         claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
         channel, and give it back. `claimed`: what the claim read of it (its row, its account's
-        provider and backoff), so the sync starts without reading them again."""
+        provider and backoff), so the sync starts without reading them again. Returns whether the
+        binding was left dirty (a notification came during the sync: it is due again shortly)."""
         lease = self.settings.lease_seconds
         held_until = [utcnow() + timedelta(seconds=lease)]  # (the claim's own lease ends a little earlier)
 
@@ -218,7 +219,7 @@ class Worker:
         with self.engine.begin() as conn:
             seen_attempts = None if claimed is None else claimed.backoff_attempts
             self._account_backoff(conn, claim["account_id"], result, finished, seen_attempts)
-            scheduling.release_binding(
+            still_dirty = scheduling.release_binding(
                 conn,
                 claim["id"],
                 self.owner,
@@ -232,6 +233,7 @@ class Worker:
             self.stats.sync_errors += result.status not in ("ok", "skipped")
         if self.on_sync:
             self.on_sync(result, claim["dirty_at"], finished)
+        return still_dirty
 
     def _account_backoff(
         self, conn: Connection, account_id: str, result: SyncResult, now: datetime, seen_attempts: int | None = None
@@ -358,6 +360,7 @@ class Dispatcher:
         self._conference_busy = False
         self._conference_checked = 0.0
         self._freed = threading.Event()
+        self._wake: threading.Event | None = None  # run_forever's: set to look for due work at once
 
     @property
     def in_flight(self) -> int:
@@ -365,7 +368,19 @@ class Dispatcher:
             return self._in_flight
 
     def run_forever(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
-        """Claim and dispatch until `stop` is set; then wait for the syncs in flight."""
+        """Claim and dispatch until `stop` is set; then wait for the syncs in flight. Idle, it sleeps
+        until `wake` is set, the earliest notified binding is due, or idle_sleep has passed; on
+        PostgreSQL a listener sets `wake` when any process marks a binding dirty (mark_dirty's NOTIFY)."""
+        wake = wake or threading.Event()
+        self._wake = wake
+        listening = threading.Event()  # set: the listener stops
+        if self.engine.dialect.name == "postgresql":
+            threading.Thread(
+                target=scheduling.listen_for_dirty,
+                args=(self.engine, wake, listening),
+                name="calsync-dirty-listener",
+                daemon=True,
+            ).start()
         self.worker.spread_overdue_polls()
         try:
             while not stop.is_set():
@@ -382,14 +397,25 @@ class Dispatcher:
                     self._freed.clear()
                     if self.concurrency >= 8:
                         stop.wait(0.02)
-                elif claimed == 0:  # nothing due: sleep until woken (a notification) or idle_sleep
-                    if wake is not None:
-                        wake.wait(self.settings.idle_sleep)
-                        wake.clear()
-                    else:
-                        stop.wait(self.settings.idle_sleep)
+                elif claimed == 0:  # nothing due: sleep until woken (a notification), one is due, or idle_sleep
+                    wake.wait(self._idle_pause())
+                    wake.clear()
         finally:
+            listening.set()
             self.close()
+
+    def _idle_pause(self) -> float:
+        """How long an idle dispatcher sleeps: until the earliest notified binding is due (its
+        debounce), at most idle_sleep; so a notification waits its debounce, not a whole idle period."""
+        try:
+            with self.engine.begin() as conn:
+                due = scheduling.next_dirty_due(conn, utcnow())
+        except OperationalError as exc:
+            log.warning("worker %s: database error: %s", self.owner, exc)
+            return self.settings.idle_sleep
+        if not due:  # none waits, or one is due but was not claimed (its account backed off, its budget spent)
+            return self.settings.idle_sleep
+        return min(self.settings.idle_sleep, due + 0.005)
 
     def dispatch_once(self, now: datetime | None = None) -> tuple[bool, int]:
         """Claim what fits in the free slots and start it: (all slots busy, bindings claimed)."""
@@ -438,7 +464,8 @@ class Dispatcher:
         known = {} if account is None else {account.id: account}
         pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back, accounts=known)
         try:
-            self.worker.sync_claimed(claim, pool, push=detail.queued, claimed=detail)
+            if self.worker.sync_claimed(claim, pool, push=detail.queued, claimed=detail) and self._wake is not None:
+                self._wake.set()  # notified during its sync: due again after the debounce, look then
         finally:
             pool.close()
 

@@ -8,13 +8,29 @@ number of workers share the work and a crashed worker's lease simply runs out.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 
 from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.model import utcnow
@@ -22,6 +38,8 @@ from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.keys import open_sealed, seal
 from calsync.store.rows import BindingClaim, BindingRow, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
+
+log = logging.getLogger(__name__)
 
 # --- the poll timer ------------------------------------------------------------------------------
 #
@@ -104,6 +122,48 @@ def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, d
             ),
         )
     )
+    if conn.dialect.name == "postgresql":  # idle workers of every process learn of it at commit
+        conn.execute(_ANNOUNCE)
+
+
+DIRTY_CHANNEL = "calsync_dirty"
+_ANNOUNCE = text(f"SELECT pg_notify('{DIRTY_CHANNEL}', '')")  # one per transaction: PostgreSQL folds repeats
+
+
+def next_dirty_due(conn: Connection, now: datetime) -> float | None:
+    """Seconds until the earliest notified binding nobody holds is due (0 if one is due now; None:
+    none waits), so an idle worker sleeps until then rather than a whole idle period (a partial index)."""
+    due = conn.execute(
+        select(func.min(bindings.c.next_poll_at)).where(bindings.c.dirty_at.is_not(None), _free(bindings, now))
+    ).scalar()
+    if due is None:
+        return None
+    if due.tzinfo is None:  # SQLite keeps naive UTC
+        due = due.replace(tzinfo=UTC)
+    return max(0.0, float((due - now).total_seconds()))
+
+
+def listen_for_dirty(engine: Engine, wake: threading.Event, stop: threading.Event, retry: float = 2.0) -> None:
+    """PostgreSQL: set `wake` whenever a transaction that marked a binding dirty commits, in any
+    process (mark_dirty's NOTIFY), until `stop` is set. Runs on a thread of its own with a connection
+    of its own; a lost connection is made again after `retry` seconds (meanwhile the idle timer polls)."""
+    while not stop.is_set():
+        try:
+            pooled = engine.raw_connection()
+            raw: Any = pooled.driver_connection
+            pooled.detach()  # LISTEN for the thread's life: never handed back to the pool
+            try:
+                raw.autocommit = True
+                raw.execute(f"LISTEN {DIRTY_CHANNEL}")
+                wake.set()  # anything marked before the LISTEN took hold is looked for once
+                while not stop.is_set():
+                    for _note in raw.notifies(timeout=1.0):
+                        wake.set()
+            finally:
+                pooled.close()
+        except Exception as exc:  # noqa: BLE001 - a listener that fails must not end the worker
+            log.warning("dirty-binding listener: %s: %s; retrying in %.0f s", type(exc).__name__, exc, retry)
+            stop.wait(retry)
 
 
 def sync_pending(conn: Connection, binding_id: str, now: datetime) -> bool:
@@ -374,14 +434,15 @@ def release_binding(
     poll_interval: float,
     seen_dirty_at: datetime | None,
     debounce: float = 0.2,
-) -> None:
+) -> bool:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
     keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs. The next
-    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot)."""
+    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot). True when it was
+    left dirty (due again in `debounce` seconds)."""
     settled: ColumnElement[bool] = bindings.c.dirty_at.is_(None)
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
-    conn.execute(
+    left = conn.execute(
         update(bindings)
         .where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
         .values(
@@ -392,7 +453,9 @@ def release_binding(
                 (settled, next_poll_slot(binding_id, now, poll_interval)), else_=now + timedelta(seconds=debounce)
             ),
         )
-    )
+        .returning(bindings.c.dirty_at)
+    ).first()
+    return left is not None and left.dirty_at is not None
 
 
 def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
