@@ -75,6 +75,7 @@ class SyncResult:
 
 
 PageHook = Callable[[int, SyncResult], None]
+FinishHook = Callable[[Connection, SyncResult], None]
 
 
 @dataclass
@@ -97,11 +98,14 @@ def sync_binding(
     guard: MassDeleteGuard | None = None,
     after_page: PageHook | None = None,
     claimed: tuple[BindingRow, str] | None = None,
+    finish: FinishHook | None = None,
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result.
 
     `claimed`: the binding's row and its account's provider kind as the claim that leased it read
-    them (scheduling.Claimed), so the sync need not read them again; None: read here."""
+    them (scheduling.Claimed), so the sync need not read them again; None: read here. `finish`: called
+    in the last page's transaction, after the token, when nothing is left for the sync to do after
+    it (a worker gives the binding back there: one transaction fewer); not called otherwise."""
     if claimed is None:
         with engine.begin() as conn:
             claimed = account_store.binding_and_provider(conn, binding_id)
@@ -120,7 +124,15 @@ def sync_binding(
         with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
             try:
                 saved = _walk(
-                    engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page, start_requests
+                    engine,
+                    provider,
+                    binding,
+                    result,
+                    force,
+                    guard or MassDeleteGuard(),
+                    after_page,
+                    start_requests,
+                    finish,
                 )
             except SyncTokenInvalid:
                 with engine.begin() as conn:
@@ -128,7 +140,15 @@ def sync_binding(
                 result.token_reset = True
                 binding.sync_token = None
                 saved = _walk(
-                    engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page, start_requests
+                    engine,
+                    provider,
+                    binding,
+                    result,
+                    force,
+                    guard or MassDeleteGuard(),
+                    after_page,
+                    start_requests,
+                    finish,
                 )
             if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
                 _recheck_series(engine, provider, binding, result)
@@ -199,6 +219,7 @@ def _walk(
     guard: MassDeleteGuard,
     after_page: PageHook | None,
     requests_from: int,
+    finish: FinishHook | None = None,
 ) -> dict[str, int]:
     """Walk the listing page by page; the stats saved with the token (in the last page's transaction)."""
     generation: int | None = None
@@ -236,6 +257,11 @@ def _walk(
                     result.requests = provider.request_count - requests_from
                     saved = sync_stats(result) | {"pages": result.pages + 1}
                     account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=saved)
+                    rereads = (
+                        result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only
+                    )
+                    if finish is not None and not rereads:  # nothing follows (sync_binding's _recheck_series)
+                        finish(conn, replace(result, pages=result.pages + 1))
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)

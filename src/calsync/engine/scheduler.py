@@ -196,10 +196,33 @@ class Worker:
                 scheduling.extend_binding_lease(conn, claim["id"], self.owner, held_until[0])
 
         provider = pool.get(claim["account_id"])
+        seen_attempts = None if claimed is None else claimed.backoff_attempts
+        released: list[tuple[datetime, bool]] = []  # (when, left dirty) once given back
+
+        def give_back(conn: Connection, result: SyncResult) -> None:
+            finished = utcnow()
+            self._account_backoff(conn, claim["account_id"], result, finished, seen_attempts)
+            still_dirty = scheduling.release_binding(
+                conn,
+                claim["id"],
+                self.owner,
+                finished,
+                self.settings.poll_interval,  # the binding's next slot: spread by its id (scheduling.next_poll_slot)
+                claim["dirty_at"],
+                self.settings.debounce,
+            )
+            released.append((finished, still_dirty))
+
+        # with nothing to push and no channel to look after, the binding is given back in the
+        # transaction of its last page (with the token): a quiet poll's third transaction saved
+        channel_work = bool(self.settings.public_url) and provider.capabilities.push
+        early = None if push or channel_work else give_back
         spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
         try:
             start = None if claimed is None else (claimed.binding, claimed.provider)
-            result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease, claimed=start)
+            result = sync_binding(
+                self.engine, provider, claim["id"], after_page=keep_lease, claimed=start, finish=early
+            )
             if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
                 Pusher(self.engine, provider, claim["id"]).run()
             if self.settings.public_url and result.status == "ok" and provider.capabilities.push:  # ... and its channel
@@ -215,19 +238,10 @@ class Worker:
         finally:
             if spending is not None:
                 spending.detach()
-        finished = utcnow()
-        with self.engine.begin() as conn:
-            seen_attempts = None if claimed is None else claimed.backoff_attempts
-            self._account_backoff(conn, claim["account_id"], result, finished, seen_attempts)
-            still_dirty = scheduling.release_binding(
-                conn,
-                claim["id"],
-                self.owner,
-                finished,
-                self.settings.poll_interval,  # the binding's next slot: spread by its id (scheduling.next_poll_slot)
-                claim["dirty_at"],
-                self.settings.debounce,
-            )
+        if not released:
+            with self.engine.begin() as conn:
+                give_back(conn, result)
+        finished, still_dirty = released[0]
         with self._stats_lock:
             self.stats.syncs += 1
             self.stats.sync_errors += result.status not in ("ok", "skipped")
