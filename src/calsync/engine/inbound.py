@@ -75,6 +75,7 @@ class SyncResult:
 
 
 PageHook = Callable[[int, SyncResult], None]
+FinishHook = Callable[[Connection, SyncResult], None]
 
 
 @dataclass
@@ -96,10 +97,19 @@ def sync_binding(
     force: bool = False,
     guard: MassDeleteGuard | None = None,
     after_page: PageHook | None = None,
+    claimed: tuple[BindingRow, str] | None = None,
+    finish: FinishHook | None = None,
 ) -> SyncResult:
-    """One inbound pass for one binding. Provider errors are recorded on the binding and in the result."""
-    with engine.begin() as conn:
-        row, provider_kind = account_store.binding_and_provider(conn, binding_id)
+    """One inbound pass for one binding. Provider errors are recorded on the binding and in the result.
+
+    `claimed`: the binding's row and its account's provider kind as the claim that leased it read
+    them (scheduling.Claimed), so the sync need not read them again; None: read here. `finish`: called
+    in the last page's transaction, after the token, when nothing is left for the sync to do after
+    it (a worker gives the binding back there: one transaction fewer); not called otherwise."""
+    if claimed is None:
+        with engine.begin() as conn:
+            claimed = account_store.binding_and_provider(conn, binding_id)
+    row, provider_kind = claimed
     result = SyncResult(binding_id=binding_id)
     if row["direction"] == "push":
         result.status = "skipped"
@@ -109,16 +119,37 @@ def sync_binding(
     if full:
         binding.sync_token = None
     start_requests = provider.request_count
+    saved: dict[str, int] = {}  # the stats the last page's transaction saved with the token
     try:
         with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
             try:
-                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+                saved = _walk(
+                    engine,
+                    provider,
+                    binding,
+                    result,
+                    force,
+                    guard or MassDeleteGuard(),
+                    after_page,
+                    start_requests,
+                    finish,
+                )
             except SyncTokenInvalid:
                 with engine.begin() as conn:
                     account_store.forget_sync_token(conn, binding_id)
                 result.token_reset = True
                 binding.sync_token = None
-                _walk(engine, provider, binding, result, force, guard or MassDeleteGuard(), after_page)
+                saved = _walk(
+                    engine,
+                    provider,
+                    binding,
+                    result,
+                    force,
+                    guard or MassDeleteGuard(),
+                    after_page,
+                    start_requests,
+                    finish,
+                )
             if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
                 _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
@@ -135,10 +166,10 @@ def sync_binding(
         _record_failure(engine, binding_id, "error", result.message)
     finally:
         result.requests = provider.request_count - start_requests
-    if result.status == "ok" and result.pages:
-        # the stats the last page's transaction saved were taken mid-sync (before that page was
-        # counted, before the requests were, and before any re-read of series): the sync's own numbers
-        # replace them, so `status` shows what the sync reported
+    if result.status == "ok" and result.pages and sync_stats(result) != saved:
+        # the stats the last page's transaction saved are the sync's own unless more came after it
+        # (a re-read of series): then the sync's numbers replace them, so `status` shows what the sync
+        # reported. A quiet poll's one page saved them already (one transaction fewer).
         with engine.begin() as conn:
             account_store.save_sync_stats(conn, binding_id, sync_stats(result))
     return result
@@ -187,8 +218,12 @@ def _walk(
     force: bool,
     guard: MassDeleteGuard,
     after_page: PageHook | None,
-) -> None:
+    requests_from: int,
+    finish: FinishHook | None = None,
+) -> dict[str, int]:
+    """Walk the listing page by page; the stats saved with the token (in the last page's transaction)."""
     generation: int | None = None
+    saved: dict[str, int] = {}
     if binding.sync_token is None:
         result.full = True
         with engine.begin() as conn:
@@ -198,7 +233,8 @@ def _walk(
     # what it reports removed, or does not list, is deleted only once a read by id says so
     windowed = provider.listing_window() is not None
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
-    with prefetched(listing, name=f"listing-{binding.id[:8]}") as pages:  # the next page comes while this one is stored
+    # the next page comes while this one is stored (a last first page, a quiet poll's, starts no helper)
+    with prefetched(listing, name=f"listing-{binding.id[:8]}", more=lambda page: not page.last) as pages:
         for listed in pages:
             page = listed
             if generation is not None:  # a full listing: what is gone is found by the (guarded) sweep
@@ -217,11 +253,19 @@ def _walk(
                     if generation is not None:
                         _reconcile(conn, binding, generation, result, force, guard, confirmed)
                     assert page.sync_token is not None
-                    stats = sync_stats(result) | {"pages": result.pages + 1}  # this page included
-                    account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=stats)
+                    # this page included, and every request so far (the listing has ended)
+                    result.requests = provider.request_count - requests_from
+                    saved = sync_stats(result) | {"pages": result.pages + 1}
+                    account_store.save_sync_token(conn, binding.id, page.sync_token, full=page.full, stats=saved)
+                    rereads = (
+                        result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only
+                    )
+                    if finish is not None and not rereads:  # nothing follows (sync_binding's _recheck_series)
+                        finish(conn, replace(result, pages=result.pages + 1))
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)
+    return saved
 
 
 def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, page: ChangePage) -> ChangePage:

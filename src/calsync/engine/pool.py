@@ -7,7 +7,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import Engine
 
@@ -27,16 +27,26 @@ class ProviderPool:
         engine: Engine,
         make: Callable[[Account], Provider] | None = None,
         release: Callable[[Provider], None] | None = None,
+        accounts: Mapping[str, Account] | None = None,
     ) -> None:
         self.engine = engine
         self.make = make or provider_maker(engine)
         self.release = release
         self._clients: dict[str, Provider] = {}
+        # accounts already read for this pass (a worker's claim reads its bindings' accounts at once)
+        self._accounts: dict[str, Account] = dict(accounts or {})
+
+    def prime(self, accounts: Mapping[str, Account]) -> None:
+        """Accounts read already (with a claim), so a client made for one of them needs no read."""
+        self._accounts.update((k, v) for k, v in accounts.items() if k not in self._clients)
 
     def get(self, account_id: str) -> Provider:
         if account_id not in self._clients:
-            with self.engine.begin() as conn:
-                self._clients[account_id] = self.make(account_store.get_account(conn, account_id))
+            account = self._accounts.pop(account_id, None)
+            if account is None:
+                with self.engine.begin() as conn:
+                    account = account_store.get_account(conn, account_id)
+            self._clients[account_id] = self.make(account)
         return self._clients[account_id]
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -23,8 +23,14 @@ _POLL = 0.1  # seconds between looks at the stop flag while the engine is busy
 
 
 @contextmanager
-def prefetched(items: Iterator[T], *, name: str = "prefetch") -> Iterator[Iterator[T]]:
-    """`with prefetched(provider.list_changes(...)) as pages: for page in pages: ...`"""
+def prefetched(
+    items: Iterator[T], *, name: str = "prefetch", more: Callable[[T], bool] | None = None
+) -> Iterator[Iterator[T]]:
+    """`with prefetched(provider.list_changes(...)) as pages: for page in pages: ...`
+
+    `more(first)`: whether items may follow the first one (a listing's page that is not its last).
+    Given, the first item is made in the caller's thread, and the helper starts only when more may
+    follow: a quiet poll's one-page listing starts no thread (and pays no hand-over) at all."""
     handoff: queue.Queue[tuple[bool, object]] = queue.Queue()
     taken = threading.Semaphore(0)
     stop = threading.Event()
@@ -51,7 +57,10 @@ def prefetched(items: Iterator[T], *, name: str = "prefetch") -> Iterator[Iterat
             if close is not None:
                 close()
 
-    def consume() -> Iterator[T]:
+    helper = threading.Thread(target=produce, name=name, daemon=True)
+
+    def from_helper() -> Iterator[T]:
+        helper.start()
         while True:
             ok, value = handoff.get()
             taken.release()
@@ -62,10 +71,26 @@ def prefetched(items: Iterator[T], *, name: str = "prefetch") -> Iterator[Iterat
                 return
             yield value  # type: ignore[misc]
 
-    helper = threading.Thread(target=produce, name=name, daemon=True)
-    helper.start()
+    def consume() -> Iterator[T]:
+        if more is None:
+            yield from from_helper()
+            return
+        first = next(items, _END)  # in this thread: an error is raised here, as a plain loop would
+        if first is _END:
+            return
+        yield first  # type: ignore[misc]
+        if more(first):  # type: ignore[arg-type]
+            yield from from_helper()
+        else:
+            yield from items  # nothing, as a rule: the listing's own end (its last lines run here)
+
     try:
         yield consume()
     finally:
         stop.set()
-        helper.join()
+        if helper.ident is not None:  # started: it closes the listing itself
+            helper.join()
+        else:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()

@@ -36,6 +36,7 @@ from calsync.engine.outbound import Pusher
 from calsync.engine.pool import ProviderPool, WarmProviders
 from calsync.model import Account, utcnow
 from calsync.providers.base import Provider
+from calsync.store import accounts as account_store
 from calsync.store import scheduling
 from calsync.store.rows import BindingClaim
 
@@ -145,28 +146,42 @@ class Worker:
     # --- inbound ---------------------------------------------------------------------------
 
     def _sync_one(self, now: datetime) -> bool:
-        lease = self.settings.lease_seconds
-        queued: set[str] = set()
+        claims, details, known = self.claim(now, 1)
+        if not claims:
+            return False
+        self.pool.prime(known)
+        detail = details[claims[0]["id"]]
+        self.sync_claimed(claims[0], self.pool, push=detail.queued, claimed=detail)
+        return True
+
+    def claim(
+        self, now: datetime, limit: int
+    ) -> tuple[list[BindingClaim], dict[str, scheduling.Claimed], dict[str, Account]]:
+        """Lease up to `limit` due bindings (scheduling.claim_bindings) and read their accounts, in one
+        transaction: what their syncs need to start, so a quiet poll reads nothing more before its request."""
+        details: dict[str, scheduling.Claimed] = {}
         with self.engine.begin() as conn:
             claims = scheduling.claim_bindings(
                 conn,
                 self.owner,
                 now,
-                lease,
-                1,
+                self.settings.lease_seconds,
+                limit,
                 budgets=self.settings.budgets,
                 per_account=self.settings.per_account,
-                queued_out=queued,
+                details_out=details,
             )
-        if not claims:
-            return False
-        self.sync_claimed(claims[0], self.pool, push=claims[0]["id"] in queued)
-        return True
+            known = account_store.get_accounts(conn, {c["account_id"] for c in claims})
+        return claims, details, known
 
-    def sync_claimed(self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True) -> None:
+    def sync_claimed(
+        self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True, claimed: scheduling.Claimed | None = None
+    ) -> bool:
         """Sync a binding this worker's owner has leased (its first request already paid for by the
         claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
-        channel, and give it back."""
+        channel, and give it back. `claimed`: what the claim read of it (its row, its account's
+        provider and backoff), so the sync starts without reading them again. Returns whether the
+        binding was left dirty (a notification came during the sync: it is due again shortly)."""
         lease = self.settings.lease_seconds
         held_until = [utcnow() + timedelta(seconds=lease)]  # (the claim's own lease ends a little earlier)
 
@@ -181,9 +196,33 @@ class Worker:
                 scheduling.extend_binding_lease(conn, claim["id"], self.owner, held_until[0])
 
         provider = pool.get(claim["account_id"])
+        seen_attempts = None if claimed is None else claimed.backoff_attempts
+        released: list[tuple[datetime, bool]] = []  # (when, left dirty) once given back
+
+        def give_back(conn: Connection, result: SyncResult) -> None:
+            finished = utcnow()
+            self._account_backoff(conn, claim["account_id"], result, finished, seen_attempts)
+            still_dirty = scheduling.release_binding(
+                conn,
+                claim["id"],
+                self.owner,
+                finished,
+                self.settings.poll_interval,  # the binding's next slot: spread by its id (scheduling.next_poll_slot)
+                claim["dirty_at"],
+                self.settings.debounce,
+            )
+            released.append((finished, still_dirty))
+
+        # with nothing to push and no channel to look after, the binding is given back in the
+        # transaction of its last page (with the token): a quiet poll's third transaction saved
+        channel_work = bool(self.settings.public_url) and provider.capabilities.push
+        early = None if push or channel_work else give_back
         spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
         try:
-            result = sync_binding(self.engine, provider, claim["id"], after_page=keep_lease)
+            start = None if claimed is None else (claimed.binding, claimed.provider)
+            result = sync_binding(
+                self.engine, provider, claim["id"], after_page=keep_lease, claimed=start, finish=early
+            )
             if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
                 Pusher(self.engine, provider, claim["id"]).run()
             if self.settings.public_url and result.status == "ok" and provider.capabilities.push:  # ... and its channel
@@ -199,27 +238,27 @@ class Worker:
         finally:
             if spending is not None:
                 spending.detach()
-        finished = utcnow()
-        with self.engine.begin() as conn:
-            self._account_backoff(conn, claim["account_id"], result, finished)
-            scheduling.release_binding(
-                conn,
-                claim["id"],
-                self.owner,
-                finished,
-                self.settings.poll_interval,  # the binding's next slot: spread by its id (scheduling.next_poll_slot)
-                claim["dirty_at"],
-                self.settings.debounce,
-            )
+        if not released:
+            with self.engine.begin() as conn:
+                give_back(conn, result)
+        finished, still_dirty = released[0]
         with self._stats_lock:
             self.stats.syncs += 1
             self.stats.sync_errors += result.status not in ("ok", "skipped")
         if self.on_sync:
             self.on_sync(result, claim["dirty_at"], finished)
+        return still_dirty
 
-    def _account_backoff(self, conn: Connection, account_id: str, result: SyncResult, now: datetime) -> None:
+    def _account_backoff(
+        self, conn: Connection, account_id: str, result: SyncResult, now: datetime, seen_attempts: int | None = None
+    ) -> None:
         """Rate limits and outages back the whole account off (with jitter, honouring Retry-After);
-        a success clears it. Rejected credentials are marked on the account by the sync itself."""
+        a success clears it. Rejected credentials are marked on the account by the sync itself.
+        `seen_attempts`: the account's backoff count when the claim read it; a success of a sync
+        claimed while the account was not backed off has nothing to clear (a backoff another worker
+        set meanwhile came from a later failure, and stays)."""
+        if result.status == "ok" and seen_attempts == 0:
+            return
         if result.status == "error":
             attempts = scheduling.backoff_attempts(conn, account_id)
             delay = jittered_delay(
@@ -335,6 +374,7 @@ class Dispatcher:
         self._conference_busy = False
         self._conference_checked = 0.0
         self._freed = threading.Event()
+        self._wake: threading.Event | None = None  # run_forever's: set to look for due work at once
 
     @property
     def in_flight(self) -> int:
@@ -342,7 +382,19 @@ class Dispatcher:
             return self._in_flight
 
     def run_forever(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
-        """Claim and dispatch until `stop` is set; then wait for the syncs in flight."""
+        """Claim and dispatch until `stop` is set; then wait for the syncs in flight. Idle, it sleeps
+        until `wake` is set, the earliest notified binding is due, or idle_sleep has passed; on
+        PostgreSQL a listener sets `wake` when any process marks a binding dirty (mark_dirty's NOTIFY)."""
+        wake = wake or threading.Event()
+        self._wake = wake
+        listening = threading.Event()  # set: the listener stops
+        if self.engine.dialect.name == "postgresql":
+            threading.Thread(
+                target=scheduling.listen_for_dirty,
+                args=(self.engine, wake, listening),
+                name="calsync-dirty-listener",
+                daemon=True,
+            ).start()
         self.worker.spread_overdue_polls()
         try:
             while not stop.is_set():
@@ -359,14 +411,25 @@ class Dispatcher:
                     self._freed.clear()
                     if self.concurrency >= 8:
                         stop.wait(0.02)
-                elif claimed == 0:  # nothing due: sleep until woken (a notification) or idle_sleep
-                    if wake is not None:
-                        wake.wait(self.settings.idle_sleep)
-                        wake.clear()
-                    else:
-                        stop.wait(self.settings.idle_sleep)
+                elif claimed == 0:  # nothing due: sleep until woken (a notification), one is due, or idle_sleep
+                    wake.wait(self._idle_pause())
+                    wake.clear()
         finally:
+            listening.set()
             self.close()
+
+    def _idle_pause(self) -> float:
+        """How long an idle dispatcher sleeps: until the earliest notified binding is due (its
+        debounce), at most idle_sleep; so a notification waits its debounce, not a whole idle period."""
+        try:
+            with self.engine.begin() as conn:
+                due = scheduling.next_dirty_due(conn, utcnow())
+        except OperationalError as exc:
+            log.warning("worker %s: database error: %s", self.owner, exc)
+            return self.settings.idle_sleep
+        if not due:  # none waits, or one is due but was not claimed (its account backed off, its budget spent)
+            return self.settings.idle_sleep
+        return min(self.settings.idle_sleep, due + 0.005)
 
     def dispatch_once(self, now: datetime | None = None) -> tuple[bool, int]:
         """Claim what fits in the free slots and start it: (all slots busy, bindings claimed)."""
@@ -374,20 +437,10 @@ class Dispatcher:
         free = self.concurrency - self.in_flight
         if free <= 0:
             return True, 0
-        queued: set[str] = set()
-        with self.engine.begin() as conn:
-            claims = scheduling.claim_bindings(
-                conn,
-                self.owner,
-                now,
-                self.settings.lease_seconds,
-                min(free, self.batch),
-                budgets=self.settings.budgets,
-                per_account=self.settings.per_account,
-                queued_out=queued,
-            )
+        claims, details, known = self.worker.claim(now, min(free, self.batch))
         for claim in claims:
-            self._start(self._sync, (claim, claim["id"] in queued))
+            account = known.get(claim["account_id"])
+            self._start(self._sync, (claim, details[claim["id"]], account))
         started = len(claims)
         # conference work: looked for when fewer were due than there was room for, else every idle_sleep
         checked_long_ago = time.monotonic() - self._conference_checked >= self.settings.idle_sleep
@@ -420,11 +473,13 @@ class Dispatcher:
                 self._in_flight -= 1
             self._freed.set()
 
-    def _sync(self, job: tuple[BindingClaim, bool]) -> None:
-        claim, queued = job
-        pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back)
+    def _sync(self, job: tuple[BindingClaim, scheduling.Claimed, Account | None]) -> None:
+        claim, detail, account = job
+        known = {} if account is None else {account.id: account}
+        pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back, accounts=known)
         try:
-            self.worker.sync_claimed(claim, pool, push=queued)
+            if self.worker.sync_claimed(claim, pool, push=detail.queued, claimed=detail) and self._wake is not None:
+                self._wake.set()  # notified during its sync: due again after the debounce, look then
         finally:
             pool.close()
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from calsync.store.urls import default_url, normalise_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine.interfaces import DBAPIConnection
-    from sqlalchemy.pool import ConnectionPoolEntry
+    from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # the newest migration; a test checks it against Alembic's own head. Knowing it lets an up-to-date
@@ -42,9 +43,41 @@ def make_engine(url: str, concurrency: int | None = None) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if concurrency is None:
-        return create_engine(url, pool_pre_ping=True)
-    size, overflow = pool_size_for(concurrency)
-    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=overflow)
+        engine = create_engine(url)
+    else:
+        size, overflow = pool_size_for(concurrency)
+        engine = create_engine(url, pool_size=size, max_overflow=overflow)
+    _ping_after_rest(engine)
+    return engine
+
+
+# A server may have dropped a connection that sat idle in the pool (restart, idle timeout, failover):
+# one that rested longer than this is pinged before use, and replaced if the ping fails. A busy
+# worker reuses its connections within milliseconds, and pinging those (SQLAlchemy's pool_pre_ping)
+# cost one more round trip per transaction, a fifth of a quiet poll's.
+PING_AFTER_IDLE = 2.0
+_RESTED = "calsync_checked_in_at"
+
+
+def _ping_after_rest(engine: Engine) -> None:
+    """Ping (the dialect's own ping) a connection that rested in the pool longer than PING_AFTER_IDLE
+    when it is checked out; a failed ping makes the pool drop it and connect anew."""
+    dialect = engine.dialect
+
+    def rested(_dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info[_RESTED] = time.monotonic()
+
+    def ping(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        since = record.info.get(_RESTED)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return  # new (just connected), or back in the pool only a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's own error: the pool invalidates it and takes another
+            raise DisconnectionError(f"a pooled connection was lost while idle: {type(exc).__name__}") from exc
+
+    event.listen(engine, "checkin", rested)
+    event.listen(engine, "checkout", ping)
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

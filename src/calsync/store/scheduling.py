@@ -8,19 +8,38 @@ number of workers share the work and a crashed worker's lease simply runs out.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 
 from calsync.budgets import DEFAULT_BUDGETS, RequestBudget
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ChannelState
 from calsync.store.keys import open_sealed, seal
-from calsync.store.rows import BindingClaim, ChannelRow, ConferenceWorkRow
+from calsync.store.rows import BindingClaim, BindingRow, ChannelRow, ConferenceWorkRow
 from calsync.store.schema import accounts, bindings, channels, conference_outbox, outbox
+
+log = logging.getLogger(__name__)
 
 # --- the poll timer ------------------------------------------------------------------------------
 #
@@ -103,6 +122,48 @@ def mark_dirty(conn: Connection, binding_id: str, now: datetime | None = None, d
             ),
         )
     )
+    if conn.dialect.name == "postgresql":  # idle workers of every process learn of it at commit
+        conn.execute(_ANNOUNCE)
+
+
+DIRTY_CHANNEL = "calsync_dirty"
+_ANNOUNCE = text(f"SELECT pg_notify('{DIRTY_CHANNEL}', '')")  # one per transaction: PostgreSQL folds repeats
+
+
+def next_dirty_due(conn: Connection, now: datetime) -> float | None:
+    """Seconds until the earliest notified binding nobody holds is due (0 if one is due now; None:
+    none waits), so an idle worker sleeps until then rather than a whole idle period (a partial index)."""
+    due = conn.execute(
+        select(func.min(bindings.c.next_poll_at)).where(bindings.c.dirty_at.is_not(None), _free(bindings, now))
+    ).scalar()
+    if due is None:
+        return None
+    if due.tzinfo is None:  # SQLite keeps naive UTC
+        due = due.replace(tzinfo=UTC)
+    return max(0.0, float((due - now).total_seconds()))
+
+
+def listen_for_dirty(engine: Engine, wake: threading.Event, stop: threading.Event, retry: float = 2.0) -> None:
+    """PostgreSQL: set `wake` whenever a transaction that marked a binding dirty commits, in any
+    process (mark_dirty's NOTIFY), until `stop` is set. Runs on a thread of its own with a connection
+    of its own; a lost connection is made again after `retry` seconds (meanwhile the idle timer polls)."""
+    while not stop.is_set():
+        try:
+            pooled = engine.raw_connection()
+            raw: Any = pooled.driver_connection
+            pooled.detach()  # LISTEN for the thread's life: never handed back to the pool
+            try:
+                raw.autocommit = True
+                raw.execute(f"LISTEN {DIRTY_CHANNEL}")
+                wake.set()  # anything marked before the LISTEN took hold is looked for once
+                while not stop.is_set():
+                    for _note in raw.notifies(timeout=1.0):
+                        wake.set()
+            finally:
+                pooled.close()
+        except Exception as exc:  # noqa: BLE001 - a listener that fails must not end the worker
+            log.warning("dirty-binding listener: %s: %s; retrying in %.0f s", type(exc).__name__, exc, retry)
+            stop.wait(retry)
 
 
 def sync_pending(conn: Connection, binding_id: str, now: datetime) -> bool:
@@ -147,7 +208,7 @@ def claim_bindings(
     *,
     budgets: Mapping[str, RequestBudget] | None = None,
     per_account: int = 4,
-    queued_out: set[str] | None = None,
+    details_out: dict[str, Claimed] | None = None,
 ) -> list[BindingClaim]:
     """Up to `limit` due bindings, leased to `owner`, in this order: notified (or with local changes
     queued) before those only due by the poll timer; then round the accounts, the least recently
@@ -168,7 +229,8 @@ def claim_bindings(
     its turn with the others and never more than its budget, and a notification of anyone else is
     claimed before the poll backlog. `queued_out` gets the ids of those with local changes waiting
     in the outbox (a worker need not read the outbox of the others: a change queued meanwhile makes
-    its binding due again once it is given back)."""
+    its binding due again once it is given back). `details_out` gets, for each claimed binding, what
+    its sync needs to start without reading it again (Claimed)."""
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     epoch = now.timestamp()
     window = max(1, limit) * max(1, per_account)
@@ -180,6 +242,7 @@ def claim_bindings(
         accounts.c.provider,
         accounts.c.budget_spent_until,
         accounts.c.served_at,
+        accounts.c.backoff_attempts,
     )
     claimable = _claimable(now, budgets, epoch)
 
@@ -239,17 +302,34 @@ def claim_bindings(
         claims.extend(cast("BindingClaim", {k: r[k] for k in ("id", "dirty_at", "account_id")}) for r in mine[:taken])
     if not claims:
         return []
-    leased = set(
-        conn.execute(
+    leased = {
+        row["id"]: cast("BindingRow", dict(row))
+        for row in conn.execute(
             update(bindings)
             .where(bindings.c.id.in_([c["id"] for c in claims]), _free(bindings, now))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(bindings.c.id)
-        ).scalars()
-    )
-    if queued_out is not None:
-        queued_out.update(binding_id for binding_id in with_changes if binding_id in leased)
+            .returning(*bindings.c)
+        ).mappings()
+    }
+    if details_out is not None:
+        for binding_id, binding in leased.items():
+            seen = rows[binding_id]
+            details_out[binding_id] = Claimed(
+                binding, seen["provider"], int(seen["backoff_attempts"]), binding_id in with_changes
+            )
     return [c for c in claims if c["id"] in leased]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What claim_bindings saw of a binding it leased: its row as leased (the lease columns the new
+    ones), its account's provider kind and backoff count then, and whether local changes wait in its
+    outbox. Under the lease no other worker syncs the binding, so its sync may start from this row."""
+
+    binding: BindingRow
+    provider: str
+    backoff_attempts: int
+    queued: bool
 
 
 def claim_binding(conn: Connection, owner: str, now: datetime, lease_seconds: float) -> BindingClaim | None:
@@ -354,14 +434,15 @@ def release_binding(
     poll_interval: float,
     seen_dirty_at: datetime | None,
     debounce: float = 0.2,
-) -> None:
+) -> bool:
     """Give the binding back. Notifications it has seen are settled; one that arrived during the sync
     keeps it dirty and due again shortly (one more sync), so a burst costs one or two syncs. The next
-    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot)."""
+    poll is `poll_interval` on, moved toward the binding's own slot (next_poll_slot). True when it was
+    left dirty (due again in `debounce` seconds)."""
     settled: ColumnElement[bool] = bindings.c.dirty_at.is_(None)
     if seen_dirty_at is not None:
         settled = or_(settled, bindings.c.dirty_at <= seen_dirty_at)
-    conn.execute(
+    left = conn.execute(
         update(bindings)
         .where(bindings.c.id == binding_id, bindings.c.lease_owner == owner)
         .values(
@@ -372,7 +453,9 @@ def release_binding(
                 (settled, next_poll_slot(binding_id, now, poll_interval)), else_=now + timedelta(seconds=debounce)
             ),
         )
-    )
+        .returning(bindings.c.dirty_at)
+    ).first()
+    return left is not None and left.dirty_at is not None
 
 
 def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
