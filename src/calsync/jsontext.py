@@ -18,11 +18,11 @@ from typing import Any
 
 def _made(*, sort_keys: bool, separators: tuple[str, str]) -> Callable[[Any], str]:
     options = json.JSONEncoder(sort_keys=sort_keys, separators=separators, check_circular=False)
-    make = _encoder.c_make_encoder
+    make = getattr(_encoder, "c_make_encoder", None)  # (not in typeshed's stub)
     if make is None:  # an interpreter without the C accelerator: the standard path
         return options.encode
     item_separator, key_separator = separators
-    encode = make(
+    encode: Callable[[Any, int], list[str]] = make(
         None,  # markers: no circularity check
         options.default,
         _encoder.encode_basestring_ascii,
