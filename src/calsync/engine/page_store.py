@@ -228,10 +228,16 @@ def write_page(
                 conn, binding.calendar_id, [(e, 0) for e in sorted(left_here)], bindings_to=[binding.id]
             )
     if conference_work:
+        # a new event has no conference row yet (its id was drawn on this page): one without a
+        # conference has nothing to queue, and is not looked up
         conference_store.enqueue_for_changed_events(
             conn,
             [
-                *(ChangedEvent(row["id"], row["conference"], row["recurring_event_id"]) for row in new_events),
+                *(
+                    ChangedEvent(row["id"], row["conference"], row["recurring_event_id"])
+                    for row in new_events
+                    if row["conference"]
+                ),
                 *(ChangedEvent(row["event_id"], row["conference"], row["recurring_event_id"]) for row in event_updates),
             ],
             doomed,

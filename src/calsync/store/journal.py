@@ -151,9 +151,18 @@ def changes_of_update(
     return changes
 
 
+_EMPTY: tuple[Any, ...] = (None, "", [], {}, False)  # a created row's field with one of these values did not "change"
+
+
+def _set_fields(row: Mapping[str, Any]) -> list[str]:
+    """The history fields a new row sets (a truthy value is never one of _EMPTY: asked first, it
+    spares the five comparisons for most fields)."""
+    return [name for name in HISTORY_FIELDS if (value := row.get(name)) or value not in _EMPTY]
+
+
 def created(row: Mapping[str, Any], remote_etag: str | None = None) -> Change:
     """The change that made a new event row (its content is rebuilt from later rows, not kept here)."""
-    fields = [name for name in HISTORY_FIELDS if row.get(name) not in _EMPTY]
+    fields = _set_fields(row)
     return Change(row["id"], row["calendar_id"], int(row["version"]), "created", fields=fields, remote_etag=remote_etag)
 
 
@@ -181,7 +190,7 @@ def record_created(
                 "side": side,
                 "author": name,
                 "remote_etag": etags.get(row["id"]),
-                "fields": [field for field in HISTORY_FIELDS if row.get(field) not in _EMPTY],
+                "fields": _set_fields(row),
                 "diff": None,
                 "conflict_id": None,
                 "created_at": now,
@@ -189,9 +198,6 @@ def record_created(
             for row in rows
         ],
     )
-
-
-_EMPTY: tuple[Any, ...] = (None, "", [], {}, False)  # a created row's field with one of these values did not "change"
 
 
 def record(conn: Connection, changes: Sequence[Change], author: Author) -> None:
