@@ -16,7 +16,22 @@ import pytest
 from sqlalchemy import Engine, event, select, text
 
 from calsync.engine.inbound import sync_binding
-from calsync.engine.page_plan import BindingRef, Create, PageState, plan_page, unknown_claims
+from calsync.engine.page_plan import (
+    Adopt,
+    BindingRef,
+    CloseConflict,
+    Create,
+    Delete,
+    Merge,
+    OpenConflict,
+    PagePlan,
+    PageState,
+    Relink,
+    TakeRemote,
+    UpdateLink,
+    plan_page,
+    unknown_claims,
+)
 from calsync.jsontext import canonical_dumps, dumps
 from calsync.model import Attendee, EventData, RemoteEvent
 from calsync.providers.memory import MemoryProvider, MemoryService
@@ -239,3 +254,22 @@ def test_the_statements_of_a_page_do_not_grow_with_its_events(engine: Engine, tm
     # a batched page: twenty times the events, no more than a chunk's worth of statements more
     assert max(big) <= max(small) + 8, (small, big)
     assert max(big) < 60, big
+
+
+def test_a_plan_grouped_by_kind_is_its_actions_of_each_kind() -> None:
+    """write_page reads the plan once, grouped: each kind's actions as of(kind) gives them, in order."""
+    plan = PagePlan(
+        actions=[
+            Delete("e1", "p1"),
+            UpdateLink({"link_id": 1}),
+            Delete("e2", "p2"),
+            Relink("e3", "r3", None),
+            UpdateLink({"link_id": 2}),
+            Delete("e4", "p4"),
+        ]
+    )
+    groups = plan.grouped()
+    assert set(groups) == {Delete, UpdateLink, Relink}
+    for kind in (Delete, UpdateLink, Relink, Create, Adopt, TakeRemote, Merge, OpenConflict, CloseConflict):
+        assert groups.get(kind, []) == plan.of(kind)
+    assert [d.event_id for d in groups[Delete]] == ["e1", "e2", "e4"]
