@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
+
+from calsync.jsontext import canonical_dumps
 
 # (defined in calsync.statuses with the other closed sets; still importable from here)
 from calsync.statuses import CONFLICT_POLICIES as CONFLICT_POLICIES
@@ -108,13 +109,13 @@ class EventData:
 
         `sequence`, `ical_uid` and `extra` are provider bookkeeping, so they are left out.
         """
-        body = {name: getattr(self, name) for name in _HASHED_FIELDS}
+        body = dict(self.__dict__)  # (the fields by name; a copy in C, not a getattr per field)
+        del body["sequence"], body["extra"], body["ical_uid"]
         body["attendees"] = [a.__dict__ for a in self.attendees]
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(canonical_dumps(body).encode()).hexdigest()
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(EventData))
-_HASHED_FIELDS = tuple(f for f in _EVENT_FIELDS if f not in ("sequence", "extra", "ical_uid"))
 
 
 @dataclass

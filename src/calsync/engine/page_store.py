@@ -158,22 +158,23 @@ def write_page(
     """Carry out the plan, batched by kind, and its consequences. `generation`: a full listing's, which
     marks what the page names as seen. Returns the tombstones the consequences added (counted as
     deletions on top of the plan's)."""
-    for relink in plan.of(Relink):  # the copies met take their gone links' places first
+    kinds = plan.grouped()
+    for relink in kinds.get(Relink, []):  # the copies met take their gone links' places first
         link_store.relink_gone_copies(conn, binding.id, {relink.event_id: (relink.remote_id, relink.series_remote_id)})
-    for close in plan.of(CloseConflict):
+    for close in kinds.get(CloseConflict, []):
         conflict_store.close_conflict(conn, close.conflict_id, close.resolution)
         outbox_store.release(conn, binding.id, close.event_id, drop=close.drop)
-    for opened in plan.of(OpenConflict):
+    for opened in kinds.get(OpenConflict, []):
         conflict_store.record_conflict(conn, **opened.fields)
         outbox_store.hold(conn, binding.id, opened.fields["event_id"])  # the event waits; everything else syncs on
-    creates: list[Create] = plan.of(Create)
-    adopts: list[Adopt] = plan.of(Adopt)
-    taken: list[TakeRemote] = plan.of(TakeRemote)
-    merges: list[Merge] = plan.of(Merge)
+    creates: list[Create] = kinds.get(Create, [])
+    adopts: list[Adopt] = kinds.get(Adopt, [])
+    taken: list[TakeRemote] = kinds.get(TakeRemote, [])
+    merges: list[Merge] = kinds.get(Merge, [])
     new_events = [c.event for c in creates]
     new_links = [*(c.link for c in creates), *(a.link for a in adopts)]
     event_updates = [*(t.event for t in taken), *(m.event for m in merges)]
-    tombstones = {d.event_id: d.proof for d in plan.of(Delete)}
+    tombstones = {d.event_id: d.proof for d in kinds.get(Delete, [])}
     if generation is not None:  # a full listing: what it names is seen (new links are born seen)
         for row in new_links:
             row["seen_generation"] = generation
@@ -200,7 +201,7 @@ def write_page(
     remote_etags.update((m.event["event_id"], m.link.get("etag")) for m in merges)
     event_store.update_events(conn, event_updates, etags=remote_etags)
     link_store.update_links(
-        conn, [*(t.link for t in taken), *(m.link for m in merges), *(u.link for u in plan.of(UpdateLink))]
+        conn, [*(t.link for t in taken), *(m.link for m in merges), *(u.link for u in kinds.get(UpdateLink, []))]
     )
     _include_restored_occurrences(conn, binding, new_events, event_updates)
     added = 0
@@ -228,10 +229,16 @@ def write_page(
                 conn, binding.calendar_id, [(e, 0) for e in sorted(left_here)], bindings_to=[binding.id]
             )
     if conference_work:
+        # a new event has no conference row yet (its id was drawn on this page): one without a
+        # conference has nothing to queue, and is not looked up
         conference_store.enqueue_for_changed_events(
             conn,
             [
-                *(ChangedEvent(row["id"], row["conference"], row["recurring_event_id"]) for row in new_events),
+                *(
+                    ChangedEvent(row["id"], row["conference"], row["recurring_event_id"])
+                    for row in new_events
+                    if row["conference"]
+                ),
                 *(ChangedEvent(row["event_id"], row["conference"], row["recurring_event_id"]) for row in event_updates),
             ],
             doomed,

@@ -361,6 +361,7 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
     original, _, _ = _boundary(item.get("originalStartTime"))
     start, all_day, tz = _boundary(item.get("start"))
     end, _, _ = _boundary(item.get("end"))
+    rules = item.get("recurrence")
     if not start:  # a cancelled instance carries no times: it occupies its original slot
         start = end = original
         all_day = len(original) == 10
@@ -373,7 +374,8 @@ def change_from_google(item: dict[str, Any]) -> RemoteChange:
         description=canonical_text(item.get("description")),
         location=canonical_text(item.get("location")),
         status=item.get("status") or "confirmed",
-        recurrence=canonical_recurrence(item.get("recurrence"), _rule_start(start, all_day, tz)),
+        # (a series' first start is worked out for a series only: zone look-ups are not free)
+        recurrence=canonical_recurrence(rules, _rule_start(start, all_day, tz)) if rules is not None else None,
         original_start=original or None,
         attendees=[
             Attendee(

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import JSON, Connection, Table
 
+from calsync.jsontext import dumps
 from calsync.store.schema import UTCDateTime
 
 
@@ -56,7 +59,14 @@ def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
         yield items[i : i + size]
 
 
-_BulkInsert = tuple[str, list[tuple[str, Any]]]
+@dataclass(frozen=True)
+class _BulkInsert:
+    """One compiled INSERT for positional parameters: its SQL, the row keys in parameter order, and
+    the bind processor of each parameter that has one (by position)."""
+
+    sql: str
+    keys: tuple[str, ...]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 _bulk_inserts: dict[tuple[str, str, tuple[str, ...]], _BulkInsert | None] = {}
@@ -64,9 +74,10 @@ _bulk_inserts: dict[tuple[str, str, tuple[str, ...]], _BulkInsert | None] = {}
 
 def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT many rows that all carry the same keys. On a driver with positional parameters
-    (SQLite's), the statement is compiled once and each value goes through its column type's bind
-    processor here, straight into the driver's executemany: SQLAlchemy's generic path builds
-    parameters row by row, a fifth of the store's time in an initial sync. Elsewhere, that path."""
+    (SQLite's), the statement is compiled once and the rows become parameter tuples here, a column
+    at a time (itemgetter, then each processing column mapped through its bind processor), straight
+    into the driver's executemany: SQLAlchemy's generic path builds parameters row by row, and a
+    generator over every value was a fifth of the store's time in an initial sync. Elsewhere, that path."""
     if not rows:
         return
     keys = tuple(rows[0])
@@ -77,12 +88,15 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     if bulk is None:
         conn.execute(table.insert(), rows)
         return
-    sql, columns = bulk
-    if any(len(row) != len(keys) for row in rows):  # (a missing key raises KeyError below)
+    if set(map(len, rows)) != {len(keys)}:  # (a missing key raises KeyError below)
         raise ValueError(f"rows for {table.name} carry different columns")
-    conn.exec_driver_sql(
-        sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns) for row in rows]
-    )
+    values: list[tuple[Any, ...]] = list(map(itemgetter(*bulk.keys), rows))
+    if bulk.processors:
+        columns: list[Any] = list(zip(*values, strict=True))
+        for at, process in bulk.processors:
+            columns[at] = map(process, columns[at])
+        values = list(zip(*columns, strict=True))
+    conn.exec_driver_sql(bulk.sql, values)
 
 
 def _compile_bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _BulkInsert | None:
@@ -91,13 +105,39 @@ def _compile_bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) 
     order = compiled.positiontup
     if order is None or set(order) != set(keys):  # named parameters, or column defaults to fill in
         return None
-    columns = []
-    for key in order:
-        process: Callable[[Any], Any] | None = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None and isinstance(table.c[key].type, UTCDateTime):
+    if len(order) < 2:  # (itemgetter of one key gives the value, not a tuple)
+        return None
+    processors = []
+    for at, key in enumerate(order):
+        column_type = table.c[key].type
+        process: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if process is None:
+            continue
+        if isinstance(column_type, UTCDateTime):
             process = _same_as_last(process)
-        columns.append((key, process))
-    return compiled.string, columns
+        elif (
+            isinstance(column_type, JSON)
+            and column_type.none_as_null
+            and getattr(dialect, "_json_serializer", None) is None
+        ):
+            process = _json_text(process)
+        processors.append((at, process))
+    return _BulkInsert(compiled.string, tuple(order), tuple(processors))
+
+
+def _json_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's processor for the dialect's default serializer (json.dumps): plain dicts and
+    lists by jsontext.dumps (the same text, quicker), None as SQL NULL (the columns are none_as_null),
+    anything else (JSON.NULL, null()) by SQLAlchemy's own processor."""
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is dict or type(value) is list:
+            return dumps(value)
+        return process(value)
+
+    return run
 
 
 def _same_as_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -109,12 +109,14 @@ def insert_events(
     """New event rows, each journalled as created by `author` (default: the row's source);
     `etags`: the provider's ETag of each copy a binding brought."""
     insert_many(conn, events, rows)
-    by_author: dict[journal.Author, list[journal.Change]] = {}
+    authors: dict[str, journal.Author] = {}  # source -> its author, worked out once
+    by_author: dict[journal.Author, list[dict[str, Any]]] = {}
     for row in rows:
-        who = author or journal.author_of_source(row["source"])
-        by_author.setdefault(who, []).append(journal.created(row, (etags or {}).get(row["id"])))
-    for who, changes in by_author.items():
-        journal.record(conn, changes, who)
+        source = row["source"]
+        who = author or authors.get(source) or authors.setdefault(source, journal.author_of_source(source))
+        by_author.setdefault(who, []).append(row)
+    for who, written in by_author.items():
+        journal.record_created(conn, written, who, etags or {})
 
 
 _EVENT_UPDATE_KEYS = (

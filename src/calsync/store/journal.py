@@ -151,10 +151,53 @@ def changes_of_update(
     return changes
 
 
+_EMPTY: tuple[Any, ...] = (None, "", [], {}, False)  # a created row's field with one of these values did not "change"
+
+
+def _set_fields(row: Mapping[str, Any]) -> list[str]:
+    """The history fields a new row sets (a truthy value is never one of _EMPTY: asked first, it
+    spares the five comparisons for most fields)."""
+    return [name for name in HISTORY_FIELDS if (value := row.get(name)) or value not in _EMPTY]
+
+
 def created(row: Mapping[str, Any], remote_etag: str | None = None) -> Change:
     """The change that made a new event row (its content is rebuilt from later rows, not kept here)."""
-    fields = [name for name in HISTORY_FIELDS if row.get(name) not in (None, "", [], {}, False)]
+    fields = _set_fields(row)
     return Change(row["id"], row["calendar_id"], int(row["version"]), "created", fields=fields, remote_etag=remote_etag)
+
+
+def record_created(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], author: Author, etags: Mapping[str, str | None]
+) -> None:
+    """The journal rows of new event rows made by one author: what record() writes for each row's
+    created() change, built straight from the rows (an initial sync writes one per event, and a
+    Change apiece was a tenth of the journal's time)."""
+    if not rows:
+        return
+    owners = _owners(conn, {row["calendar_id"] for row in rows})
+    now = utcnow()
+    side, name = author.side, author.name
+    insert_many(
+        conn,
+        event_changes,
+        [
+            {
+                "user_id": owners.get(row["calendar_id"], ""),
+                "calendar_id": row["calendar_id"],
+                "event_id": row["id"],
+                "version": int(row["version"]),
+                "kind": "created",
+                "side": side,
+                "author": name,
+                "remote_etag": etags.get(row["id"]),
+                "fields": _set_fields(row),
+                "diff": None,
+                "conflict_id": None,
+                "created_at": now,
+            }
+            for row in rows
+        ],
+    )
 
 
 def record(conn: Connection, changes: Sequence[Change], author: Author) -> None:

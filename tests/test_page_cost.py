@@ -1,0 +1,264 @@
+"""What an inbound page costs stays bounded, and the quick paths store exactly what the plain ones did:
+jsontext against json.dumps, the content hash against its definition, the bulk INSERT against
+SQLAlchemy's own, the journal's creation rows against record(created()), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select, text
+
+from calsync.engine.inbound import sync_binding
+from calsync.engine.page_plan import (
+    Adopt,
+    BindingRef,
+    CloseConflict,
+    Create,
+    Delete,
+    Merge,
+    OpenConflict,
+    PagePlan,
+    PageState,
+    Relink,
+    TakeRemote,
+    UpdateLink,
+    plan_page,
+    unknown_claims,
+)
+from calsync.jsontext import canonical_dumps, dumps
+from calsync.model import Attendee, EventData, RemoteEvent
+from calsync.providers.memory import MemoryProvider, MemoryService
+from calsync.store import accounts as account_store
+from calsync.store import journal
+from calsync.store.common import insert_many, new_id
+from calsync.store.db import open_engine
+from calsync.store.schema import event_changes, event_links, events
+
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**70,
+    1.5,
+    1e300,
+    float("nan"),
+    float("inf"),
+    "",
+    "plain",
+    'quo"te\\',
+    "é ∑ 😀\n\t",
+    [],
+    {},
+    [1, "a", None, [2, {"b": [3]}]],
+    {"z": 1, "a": {"y": [True, None], "b": "x"}, "m": []},
+    (1, "two"),
+    {"attendees": [{"email": "a@example.org", "name": None, "optional": False}], "extra": {"google": {}}},
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_jsontext_writes_json_dumps_text(value: Any) -> None:
+    assert dumps(value) == json.dumps(value)
+    assert canonical_dumps(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _data(n: int) -> EventData:
+    return EventData(
+        title=f"Meeting {n} é",
+        start="2026-03-01T09:00:00Z",
+        end="2026-03-01T10:00:00Z",
+        time_zone="Europe/Paris" if n % 2 else None,
+        description="notes" if n % 3 else None,
+        recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"] if n % 4 == 0 else None,
+        attendees=[Attendee("a@example.org", "A", "accepted"), Attendee("b@example.org", optional=True)][: n % 3],
+        conference={"type": "hangoutsMeet", "join_url": f"https://meet.example/{n}"} if n % 5 == 0 else None,
+        ical_uid=f"uid-{n}",
+        sequence=n,
+        extra={"google": {"reminders": {"useDefault": True}}},
+    )
+
+
+def test_the_content_hash_is_its_definition() -> None:
+    """sha256 of json.dumps(sorted keys, compact) of every field but sequence, ical_uid and extra:
+    hashes stored by earlier versions must still compare equal."""
+    for n in range(12):
+        data = _data(n)
+        body = {name: getattr(data, name) for name in data.__dataclass_fields__}
+        del body["sequence"], body["ical_uid"], body["extra"]
+        body["attendees"] = [vars(a) for a in data.attendees]
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture()
+def any_engine(db_url: str) -> Iterator[Engine]:
+    """SQLite, then PostgreSQL: the store must write the same on both."""
+    engine = open_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _setup(engine: Engine) -> BindingRef:
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "google", "cost", None, {"token": "t"})
+        calendar = account_store.create_calendar(conn, "cost")
+        binding = account_store.create_binding(conn, calendar, account, "primary", "two-way")
+    return BindingRef(binding, calendar, "remote-wins", f"google:{binding}")
+
+
+def _creates(binding: BindingRef, count: int) -> list[Create]:
+    items = {
+        f"r{n}": RemoteEvent(f"r{n}", f'"{n}"', _data(n), updated="2026-02-01T00:00:00.000Z") for n in range(count)
+    }
+    state = PageState(
+        items=items,
+        links={},
+        series={},
+        dead={},
+        open_conflicts={},
+        claims=unknown_claims(items, {}),
+        adoptable=frozenset(),
+        gone_links={},
+        adopted={},
+        lost_creates=frozenset(),
+        stand_ins={},
+        paused_series=frozenset(),
+        series_rules={},
+    )
+    plan = plan_page(binding, state, datetime(2026, 2, 2, 12, 30, 15, 123456, tzinfo=UTC), new_id)
+    creates: list[Create] = plan.of(Create)
+    assert len(creates) == count
+    return creates
+
+
+def _raw(engine: Engine, sql: str, prefix: str) -> list[tuple[Any, ...]]:
+    """Rows as the driver returns them (JSON as its stored text on SQLite)."""
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(sql), {"prefix": prefix})]
+
+
+def test_the_bulk_insert_stores_what_sqlalchemy_stores(any_engine: Engine) -> None:
+    """The same rows through insert_many and through SQLAlchemy's executemany (ids and remote ids
+    apart): every other column of every row equal as the driver returns it (SQLite's quick path;
+    PostgreSQL's is SQLAlchemy's own)."""
+    binding = _setup(any_engine)
+    creates = _creates(binding, 30)
+    with any_engine.begin() as conn:
+        for way, prefix in ((insert_many, "a"), (_plain_insert, "b")):
+            rows = [{**c.event, "id": f"{prefix}{n:031x}"} for n, c in enumerate(creates)]
+            links = [
+                {**c.link, "event_id": f"{prefix}{n:031x}", "remote_id": f"{prefix}{c.link['remote_id']}"}
+                for n, c in enumerate(creates)
+            ]
+            way(conn, events, rows)
+            way(conn, event_links, links)
+    quick, plain = (
+        _raw(any_engine, "SELECT * FROM events WHERE substr(id, 1, 1) = :prefix ORDER BY id", prefix) for prefix in "ab"
+    )
+    assert len(quick) == len(plain) == 30
+    assert [row[1:] for row in quick] == [row[1:] for row in plain]
+    quick_links, plain_links = (
+        _raw(
+            any_engine,
+            "SELECT etag, binding_id, base_version, base_hash, base_snapshot, series_remote_id, remote_updated,"
+            " remote_deleted, seen_generation, created_at, updated_at FROM event_links"
+            " WHERE substr(event_id, 1, 1) = :prefix ORDER BY event_id",
+            prefix,
+        )
+        for prefix in "ab"
+    )
+    assert quick_links == plain_links and len(quick_links) == 30
+
+
+def _plain_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    conn.execute(table.insert(), rows)
+
+
+def test_creation_rows_are_what_record_of_created_writes(any_engine: Engine) -> None:
+    binding = _setup(any_engine)
+    creates = _creates(binding, 12)
+    rows = [c.event for c in creates]
+    etags = {row["id"]: f"etag-{n}" if n % 2 else None for n, row in enumerate(rows)}
+    author = journal.author_of_source(binding.source)
+    with any_engine.begin() as conn:
+        insert_many(conn, events, rows)
+        journal.record_created(conn, rows, author, etags)
+        journal.record(conn, [journal.created(row, etags[row["id"]]) for row in rows], author)
+    columns = [c for c in event_changes.c if c.key not in ("id", "created_at", "position")]
+    with any_engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(select(*columns).order_by(event_changes.c.id))]
+    assert len(found) == 24
+    assert found[:12] == found[12:]
+    assert [r[2] for r in found[:12]] == [row["id"] for row in rows]  # in the rows' order
+
+
+def _statements_per_page(engine: Engine, events_per_page: int, pages: int) -> list[int]:
+    """SQL statements each page of an initial sync runs, with the memory provider."""
+    service = MemoryService()
+    calendar = service.add_calendar("cost")
+    start = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    for n in range(events_per_page * pages):
+        at = start + timedelta(hours=n)
+        service.insert(
+            calendar, EventData(title=f"e{n}", start=at.isoformat(), end=(at + timedelta(minutes=30)).isoformat())
+        )
+    with engine.begin() as conn:
+        account = account_store.create_account(conn, "memory", "cost", None, {"token": "t"})
+        local = account_store.create_calendar(conn, "cost")
+        binding = account_store.create_binding(conn, local, account, calendar, "two-way")
+    counts: list[int] = []
+    current = [0]
+
+    def count(*_: Any) -> None:
+        current[0] += 1
+
+    def page_done(*_: Any) -> None:
+        counts.append(current[0])
+        current[0] = 0
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        result = sync_binding(engine, MemoryProvider(service, page_size=events_per_page), binding, after_page=page_done)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert result.status == "ok" and result.created == events_per_page * pages
+    return counts
+
+
+def test_the_statements_of_a_page_do_not_grow_with_its_events(engine: Engine, tmp_path: Any) -> None:
+    small = _statements_per_page(engine, 20, 3)
+    other = open_engine(f"sqlite:///{tmp_path / 'big.db'}")
+    try:
+        big = _statements_per_page(other, 400, 3)
+    finally:
+        other.dispose()
+    assert len(small) == len(big) == 3
+    # a batched page: twenty times the events, no more than a chunk's worth of statements more
+    assert max(big) <= max(small) + 8, (small, big)
+    assert max(big) < 60, big
+
+
+def test_a_plan_grouped_by_kind_is_its_actions_of_each_kind() -> None:
+    """write_page reads the plan once, grouped: each kind's actions as of(kind) gives them, in order."""
+    plan = PagePlan(
+        actions=[
+            Delete("e1", "p1"),
+            UpdateLink({"link_id": 1}),
+            Delete("e2", "p2"),
+            Relink("e3", "r3", None),
+            UpdateLink({"link_id": 2}),
+            Delete("e4", "p4"),
+        ]
+    )
+    groups = plan.grouped()
+    assert set(groups) == {Delete, UpdateLink, Relink}
+    for kind in (Delete, UpdateLink, Relink, Create, Adopt, TakeRemote, Merge, OpenConflict, CloseConflict):
+        assert groups.get(kind, []) == plan.of(kind)
+    assert [d.event_id for d in groups[Delete]] == ["e1", "e2", "e4"]
