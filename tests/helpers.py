@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,34 @@ SEED_START = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT00:00:00
 # fixed day before those instead of 30 days back from now, so the dates never fall out of it.
 GRAPH_WINDOW_START = datetime(2026, 10, 1, tzinfo=UTC)
 GRAPH_TEST_WINDOW = (GRAPH_WINDOW_START - datetime.now(UTC), timedelta(days=365))
+
+
+_TEMPLATE: dict[str, str] = {}
+
+
+def migrated_sqlite(path: Path) -> str:
+    """A SQLite URL of a new store file at `path`, migrated to the head: a copy of a template the
+    process migrated once (open_engine on it finds the head and migrates nothing). Migrating each
+    test's store took a tenth of a second a test; the migrations themselves are tested on their own
+    (tests/test_store.py opens new and old files with open_engine)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from calsync.store.db import SCHEMA_HEAD, open_engine, stored_revision
+
+    if "file" not in _TEMPLATE:
+        folder = tempfile.mkdtemp(prefix="calsync-template-")
+        atexit.register(shutil.rmtree, folder, True)
+        template = Path(folder) / "template.db"
+        engine = open_engine(f"sqlite:///{template}")
+        assert stored_revision(engine) == SCHEMA_HEAD
+        with engine.connect() as conn:  # everything in the main file: the copy needs no -wal beside it
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+        _TEMPLATE["file"] = str(template)
+    shutil.copyfile(_TEMPLATE["file"], path)
+    return f"sqlite:///{path}"
 
 
 def graph_window_params() -> dict[str, str]:
@@ -189,3 +218,25 @@ def page_user(engine: Engine) -> str:
 
     with engine.begin() as conn:
         return users.default_owner(conn)
+
+
+def google_account_bound(engine: Engine, base_url: str, token: str, calendar_id: str, *,
+                         account_name: str | None = None, name: str | None = None) -> tuple[str, dict[str, str]]:
+    """In this process, what `calsync account add google --name NAME --token TOKEN --base-url URL` and
+    `calsync calendar bind ACCOUNT CALENDAR [--name NAME] --json` make (the same engine/setup calls, the
+    CLI's defaults: two-way, merge, a new local calendar named after the remote one): (account id,
+    {"calendar_id", "binding_id"}). For tests whose subject is not those two commands (they are tests/test_cli.py's):
+    each command in its own process costs a second or two of interpreter start and imports."""
+    from calsync.engine import setup
+    from calsync.model import Account
+    from calsync.providers import provider_for
+
+    account_id = setup.add_account(engine, "google", account_name or token, base_url, {"token": token})
+    client = provider_for(Account(account_id, "google", account_name or token, base_url, {"token": token}))
+    try:
+        info = {c.remote_id: c for c in client.list_calendars()}[calendar_id]
+    finally:
+        client.close()
+    bound = setup.bind_calendar(engine, account_id, calendar_id, setup.NewCalendar(name or info.name, info.time_zone,
+                                                                                   info.color))
+    return account_id, {"calendar_id": bound.calendar_id, "binding_id": bound.binding_id}

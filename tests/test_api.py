@@ -25,14 +25,14 @@ from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.schema import events, outbox
-from tests.helpers import GoogleApi, auth_headers, bind, local_events
+from tests.helpers import GoogleApi, auth_headers, bind, local_events, migrated_sqlite
 
 SLOT = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z"}
 
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    return open_engine(migrated_sqlite(tmp_path / "calsync.db"))
 
 
 @pytest.fixture()

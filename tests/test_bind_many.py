@@ -14,8 +14,18 @@ from calsync.service.app import create_app
 from calsync.store import accounts as account_store
 from calsync.store import users
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi
+from tests.helpers import GoogleApi, migrated_sqlite
 from tests.test_cli import as_json, calsync
+
+
+def _account(db: Path, google_url: str, name: str, token: str) -> str:
+    """The account `calsync account add google --name NAME --token TOKEN` makes, made in this process
+    (that command is tests/test_cli.py's; here the subject is `calendar bind`)."""
+    engine = open_engine(migrated_sqlite(db))
+    try:
+        return setup.add_account(engine, "google", name, google_url, {"token": token})
+    finally:
+        engine.dispose()
 
 
 def _bindings(db: Path) -> list[dict[str, object]]:
@@ -32,8 +42,7 @@ def test_cli_binds_all_calendars_of_an_account_and_then_only_the_new_ones(tmp_pa
     api = GoogleApi(google_url, "frank")
     team = [api.create_calendar(f"Team {n}") for n in range(4)]
     api.insert(team[2], "Stand-up")
-    account = calsync("account", "add", "google", "--name", "org", "--token", "frank",
-                      "--base-url", google_url, db=db).stdout.strip()
+    account = _account(db, google_url, "org", "frank")
     done = calsync("calendar", "bind", account, "--all", "--direction", "pull", "--policy", "remote-wins",
                    "--json", db=db)
     made = as_json(done)
@@ -57,8 +66,7 @@ def test_cli_binds_several_named_calendars_in_one_transaction(tmp_path: Path, go
     db = tmp_path / "several.db"
     api = GoogleApi(google_url, "gina")
     one, two, three = (api.create_calendar(f"Room {n}") for n in range(3))
-    account = calsync("account", "add", "google", "--name", "g", "--token", "gina",
-                      "--base-url", google_url, db=db).stdout.strip()
+    account = _account(db, google_url, "g", "gina")
     made = as_json(calsync("calendar", "bind", account, one, two, "--policy", "merge", "--json", db=db))
     assert [r["remote_calendar_id"] for r in made["bindings"]] == [one, two]
     assert {b["conflict_policy"] for b in _bindings(db)} == {"merge"}

@@ -37,7 +37,7 @@ from calsync.store import outbox as outbox_store
 from calsync.store.db import open_engine
 from calsync.store.schema import bindings, conflicts, event_links, events
 from tests.caldav_servers import DavCalendar, caldav_server, dav, ics, provider_options  # noqa: F401 (fixtures)
-from tests.helpers import local_events, token_of
+from tests.helpers import local_events, migrated_sqlite, token_of
 
 SERIES = """BEGIN:VCALENDAR
 VERSION:2.0
@@ -96,7 +96,7 @@ END:VCALENDAR
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Engine:
-    return open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    return open_engine(migrated_sqlite(tmp_path / "calsync.db"))
 
 
 def bind(engine: Engine, dav: DavCalendar, **options: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import GoogleApi
+from tests.helpers import GoogleApi, google_account_bound, migrated_sqlite
 
 
 def calsync(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -86,22 +86,46 @@ def test_sync_leases_each_binding_and_waits_for_one_synced_elsewhere(tmp_path: P
     api = GoogleApi(google_url, "lease-user")
     calendar = api.primary_id()
     api.seed(calendar, 3)
-    account = calsync("account", "add", "google", "--name", "w", "--token", "lease-user",
-                      "--base-url", google_url, db=db).stdout.strip()
-    binding = as_json(calsync("calendar", "bind", account, calendar, "--json", db=db))["binding_id"]
-    engine = open_engine(f"sqlite:///{db}")
+    engine = open_engine(migrated_sqlite(db))
     try:
-        # a worker elsewhere holds the binding for another 8 seconds: longer than the CLI takes to start,
-        # even on a busy machine (with 2 seconds, a loaded CI sometimes started it after the lease ran out)
+        # the account and binding made in this process, as `account add` and `calendar bind` make them
+        # (test_account_bind_sync_list runs those commands): the subject here is `sync`
+        binding = google_account_bound(engine, google_url, "lease-user", calendar, account_name="w")[1]["binding_id"]
+        # a worker elsewhere holds the binding, with a lease far longer than the CLI takes to start on any
+        # machine, and gives it back once the CLI says it waits (the lease used to be left to run out: 8 s
+        # of every run waited out, and under load the CLI could start after it had, never waiting at all)
         with engine.begin() as conn:
-            assert scheduling.claim_named_binding(conn, binding, "worker-elsewhere", utcnow(), 8.0) is not None
-        done = calsync("sync", "--json", db=db)
-        assert "being synced elsewhere; waiting" in done.stderr
-        assert as_json(done)["inbound"][0]["created"] == 3
+            assert scheduling.claim_named_binding(conn, binding, "worker-elsewhere", utcnow(), 600.0) is not None
+        env = {**os.environ, "COLUMNS": "200"}
+        env.pop("CALSYNC_DB", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "calsync.cli", "sync", "--json", "--db", str(db)], env=env, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert process.stderr is not None
+            heard = ""
+            for line in process.stderr:  # until the CLI says it waits (the end of its output first: it did not)
+                heard += line
+                if "being synced elsewhere; waiting" in " ".join(heard.split()):
+                    break
+            assert "being synced elsewhere; waiting" in " ".join(heard.split()), heard
+            with engine.begin() as conn:
+                held = account_store.get_binding(conn, binding)
+                assert held["lease_owner"] == "worker-elsewhere" and held["sync_token"] is None, "not synced meanwhile"
+                scheduling.release_binding(conn, binding, "worker-elsewhere", utcnow(), 0.0, None)
+                released = account_store.get_binding(conn, binding)["next_poll_at"]
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, heard + err + out
+        assert json.loads(out)["inbound"][0]["created"] == 3
         with engine.begin() as conn:
             row = account_store.get_binding(conn, binding)
         assert row["lease_owner"] is None, "the CLI's own lease is released"
-        assert row["next_poll_at"] is not None and row["next_poll_at"] > utcnow() + timedelta(seconds=60), \
+        put_off = max(released, utcnow() + timedelta(seconds=60))
+        assert row["next_poll_at"] is not None and row["next_poll_at"] > put_off, \
             "the workers' next poll is put off: the binding was just synced"
     finally:
         engine.dispose()
@@ -150,6 +174,7 @@ def test_unreachable_account_is_refused(tmp_path: Path) -> None:
 
 
 def test_conference_create_and_list(tmp_path: Path, google_url: str, zoom_url: str) -> None:
+    from calsync.store.db import open_engine
     from tests.helpers import zoom_settings
 
     db = tmp_path / "conf.db"
@@ -160,9 +185,11 @@ def test_conference_create_and_list(tmp_path: Path, google_url: str, zoom_url: s
     api = GoogleApi(google_url, "erin")
     calendar = api.primary_id()
     api.insert(calendar, "Sprint review")
-    account = calsync("account", "add", "google", "--name", "w", "--token", "erin", "--base-url", google_url,
-                      db=db).stdout.strip()
-    calsync("calendar", "bind", account, calendar, db=db)
+    engine = open_engine(migrated_sqlite(db))  # account and binding as the commands make them (see above)
+    try:
+        google_account_bound(engine, google_url, "erin", calendar, account_name="w")
+    finally:
+        engine.dispose()
     calsync("sync", "--config", str(config), db=db)
     (event,) = as_json(calsync("events", "list", "--json", db=db))
     made = as_json(calsync("conference", "create", event["id"], "--provider", "zoom", "--config", str(config),

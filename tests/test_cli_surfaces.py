@@ -22,10 +22,12 @@ from sqlalchemy import Engine
 
 from calsync.caldav_server import available, free_port
 from calsync.emulators.server import serve_in_thread
+from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
 from calsync.store import accounts as account_store
+from calsync.store import users
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi, auth_headers
+from tests.helpers import GoogleApi, auth_headers, google_account_bound, migrated_sqlite
 
 ID = re.compile(r"\b[0-9a-f]{32}\b")
 SGR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Rich's own colours, bold, cursor (its progress line) on a terminal
@@ -73,16 +75,20 @@ def visible(text: str) -> list[str]:
 def google_binding(
     db: Path, google_url: str, user: str, *, name: str = "Work", events: int = 0, account_name: str = "w"
 ) -> tuple[GoogleApi, str, str, dict[str, str]]:
-    """A Google account (its emulator user `user`) with its primary calendar bound and synced once."""
+    """A Google account (its emulator user `user`) with its primary calendar bound and synced once: made
+    in this process, as `account add`, `calendar bind --name` and `sync` make it (those commands are
+    tests/test_cli.py's; here the subject is what the commands after them print)."""
     api = GoogleApi(google_url, user)
     calendar = api.primary_id()
     if events:
         api.seed(calendar, events)
-    account = calsync(
-        "account", "add", "google", "--name", account_name, "--token", user, "--base-url", google_url, db=db
-    ).stdout.strip()
-    bound = as_json(calsync("calendar", "bind", account, calendar, "--name", name, "--json", db=db))
-    calsync("sync", db=db)
+    engine = open_engine(migrated_sqlite(db))
+    try:
+        account, bound = google_account_bound(engine, google_url, user, calendar, account_name=account_name,
+                                              name=name)
+        assert sync_once(engine).ok
+    finally:
+        engine.dispose()
     return api, calendar, account, bound
 
 
@@ -148,11 +154,17 @@ def test_ids_are_taken_as_unique_prefixes_and_an_ambiguous_one_is_an_error(tmp_p
     remote = as_json(calsync("calendar", "remote", account[:8], "--json", db=db))
     assert [c["remote_id"] for c in remote] == [calendar]
 
-    # API keys: enough of them that two share a first digit (17 ids, 16 digits)
-    keys: list[str] = []
-    for n in range(17):
-        created = calsync("apikey", "create", "--user", "default", "--scope", "read", "--name", f"k{n}", db=db)
-        keys.append(re.search(r"API key ([0-9a-f]{32})", created.stderr).group(1))  # type: ignore[union-attr]
+    # API keys: enough of them that two share a first digit (17 ids, 16 digits); the first made by the
+    # command, the others in this process (a process each cost 16 interpreter starts, and proved nothing more)
+    created = calsync("apikey", "create", "--user", "default", "--scope", "read", "--name", "k0", db=db)
+    keys = [re.search(r"API key ([0-9a-f]{32})", created.stderr).group(1)]  # type: ignore[union-attr]
+    engine = open_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:
+            owner = users.default_owner(conn)
+            keys += [users.create_api_key(conn, owner, "read", f"k{n}")[0] for n in range(1, 17)]
+    finally:
+        engine.dispose()
     shared = next(k[0] for k in keys if sum(other.startswith(k[0]) for other in keys) > 1)
     ambiguous = calsync("apikey", "revoke", shared, db=db, ok=False)
     assert ambiguous.returncode == 1 and "Traceback" not in ambiguous.stderr
@@ -269,10 +281,11 @@ def test_sync_report_and_the_binding_stats_agree(tmp_path: Path, google_url: str
     api = GoogleApi(google_url, "statler")
     calendar = api.primary_id()
     api.seed(calendar, 5)
-    account = calsync(
-        "account", "add", "google", "--name", "w", "--token", "statler", "--base-url", google_url, db=db
-    ).stdout.strip()
-    calsync("calendar", "bind", account, calendar, db=db)
+    engine = open_engine(migrated_sqlite(db))
+    try:
+        google_account_bound(engine, google_url, "statler", calendar, account_name="w")
+    finally:
+        engine.dispose()
     for args in (("sync", "--json"), ("sync", "--json"), ("sync", "--full", "--json")):
         (reported,) = as_json(calsync(*args, db=db))["inbound"]
         (binding,) = as_json(calsync("status", "--json", db=db))["bindings"]

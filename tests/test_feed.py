@@ -220,9 +220,9 @@ def test_a_conflict_opened_and_resolved_is_in_the_feed_with_its_id_and_the_bindi
 ) -> None:
     from calsync.engine import setup
     from calsync.engine.sync import sync_once
-    from tests.helpers import GoogleApi, local_events
+    from tests.helpers import GoogleApi, local_events, migrated_sqlite
 
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     with engine.begin() as conn:
         user_id = users.create_user(conn, "alice")
         headers = {"Authorization": f"Bearer {users.create_api_key(conn, user_id, 'write')[1]}"}

@@ -27,6 +27,7 @@ from calsync.store import links as link_store
 from calsync.store import users
 from calsync.store.db import open_engine
 from calsync.store.journal import Author
+from tests.helpers import migrated_sqlite
 from tests.remotes import Remote
 
 SLOT = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z"}
@@ -275,7 +276,7 @@ def test_history_pages_newest_first(engine: Engine, api: httpx.Client, calendar:
 
 
 def test_the_web_user_and_an_admin_acting_for_a_user_are_named(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     with engine.begin() as conn:
         ada = users.create_user(conn, "ada")
         ops = users.create_user(conn, "ops", is_admin=True)

@@ -39,12 +39,12 @@ def assert_mirrors(engine: Engine, binding: str, remote: Remote, calendar: str |
 
 
 def test_initial_full_sync_pages_through_everything(engine: Engine, remote: Remote) -> None:
-    remote.seed(120)
+    remote.seed(60)  # three pages, the last one short (a CalDAV seed is a PUT an event: kept small)
     binding = remote.bind(engine)
     remote.clear_requests()
-    result = one(run(engine, remote, page_size=50))
-    assert result.status == "ok" and result.full and result.created == 120
-    assert result.requests == remote.full_requests(120, 50) == len(remote.requests())
+    result = one(run(engine, remote, page_size=25))
+    assert result.status == "ok" and result.full and result.created == 60
+    assert result.requests == remote.full_requests(60, 25) == len(remote.requests())
     assert token_of(engine, binding)
     assert_mirrors(engine, binding, remote)
     sample = next(iter(local_events(engine, binding).values()))
@@ -73,45 +73,45 @@ def test_incremental_sees_creates_updates_and_deletes(engine: Engine, remote: Re
 
 
 def test_nothing_changed_costs_exactly_one_request(engine: Engine, remote: Remote) -> None:
-    remote.seed(60)
+    remote.seed(30)  # three pages in full
     remote.bind(engine)
-    run(engine, remote, page_size=25)
+    run(engine, remote, page_size=10)
     remote.clear_requests()
-    result = one(run(engine, remote, page_size=25))
+    result = one(run(engine, remote, page_size=10))
     assert result.requests == 1 and len(remote.requests()) == 1
     assert (result.created, result.updated, result.deleted) == (0, 0, 0)
 
 
 def test_a_few_changes_cost_what_they_change_not_what_the_calendar_holds(engine: Engine, remote: Remote) -> None:
-    remote.seed(100)
+    remote.seed(40)  # four pages in full
     binding = remote.bind(engine)
-    run(engine, remote, page_size=25)
+    run(engine, remote, page_size=10)
     for n in range(3):
         remote.insert(f"late {n}", at=datetime(2026, 12, 5, 8 + n, tzinfo=UTC))
     remote.clear_requests()
-    result = one(run(engine, remote, page_size=25))
-    assert result.created == 3 and result.requests == remote.full_requests(3, 25) == len(remote.requests())
+    result = one(run(engine, remote, page_size=10))
+    assert result.created == 3 and result.requests == remote.full_requests(3, 10) == len(remote.requests())
     assert_mirrors(engine, binding, remote)
 
 
 def test_invalid_token_means_full_sync_that_reconciles_deletions(engine: Engine, remote: Remote) -> None:
-    remote.seed(40)
+    remote.seed(20)  # two pages in full
     binding = remote.bind(engine)
-    run(engine, remote, page_size=25)
+    run(engine, remote, page_size=10)
     for remote_id in list(remote.titles())[:3]:
         remote.delete(remote_id)
     remote.insert("Born during the outage")
     remote.invalidate_tokens(engine)
 
-    result = one(run(engine, remote, page_size=25))
+    result = one(run(engine, remote, page_size=10))
     assert result.token_reset and result.full and result.status == "ok"
     assert (result.created, result.deleted) == (1, 3)
     assert_mirrors(engine, binding, remote)
-    assert one(run(engine, remote, page_size=25)).requests == 1  # the new token works incrementally
+    assert one(run(engine, remote, page_size=10)).requests == 1  # the new token works incrementally
 
 
 def test_crash_between_pages_of_a_full_sync_converges(engine: Engine, remote: Remote) -> None:
-    remote.seed(100)
+    remote.seed(40)  # four pages
     binding = remote.bind(engine)
 
     def crash_after_second(page: int, _result: SyncResult) -> None:
@@ -119,17 +119,17 @@ def test_crash_between_pages_of_a_full_sync_converges(engine: Engine, remote: Re
             raise RuntimeError("worker killed")
 
     with pytest.raises(RuntimeError):
-        run(engine, remote, page_size=25, after_page=crash_after_second)
+        run(engine, remote, page_size=10, after_page=crash_after_second)
     assert token_of(engine, binding) is None  # the token is only written with the last page
-    assert len(local_events(engine, binding)) == 50
+    assert len(local_events(engine, binding)) == 20
     remote.delete(next(iter(remote.titles())))  # the world moves on meanwhile
 
-    result = one(run(engine, remote, page_size=25))
+    result = one(run(engine, remote, page_size=10))
     assert result.status == "ok" and token_of(engine, binding)
     assert_mirrors(engine, binding, remote)
-    assert len(local_events(engine, binding)) == 99
+    assert len(local_events(engine, binding)) == 39
     with engine.begin() as conn:  # the deleted one is a tombstone if it had been stored, else never was
-        assert conn.execute(select(func.count()).select_from(event_links)).scalar_one() in (99, 100)
+        assert conn.execute(select(func.count()).select_from(event_links)).scalar_one() in (39, 40)
 
 
 def test_crash_between_pages_of_an_incremental_sync_converges(engine: Engine, remote: Remote) -> None:
@@ -216,19 +216,19 @@ def test_rejected_credentials_mark_the_account(engine: Engine, remote: Remote) -
 
 
 def test_mass_delete_guard_stops_a_suspicious_full_sync(engine: Engine, remote: Remote) -> None:
-    remote.seed(40)
+    remote.seed(20)  # the guard's minimum is 10 deletions, and more than half the events
     binding = remote.bind(engine)
     run(engine, remote)
-    for remote_id in list(remote.titles())[:30]:
+    for remote_id in list(remote.titles())[:15]:
         remote.delete(remote_id)
     remote.invalidate_tokens(engine)
 
     blocked = one(run(engine, remote))
-    assert blocked.status == "blocked" and "30 of 40" in (blocked.message or "")
-    assert len(local_events(engine, binding)) == 40
+    assert blocked.status == "blocked" and "15 of 20" in (blocked.message or "")
+    assert len(local_events(engine, binding)) == 20
     assert token_of(engine, binding) is None
     forced = one(run(engine, remote, force=True))
-    assert forced.status == "ok" and forced.deleted == 30
+    assert forced.status == "ok" and forced.deleted == 15
     assert_mirrors(engine, binding, remote)
 
 

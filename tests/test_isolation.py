@@ -22,7 +22,7 @@ from calsync.hooks import signing
 from calsync.store import hooks as hook_store
 from calsync.store import journal, users
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi, local_events
+from tests.helpers import GoogleApi, local_events, migrated_sqlite
 
 PUBLIC = {("get", "/api/v1/health")}
 READS = {"get", "head", "options"}
@@ -90,7 +90,7 @@ ADMIN_KEY: dict[str, str] = {}
 @pytest.fixture()
 def world(tmp_path: Path, google_url: str) -> Iterator[tuple[str, dict[str, Any], Tenant, Tenant]]:
     """The service, its OpenAPI document, and the users A and B (and an admin, whose key is ADMIN_KEY["key"])."""
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     with engine.begin() as conn:
         ADMIN_KEY["key"] = users.create_api_key(conn, users.create_user(conn, "ops", is_admin=True), "admin")[1]
     a, b = _tenant(engine, google_url, "alice"), _tenant(engine, google_url, "bob")

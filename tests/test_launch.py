@@ -20,7 +20,7 @@ from calsync.service import runtime
 from calsync.store import accounts as account_store
 from calsync.store import scheduling
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi
+from tests.helpers import GoogleApi, google_account_bound, migrated_sqlite
 
 
 def clean_env() -> dict[str, str]:
@@ -55,13 +55,17 @@ def wait_for_record(db: Path, process: subprocess.Popen[str]) -> runtime.Service
 
 @pytest.fixture()
 def bound_db(tmp_path: Path, google_url: str) -> tuple[Path, GoogleApi, str]:
+    """erin's Google account with her primary calendar bound, made in this process (what `account add`
+    and `calendar bind` make; those commands are tests/test_cli.py's): the subject here is `sync`."""
     db = tmp_path / "calsync.db"
     api = GoogleApi(google_url, "erin")
     calendar = api.primary_id()
     api.seed(calendar, 12)
-    account = calsync("account", "add", "google", "--name", "erin", "--token", "erin", "--base-url", google_url,
-                      db=db).stdout.strip()
-    calsync("calendar", "bind", account, calendar, db=db)
+    engine = open_engine(migrated_sqlite(db))
+    try:
+        google_account_bound(engine, google_url, "erin", calendar)
+    finally:
+        engine.dispose()
     return db, api, calendar
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import GoogleApi
+from calsync.store.db import open_engine
+from tests.helpers import GoogleApi, api_key, google_account_bound
 
 
 def free_port() -> int:
@@ -59,11 +60,15 @@ def test_api_edits_are_settled_by_calsync_sync(served: tuple[str, Path], google_
     api = GoogleApi(google_url, "frank")
     calendar = api.primary_id()
     kept = api.insert(calendar, "Kept remote")
-    account = run("account", "add", "google", "--name", "frank", "--token", "frank", "--base-url", google_url,
-                  db=db).stdout.strip()
-    run("calendar", "bind", account, calendar, db=db)
+    # the account, binding and API key made in this process, as `account add`, `calendar bind` and
+    # `apikey create` make them (tests/test_cli*.py run those commands); the subject is serve + sync
+    engine = open_engine(f"sqlite:///{db}")
+    try:
+        google_account_bound(engine, google_url, "frank", calendar)
+        key = api_key(engine, "write")
+    finally:
+        engine.dispose()
     run("sync", db=db)
-    key = run("apikey", "create", "--user", "default", "--scope", "write", db=db).stdout.split()[-1]
     http = httpx.Client(headers={"Authorization": f"Bearer {key}"})
     (local_calendar,) = http.get(f"{url}/api/v1/calendars").json()["calendars"]
 

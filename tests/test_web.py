@@ -25,7 +25,7 @@ from calsync.service.app import create_app
 from calsync.store import accounts as account_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
-from tests.helpers import page_user
+from tests.helpers import migrated_sqlite, page_user
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -398,7 +398,7 @@ def test_a_conference_is_added_and_removed_from_the_dialog(page: Any, demo: Any)
 
 @pytest.fixture()
 def plain_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     yield engine
     engine.dispose()
 

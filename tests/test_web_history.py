@@ -17,7 +17,7 @@ from calsync.service.app import create_app
 from calsync.store import accounts as account_store
 from calsync.store.db import open_engine
 from calsync.store.journal import Author
-from tests.helpers import page_user
+from tests.helpers import migrated_sqlite, page_user
 from tests.test_web import ZONE, point_on, shoot
 
 MARKUP = '<img src=x id="injected">'
@@ -27,7 +27,7 @@ SLOT = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z"}
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[tuple[str, Engine, str]]:
     """A service over a store with one local event edited twice by an API key; the page opens as its user."""
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     with engine.begin() as conn:
         calendar = account_store.create_calendar(conn, "Team")
     bot = Author("local", "api key deploy-bot")

@@ -22,7 +22,7 @@ from calsync.emulators.server import serve_in_thread
 from calsync.engine.sync import sync_once
 from calsync.service.app import create_app
 from calsync.store.db import open_engine
-from tests.helpers import GoogleApi, bind, page_user
+from tests.helpers import GoogleApi, bind, migrated_sqlite, page_user
 from tests.test_web import CHROMIUM_ARGS, ZONE, _chromium, _unavailable
 
 # The page lists this window (Monday to Monday, in the browser's zone); the DST changes of 2027 inside it:
@@ -103,7 +103,7 @@ def google_occurrences(alice: GoogleApi, calendar: str, series_id: str) -> set[t
 @pytest.fixture()
 def served(google_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, set[tuple[str, str]]], Engine]]:
     """A service over a store synced from Google with SERIES; and per summary, what Google lists."""
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     alice = GoogleApi(google_url, "alice")
     calendar = alice.primary_id()
     bind(engine, google_url, "alice", calendar)

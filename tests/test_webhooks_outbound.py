@@ -34,7 +34,7 @@ from calsync.store import hooks as hook_store
 from calsync.store import users
 from calsync.store.db import open_engine
 from calsync.store.schema import webhook_subscriptions
-from tests.helpers import GoogleApi, auth_headers
+from tests.helpers import GoogleApi, auth_headers, migrated_sqlite
 
 EVENT = {"title": "Standup", "start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:15:00Z"}
 ALL_KINDS = ["created", "updated", "deleted", "undeleted", "conference-changed", "conflict-opened", "conflict-resolved"]
@@ -144,7 +144,7 @@ def _until(condition: Any, timeout: float, what: str, step: float = 0.02) -> Non
 def test_deliveries_are_signed_the_standard_webhooks_way(tmp_path: Path, receiver: Receiver, loopback: None) -> None:
     """Subscribed through the API: the secret comes once; each change arrives with the three headers,
     and the `standardwebhooks` package verifies every signature with that secret."""
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     calendar = setup.add_calendar(engine, "Work")
     server = serve_in_thread(create_app(engine))
     headers = auth_headers(engine)
@@ -284,7 +284,7 @@ def test_a_receiver_down_for_a_while_gets_every_delivery_afterwards_in_order_per
 def test_an_always_failing_receiver_disables_the_subscription_after_the_bound(
     tmp_path: Path, receiver: Receiver, loopback: None
 ) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     calendar = setup.add_calendar(engine, "Work")
     hook_id, _ = _subscribe(engine, receiver.url)
     receiver.status = 500
@@ -338,7 +338,7 @@ def test_a_failing_receiver_costs_a_few_attempts_per_backoff_step_not_one_per_de
 ) -> None:
     """Forty events waiting for a receiver that answers 500: after a failure the subscription pauses
     until that delivery's retry time, so the receiver sees a handful of requests a step, not forty."""
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     calendar = setup.add_calendar(engine, "Work")
     hook_id, _ = _subscribe(engine, receiver.url)
     receiver.status = 500
@@ -378,7 +378,7 @@ def test_a_receiver_that_hangs_never_delays_sync(tmp_path: Path, google_url: str
     """Deliveries to a receiver that holds every request run on their own thread: a sync with the
     Google emulator finishes (and its changes are in the store) while a delivery is stuck in flight."""
     hanging = Receiver(status=200, delay=30).start()
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     try:
         google = GoogleApi(google_url, "hookuser")
         remote_calendar = google.primary_id()
@@ -464,7 +464,7 @@ def test_the_api_refuses_private_urls_and_delivery_checks_again(
     """POST /webhooks answers 422 naming the url; a subscription made while loopback was allowed is
     checked again at delivery time, so nothing is sent once it is not."""
     monkeypatch.delenv(urls.ALLOW_LOOPBACK_ENV, raising=False)
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     calendar = setup.add_calendar(engine, "Work")
     server = serve_in_thread(create_app(engine))
     try:
@@ -587,7 +587,7 @@ def test_key_rotation_reseals_the_signing_secret(tmp_path: Path) -> None:
     """The secret is one of the sealed columns (store/keys.py): rotation re-seals it, and it still signs."""
     from calsync.store import keys as key_store
 
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     hook_id, secret = _subscribe(engine, "https://8.8.8.8/hook")
     with engine.begin() as conn:
         before = conn.execute(select(webhook_subscriptions.c.secret_sealed)).scalar_one()
@@ -605,7 +605,7 @@ def test_https_goes_to_the_checked_address_with_the_name_in_host_and_sni(tmp_pat
     the Host header and in TLS's SNI, where the certificate is checked against it."""
     tls = ensure_tls_files(tmp_path / "tls")
     receiver = Receiver(tls=tls).start()
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     try:
         calendar = setup.add_calendar(engine, "Work")
         url = f"https://localhost:{receiver.port}/hook"
@@ -636,7 +636,7 @@ def test_https_goes_to_the_checked_address_with_the_name_in_host_and_sni(tmp_pat
 def test_a_hanging_receiver_holds_only_its_share_of_the_request_slots(tmp_path: Path, loopback: None) -> None:
     """Two subscriptions, one receiver holding every request: the other still gets every change at once."""
     hanging, fine = Receiver(delay=20).start(), Receiver().start()
-    engine = open_engine(f"sqlite:///{tmp_path / 'calsync.db'}")
+    engine = open_engine(migrated_sqlite(tmp_path / "calsync.db"))
     stop = threading.Event()
     try:
         calendar = setup.add_calendar(engine, "Work")
