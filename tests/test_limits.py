@@ -283,7 +283,9 @@ def test_password_guesses_are_slowed_per_address(engine: Engine) -> None:
     server = serve_in_thread(create_app(engine))
 
     def guess(n: int) -> httpx.Response:
-        return httpx.post(f"{server.url}/login", data={"user": f"u{n}", "password": "guess"}, follow_redirects=False)
+        return httpx.post(
+            f"{server.url}/login", data={"user": f"u{n}", "password": "guess"}, follow_redirects=False, timeout=60
+        )
 
     try:  # all at once: the limiter counts them as they arrive, before any password is checked
         with ThreadPoolExecutor(max_workers=LOGIN_BURST * 2) as pool:

@@ -97,7 +97,9 @@ def test_a_worker_killed_mid_sync_is_replaced_after_its_lease(
     page = remote.default_page_size
     remote.seed(page + page // 5)  # two pages at the size calsync asks for
     binding = remote.bind(engine)
-    remote.fault(latency_ms=1500)
+    # the second page is fetched (prefetched) while the first is stored: its latency is the window in
+    # which the kill must land, so it is long enough for a loaded machine to see the first page first
+    remote.fault(latency_ms=4000)
     first = start_worker(pg_url, "--lease-seconds", "3")
     wait_until(lambda: len(local_events(engine, binding)) == page, 30, "the first page to be applied")
     first.send_signal(signal.SIGKILL)  # dies while fetching the second page, holding the lease
