@@ -65,6 +65,7 @@ from calsync.providers.caldav import CalDAVProvider
 from calsync.service import runtime
 from calsync.service.oauth_routes import OAuthClients
 from calsync.store import accounts as account_store
+from calsync.store import conflicts as conflict_store
 from calsync.store import events as event_store
 from calsync.store.db import open_engine
 from calsync.store.rows import ConferenceRow, EventRow, EventWithLinks
@@ -457,7 +458,9 @@ class Demo:
         }
 
     def _pick(self, after: datetime, *, with_meeting: bool) -> EventWithLinks:
-        """An upcoming single event of the first calendar (with one of our meetings, for a move)."""
+        """An upcoming single event of the first calendar (with one of our meetings, for a move) that
+        no conflict holds: a paused event would take the remote change only once the conflict is
+        resolved, so the page would wait for an arrival that does not come."""
         with self.engine.begin() as conn:
             calendar = account_store.get_binding(conn, self._binding_ids()[0])["calendar_id"]
             rows = [
@@ -465,6 +468,11 @@ class Demo:
                 for r in event_store.list_events(conn, calendar_id=calendar, start=_utc(after))
                 if _single(r) and r["links"] and r["status"] != "cancelled" and r["start"] >= _utc(after)
             ]
+            ids = [r["id"] for r in rows]
+            paused: set[str] = set()
+            for binding_id in {link["binding_id"] for r in rows for link in r["links"]}:
+                paused.update(conflict_store.open_conflicts_of(conn, binding_id, ids))
+            rows = [r for r in rows if r["id"] not in paused]
         meeting = [r for r in rows if (r["conference"] or {}).get("provider")]
         candidates = (meeting or rows) if with_meeting else rows
         if not candidates:
