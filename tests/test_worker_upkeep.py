@@ -6,7 +6,6 @@ positions stay unique and gapless, and two pruners on PostgreSQL never delete (o
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from calsync.store import accounts as account_store
 from calsync.store import journal, users
 from calsync.store.db import open_engine
 from calsync.store.schema import event_changes, journal_state
+from tests.test_workers_postgres import stop
 
 SLOT = {"start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:30:00Z"}
 SRC = str(Path(calsync.__file__).resolve().parents[1])
@@ -81,17 +81,6 @@ def _start_worker(db_url: str, days: float) -> subprocess.Popen[str]:
     )
 
 
-def _stop(worker: subprocess.Popen[str]) -> str:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-    try:
-        out, _ = worker.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        out, _ = worker.communicate()
-    return out or ""
-
-
 def _until(condition: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not condition():
@@ -135,7 +124,7 @@ def test_worker_processes_sequence_what_another_process_writes_and_prune_past_re
         local.update_event(store, kept, {"title": "kept, renamed"}, None)
         _until(lambda: _state(store)[0] == 33 and _state(store)[3] == 0, 30, "the later rows' positions")
     finally:
-        outputs = [_stop(w) for w in workers]
+        outputs = [stop(w) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     assert len(written) == 30
     positions = _positions(store)

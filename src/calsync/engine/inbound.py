@@ -120,36 +120,21 @@ def sync_binding(
         binding.sync_token = None
     start_requests = provider.request_count
     saved: dict[str, int] = {}  # the stats the last page's transaction saved with the token
+    deletions = guard or MassDeleteGuard()
+
+    def walk() -> dict[str, int]:
+        return _walk(engine, provider, binding, result, force, deletions, after_page, start_requests, finish)
+
     try:
         with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
             try:
-                saved = _walk(
-                    engine,
-                    provider,
-                    binding,
-                    result,
-                    force,
-                    guard or MassDeleteGuard(),
-                    after_page,
-                    start_requests,
-                    finish,
-                )
+                saved = walk()
             except SyncTokenInvalid:
                 with engine.begin() as conn:
                     account_store.forget_sync_token(conn, binding_id)
                 result.token_reset = True
                 binding.sync_token = None
-                saved = _walk(
-                    engine,
-                    provider,
-                    binding,
-                    result,
-                    force,
-                    guard or MassDeleteGuard(),
-                    after_page,
-                    start_requests,
-                    finish,
-                )
+                saved = walk()
             if result.unknown_deletions and not result.full and provider.capabilities.names_occurrences_only:
                 _recheck_series(engine, provider, binding, result)
     except MassDeleteBlocked as exc:
