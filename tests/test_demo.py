@@ -167,6 +167,17 @@ def test_the_pages_connect_reaches_the_demos_google_consent_page_and_stores_the_
         assert account_store.get_account(conn, carol).credentials["user"] == "carol@example.com"
 
 
+def test_the_rename_control_leaves_an_event_a_conflict_holds_alone(demo: Demo) -> None:
+    """The conflict control pauses an event; the rename control then never picks it: its change would
+    wait for the conflict to be resolved, and the page would wait for an arrival that does not come."""
+    after = _utc(datetime.now(UTC) + timedelta(days=1))
+    held = demo.remote_change("conflict", start=after)["event_id"]
+    wait_for(lambda: any(c["event_id"] == held for c in api(demo, "/conflicts")["conflicts"]), 30, "the conflict")
+    # the controls go round the first five upcoming events: five renames would reach every one of them
+    renamed = {demo.remote_change("rename", start=after)["event_id"] for _ in range(5)}
+    assert held not in renamed
+
+
 def test_stopping_the_demo_leaves_no_radicale_process_storage_or_service_record() -> None:
     demo = start_demo()
     server = demo.caldav
