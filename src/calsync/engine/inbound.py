@@ -29,6 +29,7 @@ from calsync.store import accounts as account_store
 from calsync.store import links as link_store
 from calsync.store.common import new_id
 from calsync.store.rows import BindingRow
+from calsync.store.statistics import GrowthWatch
 
 
 @dataclass
@@ -218,6 +219,7 @@ def _walk(
     # what it reports removed, or does not list, is deleted only once a read by id says so
     windowed = provider.listing_window() is not None
     listing = provider.list_changes(binding.remote_calendar_id, binding.sync_token)
+    growth = GrowthWatch(engine)  # a big listing keeps PostgreSQL's plans of its tables right
     # the next page comes while this one is stored (a last first page, a quiet poll's, starts no helper)
     with prefetched(listing, name=f"listing-{binding.id[:8]}", more=lambda page: not page.last) as pages:
         for listed in pages:
@@ -247,6 +249,7 @@ def _walk(
                     )
                     if finish is not None and not rereads:  # nothing follows (sync_binding's _recheck_series)
                         finish(conn, replace(result, pages=result.pages + 1))
+            growth.wrote(len(listed.items))
             result.pages += 1
             if after_page:
                 after_page(result.pages, result)
