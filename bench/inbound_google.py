@@ -9,6 +9,7 @@ own process and each size is synced by a fresh child process, so the RSS figures
 (the harness is bench/_inbound_common.py, shared with bench/inbound_graph.py).
 
     python bench/inbound_google.py [--sizes 10000,100000] [--changes 100] [--page-size 2500]
+        [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations
 

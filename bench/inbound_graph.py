@@ -16,6 +16,7 @@ occurrences; the provider folds them back into the series master, which costs re
 (compare `req` with `pages`).
 
     python bench/inbound_graph.py [--sizes 10000,100000] [--changes 100] [--page-size 1000]
+        [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations
 
