@@ -89,13 +89,17 @@ def _data(n: int) -> EventData:
 def test_the_content_hash_is_its_definition() -> None:
     """sha256 of json.dumps(sorted keys, compact) of every field but sequence, ical_uid and extra:
     hashes stored by earlier versions must still compare equal."""
-    for n in range(12):
-        data = _data(n)
+    awkward = [
+        EventData(title='q"uo\\te\t\n\x01 é 😀', start="2026-03-01", end="2026-03-02", all_day=True),
+        EventData(status="cancelled", original_start="2026-03-01T09:00:00Z", location="", description="\u2028"),
+        EventData(conference={"z": [1, 2.5, None], "a": {"y": True, "b": "é"}}, recurrence=["EXDATE:x", "RRULE:y"]),
+    ]
+    for n, data in enumerate([*map(_data, range(12)), *awkward]):
         body = {name: getattr(data, name) for name in data.__dataclass_fields__}
         del body["sequence"], body["ical_uid"], body["extra"]
         body["attendees"] = [vars(a) for a in data.attendees]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest()
+        assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest(), n
 
 
 @pytest.fixture()
