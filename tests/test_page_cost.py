@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from calsync.engine.inbound import sync_binding
 from calsync.engine.page_plan import (
@@ -229,6 +229,18 @@ def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemys_error(any_eng
         insert_many(conn, events, [{**rows[0], "id": new_id()}, rows[1]])
     with any_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 3
+
+
+def test_a_bulk_insert_refuses_what_the_column_type_refuses(any_engine: Engine) -> None:
+    """A value the column's type would not bind (a string for a boolean, a naive time) is refused, not
+    stored as whatever the driver makes of it."""
+    binding = _setup(any_engine)
+    row = _creates(binding, 1)[0].event
+    for bad in ({"deleted": "yes"}, {"created_at": datetime(2026, 1, 1)}):
+        with pytest.raises((TypeError, ValueError, StatementError)), any_engine.begin() as conn:
+            insert_many(conn, events, [row, {**row, "id": new_id(), **bad}])
+    with any_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
 
 
 def _plain_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
