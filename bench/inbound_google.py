@@ -3,12 +3,14 @@
 Initial full sync of calendars of several sizes, then an incremental sync of N remote changes.
 Prints events/s, requests per sync, peak RSS of the syncing process, and the client CPU (user +
 system of the syncing process, which the emulator is not part of) per 1,000 events of the full sync
-with the shares of parsing, deciding and storing (`CALSYNC_BENCH_PROFILE=FILE` also writes a cProfile
-of the engine's thread). The emulator runs in its
+with the shares of parsing, deciding and storing and the cyclic garbage collector's share
+(`CALSYNC_BENCH_PROFILE=FILE` also writes a cProfile of the engine's thread). The store is a fresh
+SQLite file, or a fresh PostgreSQL database with `--database postgresql`. The emulator runs in its
 own process and each size is synced by a fresh child process, so the RSS figures are the sync's own
 (the harness is bench/_inbound_common.py, shared with bench/inbound_graph.py).
 
     python bench/inbound_google.py [--sizes 10000,100000] [--changes 100] [--page-size 2500]
+        [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations
 

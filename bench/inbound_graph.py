@@ -4,7 +4,8 @@ The same figures as bench/inbound_google.py (shared harness: bench/_inbound_comm
 sync (calendarView delta over the provider's window) of calendars of several sizes, then an
 incremental sync (the delta link) of N remote changes; events/s, requests, pages and peak RSS of
 a fresh syncing process per size, and the client CPU per 1,000 events of the full sync with the shares
-of parsing, deciding and storing.
+of parsing, deciding and storing and the garbage collector's share (SQLite, or PostgreSQL with
+`--database postgresql`).
 
 Page size: the provider asks with ``Prefer: odata.maxpagesize=N``. Graph documents the header for
 calendarView delta but no maximum; the emulator caps it at its ``delta_max_page_size`` switch
@@ -16,6 +17,7 @@ occurrences; the provider folds them back into the series master, which costs re
 (compare `req` with `pages`).
 
     python bench/inbound_graph.py [--sizes 10000,100000] [--changes 100] [--page-size 1000]
+        [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from calsync.engine.inbound import sync_binding
 from calsync.engine.page_plan import (
@@ -88,13 +89,17 @@ def _data(n: int) -> EventData:
 def test_the_content_hash_is_its_definition() -> None:
     """sha256 of json.dumps(sorted keys, compact) of every field but sequence, ical_uid and extra:
     hashes stored by earlier versions must still compare equal."""
-    for n in range(12):
-        data = _data(n)
+    awkward = [
+        EventData(title='q"uo\\te\t\n\x01 é 😀', start="2026-03-01", end="2026-03-02", all_day=True),
+        EventData(status="cancelled", original_start="2026-03-01T09:00:00Z", location="", description="\u2028"),
+        EventData(conference={"z": [1, 2.5, None], "a": {"y": True, "b": "é"}}, recurrence=["EXDATE:x", "RRULE:y"]),
+    ]
+    for n, data in enumerate([*map(_data, range(12)), *awkward]):
         body = {name: getattr(data, name) for name in data.__dataclass_fields__}
         del body["sequence"], body["ical_uid"], body["extra"]
         body["attendees"] = [vars(a) for a in data.attendees]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest()
+        assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest(), n
 
 
 @pytest.fixture()
@@ -144,17 +149,35 @@ def _raw(engine: Engine, sql: str, prefix: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.execute(text(sql), {"prefix": prefix})]
 
 
+# text the COPY format escapes or could mistake: its NULL marker, tabs, newlines, backslashes, quotes
+AWKWARD = ["\\N", "", "tab\there\nnew line\r\\back\\slash", 'quo"te \'s', "é ∑ 😀", "\\.", "a\\\\N"]
+
+
+def _awkward(n: int, row: dict[str, Any]) -> dict[str, Any]:
+    """An event row with awkward text in its text and JSON columns, and some tombstones."""
+    text = AWKWARD[n % len(AWKWARD)]
+    row = {**row, "title": text, "location": AWKWARD[(n + 1) % len(AWKWARD)] if n % 2 else None}
+    row["extra"] = {"google": {"note": text, "list": [text, None, 1.5, True]}, text: {}}
+    if n % 3 == 0:
+        row["conference"] = {"join_url": text, "nested": {"k": [text]}}
+    if n % 4 == 1:
+        row.update(deleted=True, deleted_at=datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=UTC), deleted_by="x",
+                   deletion_proof=text)
+    return row
+
+
 def test_the_bulk_insert_stores_what_sqlalchemy_stores(any_engine: Engine) -> None:
-    """The same rows through insert_many and through SQLAlchemy's executemany (ids and remote ids
-    apart): every other column of every row equal as the driver returns it (SQLite's quick path;
-    PostgreSQL's is SQLAlchemy's own)."""
+    """The same rows through insert_many (SQLite's executemany, PostgreSQL's COPY) and through
+    SQLAlchemy's executemany (ids and remote ids apart): every other column of every row equal as the
+    driver returns it: text the COPY format escapes, JSON, NULLs, booleans, times with their zone."""
     binding = _setup(any_engine)
     creates = _creates(binding, 30)
     with any_engine.begin() as conn:
         for way, prefix in ((insert_many, "a"), (_plain_insert, "b")):
-            rows = [{**c.event, "id": f"{prefix}{n:031x}"} for n, c in enumerate(creates)]
+            rows = [_awkward(n, {**c.event, "id": f"{prefix}{n:031x}"}) for n, c in enumerate(creates)]
             links = [
-                {**c.link, "event_id": f"{prefix}{n:031x}", "remote_id": f"{prefix}{c.link['remote_id']}"}
+                {**c.link, "event_id": f"{prefix}{n:031x}", "remote_id": f"{prefix}{c.link['remote_id']}",
+                 "etag": AWKWARD[n % len(AWKWARD)] if n % 2 else None}
                 for n, c in enumerate(creates)
             ]
             way(conn, events, rows)
@@ -164,6 +187,7 @@ def test_the_bulk_insert_stores_what_sqlalchemy_stores(any_engine: Engine) -> No
     )
     assert len(quick) == len(plain) == 30
     assert [row[1:] for row in quick] == [row[1:] for row in plain]
+    assert {row[2] for row in quick} == set(AWKWARD)  # (the title: every awkward text went in)
     quick_links, plain_links = (
         _raw(
             any_engine,
@@ -175,6 +199,48 @@ def test_the_bulk_insert_stores_what_sqlalchemy_stores(any_engine: Engine) -> No
         for prefix in "ab"
     )
     assert quick_links == plain_links and len(quick_links) == 30
+
+
+def test_a_bulk_insert_on_postgresql_is_one_copy(any_engine: Engine) -> None:
+    """On PostgreSQL a page's rows go in by COPY, not an INSERT per row (the driver's executemany):
+    no INSERT passes through SQLAlchemy; on SQLite, one executemany of the compiled INSERT."""
+    binding = _setup(any_engine)
+    rows = [c.event for c in _creates(binding, 20)]
+    seen: list[tuple[str, bool]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool) -> None:
+        seen.append((statement.split()[0], many))
+
+    with any_engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", capture)
+        insert_many(conn, events, rows)
+        event.remove(conn, "before_cursor_execute", capture)
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 20
+    assert seen == ([] if any_engine.dialect.name == "postgresql" else [("INSERT", True)])
+
+
+def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemys_error(any_engine: Engine) -> None:
+    """A duplicate key is an IntegrityError whichever way the rows went in (outbound catches it)."""
+    binding = _setup(any_engine)
+    rows = [c.event for c in _creates(binding, 3)]
+    with any_engine.begin() as conn:
+        insert_many(conn, events, rows)
+    with pytest.raises(IntegrityError), any_engine.begin() as conn:
+        insert_many(conn, events, [{**rows[0], "id": new_id()}, rows[1]])
+    with any_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 3
+
+
+def test_a_bulk_insert_refuses_what_the_column_type_refuses(any_engine: Engine) -> None:
+    """A value the column's type would not bind (a string for a boolean, a naive time) is refused, not
+    stored as whatever the driver makes of it."""
+    binding = _setup(any_engine)
+    row = _creates(binding, 1)[0].event
+    for bad in ({"deleted": "yes"}, {"created_at": datetime(2026, 1, 1)}):
+        with pytest.raises((TypeError, ValueError, StatementError)), any_engine.begin() as conn:
+            insert_many(conn, events, [row, {**row, "id": new_id(), **bad}])
+    with any_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
 
 
 def _plain_insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from functools import cached_property
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from calsync.jsontext import canonical_dumps
@@ -45,9 +47,16 @@ def canonical_time(text: str, all_day: bool) -> str:
     """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise."""
     if all_day:
         return date.fromisoformat(text[:10]).isoformat()
-    if len(text) == 20 and text[19] == "Z" and datetime.fromisoformat(text[:19]).isoformat() == text[:19]:
-        return text  # already canonical (what providers hand over): checked, not rebuilt
+    if _canonical_utc(text) is not None:  # already canonical (what providers hand over): checked, not rebuilt
+        datetime.fromisoformat(text)  # (its values: a 13th month raises, as the long way does)
+        return text
     return canonical_instant(parse_instant(text))
+
+
+# the canonical spelling of an instant (ASCII digits: \d would take any script's). An initial sync
+# checks every event's two times twice (mapping them, storing them): matching the shape and parsing
+# once costs half of what parsing, writing back and comparing did
+_canonical_utc = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z").fullmatch
 
 
 def range_key(text: str) -> str:
@@ -107,12 +116,37 @@ class EventData:
     def content_hash(self) -> str:
         """Hash of the fields a person edits; equal hashes mean 'same content' in the three-way rule.
 
-        `sequence`, `ical_uid` and `extra` are provider bookkeeping, so they are left out.
+        `sequence`, `ical_uid` and `extra` are provider bookkeeping, so they are left out. The text
+        hashed is canonical_dumps of the other fields by name (sorted keys, compact), written here a
+        field at a time: the sorting encoder over the whole dict was two thirds of the hash's cost,
+        and an initial sync hashes every event (tests/test_page_cost.py holds it to the definition).
         """
-        body = dict(self.__dict__)  # (the fields by name; a copy in C, not a getattr per field)
-        del body["sequence"], body["extra"], body["ical_uid"]
-        body["attendees"] = [a.__dict__ for a in self.attendees]
-        return hashlib.sha256(canonical_dumps(body).encode()).hexdigest()
+        text = (
+            f'{{"all_day":{_json(self.all_day)},"attendees":{_attendees_json(self.attendees)},'
+            f'"conference":{_json(self.conference)},"description":{_json(self.description)},'
+            f'"end":{_json(self.end)},"location":{_json(self.location)},'
+            f'"original_start":{_json(self.original_start)},"recurrence":{_json(self.recurrence)},'
+            f'"start":{_json(self.start)},"status":{_json(self.status)},'
+            f'"time_zone":{_json(self.time_zone)},"title":{_json(self.title)}}}'
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json(value: Any) -> str:
+    """canonical_dumps(value), with its commonest values (text, None, booleans) written directly."""
+    if type(value) is str:
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return canonical_dumps(value)
+
+
+def _attendees_json(attendees: list[Attendee]) -> str:
+    return canonical_dumps([a.__dict__ for a in attendees]) if attendees else "[]"
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(EventData))
