@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from operator import add, itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy import JSON, Boolean, ColumnElement, Connection, Table, Text, any_, literal
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from calsync.jsontext import dumps
@@ -58,6 +59,16 @@ def new_id() -> str:
 def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values` for a page's lookups. On PostgreSQL `column = ANY(:array)`: one parameter,
+    so one statement text whatever the count (SQLAlchemy wrote out, and psycopg parsed again, 500
+    placeholders per chunk: a tenth of an initial sync's client CPU) and one prepared plan, which
+    uses the column's index for any length. Elsewhere an IN list."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(Text)))
+    return column.in_(values)
 
 
 @dataclass(frozen=True)

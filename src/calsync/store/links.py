@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
 
 from calsync.model import EventData, utcnow
-from calsync.store.common import chunks, insert_many
+from calsync.store.common import chunks, insert_many, one_of
 from calsync.store.events import row_to_data
 from calsync.store.rows import EventLinkRow, EventRow
 from calsync.store.schema import event_links, events
@@ -86,7 +86,7 @@ def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[s
         query = (
             select(*_LINKED_COLUMNS)
             .join(events, events.c.id == event_links.c.event_id)
-            .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
+            .where(event_links.c.binding_id == binding_id, one_of(conn, event_links.c.remote_id, chunk))
         )
         for row in conn.execute(query).mappings():
             found[row["remote_id"]] = _linked(row)
@@ -103,7 +103,7 @@ def gone_links_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -
             .join(events, events.c.id == event_links.c.event_id)
             .where(
                 event_links.c.binding_id == binding_id,
-                event_links.c.event_id.in_(chunk),
+                one_of(conn, event_links.c.event_id, chunk),
                 event_links.c.remote_deleted.is_(True),
             )
         )
@@ -158,7 +158,9 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
     adoptable: set[str] = set()
     linked = _live_copy_on(binding_id)
     for chunk in chunks(candidates):
-        query = select(events.c.id).where(events.c.calendar_id == calendar_id, events.c.id.in_(chunk), ~linked)
+        query = select(events.c.id).where(
+            events.c.calendar_id == calendar_id, one_of(conn, events.c.id, chunk), ~linked
+        )
         adoptable.update(conn.execute(query).scalars())
     return adoptable
 
@@ -175,7 +177,7 @@ def unlinked_exceptions_at(
     for chunk in chunks(sorted({series for series, _ in wanted})):
         rows = conn.execute(
             select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
-                events.c.recurring_event_id.in_(chunk), events.c.deleted.is_(False), ~linked
+                one_of(conn, events.c.recurring_event_id, chunk), events.c.deleted.is_(False), ~linked
             )
         ).all()
         for row in rows:
@@ -206,7 +208,7 @@ def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iter
     result: dict[str, str] = {}
     for chunk in chunks(ids):
         query = select(event_links.c.remote_id, event_links.c.event_id).where(
-            event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk)
+            event_links.c.binding_id == binding_id, one_of(conn, event_links.c.remote_id, chunk)
         )
         result.update(conn.execute(query).all())  # a list of pairs (a Result has keys(): not a mapping)
     return result
@@ -245,7 +247,7 @@ def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], bindin
         version = select(events.c.version).where(events.c.id == event_links.c.event_id).scalar_subquery()
         conn.execute(
             event_links.update()
-            .where(event_links.c.binding_id == binding_id, event_links.c.event_id.in_(chunk))
+            .where(event_links.c.binding_id == binding_id, one_of(conn, event_links.c.event_id, chunk))
             .values(base_version=version, remote_deleted=True, updated_at=utcnow())
         )
 
@@ -254,7 +256,7 @@ def mark_seen(conn: Connection, binding_id: str, remote_ids: Sequence[str], gene
     for chunk in chunks(list(remote_ids)):
         conn.execute(
             event_links.update()
-            .where(event_links.c.binding_id == binding_id, event_links.c.remote_id.in_(chunk))
+            .where(event_links.c.binding_id == binding_id, one_of(conn, event_links.c.remote_id, chunk))
             .values(seen_generation=generation)
         )
 
@@ -323,7 +325,7 @@ def stand_ins_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) ->
             conn.execute(
                 select(event_links.c.event_id)
                 .join(events, events.c.id == event_links.c.event_id)
-                .where(event_links.c.event_id.in_(chunk), *_stand_in_on(binding_id))
+                .where(one_of(conn, event_links.c.event_id, chunk), *_stand_in_on(binding_id))
             ).scalars()
         )
     return found
@@ -339,7 +341,7 @@ def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]
             select(events.c.recurring_event_id, events.c.original_start)
             .join(event_links, event_links.c.event_id == events.c.id)
             .where(
-                events.c.recurring_event_id.in_(chunk),
+                one_of(conn, events.c.recurring_event_id, chunk),
                 events.c.deleted.is_(False),
                 events.c.status != "cancelled",
                 *_stand_in_on(binding_id),
@@ -381,7 +383,7 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dic
             .join(events, events.c.id == event_links.c.event_id)
             .where(
                 event_links.c.binding_id == binding_id,
-                event_links.c.series_remote_id.in_(chunk),
+                one_of(conn, event_links.c.series_remote_id, chunk),
                 events.c.recurring_event_id.is_(None),
             )
         ).all()
