@@ -542,6 +542,88 @@ def release_binding(
     return left is not None and left.dirty_at is not None
 
 
+@dataclass(frozen=True)
+class QuietRelease:
+    """A quiet poll's outcome (one empty incremental page), to be saved with its binding's release:
+    its new token and stats, when the listing ended, and the binding's dirty_at as its claim saw it."""
+
+    binding_id: str
+    token: str
+    stats: dict[str, int]
+    finished: datetime
+    seen_dirty_at: datetime | None
+
+
+@functools.lru_cache(maxsize=1)
+def _release_quiet_statement() -> Any:
+    """release_quiet's UPDATE, built once (a worker runs it for every batch of quiet polls)."""
+    at = bindparam("q_at", type_=bindings.c.last_sync_at.type)
+    token = bindparam("q_token", type_=bindings.c.sync_token.type)
+    settled = or_(
+        bindings.c.dirty_at.is_(None), bindings.c.dirty_at <= bindparam("q_seen", type_=bindings.c.dirty_at.type)
+    )
+    return (
+        update(bindings)
+        .where(bindings.c.id == bindparam("q_id"), bindings.c.lease_owner == bindparam("q_owner"))
+        .values(
+            sync_token=token,
+            sync_token_updated_at=at,
+            sync_token_obtained_at=case(
+                (bindings.c.sync_token.is_distinct_from(token), at), else_=bindings.c.sync_token_obtained_at
+            ),
+            last_sync_at=at,
+            last_sync_status="ok",
+            last_sync_stats=bindparam("q_stats", type_=bindings.c.last_sync_stats.type),
+            last_error=None,
+            updated_at=at,
+            lease_owner=None,
+            lease_until=None,
+            dirty_at=case((settled, None), else_=bindings.c.dirty_at),
+            next_poll_at=case(
+                (settled, bindparam("q_next", type_=bindings.c.next_poll_at.type)),
+                else_=bindparam("q_soon", type_=bindings.c.next_poll_at.type),
+            ),
+        )
+    )
+
+
+def release_quiet(
+    conn: Connection, owner: str, polls: list[QuietRelease], poll_interval: float, debounce: float = 0.2
+) -> list[str]:
+    """Save the token and stats of each quiet poll and give its binding back, as save_sync_token and
+    release_binding would in one transaction each, but for many bindings in one statement (executed
+    for many parameter sets: one round trip on PostgreSQL). Only bindings this owner still holds are
+    written: one whose lease ran out meanwhile belongs to whoever claimed it next, and it keeps its
+    old token (still valid: the poll stored nothing). The ids of those left dirty (notified since
+    their claims saw them), due again in `debounce` seconds."""
+    if not polls:
+        return []
+    conn.execute(
+        _release_quiet_statement(),
+        [
+            {
+                "q_id": poll.binding_id,
+                "q_owner": owner,
+                "q_token": poll.token,
+                "q_at": poll.finished,
+                "q_stats": poll.stats,
+                "q_seen": poll.seen_dirty_at,
+                "q_next": next_poll_slot(poll.binding_id, poll.finished, poll_interval),
+                "q_soon": poll.finished + timedelta(seconds=debounce),
+            }
+            for poll in polls
+        ],
+    )
+    ids = [poll.binding_id for poll in polls]
+    return list(
+        conn.execute(
+            select(bindings.c.id).where(
+                bindings.c.id.in_(ids), bindings.c.dirty_at.is_not(None), bindings.c.lease_owner.is_(None)
+            )
+        ).scalars()
+    )
+
+
 def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
     """Back an account off until `until` (None clears it); returns the consecutive backoff count."""
     if until is None:
