@@ -77,6 +77,8 @@ class SyncResult:
 
 PageHook = Callable[[int, SyncResult], None]
 FinishHook = Callable[[Connection, SyncResult], None]
+# a quiet poll's listing (one page, empty, incremental): (its new token, the stats to save, the result)
+QuietHook = Callable[[str, dict[str, int], SyncResult], None]
 
 
 @dataclass
@@ -100,13 +102,17 @@ def sync_binding(
     after_page: PageHook | None = None,
     claimed: tuple[BindingRow, str] | None = None,
     finish: FinishHook | None = None,
+    quiet: QuietHook | None = None,
 ) -> SyncResult:
     """One inbound pass for one binding. Provider errors are recorded on the binding and in the result.
 
     `claimed`: the binding's row and its account's provider kind as the claim that leased it read
     them (scheduling.Claimed), so the sync need not read them again; None: read here. `finish`: called
     in the last page's transaction, after the token, when nothing is left for the sync to do after
-    it (a worker gives the binding back there: one transaction fewer); not called otherwise."""
+    it (a worker gives the binding back there: one transaction fewer); not called otherwise.
+    `quiet`: given with `finish`, a listing of one empty incremental page writes nothing: the hook
+    gets its token and stats, to save them with the binding's release (a worker batches those of many
+    quiet polls in one statement: scheduler.QuietReleases); `finish` is not called then."""
     if claimed is None:
         with engine.begin() as conn:
             claimed = account_store.binding_and_provider(conn, binding_id)
@@ -124,7 +130,7 @@ def sync_binding(
     deletions = guard or MassDeleteGuard()
 
     def walk() -> dict[str, int]:
-        return _walk(engine, provider, binding, result, force, deletions, after_page, start_requests, finish)
+        return _walk(engine, provider, binding, result, force, deletions, after_page, start_requests, finish, quiet)
 
     try:
         with fewer_collections():  # the collector walks what the sync makes, not the whole heap (engine/collector.py)
@@ -206,6 +212,7 @@ def _walk(
     after_page: PageHook | None,
     requests_from: int,
     finish: FinishHook | None = None,
+    quiet: QuietHook | None = None,
 ) -> dict[str, int]:
     """Walk the listing page by page; the stats saved with the token (in the last page's transaction)."""
     generation: int | None = None
@@ -234,6 +241,14 @@ def _walk(
                     _apply_page(conn, binding, page, generation, result, whole_series=whole_series)
                 confirmed = _confirm_unlisted(engine, provider, binding, generation, result)
                 page = replace(page, items=[])
+            if quiet is not None and finish is not None and _is_quiet(page, generation, result):
+                result.requests = provider.request_count - requests_from
+                saved = sync_stats(result) | {"pages": 1}
+                quiet(str(page.sync_token), saved, replace(result, pages=1))  # nothing to store: the worker saves it
+                result.pages = 1
+                if after_page:
+                    after_page(result.pages, result)
+                continue  # (the last page: the listing ends)
             with engine.begin() as conn:
                 _apply_page(conn, binding, page, generation, result, whole_series=whole_series)
                 if page.last:
@@ -254,6 +269,11 @@ def _walk(
             if after_page:
                 after_page(result.pages, result)
     return saved
+
+
+def _is_quiet(page: ChangePage, generation: int | None, result: SyncResult) -> bool:
+    """The listing's one page, incremental, with nothing in it: a quiet poll."""
+    return page.last and not page.items and generation is None and result.pages == 0 and page.sync_token is not None
 
 
 def _confirm_removals(engine: Engine, provider: Provider, binding: _Binding, page: ChangePage) -> ChangePage:

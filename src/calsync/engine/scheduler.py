@@ -68,6 +68,7 @@ class WorkerStats:
 
 
 SyncObserver = Callable[[SyncResult, datetime | None, datetime], None]
+QuietSink = Callable[[scheduling.QuietRelease, SyncResult], None]
 
 
 def worker_id() -> str:
@@ -175,13 +176,22 @@ class Worker:
         return claims, details, known
 
     def sync_claimed(
-        self, claim: BindingClaim, pool: ProviderPool, *, push: bool = True, claimed: scheduling.Claimed | None = None
+        self,
+        claim: BindingClaim,
+        pool: ProviderPool,
+        *,
+        push: bool = True,
+        claimed: scheduling.Claimed | None = None,
+        quiet: QuietSink | None = None,
     ) -> bool:
         """Sync a binding this worker's owner has leased (its first request already paid for by the
         claim), push its outbox (unless `push` is False: the claim saw nothing queued), look after its
         channel, and give it back. `claimed`: what the claim read of it (its row, its account's
-        provider and backoff), so the sync starts without reading them again. Returns whether the
-        binding was left dirty (a notification came during the sync: it is due again shortly)."""
+        provider and backoff), so the sync starts without reading them again. `quiet`: where a quiet
+        poll (one empty incremental page, nothing else to do, no backoff to clear) is handed, to be
+        saved and given back with others in one statement (Dispatcher); the binding stays leased
+        until then, and on_sync is that writer's to call. Returns whether the binding was left dirty
+        (a notification came during the sync: it is due again shortly; False for a handed-over one)."""
         lease = self.settings.lease_seconds
         held_until = [utcnow() + timedelta(seconds=lease)]  # (the claim's own lease ends a little earlier)
 
@@ -217,11 +227,19 @@ class Worker:
         # transaction of its last page (with the token): a quiet poll's third transaction saved
         channel_work = bool(self.settings.public_url) and provider.capabilities.push
         early = None if push or channel_work else give_back
+        handed: list[scheduling.QuietRelease] = []
+
+        def hand_over(token: str, stats: dict[str, int], _result: SyncResult) -> None:
+            handed.append(scheduling.QuietRelease(claim["id"], token, stats, utcnow(), claim["dirty_at"]))
+
+        # a success clears nothing when the claim saw no backoff (_account_backoff): then nothing but the
+        # token, the stats and the release is left to write
+        batched = hand_over if quiet is not None and early is not None and seen_attempts == 0 else None
         spending = AccountRequests.attach(self.engine, provider, claim["account_id"], self.settings.budgets)
         try:
             start = None if claimed is None else (claimed.binding, claimed.provider)
             result = sync_binding(
-                self.engine, provider, claim["id"], after_page=keep_lease, claimed=start, finish=early
+                self.engine, provider, claim["id"], after_page=keep_lease, claimed=start, finish=early, quiet=batched
             )
             if push and result.status in ("ok", "skipped"):  # still ours: the lease covers its outbox too
                 Pusher(self.engine, provider, claim["id"]).run()
@@ -238,6 +256,11 @@ class Worker:
         finally:
             if spending is not None:
                 spending.detach()
+        if handed and quiet is not None and result.status == "ok":
+            with self._stats_lock:
+                self.stats.syncs += 1
+            quiet(handed[0], result)
+            return False
         if not released:
             with self.engine.begin() as conn:
                 give_back(conn, result)
@@ -375,6 +398,8 @@ class Dispatcher:
         self._conference_checked = 0.0
         self._freed = threading.Event()
         self._wake: threading.Event | None = None  # run_forever's: set to look for due work at once
+        self._quiet_lock = threading.Lock()
+        self._quiet: list[tuple[scheduling.QuietRelease, SyncResult]] = []  # quiet polls not yet given back
 
     @property
     def in_flight(self) -> int:
@@ -433,6 +458,7 @@ class Dispatcher:
 
     def dispatch_once(self, now: datetime | None = None) -> tuple[bool, int]:
         """Claim what fits in the free slots and start it: (all slots busy, bindings claimed)."""
+        self.release_quiet()
         now = now or utcnow()
         free = self.concurrency - self.in_flight
         if free <= 0:
@@ -458,6 +484,38 @@ class Dispatcher:
                 started += 1
         return self.concurrency - self.in_flight <= 0, started
 
+    def release_quiet(self) -> None:
+        """Save and give back the quiet polls finished since the last look, all in one transaction
+        (scheduling.release_quiet), before each claim: a quiet poll's own transaction and two
+        statements saved. Until then they stay leased (a crash meanwhile loses nothing: their leases
+        run out and they are polled again from their old tokens); a notification that came meanwhile
+        leaves its binding dirty, as a release at the end of its sync would. On a database error they
+        are kept for the next look."""
+        with self._quiet_lock:
+            polls, self._quiet = self._quiet, []
+        if not polls:
+            return
+        try:
+            with self.engine.begin() as conn:
+                dirty = scheduling.release_quiet(
+                    conn, self.owner, [p for p, _ in polls], self.settings.poll_interval, self.settings.debounce
+                )
+        except OperationalError:
+            with self._quiet_lock:
+                self._quiet[:0] = polls
+            raise
+        if dirty and self._wake is not None:
+            self._wake.set()  # notified during their syncs: due again after the debounce, look then
+        if self.worker.on_sync is not None:
+            for poll, result in polls:
+                self.worker.on_sync(result, poll.seen_dirty_at, poll.finished)
+
+    def _quiet_done(self, poll: scheduling.QuietRelease, result: SyncResult) -> None:
+        with self._quiet_lock:
+            self._quiet.append((poll, result))
+        if self._wake is not None:
+            self._wake.set()  # an idle dispatcher gives it back at once; a busy one does with its next claim
+
     def _start(self, job: Callable[[Any], None], arg: Any) -> None:
         with self._lock:
             self._in_flight += 1
@@ -478,7 +536,10 @@ class Dispatcher:
         known = {} if account is None else {account.id: account}
         pool = ProviderPool(self.engine, self.providers.borrow, self.providers.give_back, accounts=known)
         try:
-            if self.worker.sync_claimed(claim, pool, push=detail.queued, claimed=detail) and self._wake is not None:
+            left_dirty = self.worker.sync_claimed(
+                claim, pool, push=detail.queued, claimed=detail, quiet=self._quiet_done
+            )
+            if left_dirty and self._wake is not None:
                 self._wake.set()  # notified during its sync: due again after the debounce, look then
         finally:
             pool.close()
@@ -491,5 +552,9 @@ class Dispatcher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        try:
+            self.release_quiet()
+        except Exception:  # their leases run out: polled again
+            log.exception("worker %s: could not give back the last quiet polls", self.owner)
         self.worker.close()
         self.providers.close()

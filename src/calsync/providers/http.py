@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import ssl
 import threading
@@ -68,14 +69,38 @@ def observe_responses(observer: ResponseObserver) -> None:
     _observers.append(weakref.WeakMethod(observer))
 
 
-class _Shared(httpx.BaseTransport):
-    """A transport many clients use: closing one of them leaves it open for the others."""
+SHARDS = 8  # connection pools per process and trust setting; each thread sends through one of them
 
-    def __init__(self, inner: httpx.HTTPTransport) -> None:
-        self._inner = inner
+
+class _Shared(httpx.BaseTransport):
+    """A transport many clients use: closing one of them leaves it open for the others.
+
+    Its connections are kept in SHARDS pools, each thread sending through one of them (handed out in
+    turn on its first request): httpcore's pool looks over all of its connections, twice for every
+    request (for expired ones, and for the idle one to reuse), so one pool of the 32 connections a
+    busy worker keeps cost 32 sync threads more CPU in that bookkeeping than in building requests."""
+
+    def __init__(self, make: Callable[[], httpx.HTTPTransport], shards: int = SHARDS) -> None:
+        self._make = make
+        self._pools: list[httpx.HTTPTransport | None] = [None] * max(1, shards)
+        self._turn = itertools.count()
+        self._mine = threading.local()
+        self._lock = threading.Lock()
+
+    def _pool(self) -> httpx.HTTPTransport:
+        shard: int | None = getattr(self._mine, "shard", None)
+        if shard is None:
+            shard = self._mine.shard = next(self._turn) % len(self._pools)
+        pool = self._pools[shard]
+        if pool is None:
+            with self._lock:
+                pool = self._pools[shard]
+                if pool is None:
+                    pool = self._pools[shard] = self._make()
+        return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._inner.handle_request(request)
+        return self._pool().handle_request(request)
 
     def close(self) -> None:
         pass  # lives as long as the process
@@ -86,15 +111,19 @@ _transports_lock = threading.Lock()
 
 
 def shared_transport(verify: bool) -> httpx.BaseTransport:
-    """One connection pool per process for the system's trust store (or for plain http): a worker
-    makes a client per sync of each account, and thousands of accounts would otherwise each load the
-    CA bundle and open their own connections. Connections carry no credentials (every request has
-    its own Authorization header), so accounts may share them."""
+    """One set of connection pools per process for the system's trust store (or for plain http): a
+    worker makes a client per sync of each account, and thousands of accounts would otherwise each
+    load the CA bundle and open their own connections. Connections carry no credentials (every
+    request has its own Authorization header), so accounts may share them; the pools share one TLS
+    context (the CA bundle loaded once)."""
     with _transports_lock:
         transport = _transports.get(verify)
         if transport is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
-            transport = _transports[verify] = _Shared(httpx.HTTPTransport(verify=verify, limits=limits))
+            limits = httpx.Limits(
+                max_connections=None, max_keepalive_connections=max(8, 200 // SHARDS), keepalive_expiry=30
+            )
+            trust: ssl.SSLContext | bool = httpx.create_ssl_context() if verify else False
+            transport = _transports[verify] = _Shared(lambda: httpx.HTTPTransport(verify=trust, limits=limits))
         return transport
 
 

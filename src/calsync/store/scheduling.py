@@ -7,6 +7,7 @@ number of workers share the work and a crashed worker's lease simply runs out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -20,6 +21,8 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Float,
+    Integer,
     and_,
     bindparam,
     case,
@@ -173,11 +176,11 @@ def sync_pending(conn: Connection, binding_id: str, now: datetime) -> bool:
     return row is not None and row.dirty_at is not None and (row.lease_until is None or row.lease_until < now)
 
 
-def _free(table: Any, now: datetime) -> Any:
+def _free(table: Any, now: Any) -> Any:
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
-def _affordable(budgets: Mapping[str, RequestBudget], epoch: float) -> ColumnElement[bool]:
+def _affordable(budgets: Mapping[str, RequestBudget], epoch: Any) -> ColumnElement[bool]:
     """The account may make one more request now (budgets.py: its bucket holds a token)."""
     limited = {kind: budget for kind, budget in budgets.items() if budget.limited}
     if not limited:
@@ -190,13 +193,70 @@ def _affordable(budgets: Mapping[str, RequestBudget], epoch: float) -> ColumnEle
     return or_(slack.is_(None), accounts.c.budget_spent_until <= epoch + slack)
 
 
-def _claimable(now: datetime, budgets: Mapping[str, RequestBudget], epoch: float) -> ColumnElement[bool]:
+def _claimable(now: Any, budgets: Mapping[str, RequestBudget], epoch: Any) -> ColumnElement[bool]:
     return and_(
         _free(bindings, now),
         accounts.c.state == "ok",
         or_(accounts.c.backoff_until.is_(None), accounts.c.backoff_until <= now),
         _affordable(budgets, epoch),
     )
+
+
+BudgetsKey = tuple[tuple[str, RequestBudget], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _claim_queries(budgets: BudgetsKey) -> tuple[Any, Any, Any, Any]:
+    """claim_bindings' statements, built once per set of budgets with the time, the epoch second and
+    the window as parameters: a claim runs them every few milliseconds, and building and keying them
+    anew cost more CPU than running them (SQLAlchemy's compiled cache still needs a fresh statement's
+    cache key, worked out from its whole tree)."""
+    now = bindparam("c_now", type_=bindings.c.next_poll_at.type)
+    epoch = bindparam("c_epoch", type_=Float())
+    columns = (
+        bindings.c.id,
+        bindings.c.dirty_at,
+        bindings.c.account_id,
+        bindings.c.next_poll_at,
+        accounts.c.provider,
+        accounts.c.budget_spent_until,
+        accounts.c.served_at,
+        accounts.c.backoff_attempts,
+    )
+    claimable = _claimable(now, dict(budgets), epoch)
+    window = bindparam("c_window", type_=Integer())
+
+    def candidates(query: Any) -> Any:
+        return query.where(claimable).limit(window).with_for_update(of=bindings, skip_locked=True)
+
+    timer_due = and_(bindings.c.direction != "push", bindings.c.next_poll_at <= now)
+    notified = candidates(
+        select(*columns)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(bindings.c.dirty_at.is_not(None), timer_due)
+        .order_by(bindings.c.dirty_at)
+    )
+    polled = candidates(
+        select(*columns)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(timer_due)
+        .order_by(bindings.c.next_poll_at)
+    )
+    queued = candidates(  # the oldest due changes to push, their bindings by primary key
+        select(*columns)
+        .select_from(outbox)
+        .join(bindings, bindings.c.id == outbox.c.binding_id)
+        .join(accounts, accounts.c.id == bindings.c.account_id)
+        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+    )
+    lease = (
+        update(bindings)
+        .where(bindings.c.id.in_(bindparam("l_ids", expanding=True)), _free(bindings, now))
+        .values(lease_owner=bindparam("l_owner"), lease_until=bindparam("l_until", type_=bindings.c.lease_until.type))
+        .returning(*bindings.c)
+    )
+    return notified, polled, queued, lease
 
 
 def claim_bindings(
@@ -224,53 +284,25 @@ def claim_bindings(
     different ones. The order above is applied to the window.
 
     Each claimed binding spends one request of its account's budget (its first request, the poll),
-    taken with a guarded UPDATE of the account: an account whose bucket is empty is left out until it
-    refills, in every process. So one account with a thousand calendars or a long initial sync takes
-    its turn with the others and never more than its budget, and a notification of anyone else is
-    claimed before the poll backlog. `queued_out` gets the ids of those with local changes waiting
-    in the outbox (a worker need not read the outbox of the others: a change queued meanwhile makes
-    its binding due again once it is given back). `details_out` gets, for each claimed binding, what
-    its sync needs to start without reading it again (Claimed)."""
+    taken with a guarded UPDATE of the accounts (one for all of them, spend_many): an account whose
+    bucket is empty is left out until it refills, in every process. So one account with a thousand
+    calendars or a long initial sync takes its turn with the others and never more than its budget,
+    and a notification of anyone else is claimed before the poll backlog. `details_out` gets, for
+    each claimed binding, what its sync needs to start without reading it again (Claimed: with
+    whether local changes wait in its outbox; a worker need not read the outbox of the others: a
+    change queued meanwhile makes its binding due again once it is given back)."""
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     epoch = now.timestamp()
     window = max(1, limit) * max(1, per_account)
-    columns = (
-        bindings.c.id,
-        bindings.c.dirty_at,
-        bindings.c.account_id,
-        bindings.c.next_poll_at,
-        accounts.c.provider,
-        accounts.c.budget_spent_until,
-        accounts.c.served_at,
-        accounts.c.backoff_attempts,
-    )
-    claimable = _claimable(now, budgets, epoch)
+    notified_q, polled_q, queued_q, lease_q = _claim_queries(tuple(sorted(budgets.items())))
+    params = {"c_now": now, "c_epoch": epoch, "c_window": window}
 
     def candidates(query: Any) -> list[dict[str, Any]]:
-        found = query.where(claimable).limit(window).with_for_update(of=bindings, skip_locked=True)
-        return [dict(row) for row in conn.execute(found).mappings()]
+        return [dict(row) for row in conn.execute(query, params).mappings()]
 
-    timer_due = and_(bindings.c.direction != "push", bindings.c.next_poll_at <= now)
-    notified = candidates(
-        select(*columns)
-        .join(accounts, accounts.c.id == bindings.c.account_id)
-        .where(bindings.c.dirty_at.is_not(None), timer_due)
-        .order_by(bindings.c.dirty_at)
-    )
-    polled = candidates(
-        select(*columns)
-        .join(accounts, accounts.c.id == bindings.c.account_id)
-        .where(timer_due)
-        .order_by(bindings.c.next_poll_at)
-    )
-    queued = candidates(  # the oldest due changes to push, their bindings by primary key
-        select(*columns)
-        .select_from(outbox)
-        .join(bindings, bindings.c.id == outbox.c.binding_id)
-        .join(accounts, accounts.c.id == bindings.c.account_id)
-        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
-        .order_by(outbox.c.next_attempt_at)
-    )
+    notified = candidates(notified_q)
+    polled = candidates(polled_q)
+    queued = candidates(queued_q)
     with_changes = {row["id"] for row in queued}
     rows: dict[str, dict[str, Any]] = {}
     for row in (*notified, *queued, *polled):
@@ -293,22 +325,26 @@ def claim_bindings(
         if len(mine) < cap:
             mine.append(row)
             chosen += 1
+    wanted = {account_id: (len(mine), budgets.get(mine[0]["provider"])) for account_id, mine in picked.items() if mine}
+    taken = spend_many(conn, wanted, epoch, served_at=now)
     claims: list[BindingClaim] = []
     for account_id, mine in picked.items():
-        if not mine:
-            continue
-        budget = budgets.get(mine[0]["provider"])
-        taken = _spend(conn, account_id, len(mine), epoch, budget, served_at=now)
-        claims.extend(cast("BindingClaim", {k: r[k] for k in ("id", "dirty_at", "account_id")}) for r in mine[:taken])
+        claims.extend(
+            cast("BindingClaim", {k: r[k] for k in ("id", "dirty_at", "account_id")})
+            for r in mine[: taken.get(account_id, 0)]
+        )
     if not claims:
         return []
     leased = {
         row["id"]: cast("BindingRow", dict(row))
         for row in conn.execute(
-            update(bindings)
-            .where(bindings.c.id.in_([c["id"] for c in claims]), _free(bindings, now))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(*bindings.c)
+            lease_q,
+            {
+                "c_now": now,
+                "l_ids": [c["id"] for c in claims],
+                "l_owner": owner,
+                "l_until": now + timedelta(seconds=lease_seconds),
+            },
         ).mappings()
     }
     if details_out is not None:
@@ -370,6 +406,54 @@ def _spend(
             return 0
         n = min(n - 1, budget.affordable(float(current), epoch))
     return 0
+
+
+_UNLIMITED_SLACK = 1e300  # an account without a budget: any spent_until passes the guard
+
+
+@functools.lru_cache(maxsize=64)
+def _spend_many_statement(n: int) -> Any:
+    """The guarded UPDATE of n accounts at once (spend_many), one text per n (so compiled once)."""
+    rows = " UNION ALL ".join(f"SELECT :a{i} AS id, :c{i} AS cost, :s{i} AS slack" for i in range(n))
+    # only numbered placeholders are formatted in; every value is bound
+    return text(
+        "UPDATE accounts SET budget_spent_until = CASE WHEN wanted.cost = 0 THEN accounts.budget_spent_until "  # noqa: S608
+        "WHEN accounts.budget_spent_until < :epoch THEN :epoch + wanted.cost "
+        "ELSE accounts.budget_spent_until + wanted.cost END, served_at = :served_at "
+        f"FROM ({rows}) AS wanted WHERE accounts.id = wanted.id "
+        "AND accounts.budget_spent_until <= :epoch + wanted.slack RETURNING accounts.id"
+    ).bindparams(
+        bindparam("epoch", type_=Float()),
+        bindparam("served_at", type_=accounts.c.served_at.type),
+        *(bindparam(f"c{i}", type_=Float()) for i in range(n)),
+        *(bindparam(f"s{i}", type_=Float()) for i in range(n)),
+    )
+
+
+def spend_many(
+    conn: Connection,
+    wanted: Mapping[str, tuple[int, RequestBudget | None]],
+    epoch: float,
+    *,
+    served_at: datetime,
+) -> dict[str, int]:
+    """_spend for several accounts (account id -> (requests, its budget)): one guarded UPDATE for all
+    of them (a claim serves a dozen accounts at a time); an account whose guard failed (another
+    process spent its bucket meanwhile) is tried again alone, as _spend does. How many each got."""
+    if not wanted:
+        return {}
+    items = sorted(wanted.items())  # the same order in every process: their row locks are taken alike
+    params: dict[str, Any] = {"epoch": epoch, "served_at": served_at}
+    for i, (account_id, (n, budget)) in enumerate(items):
+        limited = budget is not None and budget.limited
+        params[f"a{i}"] = account_id
+        params[f"c{i}"] = n * budget.interval if limited and budget is not None else 0.0
+        params[f"s{i}"] = budget.slack(n) if limited and budget is not None else _UNLIMITED_SLACK
+    done = set(conn.execute(_spend_many_statement(len(items)), params).scalars())
+    taken: dict[str, int] = {}
+    for account_id, (n, budget) in items:
+        taken[account_id] = n if account_id in done else _spend(conn, account_id, n, epoch, budget, served_at=served_at)
+    return taken
 
 
 def take_budget(conn: Connection, account_id: str, budget: RequestBudget, now: float, n: int = 1) -> float:
@@ -456,6 +540,88 @@ def release_binding(
         .returning(bindings.c.dirty_at)
     ).first()
     return left is not None and left.dirty_at is not None
+
+
+@dataclass(frozen=True)
+class QuietRelease:
+    """A quiet poll's outcome (one empty incremental page), to be saved with its binding's release:
+    its new token and stats, when the listing ended, and the binding's dirty_at as its claim saw it."""
+
+    binding_id: str
+    token: str
+    stats: dict[str, int]
+    finished: datetime
+    seen_dirty_at: datetime | None
+
+
+@functools.lru_cache(maxsize=1)
+def _release_quiet_statement() -> Any:
+    """release_quiet's UPDATE, built once (a worker runs it for every batch of quiet polls)."""
+    at = bindparam("q_at", type_=bindings.c.last_sync_at.type)
+    token = bindparam("q_token", type_=bindings.c.sync_token.type)
+    settled = or_(
+        bindings.c.dirty_at.is_(None), bindings.c.dirty_at <= bindparam("q_seen", type_=bindings.c.dirty_at.type)
+    )
+    return (
+        update(bindings)
+        .where(bindings.c.id == bindparam("q_id"), bindings.c.lease_owner == bindparam("q_owner"))
+        .values(
+            sync_token=token,
+            sync_token_updated_at=at,
+            sync_token_obtained_at=case(
+                (bindings.c.sync_token.is_distinct_from(token), at), else_=bindings.c.sync_token_obtained_at
+            ),
+            last_sync_at=at,
+            last_sync_status="ok",
+            last_sync_stats=bindparam("q_stats", type_=bindings.c.last_sync_stats.type),
+            last_error=None,
+            updated_at=at,
+            lease_owner=None,
+            lease_until=None,
+            dirty_at=case((settled, None), else_=bindings.c.dirty_at),
+            next_poll_at=case(
+                (settled, bindparam("q_next", type_=bindings.c.next_poll_at.type)),
+                else_=bindparam("q_soon", type_=bindings.c.next_poll_at.type),
+            ),
+        )
+    )
+
+
+def release_quiet(
+    conn: Connection, owner: str, polls: list[QuietRelease], poll_interval: float, debounce: float = 0.2
+) -> list[str]:
+    """Save the token and stats of each quiet poll and give its binding back, as save_sync_token and
+    release_binding would in one transaction each, but for many bindings in one statement (executed
+    for many parameter sets: one round trip on PostgreSQL). Only bindings this owner still holds are
+    written: one whose lease ran out meanwhile belongs to whoever claimed it next, and it keeps its
+    old token (still valid: the poll stored nothing). The ids of those left dirty (notified since
+    their claims saw them), due again in `debounce` seconds."""
+    if not polls:
+        return []
+    conn.execute(
+        _release_quiet_statement(),
+        [
+            {
+                "q_id": poll.binding_id,
+                "q_owner": owner,
+                "q_token": poll.token,
+                "q_at": poll.finished,
+                "q_stats": poll.stats,
+                "q_seen": poll.seen_dirty_at,
+                "q_next": next_poll_slot(poll.binding_id, poll.finished, poll_interval),
+                "q_soon": poll.finished + timedelta(seconds=debounce),
+            }
+            for poll in polls
+        ],
+    )
+    ids = [poll.binding_id for poll in polls]
+    return list(
+        conn.execute(
+            select(bindings.c.id).where(
+                bindings.c.id.in_(ids), bindings.c.dirty_at.is_not(None), bindings.c.lease_owner.is_(None)
+            )
+        ).scalars()
+    )
 
 
 def set_account_backoff(conn: Connection, account_id: str, until: datetime | None) -> int:
