@@ -116,23 +116,14 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 @contextmanager
 def scratch_database(admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (named bench_inbound_*) for one size; dropped after it."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    """A fresh, empty PostgreSQL database (named bench_inbound_*) for one size; dropped after it
+    (bench/scale.py's, which the script's folder on sys.path makes importable)."""
+    from scale import scratch_database as named_scratch_database
 
     from calsync.store.urls import normalise_url
 
-    admin_url = normalise_url(admin_url)
-    name = f"bench_inbound_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with named_scratch_database(normalise_url(admin_url), f"bench_inbound_{os.getpid()}_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 def _db_mb(engine: Any, sqlite_file: Path | None) -> float:
