@@ -245,10 +245,17 @@ def test_a_receiver_down_for_a_while_gets_every_delivery_afterwards_in_order_per
     )
     workers = [start_in_thread(engine, stop, settings) for _ in range(2)]
     try:
-        time.sleep(1.0)  # attempts fail meanwhile (connection refused)
+        def the_log() -> list[Any]:
+            with engine.begin() as conn:
+                sub = hook_store.list_subscriptions(conn)[0]
+                return list(hook_store.list_deliveries(conn, sub["id"], limit=100))
+
+        # attempts fail meanwhile (connection refused): a second one within about a second, or as long
+        # as a loaded machine takes to start the workers (a fixed 1 s sleep saw none tried on CI)
+        _until(lambda: max((d["attempts"] for d in the_log()), default=0) >= 2, 30, "two failed attempts")
+        log = the_log()
         with engine.begin() as conn:
             sub = hook_store.list_subscriptions(conn)[0]
-            log = hook_store.list_deliveries(conn, sub["id"], limit=100)
         assert len(log) == 16 and all(d["status"] == "pending" for d in log)
         assert max(d["attempts"] for d in log) >= 2
         # only the oldest delivery of each event was tried: the later ones wait for it
