@@ -162,6 +162,7 @@ def child(
     `db_url`: the (fresh) database to sync into; None: a new SQLite file in a temporary folder."""
     import shutil
 
+    from calsync.cli.common import settle_heap
     from calsync.engine.inbound import sync_binding
     from calsync.store import accounts as account_store
     from calsync.store import events as event_store
@@ -174,6 +175,7 @@ def child(
         account = account_store.create_account(conn, target.kind, "bench", base_url, {"token": target.token})
         calendar = account_store.create_calendar(conn, "bench")
         binding = account_store.create_binding(conn, calendar, account, calendar_id, "two-way")
+    settle_heap()  # the interpreter as `calsync sync` and `calsync worker` set it (collector, switch interval)
     rss_before = peak_rss_mb()
     provider = target.provider(base_url, page_size)
     phases = PhaseTimer()

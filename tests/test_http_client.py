@@ -2,7 +2,12 @@
 one family of errors and never imports httpx)."""
 from __future__ import annotations
 
+import gc
+import json
 import socket
+import threading
+import weakref
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -29,3 +34,40 @@ def test_a_service_that_cannot_be_reached_is_an_unreachable_provider_error_after
         client.request("POST", "/events", idempotent=False)
     assert client.request_count == 4, "a create is not sent twice blind"
     client.close()
+
+
+def test_a_read_response_is_freed_by_reference_counting_not_left_in_a_cycle_for_the_collector() -> None:
+    """httpx binds a response's stream to the response (a cycle): a page's 2 MB body would live until
+    the cyclic collector's next pass, which the CLI makes rare (cli.common.settle_heap)."""
+    body = json.dumps({"items": [{"id": str(n)} for n in range(1000)]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = RetryingClient(f"http://127.0.0.1:{server.server_address[1]}", {})
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        response = client.request("GET", "/page")
+        assert response.json()["items"][999] == {"id": "999"} and response.content == body
+        assert b"".join(response.iter_bytes()) == body, "the response still reads as before"
+        gone = weakref.ref(response)
+        del response
+        assert gone() is None, "the response (and its body) outlived its last reference"
+    finally:
+        if enabled:
+            gc.enable()
+        client.close()
+        server.shutdown()
+        server.server_close()

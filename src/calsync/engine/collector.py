@@ -5,11 +5,11 @@ cyclic collector runs thousands of times during it, and every so often walks the
 thousands of objects SQLAlchemy, FastAPI and the rest made at import included. While any sync runs in
 the process, the objects that were alive when the first began are frozen (gc.freeze: left out of
 collections, so a full collection walks only what the syncs made); when the last sync ends they are
-unfrozen and collected as usual again. The thresholds stay CPython's: rarer young collections saved a
-little more CPU but let peak RSS grow with the calendar (135 MB at 100,000 events, 202 MB with
-(50,000, 20, 100), against 112 MB). bench/inbound_google.py at 100,000 events: 0.20 -> 0.17 s of CPU per
-1,000 events (the figures on this shared machine move by 10-15% from run to run). Threads share the
-setting: a count says when the last sync has left.
+unfrozen and collected as usual again. The thresholds are the process's own: a library user keeps
+CPython's, and the CLI raises them (cli.common.settle_heap). bench/inbound_google.py at 100,000
+events: 0.20 -> 0.17 s of CPU per 1,000 events (the figures on this shared machine move by 10-15%
+from run to run).
+Threads share the setting: a count says when the last sync has left.
 """
 
 from __future__ import annotations
