@@ -162,7 +162,7 @@ def child(
     `db_url`: the (fresh) database to sync into; None: a new SQLite file in a temporary folder."""
     import shutil
 
-    from calsync.cli.common import settle_heap
+    from calsync.engine.collector import settle_heap
     from calsync.engine.inbound import sync_binding
     from calsync.store import accounts as account_store
     from calsync.store import events as event_store

@@ -5,7 +5,7 @@ database, bound and synced once; then the emulator (its own process, bench/scale
 request after --latency-ms, every binding is made due at once, and one poll cycle runs through the
 service's own worker pool (service.app.WorkerPool: a Dispatcher with --concurrency sync threads, the
 NOTIFY listener, the metrics observer, the webhook delivery thread), as `calsync worker` runs it
-(cli.common.settle_heap included). Nothing changed remotely, so every poll is quiet. Printed per
+(engine.collector.settle_heap included). Nothing changed remotely, so every poll is quiet. Printed per
 cycle: wall time, polls/s, this process's CPU (resource.getrusage over the cycle) per poll, SQL
 statements per poll and provider requests per poll.
 
@@ -104,7 +104,7 @@ def main() -> None:
     from cryptography.fernet import Fernet
 
     os.environ["CALSYNC_SECRET_KEY"] = Fernet.generate_key().decode()
-    from calsync.cli.common import settle_heap
+    from calsync.engine.collector import settle_heap
     from calsync.engine.scheduler import WorkerSettings
     from calsync.service.app import WorkerPool
     from calsync.service.metrics import Metrics

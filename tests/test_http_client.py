@@ -38,7 +38,7 @@ def test_a_service_that_cannot_be_reached_is_an_unreachable_provider_error_after
 
 def test_a_read_response_is_freed_by_reference_counting_not_left_in_a_cycle_for_the_collector() -> None:
     """httpx binds a response's stream to the response (a cycle): a page's 2 MB body would live until
-    the cyclic collector's next pass, which the CLI makes rare (cli.common.settle_heap)."""
+    the cyclic collector's next pass, which the CLI makes rare (engine.collector.settle_heap)."""
     body = json.dumps({"items": [{"id": str(n)} for n in range(1000)]}).encode()
 
     class Handler(BaseHTTPRequestHandler):

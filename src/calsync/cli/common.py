@@ -3,8 +3,6 @@ conference systems and worker settings read from the config, and the heap settin
 
 from __future__ import annotations
 
-import gc
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -18,6 +16,7 @@ from calsync.cli.output import fail
 from calsync.conferencing import configured_adapters
 from calsync.conferencing.base import ConferenceAdapter
 from calsync.config import ConfigError, load_settings
+from calsync.engine.collector import settle_heap as settle_heap  # (the commands that sync import it from here)
 from calsync.engine.scheduler import WorkerSettings
 from calsync.store import keys
 from calsync.store.common import NotFound
@@ -111,26 +110,3 @@ def worker_settings(
         per_account=per_account,
         budgets=budgets,
     )
-
-
-def settle_heap() -> None:
-    """Interpreter settings for a process whose job is syncing (library users keep their own).
-
-    The collector: what start-up made (modules, the app) is moved out of its sight, and it runs less
-    often. A long sync makes millions of short-lived objects (hardly any cycles): a page of 2,500
-    Google events keeps some 40,000 containers alive while it is parsed and stored, and each young
-    collection walked the ones alive then. At 100,000 events the collector took 1.8 s of 10.5 s of
-    CPU with CPython's thresholds, 0.9 s with 10,000 and 0.18 s with 50,000; peak RSS stays 146 MB
-    at 10,000 and 100,000 events alike, since no response body waits in a cycle for a collection
-    any more (providers/http._unbind_stream).
-
-    The switch interval: a large sync runs three threads that share the GIL (HTTP requests in
-    flight, parsing, storing). A thread back from a socket waits up to the interval for the GIL
-    while the other two compute, at every read: with the default 5 ms the HTTP thread sent its
-    next request late and the parser stood waiting for answers (about a second of a 10,000-event
-    initial sync on Radicale; 0.1 s at 1 ms). The extra switches cost the computing threads next
-    to nothing."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    sys.setswitchinterval(0.001)
