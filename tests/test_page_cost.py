@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
@@ -328,3 +330,39 @@ def test_a_plan_grouped_by_kind_is_its_actions_of_each_kind() -> None:
     for kind in (Delete, UpdateLink, Relink, Create, Adopt, TakeRemote, Merge, OpenConflict, CloseConflict):
         assert groups.get(kind, []) == plan.of(kind)
     assert [d.event_id for d in groups[Delete]] == ["e1", "e2", "e4"]
+
+
+_EMPTY_OR_NOT: dict[str, list[Any]] = {
+    "title": ["", "t", "0"],
+    "description": [None, "", "notes", "0"],
+    "location": [None, "", "Room 1"],
+    "time_zone": [None, "", "Europe/Paris"],
+    "status": ["", "confirmed", "cancelled"],
+    "original_start": [None, "", "2026-03-01T09:00:00Z"],
+    "recurrence": [None, [], ["RRULE:FREQ=DAILY"]],
+    "attendees": [[], [{"email": "a@example.org", "name": None, "response": "accepted", "optional": False,
+                        "organizer": False}]],
+    "conference": [None, {}, {"join_url": "https://meet.example/x"}],
+    "all_day": [False, True],
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.fixed_dictionaries({name: st.sampled_from(values) for name, values in _EMPTY_OR_NOT.items()}),
+                min_size=1, max_size=8))
+def test_the_database_names_the_set_fields_of_a_created_row_as_python_does(
+    any_engine: Engine, choices: list[dict[str, Any]]
+) -> None:
+    """record_created has the database list a new row's non-empty history fields: every mix of empty
+    and set values (None, "", [], {}, false) gets the names _set_fields gives, in its order."""
+    binding = _setup(any_engine)
+    rows = [{**create.event, **choice} for create, choice in zip(_creates(binding, len(choices)), choices, strict=True)]
+    for row in rows:
+        row["id"] = new_id()
+    with any_engine.begin() as conn:
+        insert_many(conn, events, rows)
+        journal.record_created(conn, rows, journal.author_of_source(binding.source), {})
+    with any_engine.connect() as conn:
+        stored = dict(conn.execute(select(event_changes.c.event_id, event_changes.c.fields).where(
+            event_changes.c.event_id.in_([row["id"] for row in rows]))).all())
+    assert [stored[row["id"]] for row in rows] == [journal._set_fields(row) for row in rows]
