@@ -58,7 +58,7 @@ from calsync.providers.graph_mapping import (
     same_recurrence,
     series_of,
 )
-from calsync.providers.http import RetryingClient, provider_error
+from calsync.providers.http import RetryingClient, json_body, provider_error
 
 Window = Callable[[], tuple[datetime, datetime]]
 
@@ -73,7 +73,7 @@ def _json(response: httpx.Response) -> dict[str, Any] | None:
         return None
     if response.status_code >= 300:
         raise provider_error(response, f"Graph {response.status_code}: {response.text[:200]}", None)
-    return response.json() if response.content else {}
+    return json_body(response) if response.content else {}
 
 
 class GraphSeries:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from operator import add, itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Boolean, ColumnElement, Connection, Table, Text, any_, literal
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
@@ -153,7 +154,7 @@ def _bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _Bulk
         elif isinstance(impl, Boolean):
             process = _boolean(process)
         elif isinstance(impl, JSON) and impl.none_as_null and getattr(dialect, "_json_serializer", None) is None:
-            process = _json_text(process)
+            process = _json_text(process, _jsonb_text if copy else dumps)
         processed.append((key, process))
     preparer = dialect.identifier_preparer
     columns = ", ".join(preparer.quote(table.c[key].name) for key in [*plain, *(key for key, _ in processed)])
@@ -172,21 +173,34 @@ def _tuple_getter(keys: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, 
     return lambda row: tuple(row[key] for key in keys)
 
 
-def _json_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _json_text(process: Callable[[Any], Any], encode: Callable[[Any], str]) -> Callable[[Any], Any]:
     """A JSON column's processor for the dialect's default serializer (json.dumps): plain dicts and
-    lists by jsontext.dumps (the same text, quicker), None as SQL NULL (the columns are none_as_null),
-    anything else (JSON.NULL, null()) by SQLAlchemy's own processor."""
+    lists by `encode` (jsontext.dumps: the same text, quicker; _jsonb_text for PostgreSQL's JSONB,
+    which keeps no text), None as SQL NULL (the columns are none_as_null), anything else (JSON.NULL,
+    null()) by SQLAlchemy's own processor."""
 
     def run(value: Any) -> Any:
         if value is None:
             return None
         if type(value) is dict:
-            return dumps(value) if value else "{}"
+            return encode(value) if value else "{}"
         if type(value) is list:
-            return dumps(value) if value else "[]"
+            return encode(value) if value else "[]"
         return process(value)
 
     return run
+
+
+def _jsonb_text(value: Any) -> str:
+    """JSON text for a JSONB column, by orjson: PostgreSQL parses it into its own form (keys sorted,
+    spacing dropped), so only the value counts, and orjson makes it in a fifth of json.dumps' time
+    (an initial sync writes four JSON columns an event). What orjson refuses (a key that is no
+    string, an integer beyond 64 bits) goes to jsontext.dumps, which takes it or raises as before.
+    (orjson writes a float NaN as null where json.dumps writes NaN, which JSONB refuses.)"""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return dumps(value)
 
 
 def _boolean(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
