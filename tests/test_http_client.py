@@ -9,10 +9,11 @@ import threading
 import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from calsync.providers.base import ProviderError, Unreachable
-from calsync.providers.http import RetryingClient, RetryPolicy
+from calsync.providers.http import RetryingClient, RetryPolicy, json_body
 
 
 def _closed_port() -> int:
@@ -71,3 +72,13 @@ def test_a_read_response_is_freed_by_reference_counting_not_left_in_a_cycle_for_
         client.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_json_body_orjson_refuses_is_read_by_the_standard_library_and_no_json_still_raises() -> None:
+    assert json_body(httpx.Response(200, content=b'{"items": [{"id": "a", "n": 1.5}]}')) == {"items": [{"id": "a", "n": 1.5}]}
+    # an escaped lone surrogate and an integer beyond 64 bits: valid JSON that orjson refuses
+    odd = json_body(httpx.Response(200, content=b'{"summary": "x\\ud800", "big": 123456789012345678901234567890}'))
+    assert odd == {"summary": "x\ud800", "big": 123456789012345678901234567890}
+    assert json_body(httpx.Response(200, content='{"s": "é"}'.encode("utf-16"))) == {"s": "é"}
+    with pytest.raises(ValueError):
+        json_body(httpx.Response(200, content=b"<html>not json</html>"))

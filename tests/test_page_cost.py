@@ -366,3 +366,12 @@ def test_the_database_names_the_set_fields_of_a_created_row_as_python_does(
         stored = dict(conn.execute(select(event_changes.c.event_id, event_changes.c.fields).where(
             event_changes.c.event_id.in_([row["id"] for row in rows]))).all())
     assert [stored[row["id"]] for row in rows] == [journal._set_fields(row) for row in rows]
+
+
+def test_jsonb_text_is_the_same_value_and_falls_back_where_orjson_refuses() -> None:
+    from calsync.store.common import _jsonb_text
+
+    for value in ({"google": {"reminders": {"useDefault": True}}, "é": [1, 2.5, None, "\\N\t"]}, [{"a": "😀"}], []):
+        assert json.loads(_jsonb_text(value)) == value
+    assert _jsonb_text({1: "int key"}) == dumps({1: "int key"}) == '{"1": "int key"}'
+    assert json.loads(_jsonb_text([2**70])) == [2**70]
