@@ -79,6 +79,8 @@ def test_a_json_body_orjson_refuses_is_read_by_the_standard_library_and_no_json_
     # an escaped lone surrogate and an integer beyond 64 bits: valid JSON that orjson refuses
     odd = json_body(httpx.Response(200, content=b'{"summary": "x\\ud800", "big": 123456789012345678901234567890}'))
     assert odd == {"summary": "x\ud800", "big": 123456789012345678901234567890}
+    big = json_body(httpx.Response(200, content=b'[18446744073709551615, 18446744073709551616, "12345678901234567890"]'))
+    assert big == [2**64 - 1, 2**64, "12345678901234567890"] and isinstance(big[1], int), "orjson would make 2**64 a float"
     assert json_body(httpx.Response(200, content='{"s": "é"}'.encode("utf-16"))) == {"s": "é"}
     with pytest.raises(ValueError):
         json_body(httpx.Response(200, content=b"<html>not json</html>"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import ssl
 import threading
 import time
@@ -241,13 +242,20 @@ def checked_json(response: httpx.Response, label: str, reason: str | None) -> di
 
 def json_body(response: httpx.Response) -> Any:
     """The response's JSON, read by orjson (a page of 2,500 Google events: a third of the standard
-    library's time). What orjson refuses and the standard library reads (an escaped lone surrogate,
-    an integer beyond 64 bits, a body in UTF-16) is read by the standard library, whose error a body
-    that is no JSON at all raises, as before."""
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return response.json()
+    library's time). What orjson refuses and the standard library reads (an escaped lone surrogate, a
+    body in UTF-16) is read by the standard library, whose error a body that is no JSON at all raises,
+    as before. So is a body with a run of 20 digits anywhere: orjson reads an integer beyond 64 bits
+    as a float, silently, and such a run is rare enough (in a string too) to cost nothing."""
+    body = response.content
+    if _long_digits(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return response.json()
+
+
+_long_digits = re.compile(rb"[0-9]{20}").search
 
 
 def _unbind_stream(response: httpx.Response) -> None:
