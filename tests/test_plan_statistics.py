@@ -4,6 +4,7 @@ server drop the generic plans it cached while the tables were small; a small syn
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -49,13 +50,13 @@ def _analyzed(engine: Engine, table: str) -> int:
 
 _LOOKUP = (
     "SELECT event_links.id FROM event_links JOIN events ON events.id = event_links.event_id "
-    "WHERE event_links.binding_id = $1 AND event_links.remote_id = ANY($2::TEXT[])"
-)
+    "WHERE event_links.binding_id = $1 AND event_links.remote_id = ANY(CAST((SELECT array_agg(value) FROM jsonb_array_elements_text($2::JSONB) AS listed) AS TEXT[]))"
+)  # the shape of links_by_remote_id's query (store/common.one_of)
 
 
 def _generic_plan(conn: object, binding_id: str) -> str:
-    ids = ", ".join(f"r{n}" for n in range(500))
-    rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE lookup('{binding_id}', '{{{ids}}}')")  # type: ignore[attr-defined]
+    ids = json.dumps([f"r{n}" for n in range(500)])
+    rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE lookup('{binding_id}', '{ids}')")  # type: ignore[attr-defined]
     return "\n".join(row[0] for row in rows)
 
 
