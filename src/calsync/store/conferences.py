@@ -10,7 +10,7 @@ from sqlalchemy import Connection, RowMapping, func, or_, select
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
-from calsync.store.common import NotFound, chunks, new_id
+from calsync.store.common import NotFound, chunks, new_id, one_of
 from calsync.store.rows import ChannelRow, ConferenceRow, ConferenceWorkRow
 from calsync.store.schema import calendars, channels, conference_outbox, conferences, events
 
@@ -120,7 +120,9 @@ def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -
     for chunk in chunks(list(set(event_ids))):
         found.update(
             conn.execute(
-                select(conferences.c.event_id).where(conferences.c.event_id.in_(chunk), conferences.c.state == "active")
+                select(conferences.c.event_id).where(
+                    one_of(conn, conferences.c.event_id, chunk), conferences.c.state == "active"
+                )
             ).scalars()
         )
     return found
@@ -159,7 +161,7 @@ def enqueue(
         pending.update(
             conn.execute(
                 select(conference_outbox.c.event_id).where(
-                    conference_outbox.c.event_id.in_(chunk), conference_outbox.c.status == "pending"
+                    one_of(conn, conference_outbox.c.event_id, chunk), conference_outbox.c.status == "pending"
                 )
             ).scalars()
         )
