@@ -56,7 +56,7 @@ def settle_heap() -> None:
     Google events keeps some 40,000 containers alive while it is parsed and stored, and each young
     collection walked the ones alive then. At 100,000 events the collector took 1.8 s of 10.5 s of
     CPU with CPython's thresholds, 0.9 s with 10,000 and 0.18 s with 50,000, and peak RSS hardly
-    grows with the calendar (120 MB at 10,000 events, 129 MB at 100,000, on PostgreSQL), since no
+    grows with the calendar (127 MB at 10,000 events, 130 MB at 100,000, on PostgreSQL), since no
     response body waits in a cycle for a collection any more (providers/http._unbind_stream).
 
     The switch interval: a large sync runs three threads that share the GIL (HTTP requests in
