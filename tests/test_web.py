@@ -78,7 +78,7 @@ def demo() -> Iterator[Any]:
     # the worker sets up a notification channel per Google calendar after its first pass: wait for them
     # (the page's tests change Google calendars; the demo's CalDAV calendar has no channel at all)
     wait_for(lambda: all(b["channel"] and b["channel"]["confirmed"] for b in google_bindings(status(running))),
-             timeout=15, what="confirmed notification channels")
+             timeout=60, what="confirmed notification channels")  # (about 6 s on an idle machine)
     yield running
     running.stop()
 
