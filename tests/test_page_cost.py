@@ -375,3 +375,26 @@ def test_jsonb_text_is_the_same_value_and_falls_back_where_orjson_refuses() -> N
         assert json.loads(_jsonb_text(value)) == value
     assert _jsonb_text({1: "int key"}) == dumps({1: "int key"}) == '{"1": "int key"}'
     assert json.loads(_jsonb_text([2**70])) == [2**70]
+
+
+def test_created_rows_of_two_authors_and_etags_are_each_their_own(any_engine: Engine) -> None:
+    """record_created's statement is built once and reused: who, ETags and time are parameters of each
+    call, never the first call's."""
+    binding = _setup(any_engine)
+    rows = [c.event for c in _creates(binding, 4)]
+    first, second = rows[:2], rows[2:]
+    with any_engine.begin() as conn:
+        insert_many(conn, events, rows)
+        journal.record_created(conn, first, journal.Author("local", "api key one"), {first[0]["id"]: "e-1"})
+        journal.record_created(conn, second, journal.author_of_source(binding.source), {second[1]["id"]: "e-4"})
+    with any_engine.connect() as conn:
+        found = {r.event_id: (r.side, r.author, r.remote_etag) for r in conn.execute(
+            select(event_changes.c.event_id, event_changes.c.side, event_changes.c.author,
+                   event_changes.c.remote_etag))}
+    binding_author = journal.author_of_source(binding.source)
+    assert found == {
+        first[0]["id"]: ("local", "api key one", "e-1"),
+        first[1]["id"]: ("local", "api key one", None),
+        second[0]["id"]: (binding_author.side, binding_author.name, None),
+        second[1]["id"]: (binding_author.side, binding_author.name, "e-4"),
+    }
