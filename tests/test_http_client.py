@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import socket
 import threading
 import weakref
@@ -11,9 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from calsync.providers.base import ProviderError, Unreachable
-from calsync.providers.http import RetryingClient, RetryPolicy, json_body
+from calsync.providers.http import RetryingClient, RetryPolicy, _long_digits, json_body
 
 
 def _closed_port() -> int:
@@ -72,6 +75,16 @@ def test_a_read_response_is_freed_by_reference_counting_not_left_in_a_cycle_for_
         client.close()
         server.shutdown()
         server.server_close()
+
+
+@given(st.lists(st.sampled_from([b"0", b"9", b"0123456789", b"12345", b" ", b'"', b"a", b"\xd9\xa3", b"\x00", b"-"]), max_size=80).map(b"".join))
+@example(b"1" * 19 + b" " + b"1" * 19)
+@example(b"x" + b"1" * 20)
+def test_the_long_digit_scan_finds_what_the_regular_expression_finds(body: bytes) -> None:
+    """json_body hands a body with a run of 20 ASCII digits to the standard library; its scan is
+    translate-and-find, which must agree with [0-9]{20} (an Arabic-Indic digit is no digit to JSON)."""
+    expected = re.search(rb"[0-9]{20}", body)
+    assert _long_digits(body) == (expected.start() if expected else None)
 
 
 def test_a_json_body_orjson_refuses_is_read_by_the_standard_library_and_no_json_still_raises() -> None:
