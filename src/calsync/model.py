@@ -146,7 +146,19 @@ def _json(value: Any) -> str:
 
 
 def _attendees_json(attendees: list[Attendee]) -> str:
-    return canonical_dumps([a.__dict__ for a in attendees]) if attendees else "[]"
+    """canonical_dumps of the attendees' fields (keys in sorted order), written a field at a time:
+    half the time of the sorting encoder. An attendee given fields of its own beyond the five (none
+    is) goes the long way, so the text stays the definition's."""
+    if any(len(a.__dict__) != 5 for a in attendees):
+        return canonical_dumps([a.__dict__ for a in attendees])
+    people = ",".join(
+        [
+            f'{{"email":{_json(a.email)},"name":{_json(a.name)},"optional":{_json(a.optional)},'
+            f'"organizer":{_json(a.organizer)},"response":{_json(a.response)}}}'
+            for a in attendees
+        ]
+    )
+    return f"[{people}]"
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(EventData))
