@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import add, itemgetter
 from typing import Any
 
@@ -155,7 +156,7 @@ def _bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _Bulk
             plain.append(key)
             continue
         if isinstance(column_type, UTCDateTime):
-            process = _same_as_last(process)
+            process = _same_as_last(_iso_text(process) if copy else process)
         elif isinstance(impl, Boolean):
             process = _boolean(process)
         elif isinstance(impl, JSON) and impl.none_as_null and getattr(dialect, "_json_serializer", None) is None:
@@ -218,6 +219,19 @@ def _boolean(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return known[value]
         except KeyError:
             return process(value)
+
+    return run
+
+
+def _iso_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A time column's processor for COPY: the aware datetime as ISO 8601 text, which PostgreSQL
+    reads into the same timestamptz. psycopg's dumper formats a datetime anew for every row (a
+    microsecond each: four an event in an initial sync); text made once a page (_same_as_last) is
+    copied as it is."""
+
+    def run(value: Any) -> Any:
+        stored = process(value)
+        return stored.isoformat() if isinstance(stored, datetime) else stored
 
     return run
 
