@@ -189,7 +189,10 @@ def child(
         profile = cProfile.Profile()
         profile.enable()
     started, cpu_started, thread_started = time.perf_counter(), cpu_seconds(), time.thread_time()
+    u0=resource.getrusage(resource.RUSAGE_SELF)
     full = sync_binding(engine, provider, binding)
+    u1=resource.getrusage(resource.RUSAGE_SELF)
+    open('/tmp/rusage.txt','a').write(f'USER {u1.ru_utime-u0.ru_utime:.2f} SYS {u1.ru_stime-u0.ru_stime:.2f} MINFLT {u1.ru_minflt-u0.ru_minflt} VCSW {u1.ru_nvcsw-u0.ru_nvcsw} IVCSW {u1.ru_nivcsw-u0.ru_nivcsw}\n')
     full_seconds = time.perf_counter() - started
     full_cpu = cpu_seconds() - cpu_started
     phases.engine_thread = time.thread_time() - thread_started

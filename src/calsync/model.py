@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
@@ -43,8 +43,13 @@ def parse_instant(text: str) -> datetime:
     return value
 
 
+@lru_cache(maxsize=4096)
 def canonical_time(text: str, all_day: bool) -> str:
-    """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise."""
+    """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise.
+
+    Remembered (a pure function of its text): an initial sync asks for each event's two times twice,
+    mapping and storing them, and meetings share times; an answer remembered costs a quarter of
+    checking the text again. (What it refuses is not remembered: it raises every time.)"""
     if all_day:
         return date.fromisoformat(text[:10]).isoformat()
     if _canonical_utc(text) is not None:  # already canonical (what providers hand over): checked, not rebuilt
@@ -181,10 +186,15 @@ class RemoteEvent:
     # unknown, not absent, and the engine keeps the last agreed ones there. None: all are known.
     exdates_known: tuple[datetime, datetime] | None = None
 
-    @cached_property
+    @property
     def content_hash(self) -> str:
-        """Computed once: a page applies it to the event, the link base and the three-way test."""
-        return self.data.content_hash()
+        """Computed once: a page applies it to the event, the link base and the three-way test.
+        (Kept by hand: 3.11's cached_property takes a lock on every first look, which cost an initial
+        sync more than the two later looks this way do.)"""
+        known: str | None = self.__dict__.get("_content_hash")
+        if known is None:
+            known = self.__dict__["_content_hash"] = self.data.content_hash()
+        return known
 
 
 @dataclass
