@@ -43,13 +43,14 @@ def parse_instant(text: str) -> datetime:
     return value
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def canonical_time(text: str, all_day: bool) -> str:
     """Canonical form of an event boundary: YYYY-MM-DD for all-day, UTC RFC 3339 otherwise.
 
     Remembered (a pure function of its text): an initial sync asks for each event's two times twice,
     mapping and storing them, and meetings share times; an answer remembered costs a quarter of
-    checking the text again. (What it refuses is not remembered: it raises every time.)"""
+    checking the text again. Room for two pages of 2,500 events' times (what is mapped runs a page
+    ahead of what is stored), a few MB. (What it refuses is not remembered: it raises every time.)"""
     if all_day:
         return date.fromisoformat(text[:10]).isoformat()
     if _canonical_utc(text) is not None:  # already canonical (what providers hand over): checked, not rebuilt

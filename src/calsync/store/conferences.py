@@ -10,7 +10,7 @@ from sqlalchemy import Connection, RowMapping, func, or_, select
 
 from calsync.model import utcnow
 from calsync.statuses import OPEN_CHANNEL_STATES, ConferenceState, ConferenceWorkReason
-from calsync.store.common import NotFound, chunks, new_id, one_of
+from calsync.store.common import NotFound, new_id, one_of, one_of_chunks
 from calsync.store.rows import ChannelRow, ConferenceRow, ConferenceWorkRow
 from calsync.store.schema import calendars, channels, conference_outbox, conferences, events
 
@@ -117,7 +117,7 @@ def list_conferences(conn: Connection, state: ConferenceState | None = None) -> 
 
 def events_with_active_conferences(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in chunks(list(set(event_ids))):
+    for chunk in one_of_chunks(conn, list(set(event_ids))):
         found.update(
             conn.execute(
                 select(conferences.c.event_id).where(
@@ -157,7 +157,7 @@ def enqueue(
     now = now or utcnow()
     ids = list(set(event_ids))
     pending: set[str] = set()
-    for chunk in chunks(ids):
+    for chunk in one_of_chunks(conn, ids):
         pending.update(
             conn.execute(
                 select(conference_outbox.c.event_id).where(

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
 
 from calsync.model import EventData, utcnow
-from calsync.store.common import chunks, insert_many, one_of
+from calsync.store.common import chunks, insert_many, one_of, one_of_chunks
 from calsync.store.events import row_to_data
 from calsync.store.rows import EventLinkRow, EventRow
 from calsync.store.schema import event_links, events
@@ -82,7 +82,7 @@ def _linked(row: Mapping[str, Any] | RowMapping) -> LinkedEvent:
 def links_by_remote_id(conn: Connection, binding_id: str, remote_ids: Sequence[str]) -> dict[str, LinkedEvent]:
     """One query per 500 ids: the page's links with their events."""
     found: dict[str, LinkedEvent] = {}
-    for chunk in chunks(remote_ids):
+    for chunk in one_of_chunks(conn, remote_ids):
         query = (
             select(*_LINKED_COLUMNS)
             .join(events, events.c.id == event_links.c.event_id)
@@ -97,7 +97,7 @@ def gone_links_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) -
     """Event id -> its link on the binding, for those of these events whose link says the copy there
     is gone (remote_deleted): the copy met next there takes that link's place (relink_gone_copies)."""
     found: dict[str, LinkedEvent] = {}
-    for chunk in chunks(list(dict.fromkeys(event_ids))):
+    for chunk in one_of_chunks(conn, list(dict.fromkeys(event_ids))):
         query = (
             select(*_LINKED_COLUMNS)
             .join(events, events.c.id == event_links.c.event_id)
@@ -157,7 +157,7 @@ def unlinked_events_with_ids(conn: Connection, calendar_id: str, binding_id: str
     candidates = [i for i in ids if _LOCAL_ID.fullmatch(i)]
     adoptable: set[str] = set()
     linked = _live_copy_on(binding_id)
-    for chunk in chunks(candidates):
+    for chunk in one_of_chunks(conn, candidates):
         query = select(events.c.id).where(
             events.c.calendar_id == calendar_id, one_of(conn, events.c.id, chunk), ~linked
         )
@@ -174,7 +174,7 @@ def unlinked_exceptions_at(
     linked = _live_copy_on(binding_id)
     wanted = set(starts)
     found: dict[tuple[str, str], str] = {}
-    for chunk in chunks(sorted({series for series, _ in wanted})):
+    for chunk in one_of_chunks(conn, sorted({series for series, _ in wanted})):
         rows = conn.execute(
             select(events.c.id, events.c.recurring_event_id, events.c.original_start).where(
                 one_of(conn, events.c.recurring_event_id, chunk), events.c.deleted.is_(False), ~linked
@@ -206,7 +206,7 @@ def live_series_remote_ids(conn: Connection, binding_id: str) -> list[str]:
 def event_ids_for_remote_ids(conn: Connection, binding_id: str, remote_ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(remote_ids))
     result: dict[str, str] = {}
-    for chunk in chunks(ids):
+    for chunk in one_of_chunks(conn, ids):
         query = select(event_links.c.remote_id, event_links.c.event_id).where(
             event_links.c.binding_id == binding_id, one_of(conn, event_links.c.remote_id, chunk)
         )
@@ -243,7 +243,7 @@ def update_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], binding_id: str) -> None:
     """After a local tombstone caused by the remote, the link's base follows the event's new version."""
-    for chunk in chunks(list(event_ids)):
+    for chunk in one_of_chunks(conn, list(event_ids)):
         version = select(events.c.version).where(events.c.id == event_links.c.event_id).scalar_subquery()
         conn.execute(
             event_links.update()
@@ -253,7 +253,7 @@ def agree_links_with_versions(conn: Connection, event_ids: Sequence[str], bindin
 
 
 def mark_seen(conn: Connection, binding_id: str, remote_ids: Sequence[str], generation: int) -> None:
-    for chunk in chunks(list(remote_ids)):
+    for chunk in one_of_chunks(conn, list(remote_ids)):
         conn.execute(
             event_links.update()
             .where(event_links.c.binding_id == binding_id, one_of(conn, event_links.c.remote_id, chunk))
@@ -320,7 +320,7 @@ def stand_ins_of(conn: Connection, binding_id: str, event_ids: Sequence[str]) ->
     link whose remote copy belongs to no series there), which a deletion of their series there
     leaves behind."""
     found: set[str] = set()
-    for chunk in chunks(list(event_ids)):
+    for chunk in one_of_chunks(conn, list(event_ids)):
         found.update(
             conn.execute(
                 select(event_links.c.event_id)
@@ -336,7 +336,7 @@ def stand_in_starts(conn: Connection, binding_id: str, series_ids: Sequence[str]
     stand in for them (the link's remote copy belongs to no series there: Outlook, which cannot
     restore a deleted occurrence, gets a single event instead)."""
     found: dict[str, set[str]] = {}
-    for chunk in chunks(list(series_ids)):
+    for chunk in one_of_chunks(conn, list(series_ids)):
         for series_id, original in conn.execute(
             select(events.c.recurring_event_id, events.c.original_start)
             .join(event_links, event_links.c.event_id == events.c.id)
@@ -377,7 +377,7 @@ def attach_orphan_exceptions(conn: Connection, binding_id: str, new_masters: dic
     linked found it when it arrived. So the lookup costs what the page holds, through the index of
     exception links, however large the calendar."""
     updates: list[dict[str, str]] = []
-    for chunk in chunks(list(new_masters)):
+    for chunk in one_of_chunks(conn, list(new_masters)):
         rows = conn.execute(
             select(event_links.c.event_id, event_links.c.series_remote_id)
             .join(events, events.c.id == event_links.c.event_id)
