@@ -34,7 +34,7 @@ from calsync.engine.page_plan import (
     unknown_claims,
 )
 from calsync.jsontext import canonical_dumps, dumps
-from calsync.model import Attendee, EventData, RemoteEvent
+from calsync.model import Attendee, EventData, RemoteEvent, _hashed_text_by_orjson
 from calsync.providers.memory import MemoryProvider, MemoryService
 from calsync.store import accounts as account_store
 from calsync.store import journal
@@ -106,6 +106,53 @@ def test_the_content_hash_is_its_definition() -> None:
         body["attendees"] = [vars(a) for a in data.attendees]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         assert data.content_hash() == hashlib.sha256(text.encode()).hexdigest(), n
+
+
+def _defined_hash(data: EventData) -> str:
+    """The content hash by its definition: json.dumps (sorted keys, compact) of the edited fields."""
+    body = {name: getattr(data, name) for name in data.__dataclass_fields__}
+    del body["sequence"], body["ical_uid"], body["extra"]
+    body["attendees"] = [vars(a) for a in data.attendees]
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x1F600), max_size=12)  # controls, DEL, é, surrogates
+_ASCII = st.text(st.characters(max_codepoint=0x7F), max_size=12)  # (controls and DEL too)
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(), _TEXT, _ASCII)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=st.one_of(_TEXT, _ASCII),
+    description=st.one_of(st.none(), _TEXT, _ASCII),
+    recurrence=st.one_of(st.none(), st.lists(st.one_of(_ASCII, _VALUE), max_size=3)),
+    conference=st.one_of(st.none(), st.dictionaries(st.one_of(_ASCII, _TEXT), _VALUE, max_size=3)),
+    people=st.lists(st.tuples(st.one_of(_ASCII, _TEXT), st.one_of(st.none(), _ASCII, _TEXT), _VALUE), max_size=3),
+)
+def test_the_content_hash_is_its_definition_for_any_content(
+    title: str, description: str | None, recurrence: list[Any] | None, conference: dict[str, Any] | None,
+    people: list[tuple[str, str | None, Any]],
+) -> None:
+    """Whichever way the hash's text is made (orjson where its text is the definition's, field by
+    field otherwise), it is the definition's: text of any script, control characters and DEL, lone
+    surrogates, floats, integers beyond 64 bits, in every place a value can be."""
+    data = EventData(
+        title=title, start="2026-03-01T09:00:00Z", end="2026-03-01T10:00:00Z", description=description,
+        recurrence=recurrence, conference=conference,
+        attendees=[Attendee(email, name, optional=optional) for email, name, optional in people],
+    )
+    assert data.content_hash() == _defined_hash(data)
+
+
+def test_the_content_hash_of_plain_text_is_made_by_orjson() -> None:
+    """The quick way is the one taken for what providers usually hand over (so the test above
+    checks it, not only the long way)."""
+    assert _hashed_text_by_orjson(_data(5)) is None  # (é in its title: the long way)
+    plain = EventData(title="Standup", start="2026-03-01T09:00:00Z", end="2026-03-01T09:15:00Z",
+                      attendees=[Attendee("a@example.org", "A", "accepted")], recurrence=["RRULE:FREQ=DAILY"],
+                      conference={"type": "addOn", "join_url": "https://zoom.example/j/1", "provider": None})
+    assert _hashed_text_by_orjson(plain) is not None
+    assert plain.content_hash() == _defined_hash(plain)
 
 
 @pytest.fixture()

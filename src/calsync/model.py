@@ -10,6 +10,8 @@ from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
+import orjson
+
 from calsync.jsontext import canonical_dumps
 
 # (defined in calsync.statuses with the other closed sets; still importable from here)
@@ -126,7 +128,11 @@ class EventData:
         hashed is canonical_dumps of the other fields by name (sorted keys, compact), written here a
         field at a time: the sorting encoder over the whole dict was two thirds of the hash's cost,
         and an initial sync hashes every event (tests/test_page_cost.py holds it to the definition).
+        Where orjson's text is byte for byte the same, orjson writes it, in a third of the time.
         """
+        fast = _hashed_text_by_orjson(self)
+        if fast is not None:
+            return hashlib.sha256(fast).hexdigest()
         text = (
             f'{{"all_day":{_json(self.all_day)},"attendees":{_attendees_json(self.attendees)},'
             f'"conference":{_json(self.conference)},"description":{_json(self.description)},'
@@ -136,6 +142,52 @@ class EventData:
             f'"time_zone":{_json(self.time_zone)},"title":{_json(self.title)}}}'
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hashed_text_by_orjson(data: EventData) -> bytes | None:
+    """The content hash's text by orjson (sorted keys, compact: canonical_dumps' form), or None where
+    orjson's could differ from it: a value that is not text, a boolean, an integer or null (orjson
+    spells some floats otherwise), text beyond ASCII (orjson writes UTF-8 where the definition writes
+    \\u escapes) or holding DEL (which orjson leaves as it is), or what orjson refuses (a lone
+    surrogate, an integer beyond 64 bits, a key that is no text)."""
+    conference, recurrence = data.conference, data.recurrence
+    people = [a.__dict__ for a in data.attendees]
+    leaves: list[Any] = [data.title, data.start, data.end, data.all_day, data.time_zone, data.description]
+    leaves += (data.location, data.status, data.original_start)
+    if recurrence is not None:
+        if type(recurrence) is not list:
+            return None
+        leaves += recurrence
+    if conference is not None:
+        if type(conference) is not dict:
+            return None
+        leaves += conference.values()
+    for person in people:
+        leaves += person.values()
+    if not _PLAIN_TYPES.issuperset(map(type, leaves)):
+        return None
+    body = {
+        "all_day": data.all_day,
+        "attendees": people,
+        "conference": conference,
+        "description": data.description,
+        "end": data.end,
+        "location": data.location,
+        "original_start": data.original_start,
+        "recurrence": recurrence,
+        "start": data.start,
+        "status": data.status,
+        "time_zone": data.time_zone,
+        "title": data.title,
+    }
+    try:
+        text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+    return text if text.isascii() and b"\x7f" not in text else None
+
+
+_PLAIN_TYPES = frozenset({str, bool, int, type(None)})
 
 
 def _json(value: Any) -> str:
