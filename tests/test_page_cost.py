@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -129,6 +129,9 @@ _VALUE = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max
     conference=st.one_of(st.none(), st.dictionaries(st.one_of(_ASCII, _TEXT), _VALUE, max_size=3)),
     people=st.lists(st.tuples(st.one_of(_ASCII, _TEXT), st.one_of(st.none(), _ASCII, _TEXT), _VALUE), max_size=3),
 )
+@example(title="t", description=None, recurrence=[1e-07], conference=None, people=[])
+@example(title="t", description=None, recurrence=None, conference={"n": float("nan"), "e": 1e16}, people=[])
+@example(title="t\x7f", description=None, recurrence=None, conference=None, people=[("a", None, float("inf"))])
 def test_the_content_hash_is_its_definition_for_any_content(
     title: str, description: str | None, recurrence: list[Any] | None, conference: dict[str, Any] | None,
     people: list[tuple[str, str | None, Any]],
