@@ -436,12 +436,12 @@ def test_the_database_names_the_set_fields_of_a_created_row_as_python_does(
 
 
 def test_jsonb_text_is_the_same_value_and_falls_back_where_orjson_refuses() -> None:
-    from calsync.store.common import _jsonb_text
+    from calsync.store.common import json_text
 
     for value in ({"google": {"reminders": {"useDefault": True}}, "é": [1, 2.5, None, "\\N\t"]}, [{"a": "😀"}], []):
-        assert json.loads(_jsonb_text(value)) == value
-    assert _jsonb_text({1: "int key"}) == dumps({1: "int key"}) == '{"1": "int key"}'
-    assert json.loads(_jsonb_text([2**70])) == [2**70]
+        assert json.loads(json_text(value)) == value
+    assert json_text({1: "int key"}) == dumps({1: "int key"}) == '{"1": "int key"}'
+    assert json.loads(json_text([2**70])) == [2**70]
 
 
 def test_created_rows_of_two_authors_and_etags_are_each_their_own(any_engine: Engine) -> None:

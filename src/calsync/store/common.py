@@ -83,7 +83,7 @@ def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[str]) 
     and none of psycopg's per-item conversion of an array parameter (0.9 us a value; orjson's text
     costs 0.03). Elsewhere an IN list."""
     if conn.dialect.name == "postgresql":
-        text = orjson.dumps(list(values)).decode()
+        text = json_text(list(values))
         listed = func.jsonb_array_elements_text(sql_cast(literal(text, Text), JSONB)).table_valued("value")
         return column == any_(sql_cast(select(func.array_agg(listed.c.value)).scalar_subquery(), ARRAY(Text)))
     return column.in_(values)
@@ -171,7 +171,7 @@ def _bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _Bulk
         elif isinstance(impl, Boolean):
             process = _boolean(process)
         elif isinstance(impl, JSON) and impl.none_as_null and getattr(dialect, "_json_serializer", None) is None:
-            process = _json_text(process, _jsonb_text if copy else dumps)
+            process = _json_text(process, json_text if copy else dumps)
         processed.append((key, process))
     preparer = dialect.identifier_preparer
     columns = ", ".join(preparer.quote(table.c[key].name) for key in [*plain, *(key for key, _ in processed)])
@@ -192,7 +192,7 @@ def _tuple_getter(keys: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, 
 
 def _json_text(process: Callable[[Any], Any], encode: Callable[[Any], str]) -> Callable[[Any], Any]:
     """A JSON column's processor for the dialect's default serializer (json.dumps): plain dicts and
-    lists by `encode` (jsontext.dumps: the same text, quicker; _jsonb_text for PostgreSQL's JSONB,
+    lists by `encode` (jsontext.dumps: the same text, quicker; json_text for PostgreSQL's JSONB,
     which keeps no text), None as SQL NULL (the columns are none_as_null), anything else (JSON.NULL,
     null()) by SQLAlchemy's own processor."""
 
@@ -208,12 +208,13 @@ def _json_text(process: Callable[[Any], Any], encode: Callable[[Any], str]) -> C
     return run
 
 
-def _jsonb_text(value: Any) -> str:
-    """JSON text for a JSONB column, by orjson: PostgreSQL parses it into its own form (keys sorted,
-    spacing dropped), so only the value counts, and orjson makes it in a fifth of json.dumps' time
-    (an initial sync writes four JSON columns an event). What orjson refuses (a key that is no
-    string, an integer beyond 64 bits) goes to jsontext.dumps, which takes it or raises as before.
-    (orjson writes a float NaN as null where json.dumps writes NaN, which JSONB refuses.)"""
+def json_text(value: Any) -> str:
+    """JSON text for the database to parse (a JSONB column, a statement's JSON parameter), by orjson:
+    PostgreSQL parses it into its own form (keys sorted, spacing dropped), so only the value counts,
+    and orjson makes it in a fifth of json.dumps' time (an initial sync writes four JSON columns an
+    event). What orjson refuses (a key that is no string, an integer beyond 64 bits, a lone
+    surrogate) goes to jsontext.dumps, which takes it or raises as before. (orjson writes a float NaN
+    as null where json.dumps writes NaN, which JSONB refuses.)"""
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:

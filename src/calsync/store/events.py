@@ -109,12 +109,12 @@ def insert_events(
     """New event rows, each journalled as created by `author` (default: the row's source);
     `etags`: the provider's ETag of each copy a binding brought."""
     insert_many(conn, events, rows)
-    authors: dict[str, journal.Author] = {}  # source -> its author, worked out once
-    by_author: dict[journal.Author, list[dict[str, Any]]] = {}
+    by_source: dict[str, list[dict[str, Any]]] = {}  # (grouped by text first: an Author's hash is Python code)
     for row in rows:
-        source = row["source"]
-        who = author or authors.get(source) or authors.setdefault(source, journal.author_of_source(source))
-        by_author.setdefault(who, []).append(row)
+        by_source.setdefault(row["source"], []).append(row)
+    by_author: dict[journal.Author, list[dict[str, Any]]] = {}
+    for source, written in by_source.items():
+        by_author.setdefault(author or journal.author_of_source(source), []).extend(written)
     for who, written in by_author.items():
         journal.record_created(conn, written, who, etags or {})
 

@@ -27,10 +27,9 @@ from sqlalchemy import ColumnElement, Connection, Text, bindparam, case, delete,
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 
-from calsync.jsontext import dumps
 from calsync.model import LOCAL_SOURCE, utcnow
 from calsync.statuses import ChangeKind
-from calsync.store.common import chunks, insert_many
+from calsync.store.common import chunks, insert_many, json_text
 from calsync.store.schema import accounts, bindings, calendars, event_changes, events, journal_state
 
 # The fields a person sees change (history, the feed's `fields`); provider bookkeeping (extra, the
@@ -180,7 +179,7 @@ def record_created(
     per event, and building, converting and sending each from here was a tenth of its client CPU."""
     if not rows:
         return
-    pairs = dumps([[row["id"], etags.get(row["id"])] for row in rows])
+    pairs = json_text([[row["id"], etags.get(row["id"])] for row in rows])
     statement = _created_rows.get(conn.dialect.name)
     if statement is None:
         statement = _created_rows.setdefault(conn.dialect.name, _created_rows_statement(conn))
