@@ -996,3 +996,32 @@ def test_arbitrary_event_bodies_never_cause_a_server_error(google_url: str, fuzz
         if r.status_code == 200:
             listing = fuzz_api.get("/calendars/primary/events", params={"singleEvents": "true", "maxResults": 5})
             assert listing.status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------
+# partial responses (the `fields` parameter)
+
+
+def test_fields_selects_what_it_names_in_a_listing_and_in_one_event(api: httpx.Client) -> None:
+    made = new_event(api, "Partial", location="Room 1", attendees=[{"email": "b@example.org"}])
+    r = api.get("/calendars/primary/events", params={"fields": "items(id,start/dateTime,attendees(email)),nextSyncToken"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"items", "nextSyncToken"}
+    assert body["items"] == [{"id": made["id"], "start": {"dateTime": made["start"]["dateTime"]},
+                              "attendees": [{"email": "b@example.org"}]}]
+    one = api.get(f"/calendars/primary/events/{made['id']}", params={"fields": "summary,location,etag"})
+    assert one.json() == {"summary": "Partial", "location": "Room 1", "etag": made["etag"]}
+    assert one.headers.get("etag") == api.get(f"/calendars/primary/events/{made['id']}").headers.get("etag")
+    everything = api.get(f"/calendars/primary/events/{made['id']}", params={"fields": "*"}).json()
+    assert everything == api.get(f"/calendars/primary/events/{made['id']}").json()
+
+
+def test_a_malformed_field_selection_is_a_400_before_the_method_runs(api: httpx.Client) -> None:
+    for bad in ("items(id", "items)", "a,,b", "a//b", "()"):
+        r = api.post("/calendars/primary/events", params={"fields": bad},
+                     json={"summary": "never", "start": when("2026-11-02T10:00:00Z"), "end": when("2026-11-02T11:00:00Z")})
+        assert r.status_code == 400, (bad, r.text)
+        assert error_of(r)["reason"] == "invalidParameter" and error_of(r)["location"] == "fields"
+    items, _, _ = list_all(api)
+    assert [i for i in items if i.get("summary") == "never"] == []

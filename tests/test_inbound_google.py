@@ -167,3 +167,60 @@ def test_remote_copy_of_a_local_event_is_adopted_not_duplicated(
     stored = local_events(engine, binding)
     assert list(stored) == [event_id] and stored[event_id]["id"] == event_id
     assert stored[event_id]["links"][0]["base_version"] == 1  # same content: already agreed
+
+
+def _rich_google_events() -> list[dict[str, object]]:
+    """Events with every field Google lists, the ones calsync reads and keeps and the ones it does not."""
+    series = {
+        "kind": "calendar#event", "etag": '"3"', "id": "series1", "status": "confirmed",
+        "htmlLink": "https://www.google.com/calendar/event?eid=x", "created": "2026-01-01T00:00:00.000Z",
+        "updated": "2026-01-02T00:00:00.000Z", "summary": "Weekly", "description": "Notes", "location": "Room 9",
+        "colorId": "5", "creator": {"email": "a@example.org", "self": True},
+        "organizer": {"email": "a@example.org", "self": True},
+        "start": {"dateTime": "2026-03-02T09:00:00+01:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2026-03-02T10:00:00+01:00", "timeZone": "Europe/Berlin"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4", "EXDATE;TZID=Europe/Berlin:20260309T090000"],
+        "transparency": "transparent", "visibility": "private", "iCalUID": "series1@google.com", "sequence": 2,
+        "attendees": [
+            {"email": "a@example.org", "organizer": True, "self": True, "responseStatus": "accepted"},
+            {"email": "b@example.org", "displayName": "B", "optional": True, "responseStatus": "tentative",
+             "comment": "maybe", "additionalGuests": 1},
+        ],
+        "extendedProperties": {"private": {"k": "v"}, "shared": {"s": "t"}},
+        "conferenceData": {
+            "conferenceId": "123", "conferenceSolution": {"key": {"type": "addOn"}, "name": "Zoom"},
+            "entryPoints": [{"entryPointType": "video", "uri": "https://zoom.example/j/123"}],
+            "parameters": {"addOnParameters": {"parameters": {"calsyncProvider": "zoom"}}},
+        },
+        "reminders": {"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]},
+        "guestsCanModify": True, "guestsCanInviteOthers": False, "guestsCanSeeOtherGuests": False,
+        "source": {"url": "https://example.org", "title": "Example"}, "eventType": "default",
+        "hangoutLink": "https://meet.google.com/x", "attachments": [{"fileUrl": "https://drive/x"}],
+        "anyoneCanAddSelf": False, "privateCopy": False, "locked": False,
+    }
+    moved = {
+        "kind": "calendar#event", "etag": '"4"', "id": "series1_20260316T080000Z", "status": "tentative",
+        "recurringEventId": "series1", "originalStartTime": {"dateTime": "2026-03-16T09:00:00+01:00",
+                                                              "timeZone": "Europe/Berlin"},
+        "start": {"date": "2026-03-17"}, "end": {"date": "2026-03-18"}, "summary": "Moved", "sequence": 3,
+        "updated": "2026-01-03T00:00:00.000Z", "htmlLink": "https://x", "creator": {"email": "a@example.org"},
+    }
+    cancelled = {"kind": "calendar#event", "etag": '"5"', "id": "series1_20260323T080000Z", "status": "cancelled",
+                 "recurringEventId": "series1", "originalStartTime": {"dateTime": "2026-03-23T09:00:00+01:00"}}
+    gone = {"kind": "calendar#event", "etag": '"6"', "id": "gone1", "status": "cancelled"}
+    return [series, moved, cancelled, gone]
+
+
+def test_what_events_list_is_asked_for_is_all_the_mapping_reads_and_keeps() -> None:
+    """GoogleProvider asks events.list for LISTED_FIELDS only (Google's partial response): each event
+    maps to the same change from that selection as from the whole event, so no field the mapping
+    reads or keeps for writing back is left out of the request."""
+    from calsync.emulators.google.partial import parse_fields, select
+    from calsync.providers.google import LISTED_FIELDS, change_from_google
+
+    wanted = parse_fields(LISTED_FIELDS)
+    assert set(wanted) == {"items", "nextPageToken", "nextSyncToken"}
+    for item in _rich_google_events():
+        listed = select(item, wanted["items"])
+        assert "htmlLink" not in listed and "creator" not in listed
+        assert change_from_google(listed) == change_from_google(item), item["id"]

@@ -63,6 +63,31 @@ PRESERVED_FIELDS = (
     "eventType",
 )
 
+# What events.list is asked for (Google's partial response, the `fields` parameter): what
+# change_from_google reads and the fields preserved for writing back, and the page and sync tokens.
+# The rest of each event (htmlLink, creator, organizer, kind, created: two fifths of a listed event's
+# bytes) is neither read nor kept, so it is not sent, read or parsed. A field read here must be
+# listed (tests/test_inbound_google.py maps rich events whole and as listed).
+LISTED_EVENT_FIELDS = (
+    "id",
+    "etag",
+    "status",
+    "updated",
+    "summary",
+    "description",
+    "location",
+    "start",
+    "end",
+    "recurrence",
+    "recurringEventId",
+    "originalStartTime",
+    "attendees",
+    "iCalUID",
+    "sequence",
+    *PRESERVED_FIELDS,
+)
+LISTED_FIELDS = f"items({','.join(dict.fromkeys(LISTED_EVENT_FIELDS))}),nextPageToken,nextSyncToken"
+
 
 class GoogleProvider:
     """One Google account: a bearer token, or a TokenSource that renews it (providers/auth.py)."""
@@ -121,7 +146,7 @@ class GoogleProvider:
 
     def list_changes(self, calendar_id: str, sync_token: str | None) -> Iterator[ChangePage]:
         """Walk events.list page by page; the same query is repeated with each pageToken."""
-        base: dict[str, Any] = {"maxResults": self.page_size}
+        base: dict[str, Any] = {"maxResults": self.page_size, "fields": LISTED_FIELDS}
         if sync_token:
             base["syncToken"] = sync_token
         path = f"/calendars/{_q(calendar_id)}/events"

@@ -3,6 +3,7 @@ the admin routes. Every failure answers in Google's error shape, never a bare tr
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from calsync.emulators.google.errors import (
     invalid_credentials,
 )
 from calsync.emulators.google.params import Params
+from calsync.emulators.google.partial import parse_fields, select
 from calsync.emulators.google.state import API_PREFIX
 from calsync.emulators.oauth.google import google_routes
 
@@ -201,6 +203,8 @@ async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -
             raise _not_found()
         handler, args = found
         body = await read_json_body(request, _parse_error) if request.method in ("POST", "PUT", "PATCH") else None
+        fields = request.query_params.get("fields")
+        selection = parse_fields(fields) if fields is not None else None  # (refused before the method runs)
         emu.ensure_user(user)
         call = _Call(
             emu,
@@ -211,7 +215,12 @@ async def _handle_api(emu: GoogleEmulator, request: Request, user: str | None) -
             args,
             str(request.base_url).rstrip("/"),
         )
-        return handler(call)
+        response = handler(call)
+        if selection is None or response.status_code >= 300 or not response.body:
+            return response
+        return _ok(
+            select(json.loads(bytes(response.body)), selection), response.status_code, response.headers.get("etag")
+        )
     except ApiError as err:
         return _error_response(err)
     except _NotModified as nm:
