@@ -339,10 +339,8 @@ def _instance_suffix(original_start: str) -> str:
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
-    """The JSON body of a success, or the matching ProviderError. The error's reason is read from a
-    failure's body only: a success's body is decoded once (a listing page's was decoded twice, a
-    fifth of an initial sync's parsing)."""
-    return checked_json(response, "Google", error_reason(response) if response.status_code >= 300 else None)
+    """The JSON body of a success, or the matching ProviderError."""
+    return checked_json(response, "Google", error_reason)
 
 
 def _as_event(body: dict[str, Any]) -> RemoteEvent:

@@ -509,7 +509,7 @@ def _is_reset(response: httpx.Response) -> bool:
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a success, or the matching ProviderError."""
-    return checked_json(response, "Graph", _error_code(response))
+    return checked_json(response, "Graph", _error_code)
 
 
 def _batch_items(answer: dict[str, Any], count: int) -> dict[str, httpx.Response]:

@@ -227,11 +227,16 @@ def provider_error(response: httpx.Response, text: str, reason: str | None = Non
     return ProviderError(text, status=status, reason=reason)
 
 
-def checked_json(response: httpx.Response, label: str, reason: str | None) -> dict[str, Any]:
+def checked_json(
+    response: httpx.Response, label: str, reason_of: Callable[[httpx.Response], str | None]
+) -> dict[str, Any]:
     """The JSON body of a success, or the ProviderError its status means, with the message of the
-    provider's ``{"error": {"message"}}`` body (Google and Graph share that shape)."""
+    provider's ``{"error": {"message"}}`` body (Google and Graph share that shape) and the reason
+    `reason_of` reads from it. The reason is read from a failure's body only: a success's body is
+    decoded once (a listing page's was decoded twice, the second time by the standard library)."""
     if response.status_code < 300:
         return json_body(response) if response.content else {}
+    reason = reason_of(response)
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
