@@ -34,7 +34,7 @@ from calsync.providers.graph_mapping import (
     rrule_to_graph,
     same_recurrence,
 )
-from calsync.providers.html_text import html_to_text, text_to_html
+from calsync.providers.html_text import _PLAIN_DOCUMENT, html_to_text, parsed_text, text_to_html
 from calsync.providers.http import RetryPolicy
 from calsync.store import accounts as account_store
 from calsync.store.schema import events, outbox
@@ -513,3 +513,45 @@ def test_an_occurrence_deleted_in_outlook_reaches_its_series_without_a_full_sync
     assert row["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4", f"EXDATE:{deleted}"]
     quiet = sync_once(engine, binding_ids=[binding], make_provider=make)
     assert quiet.inbound[0].requests == 1, "nothing more to re-read once the deletion is in"
+
+
+_BLANK = st.text(st.sampled_from(" \t\r\n"), max_size=3)
+_BODY_TEXT = st.lists(
+    st.one_of(st.sampled_from(["&amp;", "&nbsp;", "&lt;", "&#x27;", "&", "&amp", "&#", "&#10;", "&#32;", "&Tab;", ">",
+                               "  ", "\r\n", "\t", "\xa0"]),
+              st.characters(blacklist_characters="<", max_codepoint=0x2FFF)),
+    max_size=20,
+).map("".join)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(_BODY_TEXT, min_size=1, max_size=4),
+    blanks=st.lists(_BLANK, min_size=7, max_size=7),
+    metas=st.lists(st.sampled_from(['<meta http-equiv="Content-Type" content="text/html; charset=utf-8">',
+                                    '<meta name="Generator" content="Microsoft Exchange Server">']), max_size=2),
+)
+def test_a_plain_outlook_document_reads_as_the_parser_reads_it(lines: list[str], blanks: list[str],
+                                                                metas: list[str]) -> None:
+    """html_to_text reads the document Outlook makes of plain text (a head of <meta> tags, text
+    broken by <br>) without the HTML parser: it must read exactly what the parser reads, whatever
+    the text (character references whole or broken, bare ampersands, non-breaking and runs of
+    spaces, line breaks) and the white space between the tags."""
+    b = blanks
+    markup = (f"{b[0]}<html>{b[1]}<head>{b[2]}{b[2].join(metas)}{b[3]}</head>{b[4]}<body>"
+              f"{'<br>'.join(lines)}</body>{b[5]}</html>{b[6]}")
+    assert _PLAIN_DOCUMENT.fullmatch(markup) is not None
+    assert html_to_text(markup) == parsed_text(markup)
+
+
+def test_what_the_graph_emulator_and_text_to_html_write_takes_the_short_way() -> None:
+    """The seeded bodies and calsync's own writes are plain documents (so the test above checks the
+    way a Graph sync takes), and anything else is read by the parser."""
+    from calsync.emulators.graph.fields import _html_of_text
+
+    text = "Agenda & notes: 'one'\n  two  \n\n<three>"
+    seeded = _html_of_text(text)
+    assert _PLAIN_DOCUMENT.fullmatch(seeded) is not None
+    assert html_to_text(seeded) == parsed_text(seeded)
+    styled = seeded.replace("<body>", "<body><div>").replace("</body>", "</div></body>")
+    assert _PLAIN_DOCUMENT.fullmatch(styled) is None and html_to_text(styled) == parsed_text(styled)
