@@ -437,3 +437,25 @@ def test_fetch_events_refuses_a_malformed_batch_answer(adele: GraphApi, graph_ur
                 provider.fetch_events(calendar, [made])
         finally:
             provider.close()
+
+
+def test_a_listing_reads_the_masters_a_page_meets_in_batches_of_20(engine: Engine, adele: GraphApi,
+                                                                    graph_url: str) -> None:
+    """The series masters a delta page meets for the first time are read together, in JSON batches
+    of 20 GETs, not one request each: 60 series over two pages cost at most two batches a page."""
+    calendar = adele.calendar_id()
+    httpx.post(f"{graph_url}/emulator/calendars/{calendar}/seed",
+               json={"count": 120, "start": SEED_START, "days": 60, "seed": 7, "recurring_every": 2}).raise_for_status()
+    binding = bind(engine, graph_url, calendar)
+    admin(graph_url, "DELETE", "/requests")
+    result = one(sync(engine, page_size=500).inbound)
+    assert result.status == "ok" and result.full
+    log = admin(graph_url, "GET", "/requests").json()["requests"]
+    outer = [e for e in log if "batch_item" not in e]
+    single_reads = [e for e in outer if e["method"] == "GET" and "/events/" in e["path"]]
+    masters = [e for e in log if "batch_item" in e]
+    assert single_reads == [] and len(masters) == 60, (len(single_reads), len(masters))
+    assert sum(e["path"] == "/v1.0/$batch" for e in outer) <= 2 * result.pages
+    assert result.requests == len(outer)
+    series = [e for e in local_events(engine, binding).values() if e["recurrence"]]
+    assert len(series) == 60

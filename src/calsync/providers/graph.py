@@ -187,7 +187,9 @@ class GraphProvider:
             params = None
         headers = {"Prefer": f'outlook.timezone="UTC", IdType="ImmutableId", odata.maxpagesize={self.page_size}'}
         # masters in, plain occurrences out (graph_series), EXDATEs over the round's own window
-        folder = DeltaFolder(self.series, (start, start + self.window[1] - self.window[0]), full=full)
+        folder = DeltaFolder(
+            self.series, (start, start + self.window[1] - self.window[0]), full=full, read_masters=self._read_raw
+        )
         while True:
             response = self.http.request("GET", url, params=params, headers=headers)
             if _is_reset(response):  # a dead delta token, or a skip token that died mid-round
@@ -226,11 +228,14 @@ class GraphProvider:
         """Each id read as get_event would, through JSON batches of 20 GETs (see the module
         docstring). None only for 404 / 410 (or an event Graph reports cancelled, as get_event);
         every other failure raises, so a None is a proof of deletion."""
-        ids = list(dict.fromkeys(remote_ids))
-        found: dict[str, RemoteEvent | None] = {}
+        raws = self._read_raw(list(dict.fromkeys(remote_ids)))
+        return {remote_id: None if raw is None else self._read(remote_id, raw) for remote_id, raw in raws.items()}
+
+    def _read_raw(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Events as Graph answers them (None for 404 / 410), through JSON batches of 20 GETs."""
+        found: dict[str, dict[str, Any] | None] = {}
         for at in range(0, len(ids), BATCH_LIMIT):
-            for remote_id, raw in self._batch_get(ids[at : at + BATCH_LIMIT]).items():
-                found[remote_id] = None if raw is None else self._read(remote_id, raw)
+            found.update(self._batch_get(ids[at : at + BATCH_LIMIT]))
         return found
 
     def _read(self, remote_id: str, raw: dict[str, Any]) -> RemoteEvent | None:
