@@ -239,10 +239,10 @@ class DeltaFolder:
         window: tuple[datetime, datetime],
         *,
         full: bool,
-        read_masters: Callable[[list[str]], dict[str, dict[str, Any] | None]] | None = None,
+        read_masters: Callable[[list[str]], dict[str, dict[str, Any] | None]],
     ) -> None:
         self.series = series
-        self.read_masters = read_masters or (lambda ids: {i: series.fetch(i) for i in ids})
+        self.read_masters = read_masters
         self.window = window
         self.full = full
         self.alive: dict[str, bool] = {}  # every master met this round: found (True) or gone (False)
