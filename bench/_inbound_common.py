@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from _machine import describe  # (the bench's folder is on sys.path: the scripts run from it)
 
 from calsync.providers.base import Provider
 
@@ -292,6 +293,7 @@ def main(target: InboundTarget, script: str, doc: str | None) -> None:
         page_size = args.page_size or target.default_page_size(base)
         print(f"{target.kind} emulator, page size {page_size}, {args.changes} remote changes, "
               f"{args.database}", flush=True)
+        print(describe(), flush=True)
         print(HEADER, flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             httpx.post(f"{base}/emulator/reset").raise_for_status()

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import event, text, update  # noqa: E402
 
+from bench._machine import describe  # noqa: E402
 from bench.scale import DEFAULT_PG, Api, Emulator, bind, scratch_database  # noqa: E402
 
 
@@ -123,6 +124,7 @@ def main() -> None:
             f"{args.latency_ms} ms a request; PostgreSQL (seeded in {time.monotonic() - t0:.1f}s)",
             flush=True,
         )
+        print(f"  {describe()}", flush=True)
         name = f"calsync_quietpoll_{os.getpid()}"
         with scratch_database(args.pg_url, name) as db_url:
             engine = open_engine(db_url, args.concurrency)

@@ -58,6 +58,9 @@ import httpx
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine, make_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # (bench/_machine.py, as a script or as bench.scale)
+from _machine import describe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_POLL_SECONDS = 60.0
@@ -647,6 +650,7 @@ def main() -> None:
             f"{max(1, args.bindings // 10)} calendars, + 1 calendar of {args.big_events} events; "
             f"{args.latency_ms} ms a request; PostgreSQL"
         )
+        print(f"  {describe()}", flush=True)
         t0 = time.monotonic()
         layout = build_remote(emulator, api, args)
         print(f"  emulator seeded in {time.monotonic() - t0:.1f}s")
