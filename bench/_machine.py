@@ -6,13 +6,14 @@ same commit's inbound bench at 0.045 and 0.100 s of client CPU per 1,000 events.
 the processor and the interpreter and times a fixed piece of pure-Python work (dictionary reads
 and writes, arithmetic: the kind of work a sync does between its C libraries), so figures from two
 machines can be set side by side: divide each by its machine's reference time. On a shared
-machine the reference itself varies by a fifth from minute to minute (seen here): a bench's
+machine the reference itself varies by a fifth or more from minute to minute (seen here): a bench's
 figure is no steadier than that.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import sys
 import time
@@ -59,8 +60,6 @@ def processor() -> str:
 
 def describe() -> str:
     """`machine: <processor>, <n> cores; Python <version> (<executable>); reference work <s> s`."""
-    import os
-
     return (
         f"machine: {processor()}, {os.cpu_count()} cores; Python {platform.python_version()} "
         f"({sys.executable}); reference work {reference_seconds():.3f} s of CPU (bench/_machine.py: "
