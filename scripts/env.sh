@@ -24,6 +24,12 @@ if [ "$installed" != "$EXTRAS" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; the
   # --no-compile: byte-compiling every installed module took about a third of the install; Python compiles
   # what it imports, when it first imports it
   "$VENV/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+  # ... but where PYTHONDONTWRITEBYTECODE is set (as on the CI machines) nothing is ever written, and every
+  # process compiled what it imports anew: `calsync --help` took 2.4-3.0 s, 1.1 s once compiled. So the
+  # virtualenv and the sources are compiled once here, on both cores (about 30 s; a file that does not
+  # compile, such as a template under site-packages, is left to its importer). Python still checks each
+  # source's time against its compiled copy, so an edited module is never run stale.
+  "$VENV/bin/python" -m compileall -q -j 0 "$ROOT/src" "$VENV/lib" > /dev/null 2>&1 || true
   printf '%s\n' "$EXTRAS" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
