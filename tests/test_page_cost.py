@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -255,6 +255,34 @@ def test_the_bulk_insert_stores_what_sqlalchemy_stores(any_engine: Engine) -> No
         for prefix in "ab"
     )
     assert quick_links == plain_links and len(quick_links) == 30
+
+
+def test_a_bulk_insert_converts_whole_columns_as_sqlalchemy_converts_each_value(any_engine: Engine) -> None:
+    """insert_many converts a column at a time (one time for a column of equal times, booleans and
+    JSON looked up and written in C): a column of one time, of different times, of equal instants in
+    different zones, of dicts one of which orjson refuses (a key that is no text, an integer beyond 64
+    bits), of 1 and 0 for booleans, each stored as SQLAlchemy stores it."""
+    binding = _setup(any_engine)
+    creates = _creates(binding, 6)
+    now = datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    same_instant = now.astimezone(timezone(timedelta(hours=5)))
+    refused = ({1: "int key"}, {"big": [2**70]})
+    with any_engine.begin() as conn:
+        for way, prefix in ((insert_many, "a"), (_plain_insert, "b")):
+            rows = []
+            for n, c in enumerate(creates):
+                row = {**c.event, "id": f"{prefix}{n:031x}", "created_at": now}
+                row["updated_at"] = same_instant if n % 2 else now + timedelta(seconds=n)
+                row["extra"] = refused[n % 2] if n == 3 else {"google": {"n": n}}
+                row["all_day"] = n % 2  # (1 and 0: True and False to the column)
+                row["conference"] = {"join_url": f"https://j/{n}"} if n % 3 == 0 else None
+                rows.append(row)
+            way(conn, events, rows)
+    quick, plain = (
+        _raw(any_engine, "SELECT * FROM events WHERE substr(id, 1, 1) = :prefix ORDER BY id", prefix) for prefix in "ab"
+    )
+    assert len(quick) == len(plain) == 6
+    assert [row[1:] for row in quick] == [row[1:] for row in plain]
 
 
 def test_a_bulk_insert_on_postgresql_is_one_copy(any_engine: Engine) -> None:

@@ -3,11 +3,13 @@ bulk INSERT of many rows. Imports nothing else of the store but its schema."""
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from operator import add, itemgetter
 from typing import Any
 
@@ -94,12 +96,16 @@ class _BulkInsert:
     """One bulk INSERT made for a table and a set of row keys: its SQL (a COPY on PostgreSQL, an
     INSERT for the driver's executemany on SQLite), which names the columns that need no conversion
     first (`plain`: a getter of their values as a tuple) and then the ones whose bind processor
-    converts them (`processed`: key and processor)."""
+    converts them (`processed`: key and the conversion of the column's values, _ColumnConvert)."""
 
     sql: str
     plain: Callable[[dict[str, Any]], tuple[Any, ...]]
-    processed: tuple[tuple[str, Callable[[Any], Any]], ...]
+    processed: tuple[tuple[str, _ColumnConvert], ...]
     copy: bool
+
+
+# a column's values (one per row, in order) -> what the driver is given for them, as many
+_ColumnConvert = Callable[[list[Any]], Iterable[Any]]
 
 
 _bulk_inserts: dict[tuple[str, str, tuple[str, ...]], _BulkInsert | None] = {}
@@ -126,8 +132,8 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         raise ValueError(f"rows for {table.name} carry different columns")
     values: Iterator[tuple[Any, ...]] = map(bulk.plain, rows)
     if bulk.processed:
-        converted = zip(*(map(process, map(itemgetter(key), rows)) for key, process in bulk.processed), strict=True)
-        values = map(add, values, converted)
+        columns = (convert(list(map(itemgetter(key), rows))) for key, convert in bulk.processed)
+        values = map(add, values, zip(*columns, strict=True))
     if bulk.copy:
         _copy(conn, bulk.sql, values)
     else:
@@ -158,7 +164,7 @@ def _bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _Bulk
     if not set(keys) <= set(table.c.keys()) or any(c.default is not None for c in table.c if c.key not in keys):
         return None
     plain: list[str] = []
-    processed: list[tuple[str, Callable[[Any], Any]]] = []
+    processed: list[tuple[str, _ColumnConvert]] = []
     for key in keys:
         column_type = table.c[key].type
         impl = column_type.dialect_impl(dialect)  # (JsonType is JSONB on PostgreSQL)
@@ -166,13 +172,14 @@ def _bulk_insert(conn: Connection, table: Table, keys: tuple[str, ...]) -> _Bulk
         if process is None:
             plain.append(key)
             continue
+        convert: _ColumnConvert = functools.partial(map, process)
         if isinstance(column_type, UTCDateTime):
-            process = _same_as_last(_iso_text(process) if copy else process)
+            convert = _time_column(_same_as_last(_iso_text(process) if copy else process))
         elif isinstance(impl, Boolean):
-            process = _boolean(process)
+            convert = _boolean_column(process)
         elif isinstance(impl, JSON) and impl.none_as_null and getattr(dialect, "_json_serializer", None) is None:
-            process = _json_text(process, json_text if copy else dumps)
-        processed.append((key, process))
+            convert = _json_column(_json_text(process, json_text if copy else dumps), by_orjson=copy)
+        processed.append((key, convert))
     preparer = dialect.identifier_preparer
     columns = ", ".join(preparer.quote(table.c[key].name) for key in [*plain, *(key for key, _ in processed)])
     # (names of the schema's own tables and columns, quoted by the dialect: no outside text in the SQL)
@@ -221,18 +228,50 @@ def json_text(value: Any) -> str:
         return dumps(value)
 
 
-def _boolean(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A boolean column's processor with its answers for None, True and False worked out once (1 and
-    0 are True and False to it too); any other value goes to SQLAlchemy's own, which refuses it."""
+def _boolean_column(process: Callable[[Any], Any]) -> _ColumnConvert:
+    """A boolean column's values through the processor's answers for None, True and False, worked
+    out once and looked up in C (1 and 0 are True and False to it too). A column holding anything
+    else goes through SQLAlchemy's own processor, which refuses it."""
     known = {value: process(value) for value in (None, True, False)}
+    look_up = known.__getitem__
 
-    def run(value: Any) -> Any:
+    def convert(values: list[Any]) -> Iterable[Any]:
         try:
-            return known[value]
-        except KeyError:
-            return process(value)
+            return list(map(look_up, values))
+        except (KeyError, TypeError):  # (an unhashable value: a TypeError)
+            return list(map(process, values))
 
-    return run
+    return convert
+
+
+def _json_column(one: Callable[[Any], Any], *, by_orjson: bool) -> _ColumnConvert:
+    """A JSON column's values by `one` (_json_text), None passed over without a call. `by_orjson`
+    (PostgreSQL, json_text): a column of dicts and lists only (attendees, extra: every row has one)
+    is written by orjson in C, no Python call per value, falling back to `one` for all of it where
+    orjson refuses a value."""
+    plain_types = frozenset({dict, list})
+
+    def convert(values: list[Any]) -> Iterable[Any]:
+        if by_orjson and plain_types.issuperset(map(type, values)):
+            try:
+                return list(map(bytes.decode, map(orjson.dumps, values)))
+            except orjson.JSONEncodeError:
+                pass
+        return [value if value is None else one(value) for value in values]
+
+    return convert
+
+
+def _time_column(one: Callable[[Any], Any]) -> _ColumnConvert:
+    """A time column's values: one conversion for the whole column where every row holds the same
+    time (a page's rows share one `now`, and most hold no deletion time), else `one` for each."""
+
+    def convert(values: list[Any]) -> Iterable[Any]:
+        if values and values.count(values[0]) == len(values):  # (equal aware times: one instant, one text)
+            return repeat(one(values[0]), len(values))
+        return map(one, values)
+
+    return convert
 
 
 def _iso_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
