@@ -19,6 +19,7 @@ import os
 import resource
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import threading
@@ -275,6 +276,10 @@ def main(target: InboundTarget, script: str, doc: str | None) -> None:
                         help="the store: a fresh SQLite file, or a fresh scratch database on --pg-url")
     parser.add_argument("--pg-url", default=os.environ.get("CALSYNC_TEST_PG_URL") or DEFAULT_PG,
                         help="a PostgreSQL server to make scratch databases on (default $CALSYNC_TEST_PG_URL)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="sync each size this many times, each from a fresh seed, database and process, and "
+                             "print the median CPU per 1,000 events with its range (a shared machine's speed "
+                             "swings by 15-30%% from minute to minute)")
     parser.add_argument("--child", nargs=2, metavar=("BASE_URL", "CALENDAR_ID"), help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)  # the child's store (none: a SQLite file)
     args = parser.parse_args()
@@ -296,16 +301,23 @@ def main(target: InboundTarget, script: str, doc: str | None) -> None:
         print(describe(), flush=True)
         print(HEADER, flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
-            httpx.post(f"{base}/emulator/reset").raise_for_status()
-            calendar_id = target.seed(base, size)
-            command = [sys.executable, script, "--child", base, calendar_id, "--changes", str(args.changes),
-                       "--page-size", str(page_size)]
-            with _store(args) as db_url:
-                out = subprocess.run(command + (["--db-url", db_url] if db_url else []),
-                                     capture_output=True, text=True, env=dict(os.environ))
-            if out.returncode:
-                raise SystemExit(f"the {size}-event run failed:\n{out.stderr[-3000:]}")
-            print(row(json.loads(out.stdout.strip().splitlines()[-1])), flush=True)
+            cpu: list[float] = []
+            for _ in range(max(1, args.repeat)):
+                httpx.post(f"{base}/emulator/reset").raise_for_status()
+                calendar_id = target.seed(base, size)
+                command = [sys.executable, script, "--child", base, calendar_id, "--changes", str(args.changes),
+                           "--page-size", str(page_size)]
+                with _store(args) as db_url:
+                    out = subprocess.run(command + (["--db-url", db_url] if db_url else []),
+                                         capture_output=True, text=True, env=dict(os.environ))
+                if out.returncode:
+                    raise SystemExit(f"the {size}-event run failed:\n{out.stderr[-3000:]}")
+                figures = json.loads(out.stdout.strip().splitlines()[-1])
+                cpu.append(figures["cpu_ms_per_1000"] / 1000)
+                print(row(figures), flush=True)
+            if len(cpu) > 1:
+                print(f"{size:>8} events, {len(cpu)} runs: CPU s/1000 ev median {statistics.median(cpu):.3f} "
+                      f"(min {min(cpu):.3f}, max {max(cpu):.3f})", flush=True)
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
