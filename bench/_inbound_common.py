@@ -283,6 +283,8 @@ def main(target: InboundTarget, script: str, doc: str | None) -> None:
     parser.add_argument("--child", nargs=2, metavar=("BASE_URL", "CALENDAR_ID"), help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)  # the child's store (none: a SQLite file)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, not {args.repeat}")
     if args.child:
         child(target, args.child[0], args.child[1], args.changes, args.page_size, args.db_url)
         return
@@ -302,7 +304,7 @@ def main(target: InboundTarget, script: str, doc: str | None) -> None:
         print(HEADER, flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             cpu: list[float] = []
-            for _ in range(max(1, args.repeat)):
+            for _ in range(args.repeat):
                 httpx.post(f"{base}/emulator/reset").raise_for_status()
                 calendar_id = target.seed(base, size)
                 command = [sys.executable, script, "--child", base, calendar_id, "--changes", str(args.changes),

@@ -9,7 +9,7 @@ SQLite file, or a fresh PostgreSQL database with `--database postgresql`. The em
 own process and each size is synced by a fresh child process, so the RSS figures are the sync's own
 (the harness is bench/_inbound_common.py, shared with bench/inbound_graph.py).
 
-    python bench/inbound_google.py [--sizes 10000,100000] [--changes 100] [--page-size 2500]
+    python bench/inbound_google.py [--sizes 10000,100000] [--changes 100] [--repeat N] [--page-size 2500]
         [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ event in 50 is a weekly series and one in 10 an online meeting. Delta lists a se
 occurrences; the provider folds them back into the series master, which costs requests of its own
 (compare `req` with `pages`).
 
-    python bench/inbound_graph.py [--sizes 10000,100000] [--changes 100] [--page-size 1000]
+    python bench/inbound_graph.py [--sizes 10000,100000] [--changes 100] [--repeat N] [--page-size 1000]
         [--database sqlite|postgresql] [--pg-url URL]
 """
 from __future__ import annotations
